@@ -1,0 +1,439 @@
+//! The database: tables, the WAL, the buffer and the flusher, tied together.
+//!
+//! Write path: [`Database::ingest`] claims the events' ids (dedup), builds
+//! one Arrow batch, and appends it to the WAL. After the fsync the WAL
+//! writer puts the batch into the table's buffer (in WAL order) and the
+//! client is answered. The flusher writes a table's buffered batches to its
+//! Delta table in one commit that also records the last WAL sequence it
+//! holds; only then are the batches dropped from the buffer — in the same
+//! critical section that installs the new Delta snapshot, so a query sees
+//! each event exactly once — and WAL segments below every table's buffer
+//! deleted.
+//!
+//! Start-up replays WAL records newer than each table's recorded sequence.
+
+mod table;
+
+pub use table::Table;
+
+use crate::config::Config;
+use crate::dedup::DedupIndex;
+use crate::ids::{InvalidName, TableName, TenantId, WalSeq};
+use crate::ingest::{self, Event};
+use crate::query::table::{EventTable, query_schema};
+use crate::schema::{ColumnKind, ColumnRegistry};
+use crate::storage::{self, Storage};
+use crate::wal::{self, Wal, WalConfig};
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error(
+        "the ingest buffer is full ({buffered} bytes waiting to be written to storage); retry shortly"
+    )]
+    BufferFull { buffered: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Wal(#[from] wal::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::Error),
+    #[error("query engine error: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What an ingest request stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Events newly stored.
+    pub accepted: usize,
+    /// Events whose `event_id` was already stored (client retries).
+    pub duplicates: usize,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// The database of one server process.
+#[derive(Debug)]
+pub struct Database {
+    config: Config,
+    wal: Wal,
+    storage: Storage,
+    tables: parking_lot::RwLock<BTreeMap<(TenantId, TableName), Arc<Table>>>,
+    /// Bytes held by all buffers together, for back-pressure.
+    buffered_bytes: Arc<AtomicUsize>,
+    /// Wakes the flusher when a buffer passes its size threshold.
+    flush_wanted: Arc<tokio::sync::Notify>,
+    /// Cleared at shutdown so no ingest starts after the final flush.
+    accepting: AtomicBool,
+}
+
+impl Database {
+    /// Opens the database: finds the stored tables, replays the WAL.
+    pub async fn open(config: Config) -> Result<Arc<Self>> {
+        let storage = Storage::new(&config)?;
+        let (wal, records) = Wal::open(WalConfig {
+            dir: config.wal_dir(),
+            segment_bytes: config.wal_segment_bytes,
+        })?;
+        let db = Arc::new(Database {
+            config,
+            wal,
+            storage,
+            tables: Default::default(),
+            buffered_bytes: Arc::new(AtomicUsize::new(0)),
+            flush_wanted: Arc::new(tokio::sync::Notify::new()),
+            accepting: AtomicBool::new(true),
+        });
+        for (tenant, name) in db.storage.list_tables().await? {
+            db.load_table(&tenant, &name).await?;
+        }
+        let mut replayed = 0usize;
+        for rec in records {
+            let table = match db.table(&rec.tenant, &rec.table) {
+                Some(t) => t,
+                None => db.load_table(&rec.tenant, &rec.table).await?,
+            };
+            if rec.seq <= table.persisted_seq() {
+                continue;
+            }
+            let batch = decode_ipc(&rec.data).map_err(|e| {
+                Error::Internal(format!("WAL record {} does not decode: {e}", rec.seq))
+            })?;
+            {
+                let mut reg = table.registry.lock();
+                for field in batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .skip(crate::schema::FIXED_COLUMNS.len())
+                {
+                    let ok = ColumnKind::from_data_type(field.data_type())
+                        .is_some_and(|kind| reg.adopt(field.name(), kind));
+                    if !ok {
+                        return Err(Error::Internal(format!(
+                            "WAL record {} has column {:?} of type {} that conflicts with table {}.{}",
+                            rec.seq,
+                            field.name(),
+                            field.data_type(),
+                            rec.tenant,
+                            rec.table
+                        )));
+                    }
+                }
+            }
+            replayed += batch.num_rows();
+            table.push(rec.seq, batch, &db.buffered_bytes);
+        }
+        if replayed > 0 {
+            tracing::info!(events = replayed, "replayed events from the WAL");
+        }
+        let tables: Vec<_> = db.tables.read().values().cloned().collect();
+        for t in tables {
+            t.restore_dedup(db.config.dedup_window).await?;
+        }
+        Ok(db)
+    }
+
+    async fn load_table(&self, tenant: &TenantId, name: &TableName) -> Result<Arc<Table>> {
+        let delta = self.storage.open(tenant, name).await?;
+        let label = format!("{tenant}.{name}");
+        let persisted = self.storage.persisted_seq(&delta, &label).await?;
+        let registry = match delta.snapshot() {
+            Ok(state) => ColumnRegistry::from_schema(&state.snapshot().arrow_schema()),
+            Err(_) => ColumnRegistry::default(),
+        };
+        let table = Arc::new(
+            Table::new(
+                tenant.clone(),
+                name.clone(),
+                delta,
+                persisted,
+                registry,
+                DedupIndex::new(
+                    self.config.dedup_window.as_micros() as i64,
+                    self.config.dedup_capacity,
+                ),
+            )
+            .await?,
+        );
+        self.tables
+            .write()
+            .insert((tenant.clone(), name.clone()), table.clone());
+        Ok(table)
+    }
+
+    /// The table, if it exists.
+    pub fn table(&self, tenant: &TenantId, name: &TableName) -> Option<Arc<Table>> {
+        self.tables
+            .read()
+            .get(&(tenant.clone(), name.clone()))
+            .cloned()
+    }
+
+    /// Names of the tenant's tables.
+    pub fn table_names(&self, tenant: &TenantId) -> Vec<String> {
+        self.tables
+            .read()
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, n)| n.to_string())
+            .collect()
+    }
+
+    /// False once the WAL has failed: the server can no longer accept writes.
+    pub fn is_healthy(&self) -> bool {
+        !self.wal.is_poisoned()
+    }
+
+    /// Bytes currently buffered across all tables.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Stores `events` in `tenant`'s table `name` (created on first use).
+    /// Returns once they are durable in the WAL and visible to queries.
+    pub async fn ingest(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        events: Vec<Event>,
+    ) -> Result<IngestOutcome> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let buffered = self.buffered_bytes();
+        if buffered >= self.config.max_buffer_bytes {
+            self.flush_wanted.notify_one();
+            return Err(Error::BufferFull { buffered });
+        }
+        let table = match self.table(tenant, name) {
+            Some(t) => t,
+            None => self.load_table(tenant, name).await?,
+        };
+        let now = now_micros();
+        let mut keep = vec![true; events.len()];
+        let mut claimed: Vec<String> = Vec::new();
+        let mut ids = Vec::with_capacity(events.len());
+        {
+            let mut dedup = table.dedup.lock();
+            for (i, e) in events.iter().enumerate() {
+                match &e.event_id {
+                    Some(id) => {
+                        if dedup.claim(id, now) {
+                            claimed.push(id.clone());
+                        } else {
+                            keep[i] = false;
+                        }
+                        ids.push(id.clone());
+                    }
+                    None => ids.push(uuid::Uuid::now_v7().to_string()),
+                }
+            }
+        }
+        let accepted = keep.iter().filter(|k| **k).count();
+        let outcome = IngestOutcome {
+            accepted,
+            duplicates: events.len() - accepted,
+        };
+        if accepted == 0 {
+            return Ok(outcome);
+        }
+        let result = self.log_batch(&table, events, keep, ids, now).await;
+        if result.is_err() {
+            let ids: Vec<&str> = claimed.iter().map(String::as_str).collect();
+            table.dedup.lock().release(&ids);
+        }
+        result.map(|_| outcome)
+    }
+
+    async fn log_batch(
+        &self,
+        table: &Arc<Table>,
+        events: Vec<Event>,
+        keep: Vec<bool>,
+        ids: Vec<String>,
+        now: i64,
+    ) -> Result<WalSeq> {
+        let t = table.clone();
+        let (batch, ipc) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let batch = ingest::build_batch(&events, &keep, &ids, &t.registry, now)?;
+            let ipc = encode_ipc(&batch)?;
+            Ok((batch, ipc))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let t = table.clone();
+        let counter = self.buffered_bytes.clone();
+        let notify = self.flush_wanted.clone();
+        let (flush_rows, flush_bytes) = (self.config.flush_rows, self.config.flush_bytes);
+        let seq = self
+            .wal
+            .append(
+                table.tenant.clone(),
+                table.name.clone(),
+                ipc,
+                Box::new(move |seq| {
+                    t.push(seq, batch, &counter);
+                    if t.over_threshold(flush_rows, flush_bytes) {
+                        notify.notify_one();
+                    }
+                }),
+            )
+            .await?;
+        Ok(seq)
+    }
+
+    /// A query session for `tenant`: its tables only, with every AllSource
+    /// function registered.
+    pub fn session(self: &Arc<Self>, tenant: &TenantId) -> Result<SessionContext> {
+        Ok(crate::query::session(self.clone(), tenant.clone())?)
+    }
+
+    /// Plans and starts a SQL query for `tenant`.
+    pub async fn query(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        sql: &str,
+    ) -> Result<SendableRecordBatchStream, datafusion::error::DataFusionError> {
+        crate::query::run_sql(self.clone(), tenant.clone(), sql).await
+    }
+
+    /// The table as a query sees it now.
+    pub fn snapshot(&self, table: &Table) -> EventTable {
+        let state = table.state.read();
+        let schema = query_schema(&table.registry.lock().schema());
+        EventTable::new(
+            schema,
+            state.provider.clone(),
+            state.buffer.iter().map(|b| b.batch.clone()).collect(),
+        )
+    }
+
+    /// Writes one table's buffer to Delta. Returns the rows written.
+    pub async fn flush_table(&self, table: &Arc<Table>) -> Result<usize> {
+        table.flush(&self.storage, &self.buffered_bytes).await
+    }
+
+    /// Flushes every table, then deletes WAL segments no longer needed.
+    pub async fn flush_all(&self) -> Result<usize> {
+        let tables: Vec<_> = self.tables.read().values().cloned().collect();
+        let mut rows = 0;
+        let mut first_err = None;
+        for t in tables {
+            match self.flush_table(&t).await {
+                Ok(n) => rows += n,
+                Err(e) => {
+                    tracing::error!(table = %t.label(), error = %e, "flush failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        self.truncate_wal().await?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
+    async fn truncate_wal(&self) -> Result<()> {
+        // Read the WAL position before looking at buffers: every record
+        // below it has been applied, so it is either buffered (and seen
+        // below) or already persisted.
+        let mut keep_from = self.wal.next_seq();
+        for t in self.tables.read().values() {
+            if let Some(first) = t.first_buffered_seq() {
+                keep_from = keep_from.min(first);
+            }
+        }
+        let removed = self.wal.truncate(keep_from).await?;
+        if removed > 0 {
+            tracing::debug!(segments = removed, %keep_from, "deleted WAL segments");
+        }
+        Ok(())
+    }
+
+    /// Runs the flusher until `cancel`: flushes tables whose buffers are
+    /// large or old enough.
+    pub async fn run_flusher(self: Arc<Self>, cancel: CancellationToken) {
+        let tick =
+            (self.config.flush_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.flush_wanted.notified() => {}
+            }
+            let tables: Vec<_> = self.tables.read().values().cloned().collect();
+            let mut flushed = false;
+            for t in tables {
+                let due = t.over_threshold(self.config.flush_rows, self.config.flush_bytes)
+                    || t.oldest_age()
+                        .is_some_and(|age| age >= self.config.flush_age)
+                    || (self.buffered_bytes() >= self.config.max_buffer_bytes / 2
+                        && t.buffered_bytes() > 0);
+                if !due {
+                    continue;
+                }
+                match self.flush_table(&t).await {
+                    Ok(_) => flushed = true,
+                    Err(e) => {
+                        tracing::error!(table = %t.label(), error = %e, "flush failed; will retry")
+                    }
+                }
+            }
+            if flushed {
+                if let Err(e) = self.truncate_wal().await {
+                    tracing::error!(error = %e, "WAL truncation failed");
+                }
+            }
+        }
+    }
+
+    /// Stops accepting ingest and writes every buffer to storage.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.accepting.store(false, Ordering::Release);
+        self.flush_all().await.map(|_| ())
+    }
+}
+
+/// Encodes a batch as an Arrow IPC stream (the WAL's record payload).
+pub fn encode_ipc(batch: &RecordBatch) -> Result<Bytes, arrow::error::ArrowError> {
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    Ok(Bytes::from(w.into_inner()?))
+}
+
+/// Decodes a WAL record's batch.
+pub fn decode_ipc(data: &Bytes) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(data), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    arrow::compute::concat_batches(&schema, &batches)
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Ingest(ingest::Error::Arrow(e))
+    }
+}

@@ -1,0 +1,265 @@
+//! One event table: its Delta handle, its buffer, its column registry and
+//! its recent event ids.
+
+use super::Result;
+use crate::dedup::DedupIndex;
+use crate::ids::{TableName, TenantId, WalSeq};
+use crate::query::table::adapt_batch;
+use crate::schema::{self, ColumnRegistry};
+use crate::storage::Storage;
+use arrow::array::{AsArray, RecordBatch};
+use datafusion::datasource::TableProvider;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A batch waiting in the buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct Buffered {
+    pub(crate) seq: WalSeq,
+    pub(crate) batch: RecordBatch,
+    bytes: usize,
+    arrived: Instant,
+}
+
+/// What a query snapshot takes, swapped as one under the lock.
+#[derive(Debug)]
+pub(crate) struct TableState {
+    /// The Delta handle at the version the provider reads.
+    delta: DeltaTable,
+    /// Provider over `delta`'s snapshot; `None` while the table has no
+    /// commit yet.
+    pub(crate) provider: Option<Arc<dyn TableProvider>>,
+    /// WAL sequence the Delta snapshot holds everything up to.
+    persisted: WalSeq,
+    /// Batches newer than `persisted`, in WAL order.
+    pub(crate) buffer: Vec<Buffered>,
+    rows: usize,
+    bytes: usize,
+}
+
+/// An event table of one tenant.
+#[derive(Debug)]
+pub struct Table {
+    pub tenant: TenantId,
+    pub name: TableName,
+    /// Payload columns and their types; decides where new fields go.
+    pub(crate) registry: parking_lot::Mutex<ColumnRegistry>,
+    /// Recent event ids, to store client retries once.
+    pub(crate) dedup: parking_lot::Mutex<DedupIndex>,
+    /// Read by every query (briefly), written by ingest and flush.
+    pub(crate) state: parking_lot::RwLock<TableState>,
+    /// One flush at a time per table: Delta commits are serialized here.
+    flush_lock: tokio::sync::Mutex<()>,
+}
+
+async fn provider_for(delta: &DeltaTable) -> Result<Option<Arc<dyn TableProvider>>> {
+    if delta.version().is_none() {
+        return Ok(None);
+    }
+    Ok(Some(delta.table_provider().await?))
+}
+
+impl Table {
+    pub(crate) async fn new(
+        tenant: TenantId,
+        name: TableName,
+        delta: DeltaTable,
+        persisted: WalSeq,
+        registry: ColumnRegistry,
+        dedup: DedupIndex,
+    ) -> Result<Self> {
+        let provider = provider_for(&delta).await?;
+        Ok(Table {
+            tenant,
+            name,
+            registry: parking_lot::Mutex::new(registry),
+            dedup: parking_lot::Mutex::new(dedup),
+            state: parking_lot::RwLock::new(TableState {
+                delta,
+                provider,
+                persisted,
+                buffer: Vec::new(),
+                rows: 0,
+                bytes: 0,
+            }),
+            flush_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// `tenant.table`, for messages.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.tenant, self.name)
+    }
+
+    pub(crate) fn persisted_seq(&self) -> WalSeq {
+        self.state.read().persisted
+    }
+
+    /// Adds a logged batch to the buffer. Called in WAL order.
+    pub(crate) fn push(&self, seq: WalSeq, batch: RecordBatch, total: &AtomicUsize) {
+        let bytes = batch.get_array_memory_size();
+        let mut state = self.state.write();
+        state.rows += batch.num_rows();
+        state.bytes += bytes;
+        state.buffer.push(Buffered {
+            seq,
+            batch,
+            bytes,
+            arrived: Instant::now(),
+        });
+        total.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn first_buffered_seq(&self) -> Option<WalSeq> {
+        self.state.read().buffer.first().map(|b| b.seq)
+    }
+
+    pub fn buffered_rows(&self) -> usize {
+        self.state.read().rows
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.state.read().bytes
+    }
+
+    pub(crate) fn over_threshold(&self, rows: usize, bytes: usize) -> bool {
+        let s = self.state.read();
+        s.rows >= rows || s.bytes >= bytes
+    }
+
+    pub(crate) fn oldest_age(&self) -> Option<Duration> {
+        self.state
+            .read()
+            .buffer
+            .first()
+            .map(|b| b.arrived.elapsed())
+    }
+
+    /// Writes the buffer to Delta in one commit, then swaps in the new
+    /// snapshot and drops the written batches together.
+    pub(crate) async fn flush(&self, storage: &Storage, total: &AtomicUsize) -> Result<usize> {
+        let _one_at_a_time = self.flush_lock.lock().await;
+        let (batches, last_seq, delta) = {
+            let s = self.state.read();
+            let Some(last) = s.buffer.last() else {
+                return Ok(0);
+            };
+            (
+                s.buffer
+                    .iter()
+                    .map(|b| (b.seq, b.batch.clone()))
+                    .collect::<Vec<_>>(),
+                last.seq,
+                s.delta.clone(),
+            )
+        };
+        // A previous attempt may have committed and then failed after the
+        // commit (syncing, reloading): never write the same records twice.
+        let label = self.label();
+        let mut delta = delta;
+        if delta.version().is_some() {
+            delta
+                .update_state()
+                .await
+                .map_err(|source| crate::storage::Error::Delta {
+                    table: label.clone(),
+                    source,
+                })?;
+        }
+        let already = storage.persisted_seq(&delta, &label).await?;
+        let rows_in: usize;
+        let new_delta = if already >= last_seq {
+            rows_in = 0;
+            delta
+        } else {
+            let target = self.registry.lock().schema();
+            let batches = batches
+                .iter()
+                .filter(|(seq, _)| *seq > already)
+                .map(|(_, batch)| adapt_batch(batch, &target))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            rows_in = batches.iter().map(|b| b.num_rows()).sum();
+            storage.append(delta, &label, batches, last_seq).await?
+        };
+        let provider = provider_for(&new_delta).await?;
+        let persisted = last_seq.max(already);
+        let mut s = self.state.write();
+        let keep_from = s.buffer.partition_point(|b| b.seq <= persisted);
+        let drained: Vec<Buffered> = s.buffer.drain(..keep_from).collect();
+        let freed: usize = drained.iter().map(|b| b.bytes).sum();
+        s.rows -= drained.iter().map(|b| b.batch.num_rows()).sum::<usize>();
+        s.bytes -= freed;
+        s.delta = new_delta;
+        s.provider = provider;
+        s.persisted = persisted;
+        drop(s);
+        total.fetch_sub(freed, Ordering::Relaxed);
+        tracing::debug!(table = %label, rows = rows_in, %persisted, "flushed");
+        Ok(rows_in)
+    }
+
+    /// Re-learns the ids stored within `window`: those in the buffer and
+    /// those in Delta files (pruned by the files' `ingested_at` statistics).
+    pub(crate) async fn restore_dedup(&self, window: Duration) -> Result<()> {
+        let since = chrono::Utc::now().timestamp_micros() - window.as_micros() as i64;
+        let (buffer, provider) = {
+            let s = self.state.read();
+            (
+                s.buffer.iter().map(|b| b.batch.clone()).collect::<Vec<_>>(),
+                s.provider.clone(),
+            )
+        };
+        let mut dedup = self.dedup.lock();
+        let mut remember = |batch: &RecordBatch| {
+            let (Some(ids), Some(at)) = (
+                batch.column_by_name(schema::EVENT_ID),
+                batch.column_by_name(schema::INGESTED_AT),
+            ) else {
+                return;
+            };
+            let at = at.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8)
+                .expect("strings cast to Utf8");
+            let ids = ids.as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                if at.value(i) >= since {
+                    dedup.remember(ids.value(i), at.value(i));
+                }
+            }
+        };
+        for b in &buffer {
+            remember(b);
+        }
+        drop(dedup);
+        let Some(provider) = provider else {
+            return Ok(());
+        };
+        let ctx = SessionContext::new();
+        ctx.register_table("t", provider)?;
+        let df = ctx
+            .sql(&format!(
+                "SELECT {id}, {at} FROM t WHERE {at} >= to_timestamp_micros({since}) ORDER BY {at}",
+                id = schema::EVENT_ID,
+                at = schema::INGESTED_AT
+            ))
+            .await?;
+        let mut stream = df.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let mut dedup = self.dedup.lock();
+            let at = batch
+                .column(1)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let ids = ids.as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                dedup.remember(ids.value(i), at.value(i));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! Ingest: request bodies → validated events → one Arrow batch.
+//!
+//! [`parse`] turns a JSON, JSON-array or NDJSON body into [`Event`]s, all or
+//! nothing, naming the first bad event. [`build_batch`] lays them out as
+//! columns, asking the table's [`ColumnRegistry`] where each payload field
+//! goes (its own typed column, or `_overflow`). The batch is what the WAL
+//! logs and the buffer holds.
+
+mod parse;
+
+pub use parse::{BodyFormat, Event, parse_events};
+
+use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Array, Float64Builder, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{Field, Schema};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Why a request's events were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid JSON at {location}: {message}")]
+    Json { location: String, message: String },
+    #[error("event {index}{}: {reason}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    InvalidEvent {
+        index: usize,
+        line: Option<usize>,
+        reason: String,
+    },
+    #[error("the request holds no events")]
+    Empty,
+    #[error("could not build the batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Which kind of column a JSON value would create.
+fn kind_of(v: &Value) -> Option<ColumnKind> {
+    match v {
+        Value::Null => None,
+        Value::Bool(_) => Some(ColumnKind::Boolean),
+        Value::Number(_) => Some(ColumnKind::Double),
+        Value::String(_) | Value::Array(_) | Value::Object(_) => Some(ColumnKind::Text),
+    }
+}
+
+/// A number as a double, when the double holds it exactly (integers beyond
+/// 2^53 do not, and go to `_overflow` instead of losing digits).
+fn exact_f64(n: &serde_json::Number) -> Option<f64> {
+    if let Some(i) = n.as_i64() {
+        let f = i as f64;
+        return (f as i64 == i && f.abs() < 9_007_199_254_740_992.0).then_some(f);
+    }
+    if let Some(u) = n.as_u64() {
+        let f = u as f64;
+        return (f < 9_007_199_254_740_992.0).then_some(f);
+    }
+    n.as_f64()
+}
+
+/// Builds the batch for `events` (those with `keep[i]`), registering new
+/// payload columns with `registry`. `ids` are the final event ids (client's
+/// or generated), `now` is the ingest time in epoch microseconds.
+pub fn build_batch(
+    events: &[Event],
+    keep: &[bool],
+    ids: &[String],
+    registry: &parking_lot::Mutex<ColumnRegistry>,
+    now: i64,
+) -> Result<RecordBatch> {
+    // Payload keys in order of first appearance, with the kind of their
+    // first non-null value.
+    let mut keys: Vec<(&str, Option<ColumnKind>)> = Vec::new();
+    let mut key_index: HashMap<&str, usize> = HashMap::new();
+    let kept = || events.iter().zip(keep).filter(|(_, k)| **k).map(|(e, _)| e);
+    for event in kept() {
+        for (k, v) in &event.payload {
+            match key_index.get(k.as_str()) {
+                Some(&i) => {
+                    if keys[i].1.is_none() {
+                        keys[i].1 = kind_of(v);
+                    }
+                }
+                None => {
+                    key_index.insert(k, keys.len());
+                    keys.push((k, kind_of(v)));
+                }
+            }
+        }
+    }
+    let placements: Vec<Placement> = {
+        let mut reg = registry.lock();
+        keys.iter().map(|(k, kind)| reg.place(k, *kind)).collect()
+    };
+
+    let rows = keep.iter().filter(|k| **k).count();
+    let mut overflow: Vec<Option<Map<String, Value>>> = vec![None; rows];
+    let mut fields = schema::fixed_fields();
+    let mut payload_columns: Vec<ArrayRef> = Vec::new();
+    for ((key, _), placement) in keys.iter().zip(&placements) {
+        let mut add_overflow = |row: usize, v: &Value| {
+            overflow[row]
+                .get_or_insert_with(Map::new)
+                .insert(key.to_string(), v.clone());
+        };
+        let values = kept().map(|e| e.payload.get(*key));
+        match placement {
+            Placement::Overflow => {
+                for (row, v) in values.enumerate() {
+                    if let Some(v) = v.filter(|v| !v.is_null()) {
+                        add_overflow(row, v);
+                    }
+                }
+            }
+            Placement::Column(kind) => {
+                let array: ArrayRef = match kind {
+                    ColumnKind::Double => {
+                        let mut b = Float64Builder::with_capacity(rows);
+                        for (row, v) in values.enumerate() {
+                            match v {
+                                None | Some(Value::Null) => b.append_null(),
+                                Some(Value::Number(n)) if exact_f64(n).is_some() => {
+                                    b.append_option(exact_f64(n))
+                                }
+                                Some(other) => {
+                                    add_overflow(row, other);
+                                    b.append_null();
+                                }
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
+                    ColumnKind::Boolean => {
+                        let mut b = BooleanBuilder::with_capacity(rows);
+                        for (row, v) in values.enumerate() {
+                            match v {
+                                None | Some(Value::Null) => b.append_null(),
+                                Some(Value::Bool(x)) => b.append_value(*x),
+                                Some(other) => {
+                                    add_overflow(row, other);
+                                    b.append_null();
+                                }
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
+                    ColumnKind::Text => {
+                        let mut b = StringBuilder::with_capacity(rows, rows * 8);
+                        for (row, v) in values.enumerate() {
+                            match v {
+                                None | Some(Value::Null) => b.append_null(),
+                                Some(Value::String(s)) => b.append_value(s),
+                                Some(v @ (Value::Array(_) | Value::Object(_))) => {
+                                    b.append_value(v.to_string())
+                                }
+                                Some(other) => {
+                                    add_overflow(row, other);
+                                    b.append_null();
+                                }
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
+                };
+                fields.push(Field::new(*key, kind.data_type(), true));
+                payload_columns.push(array);
+            }
+        }
+    }
+
+    let timestamps: Vec<i64> = kept().map(|e| e.timestamp.unwrap_or(now)).collect();
+    let dates = Date32Array::from_iter_values(
+        timestamps
+            .iter()
+            .map(|t| t.div_euclid(MICROS_PER_DAY) as i32),
+    );
+    let overflow: StringArray = overflow
+        .into_iter()
+        .map(|m| m.map(|m| Value::Object(m).to_string()))
+        .collect();
+    let kept_ids = ids.iter().zip(keep).filter(|(_, k)| **k).map(|(id, _)| id);
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(kept_ids)),
+        Arc::new(StringArray::from_iter_values(kept().map(|e| &e.event_type))),
+        Arc::new(StringArray::from_iter_values(kept().map(|e| &e.entity_id))),
+        Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; rows]).with_timezone("UTC")),
+        Arc::new(dates),
+        Arc::new(overflow),
+    ];
+    columns.extend(payload_columns);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Float64Type;
+
+    fn events(body: &str) -> Vec<Event> {
+        parse_events(body.as_bytes(), BodyFormat::Ndjson).unwrap()
+    }
+
+    #[test]
+    fn payload_becomes_typed_columns_and_conflicts_overflow() {
+        let evs = events(concat!(
+            r#"{"event_type":"buy","entity_id":"u1","timestamp":0,"payload":{"amount":5,"ok":true,"tags":["a"]}}"#,
+            "\n",
+            r#"{"event_type":"buy","entity_id":"u2","payload":{"amount":"lots","big":9007199254740993}}"#,
+        ));
+        let ids = vec!["a".to_string(), "b".to_string()];
+        let reg = parking_lot::Mutex::new(ColumnRegistry::default());
+        let batch = build_batch(&evs, &[true, true], &ids, &reg, 86_400_000_000 + 5).unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let amount = batch.column_by_name("amount").unwrap();
+        let amount = amount.as_primitive::<Float64Type>();
+        assert_eq!(amount.value(0), 5.0);
+        assert!(amount.is_null(1));
+        let tags = batch.column_by_name("tags").unwrap().as_string::<i32>();
+        assert_eq!(tags.value(0), r#"["a"]"#);
+        let overflow = batch
+            .column_by_name("_overflow")
+            .unwrap()
+            .as_string::<i32>();
+        assert!(overflow.is_null(0));
+        let o: Value = serde_json::from_str(overflow.value(1)).unwrap();
+        assert_eq!(o["amount"], "lots");
+        assert_eq!(o["big"].to_string(), "9007199254740993");
+        // event_date: first event at epoch 0, second at "now" (day 1)
+        let dates = batch.column_by_name("event_date").unwrap();
+        let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
+        assert_eq!((dates.value(0), dates.value(1)), (0, 1));
+        // "big" saw only an integer too large for a double: a Double column
+        // exists but the value went to _overflow.
+        assert!(batch.column_by_name("big").unwrap().is_null(0));
+    }
+
+    #[test]
+    fn dropped_rows_are_skipped() {
+        let evs = events(
+            "{\"event_type\":\"a\",\"entity_id\":\"u1\"}\n{\"event_type\":\"b\",\"entity_id\":\"u2\"}",
+        );
+        let ids = vec!["x".to_string(), "y".to_string()];
+        let reg = parking_lot::Mutex::new(ColumnRegistry::default());
+        let batch = build_batch(&evs, &[false, true], &ids, &reg, 0).unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        let t = batch
+            .column_by_name("event_type")
+            .unwrap()
+            .as_string::<i32>();
+        assert_eq!(t.value(0), "b");
+    }
+}

@@ -1,0 +1,279 @@
+//! Parsing request bodies into validated events.
+
+use super::{Error, Result};
+use serde_json::{Map, Value};
+
+/// How the request body lays out its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One JSON object or a JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// One event as the client sent it, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The client's id; `None` means the server makes a UUIDv7.
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub entity_id: String,
+    /// Microseconds since the Unix epoch, UTC; `None` means "now".
+    pub timestamp: Option<i64>,
+    pub payload: Map<String, Value>,
+}
+
+/// Upper bounds on the fixed string fields, so a runaway client cannot
+/// blow up a dictionary or a sort key.
+const MAX_ID_LEN: usize = 512;
+
+/// Parses a whole body. Either every event is valid or the first problem
+/// is reported with the event's position; nothing partial comes back.
+pub fn parse_events(body: &[u8], format: BodyFormat) -> Result<Vec<Event>> {
+    let mut events = Vec::new();
+    match format {
+        BodyFormat::Json => {
+            let value: Value = serde_json::from_slice(body).map_err(|e| Error::Json {
+                location: format!("line {}, column {}", e.line(), e.column()),
+                message: strip_position(&e),
+            })?;
+            match value {
+                Value::Array(items) => {
+                    events.reserve(items.len());
+                    for (index, item) in items.into_iter().enumerate() {
+                        events.push(event_from_value(item).map_err(|reason| {
+                            Error::InvalidEvent {
+                                index,
+                                line: None,
+                                reason,
+                            }
+                        })?);
+                    }
+                }
+                other => {
+                    events.push(
+                        event_from_value(other).map_err(|reason| Error::InvalidEvent {
+                            index: 0,
+                            line: None,
+                            reason,
+                        })?,
+                    )
+                }
+            }
+        }
+        BodyFormat::Ndjson => {
+            for (line_no, line) in body.split(|&b| b == b'\n').enumerate() {
+                let line = trim_ascii(line);
+                if line.is_empty() {
+                    continue;
+                }
+                let index = events.len();
+                let line_no = line_no + 1;
+                let value: Value = serde_json::from_slice(line).map_err(|e| Error::Json {
+                    location: format!("line {line_no}, column {}", e.column()),
+                    message: strip_position(&e),
+                })?;
+                events.push(
+                    event_from_value(value).map_err(|reason| Error::InvalidEvent {
+                        index,
+                        line: Some(line_no),
+                        reason,
+                    })?,
+                );
+            }
+        }
+    }
+    if events.is_empty() {
+        return Err(Error::Empty);
+    }
+    Ok(events)
+}
+
+fn trim_ascii(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// serde_json appends " at line X column Y" to its messages; we report the
+/// position ourselves.
+fn strip_position(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+fn event_from_value(value: Value) -> Result<Event, String> {
+    let Value::Object(obj) = value else {
+        return Err(format!(
+            "expected a JSON object, found {}",
+            json_kind(&value)
+        ));
+    };
+    let mut event_id = None;
+    let mut event_type = None;
+    let mut entity_id = None;
+    let mut timestamp = None;
+    let mut payload = Map::new();
+    for (key, value) in obj {
+        match key.as_str() {
+            "event_id" => event_id = optional_string("event_id", value)?,
+            "event_type" => event_type = optional_string("event_type", value)?,
+            "entity_id" => entity_id = optional_string("entity_id", value)?,
+            "timestamp" => timestamp = parse_timestamp(value)?,
+            "payload" => match value {
+                Value::Object(map) => payload = map,
+                Value::Null => {}
+                other => {
+                    return Err(format!(
+                        "field \"payload\" must be a JSON object, found {}",
+                        json_kind(&other)
+                    ));
+                }
+            },
+            other => {
+                return Err(format!(
+                    "unknown field {:?}: an event has event_type, entity_id, timestamp, event_id and payload (put your own fields under \"payload\")",
+                    truncate(other, 64)
+                ));
+            }
+        }
+    }
+    let event_type = event_type.ok_or("field \"event_type\" is required (a non-empty string)")?;
+    let entity_id = entity_id.ok_or("field \"entity_id\" is required (a non-empty string)")?;
+    Ok(Event {
+        event_id,
+        event_type,
+        entity_id,
+        timestamp,
+        payload,
+    })
+}
+
+fn optional_string(field: &str, value: Value) -> Result<Option<String>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Err(format!("field {field:?} must not be empty")),
+        Value::String(s) if s.len() > MAX_ID_LEN => Err(format!(
+            "field {field:?} is {} bytes long; the limit is {MAX_ID_LEN}",
+            s.len()
+        )),
+        Value::String(s) => Ok(Some(s)),
+        other => Err(format!(
+            "field {field:?} must be a string, found {}",
+            json_kind(&other)
+        )),
+    }
+}
+
+/// Accepts RFC 3339 text or integer epoch milliseconds; returns epoch
+/// microseconds.
+fn parse_timestamp(value: Value) -> Result<Option<i64>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(&s)
+            .map(|t| Some(t.timestamp_micros()))
+            .map_err(|e| {
+                format!(
+                    "field \"timestamp\": {:?} is not an RFC 3339 time ({e}); use e.g. \"2026-01-31T12:00:00Z\" or epoch milliseconds",
+                    truncate(&s, 64)
+                )
+            }),
+        Value::Number(n) => {
+            let ms = n.as_i64().ok_or_else(|| {
+                format!("field \"timestamp\": {n} is not an integer number of epoch milliseconds")
+            })?;
+            ms.checked_mul(1000)
+                .filter(|us| chrono::DateTime::from_timestamp_micros(*us).is_some())
+                .map(Some)
+                .ok_or_else(|| format!("field \"timestamp\": {ms} ms is out of range"))
+        }
+        other => Err(format!(
+            "field \"timestamp\" must be an RFC 3339 string or epoch milliseconds, found {}",
+            json_kind(&other)
+        )),
+    }
+}
+
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_object_array_and_ndjson() {
+        let one = br#"{"event_type":"a","entity_id":"u1","payload":{"x":1}}"#;
+        assert_eq!(parse_events(one, BodyFormat::Json).unwrap().len(), 1);
+        let arr = br#"[{"event_type":"a","entity_id":"u1"},{"event_type":"b","entity_id":"u2","timestamp":1700000000000}]"#;
+        let evs = parse_events(arr, BodyFormat::Json).unwrap();
+        assert_eq!(evs[1].timestamp, Some(1_700_000_000_000_000));
+        let nd = b"{\"event_type\":\"a\",\"entity_id\":\"u1\",\"timestamp\":\"2026-01-01T00:00:00Z\"}\n\n{\"event_type\":\"b\",\"entity_id\":\"u2\"}\n";
+        let evs = parse_events(nd, BodyFormat::Ndjson).unwrap();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].timestamp, Some(1_767_225_600_000_000));
+    }
+
+    #[test]
+    fn errors_name_the_event_and_reason() {
+        let arr = br#"[{"event_type":"a","entity_id":"u1"},{"event_type":"a"}]"#;
+        let err = parse_events(arr, BodyFormat::Json).unwrap_err().to_string();
+        assert!(
+            err.contains("event 1") && err.contains("entity_id"),
+            "{err}"
+        );
+        let nd =
+            b"{\"event_type\":\"a\",\"entity_id\":\"u1\"}\n{\"event_type\":\"a\",\"entity_id\":5}";
+        let err = parse_events(nd, BodyFormat::Ndjson)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("must be a string"),
+            "{err}"
+        );
+        let err = parse_events(b"{\"event_type\":", BodyFormat::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+        let bad_ts = br#"{"event_type":"a","entity_id":"u","timestamp":"yesterday"}"#;
+        let err = parse_events(bad_ts, BodyFormat::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RFC 3339"), "{err}");
+        let err = parse_events(b"[]", BodyFormat::Json).unwrap_err();
+        assert!(matches!(err, Error::Empty));
+        let unknown = br#"{"event_type":"a","entity_id":"u","amount":3}"#;
+        let err = parse_events(unknown, BodyFormat::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field \"amount\""), "{err}");
+    }
+}

@@ -1,0 +1,30 @@
+//! AllSource: a SQL-first analytical event database.
+//!
+//! # Layout
+//!
+//! - [`server`]: HTTP routes ([`server::http`]) and the process lifecycle.
+//! - [`ingest`]: request bodies → validated events → one Arrow batch.
+//! - [`wal`]: the write-ahead log; a batch is acknowledged once it is
+//!   fsynced there (group commit).
+//! - [`db`]: tables, their in-memory buffers and the flusher that moves
+//!   buffered batches into Delta Lake; WAL replay at start-up.
+//! - [`storage`]: Delta Lake tables on object storage (local or S3).
+//! - [`query`]: DataFusion sessions scoped to a tenant, the table provider
+//!   that unions the buffer with the Delta snapshot, result formats.
+//! - [`schema`]: fixed columns and how payload fields become columns.
+//! - [`dedup`], [`ids`], [`config`]: event-id dedup, validated names,
+//!   settings.
+//!
+//! ARCHITECTURE.md at the repository root walks through the write and read
+//! paths.
+
+pub mod config;
+pub mod db;
+pub mod dedup;
+pub mod ids;
+pub mod ingest;
+pub mod query;
+pub mod schema;
+pub mod server;
+pub mod storage;
+pub mod wal;

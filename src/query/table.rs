@@ -1,0 +1,195 @@
+//! The table a query sees: the Delta snapshot's files plus the buffer's
+//! batches, frozen together at one instant so every event appears once.
+
+use arrow::array::{RecordBatch, new_null_array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::scalar::ScalarValue;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The type a column has in queries. Strings are `Utf8View`, which is what
+/// the Delta provider reads Parquet strings as, and what DataFusion is
+/// fastest with.
+pub fn query_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+        other => other.clone(),
+    }
+}
+
+/// The query schema for a stored schema.
+pub fn query_schema(stored: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        stored
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), query_type(f.data_type()), f.is_nullable()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Reshapes `batch` to `target`: columns by name, cast where the type
+/// differs, all-null where the batch lacks the column (it predates it).
+pub fn adapt_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+    let columns = target
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(col) if col.data_type() == field.data_type() => Ok(col.clone()),
+            Some(col) => Ok(cast(col, field.data_type())?),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        target.clone(),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// One table as of one instant.
+#[derive(Debug)]
+pub struct EventTable {
+    /// Query schema: fixed columns, then every payload column known.
+    schema: SchemaRef,
+    /// The Delta snapshot's provider; `None` before the first flush.
+    delta: Option<Arc<dyn TableProvider>>,
+    /// Buffered batches not yet in that snapshot, each in the shape it was
+    /// ingested with.
+    buffer: Vec<RecordBatch>,
+}
+
+impl EventTable {
+    pub fn new(
+        schema: SchemaRef,
+        delta: Option<Arc<dyn TableProvider>>,
+        buffer: Vec<RecordBatch>,
+    ) -> Self {
+        EventTable {
+            schema,
+            delta,
+            buffer,
+        }
+    }
+
+    async fn delta_plan(
+        &self,
+        delta: &Arc<dyn TableProvider>,
+        state: &dyn Session,
+        projected: &SchemaRef,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let delta_schema = delta.schema();
+        // Ask the Delta side only for the columns it has; the others were
+        // added after its snapshot and read as NULL.
+        let mut indices = Vec::new();
+        for field in projected.fields() {
+            if let Ok(i) = delta_schema.index_of(field.name()) {
+                if !indices.contains(&i) {
+                    indices.push(i);
+                }
+            }
+        }
+        let known: HashSet<&str> = delta_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        // Filters only prune there (we report them Inexact, so DataFusion
+        // applies them again above the union); pass those it can evaluate.
+        let usable: Vec<Expr> = filters
+            .iter()
+            .filter(|f| {
+                f.column_refs()
+                    .iter()
+                    .all(|c| known.contains(c.name.as_str()))
+            })
+            .cloned()
+            .collect();
+        let plan = delta.scan(state, Some(&indices), &usable, limit).await?;
+        let plan_schema = plan.schema();
+        let exprs = projected
+            .fields()
+            .iter()
+            .map(|field| {
+                let expr: Arc<dyn PhysicalExpr> = match plan_schema.index_of(field.name()) {
+                    Ok(i) => {
+                        let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
+                        if plan_schema.field(i).data_type() == field.data_type() {
+                            col
+                        } else {
+                            Arc::new(CastExpr::new(col, field.data_type().clone(), None))
+                        }
+                    }
+                    Err(_) => Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?)),
+                };
+                Ok((expr, field.name().clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+    }
+}
+
+#[async_trait]
+impl TableProvider for EventTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if let Some(delta) = &self.delta {
+            inputs.push(
+                self.delta_plan(delta, state, &projected, filters, limit)
+                    .await?,
+            );
+        }
+        if !self.buffer.is_empty() || inputs.is_empty() {
+            let batches = self
+                .buffer
+                .iter()
+                .map(|b| adapt_batch(b, &projected))
+                .collect::<Result<Vec<_>>>()?;
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[batches],
+                projected.clone(),
+                None,
+            )?);
+        }
+        UnionExec::try_new(inputs)
+    }
+}

@@ -1,0 +1,234 @@
+//! The shape of an event table: fixed columns, then payload columns typed
+//! from the JSON that created them.
+//!
+//! Rules (also in the README):
+//! - JSON numbers become `DOUBLE` (`Float64`), booleans `BOOLEAN`, strings
+//!   `VARCHAR`; nested objects and arrays become `VARCHAR` holding their JSON
+//!   text (query them with the `json_*` functions).
+//! - A column's type is fixed by the first non-null value seen for it.
+//! - A value that does not fit its column (a string in a `DOUBLE` column, an
+//!   integer too large for a double to hold exactly, a key that collides
+//!   with a fixed column or, ignoring case, with another column) is kept in
+//!   the row's `_overflow` column, a JSON object of such fields.
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const EVENT_ID: &str = "event_id";
+pub const EVENT_TYPE: &str = "event_type";
+pub const ENTITY_ID: &str = "entity_id";
+pub const TIMESTAMP: &str = "timestamp";
+pub const INGESTED_AT: &str = "ingested_at";
+pub const EVENT_DATE: &str = "event_date";
+pub const OVERFLOW: &str = "_overflow";
+
+/// Fixed columns, in table order.
+pub const FIXED_COLUMNS: [&str; 7] = [
+    EVENT_ID,
+    EVENT_TYPE,
+    ENTITY_ID,
+    TIMESTAMP,
+    INGESTED_AT,
+    EVENT_DATE,
+    OVERFLOW,
+];
+
+/// Most payload columns a table may have; fields beyond go to `_overflow`.
+pub const MAX_PAYLOAD_COLUMNS: usize = 1000;
+
+/// The UTC timestamp type used for `timestamp` and `ingested_at`.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The type of a payload column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnKind {
+    Double,
+    Boolean,
+    /// Strings, and the JSON text of nested values.
+    Text,
+}
+
+impl ColumnKind {
+    pub fn data_type(self) -> DataType {
+        match self {
+            ColumnKind::Double => DataType::Float64,
+            ColumnKind::Boolean => DataType::Boolean,
+            ColumnKind::Text => DataType::Utf8,
+        }
+    }
+
+    /// The kind a stored Arrow column maps back to, if it is one of ours.
+    pub fn from_data_type(dt: &DataType) -> Option<ColumnKind> {
+        match dt {
+            DataType::Float64 => Some(ColumnKind::Double),
+            DataType::Boolean => Some(ColumnKind::Boolean),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(ColumnKind::Text),
+            _ => None,
+        }
+    }
+}
+
+/// The fixed part of every event table, as batches are built in memory.
+pub fn fixed_fields() -> Vec<Field> {
+    vec![
+        Field::new(EVENT_ID, DataType::Utf8, false),
+        Field::new(EVENT_TYPE, DataType::Utf8, false),
+        Field::new(ENTITY_ID, DataType::Utf8, false),
+        Field::new(TIMESTAMP, timestamp_type(), false),
+        Field::new(INGESTED_AT, timestamp_type(), false),
+        Field::new(EVENT_DATE, DataType::Date32, false),
+        Field::new(OVERFLOW, DataType::Utf8, true),
+    ]
+}
+
+/// Characters Delta Lake refuses in column names (without column mapping).
+const FORBIDDEN_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
+
+/// Why a payload field cannot have a column of its own.
+fn unusable_name(name: &str) -> bool {
+    name.is_empty()
+        || name.len() > 128
+        || name.contains(FORBIDDEN_IN_NAMES)
+        || name.chars().any(char::is_control)
+}
+
+/// The payload columns of one table, in the order they were first seen.
+///
+/// Decisions made here are final: once a name has a kind it keeps it, so
+/// every batch ever built for the table agrees with every other.
+#[derive(Debug, Default, Clone)]
+pub struct ColumnRegistry {
+    columns: Vec<(String, ColumnKind)>,
+    /// Lower-cased name → index, because Delta compares names ignoring case.
+    by_lower: HashMap<String, usize>,
+    /// Bumped on every change, so readers can cache the schema.
+    version: u64,
+}
+
+/// Where a payload field's values go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Column(ColumnKind),
+    Overflow,
+}
+
+impl ColumnRegistry {
+    /// Builds the registry from a stored table schema.
+    pub fn from_schema(schema: &Schema) -> Self {
+        let mut reg = ColumnRegistry::default();
+        for field in schema.fields() {
+            if FIXED_COLUMNS.contains(&field.name().as_str()) {
+                continue;
+            }
+            if let Some(kind) = ColumnKind::from_data_type(field.data_type()) {
+                reg.insert(field.name(), kind);
+            }
+        }
+        reg
+    }
+
+    fn insert(&mut self, name: &str, kind: ColumnKind) {
+        self.by_lower
+            .insert(name.to_lowercase(), self.columns.len());
+        self.columns.push((name.to_string(), kind));
+        self.version += 1;
+    }
+
+    /// Where values of field `name` go; registers a new column of `kind`
+    /// when the name is free. `kind` is `None` when only nulls were seen,
+    /// which creates nothing.
+    pub fn place(&mut self, name: &str, kind: Option<ColumnKind>) -> Placement {
+        if FIXED_COLUMNS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+            return Placement::Overflow;
+        }
+        if let Some(&i) = self.by_lower.get(&name.to_lowercase()) {
+            let (existing, k) = &self.columns[i];
+            return if existing == name {
+                Placement::Column(*k)
+            } else {
+                Placement::Overflow
+            };
+        }
+        let Some(kind) = kind else {
+            return Placement::Overflow;
+        };
+        if unusable_name(name) || self.columns.len() >= MAX_PAYLOAD_COLUMNS {
+            return Placement::Overflow;
+        }
+        self.insert(name, kind);
+        Placement::Column(kind)
+    }
+
+    /// Registers a column found in a replayed batch. Returns false when it
+    /// conflicts with what is known (which replay treats as corruption).
+    pub fn adopt(&mut self, name: &str, kind: ColumnKind) -> bool {
+        match self.by_lower.get(&name.to_lowercase()) {
+            Some(&i) => self.columns[i].0 == name && self.columns[i].1 == kind,
+            None => {
+                self.insert(name, kind);
+                true
+            }
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The full table schema: fixed columns, then payload columns.
+    pub fn schema(&self) -> SchemaRef {
+        let mut fields = fixed_fields();
+        fields.extend(
+            self.columns
+                .iter()
+                .map(|(name, kind)| Field::new(name, kind.data_type(), true)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_rules() {
+        let mut reg = ColumnRegistry::default();
+        assert_eq!(
+            reg.place("amount", Some(ColumnKind::Double)),
+            Placement::Column(ColumnKind::Double)
+        );
+        // type is fixed by the first sighting
+        assert_eq!(
+            reg.place("amount", Some(ColumnKind::Text)),
+            Placement::Column(ColumnKind::Double)
+        );
+        // case-insensitive collision
+        assert_eq!(
+            reg.place("Amount", Some(ColumnKind::Double)),
+            Placement::Overflow
+        );
+        // fixed names
+        assert_eq!(
+            reg.place("timestamp", Some(ColumnKind::Text)),
+            Placement::Overflow
+        );
+        assert_eq!(
+            reg.place("Event_Type", Some(ColumnKind::Text)),
+            Placement::Overflow
+        );
+        // names Delta cannot store
+        assert_eq!(
+            reg.place("a b", Some(ColumnKind::Text)),
+            Placement::Overflow
+        );
+        // only nulls: no column
+        assert_eq!(reg.place("later", None), Placement::Overflow);
+        assert_eq!(reg.schema().fields().len(), FIXED_COLUMNS.len() + 1);
+        let round = ColumnRegistry::from_schema(&reg.schema());
+        assert_eq!(round.schema(), reg.schema());
+    }
+}

@@ -1,0 +1,93 @@
+//! The one place where errors become HTTP status codes.
+
+use crate::db;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datafusion::error::DataFusionError;
+
+/// An error answered to an HTTP client as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Seconds for a Retry-After header (503, 429).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, message = %self.message, "request failed");
+        }
+        let body = serde_json::json!({ "error": self.message });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<db::Error> for ApiError {
+    fn from(e: db::Error) -> Self {
+        let status = match &e {
+            db::Error::Ingest(_) | db::Error::Name(_) => StatusCode::BAD_REQUEST,
+            db::Error::BufferFull { .. } | db::Error::ShuttingDown => {
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+                err.retry_after = Some(1);
+                return err;
+            }
+            db::Error::Wal(_)
+            | db::Error::Storage(_)
+            | db::Error::Internal(_)
+            | db::Error::Query(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// Whether a DataFusion error is the user's mistake (bad SQL, unknown
+/// column, a cast that fails on their data) rather than ours.
+pub fn is_user_error(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::Internal(_)
+        | DataFusionError::IoError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::Substrait(_) => false,
+        DataFusionError::Context(_, inner) => is_user_error(inner),
+        DataFusionError::Diagnostic(_, inner) => is_user_error(inner),
+        DataFusionError::Shared(inner) => is_user_error(inner),
+        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
+            Some(df) => is_user_error(df),
+            None => false,
+        },
+        _ => true,
+    }
+}
+
+impl From<DataFusionError> for ApiError {
+    fn from(e: DataFusionError) -> Self {
+        let user = is_user_error(&e);
+        let message = e.strip_backtrace().to_string();
+        if user {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! HTTP routes: ingest, SQL, health.
+
+use super::error::ApiError;
+use crate::db::Database;
+use crate::ids::{TableName, TenantId};
+use crate::ingest::{self, BodyFormat};
+use crate::query::output::{Encoder, OutputFormat};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use serde::Deserialize;
+use std::io::Read;
+use std::sync::Arc;
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Arc<Database>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    // The extractor limit bounds the compressed body; `decode_body` bounds
+    // it again after decompression (a small gzip can expand enormously).
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/events", post(ingest_events))
+        .route("/v1/sql", post(sql))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    if state.db.is_healthy() {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok"})),
+        )
+            .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the write-ahead log has failed; restart the server",
+        )
+        .into_response()
+    }
+}
+
+/// The tenant of a request. Until auth exists every request is `default`.
+fn tenant_of(_headers: &HeaderMap) -> TenantId {
+    TenantId::default_tenant()
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "request body too large (see --max-body-bytes)")
+        } else {
+            ApiError::new(status, e.body_text())
+        }
+    })
+}
+
+/// Undoes `Content-Encoding`, refusing more than `limit` bytes of output.
+fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes after decompression"),
+        )
+    };
+    let read_limited = |mut r: Box<dyn Read + '_>, name: &str| -> Result<Bytes, ApiError> {
+        let mut out = Vec::new();
+        (&mut r)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| ApiError::bad_request(format!("invalid {name} body: {e}")))?;
+        if out.len() > limit {
+            return Err(too_large());
+        }
+        Ok(Bytes::from(out))
+    };
+    match encoding.as_deref() {
+        None | Some("identity") | Some("") => Ok(body),
+        Some("gzip") | Some("x-gzip") => read_limited(
+            Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+            "gzip",
+        ),
+        Some("zstd") => {
+            let dec = zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| ApiError::bad_request(format!("invalid zstd body: {e}")))?;
+            read_limited(Box::new(dec), "zstd")
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Encoding {other:?}: use gzip, zstd or none"),
+        )),
+    }
+}
+
+fn mime(headers: &HeaderMap) -> Option<String> {
+    headers.get(header::CONTENT_TYPE).map(|v| {
+        v.to_str()
+            .unwrap_or("?")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct IngestParams {
+    table: Option<String>,
+}
+
+async fn ingest_events(
+    State(state): State<AppState>,
+    Query(params): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&headers);
+    let table = match params.table.as_deref() {
+        None => TableName::default_table(),
+        Some(name) => name
+            .parse::<TableName>()
+            .map_err(|e| ApiError::bad_request(format!("query parameter table: {e}")))?,
+    };
+    let format = match mime(&headers).as_deref() {
+        Some("application/json") => BodyFormat::Json,
+        Some("application/x-ndjson" | "application/jsonl" | "application/x-jsonlines") => {
+            BodyFormat::Ndjson
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "unsupported Content-Type {}: send application/json (an object or an array of objects) or application/x-ndjson",
+                    other.map(|m| format!("{m:?}")).unwrap_or("(none)".into())
+                ),
+            ));
+        }
+    };
+    let body = body_bytes(body)?;
+    let limit = state.max_body_bytes;
+    // Decompression and parsing are CPU work: keep them off the I/O threads.
+    let events = tokio::task::spawn_blocking(move || {
+        let body = decode_body(&headers, body, limit)?;
+        ingest::parse_events(&body, format).map_err(|e| ApiError::bad_request(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let outcome = state.db.ingest(&tenant, &table, events).await?;
+    Ok(axum::Json(serde_json::json!({
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct SqlParams {
+    format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+}
+
+/// The result format: `?format=` wins over `Accept`; JSON by default.
+fn output_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutputFormat, ApiError> {
+    if let Some(p) = param {
+        return p
+            .parse()
+            .map_err(|e: String| ApiError::bad_request(format!("query parameter format: {e}")));
+    }
+    Ok(headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(OutputFormat::from_accept)
+        .unwrap_or(OutputFormat::Json))
+}
+
+async fn sql(
+    State(state): State<AppState>,
+    Query(params): Query<SqlParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&headers);
+    let format = output_format(params.format.as_deref(), &headers)?;
+    let body = body_bytes(body)?;
+    let text = if mime(&headers).as_deref() == Some("application/json") {
+        serde_json::from_slice::<SqlBody>(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "invalid JSON body: {e}; send {{\"sql\": \"SELECT ...\"}} or the SQL as plain text"
+                ))
+            })?
+            .sql
+    } else {
+        String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::bad_request("the SQL text is not valid UTF-8"))?
+    };
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request("no SQL given"));
+    }
+    let stream = state.db.query(&tenant, &text).await?;
+    stream_response(stream, format).await
+}
+
+/// Streams a query result. The first batch is awaited before the status is
+/// sent, so errors that show up at once still get a proper status code.
+async fn stream_response(
+    mut stream: SendableRecordBatchStream,
+    format: OutputFormat,
+) -> Result<Response, ApiError> {
+    let schema = stream.schema();
+    let first = stream.next().await.transpose()?;
+    let mut encoder = Encoder::new(format, &schema)?;
+    let mut head = Vec::new();
+    head.extend_from_slice(&encoder.start()?);
+    if let Some(batch) = &first {
+        head.extend_from_slice(&encoder.batch(batch)?);
+    }
+    let done = first.is_none();
+    let state = (stream, Some(encoder), schema, done);
+    let rest = futures::stream::unfold(
+        state,
+        |(mut stream, mut encoder, schema, done)| async move {
+            let enc = encoder.as_mut()?;
+            if !done {
+                match stream.next().await {
+                    Some(Ok(batch)) => {
+                        let bytes = enc.batch(&batch).map_err(std::io::Error::other);
+                        return Some((bytes, (stream, encoder, schema, false)));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "query failed while streaming its result");
+                        return Some((Err(std::io::Error::other(e)), (stream, None, schema, true)));
+                    }
+                    None => {}
+                }
+            }
+            let enc = encoder.take()?;
+            let bytes = enc.finish(&schema).map_err(std::io::Error::other);
+            Some((bytes, (stream, None, schema, true)))
+        },
+    );
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) })
+        .chain(rest);
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,96 @@
+//! The server process: opens the database, serves HTTP, runs the flusher,
+//! and on shutdown stops accepting, finishes in-flight requests and
+//! flushes every buffer.
+
+pub mod error;
+pub mod http;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::db::{self, Database};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Db(#[from] db::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs the server until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.http_addr,
+        source,
+    })?;
+    let db = Database::open(config.clone()).await?;
+
+    let cancel = CancellationToken::new();
+    let flusher = tokio::spawn(db.clone().run_flusher(cancel.clone()));
+
+    let app = http::router(http::AppState {
+        db: db.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    // Tests and scripts read this line to learn the port.
+    println!("allsource listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving HTTP");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("shutting down: flushing buffers");
+    cancel.cancel();
+    let _ = flusher.await;
+    finish(&db).await?;
+    served.map_err(Error::Serve)
+}
+
+async fn finish(db: &Arc<Database>) -> Result<()> {
+    db.shutdown().await?;
+    tracing::info!("all buffers flushed");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,520 @@
+//! The write-ahead log: every accepted batch of events is appended here and
+//! fsynced before the client hears "accepted".
+//!
+//! Layout: a directory of segment files `<first seq, 20 digits>.wal`, each a
+//! header and framed, checksummed records (see [`format`]). One writer
+//! thread owns the active segment. Appends queue on a channel; the writer
+//! takes everything queued, writes it, calls `fdatasync` once and then
+//! answers them all (group commit), so concurrent requests share an fsync.
+//!
+//! After the fsync and before answering, the writer runs each append's
+//! `apply` callback in sequence order. The database uses it to put the batch
+//! into the in-memory buffer, so the buffer of a table always holds a
+//! contiguous run of its WAL records in order — which is what lets a flush
+//! record "everything up to seq N is in Delta" safely.
+//!
+//! Recovery ([`Wal::open`]) reads every segment in order. A damaged record at
+//! the very end of the newest segment is a torn write that was never
+//! acknowledged: it is cut off. Damage anywhere else, or a damaged record
+//! followed by a valid one, is corruption and stops start-up.
+//!
+//! A failed write or fsync poisons the log: the kernel may have dropped the
+//! dirty pages, so a retry would prove nothing (PostgreSQL's "fsyncgate").
+//! Every later append fails and the server reports itself unhealthy.
+
+mod format;
+
+pub use format::WalRecord;
+
+use crate::ids::{TableName, TenantId, WalSeq};
+use bytes::Bytes;
+use format::{Decoded, HEADER_LEN};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Errors of the write-ahead log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("WAL I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("WAL corrupt in {path} at byte {offset}: {reason}; refusing to start")]
+    Corrupt {
+        path: PathBuf,
+        offset: usize,
+        reason: String,
+    },
+    #[error("the WAL failed earlier ({0}); no more writes are accepted, restart the server")]
+    Poisoned(String),
+    #[error("the WAL writer has stopped")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Settings of the log.
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+}
+
+/// What the writer runs after the fsync, in sequence order, before it
+/// answers the append.
+pub type ApplyFn = Box<dyn FnOnce(WalSeq) + Send>;
+
+enum Command {
+    Append {
+        tenant: TenantId,
+        table: TableName,
+        data: Bytes,
+        apply: ApplyFn,
+        reply: oneshot::Sender<Result<WalSeq>>,
+    },
+    /// Delete closed segments whose records are all below this sequence.
+    Truncate {
+        keep_from: WalSeq,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+}
+
+/// Observed timings of the writer, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WalStats {
+    pub fsyncs: u64,
+    pub records: u64,
+    pub last_fsync: Duration,
+}
+
+/// Handle to the log; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Wal {
+    tx: mpsc::Sender<Command>,
+    /// The next sequence to be assigned; every record below it has been
+    /// applied (see [`Wal::next_seq`]).
+    next: Arc<AtomicU64>,
+    poisoned: Arc<AtomicBool>,
+    stats: Arc<parking_lot::Mutex<WalStats>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Append { tenant, table, .. } => write!(f, "Append({tenant}.{table})"),
+            Command::Truncate { keep_from, .. } => write!(f, "Truncate({keep_from})"),
+        }
+    }
+}
+
+/// A segment file and the range of sequence numbers in it.
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    first: WalSeq,
+    /// Highest sequence written to it; `None` while empty.
+    last: Option<WalSeq>,
+}
+
+fn segment_path(dir: &Path, first: WalSeq) -> PathBuf {
+    dir.join(format!("{:020}.wal", first.0))
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Reads all segments, cutting a torn tail; returns the segments found and
+/// every valid record in order.
+fn recover(dir: &Path) -> Result<(Vec<Segment>, Vec<WalRecord>)> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
+        let Ok(first) = stem.parse::<u64>() else {
+            continue;
+        };
+        paths.push((WalSeq(first), entry.path()));
+    }
+    paths.sort();
+
+    let mut segments = Vec::new();
+    let mut records: Vec<WalRecord> = Vec::new();
+    let count = paths.len();
+    for (i, (first, path)) in paths.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let mut buf = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(io_err(&path))?;
+        if buf.len() < HEADER_LEN && is_last {
+            // Crashed while creating the newest segment: nothing in it was
+            // ever acknowledged.
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            fsync_dir(dir)?;
+            continue;
+        }
+        format::check_header(&buf).map_err(|reason| Error::Corrupt {
+            path: path.clone(),
+            offset: 0,
+            reason,
+        })?;
+        let buf = Bytes::from(buf);
+        let mut pos = HEADER_LEN;
+        let mut last = None;
+        loop {
+            match format::decode_record(&buf, pos) {
+                Decoded::Record(rec, next) => {
+                    let expected = records.last().map(|r| WalSeq(r.seq.0 + 1));
+                    let in_order = match expected {
+                        Some(e) => rec.seq == e,
+                        None => rec.seq >= first,
+                    };
+                    if !in_order {
+                        return Err(Error::Corrupt {
+                            path,
+                            offset: pos,
+                            reason: format!(
+                                "record seq {} out of order (expected {})",
+                                rec.seq,
+                                expected.unwrap_or(first)
+                            ),
+                        });
+                    }
+                    last = Some(rec.seq);
+                    records.push(rec);
+                    pos = next;
+                }
+                Decoded::End => break,
+                Decoded::Invalid(reason) => {
+                    if !is_last || valid_record_follows(&buf, pos) {
+                        return Err(Error::Corrupt {
+                            path,
+                            offset: pos,
+                            reason,
+                        });
+                    }
+                    tracing::warn!(
+                        path = %path.display(),
+                        offset = pos,
+                        %reason,
+                        "cutting a torn write at the end of the WAL (it was never acknowledged)"
+                    );
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    f.set_len(pos as u64).map_err(io_err(&path))?;
+                    f.sync_all().map_err(io_err(&path))?;
+                    break;
+                }
+            }
+        }
+        segments.push(Segment { path, first, last });
+    }
+    Ok((segments, records))
+}
+
+/// Whether a valid record starts anywhere after a damaged one at `bad`:
+/// then the damage is not a torn tail but lost acknowledged data.
+fn valid_record_follows(buf: &Bytes, bad: usize) -> bool {
+    (bad + 1..buf.len().saturating_sub(format::RECORD_HEADER_LEN))
+        .any(|p| matches!(format::decode_record(buf, p), Decoded::Record(..)))
+}
+
+impl Wal {
+    /// Opens the log in `config.dir` (created if missing), recovering what is
+    /// there. Returns the handle and every record still in the log, in
+    /// order, for the caller to replay.
+    pub fn open(config: WalConfig) -> Result<(Wal, Vec<WalRecord>)> {
+        std::fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
+        let (segments, records) = recover(&config.dir)?;
+        let next = records
+            .last()
+            .map(|r| WalSeq(r.seq.0 + 1))
+            .or_else(|| segments.last().map(|s| s.first))
+            .unwrap_or(WalSeq(1));
+        let (tx, rx) = mpsc::channel(4096);
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let next_shared = Arc::new(AtomicU64::new(next.0));
+        let stats = Arc::new(parking_lot::Mutex::new(WalStats::default()));
+        let mut writer = Writer {
+            config,
+            segments,
+            active: None,
+            next,
+            next_shared: next_shared.clone(),
+            poisoned: poisoned.clone(),
+            poison_reason: None,
+            stats: stats.clone(),
+        };
+        // Start a fresh segment rather than appending after a cut tail.
+        writer.rotate()?;
+        std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("<wal thread>"),
+                source,
+            })?;
+        Ok((
+            Wal {
+                tx,
+                next: next_shared,
+                poisoned,
+                stats,
+            },
+            records,
+        ))
+    }
+
+    /// Appends a batch and waits until it is on disk. `apply` runs on the
+    /// writer thread after the fsync, in sequence order.
+    pub async fn append(
+        &self,
+        tenant: TenantId,
+        table: TableName,
+        data: Bytes,
+        apply: ApplyFn,
+    ) -> Result<WalSeq> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append {
+                tenant,
+                table,
+                data,
+                apply,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Deletes closed segments holding only records below `keep_from`.
+    /// Returns how many were deleted.
+    pub async fn truncate(&self, keep_from: WalSeq) -> Result<usize> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Truncate { keep_from, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The sequence the next append will get. Every record below it has
+    /// been written, synced and applied.
+    pub fn next_seq(&self) -> WalSeq {
+        WalSeq(self.next.load(Ordering::Acquire))
+    }
+
+    /// True once a write or fsync has failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// Counters of the writer.
+    pub fn stats(&self) -> WalStats {
+        *self.stats.lock()
+    }
+}
+
+/// The state owned by the writer thread.
+struct Writer {
+    config: WalConfig,
+    /// Closed segments, oldest first, and then the active one.
+    segments: Vec<Segment>,
+    active: Option<(File, u64)>,
+    next: WalSeq,
+    /// `next`, published once the records below it are applied.
+    next_shared: Arc<AtomicU64>,
+    poisoned: Arc<AtomicBool>,
+    poison_reason: Option<String>,
+    stats: Arc<parking_lot::Mutex<WalStats>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut queue = Vec::new();
+        while let Some(cmd) = rx.blocking_recv() {
+            queue.push(cmd);
+            // Everything that queued up during the previous fsync shares the
+            // next one.
+            while queue.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(cmd) => queue.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.handle(std::mem::take(&mut queue));
+        }
+        if let Some((file, _)) = &self.active {
+            let _ = file.sync_data();
+        }
+    }
+
+    fn handle(&mut self, cmds: Vec<Command>) {
+        let mut appends = Vec::new();
+        let mut truncates = Vec::new();
+        for cmd in cmds {
+            match cmd {
+                Command::Append {
+                    tenant,
+                    table,
+                    data,
+                    apply,
+                    reply,
+                } => appends.push((tenant, table, data, apply, reply)),
+                Command::Truncate { keep_from, reply } => truncates.push((keep_from, reply)),
+            }
+        }
+        if !appends.is_empty() {
+            if let Some(reason) = &self.poison_reason {
+                for (.., reply) in appends {
+                    let _ = reply.send(Err(Error::Poisoned(reason.clone())));
+                }
+            } else {
+                let first = self.next;
+                let mut buf = Vec::new();
+                for (i, (tenant, table, data, ..)) in appends.iter().enumerate() {
+                    format::encode_record(
+                        &mut buf,
+                        WalSeq(first.0 + i as u64),
+                        tenant,
+                        table,
+                        data,
+                    );
+                }
+                match self.write_and_sync(&buf) {
+                    Ok(()) => {
+                        let n = appends.len() as u64;
+                        self.next = WalSeq(first.0 + n);
+                        if let Some(seg) = self.segments.last_mut() {
+                            seg.last = Some(WalSeq(first.0 + n - 1));
+                        }
+                        self.stats.lock().records += n;
+                        for (i, (.., apply, reply)) in appends.into_iter().enumerate() {
+                            let seq = WalSeq(first.0 + i as u64);
+                            apply(seq);
+                            let _ = reply.send(Ok(seq));
+                        }
+                        self.next_shared.store(self.next.0, Ordering::Release);
+                        if self.active.as_ref().map(|a| a.1).unwrap_or(0)
+                            >= self.config.segment_bytes
+                        {
+                            if let Err(e) = self.rotate() {
+                                self.poison(e.to_string());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        self.poison(reason.clone());
+                        for (.., reply) in appends {
+                            let _ = reply.send(Err(Error::Poisoned(reason.clone())));
+                        }
+                    }
+                }
+            }
+        }
+        for (keep_from, reply) in truncates {
+            let _ = reply.send(self.truncate(keep_from));
+        }
+    }
+
+    fn poison(&mut self, reason: String) {
+        tracing::error!(%reason, "WAL write failed; refusing further writes");
+        self.poisoned.store(true, Ordering::Relaxed);
+        self.poison_reason = Some(reason);
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8]) -> Result<()> {
+        let path = self
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        let (file, size) = self.active.as_mut().ok_or(Error::Closed)?;
+        file.write_all(buf).map_err(io_err(&path))?;
+        let started = Instant::now();
+        file.sync_data().map_err(io_err(&path))?;
+        let mut stats = self.stats.lock();
+        stats.fsyncs += 1;
+        stats.last_fsync = started.elapsed();
+        *size += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the active segment (if any) and starts a new one at `next`.
+    fn rotate(&mut self) -> Result<()> {
+        if let Some((file, _)) = self.active.take() {
+            let path = &self.segments.last().expect("active segment").path;
+            file.sync_all().map_err(io_err(path))?;
+        }
+        let path = segment_path(&self.config.dir, self.next);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.write_all(&format::encode_header())
+            .and_then(|_| file.sync_all())
+            .map_err(io_err(&path))?;
+        fsync_dir(&self.config.dir)?;
+        // A segment recovered empty (its records all cut) is replaced.
+        if let Some(last) = self.segments.last() {
+            if last.first == self.next && last.last.is_none() && last.path == path {
+                self.segments.pop();
+            }
+        }
+        self.segments.push(Segment {
+            path,
+            first: self.next,
+            last: None,
+        });
+        self.active = Some((file, HEADER_LEN as u64));
+        Ok(())
+    }
+
+    fn truncate(&mut self, keep_from: WalSeq) -> Result<usize> {
+        let mut removed = 0;
+        // Never the active (last) segment.
+        while self.segments.len() > 1 {
+            let seg = &self.segments[0];
+            let done = match seg.last {
+                Some(last) => last < keep_from,
+                None => true,
+            };
+            if !done {
+                break;
+            }
+            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            self.segments.remove(0);
+            removed += 1;
+        }
+        if removed > 0 {
+            fsync_dir(&self.config.dir)?;
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
