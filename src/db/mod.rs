@@ -50,7 +50,7 @@ pub enum Error {
     #[error(transparent)]
     Wal(#[from] wal::Error),
     #[error(transparent)]
-    Storage(#[from] storage::Error),
+    Storage(Box<storage::Error>),
     #[error("query engine error: {0}")]
     Query(#[from] datafusion::error::DataFusionError),
     #[error("internal error: {0}")]
@@ -401,10 +401,8 @@ impl Database {
                     }
                 }
             }
-            if flushed {
-                if let Err(e) = self.truncate_wal().await {
-                    tracing::error!(error = %e, "WAL truncation failed");
-                }
+            if flushed && let Err(e) = self.truncate_wal().await {
+                tracing::error!(error = %e, "WAL truncation failed");
             }
         }
     }
@@ -430,6 +428,12 @@ pub fn decode_ipc(data: &Bytes) -> Result<RecordBatch, arrow::error::ArrowError>
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
     arrow::compute::concat_batches(&schema, &batches)
+}
+
+impl From<storage::Error> for Error {
+    fn from(e: storage::Error) -> Self {
+        Error::Storage(Box::new(e))
+    }
 }
 
 impl From<arrow::error::ArrowError> for Error {

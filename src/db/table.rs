@@ -213,28 +213,29 @@ impl Table {
                 s.provider.clone(),
             )
         };
-        let mut dedup = self.dedup.lock();
-        let mut remember = |batch: &RecordBatch| {
-            let (Some(ids), Some(at)) = (
-                batch.column_by_name(schema::EVENT_ID),
-                batch.column_by_name(schema::INGESTED_AT),
-            ) else {
-                return;
-            };
-            let at = at.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-            let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8)
-                .expect("strings cast to Utf8");
-            let ids = ids.as_string::<i32>();
-            for i in 0..batch.num_rows() {
-                if at.value(i) >= since {
-                    dedup.remember(ids.value(i), at.value(i));
+        {
+            let mut dedup = self.dedup.lock();
+            let mut remember = |batch: &RecordBatch| {
+                let (Some(ids), Some(at)) = (
+                    batch.column_by_name(schema::EVENT_ID),
+                    batch.column_by_name(schema::INGESTED_AT),
+                ) else {
+                    return;
+                };
+                let at = at.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8)
+                    .expect("strings cast to Utf8");
+                let ids = ids.as_string::<i32>();
+                for i in 0..batch.num_rows() {
+                    if at.value(i) >= since {
+                        dedup.remember(ids.value(i), at.value(i));
+                    }
                 }
+            };
+            for b in &buffer {
+                remember(b);
             }
-        };
-        for b in &buffer {
-            remember(b);
         }
-        drop(dedup);
         let Some(provider) = provider else {
             return Ok(());
         };

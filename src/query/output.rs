@@ -71,7 +71,7 @@ pub enum Encoder {
     Json { rows_written: bool },
     Ndjson,
     Csv { header_written: bool },
-    Arrow(arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Vec<u8>>>),
     Parquet(Box<parquet::arrow::ArrowWriter<Vec<u8>>>),
 }
 
@@ -106,10 +106,9 @@ impl Encoder {
             OutputFormat::Csv => Encoder::Csv {
                 header_written: false,
             },
-            OutputFormat::Arrow => Encoder::Arrow(arrow::ipc::writer::StreamWriter::try_new(
-                Vec::new(),
-                schema,
-            )?),
+            OutputFormat::Arrow => Encoder::Arrow(Box::new(
+                arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?,
+            )),
             OutputFormat::Parquet => Encoder::Parquet(Box::new(
                 parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?,

@@ -97,10 +97,10 @@ impl EventTable {
         // added after its snapshot and read as NULL.
         let mut indices = Vec::new();
         for field in projected.fields() {
-            if let Ok(i) = delta_schema.index_of(field.name()) {
-                if !indices.contains(&i) {
-                    indices.push(i);
-                }
+            if let Ok(i) = delta_schema.index_of(field.name())
+                && !indices.contains(&i)
+            {
+                indices.push(i);
             }
         }
         let known: HashSet<&str> = delta_schema

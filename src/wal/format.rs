@@ -100,7 +100,7 @@ pub(crate) fn decode_record(buf: &Bytes, pos: usize) -> Decoded {
     }
     let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("4 bytes"));
-    if len < 13 || len > MAX_RECORD_LEN {
+    if !(13..=MAX_RECORD_LEN).contains(&len) {
         return Decoded::Invalid(format!("impossible record length {len}"));
     }
     if len > rest - RECORD_HEADER_LEN {

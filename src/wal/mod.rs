@@ -417,10 +417,9 @@ impl Writer {
                         self.next_shared.store(self.next.0, Ordering::Release);
                         if self.active.as_ref().map(|a| a.1).unwrap_or(0)
                             >= self.config.segment_bytes
+                            && let Err(e) = self.rotate()
                         {
-                            if let Err(e) = self.rotate() {
-                                self.poison(e.to_string());
-                            }
+                            self.poison(e.to_string());
                         }
                     }
                     Err(e) => {
@@ -479,10 +478,12 @@ impl Writer {
             .map_err(io_err(&path))?;
         fsync_dir(&self.config.dir)?;
         // A segment recovered empty (its records all cut) is replaced.
-        if let Some(last) = self.segments.last() {
-            if last.first == self.next && last.last.is_none() && last.path == path {
-                self.segments.pop();
-            }
+        if let Some(last) = self.segments.last()
+            && last.first == self.next
+            && last.last.is_none()
+            && last.path == path
+        {
+            self.segments.pop();
         }
         self.segments.push(Segment {
             path,
@@ -494,6 +495,20 @@ impl Writer {
     }
 
     fn truncate(&mut self, keep_from: WalSeq) -> Result<usize> {
+        // When everything in the active segment is persisted too, start a
+        // new one so the old can go: an idle server keeps no stale records.
+        let active_done = self
+            .segments
+            .last()
+            .and_then(|s| s.last)
+            .is_some_and(|last| last < keep_from);
+        if active_done
+            && self.poison_reason.is_none()
+            && let Err(e) = self.rotate()
+        {
+            self.poison(e.to_string());
+            return Err(e);
+        }
         let mut removed = 0;
         // Never the active (last) segment.
         while self.segments.len() > 1 {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests, the integration tests
+# against the real binary, and the Python interoperability checks.
+# Installs what it needs (a virtualenv with the Python packages) on first run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/allsource-target}"
+VENV="${ALLSOURCE_VENV:-$HOME/.cache/allsource-venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import deltalake, pyarrow" 2>/dev/null; then
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+export ALLSOURCE_TEST_PYTHON="$VENV/bin/python"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace --all-targets

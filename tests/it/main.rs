@@ -1,0 +1,9 @@
+//! The integration tests: one binary (links once), one module per area.
+//! Every test drives the real `allsource` binary over HTTP.
+
+mod crash;
+mod delta_interop;
+mod ingest;
+mod restart;
+mod sql;
+mod support;

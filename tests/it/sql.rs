@@ -1,0 +1,264 @@
+//! SQL over HTTP: formats, errors, read-your-writes, pruning, and queries
+//! during flushes.
+
+use crate::support::{TestServer, events};
+use serde_json::{Value, json};
+
+#[test]
+fn results_in_every_format() {
+    let s = TestServer::start(&[]);
+    s.ingest(&json!([
+        {"event_type": "a", "entity_id": "u1", "payload": {"x": 1.5, "name": "one, \"quoted\""}},
+        {"event_type": "b", "entity_id": "u2", "payload": {"x": 2}},
+    ]));
+    let q = "SELECT entity_id, x, name FROM events ORDER BY entity_id";
+
+    // json (default) and the JSON body form
+    let r = s.post("/v1/sql", "application/json", json!({"sql": q}).to_string());
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(
+        r.json(),
+        json!([{"entity_id": "u1", "x": 1.5, "name": "one, \"quoted\""},
+               {"entity_id": "u2", "x": 2.0, "name": null}])
+    );
+
+    // ndjson
+    let r = s.post("/v1/sql?format=ndjson", "text/plain", q);
+    assert_eq!(r.headers["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["x"], json!(2.0));
+
+    // csv, chosen by Accept
+    let r = s.post_with(
+        "/v1/sql",
+        &[("content-type", "text/plain"), ("accept", "text/csv")],
+        q,
+    );
+    assert_eq!(r.headers["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        r.text(),
+        "entity_id,x,name\nu1,1.5,\"one, \"\"quoted\"\"\"\nu2,2.0,\n"
+    );
+
+    // arrow IPC stream
+    let r = s.post("/v1/sql?format=arrow", "text/plain", q);
+    assert_eq!(
+        r.headers["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(r.body), None).unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    assert_eq!(batches[0].schema().field(1).name(), "x");
+
+    // parquet
+    let r = s.post("/v1/sql?format=parquet", "text/plain", q);
+    assert_eq!(r.headers["content-type"], "application/vnd.apache.parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(r.body),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 2);
+
+    // empty results are well-formed in each format
+    let empty = "SELECT entity_id FROM events WHERE false";
+    assert_eq!(s.post("/v1/sql", "text/plain", empty).json(), json!([]));
+    assert_eq!(
+        s.post("/v1/sql?format=csv", "text/plain", empty).text(),
+        "entity_id\n"
+    );
+    assert_eq!(
+        s.post("/v1/sql?format=ndjson", "text/plain", empty).text(),
+        ""
+    );
+    let r = s.post("/v1/sql?format=arrow", "text/plain", empty);
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(r.body), None).unwrap();
+    assert_eq!(reader.schema().field(0).name(), "entity_id");
+}
+
+#[test]
+fn sql_errors_are_400_with_the_engine_message() {
+    let s = TestServer::start(&[]);
+    s.ingest(&events("a", 1));
+    let cases = [
+        ("/v1/sql", "SELEKT 1", "Expected: an SQL statement"),
+        (
+            "/v1/sql",
+            "SELECT amout FROM events",
+            "No field named amout",
+        ),
+        ("/v1/sql", "SELECT * FROM nosuch", "nosuch"),
+        ("/v1/sql", "CREATE TABLE t AS SELECT 1", "not supported"),
+        (
+            "/v1/sql",
+            "INSERT INTO events (event_type) VALUES ('x')",
+            "not supported",
+        ),
+        (
+            "/v1/sql",
+            "COPY events TO '/tmp/x.parquet'",
+            "not supported",
+        ),
+        (
+            "/v1/sql",
+            "SET datafusion.execution.batch_size = 1",
+            "not supported",
+        ),
+        ("/v1/sql", "", "no SQL given"),
+        ("/v1/sql?format=xml", "SELECT 1", "unknown format"),
+    ];
+    for (path, sql, message) in cases {
+        let r = s.post(path, "text/plain", sql);
+        assert_eq!(r.status, 400, "{sql}: {}", r.text());
+        let err = r.error();
+        assert!(
+            err.to_lowercase().contains(&message.to_lowercase()),
+            "{sql}: {err}"
+        );
+    }
+    let r = s.post("/v1/sql", "application/json", "{\"query\": 1}");
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("invalid JSON body"), "{}", r.error());
+    // An execution-time error on the user's data is a 400 too.
+    let r = s.post(
+        "/v1/sql",
+        "text/plain",
+        "SELECT CAST(entity_id AS INT) FROM events",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn every_acknowledged_event_is_visible_to_the_next_query() {
+    let s = TestServer::start(&["--flush-age", "50ms"]);
+    for i in 1..=30 {
+        s.ingest(&events("a", 7));
+        assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(i * 7));
+    }
+}
+
+#[test]
+fn information_schema_lists_the_tenants_tables() {
+    let s = TestServer::start(&[]);
+    s.ingest(&events("a", 1));
+    let r = s.post(
+        "/v1/events?table=clicks",
+        "application/json",
+        events("b", 1).to_string(),
+    );
+    assert_eq!(r.status, 200);
+    let rows = s.sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!({"table_name": "clicks"}),
+            json!({"table_name": "events"})
+        ]
+    );
+}
+
+#[test]
+fn time_predicates_prune_partitions() {
+    let mut s = TestServer::start(&[]);
+    let days = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"];
+    let evs: Vec<Value> = days
+        .iter()
+        .flat_map(|d| {
+            (0..5).map(move |i| {
+                json!({"event_type": "a", "entity_id": format!("u{i}"), "timestamp": format!("{d}T12:00:00Z")})
+            })
+        })
+        .collect();
+    s.ingest(&Value::Array(evs));
+    s.stop(); // flush to Delta
+    s.restart();
+    let plan = |sql: &str| -> String {
+        s.sql(&format!("EXPLAIN ANALYZE {sql}"))
+            .iter()
+            .map(|r| r["plan"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let all = plan("SELECT entity_id FROM events");
+    let one = plan("SELECT entity_id FROM events WHERE event_date = DATE '2026-01-02'");
+    let files_scanned = |p: &str| -> usize {
+        // DataSourceExec lists the files it reads: one group per file here.
+        p.matches(".parquet").count()
+    };
+    assert!(files_scanned(&all) >= 4, "{all}");
+    assert_eq!(files_scanned(&one), 1, "{one}");
+    let by_ts =
+        plan("SELECT entity_id FROM events WHERE timestamp >= TIMESTAMP '2026-01-03T00:00:00Z'");
+    assert!(files_scanned(&by_ts) <= 2, "{by_ts}");
+    assert_eq!(
+        s.scalar("SELECT count(*) FROM events WHERE event_date = DATE '2026-01-02'"),
+        json!(5)
+    );
+}
+
+#[test]
+fn queries_during_flushes_never_see_duplicates_or_gaps() {
+    // Tiny flush thresholds: a flush commits every few requests.
+    let s = TestServer::start(&["--flush-rows", "40", "--flush-age", "20ms"]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acked = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..150 {
+                let batch: Vec<Value> = (0..10)
+                    .map(|j| json!({"event_id": format!("e{i}-{j}"), "event_type": "a", "entity_id": "u"}))
+                    .collect();
+                s.ingest(&Value::Array(batch));
+                acked.fetch_add(10, std::sync::atomic::Ordering::SeqCst);
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        while acked.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut last = 0u64;
+        let mut checks = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let before = acked.load(std::sync::atomic::Ordering::SeqCst) as u64;
+            let row = &s.sql("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events")[0];
+            let after = acked.load(std::sync::atomic::Ordering::SeqCst) as u64;
+            let n = row["n"].as_u64().unwrap();
+            assert_eq!(
+                n,
+                row["d"].as_u64().unwrap(),
+                "a query saw a duplicate: {row}"
+            );
+            assert!(
+                n >= before,
+                "a query missed acknowledged events: {n} < {before}"
+            );
+            assert!(
+                n <= after + 10,
+                "a query saw more than was sent: {n} > {after}"
+            );
+            assert!(n >= last, "count went down: {n} < {last}");
+            last = n;
+            checks += 1;
+        }
+        assert!(checks > 5, "too few queries overlapped the ingest");
+    });
+    assert_eq!(
+        s.scalar("SELECT count(DISTINCT event_id) FROM events"),
+        json!(1500)
+    );
+    let log = s.log();
+    assert!(!log.contains("flush failed"), "{log}");
+}

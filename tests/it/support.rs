@@ -1,0 +1,256 @@
+//! `TestServer`: the real binary on `127.0.0.1:0`, with its data in a
+//! temporary directory, stopped when dropped.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) struct TestServer {
+    child: Option<Child>,
+    pub(crate) base: String,
+    pub(crate) data_dir: PathBuf,
+    args: Vec<String>,
+    /// Keeps the directory alive when the server owns it.
+    _tmp: Option<tempfile::TempDir>,
+    client: reqwest::blocking::Client,
+}
+
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "reply is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The `error` message of a JSON error reply.
+    pub(crate) fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {}", self.text()))
+            .to_string()
+    }
+}
+
+impl TestServer {
+    /// A server with a fresh data directory.
+    pub(crate) fn start(args: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Self::start_in(tmp.path(), args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on an existing data directory.
+    pub(crate) fn start_in(dir: &Path, args: &[&str]) -> TestServer {
+        let mut s = TestServer {
+            child: None,
+            base: String::new(),
+            data_dir: dir.to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            _tmp: None,
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_allsource"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(&self.args)
+            .env(
+                "ALLSOURCE_LOG",
+                "info,buoyant_kernel=warn,deltalake_core=warn",
+            )
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start allsource");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("allsource listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; log:\n{}", self.log());
+            }
+        };
+        self.child = Some(child);
+        self.base = base;
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/health", self.base)).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server never became healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub(crate) fn post(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+        self.post_with(path, &[("content-type", content_type)], body)
+    }
+
+    pub(crate) fn post_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Vec<u8>>,
+    ) -> Reply {
+        let mut req = self.client.post(self.url(path)).body(body.into());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().expect("request");
+        Reply {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.bytes().unwrap().to_vec(),
+        }
+    }
+
+    /// Posts JSON events to the default table and expects them accepted.
+    pub(crate) fn ingest(&self, events: &Value) -> Value {
+        let r = self.post("/v1/events", "application/json", events.to_string());
+        assert_eq!(r.status, 200, "ingest failed: {}", r.text());
+        r.json()
+    }
+
+    /// Runs SQL and returns the rows as JSON objects.
+    pub(crate) fn sql(&self, sql: &str) -> Vec<Value> {
+        let r = self.post("/v1/sql", "text/plain", sql.to_string());
+        assert_eq!(r.status, 200, "query {sql:?} failed: {}", r.text());
+        match r.json() {
+            Value::Array(rows) => rows,
+            other => panic!("expected rows, got {other}"),
+        }
+    }
+
+    /// One value of a one-row, one-column query.
+    pub(crate) fn scalar(&self, sql: &str) -> Value {
+        let rows = self.sql(sql);
+        assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+        rows[0]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .clone()
+    }
+
+    /// Kills the process with SIGKILL: no flush, no goodbye.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for its clean exit.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            sigterm(c.id());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(
+                        status.success(),
+                        "server exited with {status}; log:\n{}",
+                        self.log()
+                    );
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("server did not stop after SIGTERM; log:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts the server again on the same directory with the same flags.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn();
+    }
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `n` simple events `{event_type, entity_id: "u<i>", payload: {n: i}}`.
+pub(crate) fn events(event_type: &str, n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                serde_json::json!({
+                    "event_type": event_type,
+                    "entity_id": format!("u{i}"),
+                    "payload": {"n": i},
+                })
+            })
+            .collect(),
+    )
+}
