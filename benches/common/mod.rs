@@ -1,0 +1,238 @@
+//! Shared by the bench tools: starting a release server and posting events.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A server process for a bench run.
+pub(crate) struct BenchServer {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) data_dir: PathBuf,
+}
+
+impl BenchServer {
+    // The child is waited for by `Drop` (and `stop`), which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> BenchServer {
+        let log = std::fs::File::create(data_dir.join("server.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_allsource"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("ALLSOURCE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start allsource");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                let _ = child.wait();
+                panic!(
+                    "server exited during start-up; see {}/server.log",
+                    data_dir.display()
+                );
+            }
+            if let Some(addr) = line.trim().strip_prefix("allsource listening on ") {
+                break BenchServer {
+                    child,
+                    base: addr.to_string(),
+                    data_dir: data_dir.to_path_buf(),
+                };
+            }
+        }
+    }
+
+    /// Peak resident memory of the server so far, in bytes.
+    pub(crate) fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM and wait: the server flushes everything to Delta.
+    pub(crate) fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic pseudo-random numbers (xorshift), so runs are comparable.
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub(crate) fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub(crate) const EVENT_TYPES: [&str; 6] = [
+    "page_view",
+    "click",
+    "signup",
+    "add_to_cart",
+    "checkout",
+    "purchase",
+];
+
+/// One NDJSON batch of `n` events, starting at event number `first`:
+/// `entities` distinct entities, timestamps spread over `days` days.
+pub(crate) fn ndjson_batch(first: u64, n: usize, entities: u64, days: u64) -> Vec<u8> {
+    let mut rng = Rng::new(first.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xABCDEF);
+    let mut out = Vec::with_capacity(n * 160);
+    let start_ms: u64 = 1_767_225_600_000; // 2026-01-01
+    for i in 0..n as u64 {
+        let ty = EVENT_TYPES[rng.below(EVENT_TYPES.len() as u64) as usize];
+        let entity = rng.below(entities);
+        let ts = start_ms + rng.below(days * 86_400_000);
+        let amount = (rng.below(100_000) as f64) / 100.0;
+        let line = format!(
+            "{{\"event_type\":\"{ty}\",\"entity_id\":\"u{entity}\",\"timestamp\":{ts},\"payload\":{{\"amount\":{amount},\"page\":\"/p/{}\",\"seq\":{}}}}}\n",
+            rng.below(50),
+            first + i
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out
+}
+
+/// Result of a load run.
+pub(crate) struct LoadReport {
+    pub(crate) events: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) retries: usize,
+}
+
+impl LoadReport {
+    pub(crate) fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        if l.is_empty() {
+            return Duration::ZERO;
+        }
+        l[((l.len() as f64 - 1.0) * p).round() as usize]
+    }
+}
+
+/// Posts `bodies` (each `per_body` events) over `connections` connections.
+/// With `rate`, requests are paced to that many events per second overall.
+pub(crate) fn run_load(
+    url: &str,
+    bodies: Arc<Vec<Vec<u8>>>,
+    per_body: usize,
+    total_requests: usize,
+    connections: usize,
+    rate: Option<f64>,
+) -> LoadReport {
+    let next = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let interval = rate.map(|r| Duration::from_secs_f64(per_body as f64 / r));
+    let handles: Vec<_> = (0..connections)
+        .map(|_| {
+            let (bodies, next, retries) = (bodies.clone(), next.clone(), retries.clone());
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap();
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total_requests {
+                        break;
+                    }
+                    if let Some(iv) = interval {
+                        let due = start + iv * i as u32;
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                    }
+                    let body = bodies[i % bodies.len()].clone();
+                    loop {
+                        let t = Instant::now();
+                        let r = http
+                            .post(&url)
+                            .header("content-type", "application/x-ndjson")
+                            .body(body.clone())
+                            .send()
+                            .expect("post");
+                        let status = r.status();
+                        let _ = r.bytes();
+                        if status.as_u16() == 503 {
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                        assert!(status.is_success(), "ingest failed: {status}");
+                        latencies.push(t.elapsed());
+                        break;
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(h.join().unwrap());
+    }
+    LoadReport {
+        events: total_requests * per_body,
+        elapsed: start.elapsed(),
+        latencies,
+        retries: retries.load(Ordering::Relaxed),
+    }
+}
+
+/// `--name value` from the bench's arguments.
+pub(crate) fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

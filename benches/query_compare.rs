@@ -1,0 +1,129 @@
+//! Query bench: ingests N generated events (default 10M) through a real
+//! server, flushes them to Delta, then times the same SQL over HTTP in
+//! AllSource and in DuckDB (over the same Parquet files, in the same run)
+//! and prints the ratio per query.
+//!
+//! cargo bench --bench query_compare -- [--events 10000000] [--repeats 5]
+//!
+//! Needs a Python with duckdb: `ALLSOURCE_BENCH_PYTHON` (scripts/bench.sh
+//! sets up a virtualenv), else `python3`.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const QUERIES: &[(&str, &str)] = &[
+    (
+        "count by type and day",
+        "SELECT event_type, event_date, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
+    (
+        "distinct entities",
+        "SELECT count(DISTINCT entity_id) FROM events",
+    ),
+    (
+        "p95 of amount",
+        "SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY amount) FROM events",
+    ),
+    (
+        "top 10 entities",
+        "SELECT entity_id, count(*) AS n FROM events GROUP BY 1 ORDER BY n DESC, entity_id LIMIT 10",
+    ),
+    (
+        "latest 10 events",
+        "SELECT event_id, event_type, entity_id, timestamp FROM events ORDER BY timestamp DESC LIMIT 10",
+    ),
+    (
+        "one entity's events",
+        "SELECT event_type, timestamp, amount FROM events WHERE entity_id = 'u4242' ORDER BY timestamp",
+    ),
+];
+
+fn main() {
+    let events: usize = arg("--events", 10_000_000);
+    let repeats: usize = arg("--repeats", 5);
+    let batch = 10_000;
+    let tmp = tempfile::tempdir().unwrap();
+
+    let server = BenchServer::start(tmp.path(), &[]);
+    let url = format!("{}/v1/events", server.base);
+    let bodies = Arc::new(
+        (0..64)
+            .map(|i| ndjson_batch((i * batch) as u64, batch, 200_000, 30))
+            .collect::<Vec<_>>(),
+    );
+    let load = run_load(&url, bodies, batch, events / batch, 4, None);
+    println!(
+        "loaded {} events at {:.0} events/s; flushing",
+        load.events,
+        load.rate()
+    );
+    server.stop();
+    let server = BenchServer::start(tmp.path(), &[]);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let run = |sql: &str| {
+        let r = http
+            .post(format!("{}/v1/sql", server.base))
+            .body(sql.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{sql}: {}", r.text().unwrap());
+        r.bytes().unwrap();
+    };
+    let mut ours = Vec::new();
+    for (name, sql) in QUERIES {
+        run(sql); // warm-up
+        let mut times: Vec<Duration> = (0..repeats)
+            .map(|_| {
+                let t = Instant::now();
+                run(sql);
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        ours.push((name, times[times.len() / 2]));
+    }
+
+    let python = std::env::var("ALLSOURCE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let table_dir = tmp.path().join("tables/default/events");
+    let out = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/duckdb_queries.py"
+        ))
+        .arg(&table_dir)
+        .arg(serde_json::to_string(QUERIES).unwrap())
+        .arg(repeats.to_string())
+        .output()
+        .expect("run python with duckdb");
+    assert!(
+        out.status.success(),
+        "duckdb side failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    println!(
+        "\n{:<24} {:>14} {:>14} {:>10}",
+        "query (median)", "AllSource ms", "DuckDB ms", "ratio"
+    );
+    for (name, t) in ours {
+        let d = theirs[*name].as_f64().unwrap();
+        println!(
+            "{:<24} {:>14.1} {:>14.1} {:>9.2}x",
+            name,
+            t.as_secs_f64() * 1e3,
+            d * 1e3,
+            t.as_secs_f64() / d
+        );
+    }
+    println!(
+        "(AllSource timed over HTTP with JSON results; DuckDB in-process; ratio = AllSource / DuckDB)"
+    );
+}
