@@ -66,10 +66,19 @@ impl DedupIndex {
 
     /// Remembers an id that is already stored (on start-up).
     pub fn remember(&mut self, id: &str, stored_at: i64) {
+        if self.seen.len() >= self.capacity {
+            return;
+        }
         let h = key(id);
         if self.seen.insert(h, stored_at).is_none() {
             self.order.push_back((stored_at, h));
         }
+    }
+
+    /// Puts remembered ids back in time order (they arrive newest first
+    /// on start-up), so expiry forgets the oldest.
+    pub fn sort_by_time(&mut self) {
+        self.order.make_contiguous().sort_unstable();
     }
 
     pub fn len(&self) -> usize {

@@ -18,7 +18,7 @@ enum Command {
 }
 
 /// Our logs at info; the storage crates only when something is wrong.
-const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,deltalake=warn,deltalake_core=warn";
+const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,deltalake=warn,deltalake_core=warn";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

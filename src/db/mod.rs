@@ -91,22 +91,33 @@ impl Database {
     /// Opens the database: finds the stored tables, replays the WAL.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
         let storage = Storage::new(&config)?;
-        let (wal, records) = Wal::open(WalConfig {
-            dir: config.wal_dir(),
-            segment_bytes: config.wal_segment_bytes,
-        })?;
+        let mut tables = BTreeMap::new();
+        for (tenant, name) in storage.list_tables().await? {
+            let table = open_table(&storage, &config, &tenant, &name).await?;
+            tables.insert((tenant, name), Arc::new(table));
+        }
+        // New WAL records must sort after everything already in Delta.
+        let floor = tables
+            .values()
+            .map(|t| WalSeq(t.persisted_seq().0 + 1))
+            .max()
+            .unwrap_or(WalSeq(1));
+        let (wal, records) = Wal::open(
+            WalConfig {
+                dir: config.wal_dir(),
+                segment_bytes: config.wal_segment_bytes,
+            },
+            floor,
+        )?;
         let db = Arc::new(Database {
             config,
             wal,
             storage,
-            tables: Default::default(),
+            tables: parking_lot::RwLock::new(tables),
             buffered_bytes: Arc::new(AtomicUsize::new(0)),
             flush_wanted: Arc::new(tokio::sync::Notify::new()),
             accepting: AtomicBool::new(true),
         });
-        for (tenant, name) in db.storage.list_tables().await? {
-            db.load_table(&tenant, &name).await?;
-        }
         let mut replayed = 0usize;
         for rec in records {
             let table = match db.table(&rec.tenant, &rec.table) {
@@ -149,37 +160,22 @@ impl Database {
         }
         let tables: Vec<_> = db.tables.read().values().cloned().collect();
         for t in tables {
-            t.restore_dedup(db.config.dedup_window).await?;
+            t.restore_dedup(db.config.dedup_window, db.config.dedup_capacity)
+                .await?;
         }
         Ok(db)
     }
 
     async fn load_table(&self, tenant: &TenantId, name: &TableName) -> Result<Arc<Table>> {
-        let delta = self.storage.open(tenant, name).await?;
-        let label = format!("{tenant}.{name}");
-        let persisted = self.storage.persisted_seq(&delta, &label).await?;
-        let registry = match delta.snapshot() {
-            Ok(state) => ColumnRegistry::from_schema(&state.snapshot().arrow_schema()),
-            Err(_) => ColumnRegistry::default(),
-        };
-        let table = Arc::new(
-            Table::new(
-                tenant.clone(),
-                name.clone(),
-                delta,
-                persisted,
-                registry,
-                DedupIndex::new(
-                    self.config.dedup_window.as_micros() as i64,
-                    self.config.dedup_capacity,
-                ),
-            )
-            .await?,
-        );
-        self.tables
+        let table = Arc::new(open_table(&self.storage, &self.config, tenant, name).await?);
+        // Two requests may create the same new table at once: the first
+        // one in wins, the other's handle is dropped before it holds data.
+        Ok(self
+            .tables
             .write()
-            .insert((tenant.clone(), name.clone()), table.clone());
-        Ok(table)
+            .entry((tenant.clone(), name.clone()))
+            .or_insert(table)
+            .clone())
     }
 
     /// The table, if it exists.
@@ -278,6 +274,13 @@ impl Database {
         let (batch, ipc) = tokio::task::spawn_blocking(move || -> Result<_> {
             let batch = ingest::build_batch(&events, &keep, &ids, &t.registry, now)?;
             let ipc = encode_ipc(&batch)?;
+            if ipc.len() > wal::MAX_RECORD_BYTES {
+                return Err(Error::Ingest(ingest::Error::TooLarge(format!(
+                    "the batch encodes to {} bytes; one request may log at most {}",
+                    ipc.len(),
+                    wal::MAX_RECORD_BYTES
+                ))));
+            }
             Ok((batch, ipc))
         })
         .await
@@ -412,6 +415,34 @@ impl Database {
         self.accepting.store(false, Ordering::Release);
         self.flush_all().await.map(|_| ())
     }
+}
+
+/// Opens (or prepares, if new) one table from storage.
+async fn open_table(
+    storage: &Storage,
+    config: &Config,
+    tenant: &TenantId,
+    name: &TableName,
+) -> Result<Table> {
+    let delta = storage.open(tenant, name).await?;
+    let label = format!("{tenant}.{name}");
+    let persisted = storage.persisted_seq(&delta, &label).await?;
+    let registry = match delta.snapshot() {
+        Ok(state) => ColumnRegistry::from_schema(&state.snapshot().arrow_schema()),
+        Err(_) => ColumnRegistry::default(),
+    };
+    Table::new(
+        tenant.clone(),
+        name.clone(),
+        delta,
+        persisted,
+        registry,
+        DedupIndex::new(
+            config.dedup_window.as_micros() as i64,
+            config.dedup_capacity,
+        ),
+    )
+    .await
 }
 
 /// Encodes a batch as an Arrow IPC stream (the WAL's record payload).

@@ -160,19 +160,13 @@ impl Table {
         // A previous attempt may have committed and then failed after the
         // commit (syncing, reloading): never write the same records twice.
         let label = self.label();
-        let mut delta = delta;
-        if delta.version().is_some() {
-            delta
-                .update_state()
-                .await
-                .map_err(|source| crate::storage::Error::Delta {
-                    table: label.clone(),
-                    source,
-                })?;
-        }
+        let delta = storage.refresh(delta, &label).await?;
         let already = storage.persisted_seq(&delta, &label).await?;
         let rows_in: usize;
         let new_delta = if already >= last_seq {
+            // Committed by an attempt that failed afterwards: make sure it
+            // is durable before the buffer (and so the WAL) lets go of it.
+            storage.make_durable().await?;
             rows_in = 0;
             delta
         } else {
@@ -204,7 +198,7 @@ impl Table {
 
     /// Re-learns the ids stored within `window`: those in the buffer and
     /// those in Delta files (pruned by the files' `ingested_at` statistics).
-    pub(crate) async fn restore_dedup(&self, window: Duration) -> Result<()> {
+    pub(crate) async fn restore_dedup(&self, window: Duration, capacity: usize) -> Result<()> {
         let since = chrono::Utc::now().timestamp_micros() - window.as_micros() as i64;
         let (buffer, provider) = {
             let s = self.state.read();
@@ -237,15 +231,18 @@ impl Table {
             }
         }
         let Some(provider) = provider else {
+            self.dedup.lock().sort_by_time();
             return Ok(());
         };
         let ctx = SessionContext::new();
         ctx.register_table("t", provider)?;
         let df = ctx
             .sql(&format!(
-                "SELECT {id}, {at} FROM t WHERE {at} >= to_timestamp_micros({since}) ORDER BY {at}",
+                "SELECT {id}, {at} FROM t WHERE {at} >= to_timestamp_micros({since}) \
+                 ORDER BY {at} DESC LIMIT {cap}",
                 id = schema::EVENT_ID,
-                at = schema::INGESTED_AT
+                at = schema::INGESTED_AT,
+                cap = capacity
             ))
             .await?;
         let mut stream = df.execute_stream().await?;
@@ -261,6 +258,7 @@ impl Table {
                 dedup.remember(ids.value(i), at.value(i));
             }
         }
+        self.dedup.lock().sort_by_time();
         Ok(())
     }
 }

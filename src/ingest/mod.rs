@@ -33,6 +33,12 @@ pub enum Error {
     },
     #[error("the request holds no events")]
     Empty,
+    #[error("request too large: {0}")]
+    TooLarge(String),
+    #[error(
+        "the request's events fall on {0} different days; at most {MAX_DAYS_PER_REQUEST} are accepted in one request"
+    )]
+    TooManyDays(usize),
     #[error("could not build the batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -40,6 +46,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Most distinct event days in one request: each is a partition the next
+/// flush writes a file into.
+pub const MAX_DAYS_PER_REQUEST: usize = 4096;
+
+/// Most cells (rows × columns) one request may build: sparse payloads
+/// (a key in one event becomes a column for all) must not explode memory.
+const MAX_CELLS: usize = 100_000_000;
 
 /// Which kind of column a JSON value would create.
 fn kind_of(v: &Value) -> Option<ColumnKind> {
@@ -95,12 +109,27 @@ pub fn build_batch(
             }
         }
     }
+    let rows = keep.iter().filter(|k| **k).count();
+    let timestamps: Vec<i64> = kept().map(|e| e.timestamp.unwrap_or(now)).collect();
+    let days: std::collections::HashSet<i64> = timestamps
+        .iter()
+        .map(|t| t.div_euclid(MICROS_PER_DAY))
+        .collect();
+    if days.len() > MAX_DAYS_PER_REQUEST {
+        return Err(Error::TooManyDays(days.len()));
+    }
+    let cells = rows.saturating_mul(keys.len() + schema::FIXED_COLUMNS.len());
+    if cells > MAX_CELLS {
+        return Err(Error::TooLarge(format!(
+            "{rows} events × {} distinct payload fields is more than {MAX_CELLS} values; send fewer events per request",
+            keys.len()
+        )));
+    }
     let placements: Vec<Placement> = {
         let mut reg = registry.lock();
         keys.iter().map(|(k, kind)| reg.place(k, *kind)).collect()
     };
 
-    let rows = keep.iter().filter(|k| **k).count();
     let mut overflow: Vec<Option<Map<String, Value>>> = vec![None; rows];
     let mut fields = schema::fixed_fields();
     let mut payload_columns: Vec<ArrayRef> = Vec::new();
@@ -175,7 +204,6 @@ pub fn build_batch(
         }
     }
 
-    let timestamps: Vec<i64> = kept().map(|e| e.timestamp.unwrap_or(now)).collect();
     let dates = Date32Array::from_iter_values(
         timestamps
             .iter()

@@ -181,27 +181,42 @@ fn optional_string(field: &str, value: Value) -> Result<Option<String>, String> 
     }
 }
 
+/// Accepted event times: 1900-01-01 up to (not including) 2200-01-01 UTC.
+/// Wider ranges are almost always a unit mistake (seconds vs
+/// milliseconds), and each distinct day is a partition.
+const MIN_TIMESTAMP_US: i64 = -2_208_988_800_000_000;
+const MAX_TIMESTAMP_US: i64 = 7_258_118_400_000_000;
+
+fn in_range(us: i64) -> Result<Option<i64>, String> {
+    if (MIN_TIMESTAMP_US..MAX_TIMESTAMP_US).contains(&us) {
+        Ok(Some(us))
+    } else {
+        Err(format!(
+            "field \"timestamp\" is outside the accepted range 1900-01-01 to 2200-01-01 ({} µs since the epoch; was it in seconds or microseconds instead of milliseconds?)",
+            us
+        ))
+    }
+}
+
 /// Accepts RFC 3339 text or integer epoch milliseconds; returns epoch
 /// microseconds.
 fn parse_timestamp(value: Value) -> Result<Option<i64>, String> {
     match value {
         Value::Null => Ok(None),
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(&s)
-            .map(|t| Some(t.timestamp_micros()))
+            .map(|t| t.timestamp_micros())
             .map_err(|e| {
                 format!(
                     "field \"timestamp\": {:?} is not an RFC 3339 time ({e}); use e.g. \"2026-01-31T12:00:00Z\" or epoch milliseconds",
                     truncate(&s, 64)
                 )
-            }),
+            })
+            .and_then(in_range),
         Value::Number(n) => {
             let ms = n.as_i64().ok_or_else(|| {
                 format!("field \"timestamp\": {n} is not an integer number of epoch milliseconds")
             })?;
-            ms.checked_mul(1000)
-                .filter(|us| chrono::DateTime::from_timestamp_micros(*us).is_some())
-                .map(Some)
-                .ok_or_else(|| format!("field \"timestamp\": {ms} ms is out of range"))
+            in_range(ms.saturating_mul(1000))
         }
         other => Err(format!(
             "field \"timestamp\" must be an RFC 3339 string or epoch milliseconds, found {}",
@@ -268,6 +283,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("RFC 3339"), "{err}");
+        let far = br#"{"event_type":"a","entity_id":"u","timestamp":1767225600000000}"#;
+        let err = parse_events(far, BodyFormat::Json).unwrap_err().to_string();
+        assert!(err.contains("outside the accepted range"), "{err}");
         let err = parse_events(b"[]", BodyFormat::Json).unwrap_err();
         assert!(matches!(err, Error::Empty));
         let unknown = br#"{"event_type":"a","entity_id":"u","amount":3}"#;

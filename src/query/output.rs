@@ -111,7 +111,7 @@ impl Encoder {
             )),
             OutputFormat::Parquet => Encoder::Parquet(Box::new(
                 parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                    .map_err(parquet_output_error)?,
             )),
         })
     }
@@ -157,8 +157,7 @@ impl Encoder {
                 Bytes::from(std::mem::take(w.get_mut()))
             }
             Encoder::Parquet(w) => {
-                w.write(batch)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                w.write(batch).map_err(parquet_output_error)?;
                 Bytes::from(std::mem::take(w.inner_mut()))
             }
         })
@@ -186,12 +185,9 @@ impl Encoder {
                 Bytes::from(w.into_inner()?)
             }
             Encoder::Parquet(mut w) => {
-                w.flush()
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                w.flush().map_err(parquet_output_error)?;
                 let mut out = std::mem::take(w.inner_mut());
-                let rest = w
-                    .into_inner()
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let rest = w.into_inner().map_err(parquet_output_error)?;
                 out.extend_from_slice(&rest);
                 Bytes::from(out)
             }
@@ -206,4 +202,10 @@ fn csv_field(name: &str) -> String {
     } else {
         name.to_string()
     }
+}
+
+/// The Parquet writer refuses some types (intervals, for one): that is the
+/// query's shape, a user matter, not a server fault.
+fn parquet_output_error(e: parquet::errors::ParquetError) -> DataFusionError {
+    DataFusionError::Execution(format!("cannot write this result as Parquet: {e}"))
 }

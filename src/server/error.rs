@@ -1,6 +1,6 @@
 //! The one place where errors become HTTP status codes.
 
-use crate::db;
+use crate::{db, ingest};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
@@ -46,6 +46,7 @@ impl IntoResponse for ApiError {
 impl From<db::Error> for ApiError {
     fn from(e: db::Error) -> Self {
         let status = match &e {
+            db::Error::Ingest(ingest::Error::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             db::Error::Ingest(_) | db::Error::Name(_) => StatusCode::BAD_REQUEST,
             db::Error::BufferFull { .. } | db::Error::ShuttingDown => {
                 let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
@@ -68,6 +69,7 @@ pub fn is_user_error(e: &DataFusionError) -> bool {
         DataFusionError::Internal(_)
         | DataFusionError::IoError(_)
         | DataFusionError::ObjectStore(_)
+        | DataFusionError::ParquetError(_)
         | DataFusionError::Substrait(_) => false,
         DataFusionError::Context(_, inner) => is_user_error(inner),
         DataFusionError::Diagnostic(_, inner) => is_user_error(inner),

@@ -164,7 +164,12 @@ async fn ingest_events(
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    let outcome = state.db.ingest(&tenant, &table, events).await?;
+    // Detached, so that a client hanging up mid-request cannot cancel an
+    // ingest between claiming its event ids and logging them.
+    let db = state.db.clone();
+    let outcome = tokio::spawn(async move { db.ingest(&tenant, &table, events).await })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(axum::Json(serde_json::json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,

@@ -266,6 +266,23 @@ impl Storage {
         Ok(table)
     }
 
+    /// Brings a handle up to the table's latest version; a table that does
+    /// not exist yet stays an empty handle.
+    pub async fn refresh(&self, mut table: DeltaTable, name: &str) -> Result<DeltaTable> {
+        let result = if table.version().is_some() {
+            table.update_state().await
+        } else {
+            table.load().await
+        };
+        match result {
+            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
+            Err(source) => Err(Error::Delta {
+                table: name.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// The last WAL sequence already committed to `table`.
     pub async fn persisted_seq(&self, table: &DeltaTable, name: &str) -> Result<WalSeq> {
         match table.snapshot() {
@@ -291,7 +308,7 @@ impl Storage {
     /// records it covers are deleted. object_store's local backend never
     /// fsyncs, so the data filesystem is synced as a whole; S3 acknowledges
     /// a put only once it is durable.
-    async fn make_durable(&self) -> Result<()> {
+    pub(crate) async fn make_durable(&self) -> Result<()> {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };

@@ -4,9 +4,13 @@
 //! segment := header record*
 //! header  := magic "ASWALSEG" (8 bytes) | version u32 LE | reserved u32 LE
 //! record  := len u32 LE | crc32 u32 LE (of body) | body (len bytes)
-//! body    := seq u64 LE | kind u8 | tenant_len u16 LE | tenant
+//! body    := seq u64 LE | group u64 LE | kind u8 | tenant_len u16 LE | tenant
 //!            | table_len u16 LE | table | data (rest: Arrow IPC stream)
 //! ```
+//!
+//! `group` is the first sequence of the group commit (one write + one
+//! fsync) the record belongs to. Recovery uses it to tell a torn group
+//! (never acknowledged) from damage before a later, acknowledged group.
 
 use crate::ids::{TableName, TenantId, WalSeq};
 use bytes::Bytes;
@@ -18,6 +22,8 @@ pub(crate) const RECORD_HEADER_LEN: usize = 8;
 /// Upper bound on one record's body; a larger length field can only be a
 /// torn or corrupt write.
 pub(crate) const MAX_RECORD_LEN: usize = 1 << 30;
+/// Smallest possible body: seq, group, kind and two empty names.
+const MIN_BODY_LEN: usize = 8 + 8 + 1 + 2 + 2;
 
 const KIND_BATCH: u8 = 1;
 
@@ -25,6 +31,8 @@ const KIND_BATCH: u8 = 1;
 #[derive(Debug, Clone, PartialEq)]
 pub struct WalRecord {
     pub seq: WalSeq,
+    /// First sequence of the group commit this record was written in.
+    pub group: WalSeq,
     pub tenant: TenantId,
     pub table: TableName,
     /// The events as an Arrow IPC stream, exactly as they entered the
@@ -57,17 +65,19 @@ pub(crate) fn check_header(h: &[u8]) -> Result<(), String> {
 pub(crate) fn encode_record(
     out: &mut Vec<u8>,
     seq: WalSeq,
+    group: WalSeq,
     tenant: &TenantId,
     table: &TableName,
     data: &[u8],
 ) {
-    let body_len = 8 + 1 + 2 + tenant.as_str().len() + 2 + table.as_str().len() + data.len();
+    let body_len = 8 + 8 + 1 + 2 + tenant.as_str().len() + 2 + table.as_str().len() + data.len();
     out.reserve(RECORD_HEADER_LEN + body_len);
     let start = out.len();
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // crc, filled in below
     let body_start = out.len();
     out.extend_from_slice(&seq.0.to_le_bytes());
+    out.extend_from_slice(&group.0.to_le_bytes());
     out.push(KIND_BATCH);
     for name in [tenant.as_str(), table.as_str()] {
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
@@ -100,7 +110,7 @@ pub(crate) fn decode_record(buf: &Bytes, pos: usize) -> Decoded {
     }
     let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("4 bytes"));
-    if !(13..=MAX_RECORD_LEN).contains(&len) {
+    if !(MIN_BODY_LEN..=MAX_RECORD_LEN).contains(&len) {
         return Decoded::Invalid(format!("impossible record length {len}"));
     }
     if len > rest - RECORD_HEADER_LEN {
@@ -121,10 +131,11 @@ pub(crate) fn decode_record(buf: &Bytes, pos: usize) -> Decoded {
 
 fn decode_body(body: &Bytes) -> Result<WalRecord, String> {
     let seq = WalSeq(u64::from_le_bytes(body[..8].try_into().expect("8 bytes")));
-    if body[8] != KIND_BATCH {
-        return Err(format!("unknown record kind {}", body[8]));
+    let group = WalSeq(u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")));
+    if body[16] != KIND_BATCH {
+        return Err(format!("unknown record kind {}", body[16]));
     }
-    let mut pos = 9;
+    let mut pos = 17;
     let mut read_name = |what: &str| -> Result<String, String> {
         let len_end = pos + 2;
         let len = u16::from_le_bytes(
@@ -147,6 +158,7 @@ fn decode_body(body: &Bytes) -> Result<WalRecord, String> {
         .map_err(|e| e.to_string())?;
     Ok(WalRecord {
         seq,
+        group,
         tenant,
         table,
         data: body.slice(pos..),
@@ -160,6 +172,7 @@ mod tests {
     fn rec(seq: u64, data: &[u8]) -> WalRecord {
         WalRecord {
             seq: WalSeq(seq),
+            group: WalSeq(seq),
             tenant: "acme".parse().unwrap(),
             table: "events".parse().unwrap(),
             data: Bytes::copy_from_slice(data),
@@ -172,7 +185,7 @@ mod tests {
         let a = rec(1, b"hello");
         let b = rec(2, b"");
         for r in [&a, &b] {
-            encode_record(&mut buf, r.seq, &r.tenant, &r.table, &r.data);
+            encode_record(&mut buf, r.seq, r.group, &r.tenant, &r.table, &r.data);
         }
         let buf = Bytes::from(buf);
         let Decoded::Record(got_a, next) = decode_record(&buf, 0) else {
@@ -190,7 +203,7 @@ mod tests {
     fn damage_is_detected() {
         let mut buf = Vec::new();
         let r = rec(7, b"payload bytes");
-        encode_record(&mut buf, r.seq, &r.tenant, &r.table, &r.data);
+        encode_record(&mut buf, r.seq, r.group, &r.tenant, &r.table, &r.data);
         // Every truncation is invalid, never a wrong record.
         for cut in 1..buf.len() {
             let b = Bytes::copy_from_slice(&buf[..cut]);

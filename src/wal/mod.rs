@@ -26,6 +26,9 @@ mod format;
 
 pub use format::WalRecord;
 
+/// Largest data payload one record may carry (with room for its header).
+pub const MAX_RECORD_BYTES: usize = format::MAX_RECORD_LEN - 4096;
+
 use crate::ids::{TableName, TenantId, WalSeq};
 use bytes::Bytes;
 use format::{Decoded, HEADER_LEN};
@@ -52,6 +55,8 @@ pub enum Error {
     Poisoned(String),
     #[error("the WAL writer has stopped")]
     Closed,
+    #[error("a WAL record of {0} bytes is larger than the format allows")]
+    RecordTooLarge(usize),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -203,7 +208,11 @@ fn recover(dir: &Path) -> Result<(Vec<Segment>, Vec<WalRecord>)> {
                 }
                 Decoded::End => break,
                 Decoded::Invalid(reason) => {
-                    if !is_last || valid_record_follows(&buf, pos) {
+                    let expected = records
+                        .last()
+                        .map(|r: &WalRecord| WalSeq(r.seq.0 + 1))
+                        .unwrap_or(first);
+                    if !is_last || later_group_follows(&buf, pos, expected) {
                         return Err(Error::Corrupt {
                             path,
                             offset: pos,
@@ -231,25 +240,39 @@ fn recover(dir: &Path) -> Result<(Vec<Segment>, Vec<WalRecord>)> {
     Ok((segments, records))
 }
 
-/// Whether a valid record starts anywhere after a damaged one at `bad`:
-/// then the damage is not a torn tail but lost acknowledged data.
-fn valid_record_follows(buf: &Bytes, bad: usize) -> bool {
-    (bad + 1..buf.len().saturating_sub(format::RECORD_HEADER_LEN))
-        .any(|p| matches!(format::decode_record(buf, p), Decoded::Record(..)))
+/// Whether, after a damaged record that should have had seq `expected`, a
+/// valid record of a *later* group commit follows. A group is acknowledged
+/// only after its fsync, so a later group on disk means the damaged record
+/// was acknowledged too: corruption, not a torn tail. Valid records of the
+/// same group (written out of order before a crash) were never
+/// acknowledged and are cut with it.
+fn later_group_follows(buf: &Bytes, bad: usize, expected: WalSeq) -> bool {
+    (bad + 1..buf.len().saturating_sub(format::RECORD_HEADER_LEN)).any(|p| {
+        matches!(
+            format::decode_record(buf, p),
+            Decoded::Record(rec, _) if rec.seq > expected && rec.group > expected
+        )
+    })
 }
 
 impl Wal {
     /// Opens the log in `config.dir` (created if missing), recovering what is
     /// there. Returns the handle and every record still in the log, in
     /// order, for the caller to replay.
-    pub fn open(config: WalConfig) -> Result<(Wal, Vec<WalRecord>)> {
+    ///
+    /// `floor` is the lowest sequence new records may get: one past the
+    /// highest sequence already persisted in any table. It matters when the
+    /// WAL directory is new or was emptied while the tables live elsewhere
+    /// (S3): new records must never reuse persisted sequence numbers.
+    pub fn open(config: WalConfig, floor: WalSeq) -> Result<(Wal, Vec<WalRecord>)> {
         std::fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
         let (segments, records) = recover(&config.dir)?;
         let next = records
             .last()
             .map(|r| WalSeq(r.seq.0 + 1))
             .or_else(|| segments.last().map(|s| s.first))
-            .unwrap_or(WalSeq(1));
+            .unwrap_or(WalSeq(1))
+            .max(floor);
         let (tx, rx) = mpsc::channel(4096);
         let poisoned = Arc::new(AtomicBool::new(false));
         let next_shared = Arc::new(AtomicU64::new(next.0));
@@ -293,6 +316,9 @@ impl Wal {
         data: Bytes,
         apply: ApplyFn,
     ) -> Result<WalSeq> {
+        if data.len() > MAX_RECORD_BYTES {
+            return Err(Error::RecordTooLarge(data.len()));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Append {
@@ -396,6 +422,7 @@ impl Writer {
                     format::encode_record(
                         &mut buf,
                         WalSeq(first.0 + i as u64),
+                        first,
                         tenant,
                         table,
                         data,

@@ -31,7 +31,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test]
 async fn appends_survive_reopen_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, records) = Wal::open(config(dir.path(), 1 << 20)).unwrap();
+    let (wal, records) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
     assert!(records.is_empty());
     let applied = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let mut handles = Vec::new();
@@ -57,7 +57,7 @@ async fn appends_survive_reopen_in_order() {
     assert_eq!(applied, (1..=50).map(WalSeq).collect::<Vec<_>>());
     assert!(wal.stats().fsyncs <= 50);
     drop(wal);
-    let (_wal, records) = Wal::open(config(dir.path(), 1 << 20)).unwrap();
+    let (_wal, records) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
     assert_eq!(records.len(), 50);
     assert!(
         records
@@ -70,7 +70,7 @@ async fn appends_survive_reopen_in_order() {
 #[tokio::test]
 async fn torn_tail_is_cut_and_sequence_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(config(dir.path(), 1 << 20)).unwrap();
+    let (wal, _) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
     append(&wal, b"one").await;
     append(&wal, b"two").await;
     drop(wal);
@@ -80,12 +80,12 @@ async fn torn_tail_is_cut_and_sequence_continues() {
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
     drop(f);
-    let (wal, records) = Wal::open(config(dir.path(), 1 << 20)).unwrap();
+    let (wal, records) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(append(&wal, b"three").await, WalSeq(3));
     drop(wal);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (_, records) = Wal::open(config(dir.path(), 1 << 20)).unwrap();
+    let (_, records) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
     let data: Vec<_> = records.iter().map(|r| r.data.clone()).collect();
     assert_eq!(data, vec!["one", "two", "three"]);
 }
@@ -93,7 +93,7 @@ async fn torn_tail_is_cut_and_sequence_continues() {
 #[tokio::test]
 async fn damage_before_valid_records_stops_startup() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(config(dir.path(), 1 << 20)).unwrap();
+    let (wal, _) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
     append(&wal, b"first record").await;
     append(&wal, b"second record").await;
     drop(wal);
@@ -102,7 +102,7 @@ async fn damage_before_valid_records_stops_startup() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[HEADER_LEN + 20] ^= 0xff; // inside the first record's body
     std::fs::write(&seg, bytes).unwrap();
-    let err = Wal::open(config(dir.path(), 1 << 20)).unwrap_err();
+    let err = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
 }
@@ -111,7 +111,7 @@ async fn damage_before_valid_records_stops_startup() {
 async fn segments_rotate_and_truncate() {
     let dir = tempfile::tempdir().unwrap();
     // Tiny segments: every append rotates.
-    let (wal, _) = Wal::open(config(dir.path(), 1)).unwrap();
+    let (wal, _) = Wal::open(config(dir.path(), 1), WalSeq(1)).unwrap();
     for _ in 0..5 {
         append(&wal, b"data").await;
     }
@@ -121,7 +121,39 @@ async fn segments_rotate_and_truncate() {
     assert_eq!(segment_files(dir.path()).len(), 3);
     drop(wal);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (_, records) = Wal::open(config(dir.path(), 1)).unwrap();
+    let (_, records) = Wal::open(config(dir.path(), 1), WalSeq(1)).unwrap();
     let seqs: Vec<_> = records.iter().map(|r| r.seq.0).collect();
     assert_eq!(seqs, vec![4, 5]);
+}
+
+#[tokio::test]
+async fn sequence_starts_above_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(config(dir.path(), 1 << 20), WalSeq(500)).unwrap();
+    assert_eq!(append(&wal, b"x").await, WalSeq(500));
+}
+
+#[tokio::test]
+async fn a_torn_group_is_cut_even_with_later_records_of_it_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
+    append(&wal, b"acknowledged").await;
+    drop(wal);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A group of two records (seq 2 and 3, group 2) whose first record's
+    // page never reached the disk, but whose second did.
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut group = Vec::new();
+    let (t, n) = ("default".parse().unwrap(), "events".parse().unwrap());
+    format::encode_record(&mut group, WalSeq(2), WalSeq(2), &t, &n, b"lost");
+    let first_len = group.len();
+    format::encode_record(&mut group, WalSeq(3), WalSeq(2), &t, &n, b"also lost");
+    for b in &mut group[..first_len] {
+        *b = 0;
+    }
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&group).unwrap();
+    drop(f);
+    let (_, records) = Wal::open(config(dir.path(), 1 << 20), WalSeq(1)).unwrap();
+    assert_eq!(records.len(), 1);
 }

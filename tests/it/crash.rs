@@ -8,7 +8,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const ITERATIONS: usize = 20;
+/// Kill/restart cycles; `ALLSOURCE_CRASH_ITERATIONS` raises it for the soak
+/// run (benches/crash_soak.sh).
+fn iterations() -> usize {
+    std::env::var("ALLSOURCE_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
 const CLIENTS: usize = 4;
 
 #[test]
@@ -25,7 +32,7 @@ fn kill9_under_concurrent_ingest_loses_and_duplicates_nothing() {
     ]);
     let acked: Arc<Mutex<HashSet<String>>> = Default::default();
     let mut rng = rand::rng();
-    for iteration in 0..ITERATIONS {
+    for iteration in 0..iterations() {
         let base = s.base.clone();
         let run_for = Duration::from_millis(rng.random_range(50..400));
         let handles: Vec<_> = (0..CLIENTS)

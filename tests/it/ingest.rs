@@ -130,6 +130,13 @@ fn bad_requests_are_refused_and_store_nothing() {
         (
             "/v1/events",
             vec![("content-type", "application/json")],
+            br#"{"event_type":"a","entity_id":"u1","timestamp":1767225600000000}"#.to_vec(),
+            400,
+            "outside the accepted range",
+        ),
+        (
+            "/v1/events",
+            vec![("content-type", "application/json")],
             b"[]".to_vec(),
             400,
             "no events",
@@ -313,4 +320,42 @@ fn a_full_buffer_answers_503_with_retry_after() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+#[test]
+fn requests_that_would_explode_are_refused() {
+    let s = TestServer::start(&[]);
+    // one event per day for more days than one request may span
+    let evs: Vec<serde_json::Value> = (0..4100i64)
+        .map(|d| json!({"event_type": "a", "entity_id": "u", "timestamp": 1_000_000_000_000i64 + d * 86_400_000}))
+        .collect();
+    let r = s.post(
+        "/v1/events",
+        "application/json",
+        serde_json::Value::Array(evs).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("different days"), "{}", r.error());
+    // a sparse payload: 2000 distinct keys in one event, 60000 events
+    let mut body = String::new();
+    let keys: serde_json::Map<String, serde_json::Value> =
+        (0..2000).map(|k| (format!("k{k}"), json!(1))).collect();
+    body.push_str(&json!({"event_type": "a", "entity_id": "u", "payload": keys}).to_string());
+    body.push('\n');
+    for _ in 0..60_000 {
+        body.push_str("{\"event_type\":\"a\",\"entity_id\":\"u\"}\n");
+    }
+    let r = s.post("/v1/events", "application/x-ndjson", body);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(
+        r.error().contains("send fewer events per request"),
+        "{}",
+        r.error()
+    );
+    let r = s.post("/v1/sql", "text/plain", "SELECT count(*) FROM events");
+    assert!(
+        r.status == 400 || r.json()[0]["count(*)"] == json!(0),
+        "{}",
+        r.text()
+    );
 }

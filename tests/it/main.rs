@@ -5,5 +5,6 @@ mod crash;
 mod delta_interop;
 mod ingest;
 mod restart;
+mod s3;
 mod sql;
 mod support;

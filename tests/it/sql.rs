@@ -262,3 +262,15 @@ fn queries_during_flushes_never_see_duplicates_or_gaps() {
     let log = s.log();
     assert!(!log.contains("flush failed"), "{log}");
 }
+
+#[test]
+fn a_result_parquet_cannot_hold_is_a_400() {
+    let s = TestServer::start(&[]);
+    let r = s.post(
+        "/v1/sql?format=parquet",
+        "text/plain",
+        "SELECT INTERVAL '1 day' AS i",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("Parquet"), "{}", r.error());
+}

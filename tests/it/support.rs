@@ -12,6 +12,7 @@ pub(crate) struct TestServer {
     pub(crate) base: String,
     pub(crate) data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     /// Keeps the directory alive when the server owns it.
     _tmp: Option<tempfile::TempDir>,
     client: reqwest::blocking::Client,
@@ -55,7 +56,16 @@ impl TestServer {
 
     /// A server on an existing data directory.
     pub(crate) fn start_in(dir: &Path, args: &[&str]) -> TestServer {
+        Self::start_in_with_env(dir, args, &[])
+    }
+
+    /// A server on an existing directory with extra environment variables.
+    pub(crate) fn start_in_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut s = TestServer {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             base: String::new(),
             data_dir: dir.to_path_buf(),
@@ -82,6 +92,7 @@ impl TestServer {
             .arg(&self.data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "ALLSOURCE_LOG",
                 "info,buoyant_kernel=warn,deltalake_core=warn",
