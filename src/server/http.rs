@@ -24,6 +24,26 @@ use std::sync::Arc;
 pub struct AppState {
     pub db: Arc<Database>,
     pub max_body_bytes: usize,
+    /// Bounds the decompressed bytes of ingest bodies being parsed at once
+    /// (permits are KiB): a parsed JSON tree is several times its text, so
+    /// many large requests together could otherwise exhaust memory.
+    pub ingest_budget: Arc<tokio::sync::Semaphore>,
+    /// The budget's size in KiB; no request waits for more than all of it.
+    pub ingest_budget_kib: u32,
+}
+
+impl AppState {
+    pub fn new(db: Arc<Database>, max_body_bytes: usize) -> Self {
+        // Room for a few maximal bodies at once, and never less than 64 MiB.
+        let budget_kib =
+            (max_body_bytes.saturating_mul(4).max(64 << 20) >> 10).min(u32::MAX as usize);
+        AppState {
+            db,
+            max_body_bytes,
+            ingest_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
+            ingest_budget_kib: budget_kib as u32,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -157,13 +177,24 @@ async fn ingest_events(
     };
     let body = body_bytes(body)?;
     let limit = state.max_body_bytes;
+    let internal =
+        |e: tokio::task::JoinError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     // Decompression and parsing are CPU work: keep them off the I/O threads.
+    let body = tokio::task::spawn_blocking(move || decode_body(&headers, body, limit))
+        .await
+        .map_err(internal)??;
+    let kib = ((body.len() >> 10) as u32 + 1).min(state.ingest_budget_kib);
+    let _budget = state
+        .ingest_budget
+        .clone()
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let events = tokio::task::spawn_blocking(move || {
-        let body = decode_body(&headers, body, limit)?;
         ingest::parse_events(&body, format).map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    .map_err(internal)??;
     // Detached, so that a client hanging up mid-request cannot cancel an
     // ingest between claiming its event ids and logging them.
     let db = state.db.clone();

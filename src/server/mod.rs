@@ -48,12 +48,9 @@ pub async fn run(
     let db = Database::open(config.clone()).await?;
 
     let cancel = CancellationToken::new();
-    let flusher = tokio::spawn(db.clone().run_flusher(cancel.clone()));
+    let flusher = spawn_flusher(db.clone(), cancel.clone())?;
 
-    let app = http::router(http::AppState {
-        db: db.clone(),
-        max_body_bytes: config.max_body_bytes,
-    });
+    let app = http::router(http::AppState::new(db.clone(), config.max_body_bytes));
     // Tests and scripts read this line to learn the port.
     println!("allsource listening on http://{addr}");
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving HTTP");
@@ -62,9 +59,45 @@ pub async fn run(
         .await;
     tracing::info!("shutting down: flushing buffers");
     cancel.cancel();
-    let _ = flusher.await;
+    let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
     finish(&db).await?;
     served.map_err(Error::Serve)
+}
+
+/// Runs the flusher on a thread of its own, with its own runtime, at a
+/// lower CPU priority: encoding Parquet is heavy, and it must not hold up
+/// the threads that answer ingest requests (whose latency clients see).
+fn spawn_flusher(
+    db: Arc<Database>,
+    cancel: CancellationToken,
+) -> Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("flusher")
+        .build()
+        .map_err(Error::Serve)?;
+    std::thread::Builder::new()
+        .name("flusher".into())
+        .spawn(move || {
+            lower_priority();
+            runtime.block_on(db.run_flusher(cancel));
+        })
+        .map_err(Error::Serve)
+}
+
+/// Makes the calling thread yield the CPU to the others when both want it.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread's own id.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10)
+        };
+        if rc != 0 {
+            tracing::debug!("could not lower the flusher's priority");
+        }
+    }
 }
 
 async fn finish(db: &Arc<Database>) -> Result<()> {

@@ -359,3 +359,15 @@ fn requests_that_would_explode_are_refused() {
         r.text()
     );
 }
+
+#[test]
+fn flags_can_be_set_by_environment_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in_with_env(tmp.path(), &[], &[("ALLSOURCE_MAX_BODY_BYTES", "100")]);
+    let r = s.post(
+        "/v1/events",
+        "application/json",
+        events("a", 10).to_string(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+}
