@@ -3,6 +3,7 @@ and prints its rows as JSON lines, sorted by event_id: proof that the
 tables are plain Delta Lake that other engines read."""
 
 import json
+import os
 import sys
 
 from deltalake import DeltaTable
@@ -24,3 +25,7 @@ def main(path: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    # Skip interpreter teardown: with some package combinations (numpy
+    # beside deltalake's native threads) it aborts after the work is done.
+    sys.stdout.flush()
+    os._exit(0)
