@@ -1,6 +1,10 @@
-"""ClickHouse's own windowFunnel (through chDB) over a CSV of (u, t, e),
-for each mode given; prints {mode: {u: level}} as JSON. The reference the
-window_funnel cross-check compares against."""
+"""Runs ClickHouse queries (through chDB) over a CSV of (u, t, e) and
+prints {name: {u: result}} as JSON: the reference that the udfs
+cross-check compares AllSource's functions against.
+
+Usage: python chdb_funnel.py CSV QUERIES_JSON
+QUERIES_JSON maps a name to a query over the table `{table}` that returns
+columns u and r."""
 
 import json
 import sys
@@ -9,16 +13,12 @@ import chdb
 
 
 def main() -> None:
-    path, modes = sys.argv[1], json.loads(sys.argv[2])
+    path, queries = sys.argv[1], json.loads(sys.argv[2])
+    table = f"file('{path}', CSV, 'u UInt32, t UInt64, e UInt8')"
     out = {}
-    for mode in modes:
-        params = "10" + "".join(f", '{m}'" for m in mode.split(",") if m)
-        sql = (
-            f"SELECT u, windowFunnel({params})(toUInt64(t), e = 1, e = 2, e = 3, e = 4) AS level "
-            f"FROM file('{path}', CSV, 'u UInt32, t UInt64, e UInt8') GROUP BY u"
-        )
-        rows = chdb.query(sql, "JSONEachRow").data().splitlines()
-        out[mode] = {str(json.loads(r)["u"]): json.loads(r)["level"] for r in rows}
+    for name, sql in queries.items():
+        rows = chdb.query(sql.replace("{table}", table), "JSONEachRow").data().splitlines()
+        out[name] = {str(json.loads(r)["u"]): json.loads(r)["r"] for r in rows}
     print(json.dumps(out))
 
 

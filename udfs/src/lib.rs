@@ -6,6 +6,7 @@
 //! `datafusion-functions-json` (`json_get`, `json_get_str`, `->>`, ...) are
 //! registered here too: nested payload values are stored as JSON text.
 
+pub mod retention;
 pub mod window_funnel;
 
 use datafusion::error::Result;
@@ -14,7 +15,10 @@ use datafusion::prelude::SessionContext;
 
 /// Every aggregate function this crate adds.
 pub fn aggregate_functions() -> Vec<AggregateUDF> {
-    vec![window_funnel::window_funnel_udaf()]
+    vec![
+        window_funnel::window_funnel_udaf(),
+        retention::retention_udaf(),
+    ]
 }
 
 /// Registers every AllSource function with `ctx`.

@@ -1,9 +1,10 @@
-//! `window_funnel` against ClickHouse's `windowFunnel` (through chDB, from
-//! the test virtualenv) on random data, in every mode combination.
+//! `window_funnel` (every mode combination) and `retention` against
+//! ClickHouse's own functions, through chDB from the test virtualenv, on
+//! the same random data.
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{UInt8Type, UInt32Type};
+use datafusion::arrow::json::ArrayWriter;
 use datafusion::prelude::{CsvReadOptions, SessionConfig, SessionContext};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -22,40 +23,68 @@ impl Rng {
     }
 }
 
+/// (name, AllSource SQL, ClickHouse SQL); both return columns u and r.
+fn queries() -> Vec<(String, String, String)> {
+    let names = ["strict_order", "strict_deduplication", "strict_increase"];
+    let mut out = Vec::new();
+    for bits in 0..8usize {
+        let modes: Vec<&str> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        let ours_mode = if modes.is_empty() {
+            String::new()
+        } else {
+            format!("'{}', ", modes.join(","))
+        };
+        let ch_params: String = modes.iter().map(|m| format!(", '{m}'")).collect();
+        out.push((
+            format!("window_funnel[{}]", modes.join(",")),
+            format!(
+                "SELECT u, window_funnel(10, {ours_mode}t, e = 1, e = 2, e = 3, e = 4) AS r FROM ev GROUP BY u"
+            ),
+            format!(
+                "SELECT u, windowFunnel(10{ch_params})(t, e = 1, e = 2, e = 3, e = 4) AS r FROM {{table}} GROUP BY u"
+            ),
+        ));
+    }
+    out.push((
+        "retention".into(),
+        "SELECT u, retention(e = 1, e = 2, e = 3, t > 30) AS r FROM ev GROUP BY u".into(),
+        "SELECT u, retention(e = 1, e = 2, e = 3, t > 30) AS r FROM {table} GROUP BY u".into(),
+    ));
+    out
+}
+
 #[tokio::test]
-async fn window_funnel_matches_clickhouse_in_every_mode() {
-    let dir = tempfile_dir();
+async fn analytics_functions_match_clickhouse() {
+    let dir = std::env::temp_dir().join(format!("udfs-crosscheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let csv = dir.join("events.csv");
     let mut rng = Rng(0x5eed_1234_abcd);
     let mut text = String::new();
     for u in 0..3000u64 {
         for _ in 0..rng.below(14) {
-            // small time range and few event kinds: many ties and repeats
+            // a small time range and few event kinds: many ties and repeats
             writeln!(text, "{u},{},{}", rng.below(40), rng.below(6)).unwrap();
         }
     }
     std::fs::write(&csv, &text).unwrap();
+    let queries = queries();
 
-    let names = ["strict_order", "strict_deduplication", "strict_increase"];
-    let modes: Vec<String> = (0..8)
-        .map(|bits: usize| {
-            names
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| bits & (1 << i) != 0)
-                .map(|(_, n)| *n)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+    let ch_queries: serde_json::Map<String, Value> = queries
+        .iter()
+        .map(|(name, _, ch)| (name.clone(), Value::String(ch.clone())))
         .collect();
-
     let out = std::process::Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/python/chdb_funnel.py"
         ))
         .arg(&csv)
-        .arg(serde_json_list(&modes))
+        .arg(Value::Object(ch_queries).to_string())
         .output()
         .expect("run python with chdb (scripts/test.sh installs it)");
     assert!(
@@ -63,99 +92,49 @@ async fn window_funnel_matches_clickhouse_in_every_mode() {
         "chdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reference = String::from_utf8(out.stdout).unwrap();
+    let reference: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let mut ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
     udfs::register_all(&mut ctx).unwrap();
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Schema::new(vec![
+        Field::new("u", DataType::UInt32, false),
+        Field::new("t", DataType::Int64, false),
+        Field::new("e", DataType::Int64, false),
+    ]);
     ctx.register_csv(
         "ev",
         csv.to_str().unwrap(),
-        CsvReadOptions::new()
-            .has_header(false)
-            .schema(&datafusion::arrow::datatypes::Schema::new(vec![
-                datafusion::arrow::datatypes::Field::new(
-                    "u",
-                    datafusion::arrow::datatypes::DataType::UInt32,
-                    false,
-                ),
-                datafusion::arrow::datatypes::Field::new(
-                    "t",
-                    datafusion::arrow::datatypes::DataType::Int64,
-                    false,
-                ),
-                datafusion::arrow::datatypes::Field::new(
-                    "e",
-                    datafusion::arrow::datatypes::DataType::Int64,
-                    false,
-                ),
-            ])),
+        CsvReadOptions::new().has_header(false).schema(&schema),
     )
     .await
     .unwrap();
+
     let mut compared = 0;
-    for mode in &modes {
-        let mode_arg = if mode.is_empty() {
-            String::new()
-        } else {
-            format!("'{mode}', ")
-        };
-        let sql = format!(
-            "SELECT u, window_funnel(10, {mode_arg}t, e = 1, e = 2, e = 3, e = 4) AS level FROM ev GROUP BY u"
-        );
-        let batches: Vec<RecordBatch> = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-        let mut ours = BTreeMap::new();
+    for (name, ours_sql, _) in &queries {
+        let batches = ctx.sql(ours_sql).await.unwrap().collect().await.unwrap();
+        let mut w = ArrayWriter::new(Vec::new());
         for b in &batches {
-            let u = b.column(0).as_primitive::<UInt32Type>();
-            let l = b.column(1).as_primitive::<UInt8Type>();
-            for i in 0..b.num_rows() {
-                ours.insert(u.value(i).to_string(), l.value(i));
-            }
+            w.write(b).unwrap();
         }
-        let theirs = reference_levels(&reference, mode);
-        let distinct: std::collections::BTreeSet<_> = theirs.values().collect();
+        w.finish().unwrap();
+        let rows: Vec<Value> = serde_json::from_slice(&w.into_inner()).unwrap();
+        let ours: BTreeMap<String, Value> = rows
+            .into_iter()
+            .map(|r| (r["u"].to_string(), r["r"].clone()))
+            .collect();
+        let theirs = reference[name].as_object().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{name}: group counts differ");
+        let distinct: std::collections::BTreeSet<String> =
+            theirs.values().map(|v| v.to_string()).collect();
         assert!(
             distinct.len() >= 3,
-            "mode {mode:?}: too little variety {distinct:?}"
+            "{name}: too little variety {distinct:?}"
         );
-        assert_eq!(
-            ours.len(),
-            theirs.len(),
-            "mode {mode:?}: group counts differ"
-        );
-        for (u, level) in &theirs {
-            assert_eq!(ours.get(u), Some(level), "mode {mode:?}, entity {u}");
+        for (u, r) in theirs {
+            assert_eq!(ours.get(u), Some(r), "{name}, entity {u}");
             compared += 1;
         }
     }
-    assert!(compared > 10_000, "compared only {compared} groups");
-}
-
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("udfs-crosscheck-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn serde_json_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
-    format!("[{}]", quoted.join(","))
-}
-
-/// Pulls `{u: level}` for one mode out of the script's JSON, without a
-/// JSON dependency in this crate: the shape is fixed.
-fn reference_levels(json: &str, mode: &str) -> BTreeMap<String, u8> {
-    let key = format!("\"{mode}\": {{");
-    let start = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("mode {mode:?} missing"))
-        + key.len();
-    let end = start + json[start..].find('}').unwrap();
-    json[start..end]
-        .split(", ")
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once(": ").unwrap();
-            (k.trim_matches('"').to_string(), v.parse().unwrap())
-        })
-        .collect()
+    assert!(compared > 20_000, "compared only {compared} groups");
 }
