@@ -21,4 +21,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { p += $4; f += $6 } /^slt: / { p += $2; f += $4 }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"

@@ -6,6 +6,7 @@
 //! `datafusion-functions-json` (`json_get`, `json_get_str`, `->>`, ...) are
 //! registered here too: nested payload values are stored as JSON text.
 
+pub mod funnel_steps;
 pub mod retention;
 pub mod window_funnel;
 
@@ -17,6 +18,7 @@ use datafusion::prelude::SessionContext;
 pub fn aggregate_functions() -> Vec<AggregateUDF> {
     vec![
         window_funnel::window_funnel_udaf(),
+        funnel_steps::funnel_steps_udaf(),
         retention::retention_udaf(),
     ]
 }

@@ -290,26 +290,24 @@ impl FunnelSpec {
 
     /// The level reached by a group's events (sorted here).
     pub(crate) fn level(&self, events: &mut [(i64, u8)]) -> u8 {
-        let (level, _) = self.walk(events);
-        level
+        self.walk(events, false).0
     }
 
-    /// Runs the funnel over `events`; returns the level and, per step
-    /// reached, the timestamp of the event that reached it.
-    pub(crate) fn walk(&self, events: &mut [(i64, u8)]) -> (u8, Vec<Option<i64>>) {
+    /// Runs the funnel over `events` (sorted here by time, then step, as
+    /// ClickHouse does). Returns the level and, when `with_times`, the
+    /// time of each step of the chain that reached it.
+    pub(crate) fn walk(&self, events: &mut [(i64, u8)], with_times: bool) -> (u8, Vec<i64>) {
         let n = self.steps;
-        // (first step's time, this step's time) of the best chain so far.
+        // Per step: (first step's time, this step's time) of the latest
+        // chain that reached it, and that chain's step times.
         let mut reached: Vec<Option<(i64, i64)>> = vec![None; n];
-        let result = |reached: &[Option<(i64, i64)>], level: usize| {
-            let times = (0..n)
-                .map(|i| {
-                    if i < level {
-                        reached[i].map(|r| r.1)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
+        let mut paths: Vec<Vec<i64>> = vec![Vec::new(); if with_times { n } else { 0 }];
+        let done = |paths: &mut Vec<Vec<i64>>, level: usize| {
+            let times = if with_times && level > 0 {
+                std::mem::take(&mut paths[level - 1])
+            } else {
+                Vec::new()
+            };
             (level as u8, times)
         };
         let highest = |reached: &[Option<(i64, i64)>]| {
@@ -319,12 +317,11 @@ impl FunnelSpec {
                 .map_or(0, |i| i + 1)
         };
         if events.is_empty() {
-            return result(&reached, 0);
+            return (0, Vec::new());
         }
         if !self.mode.strict_order && n == 1 {
-            let first = events.iter().map(|e| e.0).min();
-            reached[0] = first.map(|t| (t, t));
-            return result(&reached, 1);
+            let first = events.iter().map(|e| e.0).min().unwrap_or_default();
+            return (1, if with_times { vec![first] } else { Vec::new() });
         }
         events.sort_unstable();
         let mut first_event = false;
@@ -339,13 +336,16 @@ impl FunnelSpec {
             let idx = ev as usize - 1;
             if idx == 0 {
                 reached[0] = Some((t, t));
+                if with_times {
+                    paths[0] = vec![t];
+                }
                 first_event = true;
             } else if self.mode.strict_deduplication && reached[idx].is_some() {
                 let level = highest(&reached);
-                return result(&reached, level);
+                return done(&mut paths, level);
             } else if self.mode.strict_order && first_event && reached[idx - 1].is_none() {
                 let level = reached.iter().position(Option::is_none).unwrap_or(n);
-                return result(&reached, level);
+                return done(&mut paths, level);
             } else if let Some((first, prev)) = reached[idx - 1] {
                 let mut ok = t <= first.saturating_add(self.window);
                 if self.mode.strict_increase {
@@ -353,14 +353,19 @@ impl FunnelSpec {
                 }
                 if ok {
                     reached[idx] = Some((first, t));
+                    if with_times {
+                        let mut path = paths[idx - 1].clone();
+                        path.push(t);
+                        paths[idx] = path;
+                    }
                     if idx + 1 == n {
-                        return result(&reached, n);
+                        return done(&mut paths, n);
                     }
                 }
             }
         }
         let level = highest(&reached);
-        result(&reached, level)
+        done(&mut paths, level)
     }
 }
 

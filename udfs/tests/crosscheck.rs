@@ -137,4 +137,24 @@ async fn analytics_functions_match_clickhouse() {
         }
     }
     assert!(compared > 20_000, "compared only {compared} groups");
+
+    // funnel_steps reaches the same level as window_funnel, with step
+    // times in order and within the window, in every mode.
+    for (name, ours_sql, _) in queries.iter().filter(|q| q.0.starts_with("window_funnel")) {
+        let steps_sql = ours_sql.replace("window_funnel(", "funnel_steps(");
+        let sql = format!(
+            "SELECT count(*) FROM ({ours_sql}) w JOIN ({steps_sql}) f ON w.u = f.u \
+             WHERE w.r <> f.r['level'] \
+                OR f.r['step_2'] < f.r['step_1'] OR f.r['step_3'] < f.r['step_2'] \
+                OR f.r['step_4'] > f.r['step_1'] + 10"
+        );
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let bad = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(
+            bad.contains("| 0 "),
+            "{name}: funnel_steps disagrees:\n{bad}"
+        );
+    }
 }
