@@ -12,8 +12,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const QUERIES: &[(&str, &str)] = &[
     (
@@ -45,50 +44,22 @@ const QUERIES: &[(&str, &str)] = &[
 fn main() {
     let events: usize = arg("--events", 10_000_000);
     let repeats: usize = arg("--repeats", 5);
-    let batch = 10_000;
-    let tmp = tempfile::tempdir().unwrap();
-
-    let server = BenchServer::start(tmp.path(), &[]);
-    let url = format!("{}/v1/events", server.base);
-    let bodies = Arc::new(
-        (0..64)
-            .map(|i| ndjson_batch((i * batch) as u64, batch, 200_000, 30))
-            .collect::<Vec<_>>(),
-    );
-    let load = run_load(&url, bodies, batch, events / batch, 4, None);
-    println!(
-        "loaded {} events at {:.0} events/s; flushing",
-        load.events,
-        load.rate()
-    );
-    server.stop();
-    let server = BenchServer::start(tmp.path(), &[]);
+    let (tmp, server) = load_and_flush(events);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
         .unwrap();
-    let run = |sql: &str| {
-        let r = http
-            .post(format!("{}/v1/sql", server.base))
-            .body(sql.to_string())
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{sql}: {}", r.text().unwrap());
-        r.bytes().unwrap();
-    };
-    let mut ours = Vec::new();
-    for (name, sql) in QUERIES {
-        run(sql); // warm-up
-        let mut times: Vec<Duration> = (0..repeats)
-            .map(|_| {
-                let t = Instant::now();
-                run(sql);
-                t.elapsed()
-            })
-            .collect();
-        times.sort();
-        ours.push((name, times[times.len() / 2]));
-    }
+    let ours: Vec<(&&str, Duration)> = QUERIES
+        .iter()
+        .map(|(name, sql)| {
+            (
+                name,
+                median_time(repeats, || {
+                    query(&http, &server.base, sql);
+                }),
+            )
+        })
+        .collect();
 
     let python = std::env::var("ALLSOURCE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let table_dir = tmp.path().join("tables/default/events");

@@ -236,3 +236,54 @@ pub(crate) fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Starts a server in a new directory, loads `events` generated events
+/// (200,000 entities over 30 days) over HTTP, and restarts it so that
+/// everything is in Delta. Returns the directory and the running server.
+pub(crate) fn load_and_flush(events: usize) -> (tempfile::TempDir, BenchServer) {
+    let batch = 10_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = BenchServer::start(tmp.path(), &[]);
+    let url = format!("{}/v1/events", server.base);
+    let bodies = Arc::new(
+        (0..64)
+            .map(|i| ndjson_batch((i * batch) as u64, batch, 200_000, 30))
+            .collect::<Vec<_>>(),
+    );
+    let load = run_load(&url, bodies, batch, events / batch, 4, None);
+    println!(
+        "loaded {} events at {:.0} events/s; flushing",
+        load.events,
+        load.rate()
+    );
+    server.stop();
+    let server = BenchServer::start(tmp.path(), &[]);
+    (tmp, server)
+}
+
+/// Posts `sql` to the server and returns the JSON body; panics on errors.
+pub(crate) fn query(http: &reqwest::blocking::Client, base: &str, sql: &str) -> String {
+    let r = http
+        .post(format!("{base}/v1/sql"))
+        .body(sql.to_string())
+        .send()
+        .unwrap();
+    let ok = r.status().is_success();
+    let text = r.text().unwrap();
+    assert!(ok, "{sql}: {text}");
+    text
+}
+
+/// Median wall time of `repeats` runs of `f`, after one warm-up run.
+pub(crate) fn median_time(repeats: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
