@@ -87,7 +87,10 @@ fn main() {
         .map(|(name, _, ch)| (name.to_string(), Value::String(ch.clone())))
         .collect();
     let out = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/chdb_queries.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/chdb_queries.py"
+        ))
         .arg(&table_dir)
         .arg(Value::Object(ch).to_string())
         .arg(repeats.to_string())
@@ -121,7 +124,9 @@ fn main() {
             println!("  AllSource: {ours_rows}\n  chDB:      {}", c["rows"]);
         }
     }
-    println!("(AllSource timed over HTTP with JSON results; chDB in-process; ratio = AllSource / chDB)");
+    println!(
+        "(AllSource timed over HTTP with JSON results; chDB in-process; ratio = AllSource / chDB)"
+    );
 }
 
 /// Rows as lists of numbers, so both engines' JSON compare equal.

@@ -166,7 +166,7 @@ impl Table {
         let new_delta = if already >= last_seq {
             // Committed by an attempt that failed afterwards: make sure it
             // is durable before the buffer (and so the WAL) lets go of it.
-            storage.make_durable().await?;
+            storage.make_durable(&delta).await?;
             rows_in = 0;
             delta
         } else {

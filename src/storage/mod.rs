@@ -262,7 +262,7 @@ impl Storage {
                 table: name.to_string(),
                 source,
             })?;
-        self.make_durable().await?;
+        self.make_durable(&table).await?;
         Ok(table)
     }
 
@@ -304,35 +304,88 @@ impl Storage {
         }
     }
 
-    /// Makes what was just written survive power loss before the WAL
+    /// Makes the table's latest commit survive power loss before the WAL
     /// records it covers are deleted. object_store's local backend never
-    /// fsyncs, so the data filesystem is synced as a whole; S3 acknowledges
-    /// a put only once it is durable.
-    pub(crate) async fn make_durable(&self) -> Result<()> {
-        let Some(root) = self.local_root.clone() else {
+    /// fsyncs, so we fsync the commit's data files, the log entry (and a
+    /// checkpoint written with it), and every directory they were created
+    /// in. S3 acknowledges a put only once it is durable.
+    pub(crate) async fn make_durable(&self, table: &DeltaTable) -> Result<()> {
+        if self.local_root.is_none() {
+            return Ok(());
+        }
+        let (Ok(dir), Some(version)) = (table.table_url().to_file_path(), table.version()) else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || {
-            let dir = std::fs::File::open(&root).map_err(|source| Error::Io {
-                path: root.clone(),
-                source,
-            })?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: syncfs only reads the descriptor, which stays open
-            // for the duration of the call.
-            let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-            if rc != 0 {
-                return Err(Error::Io {
-                    path: root,
-                    source: std::io::Error::last_os_error(),
-                });
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::Io {
-            path: PathBuf::from("<syncfs>"),
-            source: std::io::Error::other(e),
-        })?
+        let root = self.local_root.clone();
+        tokio::task::spawn_blocking(move || sync_commit(&dir, version, root.as_deref()))
+            .await
+            .map_err(|e| Error::Io {
+                path: PathBuf::from("<fsync>"),
+                source: std::io::Error::other(e),
+            })?
     }
+}
+
+fn fsync_path(path: &std::path::Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// fsyncs what commit `version` of the table in `dir` added, and the
+/// directories up to the storage root.
+fn sync_commit(dir: &std::path::Path, version: u64, root: Option<&std::path::Path>) -> Result<()> {
+    let log = dir.join("_delta_log");
+    let commit = log.join(format!("{version:020}.json"));
+    let text = std::fs::read_to_string(&commit).map_err(|source| Error::Io {
+        path: commit.clone(),
+        source,
+    })?;
+    let mut dirs = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(path) = action["add"]["path"].as_str() else {
+            continue;
+        };
+        let rel = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        let file = dir.join(rel.as_ref());
+        fsync_path(&file)?;
+        let mut parent = file.parent();
+        while let Some(p) = parent {
+            if p == dir || !p.starts_with(dir) {
+                break;
+            }
+            dirs.insert(p.to_path_buf());
+            parent = p.parent();
+        }
+    }
+    fsync_path(&commit)?;
+    for extra in [
+        log.join(format!("{version:020}.checkpoint.parquet")),
+        log.join("_last_checkpoint"),
+    ] {
+        if extra.exists() {
+            fsync_path(&extra)?;
+        }
+    }
+    for d in &dirs {
+        fsync_path(d)?;
+    }
+    fsync_path(&log)?;
+    // The table's own directory and those above it, for a table (or
+    // tenant) created by this commit.
+    let mut up = Some(dir);
+    while let Some(d) = up {
+        fsync_path(d)?;
+        if root.is_none_or(|r| d == r) {
+            break;
+        }
+        up = d.parent();
+    }
+    Ok(())
 }
