@@ -39,7 +39,7 @@ pub struct Config {
 
     /// A table's buffer is flushed to Delta once it holds this many bytes
     /// of Arrow data.
-    #[arg(long, env = "ALLSOURCE_FLUSH_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "ALLSOURCE_FLUSH_BYTES", default_value_t = 128 << 20)]
     pub flush_bytes: usize,
 
     /// A table's buffer is flushed once its oldest event has waited this
@@ -49,7 +49,7 @@ pub struct Config {
 
     /// Ingest answers 503 (Retry-After) while all buffers together hold
     /// more than this many bytes, so memory stays bounded.
-    #[arg(long, env = "ALLSOURCE_MAX_BUFFER_BYTES", default_value_t = 256 << 20)]
+    #[arg(long, env = "ALLSOURCE_MAX_BUFFER_BYTES", default_value_t = 384 << 20)]
     pub max_buffer_bytes: usize,
 
     /// Largest request body accepted, after decompression.
@@ -78,9 +78,9 @@ impl Default for Config {
             s3_endpoint: None,
             s3_allow_http: false,
             flush_rows: 500_000,
-            flush_bytes: 64 << 20,
+            flush_bytes: 128 << 20,
             flush_age: Duration::from_secs(10),
-            max_buffer_bytes: 256 << 20,
+            max_buffer_bytes: 384 << 20,
             max_body_bytes: 64 << 20,
             wal_segment_bytes: 64 << 20,
             dedup_window: Duration::from_secs(3600),
