@@ -1,19 +1,16 @@
 //! `funnel_steps`: `window_funnel` plus the time of each step reached.
 
-use crate::window_funnel::{
-    FunnelSpec, coerce_funnel_args, conditions, events_to_state, for_each_state,
-    funnel_state_fields, take_groups,
+use crate::funnel::{
+    FunnelAccumulator, FunnelGroups, FunnelOutput, FunnelSpec, coerce_funnel_args,
+    funnel_state_fields,
 };
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, StructArray, UInt8Array,
-};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StructArray, UInt8Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit};
-use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, Signature, Volatility,
 };
 use std::sync::Arc;
 
@@ -64,7 +61,11 @@ fn output_fields(steps: usize, time: &DataType) -> Fields {
 }
 
 /// Builds the result struct from each group's (level, step times).
-fn build(results: Vec<(u8, Vec<i64>)>, steps: usize, time: &DataType) -> Result<ArrayRef> {
+pub(crate) fn build(
+    results: Vec<(u8, Vec<i64>)>,
+    steps: usize,
+    time: &DataType,
+) -> Result<ArrayRef> {
     let fields = output_fields(steps, time);
     let levels: UInt8Array = results.iter().map(|r| Some(r.0)).collect();
     let mut columns: Vec<ArrayRef> = vec![Arc::new(levels)];
@@ -114,11 +115,11 @@ impl AggregateUDFImpl for FunnelSteps {
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let spec = FunnelSpec::from_args(self.name(), &args)?;
-        Ok(Box::new(FunnelStepsAccumulator {
-            time: time_type(args.expr_fields[spec.ts_index].data_type()),
+        let time = time_type(args.expr_fields[spec.ts_index].data_type());
+        Ok(Box::new(FunnelAccumulator::new(
             spec,
-            events: Vec::new(),
-        }))
+            FunnelOutput::Steps(time),
+        )))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -130,131 +131,7 @@ impl AggregateUDFImpl for FunnelSteps {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         let spec = FunnelSpec::from_args(self.name(), &args)?;
-        Ok(Box::new(FunnelStepsGroups {
-            time: time_type(args.expr_fields[spec.ts_index].data_type()),
-            spec,
-            groups: Vec::new(),
-        }))
-    }
-}
-
-#[derive(Debug)]
-struct FunnelStepsAccumulator {
-    spec: FunnelSpec,
-    time: DataType,
-    events: Vec<(i64, u8)>,
-}
-
-impl Accumulator for FunnelStepsAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let ts = self.spec.timestamps(values)?;
-        let conds = conditions(&self.spec, values);
-        for row in 0..ts.len() {
-            self.spec.add_row(&mut self.events, &ts, &conds, row);
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        let result = self.spec.walk(&mut self.events, true);
-        let array = build(vec![result], self.spec.steps, &self.time)?;
-        ScalarValue::try_from_array(&array, 0)
-    }
-
-    fn size(&self) -> usize {
-        size_of_val(self) + self.events.capacity() * size_of::<(i64, u8)>()
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        events_to_state(std::slice::from_ref(&self.events))
-            .iter()
-            .map(|a| ScalarValue::try_from_array(a, 0))
-            .collect()
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        for_each_state(states, |_, events| self.events.extend(events))
-    }
-}
-
-#[derive(Debug)]
-struct FunnelStepsGroups {
-    spec: FunnelSpec,
-    time: DataType,
-    groups: Vec<Vec<(i64, u8)>>,
-}
-
-impl GroupsAccumulator for FunnelStepsGroups {
-    fn update_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        let ts = self.spec.timestamps(values)?;
-        let conds = conditions(&self.spec, values);
-        for (row, &g) in group_indices.iter().enumerate() {
-            if opt_filter.is_some_and(|f| !(f.is_valid(row) && f.value(row))) {
-                continue;
-            }
-            self.spec.add_row(&mut self.groups[g], &ts, &conds, row);
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let groups = take_groups(&mut self.groups, emit_to);
-        let results = groups
-            .into_iter()
-            .map(|mut events| self.spec.walk(&mut events, true))
-            .collect();
-        build(results, self.spec.steps, &self.time)
-    }
-
-    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = take_groups(&mut self.groups, emit_to);
-        Ok(events_to_state(&groups))
-    }
-
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        for_each_state(values, |row, events| {
-            self.groups[group_indices[row]].extend(events)
-        })
-    }
-
-    fn convert_to_state(
-        &self,
-        values: &[ArrayRef],
-        opt_filter: Option<&BooleanArray>,
-    ) -> Result<Vec<ArrayRef>> {
-        let ts = self.spec.timestamps(values)?;
-        let conds = conditions(&self.spec, values);
-        let rows: Vec<Vec<(i64, u8)>> = (0..ts.len())
-            .map(|row| {
-                let mut events = Vec::new();
-                if opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
-                    self.spec.add_row(&mut events, &ts, &conds, row);
-                }
-                events
-            })
-            .collect();
-        Ok(events_to_state(&rows))
-    }
-
-    fn size(&self) -> usize {
-        size_of_val(self)
-            + self
-                .groups
-                .iter()
-                .map(|g| g.capacity() * size_of::<(i64, u8)>() + size_of::<Vec<(i64, u8)>>())
-                .sum::<usize>()
+        let time = time_type(args.expr_fields[spec.ts_index].data_type());
+        Ok(Box::new(FunnelGroups::new(spec, FunnelOutput::Steps(time))))
     }
 }

@@ -6,6 +6,7 @@
 //! `datafusion-functions-json` (`json_get`, `json_get_str`, `->>`, ...) are
 //! registered here too: nested payload values are stored as JSON text.
 
+mod funnel;
 pub mod funnel_steps;
 pub mod retention;
 pub mod window_funnel;

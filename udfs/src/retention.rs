@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 };
 use std::sync::Arc;
 
-use crate::window_funnel::take_groups;
+use crate::funnel::take_groups;
 
 /// Most conditions `retention` takes (as in ClickHouse).
 pub const MAX_CONDITIONS: usize = 32;
