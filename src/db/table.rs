@@ -207,28 +207,8 @@ impl Table {
                 s.provider.clone(),
             )
         };
-        {
-            let mut dedup = self.dedup.lock();
-            let mut remember = |batch: &RecordBatch| {
-                let (Some(ids), Some(at)) = (
-                    batch.column_by_name(schema::EVENT_ID),
-                    batch.column_by_name(schema::INGESTED_AT),
-                ) else {
-                    return;
-                };
-                let at = at.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8)
-                    .expect("strings cast to Utf8");
-                let ids = ids.as_string::<i32>();
-                for i in 0..batch.num_rows() {
-                    if at.value(i) >= since {
-                        dedup.remember(ids.value(i), at.value(i));
-                    }
-                }
-            };
-            for b in &buffer {
-                remember(b);
-            }
+        for b in &buffer {
+            self.remember_ids(b, since)?;
         }
         let Some(provider) = provider else {
             self.dedup.lock().sort_by_time();
@@ -247,18 +227,30 @@ impl Table {
             .await?;
         let mut stream = df.execute_stream().await?;
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let mut dedup = self.dedup.lock();
-            let at = batch
-                .column(1)
-                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-            let ids = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-            let ids = ids.as_string::<i32>();
-            for i in 0..batch.num_rows() {
+            self.remember_ids(&batch?, since)?;
+        }
+        self.dedup.lock().sort_by_time();
+        Ok(())
+    }
+
+    /// Puts the `event_id`s of `batch` stored at or after `since` into the
+    /// dedup index.
+    fn remember_ids(&self, batch: &RecordBatch, since: i64) -> Result<()> {
+        let (Some(ids), Some(at)) = (
+            batch.column_by_name(schema::EVENT_ID),
+            batch.column_by_name(schema::INGESTED_AT),
+        ) else {
+            return Ok(());
+        };
+        let at = at.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let mut dedup = self.dedup.lock();
+        for i in 0..batch.num_rows() {
+            if at.value(i) >= since {
                 dedup.remember(ids.value(i), at.value(i));
             }
         }
-        self.dedup.lock().sort_by_time();
         Ok(())
     }
 }

@@ -200,7 +200,7 @@ async fn ingest_events(
     let db = state.db.clone();
     let outcome = tokio::spawn(async move { db.ingest(&tenant, &table, events).await })
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        .map_err(internal)??;
     Ok(axum::Json(serde_json::json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,

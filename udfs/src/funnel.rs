@@ -500,6 +500,12 @@ impl FunnelGroups {
     }
 }
 
+/// Whether row `row` is kept by an aggregate's `FILTER (WHERE ...)`: a
+/// NULL filter value drops the row, as SQL does.
+pub(crate) fn passes_filter(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_none_or(|f| f.is_valid(row) && f.value(row))
+}
+
 /// Takes the groups `emit_to` asks for out of `groups`.
 pub(crate) fn take_groups<T>(groups: &mut Vec<T>, emit_to: EmitTo) -> Vec<T> {
     match emit_to {
@@ -523,9 +529,7 @@ impl GroupsAccumulator for FunnelGroups {
         let ts = self.spec.timestamps(values)?;
         let conds = conditions(&self.spec, values);
         for (row, &g) in group_indices.iter().enumerate() {
-            if let Some(f) = opt_filter
-                && !(f.is_valid(row) && f.value(row))
-            {
+            if !passes_filter(opt_filter, row) {
                 continue;
             }
             self.spec.add_row(&mut self.groups[g], &ts, &conds, row);
@@ -565,7 +569,7 @@ impl GroupsAccumulator for FunnelGroups {
         let rows: Vec<Vec<(i64, u8)>> = (0..ts.len())
             .map(|row| {
                 let mut events = Vec::new();
-                if opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
+                if passes_filter(opt_filter, row) {
                     self.spec.add_row(&mut events, &ts, &conds, row);
                 }
                 events

@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 };
 use std::sync::Arc;
 
-use crate::funnel::take_groups;
+use crate::funnel::{passes_filter, take_groups};
 
 /// Most conditions `retention` takes (as in ClickHouse).
 pub const MAX_CONDITIONS: usize = 32;
@@ -214,7 +214,7 @@ impl GroupsAccumulator for RetentionGroups {
         self.masks.resize(total_num_groups, 0);
         let conds = conditions(values);
         for (row, &g) in group_indices.iter().enumerate() {
-            if opt_filter.is_some_and(|f| !(f.is_valid(row) && f.value(row))) {
+            if !passes_filter(opt_filter, row) {
                 continue;
             }
             if let Some(m) = row_mask(&conds, row) {
@@ -258,7 +258,7 @@ impl GroupsAccumulator for RetentionGroups {
         let conds = conditions(values);
         let masks: UInt32Array = (0..values[0].len())
             .map(|row| {
-                if opt_filter.is_some_and(|f| !(f.is_valid(row) && f.value(row))) {
+                if !passes_filter(opt_filter, row) {
                     return Some(0);
                 }
                 Some(row_mask(&conds, row).unwrap_or(0))
