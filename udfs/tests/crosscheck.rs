@@ -158,3 +158,136 @@ async fn analytics_functions_match_clickhouse() {
         );
     }
 }
+
+/// Rows of `sql` as JSON objects.
+async fn json_rows(ctx: &SessionContext, sql: &str) -> Vec<Value> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut w = ArrayWriter::new(Vec::new());
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    let bytes = w.into_inner();
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[tokio::test]
+async fn anomaly_functions_match_numpy() {
+    let dir = std::env::temp_dir().join(format!("udfs-anomaly-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("series.csv");
+    let mut rng = Rng(0x0a0b_0c0d_1357);
+    let mut text = String::new();
+    for g in 0..300u64 {
+        let n = 1 + rng.below(60);
+        let constant = g % 17 == 0;
+        for t in 0..n {
+            let x = if rng.below(25) == 0 {
+                String::new() // NULL
+            } else if constant {
+                "5".to_string()
+            } else {
+                // a noisy level with a few spikes; coarse values make ties
+                let base = 100 + rng.below(40) as i64 - 20;
+                let spike = if rng.below(20) == 0 { 300 } else { 0 };
+                format!("{}.{}", base + spike, rng.below(4) * 25)
+            };
+            writeln!(text, "{g},{t},{x}").unwrap();
+        }
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let settings = [
+        ("zscore", 3.0),
+        ("zscore", 1.5),
+        ("iqr", 1.5),
+        ("iqr", 0.5),
+        ("mad", 3.5),
+        ("mad", 1.0),
+    ];
+    let settings_json: Vec<Value> = settings
+        .iter()
+        .map(|(m, k)| serde_json::json!([m, k]))
+        .collect();
+    let out = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/python/numpy_anomaly.py"
+        ))
+        .arg(&csv)
+        .arg(Value::Array(settings_json).to_string())
+        .output()
+        .expect("run python with numpy (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "numpy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let mut ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+    udfs::register_all(&mut ctx).unwrap();
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Schema::new(vec![
+        Field::new("g", DataType::Int64, false),
+        Field::new("t", DataType::Int64, false),
+        Field::new("x", DataType::Float64, true),
+    ]);
+    ctx.register_csv(
+        "series",
+        csv.to_str().unwrap(),
+        CsvReadOptions::new().has_header(false).schema(&schema),
+    )
+    .await
+    .unwrap();
+
+    let (mut compared, mut flagged, mut null_scores) = (0, 0, 0);
+    for (method, k) in settings {
+        let key = format!("{method}:{k:?}");
+        let theirs = &reference[key.as_str()];
+        let window = format!(
+            "SELECT g, t, anomaly_score(x, '{method}') OVER (PARTITION BY g) AS score, \
+             is_anomaly(x, '{method}', {k}) OVER (PARTITION BY g) AS flag FROM series"
+        );
+        // detect_anomalies over single series, for a sample of them
+        let mut rows = json_rows(&ctx, &window).await;
+        for g in (0..300).step_by(29) {
+            let sql = format!(
+                "SELECT {g} AS g, t, score, is_anomaly AS flag FROM detect_anomalies(\
+                 'SELECT t, x FROM series WHERE g = {g}', 'x', '{method}', {k})"
+            );
+            let mut more = json_rows(&ctx, &sql).await;
+            assert!(!more.is_empty(), "detect_anomalies returned nothing for {g}");
+            rows.append(&mut more);
+        }
+        for r in rows {
+            let g = r["g"].to_string();
+            let t = r["t"].to_string();
+            let want = &theirs[g.as_str()][t.as_str()];
+            let ctx_msg = format!("{key}, series {g}, t {t}: ours {r}, numpy {want}");
+            match (r.get("score").and_then(Value::as_f64), want[0].as_f64()) {
+                (None, None) => null_scores += 1,
+                (Some(a), Some(b)) => assert!(close(a, b), "{ctx_msg}"),
+                _ => panic!("{ctx_msg}"),
+            }
+            assert_eq!(
+                r.get("flag").cloned().unwrap_or(Value::Null),
+                want[1],
+                "{ctx_msg}"
+            );
+            if want[1] == Value::Bool(true) {
+                flagged += 1;
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 30_000, "compared only {compared} rows");
+    assert!(flagged > 300, "only {flagged} anomalies: the data is too tame");
+    assert!(null_scores > 100, "only {null_scores} NULL scores");
+}

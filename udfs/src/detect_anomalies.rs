@@ -1,0 +1,76 @@
+//! `detect_anomalies('<query>', '<value column>' [, method [, k]])`: the
+//! inner query's rows with two more columns, `score` and `is_anomaly`,
+//! computed over the whole result (see [`crate::anomaly`]).
+
+use crate::anomaly::{Method, check_k, flag_series, score_series};
+use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::plan_err;
+use datafusion::error::Result;
+use std::sync::Arc;
+
+const NAME: &str = "detect_anomalies";
+
+/// The table function.
+#[derive(Debug, Default)]
+pub struct DetectAnomalies;
+
+impl TableFunctionImpl for DetectAnomalies {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let a = Args {
+            func: NAME,
+            usage: "('<query>', '<value column>' [, method [, k]])",
+            exprs: args.exprs(),
+        };
+        a.count(2, 4)?;
+        let sql = a.string(0, "the query")?;
+        let column = a.string(1, "the value column")?;
+        let method = if a.has(2) {
+            Method::parse(NAME, &a.string(2, "the method")?)?
+        } else {
+            Method::ZScore
+        };
+        let k = if a.has(3) {
+            check_k(NAME, a.number(3, "the threshold k")?)?
+        } else {
+            method.default_k()
+        };
+        let plan = plan_inner(NAME, args.session(), &sql)?;
+        let inner = Arc::new(plan.schema().as_arrow().clone());
+        let index = column_index(NAME, &inner, &column)?;
+        let dt = inner.field(index).data_type();
+        if !dt.is_numeric() {
+            return plan_err!("{NAME}: the value column {column:?} must be numeric, got {dt}");
+        }
+        let mut fields: Vec<Field> = inner.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for name in ["score", "is_anomaly"] {
+            if inner.index_of(name).is_ok() {
+                return plan_err!(
+                    "{NAME}: the inner query already has a column named {name:?}; rename it with AS"
+                );
+            }
+        }
+        fields.push(Field::new("score", DataType::Float64, true));
+        fields.push(Field::new("is_anomaly", DataType::Boolean, true));
+        let schema = Arc::new(Schema::new(fields));
+        let out = Arc::clone(&schema);
+        let make = move || {
+            let out = Arc::clone(&out);
+            Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch| {
+                let x = cast(batch.column(index), &DataType::Float64)?;
+                let values: Vec<Option<f64>> = x.as_primitive::<Float64Type>().iter().collect();
+                let scores: Float64Array = score_series(&values, method).into_iter().collect();
+                let flags: BooleanArray = flag_series(&values, method, k).into_iter().collect();
+                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+                columns.push(Arc::new(scores));
+                columns.push(Arc::new(flags));
+                Ok(RecordBatch::try_new(out, columns)?)
+            })
+        };
+        Ok(FoldTable::new(NAME, plan, schema, Arc::new(make)))
+    }
+}
