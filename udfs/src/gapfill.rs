@@ -208,7 +208,9 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
     // Group the rows by series, in the order of the series' keys.
     let mut groups: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     if spec.keys.is_empty() {
-        groups.insert(Vec::new(), (0..n as u32).collect());
+        if n > 0 {
+            groups.insert(Vec::new(), (0..n as u32).collect());
+        }
     } else {
         let fields = spec
             .keys
