@@ -1,6 +1,7 @@
 //! The integration tests: one binary (links once), one module per area.
 //! Every test drives the real `allsource` binary over HTTP.
 
+mod analytics;
 mod crash;
 mod delta_interop;
 mod ingest;

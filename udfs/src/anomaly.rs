@@ -350,15 +350,20 @@ impl WindowUDFImpl for AnomalyWindow {
         }))
     }
 
-    fn partition_evaluator(&self, args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
+    fn partition_evaluator(
+        &self,
+        args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
         let consts: Vec<Const<'_>> = args
             .input_exprs()
             .iter()
             .skip(1)
-            .map(|e: &Arc<dyn PhysicalExpr>| match e.as_ref().downcast_ref::<Literal>() {
-                Some(l) => scalar_const(l.value()),
-                None => Const::NotConstant,
-            })
+            .map(
+                |e: &Arc<dyn PhysicalExpr>| match e.as_ref().downcast_ref::<Literal>() {
+                    Some(l) => scalar_const(l.value()),
+                    None => Const::NotConstant,
+                },
+            )
             .collect();
         let (method, k) = self.settings(&consts)?;
         Ok(Box::new(AnomalyEvaluator {
@@ -406,7 +411,10 @@ impl PartitionEvaluator for AnomalyEvaluator {
         let row = self.row;
         self.row += 1;
         if row >= x.len() {
-            return exec_err!("anomaly window: row {row} outside a partition of {}", x.len());
+            return exec_err!(
+                "anomaly window: row {row} outside a partition of {}",
+                x.len()
+            );
         }
         let model = match &self.cached {
             Some((r, m)) if r == range => *m,
@@ -424,9 +432,9 @@ impl PartitionEvaluator for AnomalyEvaluator {
         let value = x.is_valid(row).then(|| x.value(row));
         Ok(match self.output {
             Output::Score => ScalarValue::Float64(value.and_then(|v| model.map(|m| m.score(v)))),
-            Output::Flag => ScalarValue::Boolean(
-                value.map(|v| model.is_some_and(|m| m.is_anomaly(v, self.k))),
-            ),
+            Output::Flag => {
+                ScalarValue::Boolean(value.map(|v| model.is_some_and(|m| m.is_anomaly(v, self.k))))
+            }
         })
     }
 }

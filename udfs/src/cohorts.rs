@@ -22,7 +22,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, RecordBatch,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::plan_err;
@@ -164,7 +166,7 @@ impl TableFunctionImpl for Cohorts {
                 out: Arc::clone(&out),
             })
         };
-        Ok(FoldTable::new(NAME, plan, schema, Arc::new(make)))
+        Ok(FoldTable::provider(NAME, plan, schema, Arc::new(make)))
     }
 }
 
@@ -193,9 +195,9 @@ impl Fold for CohortFold {
         }
         let converter = match &mut self.converter {
             Some(c) => c,
-            None => self
-                .converter
-                .insert(RowConverter::new(vec![SortField::new(self.entity_type.clone())])?),
+            None => self.converter.insert(RowConverter::new(vec![SortField::new(
+                self.entity_type.clone(),
+            )])?),
         };
         let keys = converter.convert_columns(&[Arc::clone(batch.column(0))])?;
         let times = cast(
@@ -220,10 +222,7 @@ impl Fold for CohortFold {
             let key = keys.row(row);
             let e = match self.entities.get_mut(key.as_ref()) {
                 Some(e) => e,
-                None => self
-                    .entities
-                    .entry(key.as_ref().into())
-                    .or_default(),
+                None => self.entities.entry(key.as_ref().into()).or_default(),
             };
             if join {
                 e.first = Some(e.first.map_or(t, |f| f.min(t)));
@@ -299,12 +298,21 @@ mod tests {
         let monday = us("2026-11-23T00:00:00Z");
         let sunday = us("2026-11-29T23:59:59Z");
         assert_eq!(Period::Week.number(monday), Period::Week.number(sunday));
-        assert_eq!(Period::Week.number(monday) + 1, Period::Week.number(us("2026-11-30T00:00:00Z")));
+        assert_eq!(
+            Period::Week.number(monday) + 1,
+            Period::Week.number(us("2026-11-30T00:00:00Z"))
+        );
         let d = Period::Week.first_day(Period::Week.number(sunday)).unwrap();
         assert_eq!(i64::from(d) * DAY_US, monday);
         let m = Period::Month.number(us("2026-02-14T12:00:00Z"));
-        assert_eq!(i64::from(Period::Month.first_day(m).unwrap()) * DAY_US, us("2026-02-01T00:00:00Z"));
+        assert_eq!(
+            i64::from(Period::Month.first_day(m).unwrap()) * DAY_US,
+            us("2026-02-01T00:00:00Z")
+        );
         let old = Period::Month.number(us("1969-07-20T20:17:00Z"));
-        assert_eq!(i64::from(Period::Month.first_day(old).unwrap()) * DAY_US, us("1969-07-01T00:00:00Z"));
+        assert_eq!(
+            i64::from(Period::Month.first_day(old).unwrap()) * DAY_US,
+            us("1969-07-01T00:00:00Z")
+        );
     }
 }

@@ -71,6 +71,6 @@ impl TableFunctionImpl for DetectAnomalies {
                 Ok(RecordBatch::try_new(out, columns)?)
             })
         };
-        Ok(FoldTable::new(NAME, plan, schema, Arc::new(make)))
+        Ok(FoldTable::provider(NAME, plan, schema, Arc::new(make)))
     }
 }

@@ -144,7 +144,9 @@ impl TableFunctionImpl for GapFill {
         for name in &key_names {
             let i = column_index(NAME, &inner, name)?;
             if i == time {
-                return plan_err!("{NAME}: {name:?} is the time column; it cannot be a series column");
+                return plan_err!(
+                    "{NAME}: {name:?} is the time column; it cannot be a series column"
+                );
             }
             if !keys.contains(&i) {
                 keys.push(i);
@@ -178,7 +180,7 @@ impl TableFunctionImpl for GapFill {
             let spec = Arc::clone(&spec);
             Gather::boxed(Arc::clone(&inner), move |batch| fill_gaps(&spec, &batch))
         };
-        Ok(FoldTable::new(NAME, plan, out, Arc::new(make)))
+        Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
     }
 }
 
@@ -218,10 +220,17 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
             .map(|&i| SortField::new(batch.column(i).data_type().clone()))
             .collect();
         let converter = RowConverter::new(fields)?;
-        let cols: Vec<ArrayRef> = spec.keys.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+        let cols: Vec<ArrayRef> = spec
+            .keys
+            .iter()
+            .map(|&i| Arc::clone(batch.column(i)))
+            .collect();
         let rows = converter.convert_columns(&cols)?;
         for (r, row) in rows.iter().enumerate() {
-            groups.entry(row.as_ref().to_vec()).or_default().push(r as u32);
+            groups
+                .entry(row.as_ref().to_vec())
+                .or_default()
+                .push(r as u32);
         }
     }
 
@@ -248,7 +257,11 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
             }
             let slot = &mut slots[k as usize];
             if slot.is_some() {
-                let at = spec.step.nth(spec.start, k).map(rfc3339).unwrap_or_default();
+                let at = spec
+                    .step
+                    .nth(spec.start, k)
+                    .map(rfc3339)
+                    .unwrap_or_default();
                 return exec_err!(
                     "{NAME}: two rows of the inner query fall in the bucket starting {at} of the same series; aggregate them in the inner query (GROUP BY the bucket) or name the series columns"
                 );
@@ -295,7 +308,15 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
         } else if spec.keys.contains(&i) {
             take_or_null(col, &first_idx)?
         } else {
-            fill_column(spec.fill, col, &series, &present, &present_idx, &bucket_times, field)?
+            fill_column(
+                spec.fill,
+                col,
+                &series,
+                &present,
+                &present_idx,
+                &bucket_times,
+                field,
+            )?
         };
         columns.push(out);
     }
@@ -377,8 +398,7 @@ fn fill_column(
                     }
                     let value = match (next.checked_sub(1).map(|p| known[p]), known.get(next)) {
                         (Some((k0, v0)), Some(&(k1, v1))) => {
-                            let (t0, t1, t) =
-                                (bucket_times[k0], bucket_times[k1], bucket_times[k]);
+                            let (t0, t1, t) = (bucket_times[k0], bucket_times[k1], bucket_times[k]);
                             Some(v0 + (v1 - v0) * ((t - t0) as f64 / (t1 - t0) as f64))
                         }
                         _ => None,

@@ -45,7 +45,10 @@ pub fn window_functions() -> Vec<WindowUDF> {
 /// Every table function this crate adds, by name.
 pub fn table_functions() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
     vec![
-        ("detect_anomalies", Arc::new(detect_anomalies::DetectAnomalies)),
+        (
+            "detect_anomalies",
+            Arc::new(detect_anomalies::DetectAnomalies),
+        ),
         ("gapfill", Arc::new(gapfill::GapFill)),
         ("trend", Arc::new(trend::Trend)),
         ("cohorts", Arc::new(cohorts::Cohorts)),

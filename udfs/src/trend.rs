@@ -102,8 +102,10 @@ impl TableFunctionImpl for Trend {
         let value = column_index(NAME, &inner, &value_name)?;
         let time_field = inner.field(time);
         let tt = time_field.data_type();
-        if !(matches!(tt, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)
-            || tt.is_numeric())
+        if !(matches!(
+            tt,
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+        ) || tt.is_numeric())
         {
             return plan_err!(
                 "{NAME}: the time column {time_name:?} must be a timestamp, a date or a number, got {tt}"
@@ -117,7 +119,15 @@ impl TableFunctionImpl for Trend {
             Field::new(time_field.name(), tt.clone(), true),
             Field::new(&value_name, DataType::Float64, true),
         ];
-        for name in ["fitted", "is_forecast", "slope", "intercept", "r2", "alpha", "beta"] {
+        for name in [
+            "fitted",
+            "is_forecast",
+            "slope",
+            "intercept",
+            "r2",
+            "alpha",
+            "beta",
+        ] {
             if name == time_field.name() || name == value_name {
                 return plan_err!(
                     "{NAME}: the output already has a column named {name:?}; rename the inner column with AS"
@@ -142,7 +152,7 @@ impl TableFunctionImpl for Trend {
             let spec = Arc::clone(&spec);
             Gather::boxed(Arc::clone(&inner), move |batch| run(&spec, &batch))
         };
-        Ok(FoldTable::new(NAME, plan, out, Arc::new(make)))
+        Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
     }
 }
 
@@ -347,7 +357,10 @@ fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
                 return exec_err!("{NAME}: two rows have the time {at}; aggregate them first");
             }
             let step = t.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(1);
-            (t.iter().map(|x| *x as f64 / step as f64).collect(), step as f64)
+            (
+                t.iter().map(|x| *x as f64 / step as f64).collect(),
+                step as f64,
+            )
         }
         Times::Numbers(t) => {
             if let Some(w) = t.windows(2).find(|w| w[0] == w[1]) {
@@ -391,7 +404,10 @@ fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
         let mut t: Vec<i64> = points.iter().map(|p| p.0).collect();
         let last = points.last().map(|p| p.0).unwrap_or(0);
         for h in 1..=forecasts as i64 {
-            match (step as i64).checked_mul(h).and_then(|d| last.checked_add(d)) {
+            match (step as i64)
+                .checked_mul(h)
+                .and_then(|d| last.checked_add(d))
+            {
                 Some(x) => t.push(x),
                 None => return exec_err!("{NAME}: the forecast runs past the timestamp range"),
             }

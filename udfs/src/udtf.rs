@@ -214,8 +214,7 @@ impl Step {
                 let a = chrono::DateTime::from_timestamp_nanos(origin);
                 let b = chrono::DateTime::from_timestamp_nanos(t);
                 use chrono::Datelike;
-                let diff = (i64::from(b.year()) - i64::from(a.year())) * 12
-                    + i64::from(b.month0())
+                let diff = (i64::from(b.year()) - i64::from(a.year())) * 12 + i64::from(b.month0())
                     - i64::from(a.month0());
                 // Guess from the calendar, then correct by the day and time
                 // within the month.
@@ -289,12 +288,14 @@ pub(crate) struct FoldTable {
 
 impl fmt::Debug for FoldTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FoldTable").field("name", &self.name).finish()
+        f.debug_struct("FoldTable")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 impl FoldTable {
-    pub(crate) fn new(
+    pub(crate) fn provider(
         name: &'static str,
         plan: LogicalPlan,
         schema: SchemaRef,
@@ -361,7 +362,9 @@ struct FoldExec {
 
 impl fmt::Debug for FoldExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FoldExec").field("name", &self.name).finish()
+        f.debug_struct("FoldExec")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

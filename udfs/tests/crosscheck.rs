@@ -263,7 +263,10 @@ async fn anomaly_functions_match_numpy() {
                  'SELECT t, x FROM series WHERE g = {g}', 'x', '{method}', {k})"
             );
             let mut more = json_rows(&ctx, &sql).await;
-            assert!(!more.is_empty(), "detect_anomalies returned nothing for {g}");
+            assert!(
+                !more.is_empty(),
+                "detect_anomalies returned nothing for {g}"
+            );
             rows.append(&mut more);
         }
         for r in rows {
@@ -288,6 +291,9 @@ async fn anomaly_functions_match_numpy() {
         }
     }
     assert!(compared > 30_000, "compared only {compared} rows");
-    assert!(flagged > 300, "only {flagged} anomalies: the data is too tame");
+    assert!(
+        flagged > 300,
+        "only {flagged} anomalies: the data is too tame"
+    );
     assert!(null_scores > 100, "only {null_scores} NULL scores");
 }
