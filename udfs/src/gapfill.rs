@@ -3,9 +3,10 @@
 //! grid of buckets over [start, end), one row per bucket and series, with
 //! the missing buckets filled.
 //!
-//! Each inner row goes to the bucket holding its time (buckets start at
-//! `start`; month intervals follow the calendar); rows outside the range
-//! or with a NULL time are left out, and two rows in the same bucket of
+//! Buckets are aligned on the epoch as `date_bin`'s are by default (month
+//! intervals on calendar months from 1970-01), and the grid holds every
+//! bucket that overlaps [start, end). Each inner row goes to the bucket
+//! holding its time; rows outside the grid or with a NULL time are left out, and two rows in the same bucket of
 //! the same series are an error (aggregate them in the inner query).
 //! Every column other than the time and the series columns is a value
 //! column, filled in missing buckets as `fill` says:
@@ -86,7 +87,8 @@ struct Spec {
     time: usize,
     keys: Vec<usize>,
     step: Step,
-    start: i64,
+    /// The number of the first bucket, counted from the epoch.
+    first: i64,
     buckets: i64,
     fill: Fill,
     out: SchemaRef,
@@ -122,8 +124,11 @@ impl TableFunctionImpl for GapFill {
         if end <= start {
             return plan_err!("{NAME}: end must be after start");
         }
-        let buckets = match step.index(start, end - 1) {
-            Some(last) if last < MAX_BUCKETS => last + 1,
+        // Buckets are aligned on the epoch, as date_bin's are by default.
+        let first = step.index(0, start);
+        let last = step.index(0, end - 1);
+        let (first, buckets) = match (first, last) {
+            (Some(first), Some(last)) if last - first < MAX_BUCKETS => (first, last - first + 1),
             _ => {
                 return plan_err!(
                     "{NAME}: the range holds more than {MAX_BUCKETS} buckets; use a wider interval or a shorter range"
@@ -171,7 +176,7 @@ impl TableFunctionImpl for GapFill {
             time,
             keys,
             step,
-            start,
+            first,
             buckets,
             fill,
             out: Arc::clone(&out),
@@ -249,7 +254,7 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
                 continue;
             }
             let t = times.value(r as usize);
-            let Some(k) = spec.step.index(spec.start, t) else {
+            let Some(k) = spec.step.index(0, t).map(|k| k - spec.first) else {
                 continue;
             };
             if k < 0 || k >= spec.buckets {
@@ -259,7 +264,7 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
             if slot.is_some() {
                 let at = spec
                     .step
-                    .nth(spec.start, k)
+                    .nth(0, spec.first + k)
                     .map(rfc3339)
                     .unwrap_or_default();
                 return exec_err!(
@@ -282,7 +287,7 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
 
     let mut bucket_times = Vec::with_capacity(buckets);
     for k in 0..spec.buckets {
-        match spec.step.nth(spec.start, k) {
+        match spec.step.nth(0, spec.first + k) {
             Some(t) => bucket_times.push(t),
             None => return exec_err!("{NAME}: bucket {k} is out of the timestamp range"),
         }
