@@ -3,6 +3,11 @@
 use allsource::config::Config;
 use clap::{Parser, Subcommand};
 
+// Query execution allocates from many threads at once (per-group state,
+// Arrow buffers); glibc's allocator serialises them on arena locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// AllSource: a SQL-first analytical event database.
 #[derive(Debug, Parser)]
 #[command(version, about)]

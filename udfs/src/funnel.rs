@@ -6,7 +6,7 @@
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt8Array,
 };
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, TimeUnit, UInt8Type};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
@@ -224,30 +224,49 @@ impl FunnelSpec {
         Ok(as_i64.as_primitive::<Int64Type>().clone())
     }
 
-    /// Appends the events of row `row` to `events`: one per condition it
-    /// meets (highest step first, as ClickHouse adds them), or a "no step"
-    /// marker (0) in strict_order mode. Rows with a NULL are skipped.
-    pub(crate) fn add_row(
+    /// Calls `f(row, time, step)` for each event of the batch: one per
+    /// condition a row meets, or a "no step" marker (step 0) in
+    /// strict_order mode for a row that meets none. Rows with a NULL
+    /// timestamp or condition, and rows `filter` drops, give none.
+    ///
+    /// The conditions are read a column at a time into one bitmask per row
+    /// (bit s for step s + 1), so the per-row work is a few bit operations.
+    pub(crate) fn for_each_event(
         &self,
-        events: &mut Vec<(i64, u8)>,
-        ts: &Int64Array,
-        conds: &[&BooleanArray],
-        row: usize,
-    ) {
-        if ts.is_null(row) || conds.iter().any(|c| c.is_null(row)) {
-            return;
+        values: &[ArrayRef],
+        filter: Option<&BooleanArray>,
+        mut f: impl FnMut(usize, i64, u8),
+    ) -> Result<()> {
+        let ts = self.timestamps(values)?;
+        let conds = conditions(self, values);
+        let n = ts.len();
+        let mut masks = vec![0u32; n];
+        let mut valid = ts.nulls().cloned();
+        for (step, cond) in conds.iter().enumerate() {
+            for row in cond.values().set_indices() {
+                masks[row] |= 1 << step;
+            }
+            valid = NullBuffer::union(valid.as_ref(), cond.nulls());
         }
-        let t = ts.value(row);
-        let mut any = false;
-        for step in (0..self.steps).rev() {
-            if conds[step].value(row) {
-                events.push((t, step as u8 + 1));
-                any = true;
+        let times = ts.values();
+        for (row, &mask) in masks.iter().enumerate() {
+            if valid.as_ref().is_some_and(|v| v.is_null(row)) || !passes_filter(filter, row) {
+                continue;
+            }
+            let t = times[row];
+            if mask == 0 {
+                if self.mode.strict_order {
+                    f(row, t, 0);
+                }
+                continue;
+            }
+            let mut m = mask;
+            while m != 0 {
+                f(row, t, m.trailing_zeros() as u8 + 1);
+                m &= m - 1;
             }
         }
-        if self.mode.strict_order && !any {
-            events.push((t, 0));
-        }
+        Ok(())
     }
 
     /// The level reached by a group's events (sorted here).
@@ -347,13 +366,20 @@ pub(crate) fn funnel_state_fields(name: &str) -> Vec<FieldRef> {
     ]
 }
 
-/// Encodes groups' events as the two state lists.
-pub(crate) fn events_to_state(groups: &[Vec<(i64, u8)>]) -> Vec<ArrayRef> {
-    let lens = groups.iter().map(Vec::len);
-    let offsets = OffsetBuffer::from_lengths(lens);
-    let ts: Int64Array = groups.iter().flatten().map(|e| e.0).collect();
-    let ev: UInt8Array = groups.iter().flatten().map(|e| e.1).collect();
-    vec![
+/// Encodes groups' events as the two state lists: group `g` holds
+/// `events[offsets[g]..offsets[g + 1]]`.
+pub(crate) fn events_to_state(offsets: &[usize], events: &[(i64, u8)]) -> Result<Vec<ArrayRef>> {
+    let Ok(offsets) = offsets
+        .iter()
+        .map(|&o| i32::try_from(o))
+        .collect::<std::result::Result<Vec<i32>, _>>()
+    else {
+        return exec_err!("window_funnel: more than 2^31 events in one state batch");
+    };
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    let ts: Int64Array = events.iter().map(|e| e.0).collect();
+    let ev: UInt8Array = events.iter().map(|e| e.1).collect();
+    Ok(vec![
         Arc::new(ListArray::new(
             Arc::new(Field::new_list_field(DataType::Int64, false)),
             offsets.clone(),
@@ -366,7 +392,7 @@ pub(crate) fn events_to_state(groups: &[Vec<(i64, u8)>]) -> Vec<ArrayRef> {
             Arc::new(ev),
             None,
         )),
-    ]
+    ])
 }
 
 /// Calls `f(row, events)` for each row of two state lists.
@@ -410,20 +436,25 @@ pub(crate) enum FunnelOutput {
 }
 
 impl FunnelOutput {
-    /// The result column for these groups' events.
-    fn finish(&self, spec: &FunnelSpec, groups: Vec<Vec<(i64, u8)>>) -> Result<ArrayRef> {
+    /// The result column for groups whose events are
+    /// `events[offsets[g]..offsets[g + 1]]` (each slice is sorted here).
+    fn finish(
+        &self,
+        spec: &FunnelSpec,
+        offsets: &[usize],
+        events: &mut [(i64, u8)],
+    ) -> Result<ArrayRef> {
+        let groups = offsets.windows(2).map(|w| (w[0], w[1]));
         match self {
             FunnelOutput::Level => {
                 let levels: UInt8Array = groups
-                    .into_iter()
-                    .map(|mut events| Some(spec.level(&mut events)))
+                    .map(|(a, b)| Some(spec.level(&mut events[a..b])))
                     .collect();
                 Ok(Arc::new(levels))
             }
             FunnelOutput::Steps(time) => {
                 let results = groups
-                    .into_iter()
-                    .map(|mut events| spec.walk(&mut events, true))
+                    .map(|(a, b)| spec.walk(&mut events[a..b], true))
                     .collect();
                 crate::funnel_steps::build(results, spec.steps, time)
             }
@@ -451,17 +482,16 @@ impl FunnelAccumulator {
 
 impl Accumulator for FunnelAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let ts = self.spec.timestamps(values)?;
-        let conds = conditions(&self.spec, values);
-        for row in 0..ts.len() {
-            self.spec.add_row(&mut self.events, &ts, &conds, row);
-        }
-        Ok(())
+        let events = &mut self.events;
+        self.spec
+            .for_each_event(values, None, |_, t, step| events.push((t, step)))
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let events = std::mem::take(&mut self.events);
-        let array = self.output.finish(&self.spec, vec![events])?;
+        let mut events = std::mem::take(&mut self.events);
+        let array = self
+            .output
+            .finish(&self.spec, &[0, events.len()], &mut events)?;
         ScalarValue::try_from_array(&array, 0)
     }
 
@@ -470,7 +500,7 @@ impl Accumulator for FunnelAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let arrays = events_to_state(std::slice::from_ref(&self.events));
+        let arrays = events_to_state(&[0, self.events.len()], &self.events)?;
         arrays
             .iter()
             .map(|a| ScalarValue::try_from_array(a, 0))
@@ -482,12 +512,23 @@ impl Accumulator for FunnelAccumulator {
     }
 }
 
-/// Many groups' events, indexed by group.
+/// One event of one group.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    t: i64,
+    group: u32,
+    step: u8,
+}
+
+/// Many groups' events, in one list in arrival order. Grouping waits for
+/// the end (a counting sort by group), so updates only append: no
+/// per-group allocations, and memory is written in order.
 #[derive(Debug)]
 pub(crate) struct FunnelGroups {
     spec: FunnelSpec,
     output: FunnelOutput,
-    groups: Vec<Vec<(i64, u8)>>,
+    entries: Vec<Entry>,
+    groups: usize,
 }
 
 impl FunnelGroups {
@@ -495,9 +536,53 @@ impl FunnelGroups {
         FunnelGroups {
             spec,
             output,
-            groups: Vec::new(),
+            entries: Vec::new(),
+            groups: 0,
         }
     }
+
+    /// Takes the entries of the groups `emit_to` asks for, and how many
+    /// groups that is; the groups left are renumbered from 0.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<Entry>, usize) {
+        match emit_to {
+            EmitTo::All => (
+                std::mem::take(&mut self.entries),
+                std::mem::take(&mut self.groups),
+            ),
+            EmitTo::First(n) => {
+                let (taken, mut kept): (Vec<Entry>, Vec<Entry>) = self
+                    .entries
+                    .drain(..)
+                    .partition(|e| (e.group as usize) < n);
+                for e in &mut kept {
+                    e.group -= n as u32;
+                }
+                self.entries = kept;
+                self.groups -= n;
+                (taken, n)
+            }
+        }
+    }
+}
+
+/// Groups `entries` by group (a counting sort that keeps arrival order):
+/// group `g`'s events are `events[offsets[g]..offsets[g + 1]]`.
+fn by_group(entries: &[Entry], groups: usize) -> (Vec<usize>, Vec<(i64, u8)>) {
+    let mut offsets = vec![0usize; groups + 1];
+    for e in entries {
+        offsets[e.group as usize + 1] += 1;
+    }
+    for g in 0..groups {
+        offsets[g + 1] += offsets[g];
+    }
+    let mut next = offsets[..groups].to_vec();
+    let mut events = vec![(0i64, 0u8); entries.len()];
+    for e in entries {
+        let at = &mut next[e.group as usize];
+        events[*at] = (e.t, e.step);
+        *at += 1;
+    }
+    (offsets, events)
 }
 
 /// Whether row `row` is kept by an aggregate's `FILTER (WHERE ...)`: a
@@ -525,26 +610,29 @@ impl GroupsAccumulator for FunnelGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
-        let ts = self.spec.timestamps(values)?;
-        let conds = conditions(&self.spec, values);
-        for (row, &g) in group_indices.iter().enumerate() {
-            if !passes_filter(opt_filter, row) {
-                continue;
-            }
-            self.spec.add_row(&mut self.groups[g], &ts, &conds, row);
-        }
-        Ok(())
+        self.groups = self.groups.max(total_num_groups);
+        let entries = &mut self.entries;
+        self.spec
+            .for_each_event(values, opt_filter, |row, t, step| {
+                entries.push(Entry {
+                    t,
+                    group: group_indices[row] as u32,
+                    step,
+                })
+            })
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let groups = take_groups(&mut self.groups, emit_to);
-        self.output.finish(&self.spec, groups)
+        let (entries, groups) = self.take(emit_to);
+        let (offsets, mut events) = by_group(&entries, groups);
+        drop(entries);
+        self.output.finish(&self.spec, &offsets, &mut events)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = take_groups(&mut self.groups, emit_to);
-        Ok(events_to_state(&groups))
+        let (entries, groups) = self.take(emit_to);
+        let (offsets, events) = by_group(&entries, groups);
+        events_to_state(&offsets, &events)
     }
 
     fn merge_batch(
@@ -553,9 +641,11 @@ impl GroupsAccumulator for FunnelGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.groups = self.groups.max(total_num_groups);
+        let entries = &mut self.entries;
         for_each_state(values, |row, events| {
-            self.groups[group_indices[row]].extend(events)
+            let group = group_indices[row] as u32;
+            entries.extend(events.map(|(t, step)| Entry { t, group, step }))
         })
     }
 
@@ -564,27 +654,22 @@ impl GroupsAccumulator for FunnelGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let ts = self.spec.timestamps(values)?;
-        let conds = conditions(&self.spec, values);
-        let rows: Vec<Vec<(i64, u8)>> = (0..ts.len())
-            .map(|row| {
-                let mut events = Vec::new();
-                if passes_filter(opt_filter, row) {
-                    self.spec.add_row(&mut events, &ts, &conds, row);
-                }
-                events
-            })
-            .collect();
-        Ok(events_to_state(&rows))
+        // Each row is its own group; events arrive in row order.
+        let rows = values.first().map_or(0, |v| v.len());
+        let mut offsets = vec![0usize; rows + 1];
+        let mut events = Vec::new();
+        self.spec
+            .for_each_event(values, opt_filter, |row, t, step| {
+                offsets[row + 1] += 1;
+                events.push((t, step));
+            })?;
+        for r in 0..rows {
+            offsets[r + 1] += offsets[r];
+        }
+        events_to_state(&offsets, &events)
     }
 
     fn size(&self) -> usize {
-        size_of_val(self)
-            + self.groups.capacity() * size_of::<Vec<(i64, u8)>>()
-            + self
-                .groups
-                .iter()
-                .map(|g| g.capacity() * size_of::<(i64, u8)>())
-                .sum::<usize>()
+        size_of_val(self) + self.entries.capacity() * size_of::<Entry>()
     }
 }
