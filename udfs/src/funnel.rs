@@ -239,15 +239,8 @@ impl FunnelSpec {
     ) -> Result<()> {
         let ts = self.timestamps(values)?;
         let conds = conditions(self, values);
-        let n = ts.len();
-        let mut masks = vec![0u32; n];
-        let mut valid = ts.nulls().cloned();
-        for (step, cond) in conds.iter().enumerate() {
-            for row in cond.values().set_indices() {
-                masks[row] |= 1 << step;
-            }
-            valid = NullBuffer::union(valid.as_ref(), cond.nulls());
-        }
+        let (masks, valid) = condition_masks(&conds, ts.len());
+        let valid = NullBuffer::union(valid.as_ref(), ts.nulls());
         let times = ts.values();
         for (row, &mask) in masks.iter().enumerate() {
             if valid.as_ref().is_some_and(|v| v.is_null(row)) || !passes_filter(filter, row) {
@@ -550,10 +543,8 @@ impl FunnelGroups {
                 std::mem::take(&mut self.groups),
             ),
             EmitTo::First(n) => {
-                let (taken, mut kept): (Vec<Entry>, Vec<Entry>) = self
-                    .entries
-                    .drain(..)
-                    .partition(|e| (e.group as usize) < n);
+                let (taken, mut kept): (Vec<Entry>, Vec<Entry>) =
+                    self.entries.drain(..).partition(|e| (e.group as usize) < n);
                 for e in &mut kept {
                     e.group -= n as u32;
                 }
@@ -583,6 +574,24 @@ fn by_group(entries: &[Entry], groups: usize) -> (Vec<usize>, Vec<(i64, u8)>) {
         *at += 1;
     }
     (offsets, events)
+}
+
+/// One bitmask per row, bit i set where condition i is true, and the
+/// rows where no condition is NULL (a validity buffer; `None` when all
+/// are valid). Reads the conditions a column at a time.
+pub(crate) fn condition_masks(
+    conds: &[&BooleanArray],
+    len: usize,
+) -> (Vec<u32>, Option<NullBuffer>) {
+    let mut masks = vec![0u32; len];
+    let mut valid: Option<NullBuffer> = None;
+    for (i, cond) in conds.iter().enumerate() {
+        for row in cond.values().set_indices() {
+            masks[row] |= 1 << i;
+        }
+        valid = NullBuffer::union(valid.as_ref(), cond.nulls());
+    }
+    (masks, valid)
 }
 
 /// Whether row `row` is kept by an aggregate's `FILTER (WHERE ...)`: a

@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 };
 use std::sync::Arc;
 
-use crate::funnel::{passes_filter, take_groups};
+use crate::funnel::{condition_masks, passes_filter, take_groups};
 
 /// Most conditions `retention` takes (as in ClickHouse).
 pub const MAX_CONDITIONS: usize = 32;
@@ -55,18 +55,20 @@ fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::UInt8, false)))
 }
 
-/// Bit i set: some row met condition i.
-fn row_mask(conds: &[&BooleanArray], row: usize) -> Option<u32> {
-    let mut mask = 0u32;
-    for (i, c) in conds.iter().enumerate() {
-        if c.is_null(row) {
-            return None;
-        }
-        if c.value(row) {
-            mask |= 1 << i;
+/// Each row's mask (bit i set: the row met condition i); 0 for rows with a
+/// NULL condition and rows `filter` drops, which count for nothing.
+fn row_masks(values: &[ArrayRef], filter: Option<&BooleanArray>) -> Vec<u32> {
+    let conds: Vec<&BooleanArray> = values.iter().map(|v| v.as_boolean()).collect();
+    let len = values.first().map_or(0, |v| v.len());
+    let (mut masks, valid) = condition_masks(&conds, len);
+    if valid.is_some() || filter.is_some() {
+        for (row, m) in masks.iter_mut().enumerate() {
+            if valid.as_ref().is_some_and(|v| v.is_null(row)) || !passes_filter(filter, row) {
+                *m = 0;
+            }
         }
     }
-    Some(mask)
+    masks
 }
 
 /// The result list for a mask.
@@ -155,10 +157,6 @@ impl AggregateUDFImpl for Retention {
     }
 }
 
-fn conditions(values: &[ArrayRef]) -> Vec<&BooleanArray> {
-    values.iter().map(|v| v.as_boolean()).collect()
-}
-
 #[derive(Debug)]
 struct RetentionAccumulator {
     n: usize,
@@ -167,12 +165,7 @@ struct RetentionAccumulator {
 
 impl Accumulator for RetentionAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let conds = conditions(values);
-        for row in 0..values[0].len() {
-            if let Some(m) = row_mask(&conds, row) {
-                self.mask |= m;
-            }
-        }
+        self.mask |= row_masks(values, None).iter().fold(0, |a, m| a | m);
         Ok(())
     }
 
@@ -212,14 +205,9 @@ impl GroupsAccumulator for RetentionGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.masks.resize(total_num_groups, 0);
-        let conds = conditions(values);
-        for (row, &g) in group_indices.iter().enumerate() {
-            if !passes_filter(opt_filter, row) {
-                continue;
-            }
-            if let Some(m) = row_mask(&conds, row) {
-                self.masks[g] |= m;
-            }
+        let masks = row_masks(values, opt_filter);
+        for (&g, m) in group_indices.iter().zip(masks) {
+            self.masks[g] |= m;
         }
         Ok(())
     }
@@ -255,16 +243,9 @@ impl GroupsAccumulator for RetentionGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let conds = conditions(values);
-        let masks: UInt32Array = (0..values[0].len())
-            .map(|row| {
-                if !passes_filter(opt_filter, row) {
-                    return Some(0);
-                }
-                Some(row_mask(&conds, row).unwrap_or(0))
-            })
-            .collect();
-        Ok(vec![Arc::new(masks)])
+        Ok(vec![Arc::new(UInt32Array::from(row_masks(
+            values, opt_filter,
+        )))])
     }
 
     fn size(&self) -> usize {
