@@ -29,6 +29,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::plan_err;
 use datafusion::error::Result;
+use datafusion::logical_expr::LogicalPlan;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -51,7 +52,7 @@ pub enum Period {
 }
 
 impl Period {
-    fn parse(text: &str) -> Result<Period> {
+    pub fn parse(text: &str) -> Result<Period> {
         match text.trim().to_ascii_lowercase().as_str() {
             "day" | "days" => Ok(Period::Day),
             "week" | "weeks" => Ok(Period::Week),
@@ -120,54 +121,63 @@ impl TableFunctionImpl for Cohorts {
             return plan_err!("{NAME}: the number of periods must be at least 1");
         }
         let plan = plan_inner(NAME, args.session(), &sql)?;
-        let inner = plan.schema().as_arrow().clone();
-        if inner.fields().len() != 4 {
-            return plan_err!(
-                "{NAME}: the inner query must return 4 columns (entity, time, is_cohort_event, is_return_event), got {}",
-                inner.fields().len()
-            );
-        }
-        let types: Vec<&DataType> = inner.fields().iter().map(|f| f.data_type()).collect();
-        if !matches!(
-            types[1],
-            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
-        ) {
-            return plan_err!(
-                "{NAME}: column 2 of the inner query (the time) must be a timestamp or a date, got {}",
-                types[1]
-            );
-        }
-        for (i, what) in [(2, "is_cohort_event"), (3, "is_return_event")] {
-            if types[i] != &DataType::Boolean {
-                return plan_err!(
-                    "{NAME}: column {} of the inner query ({what}) must be a boolean, got {}",
-                    i + 1,
-                    types[i]
-                );
-            }
-        }
-        let entity_type = types[0].clone();
-        let out: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("cohort", DataType::Date32, false),
-            Field::new("period", DataType::Int64, false),
-            Field::new("cohort_size", DataType::Int64, false),
-            Field::new("retained", DataType::Int64, false),
-            Field::new("rate", DataType::Float64, false),
-        ]));
-        let schema = Arc::clone(&out);
-        let make = move || -> Box<dyn Fold> {
-            Box::new(CohortFold {
-                period,
-                periods: periods as i64,
-                entity_type: entity_type.clone(),
-                converter: None,
-                entities: HashMap::new(),
-                latest: None,
-                out: Arc::clone(&out),
-            })
-        };
-        Ok(FoldTable::provider(NAME, plan, schema, Arc::new(make)))
+        cohorts_provider(plan, period, periods)
     }
+}
+
+/// The table `cohorts` returns, over an already planned query.
+pub fn cohorts_provider(
+    plan: LogicalPlan,
+    period: Period,
+    periods: u64,
+) -> Result<Arc<dyn TableProvider>> {
+    let inner = plan.schema().as_arrow().clone();
+    if inner.fields().len() != 4 {
+        return plan_err!(
+            "{NAME}: the inner query must return 4 columns (entity, time, is_cohort_event, is_return_event), got {}",
+            inner.fields().len()
+        );
+    }
+    let types: Vec<&DataType> = inner.fields().iter().map(|f| f.data_type()).collect();
+    if !matches!(
+        types[1],
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+    ) {
+        return plan_err!(
+            "{NAME}: column 2 of the inner query (the time) must be a timestamp or a date, got {}",
+            types[1]
+        );
+    }
+    for (i, what) in [(2, "is_cohort_event"), (3, "is_return_event")] {
+        if types[i] != &DataType::Boolean {
+            return plan_err!(
+                "{NAME}: column {} of the inner query ({what}) must be a boolean, got {}",
+                i + 1,
+                types[i]
+            );
+        }
+    }
+    let entity_type = types[0].clone();
+    let out: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("cohort", DataType::Date32, false),
+        Field::new("period", DataType::Int64, false),
+        Field::new("cohort_size", DataType::Int64, false),
+        Field::new("retained", DataType::Int64, false),
+        Field::new("rate", DataType::Float64, false),
+    ]));
+    let schema = Arc::clone(&out);
+    let make = move || -> Box<dyn Fold> {
+        Box::new(CohortFold {
+            period,
+            periods: periods as i64,
+            entity_type: entity_type.clone(),
+            converter: None,
+            entities: HashMap::new(),
+            latest: None,
+            out: Arc::clone(&out),
+        })
+    };
+    Ok(FoldTable::provider(NAME, plan, schema, Arc::new(make)))
 }
 
 #[derive(Debug, Default)]

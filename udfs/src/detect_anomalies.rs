@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::plan_err;
 use datafusion::error::Result;
+use datafusion::logical_expr::LogicalPlan;
 use std::sync::Arc;
 
 const NAME: &str = "detect_anomalies";
@@ -40,37 +41,47 @@ impl TableFunctionImpl for DetectAnomalies {
             method.default_k()
         };
         let plan = plan_inner(NAME, args.session(), &sql)?;
-        let inner = Arc::new(plan.schema().as_arrow().clone());
-        let index = column_index(NAME, &inner, &column)?;
-        let dt = inner.field(index).data_type();
-        if !dt.is_numeric() {
-            return plan_err!("{NAME}: the value column {column:?} must be numeric, got {dt}");
-        }
-        let mut fields: Vec<Field> = inner.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for name in ["score", "is_anomaly"] {
-            if inner.index_of(name).is_ok() {
-                return plan_err!(
-                    "{NAME}: the inner query already has a column named {name:?}; rename it with AS"
-                );
-            }
-        }
-        fields.push(Field::new("score", DataType::Float64, true));
-        fields.push(Field::new("is_anomaly", DataType::Boolean, true));
-        let schema = Arc::new(Schema::new(fields));
-        let out = Arc::clone(&schema);
-        let make = move || {
-            let out = Arc::clone(&out);
-            Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch| {
-                let x = cast(batch.column(index), &DataType::Float64)?;
-                let values: Vec<Option<f64>> = x.as_primitive::<Float64Type>().iter().collect();
-                let scores: Float64Array = score_series(&values, method).into_iter().collect();
-                let flags: BooleanArray = flag_series(&values, method, k).into_iter().collect();
-                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-                columns.push(Arc::new(scores));
-                columns.push(Arc::new(flags));
-                Ok(RecordBatch::try_new(out, columns)?)
-            })
-        };
-        Ok(FoldTable::provider(NAME, plan, schema, Arc::new(make)))
+        detect_anomalies_provider(plan, &column, method, k)
     }
+}
+
+/// The table `detect_anomalies` returns, over an already planned query.
+pub fn detect_anomalies_provider(
+    plan: LogicalPlan,
+    column: &str,
+    method: Method,
+    k: f64,
+) -> Result<Arc<dyn TableProvider>> {
+    let inner = Arc::new(plan.schema().as_arrow().clone());
+    let index = column_index(NAME, &inner, column)?;
+    let dt = inner.field(index).data_type();
+    if !dt.is_numeric() {
+        return plan_err!("{NAME}: the value column {column:?} must be numeric, got {dt}");
+    }
+    let mut fields: Vec<Field> = inner.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for name in ["score", "is_anomaly"] {
+        if inner.index_of(name).is_ok() {
+            return plan_err!(
+                "{NAME}: the inner query already has a column named {name:?}; rename it with AS"
+            );
+        }
+    }
+    fields.push(Field::new("score", DataType::Float64, true));
+    fields.push(Field::new("is_anomaly", DataType::Boolean, true));
+    let schema = Arc::new(Schema::new(fields));
+    let out = Arc::clone(&schema);
+    let make = move || {
+        let out = Arc::clone(&out);
+        Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch| {
+            let x = cast(batch.column(index), &DataType::Float64)?;
+            let values: Vec<Option<f64>> = x.as_primitive::<Float64Type>().iter().collect();
+            let scores: Float64Array = score_series(&values, method).into_iter().collect();
+            let flags: BooleanArray = flag_series(&values, method, k).into_iter().collect();
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+            columns.push(Arc::new(scores));
+            columns.push(Arc::new(flags));
+            Ok(RecordBatch::try_new(out, columns)?)
+        })
+    };
+    Ok(FoldTable::provider(NAME, plan, schema, Arc::new(make)))
 }

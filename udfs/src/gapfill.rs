@@ -32,6 +32,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
+use datafusion::logical_expr::LogicalPlan;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -57,7 +58,7 @@ pub enum Fill {
 }
 
 impl Fill {
-    fn parse(text: &str) -> Result<Fill> {
+    pub fn parse(text: &str) -> Result<Fill> {
         match text.trim().to_ascii_lowercase().as_str() {
             "null" | "none" => Ok(Fill::Null),
             "zero" | "0" => Ok(Fill::Zero),
@@ -121,72 +122,84 @@ impl TableFunctionImpl for GapFill {
         } else {
             Vec::new()
         };
-        if end <= start {
-            return plan_err!("{NAME}: end must be after start");
-        }
-        // Buckets are aligned on the epoch, as date_bin's are by default.
-        let first = step.index(0, start);
-        let last = step.index(0, end - 1);
-        let (first, buckets) = match (first, last) {
-            (Some(first), Some(last)) if last - first < MAX_BUCKETS => (first, last - first + 1),
-            _ => {
-                return plan_err!(
-                    "{NAME}: the range holds more than {MAX_BUCKETS} buckets; use a wider interval or a shorter range"
-                );
-            }
-        };
-
         let plan = plan_inner(NAME, args.session(), &sql)?;
-        let inner: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let time = column_index(NAME, &inner, &time_name)?;
-        let time_type = inner.field(time).data_type();
-        if !is_time(time_type) {
+        gapfill_provider(plan, &time_name, step, start, end, fill, &key_names)
+    }
+}
+
+/// The table `gapfill` returns, over an already planned query (`start`
+/// and `end` in nanoseconds since the epoch).
+pub fn gapfill_provider(
+    plan: LogicalPlan,
+    time_name: &str,
+    step: Step,
+    start: i64,
+    end: i64,
+    fill: Fill,
+    key_names: &[String],
+) -> Result<Arc<dyn TableProvider>> {
+    if end <= start {
+        return plan_err!("{NAME}: end must be after start");
+    }
+    // Buckets are aligned on the epoch, as date_bin's are by default.
+    let first = step.index(0, start);
+    let last = step.index(0, end - 1);
+    let (first, buckets) = match (first, last) {
+        (Some(first), Some(last)) if last - first < MAX_BUCKETS => (first, last - first + 1),
+        _ => {
             return plan_err!(
-                "{NAME}: the time column {time_name:?} must be a timestamp or a date, got {time_type}"
+                "{NAME}: the range holds more than {MAX_BUCKETS} buckets; use a wider interval or a shorter range"
             );
         }
-        let mut keys = Vec::new();
-        for name in &key_names {
-            let i = column_index(NAME, &inner, name)?;
-            if i == time {
-                return plan_err!(
-                    "{NAME}: {name:?} is the time column; it cannot be a series column"
-                );
-            }
-            if !keys.contains(&i) {
-                keys.push(i);
-            }
-        }
-        let fields: Vec<Field> = inner
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if i == time || keys.contains(&i) {
-                    f.as_ref().clone()
-                } else if fill == Fill::Linear && f.data_type().is_numeric() {
-                    Field::new(f.name(), DataType::Float64, true)
-                } else {
-                    f.as_ref().clone().with_nullable(true)
-                }
-            })
-            .collect();
-        let out = Arc::new(Schema::new(fields));
-        let spec = Arc::new(Spec {
-            time,
-            keys,
-            step,
-            first,
-            buckets,
-            fill,
-            out: Arc::clone(&out),
-        });
-        let make = move || {
-            let spec = Arc::clone(&spec);
-            Gather::boxed(Arc::clone(&inner), move |batch| fill_gaps(&spec, &batch))
-        };
-        Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
+    };
+
+    let inner: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let time = column_index(NAME, &inner, time_name)?;
+    let time_type = inner.field(time).data_type();
+    if !is_time(time_type) {
+        return plan_err!(
+            "{NAME}: the time column {time_name:?} must be a timestamp or a date, got {time_type}"
+        );
     }
+    let mut keys = Vec::new();
+    for name in key_names {
+        let i = column_index(NAME, &inner, name)?;
+        if i == time {
+            return plan_err!("{NAME}: {name:?} is the time column; it cannot be a series column");
+        }
+        if !keys.contains(&i) {
+            keys.push(i);
+        }
+    }
+    let fields: Vec<Field> = inner
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i == time || keys.contains(&i) {
+                f.as_ref().clone()
+            } else if fill == Fill::Linear && f.data_type().is_numeric() {
+                Field::new(f.name(), DataType::Float64, true)
+            } else {
+                f.as_ref().clone().with_nullable(true)
+            }
+        })
+        .collect();
+    let out = Arc::new(Schema::new(fields));
+    let spec = Arc::new(Spec {
+        time,
+        keys,
+        step,
+        first,
+        buckets,
+        fill,
+        out: Arc::clone(&out),
+    });
+    let make = move || {
+        let spec = Arc::clone(&spec);
+        Gather::boxed(Arc::clone(&inner), move |batch| fill_gaps(&spec, &batch))
+    };
+    Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
 }
 
 fn rfc3339(ns: i64) -> String {

@@ -14,7 +14,7 @@ pub mod funnel_steps;
 pub mod gapfill;
 pub mod retention;
 pub mod trend;
-mod udtf;
+pub mod udtf;
 pub mod window_funnel;
 
 use datafusion::catalog::TableFunctionImpl;

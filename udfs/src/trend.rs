@@ -19,6 +19,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{exec_err, plan_err};
 use datafusion::error::Result;
+use datafusion::logical_expr::LogicalPlan;
 use std::sync::Arc;
 
 const NAME: &str = "trend";
@@ -97,63 +98,74 @@ impl TableFunctionImpl for Trend {
         };
 
         let plan = plan_inner(NAME, args.session(), &sql)?;
-        let inner: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let time = column_index(NAME, &inner, &time_name)?;
-        let value = column_index(NAME, &inner, &value_name)?;
-        let time_field = inner.field(time);
-        let tt = time_field.data_type();
-        if !(matches!(
-            tt,
-            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
-        ) || tt.is_numeric())
-        {
+        trend_provider(plan, &time_name, &value_name, periods, method)
+    }
+}
+
+/// The table `trend` returns, over an already planned query.
+pub fn trend_provider(
+    plan: LogicalPlan,
+    time_name: &str,
+    value_name: &str,
+    periods: u64,
+    method: TrendMethod,
+) -> Result<Arc<dyn TableProvider>> {
+    let inner: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let time = column_index(NAME, &inner, time_name)?;
+    let value = column_index(NAME, &inner, value_name)?;
+    let time_field = inner.field(time);
+    let tt = time_field.data_type();
+    if !(matches!(
+        tt,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+    ) || tt.is_numeric())
+    {
+        return plan_err!(
+            "{NAME}: the time column {time_name:?} must be a timestamp, a date or a number, got {tt}"
+        );
+    }
+    let vt = inner.field(value).data_type();
+    if !vt.is_numeric() {
+        return plan_err!("{NAME}: the value column {value_name:?} must be numeric, got {vt}");
+    }
+    let mut fields = vec![
+        Field::new(time_field.name(), tt.clone(), true),
+        Field::new(value_name, DataType::Float64, true),
+    ];
+    for name in [
+        "fitted",
+        "is_forecast",
+        "slope",
+        "intercept",
+        "r2",
+        "alpha",
+        "beta",
+    ] {
+        if name == time_field.name() || name == value_name {
             return plan_err!(
-                "{NAME}: the time column {time_name:?} must be a timestamp, a date or a number, got {tt}"
+                "{NAME}: the output already has a column named {name:?}; rename the inner column with AS"
             );
         }
-        let vt = inner.field(value).data_type();
-        if !vt.is_numeric() {
-            return plan_err!("{NAME}: the value column {value_name:?} must be numeric, got {vt}");
-        }
-        let mut fields = vec![
-            Field::new(time_field.name(), tt.clone(), true),
-            Field::new(&value_name, DataType::Float64, true),
-        ];
-        for name in [
-            "fitted",
-            "is_forecast",
-            "slope",
-            "intercept",
-            "r2",
-            "alpha",
-            "beta",
-        ] {
-            if name == time_field.name() || name == value_name {
-                return plan_err!(
-                    "{NAME}: the output already has a column named {name:?}; rename the inner column with AS"
-                );
-            }
-            let dt = if name == "is_forecast" {
-                DataType::Boolean
-            } else {
-                DataType::Float64
-            };
-            fields.push(Field::new(name, dt, name != "is_forecast"));
-        }
-        let out = Arc::new(Schema::new(fields));
-        let spec = Arc::new(Spec {
-            time,
-            value,
-            periods,
-            method,
-            out: Arc::clone(&out),
-        });
-        let make = move || {
-            let spec = Arc::clone(&spec);
-            Gather::boxed(Arc::clone(&inner), move |batch| run(&spec, &batch))
+        let dt = if name == "is_forecast" {
+            DataType::Boolean
+        } else {
+            DataType::Float64
         };
-        Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
+        fields.push(Field::new(name, dt, name != "is_forecast"));
     }
+    let out = Arc::new(Schema::new(fields));
+    let spec = Arc::new(Spec {
+        time,
+        value,
+        periods,
+        method,
+        out: Arc::clone(&out),
+    });
+    let make = move || {
+        let spec = Arc::clone(&spec);
+        Gather::boxed(Arc::clone(&inner), move |batch| run(&spec, &batch))
+    };
+    Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
 }
 
 /// Times as exact offsets from the first point, in the column's own

@@ -180,7 +180,7 @@ fn describe(v: &ScalarValue) -> String {
 
 /// A bucket width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Calendar months (UTC).
     Months(i64),
     /// A fixed number of nanoseconds.
@@ -189,7 +189,7 @@ pub(crate) enum Step {
 
 impl Step {
     /// The start of bucket `k` of a series starting at `origin` (ns).
-    pub(crate) fn nth(self, origin: i64, k: i64) -> Option<i64> {
+    pub fn nth(self, origin: i64, k: i64) -> Option<i64> {
         match self {
             Step::Nanos(n) => n.checked_mul(k).and_then(|d| origin.checked_add(d)),
             Step::Months(m) => {
@@ -206,7 +206,7 @@ impl Step {
     }
 
     /// The number of the bucket holding `t`, counted from `origin`.
-    pub(crate) fn index(self, origin: i64, t: i64) -> Option<i64> {
+    pub fn index(self, origin: i64, t: i64) -> Option<i64> {
         match self {
             Step::Nanos(n) => Some((i128::from(t) - i128::from(origin)).div_euclid(i128::from(n)))
                 .and_then(|k| i64::try_from(k).ok()),
