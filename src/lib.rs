@@ -11,6 +11,7 @@
 //! - [`storage`]: Delta Lake tables on object storage (local or S3).
 //! - [`query`]: DataFusion sessions scoped to a tenant, the table provider
 //!   that unions the buffer with the Delta snapshot, result formats.
+//! - [`dsl`]: the JSON query DSL, compiled to DataFusion logical plans.
 //! - [`schema`]: fixed columns and how payload fields become columns.
 //! - [`dedup`], [`ids`], [`config`]: event-id dedup, validated names,
 //!   settings.
@@ -21,6 +22,7 @@
 pub mod config;
 pub mod db;
 pub mod dedup;
+pub mod dsl;
 pub mod ids;
 pub mod ingest;
 pub mod query;

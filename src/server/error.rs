@@ -93,3 +93,12 @@ impl From<DataFusionError> for ApiError {
         }
     }
 }
+
+impl From<crate::dsl::QueryError> for ApiError {
+    fn from(e: crate::dsl::QueryError) -> Self {
+        match e {
+            crate::dsl::QueryError::Dsl(e) => ApiError::bad_request(e.to_string()),
+            crate::dsl::QueryError::Engine(e) => e.into(),
+        }
+    }
+}

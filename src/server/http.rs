@@ -1,4 +1,4 @@
-//! HTTP routes: ingest, SQL, health.
+//! HTTP routes: ingest, SQL, the query DSL, health.
 
 use super::error::ApiError;
 use crate::db::Database;
@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/v1/events", post(ingest_events))
         .route("/v1/sql", post(sql))
+        .route("/v1/query", post(dsl_query))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -258,6 +259,27 @@ async fn sql(
         return Err(ApiError::bad_request("no SQL given"));
     }
     let stream = state.db.query(&tenant, &text).await?;
+    stream_response(stream, format).await
+}
+
+/// `POST /v1/query`: a DSL document (docs/dsl.md), answered like `/v1/sql`.
+async fn dsl_query(
+    State(state): State<AppState>,
+    Query(params): Query<SqlParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&headers);
+    let format = output_format(params.format.as_deref(), &headers)?;
+    let body = body_bytes(body)?;
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the query document is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let stream = crate::dsl::run(state.db.clone(), tenant, &doc).await?;
     stream_response(stream, format).await
 }
 

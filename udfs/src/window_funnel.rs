@@ -102,3 +102,9 @@ impl AggregateUDFImpl for WindowFunnel {
         Ok(ScalarValue::UInt8(Some(0)))
     }
 }
+
+/// Checks a funnel mode string (`strict_order`, ... comma-separated), for
+/// callers that build funnel calls themselves.
+pub fn check_mode(text: &str) -> datafusion::error::Result<()> {
+    crate::funnel::Mode::parse("funnel", text).map(|_| ())
+}
