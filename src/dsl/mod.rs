@@ -288,7 +288,8 @@ fn compile_with(
             Some(name) if !cx.schema.has_column_with_unqualified_name(name) => {
                 match group_alias(name) {
                     Some(g) => select.push((g, p)),
-                    None => select.push((cx.expr(item, &p)?, p)),
+                    // a payload path keeps the name it was written with
+                    None => select.push((cx.expr(item, &p)?.alias(name), p)),
                 }
             }
             _ if expr::is_bare_aggregation(item) => {

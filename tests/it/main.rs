@@ -4,6 +4,7 @@
 mod analytics;
 mod crash;
 mod delta_interop;
+mod dsl;
 mod ingest;
 mod restart;
 mod s3;

@@ -19,11 +19,13 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::OrderingRequirements;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::distribution_requirements::InputDistributionRequirements;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream, execute_stream,
 };
 use datafusion::prelude::SQLOptions;
@@ -339,9 +341,18 @@ impl TableProvider for FoldTable {
             EmissionType::Final,
             Boundedness::Bounded,
         );
+        // The fold sees rows in the inner query's order (an ORDER BY there
+        // matters to detect_anomalies' output, for one): require it, so the
+        // optimizer keeps the sort and merges partitions in order.
+        let input_order = input
+            .properties()
+            .output_ordering()
+            .cloned()
+            .map(|o| OrderingRequirements::new(o.into()));
         Ok(Arc::new(FoldExec {
             name: self.name,
             input,
+            input_order,
             schema,
             projection,
             make: Arc::clone(&self.make),
@@ -354,6 +365,7 @@ impl TableProvider for FoldTable {
 struct FoldExec {
     name: &'static str,
     input: Arc<dyn ExecutionPlan>,
+    input_order: Option<OrderingRequirements>,
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
     make: MakeFold,
@@ -387,6 +399,19 @@ impl ExecutionPlan for FoldExec {
         vec![&self.input]
     }
 
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![self.input_order.clone()]
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        let d = if self.input_order.is_some() {
+            Distribution::SinglePartition
+        } else {
+            Distribution::UnspecifiedDistribution
+        };
+        InputDistributionRequirements::new(vec![d])
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -404,6 +429,7 @@ impl ExecutionPlan for FoldExec {
         Ok(Arc::new(FoldExec {
             name: self.name,
             input,
+            input_order: self.input_order.clone(),
             schema: Arc::clone(&self.schema),
             projection: self.projection.clone(),
             make: Arc::clone(&self.make),
