@@ -156,8 +156,35 @@ fn main() {
             o.as_secs_f64() * 1e3,
             t.as_secs_f64() * 1e3,
             o.as_secs_f64() / t.as_secs_f64(),
-            if a == b { "yes" } else { "NO" }
+            if same_rows(&a, &b) { "yes" } else { "NO" }
         );
     }
     println!("(both over HTTP with JSON results; ratio = DSL / SQL)");
+}
+
+/// Whether two JSON results hold the same rows, floats within 1e-9
+/// (parallel sums add in a different order from run to run).
+fn same_rows(a: &str, b: &str) -> bool {
+    fn close(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+    match (
+        serde_json::from_str::<Value>(a),
+        serde_json::from_str::<Value>(b),
+    ) {
+        (Ok(x), Ok(y)) => close(&x, &y),
+        _ => false,
+    }
 }

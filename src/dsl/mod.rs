@@ -174,7 +174,10 @@ pub async fn compile(ctx: &SessionContext, doc: &Value) -> Result<LogicalPlan, Q
         }
     };
     let scan = LogicalPlanBuilder::scan(table.as_str(), provider_as_source(provider), None)?;
-    let state = ctx.state();
+    // Borrow the session's state rather than clone it (`ctx.state()`
+    // copies every function registry): compiling is synchronous from here.
+    let shared = ctx.state_ref();
+    let state = shared.read();
     let schema = scan.schema().clone();
     let cx = Cx {
         schema: &schema,

@@ -311,7 +311,13 @@ fn analytics_forms_match_sql() {
     let s1 = levels[0]["s1"].as_f64().unwrap();
     let s2 = levels[0]["s2"].as_f64().unwrap();
     assert_eq!(funnel[1]["conversion"].as_f64().unwrap(), s2 / s1);
-    assert!(funnel[1]["median_seconds"].as_f64().unwrap() > 0.0);
+    let median = s.scalar(
+        "SELECT median(CAST(arrow_cast(f['step_2'], 'Int64') - arrow_cast(f['step_1'], 'Int64') AS DOUBLE) / 1e6) FROM \
+         (SELECT funnel_steps(INTERVAL '4 days', timestamp, event_type = 'view', event_type = 'order.placed') AS f \
+          FROM events GROUP BY entity_id) WHERE f['level'] >= 2",
+    );
+    assert!(median.as_f64().unwrap() > 0.0);
+    assert_eq!(funnel[1]["median_seconds"], median);
     // funnel with a breakdown and a mode
     let by = dsl(
         &s,
