@@ -4,9 +4,11 @@
 
 use super::{DslError, Path};
 use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Expr, Operator, binary_expr, lit};
 use serde_json::Value;
@@ -347,11 +349,10 @@ impl Cx<'_> {
         let arg = |i: usize| path.index(i);
         let binary = |o: Operator| -> Result<Expr, DslError> {
             Self::count(items, 2, 2, op, "2 arguments", path)?;
-            Ok(binary_expr(
-                self.expr(&items[1], &arg(1))?,
-                o,
-                self.value(&items[2], &arg(2))?,
-            ))
+            let left = self.expr(&items[1], &arg(1))?;
+            let right = self.value(&items[2], &arg(2))?;
+            self.check_value(&left, &items[2], &arg(2))?;
+            Ok(binary_expr(left, o, right))
         };
         let arithmetic = |o: Operator| -> Result<Expr, DslError> {
             Self::count(items, 2, 2, op, "2 arguments", path)?;
@@ -411,7 +412,10 @@ impl Cx<'_> {
                 let list = list
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| self.value(v, &arg(2).index(i)))
+                    .map(|(i, v)| {
+                        self.check_value(&e, v, &arg(2).index(i))?;
+                        self.value(v, &arg(2).index(i))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(e.in_list(list, op == "not-in"))
             }
@@ -553,6 +557,34 @@ impl Cx<'_> {
                 )
             }
         }
+    }
+
+    /// A string compared with a number or a time must read as one: the
+    /// engine would only find out while running, without the path.
+    fn check_value(&self, left: &Expr, v: &Value, path: &Path) -> Result<(), DslError> {
+        let Value::String(text) = v else {
+            return Ok(());
+        };
+        let Ok(dt) = left.get_type(self.schema) else {
+            return Ok(());
+        };
+        if dt.is_numeric() && text.trim().parse::<f64>().is_err() {
+            return err(
+                path,
+                format!("\"{text}\" is not a number, and the other side is {dt}"),
+            );
+        }
+        if matches!(
+            dt,
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+        ) && parse_instant(text).is_none()
+        {
+            return err(
+                path,
+                format!("\"{text}\" is not an RFC 3339 time (like 2026-01-31T12:00:00Z) or a date"),
+            );
+        }
+        Ok(())
     }
 
     /// One of the named aggregations.
