@@ -67,6 +67,27 @@ pub struct Config {
     /// Most event ids remembered per table for deduplication.
     #[arg(long, env = "ALLSOURCE_DEDUP_CAPACITY", default_value_t = 2_000_000)]
     pub dedup_capacity: usize,
+
+    /// How often table maintenance runs (compaction, checkpoint, data
+    /// retention, vacuum); 0 turns the schedule off.
+    #[arg(long, env = "ALLSOURCE_MAINTENANCE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub maintenance_interval: Duration,
+
+    /// Size compaction aims for per file.
+    #[arg(long, env = "ALLSOURCE_COMPACTION_TARGET_BYTES", default_value_t = 256 << 20)]
+    pub compaction_target_bytes: u64,
+
+    /// How long files replaced by compaction or deletion are kept before
+    /// vacuum deletes them: queries started before the replacement keep
+    /// reading them meanwhile. Keep it above the longest query.
+    #[arg(long, env = "ALLSOURCE_VACUUM_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub vacuum_retention: Duration,
+
+    /// Default data retention: events older than this are deleted by
+    /// maintenance. Unset keeps everything; a table's own setting
+    /// (`POST /v1/admin/retention`) wins.
+    #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
 }
 
 impl Default for Config {
@@ -85,6 +106,10 @@ impl Default for Config {
             wal_segment_bytes: 64 << 20,
             dedup_window: Duration::from_secs(3600),
             dedup_capacity: 2_000_000,
+            maintenance_interval: Duration::from_secs(600),
+            compaction_target_bytes: 256 << 20,
+            vacuum_retention: Duration::from_secs(3600),
+            retention: None,
         }
     }
 }

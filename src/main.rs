@@ -23,6 +23,101 @@ enum Command {
     /// Run a query document (docs/dsl.md) against a server and print the
     /// result.
     Query(QueryArgs),
+    /// Compact tables now (and checkpoint, apply retention, vacuum),
+    /// showing progress.
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompactArgs {
+    /// Only this table (default: every table).
+    #[arg(long)]
+    table: Option<String>,
+    /// Report what would be compacted, changing nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The server's base URL.
+    #[arg(long, env = "ALLSOURCE_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+/// Asks the server to run maintenance, draws its progress on stderr and
+/// prints each table's report.
+fn compact(args: &CompactArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut url = format!(
+        "{}/v1/admin/compact?progress=true&dry_run={}",
+        args.url.trim_end_matches('/'),
+        args.dry_run
+    );
+    if let Some(t) = &args.table {
+        url.push_str(&format!("&table={t}"));
+    }
+    let response = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()?
+        .post(&url)
+        .send()
+        .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", args.url))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or(text);
+        anyhow::bail!("{status}: {message}");
+    }
+    let mut err = std::io::stderr();
+    let mut drew = false;
+    for line in std::io::BufReader::new(response).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line?)?;
+        if let Some(p) = v.get("progress") {
+            let done = p["bytes_done"].as_u64().unwrap_or(0);
+            let total = p["bytes_total"].as_u64().unwrap_or(0).max(1);
+            let width = 30;
+            let filled = (done * width / total).min(width) as usize;
+            write!(
+                err,
+                "\r{} [{}{}] {}/{} partitions, {}/{} files, {:.1}/{:.1} MiB",
+                p["table"].as_str().unwrap_or(""),
+                "#".repeat(filled),
+                ".".repeat(width as usize - filled),
+                p["partitions_done"],
+                p["partitions_total"],
+                p["files_done"],
+                p["files_total"],
+                mib(done),
+                mib(total)
+            )?;
+            drew = true;
+        } else if let Some(e) = v.get("error") {
+            anyhow::bail!("{}", e.as_str().unwrap_or("maintenance failed"));
+        } else if let Some(reports) = v["reports"].as_array() {
+            if drew {
+                writeln!(err)?;
+            }
+            for r in reports {
+                println!(
+                    "{}: {} — {} partition(s), {} files ({:.1} MiB) → {} files ({:.1} MiB), {} vacuumed, {} ms",
+                    r["table"].as_str().unwrap_or(""),
+                    r["outcome"].as_str().unwrap_or(""),
+                    r["partitions"],
+                    r["files_in"],
+                    mib(r["bytes_in"].as_u64().unwrap_or(0)),
+                    r["files_out"],
+                    mib(r["bytes_out"].as_u64().unwrap_or(0)),
+                    r["vacuumed_files"],
+                    r["duration_ms"]
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,9 +186,14 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Query(args) = &cli.command {
-        if let Err(e) = query(args) {
-            eprintln!("allsource query: {e}");
+    let client = match &cli.command {
+        Command::Query(args) => Some(("query", query(args))),
+        Command::Compact(args) => Some(("compact", compact(args))),
+        Command::Serve(_) => None,
+    };
+    if let Some((name, result)) = client {
+        if let Err(e) = result {
+            eprintln!("allsource {name}: {e}");
             std::process::exit(1);
         }
         return Ok(());
@@ -106,7 +206,7 @@ fn main() -> anyhow::Result<()> {
             config,
             allsource::server::shutdown_signal(),
         ))?,
-        Command::Query(_) => unreachable!("handled above"),
+        Command::Query(_) | Command::Compact(_) => unreachable!("handled above"),
     }
     Ok(())
 }

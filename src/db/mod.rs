@@ -12,6 +12,7 @@
 //!
 //! Start-up replays WAL records newer than each table's recorded sequence.
 
+pub mod maintenance;
 mod table;
 
 pub use table::Table;
@@ -85,11 +86,14 @@ pub struct Database {
     flush_wanted: Arc<tokio::sync::Notify>,
     /// Cleared at shutdown so no ingest starts after the final flush.
     accepting: AtomicBool,
+    /// Past maintenance runs.
+    history: maintenance::History,
 }
 
 impl Database {
     /// Opens the database: finds the stored tables, replays the WAL.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
+        let history = maintenance::History::load(&config.data_dir.join("maintenance.jsonl"));
         let storage = Storage::new(&config)?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
@@ -117,6 +121,7 @@ impl Database {
             buffered_bytes: Arc::new(AtomicUsize::new(0)),
             flush_wanted: Arc::new(tokio::sync::Notify::new()),
             accepting: AtomicBool::new(true),
+            history,
         });
         let mut replayed = 0usize;
         for rec in records {

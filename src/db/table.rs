@@ -54,6 +54,8 @@ pub struct Table {
     pub(crate) state: parking_lot::RwLock<TableState>,
     /// One flush at a time per table: Delta commits are serialized here.
     flush_lock: tokio::sync::Mutex<()>,
+    /// One maintenance run (compaction, vacuum, retention) at a time.
+    pub(crate) maintenance_lock: tokio::sync::Mutex<()>,
 }
 
 async fn provider_for(delta: &DeltaTable) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -87,6 +89,7 @@ impl Table {
                 bytes: 0,
             }),
             flush_lock: tokio::sync::Mutex::new(()),
+            maintenance_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -194,6 +197,30 @@ impl Table {
         total.fetch_sub(freed, Ordering::Relaxed);
         tracing::debug!(table = %label, rows = rows_in, %persisted, "flushed");
         Ok(rows_in)
+    }
+
+    /// The Delta handle queries currently read.
+    pub(crate) fn delta(&self) -> DeltaTable {
+        self.state.read().delta.clone()
+    }
+
+    /// After a maintenance commit (compaction, deletion): moves queries to
+    /// the table's latest snapshot. Waits for a running flush, and swaps
+    /// only if the latest snapshot holds exactly the flushed sequence the
+    /// buffer was trimmed to, so no row is seen twice or lost; otherwise
+    /// the next flush brings the snapshot forward anyway.
+    pub(crate) async fn adopt_latest(&self, storage: &Storage) -> Result<()> {
+        let _no_flush = self.flush_lock.lock().await;
+        let label = self.label();
+        let delta = storage.refresh(self.delta(), &label).await?;
+        let persisted = storage.persisted_seq(&delta, &label).await?;
+        let provider = provider_for(&delta).await?;
+        let mut s = self.state.write();
+        if persisted == s.persisted {
+            s.delta = delta;
+            s.provider = provider;
+        }
+        Ok(())
     }
 
     /// Re-learns the ids stored within `window`: those in the buffer and

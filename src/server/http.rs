@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(ingest_events))
         .route("/v1/sql", post(sql))
         .route("/v1/query", post(dsl_query))
+        .route("/v1/admin/compact", post(compact))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -281,6 +282,82 @@ async fn dsl_query(
     })?;
     let stream = crate::dsl::run(state.db.clone(), tenant, &doc).await?;
     stream_response(stream, format).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CompactParams {
+    table: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    progress: bool,
+}
+
+/// `POST /v1/admin/compact[?table=T][&dry_run=true][&progress=true]`: runs
+/// maintenance now and answers with what it did. With `progress=true` the
+/// answer is NDJSON: progress lines, then `{"reports": [...]}`.
+async fn compact(
+    State(state): State<AppState>,
+    Query(params): Query<CompactParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use crate::db::maintenance::MaintenanceError;
+    let tenant = tenant_of(&headers);
+    let table = match &params.table {
+        Some(t) => Some(
+            t.parse::<crate::ids::TableName>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let to_api = |e: MaintenanceError| match e {
+        MaintenanceError::Busy(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        MaintenanceError::NoTable(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        MaintenanceError::Db(e) => e.into(),
+    };
+    if !params.progress {
+        let reports = state
+            .db
+            .maintain_all(Some(&tenant), table.as_ref(), params.dry_run, &mut |_| {})
+            .await
+            .map_err(to_api)?;
+        return Ok(axum::Json(serde_json::json!({ "reports": reports })).into_response());
+    }
+    // Progress: the run goes on in a task; its lines stream as they come.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    let db = state.db.clone();
+    let line = |v: serde_json::Value| Ok(Bytes::from(format!("{v}\n")));
+    let progress_tx = tx.clone();
+    let mut progress = move |p: crate::db::maintenance::Progress| {
+        let _ = progress_tx.send(line(serde_json::json!({ "progress": p })));
+    };
+    // A busy table is still refused with a status, before streaming.
+    if let Some(t) = table.as_ref().and_then(|t| db.table(&tenant, t))
+        && t.maintenance_lock.try_lock().is_err()
+    {
+        return Err(to_api(MaintenanceError::Busy(t.label())));
+    }
+    tokio::spawn(async move {
+        let result = db
+            .maintain_all(Some(&tenant), table.as_ref(), params.dry_run, &mut progress)
+            .await;
+        let last = match result {
+            Ok(reports) => serde_json::json!({ "reports": reports }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        let _ = tx.send(line(last));
+    });
+    let body = axum::body::Body::from_stream(tokio_stream_from(rx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Streams a query result. The first batch is awaited before the status is

@@ -49,6 +49,11 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let flusher = spawn_flusher(db.clone(), cancel.clone())?;
+    let maintenance = spawn_background("maintenance", {
+        let db = db.clone();
+        let cancel = cancel.clone();
+        move || db.run_maintenance_schedule(cancel)
+    })?;
 
     let app = http::router(http::AppState::new(db.clone(), config.max_body_bytes));
     // Tests and scripts read this line to learn the port.
@@ -60,6 +65,7 @@ pub async fn run(
     tracing::info!("shutting down: flushing buffers");
     cancel.cancel();
     let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
+    let _ = tokio::task::spawn_blocking(move || maintenance.join()).await;
     finish(&db).await?;
     served.map_err(Error::Serve)
 }
@@ -81,6 +87,28 @@ fn spawn_flusher(
         .spawn(move || {
             lower_priority();
             runtime.block_on(db.run_flusher(cancel));
+        })
+        .map_err(Error::Serve)
+}
+
+/// Runs `task` on a low-priority thread of its own with its own runtime,
+/// like the flusher: table maintenance rewrites files and must not slow
+/// ingest or flushes.
+fn spawn_background<F, Fut>(name: &str, task: F) -> Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(Error::Serve)?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_priority();
+            runtime.block_on(task());
         })
         .map_err(Error::Serve)
 }

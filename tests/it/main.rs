@@ -2,6 +2,7 @@
 //! Every test drives the real `allsource` binary over HTTP.
 
 mod analytics;
+mod compaction;
 mod crash;
 mod delta_interop;
 mod dsl;

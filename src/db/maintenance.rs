@@ -1,0 +1,494 @@
+//! Table maintenance: compaction of small files, Delta checkpoints, data
+//! retention and vacuum. Run by the scheduler inside `allsource serve`, by
+//! `POST /v1/admin/compact` and by `allsource compact`.
+//!
+//! Compaction runs partition by partition with deltalake's `optimize`, one
+//! commit each, next to flushes and queries:
+//! - a flush commits appends while a partition is rewritten; deltalake's
+//!   conflict check lets a blind append and a rewrite both commit, and a
+//!   rewrite that loses a race is retried, then skipped (it gives way);
+//! - queries keep the snapshot they started with; the replaced files stay
+//!   until vacuum, which only deletes files replaced more than
+//!   `--vacuum-retention` ago;
+//! - after the commits, queries move to the new snapshot only when it holds
+//!   exactly the rows the buffer was trimmed to (`Table::adopt_latest`).
+//!
+//! A run killed midway leaves every partition either rewritten (committed)
+//! or untouched; the next run picks up the rest.
+
+use super::table::Table;
+use super::{Database, Error, Result};
+use crate::ids::{TableName, TenantId};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{col, lit};
+use deltalake::{DeltaTable, FilterOp, FilterValue};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How many past runs `system.compactions` and the admin API remember.
+const HISTORY: usize = 1000;
+
+/// What one maintenance run of one table did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceReport {
+    pub tenant: String,
+    pub table: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub dry_run: bool,
+    /// Partitions compacted (or that would be, in a dry run).
+    pub partitions: usize,
+    pub files_in: u64,
+    pub bytes_in: u64,
+    pub files_out: u64,
+    pub bytes_out: u64,
+    /// Files written or removed by data retention.
+    pub retention_files_removed: u64,
+    pub vacuumed_files: u64,
+    pub checkpoint: bool,
+    /// `done`, `nothing to do`, `dry run`, or what went wrong.
+    pub outcome: String,
+}
+
+/// Progress of a run, for the CLI's progress bar.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub table: String,
+    pub partition: String,
+    pub partitions_done: usize,
+    pub partitions_total: usize,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error("table {0} is already being compacted; try again when that run is done")]
+    Busy(String),
+    #[error("no table {0}")]
+    NoTable(String),
+    #[error(transparent)]
+    Db(#[from] Error),
+}
+
+/// The run history, newest last, also appended to
+/// `<data-dir>/maintenance.jsonl`.
+#[derive(Debug, Default)]
+pub struct History {
+    runs: parking_lot::Mutex<VecDeque<MaintenanceReport>>,
+}
+
+impl History {
+    /// Loads what earlier processes recorded.
+    pub(crate) fn load(path: &std::path::Path) -> History {
+        let mut runs = VecDeque::new();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for line in text.lines() {
+                if let Ok(r) = serde_json::from_str::<serde_json::Value>(line)
+                    && let Some(r) = report_from_json(&r)
+                {
+                    runs.push_back(r);
+                    if runs.len() > HISTORY {
+                        runs.pop_front();
+                    }
+                }
+            }
+        }
+        History {
+            runs: parking_lot::Mutex::new(runs),
+        }
+    }
+
+    fn record(&self, path: &std::path::Path, report: &MaintenanceReport) {
+        let mut runs = self.runs.lock();
+        runs.push_back(report.clone());
+        if runs.len() > HISTORY {
+            runs.pop_front();
+        }
+        let line = serde_json::to_string(report).unwrap_or_default();
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not record the maintenance run");
+        }
+    }
+
+    /// The remembered runs of `tenant`, oldest first.
+    pub fn runs(&self, tenant: &TenantId) -> Vec<MaintenanceReport> {
+        self.runs
+            .lock()
+            .iter()
+            .filter(|r| r.tenant == tenant.as_str())
+            .cloned()
+            .collect()
+    }
+}
+
+fn report_from_json(v: &serde_json::Value) -> Option<MaintenanceReport> {
+    let s = |k: &str| v[k].as_str().map(String::from);
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    Some(MaintenanceReport {
+        tenant: s("tenant")?,
+        table: s("table")?,
+        started_at: s("started_at")?,
+        duration_ms: n("duration_ms"),
+        dry_run: v["dry_run"].as_bool().unwrap_or(false),
+        partitions: n("partitions") as usize,
+        files_in: n("files_in"),
+        bytes_in: n("bytes_in"),
+        files_out: n("files_out"),
+        bytes_out: n("bytes_out"),
+        retention_files_removed: n("retention_files_removed"),
+        vacuumed_files: n("vacuumed_files"),
+        checkpoint: v["checkpoint"].as_bool().unwrap_or(false),
+        outcome: s("outcome").unwrap_or_default(),
+    })
+}
+
+/// The Parquet settings of compacted files: zstd, page-level statistics
+/// and bloom filters on the columns looked up by value.
+fn writer_properties() -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for column in ["entity_id", "event_id"] {
+        b = b.set_column_bloom_filter_enabled(ColumnPath::from(column), true);
+    }
+    b.build()
+}
+
+/// A partition's files smaller than the target, by partition value.
+fn small_files(delta: &DeltaTable, target: u64) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let Ok(snapshot) = delta.snapshot() else {
+        return out;
+    };
+    for f in snapshot.log_data().iter() {
+        let size = f.size().max(0) as u64;
+        if size >= target * 3 / 4 {
+            continue;
+        }
+        let partition = f
+            .partition_values_map()
+            .get(crate::storage::PARTITION_COLUMN)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        out.entry(partition).or_default().push(size);
+    }
+    out.retain(|_, files| files.len() > 1);
+    out
+}
+
+fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
+    matches!(
+        e,
+        deltalake::DeltaTableError::Transaction { .. }
+            | deltalake::DeltaTableError::VersionAlreadyExists(_)
+    )
+}
+
+impl Database {
+    /// The run history.
+    pub fn maintenance_history(&self) -> &History {
+        &self.history
+    }
+
+    /// Maintains every table of `tenant` (or of all tenants), or the one
+    /// named. Tables already being maintained are reported as busy.
+    pub async fn maintain_all(
+        &self,
+        tenant: Option<&TenantId>,
+        table: Option<&TableName>,
+        dry_run: bool,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> std::result::Result<Vec<MaintenanceReport>, MaintenanceError> {
+        let tables: Vec<Arc<Table>> = self
+            .tables
+            .read()
+            .values()
+            .filter(|t| tenant.is_none_or(|x| &t.tenant == x))
+            .filter(|t| table.is_none_or(|x| &t.name == x))
+            .cloned()
+            .collect();
+        if let (Some(name), true) = (table, tables.is_empty()) {
+            return Err(MaintenanceError::NoTable(name.to_string()));
+        }
+        let mut reports = Vec::new();
+        for t in tables {
+            match self.maintain(&t, dry_run, progress).await {
+                Ok(r) => reports.push(r),
+                // a scheduled sweep skips a table a manual run is busy with
+                Err(MaintenanceError::Busy(_)) if table.is_none() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reports)
+    }
+
+    /// One run over one table: compaction, checkpoint, retention, vacuum.
+    pub async fn maintain(
+        &self,
+        table: &Arc<Table>,
+        dry_run: bool,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> std::result::Result<MaintenanceReport, MaintenanceError> {
+        let Ok(_one_at_a_time) = table.maintenance_lock.try_lock() else {
+            return Err(MaintenanceError::Busy(table.label()));
+        };
+        let started = Instant::now();
+        let mut report = MaintenanceReport {
+            tenant: table.tenant.to_string(),
+            table: table.name.to_string(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            duration_ms: 0,
+            dry_run,
+            partitions: 0,
+            files_in: 0,
+            bytes_in: 0,
+            files_out: 0,
+            bytes_out: 0,
+            retention_files_removed: 0,
+            vacuumed_files: 0,
+            checkpoint: false,
+            outcome: String::new(),
+        };
+        let result = self
+            .run_maintenance(table, dry_run, progress, &mut report)
+            .await;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(table = %table.label(), error = %e, "maintenance failed");
+                report.outcome = format!("failed: {e}");
+            }
+        }
+        if !dry_run {
+            self.history
+                .record(&self.config.data_dir.join("maintenance.jsonl"), &report);
+        }
+        Ok(report)
+    }
+
+    async fn run_maintenance(
+        &self,
+        table: &Arc<Table>,
+        dry_run: bool,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        let label = table.label();
+        let target = self.config.compaction_target_bytes.max(1 << 20);
+        let mut delta = self.storage.refresh(table.delta(), &label).await?;
+        if delta.version().is_none() {
+            report.outcome = "nothing to do".into();
+            return Ok(());
+        }
+        let plan = small_files(&delta, target);
+        report.partitions = plan.len();
+        report.files_in = plan.values().map(|f| f.len() as u64).sum();
+        report.bytes_in = plan.values().flatten().sum();
+        if dry_run {
+            report.outcome = if plan.is_empty() {
+                "nothing to do".into()
+            } else {
+                "dry run".into()
+            };
+            return Ok(());
+        }
+        let delta_err = |source| {
+            Error::Storage(Box::new(crate::storage::Error::Delta {
+                table: label.clone(),
+                source,
+            }))
+        };
+        let mut changed = false;
+        let mut gave_way = Vec::new();
+        let (mut files_done, mut bytes_done) = (0u64, 0u64);
+        let total = plan.len();
+        for (i, (partition, files)) in plan.iter().enumerate() {
+            let filters = [(
+                crate::storage::PARTITION_COLUMN,
+                FilterOp::Eq,
+                FilterValue::Scalar(partition.as_str()),
+            )];
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let run = delta
+                    .clone()
+                    .optimize()
+                    .with_filters(&filters)
+                    .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
+                    .with_writer_properties(writer_properties())
+                    .await;
+                match run {
+                    Ok((t, metrics)) => {
+                        self.storage.make_durable(&t).await?;
+                        report.files_out += metrics.num_files_added;
+                        report.bytes_out += metrics.files_added.total_size.max(0) as u64;
+                        changed |= metrics.num_files_added > 0 || metrics.num_files_removed > 0;
+                        delta = t;
+                        break;
+                    }
+                    Err(e) if is_conflict(&e) && attempt < 3 => {
+                        tracing::info!(table = %label, %partition, error = %e, "compaction lost a commit race; retrying");
+                        delta = self.storage.refresh(delta, &label).await?;
+                    }
+                    Err(e) if is_conflict(&e) => {
+                        gave_way.push(partition.clone());
+                        delta = self.storage.refresh(delta, &label).await?;
+                        break;
+                    }
+                    Err(e) => return Err(delta_err(e)),
+                }
+            }
+            files_done += files.len() as u64;
+            bytes_done += files.iter().sum::<u64>();
+            progress(Progress {
+                table: label.clone(),
+                partition: partition.clone(),
+                partitions_done: i + 1,
+                partitions_total: total,
+                files_done,
+                files_total: report.files_in,
+                bytes_done,
+                bytes_total: report.bytes_in,
+            });
+        }
+
+        // Data retention: delete what is older than the cutoff.
+        if let Some(keep) = self.config.retention {
+            let cutoff = chrono::Utc::now()
+                - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+            let predicate = col("timestamp").lt(lit(ScalarValue::TimestampMicrosecond(
+                Some(cutoff.timestamp_micros()),
+                Some("UTC".into()),
+            )));
+            let (t, metrics) = delta
+                .clone()
+                .delete()
+                .with_predicate(predicate)
+                .await
+                .map_err(delta_err)?;
+            if metrics.num_removed_files > 0 || metrics.num_added_files > 0 {
+                self.storage.make_durable(&t).await?;
+                changed = true;
+            }
+            report.retention_files_removed = metrics.num_removed_files as u64;
+            delta = t;
+        }
+
+        if changed {
+            deltalake::checkpoints::create_checkpoint(&delta, None)
+                .await
+                .map_err(delta_err)?;
+            self.storage.make_durable(&delta).await?;
+            report.checkpoint = true;
+            table.adopt_latest(&self.storage).await?;
+        }
+
+        report.vacuumed_files = self.vacuum(delta, &label).await?;
+
+        report.outcome = if !gave_way.is_empty() {
+            format!(
+                "gave way to concurrent commits in {} partition(s); the next run retries them",
+                gave_way.len()
+            )
+        } else if changed || report.vacuumed_files > 0 {
+            "done".into()
+        } else {
+            "nothing to do".into()
+        };
+        Ok(())
+    }
+
+    /// Deletes the files replaced more than `--vacuum-retention` ago.
+    /// deltalake lists every tombstone still in the log, including files
+    /// an earlier vacuum already deleted, so the listing is checked
+    /// against the store first: no vacuum commit when nothing is left.
+    async fn vacuum(&self, delta: DeltaTable, label: &str) -> Result<u64> {
+        let delta_err = |source| {
+            Error::Storage(Box::new(crate::storage::Error::Delta {
+                table: label.to_string(),
+                source,
+            }))
+        };
+        let retention = chrono::Duration::from_std(self.config.vacuum_retention)
+            .unwrap_or(chrono::Duration::hours(1));
+        let (delta, listed) = delta
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .with_dry_run(true)
+            .await
+            .map_err(delta_err)?;
+        let store = delta.object_store();
+        let mut present = 0u64;
+        for file in &listed.files_deleted {
+            let path = object_store::path::Path::from(file.as_str());
+            if object_store::ObjectStoreExt::head(store.as_ref(), &path)
+                .await
+                .is_ok()
+            {
+                present += 1;
+            }
+        }
+        if present == 0 {
+            return Ok(0);
+        }
+        delta
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(delta_err)?;
+        Ok(present)
+    }
+
+    /// Runs maintenance on every table every `--maintenance-interval`
+    /// until `cancel`.
+    pub async fn run_maintenance_schedule(
+        self: Arc<Self>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        let every = self.config.maintenance_interval;
+        if every.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.maintain_all(None, None, false, &mut |_| {}).await {
+                Ok(reports) => {
+                    for r in reports.iter().filter(|r| r.outcome != "nothing to do") {
+                        tracing::info!(table = %format!("{}.{}", r.tenant, r.table), files_in = r.files_in,
+                            files_out = r.files_out, vacuumed = r.vacuumed_files, outcome = %r.outcome,
+                            "maintenance");
+                    }
+                }
+                Err(MaintenanceError::Busy(t)) => {
+                    tracing::debug!(table = %t, "maintenance already running")
+                }
+                Err(e) => tracing::error!(error = %e, "maintenance failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Table maintenance through `POST /v1/admin/compact` and `allsource
+//! compact`: compaction next to ingest and queries, dry runs, one run per
+//! table at a time, vacuum.
+
+use crate::support::TestServer;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+fn parquet_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join("tables")];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet")
+                && !p.to_string_lossy().contains("_delta_log")
+            {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `n` events spread over `days` days, ids `{prefix}{i}`.
+fn spread(prefix: &str, n: usize, days: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                json!({
+                    "event_id": format!("{prefix}{i}"),
+                    "event_type": "tick",
+                    "entity_id": format!("u{}", i % 17),
+                    "timestamp": format!("2026-02-{:02}T12:00:00Z", 1 + i % days),
+                    "payload": {"n": i},
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `rounds` requests, each flushed to files of its own (a SIGTERM flushes
+/// everything): one small file per round and day.
+fn small_files(s: &mut TestServer, prefix: &str, rounds: usize, per: usize, days: usize) {
+    for round in 0..rounds {
+        s.ingest(&spread(&format!("{prefix}{round}-"), per, days));
+        s.stop();
+        s.restart();
+    }
+}
+
+fn compact(s: &TestServer, query: &str) -> Value {
+    let r = s.post(&format!("/v1/admin/compact{query}"), "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[test]
+fn compaction_merges_small_files_and_keeps_every_row() {
+    let mut s = TestServer::start(&["--vacuum-retention", "0s"]);
+    small_files(&mut s, "r", 6, 50, 4);
+    let before = parquet_files(&s.data_dir);
+    assert_eq!(before.len(), 24);
+    let sum = "SELECT count(*) AS n, count(DISTINCT event_id) AS ids, sum(n) AS total FROM events";
+    let expected = s.sql(sum);
+
+    // a dry run reports and changes nothing
+    let dry = compact(&s, "?dry_run=true");
+    let r = &dry["reports"][0];
+    assert_eq!(r["outcome"], json!("dry run"), "{dry}");
+    assert_eq!(r["partitions"], json!(4));
+    assert_eq!(r["files_in"].as_u64().unwrap(), before.len() as u64);
+    assert_eq!(parquet_files(&s.data_dir), before);
+
+    let done = compact(&s, "?table=events");
+    let r = &done["reports"][0];
+    assert_eq!(r["outcome"], json!("done"), "{done}");
+    assert_eq!(r["files_out"], json!(4), "one file per partition: {done}");
+    assert_eq!(r["checkpoint"], json!(true));
+    assert_eq!(
+        r["vacuumed_files"].as_u64().unwrap(),
+        before.len() as u64,
+        "{done}"
+    );
+    assert_eq!(parquet_files(&s.data_dir).len(), 4);
+    assert_eq!(s.sql(sum), expected);
+
+    // nothing left to do; the history is kept
+    let again = compact(&s, "");
+    assert_eq!(
+        again["reports"][0]["outcome"],
+        json!("nothing to do"),
+        "{again}"
+    );
+    let history = std::fs::read_to_string(s.data_dir.join("maintenance.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 2, "{history}");
+
+    // an unknown table is a 404
+    let r = s.post("/v1/admin/compact?table=nope", "application/json", "");
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+#[test]
+fn compaction_under_concurrent_ingest_and_queries() {
+    let s = Arc::new(TestServer::start(&["--flush-age", "10ms"]));
+    s.ingest(&spread("first-", 40, 6));
+    let acked = Arc::new(AtomicU64::new(40));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (s, acked, stop) = (s.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                s.ingest(&spread(&format!("w{round}-"), 40, 6));
+                acked.fetch_add(40, Ordering::SeqCst);
+                round += 1;
+                std::thread::sleep(std::time::Duration::from_millis(15));
+            }
+        })
+    };
+    let reader = {
+        let (s, acked, stop) = (s.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = 0u64;
+            let mut samples = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let floor = acked.load(Ordering::SeqCst);
+                let rows =
+                    s.sql("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events");
+                let n = rows[0]["n"].as_u64().unwrap();
+                let ids = rows[0]["ids"].as_u64().unwrap();
+                let ceiling = acked.load(Ordering::SeqCst) + 40;
+                assert_eq!(n, ids, "a row was seen twice");
+                assert!(
+                    n >= floor && n >= last,
+                    "count went down: {n} after {last}, {floor} acknowledged"
+                );
+                assert!(n <= ceiling, "more rows ({n}) than were sent ({ceiling})");
+                last = n;
+                samples += 1;
+            }
+            samples
+        })
+    };
+    let mut compacted = 0;
+    for _ in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let out = compact(&s, "");
+        let outcome = out["reports"][0]["outcome"].as_str().unwrap().to_string();
+        assert!(!outcome.starts_with("failed"), "{out}");
+        compacted += out["reports"][0]["files_in"].as_u64().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let samples = reader.join().unwrap();
+    assert!(samples > 10, "only {samples} query samples");
+    assert!(compacted > 20, "compaction merged only {compacted} files");
+    let total = acked.load(Ordering::SeqCst);
+    let rows = s.sql("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM events");
+    assert_eq!(rows[0]["n"], json!(total));
+    assert_eq!(rows[0]["ids"], json!(total));
+}
+
+#[test]
+fn one_compaction_per_table_at_a_time() {
+    let mut s = TestServer::start(&[]);
+    small_files(&mut s, "b", 3, 84, 28);
+    // follow the first run's progress; while it is midway, ask again
+    let client = reqwest::blocking::Client::new();
+    let first = client
+        .post(s.url("/v1/admin/compact?progress=true"))
+        .send()
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(first).lines();
+    let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let p = &line["progress"];
+    assert_eq!(p["partitions_done"], json!(1), "{line}");
+    assert_eq!(p["partitions_total"], json!(28), "{line}");
+    let second = s.post("/v1/admin/compact?table=events", "application/json", "");
+    assert_eq!(second.status, 409, "{}", second.text());
+    assert!(
+        second.error().contains("already being compacted"),
+        "{}",
+        second.error()
+    );
+    let last: Value = serde_json::from_str(&lines.last().unwrap().unwrap()).unwrap();
+    assert_eq!(last["reports"][0]["outcome"], json!("done"), "{last}");
+}
+
+#[test]
+fn the_cli_shows_progress_and_reports() {
+    let mut s = TestServer::start(&[]);
+    small_files(&mut s, "c", 3, 30, 3);
+    let bin = env!("CARGO_BIN_EXE_allsource");
+    let dry = std::process::Command::new(bin)
+        .args(["compact", "--dry-run", "--url", &s.base])
+        .output()
+        .unwrap();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.starts_with("events: dry run — 3 partition(s)"),
+        "{text}"
+    );
+    let run = std::process::Command::new(bin)
+        .args(["compact", "--table", "events", "--url", &s.base])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.starts_with("events: done — 3 partition(s)"), "{text}");
+    assert!(text.contains("→ 3 files"), "{text}");
+    let bar = String::from_utf8_lossy(&run.stderr);
+    assert!(bar.contains("3/3 partitions"), "{bar}");
+    let bad = std::process::Command::new(bin)
+        .args(["compact", "--table", "nope", "--url", &s.base])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no table nope"));
+}
