@@ -237,3 +237,76 @@ fn the_cli_shows_progress_and_reports() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no table nope"));
 }
+
+#[test]
+fn a_compaction_killed_midway_leaves_the_table_whole_and_the_next_run_finishes() {
+    let mut s = TestServer::start(&[]);
+    small_files(&mut s, "k", 3, 84, 28);
+    let sum = "SELECT count(*) AS n, count(DISTINCT event_id) AS ids, sum(n) AS total FROM events";
+    let expected = s.sql(sum);
+    let response = reqwest::blocking::Client::new()
+        .post(s.url("/v1/admin/compact?progress=true"))
+        .send()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(response).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["progress"]["partitions_done"], json!(1), "{first}");
+    s.kill9();
+    s.restart();
+    assert_eq!(
+        s.sql(sum),
+        expected,
+        "rows changed after a kill during compaction"
+    );
+    let next = compact(&s, "");
+    let r = &next["reports"][0];
+    assert_eq!(r["outcome"], json!("done"), "{next}");
+    let left = r["partitions"].as_u64().unwrap();
+    assert!(
+        (1..28).contains(&left),
+        "the next run should finish the rest: {next}"
+    );
+    assert_eq!(s.sql(sum), expected);
+    let dry = compact(&s, "?dry_run=true");
+    assert_eq!(
+        dry["reports"][0]["outcome"],
+        json!("nothing to do"),
+        "{dry}"
+    );
+}
+
+#[test]
+fn retention_removes_exactly_the_old_rows() {
+    let mut s = TestServer::start(&["--retention", "30days"]);
+    let now = chrono::Utc::now();
+    let at = |days: i64, minutes: i64| {
+        (now - chrono::Duration::days(days) + chrono::Duration::minutes(minutes)).to_rfc3339()
+    };
+    let events: Vec<Value> = [
+        ("old-1", at(45, 0)),
+        ("old-2", at(30, -5)),
+        ("new-1", at(30, 60)),
+        ("new-2", at(2, 0)),
+    ]
+    .iter()
+    .map(|(id, ts)| json!({"event_id": id, "event_type": "t", "entity_id": "u", "timestamp": ts}))
+    .collect();
+    s.ingest(&Value::Array(events));
+    s.stop();
+    s.restart();
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(4));
+    let out = compact(&s, "");
+    assert!(
+        out["reports"][0]["retention_files_removed"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{out}"
+    );
+    let left = s.sql("SELECT event_id FROM events ORDER BY event_id");
+    assert_eq!(
+        left,
+        vec![json!({"event_id": "new-1"}), json!({"event_id": "new-2"})]
+    );
+}
