@@ -7,6 +7,7 @@
 //! [`output`] turns result batches into the wire formats.
 
 pub mod output;
+mod system;
 pub mod table;
 
 use crate::db::Database;
@@ -67,6 +68,13 @@ pub fn session(db: Arc<Database>, tenant: TenantId) -> Result<SessionContext> {
         .build();
     let mut ctx = SessionContext::new_with_state(state);
     let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema(
+        "system",
+        Arc::new(system::SystemSchema {
+            db: db.clone(),
+            tenant: tenant.clone(),
+        }),
+    )?;
     catalog.register_schema(SCHEMA, Arc::new(TenantSchema { db, tenant }))?;
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     udfs::register_all(&mut ctx)?;

@@ -310,3 +310,44 @@ fn retention_removes_exactly_the_old_rows() {
         vec![json!({"event_id": "new-1"}), json!({"event_id": "new-2"})]
     );
 }
+
+#[test]
+fn system_tables_show_files_and_compactions() {
+    let mut s = TestServer::start(&[]);
+    small_files(&mut s, "s", 3, 20, 2);
+    let t = s.sql("SELECT table_name, files, rows, partitions, last_compaction FROM system.tables");
+    assert_eq!(
+        t,
+        vec![
+            json!({"table_name": "events", "files": 6, "rows": 60, "partitions": 2, "last_compaction": null})
+        ]
+    );
+    let per_partition = s.sql(
+        "SELECT partition, count(*) AS files, sum(rows) AS rows FROM system.files GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(
+        per_partition,
+        vec![
+            json!({"partition": "2026-02-01", "files": 3, "rows": 30}),
+            json!({"partition": "2026-02-02", "files": 3, "rows": 30}),
+        ]
+    );
+    compact(&s, "");
+    let t = s.sql("SELECT files, rows, last_compaction IS NOT NULL AS done FROM system.tables");
+    assert_eq!(t, vec![json!({"files": 2, "rows": 60, "done": true})]);
+    let runs = s
+        .sql("SELECT table_name, files_in, files_out, checkpoint, outcome FROM system.compactions");
+    assert_eq!(
+        runs,
+        vec![
+            json!({"table_name": "events", "files_in": 6, "files_out": 2, "checkpoint": true, "outcome": "done"})
+        ]
+    );
+    // the history survives a restart
+    s.stop();
+    s.restart();
+    assert_eq!(
+        s.scalar("SELECT count(*) FROM system.compactions"),
+        json!(1)
+    );
+}

@@ -1,0 +1,233 @@
+//! The `system` schema of a tenant's catalog: `system.tables`,
+//! `system.files` and `system.compactions`, built from the tables' current
+//! Delta snapshots and the maintenance history when a query names them.
+
+use crate::db::Database;
+use crate::ids::TenantId;
+use arrow::array::{
+    ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::error::Result;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// The system tables of one tenant.
+#[derive(Debug)]
+pub(crate) struct SystemSchema {
+    pub(crate) db: Arc<Database>,
+    pub(crate) tenant: TenantId,
+}
+
+const NAMES: [&str; 3] = ["tables", "files", "compactions"];
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// One file of a table's current snapshot.
+struct FileRow {
+    table: String,
+    partition: String,
+    path: String,
+    bytes: u64,
+    rows: Option<u64>,
+    modified_ms: i64,
+}
+
+impl SystemSchema {
+    fn files(&self) -> Vec<FileRow> {
+        let mut out = Vec::new();
+        for name in self.db.table_names(&self.tenant) {
+            let Ok(n) = name.parse() else { continue };
+            let Some(t) = self.db.table(&self.tenant, &n) else {
+                continue;
+            };
+            let delta = t.delta();
+            let Ok(snapshot) = delta.snapshot() else {
+                continue;
+            };
+            for f in snapshot.log_data().iter() {
+                out.push(FileRow {
+                    table: name.clone(),
+                    partition: f
+                        .partition_values_map()
+                        .get(crate::storage::PARTITION_COLUMN)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default(),
+                    path: f.path().to_string(),
+                    bytes: f.size().max(0) as u64,
+                    rows: f.num_records().map(|n| n as u64),
+                    modified_ms: f.modification_time(),
+                });
+            }
+        }
+        out
+    }
+
+    fn files_table(&self) -> Result<Arc<dyn TableProvider>> {
+        let rows = self.files();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("partition", DataType::Utf8, false),
+            Field::new("path", DataType::Utf8, false),
+            Field::new("bytes", DataType::UInt64, false),
+            Field::new("rows", DataType::UInt64, true),
+            Field::new("modified", ts_type(), false),
+        ]));
+        table(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.table))),
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| &r.partition),
+                )),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.path))),
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.bytes))),
+                Arc::new(rows.iter().map(|r| r.rows).collect::<UInt64Array>()),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.modified_ms))
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+    }
+
+    fn tables_table(&self) -> Result<Arc<dyn TableProvider>> {
+        let files = self.files();
+        let history = self.db.maintenance_history().runs(&self.tenant);
+        let names = self.db.table_names(&self.tenant);
+        let mut cols: (
+            Vec<String>,
+            Vec<u64>,
+            Vec<u64>,
+            Vec<u64>,
+            Vec<u64>,
+            Vec<u64>,
+        ) = Default::default();
+        let mut last: Vec<Option<i64>> = Vec::new();
+        for name in &names {
+            let mine: Vec<&FileRow> = files.iter().filter(|f| &f.table == name).collect();
+            let partitions: BTreeSet<&str> = mine.iter().map(|f| f.partition.as_str()).collect();
+            let buffered = name
+                .parse()
+                .ok()
+                .and_then(|n| self.db.table(&self.tenant, &n))
+                .map_or(0, |t| t.buffered_rows() as u64);
+            cols.0.push(name.clone());
+            cols.1.push(mine.len() as u64);
+            cols.2.push(mine.iter().map(|f| f.bytes).sum());
+            cols.3.push(mine.iter().filter_map(|f| f.rows).sum());
+            cols.4.push(partitions.len() as u64);
+            cols.5.push(buffered);
+            last.push(
+                history
+                    .iter()
+                    .rev()
+                    .find(|r| &r.table == name && !r.dry_run)
+                    .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.started_at).ok())
+                    .map(|t| t.timestamp_millis()),
+            );
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("files", DataType::UInt64, false),
+            Field::new("bytes", DataType::UInt64, false),
+            Field::new("rows", DataType::UInt64, false),
+            Field::new("partitions", DataType::UInt64, false),
+            Field::new("buffered_rows", DataType::UInt64, false),
+            Field::new("last_compaction", ts_type(), true),
+        ]));
+        table(
+            schema,
+            vec![
+                Arc::new(StringArray::from(cols.0)),
+                Arc::new(UInt64Array::from(cols.1)),
+                Arc::new(UInt64Array::from(cols.2)),
+                Arc::new(UInt64Array::from(cols.3)),
+                Arc::new(UInt64Array::from(cols.4)),
+                Arc::new(UInt64Array::from(cols.5)),
+                Arc::new(TimestampMillisecondArray::from(last).with_timezone("UTC")),
+            ],
+        )
+    }
+
+    fn compactions_table(&self) -> Result<Arc<dyn TableProvider>> {
+        let runs = self.db.maintenance_history().runs(&self.tenant);
+        let started: Vec<Option<i64>> = runs
+            .iter()
+            .map(|r| {
+                chrono::DateTime::parse_from_rfc3339(&r.started_at)
+                    .ok()
+                    .map(|t| t.timestamp_millis())
+            })
+            .collect();
+        let u = |f: &dyn Fn(&crate::db::maintenance::MaintenanceReport) -> u64| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(runs.iter().map(f)))
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("started", ts_type(), true),
+            Field::new("duration_ms", DataType::UInt64, false),
+            Field::new("partitions", DataType::UInt64, false),
+            Field::new("files_in", DataType::UInt64, false),
+            Field::new("bytes_in", DataType::UInt64, false),
+            Field::new("files_out", DataType::UInt64, false),
+            Field::new("bytes_out", DataType::UInt64, false),
+            Field::new("retention_files_removed", DataType::UInt64, false),
+            Field::new("vacuumed_files", DataType::UInt64, false),
+            Field::new("checkpoint", DataType::Boolean, false),
+            Field::new("outcome", DataType::Utf8, false),
+        ]));
+        table(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(runs.iter().map(|r| &r.table))),
+                Arc::new(TimestampMillisecondArray::from(started).with_timezone("UTC")),
+                u(&|r| r.duration_ms),
+                u(&|r| r.partitions as u64),
+                u(&|r| r.files_in),
+                u(&|r| r.bytes_in),
+                u(&|r| r.files_out),
+                u(&|r| r.bytes_out),
+                u(&|r| r.retention_files_removed),
+                u(&|r| r.vacuumed_files),
+                Arc::new(BooleanArray::from_iter(
+                    runs.iter().map(|r| Some(r.checkpoint)),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    runs.iter().map(|r| &r.outcome),
+                )),
+            ],
+        )
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        NAMES.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(Some(match name {
+            "tables" => self.tables_table()?,
+            "files" => self.files_table()?,
+            "compactions" => self.compactions_table()?,
+            _ => return Ok(None),
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        NAMES.contains(&name)
+    }
+}
