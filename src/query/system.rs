@@ -106,14 +106,8 @@ impl SystemSchema {
         let files = self.files();
         let history = self.db.maintenance_history().runs(&self.tenant);
         let names = self.db.table_names(&self.tenant);
-        let mut cols: (
-            Vec<String>,
-            Vec<u64>,
-            Vec<u64>,
-            Vec<u64>,
-            Vec<u64>,
-            Vec<u64>,
-        ) = Default::default();
+        // file count, bytes, rows, partitions, buffered rows
+        let mut counts: [Vec<u64>; 5] = Default::default();
         let mut last: Vec<Option<i64>> = Vec::new();
         for name in &names {
             let mine: Vec<&FileRow> = files.iter().filter(|f| &f.table == name).collect();
@@ -123,12 +117,11 @@ impl SystemSchema {
                 .ok()
                 .and_then(|n| self.db.table(&self.tenant, &n))
                 .map_or(0, |t| t.buffered_rows() as u64);
-            cols.0.push(name.clone());
-            cols.1.push(mine.len() as u64);
-            cols.2.push(mine.iter().map(|f| f.bytes).sum());
-            cols.3.push(mine.iter().filter_map(|f| f.rows).sum());
-            cols.4.push(partitions.len() as u64);
-            cols.5.push(buffered);
+            counts[0].push(mine.len() as u64);
+            counts[1].push(mine.iter().map(|f| f.bytes).sum());
+            counts[2].push(mine.iter().filter_map(|f| f.rows).sum());
+            counts[3].push(partitions.len() as u64);
+            counts[4].push(buffered);
             last.push(
                 history
                     .iter()
@@ -150,12 +143,12 @@ impl SystemSchema {
         table(
             schema,
             vec![
-                Arc::new(StringArray::from(cols.0)),
-                Arc::new(UInt64Array::from(cols.1)),
-                Arc::new(UInt64Array::from(cols.2)),
-                Arc::new(UInt64Array::from(cols.3)),
-                Arc::new(UInt64Array::from(cols.4)),
-                Arc::new(UInt64Array::from(cols.5)),
+                Arc::new(StringArray::from(names.clone())),
+                Arc::new(UInt64Array::from(std::mem::take(&mut counts[0]))),
+                Arc::new(UInt64Array::from(std::mem::take(&mut counts[1]))),
+                Arc::new(UInt64Array::from(std::mem::take(&mut counts[2]))),
+                Arc::new(UInt64Array::from(std::mem::take(&mut counts[3]))),
+                Arc::new(UInt64Array::from(std::mem::take(&mut counts[4]))),
                 Arc::new(TimestampMillisecondArray::from(last).with_timezone("UTC")),
             ],
         )
