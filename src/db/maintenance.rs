@@ -159,6 +159,104 @@ fn report_from_json(v: &serde_json::Value) -> Option<MaintenanceReport> {
     })
 }
 
+/// A table's own maintenance settings; unset fields follow the server's
+/// flags. Values are humantime durations ("30days", "1h").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_interval: Option<String>,
+}
+
+impl TableSettings {
+    /// Checks the values; the error names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (field, value) in [
+            ("retention", &self.retention),
+            ("maintenance_interval", &self.maintenance_interval),
+        ] {
+            if let Some(v) = value
+                && let Err(e) = humantime::parse_duration(v)
+            {
+                return Err(format!(
+                    "{field}: {v:?} is not a duration like \"30days\" or \"1h\" ({e})"
+                ));
+            }
+        }
+        if self
+            .maintenance_interval
+            .as_deref()
+            .and_then(|v| humantime::parse_duration(v).ok())
+            == Some(std::time::Duration::ZERO)
+        {
+            return Err("maintenance_interval: must be longer than 0".into());
+        }
+        Ok(())
+    }
+
+    fn duration(v: &Option<String>) -> Option<std::time::Duration> {
+        v.as_deref().and_then(|v| humantime::parse_duration(v).ok())
+    }
+}
+
+/// Every table's settings, kept in `<data-dir>/table-settings.json`.
+#[derive(Debug)]
+pub struct SettingsStore {
+    path: std::path::PathBuf,
+    map: parking_lot::Mutex<BTreeMap<String, TableSettings>>,
+}
+
+impl SettingsStore {
+    pub(crate) fn load(path: std::path::PathBuf) -> SettingsStore {
+        let map = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        SettingsStore {
+            path,
+            map: parking_lot::Mutex::new(map),
+        }
+    }
+
+    /// A table's settings.
+    pub fn get(&self, table: &Table) -> TableSettings {
+        self.map
+            .lock()
+            .get(&table.label())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces a table's settings, durably (write, fsync, rename).
+    pub fn set(&self, table: &Table, settings: TableSettings) -> std::io::Result<()> {
+        let mut map = self.map.lock();
+        let mut next = map.clone();
+        if settings == TableSettings::default() {
+            next.remove(&table.label());
+        } else {
+            next.insert(table.label(), settings);
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(
+                serde_json::to_string_pretty(&next)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *map = next;
+        Ok(())
+    }
+}
+
 /// The Parquet settings of compacted files: zstd, page-level statistics
 /// and bloom filters on the columns looked up by value.
 fn writer_properties() -> WriterProperties {
@@ -373,7 +471,9 @@ impl Database {
         }
 
         // Data retention: delete what is older than the cutoff.
-        if let Some(keep) = self.config.retention {
+        let keep =
+            TableSettings::duration(&self.settings.get(table).retention).or(self.config.retention);
+        if let Some(keep) = keep {
             let cutoff = chrono::Utc::now()
                 - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
             let predicate = col("timestamp").lt(lit(ScalarValue::TimestampMicrosecond(
@@ -461,34 +561,48 @@ impl Database {
         Ok(present)
     }
 
-    /// Runs maintenance on every table every `--maintenance-interval`
-    /// until `cancel`.
+    /// Maintains each table every `--maintenance-interval`, or its own
+    /// interval when it has one, until `cancel`.
     pub async fn run_maintenance_schedule(
         self: Arc<Self>,
         cancel: tokio_util::sync::CancellationToken,
     ) {
-        let every = self.config.maintenance_interval;
-        if every.is_zero() {
-            return;
-        }
+        let started = Instant::now();
+        let mut last_run: std::collections::HashMap<String, Instant> = Default::default();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             }
-            match self.maintain_all(None, None, false, &mut |_| {}).await {
-                Ok(reports) => {
-                    for r in reports.iter().filter(|r| r.outcome != "nothing to do") {
-                        tracing::info!(table = %format!("{}.{}", r.tenant, r.table), files_in = r.files_in,
-                            files_out = r.files_out, vacuumed = r.vacuumed_files, outcome = %r.outcome,
-                            "maintenance");
+            let tables: Vec<Arc<Table>> = self.tables.read().values().cloned().collect();
+            for t in tables {
+                let every = TableSettings::duration(&self.settings.get(&t).maintenance_interval)
+                    .unwrap_or(self.config.maintenance_interval);
+                if every.is_zero() {
+                    continue;
+                }
+                let since = last_run.get(&t.label()).copied().unwrap_or(started);
+                if since.elapsed() < every {
+                    continue;
+                }
+                last_run.insert(t.label(), Instant::now());
+                match self.maintain(&t, false, &mut |_| {}).await {
+                    Ok(r) if r.outcome != "nothing to do" => {
+                        tracing::info!(table = %t.label(), files_in = r.files_in, files_out = r.files_out,
+                            vacuumed = r.vacuumed_files, outcome = %r.outcome, "maintenance");
                     }
+                    Ok(_) => {}
+                    Err(MaintenanceError::Busy(_)) => {
+                        tracing::debug!(table = %t.label(), "maintenance already running")
+                    }
+                    Err(e) => tracing::error!(table = %t.label(), error = %e, "maintenance failed"),
                 }
-                Err(MaintenanceError::Busy(t)) => {
-                    tracing::debug!(table = %t, "maintenance already running")
-                }
-                Err(e) => tracing::error!(error = %e, "maintenance failed"),
             }
         }
+    }
+
+    /// The table settings store.
+    pub fn table_settings(&self) -> &SettingsStore {
+        &self.settings
     }
 }

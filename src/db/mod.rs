@@ -88,12 +88,16 @@ pub struct Database {
     accepting: AtomicBool,
     /// Past maintenance runs.
     history: maintenance::History,
+    /// Per-table maintenance settings.
+    settings: maintenance::SettingsStore,
 }
 
 impl Database {
     /// Opens the database: finds the stored tables, replays the WAL.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
         let history = maintenance::History::load(&config.data_dir.join("maintenance.jsonl"));
+        let settings =
+            maintenance::SettingsStore::load(config.data_dir.join("table-settings.json"));
         let storage = Storage::new(&config)?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
@@ -122,6 +126,7 @@ impl Database {
             flush_wanted: Arc::new(tokio::sync::Notify::new()),
             accepting: AtomicBool::new(true),
             history,
+            settings,
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -335,6 +340,11 @@ impl Database {
             state.provider.clone(),
             state.buffer.iter().map(|b| b.batch.clone()).collect(),
         )
+    }
+
+    /// The settings the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Writes one table's buffer to Delta. Returns the rows written.

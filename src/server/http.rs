@@ -56,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/query", post(dsl_query))
         .route("/v1/admin/compact", post(compact))
+        .route(
+            "/v1/admin/tables/{table}/settings",
+            get(get_settings).put(put_settings),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -358,6 +362,73 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn admin_table(
+    state: &AppState,
+    headers: &HeaderMap,
+    table: &str,
+) -> Result<Arc<crate::db::Table>, ApiError> {
+    let tenant = tenant_of(headers);
+    let name = table
+        .parse::<crate::ids::TableName>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    state
+        .db
+        .table(&tenant, &name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no table {table}")))
+}
+
+/// `GET /v1/admin/tables/{table}/settings`: the table's own maintenance
+/// settings and the values in effect.
+async fn get_settings(
+    State(state): State<AppState>,
+    axum::extract::Path(table): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = admin_table(&state, &headers, &table)?;
+    Ok(axum::Json(settings_reply(&state, &t)).into_response())
+}
+
+fn settings_reply(state: &AppState, t: &crate::db::Table) -> serde_json::Value {
+    let own = state.db.table_settings().get(t);
+    let config = state.db.config();
+    let effective_retention = own.retention.clone().or_else(|| {
+        config
+            .retention
+            .map(|d| humantime::format_duration(d).to_string())
+    });
+    let effective_interval = own
+        .maintenance_interval
+        .clone()
+        .unwrap_or_else(|| humantime::format_duration(config.maintenance_interval).to_string());
+    serde_json::json!({
+        "table": t.name.to_string(),
+        "settings": own,
+        "effective": {"retention": effective_retention, "maintenance_interval": effective_interval},
+    })
+}
+
+/// `PUT /v1/admin/tables/{table}/settings` with `{"retention": "30days",
+/// "maintenance_interval": "1h"}` (either may be null or left out to
+/// follow the server's flags). Takes effect at the next run.
+async fn put_settings(
+    State(state): State<AppState>,
+    axum::extract::Path(table): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let t = admin_table(&state, &headers, &table)?;
+    let body = body_bytes(body)?;
+    let settings: crate::db::maintenance::TableSettings = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid settings: {e}")))?;
+    settings.validate().map_err(ApiError::bad_request)?;
+    state
+        .db
+        .table_settings()
+        .set(&t, settings)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(axum::Json(settings_reply(&state, &t)).into_response())
 }
 
 /// Streams a query result. The first batch is awaited before the status is

@@ -351,3 +351,71 @@ fn system_tables_show_files_and_compactions() {
         json!(1)
     );
 }
+
+#[test]
+fn per_table_settings_override_the_flags_and_persist() {
+    let mut s = TestServer::start(&["--maintenance-interval", "0s"]);
+    let now = chrono::Utc::now();
+    let at = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    let events: Vec<Value> = [("a", at(20)), ("b", at(5)), ("c", at(1))]
+        .iter()
+        .map(|(id, ts)| json!({"event_id": id, "event_type": "t", "entity_id": "u", "timestamp": ts}))
+        .collect();
+    s.ingest(&Value::Array(events));
+    s.stop();
+    s.restart();
+    let put = |s: &TestServer, body: &str| {
+        let r = s.client_put("/v1/admin/tables/events/settings", body);
+        (r.0, serde_json::from_str::<Value>(&r.1).unwrap())
+    };
+    let (status, reply) = put(
+        &s,
+        r#"{"retention": "10days", "maintenance_interval": "1s"}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["effective"]["retention"], json!("10days"));
+    // the table's own schedule runs although the server's is off
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.scalar("SELECT count(*) FROM system.compactions") == json!(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the table's schedule never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let left = s.sql("SELECT event_id FROM events ORDER BY event_id");
+    assert_eq!(
+        left,
+        vec![json!({"event_id": "b"}), json!({"event_id": "c"})]
+    );
+    // bad values name the field; unknown fields and tables are refused
+    let (status, reply) = put(&s, r#"{"retention": "ten days"}"#);
+    assert_eq!(status, 400);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("retention: \"ten days\" is not a duration"),
+        "{reply}"
+    );
+    let (status, reply) = put(&s, r#"{"retain": "1d"}"#);
+    assert_eq!(status, 400);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `retain`"),
+        "{reply}"
+    );
+    let r = s.client_put("/v1/admin/tables/nope/settings", "{}");
+    assert_eq!(r.0, 404);
+    // kept across restarts
+    s.stop();
+    s.restart();
+    let r = s.client_get("/v1/admin/tables/events/settings");
+    let v: Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(
+        v["settings"],
+        json!({"retention": "10days", "maintenance_interval": "1s"})
+    );
+}

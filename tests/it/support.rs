@@ -166,6 +166,25 @@ impl TestServer {
         }
     }
 
+    /// PUTs a JSON body; returns the status and the body.
+    pub(crate) fn client_put(&self, path: &str, body: &str) -> (u16, String) {
+        let r = self
+            .client
+            .put(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("request");
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// GETs `path` and returns the body of a 200.
+    pub(crate) fn client_get(&self, path: &str) -> String {
+        let r = self.client.get(self.url(path)).send().expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().unwrap()
+    }
+
     /// Posts JSON events to the default table and expects them accepted.
     pub(crate) fn ingest(&self, events: &Value) -> Value {
         let r = self.post("/v1/events", "application/json", events.to_string());
