@@ -5,7 +5,7 @@
 //! same Parquet files in the same run. Prints the speed-ups, the p99 of the
 //! two point queries (target < 10 ms), and the ratios to DuckDB.
 //!
-//! cargo bench --bench compaction_compare -- [--events 10000000] [--flush-rows 300000] [--repeats 20]
+//! cargo bench --bench compaction_compare -- [--events 10000000] [--flush-rows 300000] [--rate 150000] [--repeats 20]
 
 mod common;
 
@@ -41,6 +41,8 @@ fn main() {
     let events: usize = arg("--events", 10_000_000);
     let flush_rows: usize = arg("--flush-rows", 300_000);
     let repeats: usize = arg("--repeats", 20);
+    // paced so that flushes keep up and stay small
+    let rate: f64 = arg("--rate", 150_000.0);
     let batch = 10_000;
     let tmp = tempfile::tempdir().unwrap();
     let flags = [
@@ -66,7 +68,7 @@ fn main() {
         batch,
         events / batch,
         4,
-        None,
+        Some(rate),
     );
     println!(
         "loaded {} events at {:.0} events/s",

@@ -17,7 +17,7 @@ def main() -> None:
     queries = json.loads(queries_json)
     con = duckdb.connect()
     con.execute(
-        f"CREATE VIEW events AS SELECT * FROM read_parquet('{table_dir}/*/*.parquet', hive_partitioning = true)"
+        f"CREATE VIEW events AS SELECT * FROM read_parquet('{table_dir}/event_date=*/*.parquet', hive_partitioning = true)"
     )
     out = {}
     for name, sql in queries:
