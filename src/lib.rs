@@ -25,6 +25,7 @@ pub mod dedup;
 pub mod dsl;
 pub mod ids;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod schema;
 pub mod server;

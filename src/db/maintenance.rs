@@ -379,6 +379,20 @@ impl Database {
         if !dry_run {
             self.history
                 .record(&self.config.data_dir.join("maintenance.jsonl"), &report);
+            let m = crate::metrics::get();
+            let outcome = match report.outcome.as_str() {
+                "done" => "done",
+                "nothing to do" => "nothing",
+                o if o.starts_with("gave way") => "gave_way",
+                _ => "failed",
+            };
+            m.compactions.with_label_values(&[outcome]).inc();
+            m.compaction_files
+                .with_label_values(&["in"])
+                .inc_by(report.files_in);
+            m.compaction_files
+                .with_label_values(&["out"])
+                .inc_by(report.files_out);
         }
         Ok(report)
     }

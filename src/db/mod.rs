@@ -347,9 +347,27 @@ impl Database {
         &self.config
     }
 
+    /// Rows held by all buffers together.
+    pub fn buffered_rows(&self) -> usize {
+        self.tables.read().values().map(|t| t.buffered_rows()).sum()
+    }
+
     /// Writes one table's buffer to Delta. Returns the rows written.
     pub async fn flush_table(&self, table: &Arc<Table>) -> Result<usize> {
-        table.flush(&self.storage, &self.buffered_bytes).await
+        let started = std::time::Instant::now();
+        let result = table.flush(&self.storage, &self.buffered_bytes).await;
+        let m = crate::metrics::get();
+        match &result {
+            Ok(0) => {}
+            Ok(_) => {
+                m.flushes.with_label_values(&["ok"]).inc();
+                m.flush_seconds
+                    .with_label_values(&[] as &[&str])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            Err(_) => m.flushes.with_label_values(&["error"]).inc(),
+        }
+        result
     }
 
     /// Flushes every table, then deletes WAL segments no longer needed.

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/events", post(ingest_events))
         .route("/v1/sql", post(sql))
         .route("/v1/query", post(dsl_query))
@@ -154,6 +155,36 @@ struct IngestParams {
 }
 
 async fn ingest_events(
+    state: State<AppState>,
+    params: Query<IngestParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let tenant = tenant_of(&headers).to_string();
+    let bytes = body.as_ref().map_or(0, |b| b.len() as u64);
+    let result = ingest_events_inner(state, params, headers, body).await;
+    let m = crate::metrics::get();
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    let outcome = crate::metrics::outcome(status);
+    m.ingest_requests
+        .with_label_values(&[tenant.as_str(), outcome])
+        .inc();
+    m.ingest_bytes
+        .with_label_values(&[tenant.as_str()])
+        .inc_by(bytes);
+    if outcome == "ok" {
+        m.ingest_seconds
+            .with_label_values(&[tenant.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    result
+}
+
+async fn ingest_events_inner(
     State(state): State<AppState>,
     Query(params): Query<IngestParams>,
     headers: HeaderMap,
@@ -204,9 +235,14 @@ async fn ingest_events(
     // Detached, so that a client hanging up mid-request cannot cancel an
     // ingest between claiming its event ids and logging them.
     let db = state.db.clone();
+    let label = tenant.to_string();
     let outcome = tokio::spawn(async move { db.ingest(&tenant, &table, events).await })
         .await
         .map_err(internal)??;
+    crate::metrics::get()
+        .ingest_events
+        .with_label_values(&[label.as_str()])
+        .inc_by(outcome.accepted as u64);
     Ok(axum::Json(serde_json::json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,
@@ -239,7 +275,38 @@ fn output_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutputForma
         .unwrap_or(OutputFormat::Json))
 }
 
+/// Counts a query and its latency to the first batch (or its refusal).
+fn observe_query(
+    interface: &str,
+    started: std::time::Instant,
+    result: &Result<Response, ApiError>,
+) {
+    let m = crate::metrics::get();
+    let status = match result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    m.queries
+        .with_label_values(&[interface, crate::metrics::outcome(status)])
+        .inc();
+    m.query_seconds
+        .with_label_values(&[interface])
+        .observe(started.elapsed().as_secs_f64());
+}
+
 async fn sql(
+    state: State<AppState>,
+    params: Query<SqlParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let result = sql_inner(state, params, headers, body).await;
+    observe_query("sql", started, &result);
+    result
+}
+
+async fn sql_inner(
     State(state): State<AppState>,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
@@ -269,6 +336,18 @@ async fn sql(
 
 /// `POST /v1/query`: a DSL document (docs/dsl.md), answered like `/v1/sql`.
 async fn dsl_query(
+    state: State<AppState>,
+    params: Query<SqlParams>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let result = dsl_query_inner(state, params, headers, body).await;
+    observe_query("dsl", started, &result);
+    result
+}
+
+async fn dsl_query_inner(
     State(state): State<AppState>,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
@@ -429,6 +508,18 @@ async fn put_settings(
         .set(&t, settings)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(settings_reply(&state, &t)).into_response())
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = crate::metrics::get();
+    m.buffer_bytes.set(state.db.buffered_bytes() as i64);
+    m.buffer_rows.set(state.db.buffered_rows() as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
 }
 
 /// Streams a query result. The first batch is awaited before the status is

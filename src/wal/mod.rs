@@ -480,6 +480,10 @@ impl Writer {
         file.write_all(buf).map_err(io_err(&path))?;
         let started = Instant::now();
         file.sync_data().map_err(io_err(&path))?;
+        crate::metrics::get()
+            .wal_fsync_seconds
+            .with_label_values(&[] as &[&str])
+            .observe(started.elapsed().as_secs_f64());
         let mut stats = self.stats.lock();
         stats.fsyncs += 1;
         stats.last_fsync = started.elapsed();

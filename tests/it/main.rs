@@ -7,6 +7,7 @@ mod crash;
 mod delta_interop;
 mod dsl;
 mod ingest;
+mod metrics;
 mod restart;
 mod s3;
 mod sql;

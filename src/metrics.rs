@@ -1,0 +1,165 @@
+//! Prometheus metrics, served at `GET /metrics` in the text format.
+//!
+//! One process-wide registry. Counters and histograms are updated where
+//! the work happens (HTTP handlers, the WAL writer, flushes, maintenance);
+//! buffer gauges are read from the database when scraped.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::sync::OnceLock;
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Events accepted, by tenant.
+    pub ingest_events: IntCounterVec,
+    /// Ingest requests, by tenant and outcome (ok, rejected, error).
+    pub ingest_requests: IntCounterVec,
+    /// Bytes of ingest request bodies, by tenant.
+    pub ingest_bytes: IntCounterVec,
+    /// Ingest latency, request to acknowledgement.
+    pub ingest_seconds: HistogramVec,
+    /// WAL fdatasync latency.
+    pub wal_fsync_seconds: HistogramVec,
+    /// Queries, by interface (sql, dsl) and outcome.
+    pub queries: IntCounterVec,
+    /// Query latency to the first result batch, by interface.
+    pub query_seconds: HistogramVec,
+    /// Flushes, by outcome.
+    pub flushes: IntCounterVec,
+    /// Flush duration.
+    pub flush_seconds: HistogramVec,
+    /// Maintenance runs, by outcome (done, nothing, gave_way, failed).
+    pub compactions: IntCounterVec,
+    /// Files read and written by compaction.
+    pub compaction_files: IntCounterVec,
+    /// Rows and bytes held by the buffers (set when scraped).
+    pub buffer_rows: IntGauge,
+    pub buffer_bytes: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let r = Registry::new();
+        Metrics {
+            ingest_events: counter(
+                &r,
+                "allsource_ingest_events_total",
+                "Events accepted",
+                &["tenant"],
+            ),
+            ingest_requests: counter(
+                &r,
+                "allsource_ingest_requests_total",
+                "Ingest requests by outcome",
+                &["tenant", "outcome"],
+            ),
+            ingest_bytes: counter(
+                &r,
+                "allsource_ingest_bytes_total",
+                "Ingest body bytes",
+                &["tenant"],
+            ),
+            ingest_seconds: histogram(
+                &r,
+                "allsource_ingest_seconds",
+                "Ingest latency to acknowledgement",
+                &["tenant"],
+            ),
+            wal_fsync_seconds: histogram(
+                &r,
+                "allsource_wal_fsync_seconds",
+                "WAL fdatasync latency",
+                &[],
+            ),
+            queries: counter(
+                &r,
+                "allsource_queries_total",
+                "Queries by interface and outcome",
+                &["interface", "outcome"],
+            ),
+            query_seconds: histogram(
+                &r,
+                "allsource_query_seconds",
+                "Query latency to the first batch",
+                &["interface"],
+            ),
+            flushes: counter(
+                &r,
+                "allsource_flushes_total",
+                "Buffer flushes to Delta",
+                &["outcome"],
+            ),
+            flush_seconds: histogram(&r, "allsource_flush_seconds", "Flush duration", &[]),
+            compactions: counter(
+                &r,
+                "allsource_compactions_total",
+                "Maintenance runs by outcome",
+                &["outcome"],
+            ),
+            compaction_files: counter(
+                &r,
+                "allsource_compaction_files_total",
+                "Files read (in) and written (out) by compaction",
+                &["direction"],
+            ),
+            buffer_rows: gauge(&r, "allsource_buffer_rows", "Rows in the in-memory buffers"),
+            buffer_bytes: gauge(
+                &r,
+                "allsource_buffer_bytes",
+                "Bytes in the in-memory buffers",
+            ),
+            registry: r,
+        }
+    })
+}
+
+/// The outcome label of an HTTP status.
+pub fn outcome(status: u16) -> &'static str {
+    match status {
+        200..=299 => "ok",
+        400..=499 => "rejected",
+        _ => "error",
+    }
+}
+
+impl Metrics {
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
