@@ -93,3 +93,28 @@ fn metrics_count_ingest_queries_flushes_and_compactions() {
     );
     assert!(value(&text, r#"allsource_compaction_files_total{direction="in"}"#) >= 2.0);
 }
+
+#[test]
+fn every_reply_carries_a_request_id() {
+    let s = TestServer::start(&[]);
+    let a = s.post("/v1/sql", "text/plain", "SELECT 1");
+    let b = s.post("/v1/sql", "text/plain", "SELEC 1");
+    let id = |r: &crate::support::Reply| {
+        r.headers
+            .get("x-request-id")
+            .expect("x-request-id header")
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ia, ib) = (id(&a), id(&b));
+    assert_eq!(ia.len(), 36, "{ia}");
+    assert_ne!(ia, ib, "ids must differ");
+    assert_eq!(b.status, 400, "errors carry one too");
+    // a client's own id is kept; a silly one is replaced
+    let mine = s.post_with("/v1/sql", &[("x-request-id", "trace-42")], "SELECT 1");
+    assert_eq!(id(&mine), "trace-42");
+    let long = "x".repeat(200);
+    let silly = s.post_with("/v1/sql", &[("x-request-id", long.as_str())], "SELECT 1");
+    assert_eq!(id(&silly).len(), 36);
+}
