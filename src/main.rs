@@ -45,6 +45,37 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
+/// POSTs to `url` (with a JSON body, if any) on the server at `base`; a
+/// refusal becomes an error carrying its status and the server's message.
+fn post(
+    base: &str,
+    url: &str,
+    json: Option<Vec<u8>>,
+) -> anyhow::Result<reqwest::blocking::Response> {
+    let mut request = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()?
+        .post(url);
+    if let Some(body) = json {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request
+        .send()
+        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {e}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or(text);
+        anyhow::bail!("{status}: {message}");
+    }
+    Ok(response)
+}
+
 /// Asks the server to run maintenance, draws its progress on stderr and
 /// prints each table's report.
 fn compact(args: &CompactArgs) -> anyhow::Result<()> {
@@ -57,21 +88,7 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
     if let Some(t) = &args.table {
         url.push_str(&format!("&table={t}"));
     }
-    let response = reqwest::blocking::Client::builder()
-        .timeout(None)
-        .build()?
-        .post(&url)
-        .send()
-        .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", args.url))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let text = response.text().unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or(text);
-        anyhow::bail!("{status}: {message}");
-    }
+    let response = post(&args.url, &url, None)?;
     let mut err = std::io::stderr();
     let mut drew = false;
     for line in std::io::BufReader::new(response).lines() {
@@ -149,23 +166,7 @@ fn query(args: &QueryArgs) -> anyhow::Result<()> {
         args.url.trim_end_matches('/'),
         args.format
     );
-    let mut response = reqwest::blocking::Client::builder()
-        .timeout(None)
-        .build()?
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(doc)
-        .send()
-        .map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", args.url))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let text = response.text().unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or(text);
-        anyhow::bail!("{status}: {message}");
-    }
+    let mut response = post(&args.url, &url, Some(doc))?;
     let mut out = std::io::stdout().lock();
     response.copy_to(&mut out)?;
     if args.format == "json" {

@@ -292,6 +292,14 @@ fn small_files(delta: &DeltaTable, target: u64) -> BTreeMap<String, Vec<u64>> {
     out
 }
 
+/// A deltalake failure on table `label`, as the database reports it.
+fn delta_error(label: &str, source: deltalake::DeltaTableError) -> Error {
+    Error::Storage(Box::new(crate::storage::Error::Delta {
+        table: label.to_string(),
+        source,
+    }))
+}
+
 fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     matches!(
         e,
@@ -423,12 +431,7 @@ impl Database {
             };
             return Ok(());
         }
-        let delta_err = |source| {
-            Error::Storage(Box::new(crate::storage::Error::Delta {
-                table: label.clone(),
-                source,
-            }))
-        };
+        let delta_err = |source| delta_error(&label, source);
         let mut changed = false;
         let mut gave_way = Vec::new();
         let (mut files_done, mut bytes_done) = (0u64, 0u64);
@@ -537,12 +540,7 @@ impl Database {
     /// an earlier vacuum already deleted, so the listing is checked
     /// against the store first: no vacuum commit when nothing is left.
     async fn vacuum(&self, delta: DeltaTable, label: &str) -> Result<u64> {
-        let delta_err = |source| {
-            Error::Storage(Box::new(crate::storage::Error::Delta {
-                table: label.to_string(),
-                source,
-            }))
-        };
+        let delta_err = |source| delta_error(label, source);
         let retention = chrono::Duration::from_std(self.config.vacuum_retention)
             .unwrap_or(chrono::Duration::hours(1));
         let (delta, listed) = delta

@@ -11,7 +11,7 @@ use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::utils::find_aggregate_exprs;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast, lit};
 use serde_json::{Map, Value};
 use udfs::anomaly::Method;
 use udfs::cohorts::Period;
@@ -281,6 +281,28 @@ fn series(
     }
 }
 
+/// One metric per bucket, as columns `time` and `value`, zero-filled over
+/// [start, end) when given: the input of `anomalies` and `trend`.
+fn metric_series(
+    cx: &Cx<'_>,
+    map: &Map<String, Value>,
+    builder: LogicalPlanBuilder,
+    path: &Path,
+    metric: Expr,
+) -> Result<LogicalPlan, DslError> {
+    series(
+        cx,
+        map,
+        builder,
+        path,
+        vec![(metric, "value".into())],
+        vec![],
+        Fill::Zero,
+    )?
+    .build()
+    .map_err(|e| engine(path, e))
+}
+
 fn strip(e: datafusion::error::DataFusionError) -> String {
     match e.strip_backtrace() {
         s if s.starts_with("Error during planning: ") => {
@@ -387,17 +409,7 @@ pub(super) fn compile(
                     .map_err(|e| DslError::new(&path.key("sensitivity"), strip(e)))?,
                 None => method.default_k(),
             };
-            let plan = series(
-                cx,
-                map,
-                builder,
-                path,
-                vec![(metric.0, "value".into())],
-                vec![],
-                Fill::Zero,
-            )?
-            .build()
-            .map_err(|e| engine(path, e))?;
+            let plan = metric_series(cx, map, builder, path, metric.0)?;
             let provider =
                 udfs::detect_anomalies::detect_anomalies_provider(plan, "value", method, k)
                     .map_err(|e| DslError::new(path, strip(e)))?;
@@ -457,17 +469,7 @@ pub(super) fn compile(
                     );
                 }
             };
-            let plan = series(
-                cx,
-                map,
-                builder,
-                path,
-                vec![(metric.0, "value".into())],
-                vec![],
-                Fill::Zero,
-            )?
-            .build()
-            .map_err(|e| engine(path, e))?;
+            let plan = metric_series(cx, map, builder, path, metric.0)?;
             let provider = udfs::trend::trend_provider(plan, "time", "value", periods, method)
                 .map_err(|e| DslError::new(path, strip(e)))?;
             scan("trend", provider, path)

@@ -196,11 +196,7 @@ async fn ingest_events(
     let bytes = body.as_ref().map_or(0, |b| b.len() as u64);
     let result = ingest_events_inner(state, params, headers, body).await;
     let m = crate::metrics::get();
-    let status = match &result {
-        Ok(r) => r.status().as_u16(),
-        Err(e) => e.status.as_u16(),
-    };
-    let outcome = crate::metrics::outcome(status);
+    let outcome = crate::metrics::outcome(status_of(&result));
     m.ingest_requests
         .with_label_values(&[tenant.as_str(), outcome])
         .inc();
@@ -306,6 +302,14 @@ fn output_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutputForma
         .unwrap_or(OutputFormat::Json))
 }
 
+/// The HTTP status a handler's result is answered with.
+fn status_of(result: &Result<Response, ApiError>) -> u16 {
+    match result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    }
+}
+
 /// Counts a query and its latency to the first batch (or its refusal).
 fn observe_query(
     interface: &str,
@@ -313,12 +317,8 @@ fn observe_query(
     result: &Result<Response, ApiError>,
 ) {
     let m = crate::metrics::get();
-    let status = match result {
-        Ok(r) => r.status().as_u16(),
-        Err(e) => e.status.as_u16(),
-    };
     m.queries
-        .with_label_values(&[interface, crate::metrics::outcome(status)])
+        .with_label_values(&[interface, crate::metrics::outcome(status_of(result))])
         .inc();
     m.query_seconds
         .with_label_values(&[interface])

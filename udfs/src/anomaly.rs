@@ -9,6 +9,7 @@
 //! the rows before it. The current row is scored whether or not the frame
 //! contains it.
 
+use crate::funnel::is_string;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
@@ -156,25 +157,26 @@ impl Model {
     }
 }
 
-/// Scores every value of `values` against the statistics of all of them:
-/// NULL for NULL inputs and for a series with no spread.
-pub fn score_series(values: &[Option<f64>], method: Method) -> Vec<Option<f64>> {
-    let mut present: Vec<f64> = values.iter().flatten().copied().collect();
-    match Model::fit(method, &mut present) {
-        Some(m) => values.iter().map(|v| v.map(|x| m.score(x))).collect(),
-        None => vec![None; values.len()],
-    }
-}
-
-/// Flags the values of `values`: NULL for NULL inputs, false everywhere
-/// for a series with no spread.
-pub fn flag_series(values: &[Option<f64>], method: Method, k: f64) -> Vec<Option<bool>> {
+/// Scores and flags every value of `values` against the statistics of all
+/// of them, fitted once. A NULL input gets a NULL score and flag; a series
+/// with no spread gets NULL scores and no flag.
+pub fn judge_series(
+    values: &[Option<f64>],
+    method: Method,
+    k: f64,
+) -> (Vec<Option<f64>>, Vec<Option<bool>>) {
     let mut present: Vec<f64> = values.iter().flatten().copied().collect();
     let model = Model::fit(method, &mut present);
     values
         .iter()
-        .map(|v| v.map(|x| model.is_some_and(|m| m.is_anomaly(x, k))))
-        .collect()
+        .map(|v| match v {
+            None => (None, None),
+            Some(x) => (
+                model.map(|m| m.score(*x)),
+                Some(model.is_some_and(|m| m.is_anomaly(*x, k))),
+            ),
+        })
+        .unzip()
 }
 
 /// What a window function returns.
@@ -209,13 +211,6 @@ pub fn is_anomaly_udwf() -> WindowUDF {
         output: Output::Flag,
         signature: Signature::user_defined(Volatility::Immutable),
     })
-}
-
-fn is_string(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-    )
 }
 
 /// A constant argument, as the planner left it.
@@ -468,9 +463,9 @@ mod tests {
 
     #[test]
     fn no_spread_scores_nothing() {
-        let s = score_series(&[Some(5.0), Some(5.0), None], Method::ZScore);
+        let (s, _) = judge_series(&[Some(5.0), Some(5.0), None], Method::ZScore, 3.0);
         assert_eq!(s, vec![None, None, None]);
-        let f = flag_series(&[Some(5.0), Some(5.0), None], Method::Mad, 3.5);
+        let (_, f) = judge_series(&[Some(5.0), Some(5.0), None], Method::Mad, 3.5);
         assert_eq!(f, vec![Some(false), Some(false), None]);
     }
 }

@@ -2,7 +2,7 @@
 //! inner query's rows with two more columns, `score` and `is_anomaly`,
 //! computed over the whole result (see [`crate::anomaly`]).
 
-use crate::anomaly::{Method, check_k, flag_series, score_series};
+use crate::anomaly::{Method, check_k, judge_series};
 use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner};
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array};
 use datafusion::arrow::compute::cast;
@@ -75,8 +75,9 @@ pub fn detect_anomalies_provider(
         Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch| {
             let x = cast(batch.column(index), &DataType::Float64)?;
             let values: Vec<Option<f64>> = x.as_primitive::<Float64Type>().iter().collect();
-            let scores: Float64Array = score_series(&values, method).into_iter().collect();
-            let flags: BooleanArray = flag_series(&values, method, k).into_iter().collect();
+            let (scores, flags) = judge_series(&values, method, k);
+            let scores: Float64Array = scores.into_iter().collect();
+            let flags: BooleanArray = flags.into_iter().collect();
             let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
             columns.push(Arc::new(scores));
             columns.push(Arc::new(flags));

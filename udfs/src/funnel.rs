@@ -20,7 +20,8 @@ use std::sync::Arc;
 /// Most steps a funnel may have (as in ClickHouse).
 pub const MAX_STEPS: usize = 32;
 
-fn is_string(dt: &DataType) -> bool {
+/// Whether `dt` is one of Arrow's string types.
+pub(crate) fn is_string(dt: &DataType) -> bool {
     matches!(
         dt,
         DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8

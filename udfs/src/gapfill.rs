@@ -17,7 +17,7 @@
 //!   line between the nearest non-NULL values on each side, by time; NULL
 //!   before the first and after the last. Other columns get NULL.
 
-use crate::udtf::{Args, FoldTable, Gather, Step, column_index, plan_inner};
+use crate::udtf::{Args, FoldTable, Gather, Step, column_index, plan_inner, rfc3339};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Scalar, TimestampNanosecondArray,
     UInt32Array, new_null_array,
@@ -200,10 +200,6 @@ pub fn gapfill_provider(
         Gather::boxed(Arc::clone(&inner), move |batch| fill_gaps(&spec, &batch))
     };
     Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
-}
-
-fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339()
 }
 
 /// The output rows of one series: for each bucket, the inner row in it.

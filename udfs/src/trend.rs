@@ -9,7 +9,7 @@
 //! `<time>, <value>, fitted, is_forecast, slope, intercept, r2, alpha,
 //! beta` (see docs/functions.md for their meaning under each method).
 
-use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner};
+use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner, rfc3339};
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -365,7 +365,7 @@ fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
     let (xs, step): (Vec<f64>, f64) = match &times {
         Times::Instants(t) => {
             if let Some(w) = t.windows(2).find(|w| w[0] == w[1]) {
-                let at = chrono::DateTime::from_timestamp_nanos(w[0] + points[0].0).to_rfc3339();
+                let at = rfc3339(w[0] + points[0].0);
                 return exec_err!("{NAME}: two rows have the time {at}; aggregate them first");
             }
             let step = t.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(1);

@@ -233,6 +233,11 @@ impl Step {
     }
 }
 
+/// A nanosecond instant as RFC 3339, for messages.
+pub(crate) fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339()
+}
+
 /// Plans `sql` in the caller's session, refusing anything but a query.
 pub(crate) fn plan_inner(func: &str, session: &dyn Session, sql: &str) -> Result<LogicalPlan> {
     let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
