@@ -11,10 +11,17 @@ VENV="${ALLSOURCE_VENV:-$HOME/.cache/allsource-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, cryptography" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export ALLSOURCE_TEST_PYTHON="$VENV/bin/python"
+# promtool lints the /metrics output (Debian package prometheus).
+if ! command -v promtool >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -88,6 +88,55 @@ pub struct Config {
     /// (`POST /v1/admin/retention`) wins.
     #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = humantime::parse_duration)]
     pub retention: Option<Duration>,
+
+    /// Memory one query may use (hash tables, sorts, aggregation state)
+    /// before it spills where it can or fails with "resources exhausted".
+    #[arg(long, env = "ALLSOURCE_QUERY_MEMORY_LIMIT", default_value_t = 2 << 30)]
+    pub query_memory_limit: usize,
+
+    /// Memory all running queries together may use.
+    #[arg(long, env = "ALLSOURCE_MEMORY_LIMIT", default_value_t = 8 << 30)]
+    pub memory_limit: usize,
+
+    /// A query still running after this long is cancelled.
+    #[arg(long, env = "ALLSOURCE_QUERY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+
+    /// Queries one tenant may run at once; more get 429.
+    #[arg(long, env = "ALLSOURCE_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
+    pub max_concurrent_queries: usize,
+
+    /// Largest result in the JSON formats (json, ndjson), which are
+    /// gathered before they are sent so that an overflow is a clean 4xx.
+    /// Arrow, CSV and Parquet results stream without a limit.
+    #[arg(long, env = "ALLSOURCE_MAX_RESULT_BYTES", default_value_t = 256 << 20)]
+    pub max_result_bytes: usize,
+
+    /// A client must send its request headers within this time.
+    #[arg(long, env = "ALLSOURCE_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A client that sends nothing of its request body for this long is
+    /// cut off.
+    #[arg(long, env = "ALLSOURCE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Events per second each tenant may ingest (0: no limit). Over it,
+    /// ingest answers 429 with Retry-After.
+    #[arg(long, env = "ALLSOURCE_RATE_LIMIT_EVENTS", default_value_t = 0)]
+    pub rate_limit_events: u32,
+
+    /// Queries per second each tenant may start (0: no limit).
+    #[arg(long, env = "ALLSOURCE_RATE_LIMIT_QUERIES", default_value_t = 0)]
+    pub rate_limit_queries: u32,
+
+    /// JSON file of per-tenant rates overriding the two above:
+    /// `{"acme": {"events_per_second": 50000, "queries_per_second": 20}}`.
+    #[arg(long, env = "ALLSOURCE_TENANT_LIMITS")]
+    pub tenant_limits: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -110,6 +159,17 @@ impl Default for Config {
             compaction_target_bytes: 256 << 20,
             vacuum_retention: Duration::from_secs(3600),
             retention: None,
+            query_memory_limit: 2 << 30,
+            memory_limit: 8 << 30,
+            query_timeout: Duration::from_secs(300),
+            max_concurrent_queries: 16,
+            max_result_bytes: 256 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            rate_limit_events: 0,
+            rate_limit_queries: 0,
+            tenant_limits: None,
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -122,6 +182,12 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         }
+    }
+
+    /// How long replaced files are kept: the configured retention, but
+    /// never less than the query timeout, so no running query loses a file.
+    pub fn effective_vacuum_retention(&self) -> Duration {
+        self.vacuum_retention.max(self.query_timeout)
     }
 
     /// The directory of the write-ahead log.

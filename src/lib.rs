@@ -13,12 +13,15 @@
 //!   that unions the buffer with the Delta snapshot, result formats.
 //! - [`dsl`]: the JSON query DSL, compiled to DataFusion logical plans.
 //! - [`schema`]: fixed columns and how payload fields become columns.
+//! - [`auth`]: JWT bearer tokens, roles and the principal of a request.
 //! - [`dedup`], [`ids`], [`config`]: event-id dedup, validated names,
 //!   settings.
 //!
 //! ARCHITECTURE.md at the repository root walks through the write and read
 //! paths.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod dedup;
@@ -27,6 +30,7 @@ pub mod ids;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
+pub mod ratelimit;
 pub mod schema;
 pub mod server;
 pub mod storage;

@@ -19,13 +19,97 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Run a query document (docs/dsl.md) against a server and print the
     /// result.
     Query(QueryArgs),
     /// Compact tables now (and checkpoint, apply retention, vacuum),
     /// showing progress.
     Compact(CompactArgs),
+    /// Mint a JWT for local use, signed with the server's HS256 secret
+    /// (or an RS256/ES256 private key), and print it.
+    Token(TokenArgs),
+}
+
+/// How the client commands reach the server.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The server's base URL.
+    #[arg(long, env = "ALLSOURCE_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// Bearer token (see `allsource token`), when the server has auth on.
+    #[arg(long, env = "ALLSOURCE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Act on this tenant (admin tokens; others may name only their own).
+    #[arg(long, env = "ALLSOURCE_TENANT")]
+    tenant: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The tenant the token acts on (optional for admin).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// admin, writer or reader.
+    #[arg(long)]
+    role: allsource::auth::Role,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// The `sub` claim: who holds the token (shown in the audit log).
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long, env = "ALLSOURCE_JWT_ISSUER")]
+    issuer: Option<String>,
+    #[arg(long, env = "ALLSOURCE_JWT_AUDIENCE")]
+    audience: Option<String>,
+    /// HS256 secret (the server's --jwt-secret).
+    #[arg(long, env = "ALLSOURCE_JWT_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// File holding the HS256 secret.
+    #[arg(long, env = "ALLSOURCE_JWT_SECRET_FILE")]
+    secret_file: Option<std::path::PathBuf>,
+    /// PEM private key, to sign RS256/ES256 tokens instead.
+    #[arg(long)]
+    private_key: Option<std::path::PathBuf>,
+    /// Algorithm of --private-key: RS256 or ES256.
+    #[arg(long, default_value = "RS256")]
+    algorithm: String,
+    /// Key id to put in the token's header.
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let auth = allsource::auth::AuthConfig {
+        jwt_secret: args.secret.clone(),
+        jwt_secret_file: args.secret_file.clone(),
+        ..Default::default()
+    };
+    let secret = auth.secret().map_err(anyhow::Error::msg)?;
+    let pem = match &args.private_key {
+        Some(p) => Some(
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    let request = allsource::auth::TokenRequest {
+        tenant: args.tenant.clone(),
+        role: args.role,
+        ttl: args.ttl,
+        subject: args.subject.clone(),
+        issuer: args.issuer.clone(),
+        audience: args.audience.clone(),
+        kid: args.kid.clone(),
+    };
+    let token = allsource::auth::mint(
+        &request,
+        secret.as_deref(),
+        pem.as_deref().map(|p| (args.algorithm.as_str(), p)),
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("{token}");
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,26 +120,32 @@ struct CompactArgs {
     /// Report what would be compacted, changing nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The server's base URL.
-    #[arg(long, env = "ALLSOURCE_URL", default_value = "http://127.0.0.1:7070")]
-    url: String,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
-/// POSTs to `url` (with a JSON body, if any) on the server at `base`; a
-/// refusal becomes an error carrying its status and the server's message.
+/// POSTs to `url` (with a JSON body, if any) on the server; a refusal
+/// becomes an error carrying its status and the server's message.
 fn post(
-    base: &str,
+    client: &ClientArgs,
     url: &str,
     json: Option<Vec<u8>>,
 ) -> anyhow::Result<reqwest::blocking::Response> {
+    let base = &client.url;
     let mut request = reqwest::blocking::Client::builder()
         .timeout(None)
         .build()?
         .post(url);
+    if let Some(token) = &client.token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(tenant) = &client.tenant {
+        request = request.header("x-allsource-tenant", tenant);
+    }
     if let Some(body) = json {
         request = request
             .header("content-type", "application/json")
@@ -82,13 +172,13 @@ fn compact(args: &CompactArgs) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
     let mut url = format!(
         "{}/v1/admin/compact?progress=true&dry_run={}",
-        args.url.trim_end_matches('/'),
+        args.client.url.trim_end_matches('/'),
         args.dry_run
     );
     if let Some(t) = &args.table {
         url.push_str(&format!("&table={t}"));
     }
-    let response = post(&args.url, &url, None)?;
+    let response = post(&args.client, &url, None)?;
     let mut err = std::io::stderr();
     let mut drew = false;
     for line in std::io::BufReader::new(response).lines() {
@@ -142,9 +232,8 @@ struct QueryArgs {
     /// The document: a JSON file, or `-` (the default) for standard input.
     #[arg(default_value = "-")]
     file: String,
-    /// The server's base URL.
-    #[arg(long, env = "ALLSOURCE_URL", default_value = "http://127.0.0.1:7070")]
-    url: String,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Result format: json, ndjson, csv, arrow or parquet.
     #[arg(long, default_value = "json")]
     format: String,
@@ -163,10 +252,10 @@ fn query(args: &QueryArgs) -> anyhow::Result<()> {
     }
     let url = format!(
         "{}/v1/query?format={}",
-        args.url.trim_end_matches('/'),
+        args.client.url.trim_end_matches('/'),
         args.format
     );
-    let mut response = post(&args.url, &url, Some(doc))?;
+    let mut response = post(&args.client, &url, Some(doc))?;
     let mut out = std::io::stdout().lock();
     response.copy_to(&mut out)?;
     if args.format == "json" {
@@ -190,6 +279,7 @@ fn main() -> anyhow::Result<()> {
     let client = match &cli.command {
         Command::Query(args) => Some(("query", query(args))),
         Command::Compact(args) => Some(("compact", compact(args))),
+        Command::Token(args) => Some(("token", token(args))),
         Command::Serve(_) => None,
     };
     if let Some((name, result)) = client {
@@ -204,10 +294,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(config) => runtime.block_on(allsource::server::run(
-            config,
+            *config,
             allsource::server::shutdown_signal(),
         ))?,
-        Command::Query(_) | Command::Compact(_) => unreachable!("handled above"),
+        Command::Query(_) | Command::Compact(_) | Command::Token(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }

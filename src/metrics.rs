@@ -38,6 +38,16 @@ pub struct Metrics {
     /// Rows and bytes held by the buffers (set when scraped).
     pub buffer_rows: IntGauge,
     pub buffer_bytes: IntGauge,
+    /// Requests refused by authentication, by outcome (401s and 403s
+    /// are both `rejected`; the status is in the label `status`).
+    pub auth_failures: IntCounterVec,
+    /// Audit records not written because failures came too fast.
+    pub audit_dropped: prometheus::IntCounter,
+    /// Requests refused by a tenant's rate limit, by tenant and kind
+    /// (events, queries).
+    pub rate_limited: IntCounterVec,
+    /// Bytes reserved by running queries (set when scraped).
+    pub query_memory_bytes: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -140,6 +150,32 @@ pub fn get() -> &'static Metrics {
                 &r,
                 "allsource_buffer_bytes",
                 "Bytes in the in-memory buffers",
+            ),
+            auth_failures: counter(
+                &r,
+                "allsource_auth_failures_total",
+                "Requests refused by authentication or authorization",
+                &["status"],
+            ),
+            audit_dropped: {
+                let c = prometheus::IntCounter::new(
+                    "allsource_audit_dropped_total",
+                    "Audit records of failures dropped by the audit rate limit",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            rate_limited: counter(
+                &r,
+                "allsource_rate_limited_total",
+                "Requests refused by a tenant's rate limit",
+                &["tenant", "kind"],
+            ),
+            query_memory_bytes: gauge(
+                &r,
+                "allsource_query_memory_bytes",
+                "Memory reserved by running queries",
             ),
             registry: r,
         }

@@ -541,7 +541,7 @@ impl Database {
     /// against the store first: no vacuum commit when nothing is left.
     async fn vacuum(&self, delta: DeltaTable, label: &str) -> Result<u64> {
         let delta_err = |source| delta_error(label, source);
-        let retention = chrono::Duration::from_std(self.config.vacuum_retention)
+        let retention = chrono::Duration::from_std(self.config.effective_vacuum_retention())
             .unwrap_or(chrono::Duration::hours(1));
         let (delta, listed) = delta
             .vacuum()

@@ -17,6 +17,7 @@ mod table;
 
 pub use table::Table;
 
+use crate::auth::Principal;
 use crate::config::Config;
 use crate::dedup::DedupIndex;
 use crate::ids::{InvalidName, TableName, TenantId, WalSeq};
@@ -90,6 +91,15 @@ pub struct Database {
     history: maintenance::History,
     /// Per-table maintenance settings.
     settings: maintenance::SettingsStore,
+    /// Memory, time and concurrency limits of queries.
+    limits: crate::query::limits::QueryLimits,
+    /// What every query's runtime shares: spill files and caches (each
+    /// query gets its own memory pool on top).
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    /// Worker threads that execute queries.
+    query_runtime_threads: crate::query::limits::QueryRuntime,
+    /// Bounds how fast failures are written to the audit log.
+    pub(crate) audit_limiter: crate::audit::AuditLimiter,
 }
 
 impl Database {
@@ -99,6 +109,18 @@ impl Database {
         let settings =
             maintenance::SettingsStore::load(config.data_dir.join("table-settings.json"));
         let storage = Storage::new(&config)?;
+        let limits = crate::query::limits::QueryLimits::new(crate::query::limits::LimitSettings {
+            query_memory: config.query_memory_limit,
+            total_memory: config.memory_limit.max(config.query_memory_limit),
+            timeout: config.query_timeout,
+            concurrent_per_tenant: config.max_concurrent_queries.max(1),
+        });
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(|e| Error::Internal(format!("cannot set up the query runtime: {e}")))?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let query_runtime_threads = crate::query::limits::QueryRuntime::new(threads)
+            .map_err(|e| Error::Internal(format!("cannot start the query threads: {e}")))?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
             let table = open_table(&storage, &config, &tenant, &name).await?;
@@ -127,6 +149,10 @@ impl Database {
             accepting: AtomicBool::new(true),
             history,
             settings,
+            limits,
+            runtime,
+            audit_limiter: Default::default(),
+            query_runtime_threads,
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -224,11 +250,33 @@ impl Database {
         name: &TableName,
         events: Vec<Event>,
     ) -> Result<IngestOutcome> {
+        self.ingest_with(tenant, name, events, true).await
+    }
+
+    /// Ingest of the server's own records (the audit log): small, and not
+    /// to be lost to back-pressure meant for clients, so the buffer limit
+    /// does not apply.
+    pub(crate) async fn ingest_system(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        events: Vec<Event>,
+    ) -> Result<IngestOutcome> {
+        self.ingest_with(tenant, name, events, false).await
+    }
+
+    async fn ingest_with(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        events: Vec<Event>,
+        bounded: bool,
+    ) -> Result<IngestOutcome> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
         let buffered = self.buffered_bytes();
-        if buffered >= self.config.max_buffer_bytes {
+        if bounded && buffered >= self.config.max_buffer_bytes {
             self.flush_wanted.notify_one();
             return Err(Error::BufferFull { buffered });
         }
@@ -316,19 +364,41 @@ impl Database {
         Ok(seq)
     }
 
-    /// A query session for `tenant`: its tables only, with every AllSource
-    /// function registered.
-    pub fn session(self: &Arc<Self>, tenant: &TenantId) -> Result<SessionContext> {
-        Ok(crate::query::session(self.clone(), tenant.clone())?)
+    /// A query session for `caller`: its tenant's tables only, with every
+    /// AllSource function registered.
+    pub fn session(self: &Arc<Self>, caller: &Principal) -> Result<SessionContext> {
+        Ok(crate::query::session(self.clone(), caller)?)
     }
 
-    /// Plans and starts a SQL query for `tenant`.
+    /// Plans and starts a SQL query for `caller`, under the query limits.
     pub async fn query(
         self: &Arc<Self>,
-        tenant: &TenantId,
+        caller: &Principal,
         sql: &str,
     ) -> Result<SendableRecordBatchStream, datafusion::error::DataFusionError> {
-        crate::query::run_sql(self.clone(), tenant.clone(), sql).await
+        let (db, who, text) = (self.clone(), caller.clone(), sql.to_string());
+        crate::query::limits::run_limited(
+            &self.limits,
+            &self.query_runtime_threads,
+            &caller.tenant,
+            async move { crate::query::run_sql(db, &who, &text).await },
+        )
+        .await
+    }
+
+    /// The limits every query runs under.
+    pub fn limits(&self) -> &crate::query::limits::QueryLimits {
+        &self.limits
+    }
+
+    /// The threads queries execute on.
+    pub fn query_threads(&self) -> &crate::query::limits::QueryRuntime {
+        &self.query_runtime_threads
+    }
+
+    /// The runtime queries share (spill files, caches).
+    pub fn query_runtime(&self) -> &Arc<datafusion::execution::runtime_env::RuntimeEnv> {
+        &self.runtime
     }
 
     /// The table as a query sees it now.

@@ -10,8 +10,8 @@
 mod expr;
 mod forms;
 
+use crate::auth::Principal;
 use crate::db::Database;
-use crate::ids::TenantId;
 use chrono::Utc;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
@@ -499,11 +499,20 @@ fn finish(
 /// starts executing it.
 pub async fn run(
     db: Arc<Database>,
-    tenant: TenantId,
+    caller: &Principal,
     doc: &Value,
 ) -> Result<SendableRecordBatchStream, QueryError> {
-    let ctx = crate::query::session(db, tenant)?;
-    let plan = compile(&ctx, doc).await?;
-    let df = ctx.execute_logical_plan(plan).await?;
-    Ok(df.execute_stream().await?)
+    let ctx = crate::query::session(db.clone(), caller)?;
+    let doc = doc.clone();
+    crate::query::limits::run_limited(
+        db.limits(),
+        db.query_threads(),
+        &caller.tenant,
+        async move {
+            let plan = compile(&ctx, &doc).await?;
+            let df = ctx.execute_logical_plan(plan).await?;
+            Ok(df.execute_stream().await?)
+        },
+    )
+    .await
 }

@@ -6,10 +6,12 @@
 //! snapshot and the buffer frozen together when the query names it.
 //! [`output`] turns result batches into the wire formats.
 
+pub mod limits;
 pub mod output;
 mod system;
 pub mod table;
 
+use crate::auth::Principal;
 use crate::db::Database;
 use crate::ids::{TableName, TenantId};
 use async_trait::async_trait;
@@ -18,8 +20,11 @@ use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use object_store::ObjectStore;
 use std::sync::Arc;
 
 /// Catalog and schema names under which a tenant's tables appear.
@@ -56,16 +61,39 @@ impl SchemaProvider for TenantSchema {
     }
 }
 
-/// A session that sees `tenant`'s tables and nothing else.
-pub fn session(db: Arc<Database>, tenant: TenantId) -> Result<SessionContext> {
+/// The table functions a session offers: DataFusion's generators and the
+/// `udfs` crate's, whose inner queries run in the caller's own session.
+/// None of them reads files or URLs; a test keeps it that way.
+pub const TABLE_FUNCTIONS: &[&str] = &[
+    "generate_series",
+    "range",
+    "detect_anomalies",
+    "gapfill",
+    "trend",
+    "cohorts",
+];
+
+/// A session that sees `caller`'s tenant's tables and nothing else, with
+/// its own memory pool under the server's query limits.
+pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
+    // A fresh object-store registry: it holds only what the Delta scans of
+    // this query register, so no statement can reach `file://` or another
+    // tenant's store.
+    let registry = Arc::new(SandboxStores::default());
+    let runtime = RuntimeEnvBuilder::from_runtime_env(db.query_runtime())
+        .with_memory_pool(db.limits().query_pool())
+        .with_object_store_registry(registry)
+        .build_arc()?;
     let state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .build();
+    let tenant = caller.tenant.clone();
     let mut ctx = SessionContext::new_with_state(state);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(
@@ -73,12 +101,65 @@ pub fn session(db: Arc<Database>, tenant: TenantId) -> Result<SessionContext> {
         Arc::new(system::SystemSchema {
             db: db.clone(),
             tenant: tenant.clone(),
+            admin: caller.is_admin(),
         }),
     )?;
     catalog.register_schema(SCHEMA, Arc::new(TenantSchema { db, tenant }))?;
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     udfs::register_all(&mut ctx)?;
+    let offered = ctx.state_ref().read().table_functions().len();
+    debug_assert!(
+        ctx.state_ref()
+            .read()
+            .table_functions()
+            .keys()
+            .all(|name| TABLE_FUNCTIONS.contains(&name.as_str())),
+        "a table function outside the vetted list was registered"
+    );
+    debug_assert_eq!(offered, TABLE_FUNCTIONS.len());
     Ok(ctx)
+}
+
+/// An object-store registry that starts empty: unlike DataFusion's
+/// default, it does not serve the local file system.
+#[derive(Debug, Default)]
+struct SandboxStores {
+    stores: parking_lot::RwLock<std::collections::HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+fn store_key(url: &url::Url) -> String {
+    format!(
+        "{}://{}",
+        url.scheme(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort]
+    )
+}
+
+impl ObjectStoreRegistry for SandboxStores {
+    fn register_store(
+        &self,
+        url: &url::Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.stores.write().insert(store_key(url), store)
+    }
+
+    fn deregister_store(&self, url: &url::Url) -> Result<Arc<dyn ObjectStore>> {
+        self.stores
+            .write()
+            .remove(&store_key(url))
+            .ok_or_else(|| DataFusionError::Plan(format!("no object store for {url}")))
+    }
+
+    fn get_store(&self, url: &url::Url) -> Result<Arc<dyn ObjectStore>> {
+        self.stores
+            .read()
+            .get(&store_key(url))
+            .cloned()
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!("{} is not readable from a query", url.scheme()))
+            })
+    }
 }
 
 /// What a query may do: read only. DDL, DML (including `COPY ... TO`) and
@@ -90,13 +171,13 @@ pub fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Plans `sql` in `tenant`'s session and starts executing it.
+/// Plans `sql` in `caller`'s session and starts executing it.
 pub async fn run_sql(
     db: Arc<Database>,
-    tenant: TenantId,
+    caller: &Principal,
     sql: &str,
 ) -> Result<SendableRecordBatchStream> {
-    let ctx = session(db, tenant)?;
+    let ctx = session(db, caller)?;
     let df = ctx
         .sql_with_options(sql, read_only())
         .await

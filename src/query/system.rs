@@ -1,5 +1,6 @@
 //! The `system` schema of a tenant's catalog: `system.tables`,
-//! `system.files` and `system.compactions`, built from the tables' current
+//! `system.files`, `system.compactions` (and for admins `system.audit`),
+//! built from the tables' current
 //! Delta snapshots and the maintenance history when a query names them.
 
 use crate::db::Database;
@@ -20,9 +21,23 @@ use std::sync::Arc;
 pub(crate) struct SystemSchema {
     pub(crate) db: Arc<Database>,
     pub(crate) tenant: TenantId,
+    /// Admins also see `system.audit`, the server's audit log.
+    pub(crate) admin: bool,
 }
 
 const NAMES: [&str; 3] = ["tables", "files", "compactions"];
+
+impl SystemSchema {
+    /// The audit log as a query sees it now (buffer and Delta together).
+    fn audit_table(&self) -> Option<Arc<dyn TableProvider>> {
+        if !self.admin {
+            return None;
+        }
+        let (tenant, table) = crate::audit::location();
+        let t = self.db.table(&tenant, &table)?;
+        Some(Arc::new(self.db.snapshot(&t)))
+    }
+}
 
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
@@ -208,7 +223,11 @@ impl SystemSchema {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        NAMES.iter().map(|s| s.to_string()).collect()
+        let mut names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        if self.admin {
+            names.push(crate::audit::AUDIT_TABLE.into());
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -216,11 +235,12 @@ impl SchemaProvider for SystemSchema {
             "tables" => self.tables_table()?,
             "files" => self.files_table()?,
             "compactions" => self.compactions_table()?,
+            crate::audit::AUDIT_TABLE => return Ok(self.audit_table()),
             _ => return Ok(None),
         }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        NAMES.contains(&name)
+        NAMES.contains(&name) || (name == crate::audit::AUDIT_TABLE && self.admin)
     }
 }

@@ -1,5 +1,6 @@
 //! The one place where errors become HTTP status codes.
 
+use crate::query::limits::{LimitError, SERVER_MEMORY_BUSY, limit_error};
 use crate::{db, ingest};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a Retry-After header (503, 429).
     pub retry_after: Option<u64>,
+    /// Sends `WWW-Authenticate: Bearer` (401).
+    pub challenge: bool,
 }
 
 impl ApiError {
@@ -20,6 +23,7 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            challenge: false,
         }
     }
 
@@ -35,6 +39,12 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::json!({ "error": self.message });
         let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.challenge {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"allsource\""),
+            );
+        }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -82,8 +92,46 @@ pub fn is_user_error(e: &DataFusionError) -> bool {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Unauthenticated(m) => {
+                let mut e = ApiError::new(StatusCode::UNAUTHORIZED, m);
+                e.challenge = true;
+                e
+            }
+            crate::auth::AuthError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+        }
+    }
+}
+
+/// The refusal for a query stopped by one of the query limits.
+fn limit_refusal(e: &LimitError) -> ApiError {
+    match e {
+        LimitError::Busy { .. } => {
+            let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string());
+            err.retry_after = Some(1);
+            err
+        }
+        LimitError::Timeout(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+    }
+}
+
 impl From<DataFusionError> for ApiError {
     fn from(e: DataFusionError) -> Self {
+        if let Some(limit) = limit_error(&e) {
+            return limit_refusal(limit);
+        }
+        if let DataFusionError::ResourcesExhausted(m) = e.find_root()
+            && m.contains(SERVER_MEMORY_BUSY)
+        {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("resources exhausted: {m}"),
+            );
+            err.retry_after = Some(1);
+            return err;
+        }
         let user = is_user_error(&e);
         let message = e.strip_backtrace().to_string();
         if user {

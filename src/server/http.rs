@@ -1,6 +1,8 @@
 //! HTTP routes: ingest, SQL, the query DSL, health.
 
 use super::error::ApiError;
+use crate::audit::AuditEntry;
+use crate::auth::{AuthError, Principal, Role, Verifier};
 use crate::db::Database;
 use crate::ids::{TableName, TenantId};
 use crate::ingest::{self, BodyFormat};
@@ -8,7 +10,7 @@ use crate::query::output::{Encoder, OutputFormat};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +32,12 @@ pub struct AppState {
     pub ingest_budget: Arc<tokio::sync::Semaphore>,
     /// The budget's size in KiB; no request waits for more than all of it.
     pub ingest_budget_kib: u32,
+    /// Checks bearer tokens; `None` when auth is off.
+    pub verifier: Option<Arc<Verifier>>,
+    /// Largest result in the JSON formats.
+    pub max_result_bytes: usize,
+    /// Per-tenant event and query rates.
+    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 impl AppState {
@@ -42,6 +50,9 @@ impl AppState {
             max_body_bytes,
             ingest_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
             ingest_budget_kib: budget_kib as u32,
+            verifier: None,
+            max_result_bytes: 256 << 20,
+            rate_limits: Arc::default(),
         }
     }
 }
@@ -52,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/events", post(ingest_events))
         .route("/v1/sql", post(sql))
@@ -62,19 +74,47 @@ pub fn router(state: AppState) -> Router {
             get(get_settings).put(put_settings),
         )
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
 
+/// What answers while the database opens (WAL replay): `/health` is 200
+/// "starting", `/ready` and everything else 503 with Retry-After.
+pub fn starting_router() -> Router {
+    async fn starting_health() -> Response {
+        axum::Json(serde_json::json!({"status": "starting"})).into_response()
+    }
+    async fn starting() -> Response {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is starting: replaying the write-ahead log",
+        );
+        e.retry_after = Some(1);
+        e.into_response()
+    }
+    Router::new()
+        .route("/health", get(starting_health))
+        .fallback(starting)
+        .layer(axum::middleware::from_fn(request_id))
+}
+
 /// Header carrying a request's id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request's id, in its extensions for handlers that record it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 /// Gives every request an id: the client's `x-request-id` when it sends a
 /// sensible one (1–128 visible ASCII characters), a fresh UUIDv7
 /// otherwise. The id is returned in the response header of the same name
 /// and is a field of the request's tracing span, so log lines and replies
 /// can be matched.
-async fn request_id(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use tracing::Instrument;
     let given = request
         .headers()
@@ -83,6 +123,7 @@ async fn request_id(request: axum::extract::Request, next: axum::middleware::Nex
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string);
     let id = given.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "request",
         id = %id,
@@ -112,9 +153,146 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The tenant of a request. Until auth exists every request is `default`.
-fn tenant_of(_headers: &HeaderMap) -> TenantId {
-    TenantId::default_tenant()
+/// `GET /ready`: 200 once the WAL is replayed and the WAL writer works.
+/// (While replaying, the starting router answers 503.)
+async fn ready(State(state): State<AppState>) -> Response {
+    health(State(state)).await
+}
+
+/// Header by which a request names the tenant it acts on. Tokens of the
+/// admin role may name any tenant; others only their own (or none).
+pub const TENANT_HEADER: &str = "x-allsource-tenant";
+
+/// Authenticates every request except `/health` and `/ready`, and leaves
+/// its [`Principal`] in the request's extensions for the handlers. With
+/// auth off (loopback only, or `--insecure`) everyone is an admin.
+async fn authenticate(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if path == "/health" || path == "/ready" {
+        return next.run(request).await;
+    }
+    match principal_of(&state, request.headers()) {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) => {
+            crate::metrics::get()
+                .auth_failures
+                .with_label_values(&[e.status.as_str()])
+                .inc();
+            tracing::info!(status = %e.status, reason = %e.message, "request refused");
+            if matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                state.db.audit(AuditEntry {
+                    kind: "auth_failure",
+                    action: format!("{} {}", request.method(), request.uri().path()),
+                    status: e.status.as_u16(),
+                    detail: e.message.clone(),
+                    request_id: request_id_of(&request),
+                    ..Default::default()
+                });
+            }
+            e.into_response()
+        }
+    }
+}
+
+fn request_id_of(request: &axum::extract::Request) -> Option<String> {
+    request.extensions().get::<RequestId>().map(|r| r.0.clone())
+}
+
+/// Records an admin action (or a refused one) in the audit log.
+fn audit_admin(
+    state: &AppState,
+    caller: &Principal,
+    action: String,
+    status: StatusCode,
+    detail: String,
+) {
+    state.db.audit(AuditEntry {
+        kind: "admin",
+        actor: caller.subject.clone(),
+        tenant: Some(caller.tenant.to_string()),
+        role: Some(caller.role.to_string()),
+        action,
+        status: status.as_u16(),
+        detail,
+        request_id: None,
+    });
+}
+
+/// Takes `n` units from the caller's tenant's bucket, or refuses with 429
+/// (413 when the request alone is over the tenant's burst).
+fn rate_check(
+    state: &AppState,
+    tenant: &TenantId,
+    kind: crate::ratelimit::Kind,
+    n: u32,
+) -> Result<(), ApiError> {
+    state
+        .rate_limits
+        .check(tenant, kind, n)
+        .map_err(|l| match l.retry_after {
+            Some(wait) => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, l.message);
+                e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                e
+            }
+            None => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, l.message),
+        })
+}
+
+fn principal_of(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let wanted = match headers.get(TENANT_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<TenantId>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "header {TENANT_HEADER}: not a valid tenant name"
+                    ))
+                })?,
+        ),
+    };
+    let mut principal = match &state.verifier {
+        None => Principal::local_admin(TenantId::default_tenant()),
+        Some(verifier) => {
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    ApiError::from(AuthError::Unauthenticated(
+                        "missing bearer token: send Authorization: Bearer <JWT>".into(),
+                    ))
+                })?;
+            verifier.verify(token)?
+        }
+    };
+    if let Some(tenant) = wanted
+        && tenant != principal.tenant
+    {
+        if !principal.is_admin() {
+            return Err(AuthError::Forbidden(format!(
+                "a {} token may act only on its own tenant",
+                principal.role
+            ))
+            .into());
+        }
+        principal.tenant = tenant;
+    }
+    Ok(principal)
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -187,22 +365,19 @@ struct IngestParams {
 
 async fn ingest_events(
     state: State<AppState>,
+    Extension(caller): Extension<Principal>,
     params: Query<IngestParams>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let tenant = tenant_of(&headers).to_string();
-    let bytes = body.as_ref().map_or(0, |b| b.len() as u64);
-    let result = ingest_events_inner(state, params, headers, body).await;
+    let tenant = caller.tenant.to_string();
+    let result = ingest_events_inner(state, caller, params, headers, body).await;
     let m = crate::metrics::get();
     let outcome = crate::metrics::outcome(status_of(&result));
     m.ingest_requests
         .with_label_values(&[tenant.as_str(), outcome])
         .inc();
-    m.ingest_bytes
-        .with_label_values(&[tenant.as_str()])
-        .inc_by(bytes);
     if outcome == "ok" {
         m.ingest_seconds
             .with_label_values(&[tenant.as_str()])
@@ -213,11 +388,16 @@ async fn ingest_events(
 
 async fn ingest_events_inner(
     State(state): State<AppState>,
+    caller: Principal,
     Query(params): Query<IngestParams>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&headers);
+    caller.require(Role::Writer, "ingest")?;
+    let tenant = caller.tenant;
+    // A tenant already over its rate is refused before any parsing, so a
+    // flood costs the server little; the rest of the batch is taken below.
+    rate_check(&state, &tenant, crate::ratelimit::Kind::Events, 1)?;
     let table = match params.table.as_deref() {
         None => TableName::default_table(),
         Some(name) => name
@@ -239,7 +419,25 @@ async fn ingest_events_inner(
             ));
         }
     };
-    let body = body_bytes(body)?;
+    // Read only now: a refused request (role, rate, type) costs no body.
+    let body = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large (see --max-body-bytes)",
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
+    crate::metrics::get()
+        .ingest_bytes
+        .with_label_values(&[tenant.as_str()])
+        .inc_by(body.len() as u64);
     let limit = state.max_body_bytes;
     let internal =
         |e: tokio::task::JoinError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
@@ -259,6 +457,13 @@ async fn ingest_events_inner(
     })
     .await
     .map_err(internal)??;
+    let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    rate_check(
+        &state,
+        &tenant,
+        crate::ratelimit::Kind::Events,
+        n.saturating_sub(1),
+    )?;
     // Detached, so that a client hanging up mid-request cannot cancel an
     // ingest between claiming its event ids and logging them.
     let db = state.db.clone();
@@ -327,23 +532,26 @@ fn observe_query(
 
 async fn sql(
     state: State<AppState>,
+    Extension(caller): Extension<Principal>,
     params: Query<SqlParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let result = sql_inner(state, params, headers, body).await;
+    let result = sql_inner(state, caller, params, headers, body).await;
     observe_query("sql", started, &result);
     result
 }
 
 async fn sql_inner(
     State(state): State<AppState>,
+    caller: Principal,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&headers);
+    caller.require(Role::Reader, "query")?;
+    rate_check(&state, &caller.tenant, crate::ratelimit::Kind::Queries, 1)?;
     let format = output_format(params.format.as_deref(), &headers)?;
     let body = body_bytes(body)?;
     let text = if mime(&headers).as_deref() == Some("application/json") {
@@ -361,30 +569,36 @@ async fn sql_inner(
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("no SQL given"));
     }
-    let stream = state.db.query(&tenant, &text).await?;
-    stream_response(stream, format).await
+    let stream = state.db.query(&caller, &text).await;
+    if let Err(e) = &stream {
+        audit_refused_statement(&state, &caller, &text, e);
+    }
+    stream_response(stream?, format, state.max_result_bytes).await
 }
 
 /// `POST /v1/query`: a DSL document (docs/dsl.md), answered like `/v1/sql`.
 async fn dsl_query(
     state: State<AppState>,
+    Extension(caller): Extension<Principal>,
     params: Query<SqlParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let result = dsl_query_inner(state, params, headers, body).await;
+    let result = dsl_query_inner(state, caller, params, headers, body).await;
     observe_query("dsl", started, &result);
     result
 }
 
 async fn dsl_query_inner(
     State(state): State<AppState>,
+    caller: Principal,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant_of(&headers);
+    caller.require(Role::Reader, "query")?;
+    rate_check(&state, &caller.tenant, crate::ratelimit::Kind::Queries, 1)?;
     let format = output_format(params.format.as_deref(), &headers)?;
     let body = body_bytes(body)?;
     let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
@@ -394,8 +608,8 @@ async fn dsl_query_inner(
             e.column()
         ))
     })?;
-    let stream = crate::dsl::run(state.db.clone(), tenant, &doc).await?;
-    stream_response(stream, format).await
+    let stream = crate::dsl::run(state.db.clone(), &caller, &doc).await?;
+    stream_response(stream, format, state.max_result_bytes).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -412,11 +626,23 @@ struct CompactParams {
 /// answer is NDJSON: progress lines, then `{"reports": [...]}`.
 async fn compact(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Query(params): Query<CompactParams>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     use crate::db::maintenance::MaintenanceError;
-    let tenant = tenant_of(&headers);
+    caller.require(Role::Admin, "run maintenance")?;
+    audit_admin(
+        &state,
+        &caller,
+        "POST /v1/admin/compact".into(),
+        StatusCode::OK,
+        format!(
+            "table={} dry_run={}",
+            params.table.as_deref().unwrap_or("*"),
+            params.dry_run
+        ),
+    );
+    let tenant = caller.tenant;
     let table = match &params.table {
         Some(t) => Some(
             t.parse::<crate::ids::TableName>()
@@ -476,16 +702,17 @@ fn tokio_stream_from<T: Send + 'static>(
 
 fn admin_table(
     state: &AppState,
-    headers: &HeaderMap,
+    caller: &Principal,
     table: &str,
 ) -> Result<Arc<crate::db::Table>, ApiError> {
-    let tenant = tenant_of(headers);
+    caller.require(Role::Admin, "change table settings")?;
+    let tenant = &caller.tenant;
     let name = table
         .parse::<crate::ids::TableName>()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     state
         .db
-        .table(&tenant, &name)
+        .table(tenant, &name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no table {table}")))
 }
 
@@ -494,9 +721,9 @@ fn admin_table(
 async fn get_settings(
     State(state): State<AppState>,
     axum::extract::Path(table): axum::extract::Path<String>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
 ) -> Result<Response, ApiError> {
-    let t = admin_table(&state, &headers, &table)?;
+    let t = admin_table(&state, &caller, &table)?;
     Ok(axum::Json(settings_reply(&state, &t)).into_response())
 }
 
@@ -525,40 +752,107 @@ fn settings_reply(state: &AppState, t: &crate::db::Table) -> serde_json::Value {
 async fn put_settings(
     State(state): State<AppState>,
     axum::extract::Path(table): axum::extract::Path<String>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let t = admin_table(&state, &headers, &table)?;
+    let t = admin_table(&state, &caller, &table)?;
     let body = body_bytes(body)?;
     let settings: crate::db::maintenance::TableSettings = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid settings: {e}")))?;
     settings.validate().map_err(ApiError::bad_request)?;
+    let detail = serde_json::to_string(&settings).unwrap_or_default();
     state
         .db
         .table_settings()
         .set(&t, settings)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    audit_admin(
+        &state,
+        &caller,
+        format!("PUT /v1/admin/tables/{table}/settings"),
+        StatusCode::OK,
+        detail,
+    );
     Ok(axum::Json(settings_reply(&state, &t)).into_response())
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    // Series are labelled by tenant: only admins see them all.
+    caller.require(Role::Admin, "read metrics")?;
     let m = crate::metrics::get();
     m.buffer_bytes.set(state.db.buffered_bytes() as i64);
     m.buffer_rows.set(state.db.buffered_rows() as i64);
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.render(),
     )
-        .into_response()
+        .into_response())
+}
+
+/// Records statements refused as DDL, DML or `SET` in the audit log.
+fn audit_refused_statement(
+    state: &AppState,
+    caller: &Principal,
+    sql: &str,
+    e: &datafusion::error::DataFusionError,
+) {
+    let message = e.to_string();
+    if message.contains("(queries are read-only)") {
+        state.db.audit(AuditEntry {
+            kind: "ddl_refused",
+            actor: caller.subject.clone(),
+            tenant: Some(caller.tenant.to_string()),
+            role: Some(caller.role.to_string()),
+            action: sql.chars().take(1000).collect(),
+            status: 400,
+            detail: message,
+            request_id: None,
+        });
+    }
+}
+
+/// Gathers a JSON-format result whole, up to `limit` bytes, so that an
+/// oversized one is refused with a status rather than cut off midway.
+async fn gathered_response(
+    mut stream: SendableRecordBatchStream,
+    format: OutputFormat,
+    limit: usize,
+) -> Result<Response, ApiError> {
+    let schema = stream.schema();
+    let mut encoder = Encoder::new(format, &schema)?;
+    let mut out = encoder.start()?.to_vec();
+    while let Some(batch) = stream.next().await.transpose()? {
+        out.extend_from_slice(&encoder.batch(&batch)?);
+        if out.len() > limit {
+            return Err(ApiError::bad_request(format!(
+                "the result is larger than {limit} bytes as {} (--max-result-bytes): add a LIMIT, or ask for format=arrow, csv or parquet, which stream without this limit",
+                if format == OutputFormat::Json {
+                    "json"
+                } else {
+                    "ndjson"
+                }
+            )));
+        }
+    }
+    out.extend_from_slice(&encoder.finish(&schema)?);
+    Ok(([(header::CONTENT_TYPE, format.content_type())], out).into_response())
 }
 
 /// Streams a query result. The first batch is awaited before the status is
 /// sent, so errors that show up at once still get a proper status code.
+/// JSON formats are gathered instead, within `json_limit` bytes.
 async fn stream_response(
     mut stream: SendableRecordBatchStream,
     format: OutputFormat,
+    json_limit: usize,
 ) -> Result<Response, ApiError> {
+    if matches!(format, OutputFormat::Json | OutputFormat::Ndjson) {
+        return gathered_response(stream, format, json_limit).await;
+    }
     let schema = stream.schema();
     let first = stream.next().await.transpose()?;
     let mut encoder = Encoder::new(format, &schema)?;

@@ -26,15 +26,25 @@ pub enum Error {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Runs the server until `shutdown` completes.
+///
+/// The port is bound first and answers at once: while the WAL is replayed
+/// `/health` says `starting`, `/ready` is 503 and every other route is 503
+/// with Retry-After. Once the database is open the full API takes over.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    check_exposure(&config)?;
+    let verifier = crate::auth::Verifier::from_config(&config.auth)
+        .map_err(Error::Config)?
+        .map(Arc::new);
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| Error::Bind {
@@ -45,7 +55,26 @@ pub async fn run(
         addr: config.http_addr,
         source,
     })?;
-    let db = Database::open(config.clone()).await?;
+    // Tests and scripts read this line to learn the port.
+    println!("allsource listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving HTTP");
+    let current = Arc::new(parking_lot::RwLock::new(http::starting_router()));
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(serve(
+        listener,
+        current.clone(),
+        config.clone(),
+        stop.clone(),
+    ));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let db = tokio::select! {
+        db = Database::open(config.clone()) => db?,
+        _ = &mut shutdown => {
+            stop.cancel();
+            let _ = serving.await;
+            return Ok(());
+        }
+    };
 
     let cancel = CancellationToken::new();
     let flusher = spawn_flusher(db.clone(), cancel.clone())?;
@@ -55,19 +84,113 @@ pub async fn run(
         move || db.run_maintenance_schedule(cancel)
     })?;
 
-    let app = http::router(http::AppState::new(db.clone(), config.max_body_bytes));
-    // Tests and scripts read this line to learn the port.
-    println!("allsource listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving HTTP");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let mut state = http::AppState::new(db.clone(), config.max_body_bytes);
+    state.verifier = verifier;
+    state.max_result_bytes = config.max_result_bytes;
+    state.rate_limits =
+        Arc::new(crate::ratelimit::RateLimits::from_config(&config).map_err(Error::Config)?);
+    *current.write() = http::router(state);
+    db.audit(crate::audit::AuditEntry {
+        kind: "server_start",
+        action: "serve".into(),
+        status: 200,
+        detail: format!("listening on {addr}"),
+        ..Default::default()
+    });
+    tracing::info!("ready");
+    shutdown.await;
+    stop.cancel();
+    let served = serving.await;
     tracing::info!("shutting down: flushing buffers");
     cancel.cancel();
     let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
     let _ = tokio::task::spawn_blocking(move || maintenance.join()).await;
     finish(&db).await?;
-    served.map_err(Error::Serve)
+    match served {
+        Ok(r) => r.map_err(Error::Serve),
+        Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+    }
+}
+
+/// Without authentication the server may only listen on loopback, unless
+/// the operator says `--insecure`.
+fn check_exposure(config: &Config) -> Result<()> {
+    if config.auth.enabled() || config.auth.insecure || config.http_addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "refusing to listen on {} without authentication: anyone who can reach it could read, write and delete every tenant's data. Configure a JWT key (--jwt-secret, --jwt-public-key or --jwt-jwks), listen on 127.0.0.1, or pass --insecure to accept the risk",
+        config.http_addr
+    )))
+}
+
+/// Accepts connections until `stop`, serving each with whatever router is
+/// current. Clients must send their headers within `--header-timeout` and
+/// their bodies within `--body-timeout`; idle keep-alive connections are
+/// closed after the header timeout too.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    current: Arc<parking_lot::RwLock<axum::Router>>,
+    config: Config,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(config.header_timeout))
+        .keep_alive_timeout(config.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let body_timeout = config.body_timeout;
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a bit.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let current = current.clone();
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let router = current.read().clone();
+                let request = request.map(|body| {
+                    axum::body::Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body))
+                });
+                router.oneshot(request)
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // In-flight requests finish; a stuck client does not hold the
+    // shutdown for ever.
+    if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after 30 s; closing them");
+    }
+    Ok(())
 }
 
 /// Runs the flusher on a thread of its own, with its own runtime, at a

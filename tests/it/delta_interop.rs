@@ -1,15 +1,9 @@
 //! The tables are real Delta Lake: the Python `deltalake` package reads
 //! the same rows that AllSource's SQL returns.
 
-use crate::support::TestServer;
+use crate::support::{TestServer, python};
 use serde_json::{Value, json};
 use std::process::Command;
-
-/// The Python with `deltalake` installed: `ALLSOURCE_TEST_PYTHON` (set by
-/// scripts/test.sh to its virtualenv), else `python3`.
-fn python() -> String {
-    std::env::var("ALLSOURCE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 #[test]
 fn python_deltalake_reads_the_same_rows() {

@@ -2,11 +2,13 @@
 //! Every test drives the real `allsource` binary over HTTP.
 
 mod analytics;
+mod auth;
 mod compaction;
 mod crash;
 mod delta_interop;
 mod dsl;
 mod ingest;
+mod limits;
 mod metrics;
 mod restart;
 mod s3;

@@ -72,7 +72,8 @@ fn metrics_count_ingest_queries_flushes_and_compactions() {
         value(&text, r#"allsource_ingest_seconds_count{tenant="default"}"#),
         2.0
     );
-    assert_eq!(value(&text, "allsource_buffer_rows"), 12.0);
+    // 12 events, and the audit log's record of the server's start.
+    assert_eq!(value(&text, "allsource_buffer_rows"), 13.0);
     assert!(value(&text, "allsource_buffer_bytes") > 0.0);
 
     // a restart flushes; the new process counts its own work
@@ -83,7 +84,8 @@ fn metrics_count_ingest_queries_flushes_and_compactions() {
     s.restart();
     s.ingest(&events("d", 3));
     let text = s.client_get("/metrics");
-    assert_eq!(value(&text, "allsource_buffer_rows"), 3.0);
+    // With this start's audit record.
+    assert_eq!(value(&text, "allsource_buffer_rows"), 4.0);
     let r = s.post("/v1/admin/compact", "application/json", "");
     assert_eq!(r.status, 200);
     let text = s.client_get("/metrics");
@@ -117,4 +119,39 @@ fn every_reply_carries_a_request_id() {
     let long = "x".repeat(200);
     let silly = s.post_with("/v1/sql", &[("x-request-id", long.as_str())], "SELECT 1");
     assert_eq!(id(&silly).len(), 36);
+}
+
+/// `promtool check metrics` (Prometheus's own linter, Debian package
+/// `prometheus`, installed by scripts/test.sh) accepts the output, after
+/// every kind of series has samples: ingest, queries, refusals, rate limits.
+#[test]
+fn promtool_accepts_the_metrics() {
+    let s = TestServer::start(&["--rate-limit-queries", "1"]);
+    s.ingest(&events("a", 3));
+    s.sql("SELECT count(*) FROM events");
+    let _ = s.post("/v1/sql", "text/plain", "SELECT 1");
+    let _ = s.post("/v1/sql", "text/plain", "SELECT 1");
+    let text = s.client_get("/metrics");
+    assert!(text.contains("allsource_rate_limited_total"), "{text}");
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian package prometheus; scripts/test.sh installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -33,3 +33,40 @@ fn kill9_before_any_flush_loses_nothing() {
     s.restart();
     assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(100));
 }
+
+#[test]
+fn not_ready_while_the_wal_replays() {
+    let mut s = TestServer::start(&["--flush-age", "1h", "--flush-rows", "10000000"]);
+    let batch: String = (0..50_000)
+        .map(|i| {
+            json!({"event_type": "a", "entity_id": format!("u{i}"), "payload": {"n": i}})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    for _ in 0..6 {
+        let r = s.post("/v1/events", "application/x-ndjson", batch.clone());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    s.kill9();
+    s.restart_unready();
+    // The port answers at once; replaying 300K events takes a while.
+    let first = s.get("/ready");
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert!(
+        first.error().contains("replaying the write-ahead log"),
+        "{}",
+        first.text()
+    );
+    assert_eq!(first.headers["retry-after"], "1");
+    let r = s.post("/v1/sql", "text/plain", "SELECT 1");
+    assert!(r.status == 503 || r.status == 200, "{}", r.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.get("/ready").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        let h = s.get("/health");
+        assert_eq!(h.status, 200, "health during replay: {}", h.text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(300_000));
+}

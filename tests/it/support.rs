@@ -81,6 +81,13 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        self.spawn_unready();
+        self.wait_healthy();
+    }
+
+    /// Starts the process and returns once it has printed its address,
+    /// without waiting for `/ready`.
+    fn spawn_unready(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,13 +127,13 @@ impl TestServer {
         };
         self.child = Some(child);
         self.base = base;
-        self.wait_healthy();
     }
 
+    /// Waits for `/ready`: the WAL replayed, the full API up.
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.client.get(format!("{}/health", self.base)).send()
+            if let Ok(r) = self.client.get(format!("{}/ready", self.base)).send()
                 && r.status().is_success()
             {
                 return;
@@ -246,6 +253,22 @@ impl TestServer {
         }
     }
 
+    /// Starts the server again without waiting for it to be ready.
+    pub(crate) fn restart_unready(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn_unready();
+    }
+
+    /// A GET of `path`: its status and body, whatever the status.
+    pub(crate) fn get(&self, path: &str) -> Reply {
+        let r = self.client.get(self.url(path)).send().expect("request");
+        Reply {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.bytes().unwrap().to_vec(),
+        }
+    }
+
     /// Starts the server again on the same directory with the same flags.
     pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");
@@ -268,6 +291,12 @@ impl Drop for TestServer {
             let _ = c.wait();
         }
     }
+}
+
+/// The Python of the test virtualenv: `ALLSOURCE_TEST_PYTHON` (set by
+/// scripts/test.sh), else `python3`.
+pub(crate) fn python() -> String {
+    std::env::var("ALLSOURCE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// `n` simple events `{event_type, entity_id: "u<i>", payload: {n: i}}`.

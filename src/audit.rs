@@ -1,0 +1,100 @@
+//! The audit log: authentication failures, admin actions and refused DDL,
+//! stored as events in the `audit` table of the reserved `system` tenant
+//! (so it is durable, compacted and retained like any table) and read by
+//! admins as `system.audit`.
+
+use crate::db::Database;
+use crate::ids::{TableName, TenantId};
+use crate::ingest::Event;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Map, Value};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// The table holding the log, under [`crate::auth::SYSTEM_TENANT`].
+pub const AUDIT_TABLE: &str = "audit";
+
+/// The tenant and table of the log.
+pub fn location() -> (TenantId, TableName) {
+    (
+        crate::auth::SYSTEM_TENANT
+            .parse()
+            .expect("the system tenant name is valid"),
+        AUDIT_TABLE.parse().expect("the audit table name is valid"),
+    )
+}
+
+/// What happened, as one audit event.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEntry {
+    /// `auth_failure`, `admin`, `ddl_refused` or `server_start`: the
+    /// event type.
+    pub kind: &'static str,
+    /// The token's subject, or `anonymous`: the entity id.
+    pub actor: Option<String>,
+    pub tenant: Option<String>,
+    pub role: Option<String>,
+    /// The route or statement, e.g. `POST /v1/admin/compact`.
+    pub action: String,
+    pub status: u16,
+    pub detail: String,
+    pub request_id: Option<String>,
+}
+
+/// Bounds the rate of failure records, so a flood of bad tokens cannot
+/// flood the log (or the disk). Admin actions are always recorded.
+#[derive(Debug)]
+pub struct AuditLimiter(DefaultDirectRateLimiter);
+
+impl Default for AuditLimiter {
+    fn default() -> Self {
+        let per_second = NonZeroU32::new(50).expect("non-zero");
+        AuditLimiter(RateLimiter::direct(Quota::per_second(per_second)))
+    }
+}
+
+impl AuditEntry {
+    fn into_event(self) -> Event {
+        let mut payload = Map::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                payload.insert(k.to_string(), Value::String(v));
+            }
+        };
+        put("tenant", self.tenant);
+        put("role", self.role);
+        put("action", Some(self.action));
+        put("detail", Some(self.detail));
+        put("request_id", self.request_id);
+        payload.insert("status".into(), Value::from(self.status));
+        Event {
+            event_id: None,
+            event_type: self.kind.to_string(),
+            entity_id: self.actor.unwrap_or_else(|| "anonymous".into()),
+            timestamp: None,
+            payload,
+        }
+    }
+}
+
+impl Database {
+    /// Records `entry` in the audit log in the background. Failure records
+    /// past 50 a second are only counted (metric
+    /// `allsource_audit_dropped_total`).
+    pub fn audit(self: &Arc<Self>, entry: AuditEntry) {
+        if entry.kind == "auth_failure" && self.audit_limiter.0.check().is_err() {
+            crate::metrics::get().audit_dropped.inc();
+            return;
+        }
+        let db = self.clone();
+        let (tenant, table) = location();
+        tokio::spawn(async move {
+            if let Err(e) = db
+                .ingest_system(&tenant, &table, vec![entry.into_event()])
+                .await
+            {
+                tracing::warn!(error = %e, "could not write an audit record");
+            }
+        });
+    }
+}

@@ -1,0 +1,150 @@
+//! Per-tenant rate limits with `governor`: one token bucket per tenant for
+//! ingested events and one for queries, each refilling at the tenant's
+//! rate with one second's worth of burst. Over quota → 429 with
+//! Retry-After.
+
+use crate::config::Config;
+use crate::ids::TenantId;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What is limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Events,
+    Queries,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Events => "events",
+            Kind::Queries => "queries",
+        }
+    }
+}
+
+/// One tenant's rates; `None` follows the server default, `0` is no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRates {
+    pub events_per_second: Option<u32>,
+    pub queries_per_second: Option<u32>,
+}
+
+/// Refusal: how long to wait (`None`: waiting will not help, the request
+/// is larger than the tenant's burst), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+/// A tenant's bucket for one kind; `None` when the rate is unlimited.
+type Bucket = Option<Arc<DefaultDirectRateLimiter>>;
+
+/// The limiters of every tenant seen so far.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    default: TenantRates,
+    overrides: HashMap<TenantId, TenantRates>,
+    buckets: Mutex<HashMap<(TenantId, Kind), Bucket>>,
+}
+
+impl RateLimits {
+    /// From `--rate-limit-events`, `--rate-limit-queries` and the
+    /// per-tenant file `--tenant-limits`.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let overrides = match &config.tenant_limits {
+            None => HashMap::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read --tenant-limits {}: {e}", path.display()))?;
+                let raw: HashMap<String, TenantRates> = serde_json::from_str(&text)
+                    .map_err(|e| format!("--tenant-limits {}: {e}", path.display()))?;
+                raw.into_iter()
+                    .map(|(t, r)| {
+                        t.parse::<TenantId>()
+                            .map(|t| (t, r))
+                            .map_err(|e| format!("--tenant-limits {}: {e}", path.display()))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        Ok(RateLimits {
+            default: TenantRates {
+                events_per_second: Some(config.rate_limit_events),
+                queries_per_second: Some(config.rate_limit_queries),
+            },
+            overrides,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn rate(&self, tenant: &TenantId, kind: Kind) -> u32 {
+        let pick = |r: &TenantRates| match kind {
+            Kind::Events => r.events_per_second,
+            Kind::Queries => r.queries_per_second,
+        };
+        self.overrides
+            .get(tenant)
+            .and_then(pick)
+            .or_else(|| pick(&self.default))
+            .unwrap_or(0)
+    }
+
+    fn bucket(&self, tenant: &TenantId, kind: Kind) -> Bucket {
+        self.buckets
+            .lock()
+            .entry((tenant.clone(), kind))
+            .or_insert_with(|| {
+                NonZeroU32::new(self.rate(tenant, kind))
+                    .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))))
+            })
+            .clone()
+    }
+
+    /// Takes `n` units (events, or 1 query) from `tenant`'s bucket.
+    pub fn check(&self, tenant: &TenantId, kind: Kind, n: u32) -> Result<(), Limited> {
+        let Some(bucket) = self.bucket(tenant, kind) else {
+            return Ok(());
+        };
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        let rate = self.rate(tenant, kind);
+        let refuse = |retry_after: Option<Duration>, message: String| {
+            crate::metrics::get()
+                .rate_limited
+                .with_label_values(&[tenant.as_str(), kind.label()])
+                .inc();
+            Err(Limited {
+                retry_after,
+                message,
+            })
+        };
+        match bucket.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => refuse(
+                Some(not_until.wait_time_from(DefaultClock::default().now())),
+                format!(
+                    "tenant {tenant} is over its limit of {rate} {}/s; retry later",
+                    kind.label()
+                ),
+            ),
+            Err(_) => refuse(
+                None,
+                format!(
+                    "a request of {n} {} exceeds tenant {tenant}'s limit of {rate}/s; send smaller batches",
+                    kind.label()
+                ),
+            ),
+        }
+    }
+}
