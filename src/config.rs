@@ -135,6 +135,11 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_TENANT_LIMITS")]
     pub tenant_limits: Option<PathBuf>,
 
+    /// Export tracing spans (one per request, with its id) over OTLP/HTTP
+    /// protobuf to this collector, e.g. `http://127.0.0.1:4318`.
+    #[arg(long, env = "ALLSOURCE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
 }
@@ -169,6 +174,7 @@ impl Default for Config {
             rate_limit_events: 0,
             rate_limit_queries: 0,
             tenant_limits: None,
+            otlp_endpoint: None,
             auth: crate::auth::AuthConfig::default(),
         }
     }

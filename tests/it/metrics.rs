@@ -155,3 +155,77 @@ fn promtool_accepts_the_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A stand-in OTLP/HTTP collector: answers 200 to every POST and hands the
+/// request (head and body) to the test.
+fn collector() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        head.push_str(&line);
+                        line.clear();
+                    }
+                    if head.is_empty() {
+                        return;
+                    }
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    let _ = tx.send((head, body));
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn request_spans_are_exported_over_otlp() {
+    let (url, received) = collector();
+    let mut s = TestServer::start(&["--otlp-endpoint", &url]);
+    let r = s.post_with(
+        "/v1/sql",
+        &[("x-request-id", "otlp-trace-check-7")],
+        "SELECT 1",
+    );
+    assert_eq!(r.status, 200);
+    // Stopping flushes the last batch.
+    s.stop();
+    let mut exported = Vec::new();
+    while let Ok((head, body)) = received.recv_timeout(std::time::Duration::from_secs(10)) {
+        assert!(head.starts_with("POST /v1/traces"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("application/x-protobuf"),
+            "{head}"
+        );
+        exported.extend(body);
+        if String::from_utf8_lossy(&exported).contains("otlp-trace-check-7") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&exported);
+    assert!(
+        text.contains("otlp-trace-check-7") && text.contains("allsource"),
+        "the request's span was not exported: {text}"
+    );
+}
