@@ -427,3 +427,72 @@ fn per_table_settings_override_the_flags_and_persist() {
         json!({"retention": "10days", "maintenance_interval": "1s"})
     );
 }
+
+/// A query streaming a large result reads its files one after another.
+/// Compaction replaces them all and vacuum runs twice while it is paused
+/// midway: vacuum keeps replaced files for at least the query timeout, so
+/// the query finishes with every row.
+#[test]
+fn vacuum_during_a_long_query_leaves_its_files() {
+    use std::io::Read;
+    let s = TestServer::start(&[
+        "--vacuum-retention",
+        "0s",
+        "--query-timeout",
+        "60s",
+        "--flush-rows",
+        "4000",
+    ]);
+    for round in 0..30 {
+        s.ingest(&spread(&format!("v{round}-"), 4000, 1));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.scalar("SELECT buffered_rows FROM system.tables WHERE table_name = 'events'")
+        != json!(0)
+    {
+        assert!(std::time::Instant::now() < deadline, "never flushed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let files = parquet_files(&s.data_dir);
+    assert!(files.len() >= 20, "{} files", files.len());
+
+    // About 50 MB of CSV: far more than the socket buffers hold, so the
+    // scan waits for this client between files.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let mut response = client
+        .post(s.url("/v1/sql?format=csv"))
+        .body("SELECT event_id, repeat(entity_id, 100) AS wide FROM events")
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut head = vec![0u8; 1 << 16];
+    response.read_exact(&mut head).unwrap();
+
+    let done = compact(&s, "?table=events");
+    let r = &done["reports"][0];
+    assert_eq!(r["outcome"], json!("done"), "{done}");
+    assert_eq!(r["files_in"].as_u64().unwrap(), files.len() as u64);
+    assert_eq!(r["vacuumed_files"], json!(0), "{done}");
+    let again = compact(&s, "?table=events");
+    assert_eq!(again["reports"][0]["vacuumed_files"], json!(0), "{again}");
+    // Every old file is still there for the paused query.
+    let on_disk = parquet_files(&s.data_dir);
+    assert!(files.iter().all(|f| on_disk.contains(f)));
+
+    let mut rest = Vec::new();
+    response.read_to_end(&mut rest).unwrap();
+    head.extend(rest);
+    let text = String::from_utf8(head).unwrap();
+    let ids: std::collections::HashSet<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(text.lines().count(), 120_001);
+    assert_eq!(ids.len(), 120_000);
+    // New queries read the compacted file.
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(120_000));
+}
