@@ -560,4 +560,28 @@ fn tokens_minted_by_pyjwt() {
         401,
         "HS256 on an ES256 server",
     );
+    drop(s);
+
+    // RS256 keys from a JWKS file, chosen by kid.
+    let jwks = dir.path().join("jwks.json");
+    let s = TestServer::start(&[
+        "--jwt-algorithm",
+        "RS256",
+        "--jwt-jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    for k in ["rs_rk1", "rs_rk2"] {
+        let r = sql_as(&s, &t(k), "SELECT 1 AS one");
+        assert_eq!(r.status, 200, "PyJWT {k} via JWKS: {}", r.text());
+    }
+    refused(
+        &sql_as(&s, &t("rs_rk1_signed_by_rk2"), "SELECT 1"),
+        401,
+        "JWKS key mismatch",
+    );
+    refused(
+        &sql_as(&s, &t("es_reader"), "SELECT 1"),
+        401,
+        "ES256 on an RS256 server",
+    );
 }

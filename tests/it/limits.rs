@@ -255,8 +255,8 @@ fn flood_phases(s: &TestServer) -> (f64, f64, u64) {
                             std::thread::sleep(Duration::from_millis(5));
                             continue;
                         }
-                        // 50 requests/s each: 50,000 events/s together,
-                        // 25 times the tenant's quota. (Unpaced, the two
+                        // 25 requests/s each: 25,000 events/s together,
+                        // 12.5 times the tenant's quota. (Unpaced, the two
                         // client threads would take the 2-core machine's
                         // CPU from the other tenant's client, not from the
                         // server.)
@@ -269,7 +269,7 @@ fn flood_phases(s: &TestServer) -> (f64, f64, u64) {
                             &flood_body,
                         );
                         std::thread::sleep(
-                            Duration::from_millis(20).saturating_sub(sent.elapsed()),
+                            Duration::from_millis(40).saturating_sub(sent.elapsed()),
                         );
                         match r.status {
                             200 => {}
