@@ -786,6 +786,8 @@ async fn metrics(
     let m = crate::metrics::get();
     m.buffer_bytes.set(state.db.buffered_bytes() as i64);
     m.buffer_rows.set(state.db.buffered_rows() as i64);
+    m.query_memory_bytes
+        .set(state.db.limits().memory_in_use() as i64);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.render(),

@@ -103,6 +103,14 @@ fn slow_queries_time_out_and_tenants_have_a_concurrency_cap() {
     std::thread::scope(|scope| {
         let slow = scope.spawn(|| s.post("/v1/sql", "text/plain", SLOW));
         std::thread::sleep(Duration::from_millis(500));
+        // The running query's memory shows in the metrics.
+        let metrics = s.client_get("/metrics");
+        let held: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("allsource_query_memory_bytes "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no query memory gauge in\n{metrics}"));
+        assert!(held > 0.0, "a running query holds no memory?");
         let r = s.post("/v1/sql", "text/plain", "SELECT 1");
         assert_eq!(r.status, 429, "{}", r.text());
         assert_eq!(r.headers["retry-after"], "1");

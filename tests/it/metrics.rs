@@ -75,6 +75,8 @@ fn metrics_count_ingest_queries_flushes_and_compactions() {
     // 12 events, and the audit log's record of the server's start.
     assert_eq!(value(&text, "allsource_buffer_rows"), 13.0);
     assert!(value(&text, "allsource_buffer_bytes") > 0.0);
+    // No query is running while /metrics answers.
+    assert_eq!(value(&text, "allsource_query_memory_bytes"), 0.0);
 
     // a restart flushes; the new process counts its own work
     s.stop();
