@@ -54,6 +54,26 @@ impl Default for AuditLimiter {
 }
 
 impl AuditEntry {
+    /// An entry for something `caller` did.
+    pub fn by(
+        caller: &crate::auth::Principal,
+        kind: &'static str,
+        action: String,
+        status: u16,
+        detail: String,
+    ) -> Self {
+        AuditEntry {
+            kind,
+            actor: caller.subject.clone(),
+            tenant: Some(caller.tenant.to_string()),
+            role: Some(caller.role.to_string()),
+            action,
+            status,
+            detail,
+            request_id: None,
+        }
+    }
+
     fn into_event(self) -> Event {
         let mut payload = Map::new();
         let mut put = |k: &str, v: Option<String>| {

@@ -95,9 +95,9 @@ pub struct Database {
     limits: crate::query::limits::QueryLimits,
     /// What every query's runtime shares: spill files and caches (each
     /// query gets its own memory pool on top).
-    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    query_env: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     /// Worker threads that execute queries.
-    query_runtime_threads: crate::query::limits::QueryRuntime,
+    query_threads: crate::query::limits::QueryRuntime,
     /// Bounds how fast failures are written to the audit log.
     pub(crate) audit_limiter: crate::audit::AuditLimiter,
 }
@@ -115,11 +115,11 @@ impl Database {
             timeout: config.query_timeout,
             concurrent_per_tenant: config.max_concurrent_queries.max(1),
         });
-        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        let query_env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .build_arc()
             .map_err(|e| Error::Internal(format!("cannot set up the query runtime: {e}")))?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let query_runtime_threads = crate::query::limits::QueryRuntime::new(threads)
+        let query_threads = crate::query::limits::QueryRuntime::new(threads)
             .map_err(|e| Error::Internal(format!("cannot start the query threads: {e}")))?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
@@ -150,9 +150,9 @@ impl Database {
             history,
             settings,
             limits,
-            runtime,
+            query_env,
             audit_limiter: Default::default(),
-            query_runtime_threads,
+            query_threads,
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -379,7 +379,7 @@ impl Database {
         let (db, who, text) = (self.clone(), caller.clone(), sql.to_string());
         crate::query::limits::run_limited(
             &self.limits,
-            &self.query_runtime_threads,
+            &self.query_threads,
             &caller.tenant,
             async move { crate::query::run_sql(db, &who, &text).await },
         )
@@ -393,12 +393,13 @@ impl Database {
 
     /// The threads queries execute on.
     pub fn query_threads(&self) -> &crate::query::limits::QueryRuntime {
-        &self.query_runtime_threads
+        &self.query_threads
     }
 
-    /// The runtime queries share (spill files, caches).
-    pub fn query_runtime(&self) -> &Arc<datafusion::execution::runtime_env::RuntimeEnv> {
-        &self.runtime
+    /// The DataFusion runtime environment queries share (spill files,
+    /// caches).
+    pub fn query_env(&self) -> &Arc<datafusion::execution::runtime_env::RuntimeEnv> {
+        &self.query_env
     }
 
     /// The table as a query sees it now.

@@ -205,26 +205,6 @@ fn request_id_of(request: &axum::extract::Request) -> Option<String> {
     request.extensions().get::<RequestId>().map(|r| r.0.clone())
 }
 
-/// Records an admin action (or a refused one) in the audit log.
-fn audit_admin(
-    state: &AppState,
-    caller: &Principal,
-    action: String,
-    status: StatusCode,
-    detail: String,
-) {
-    state.db.audit(AuditEntry {
-        kind: "admin",
-        actor: caller.subject.clone(),
-        tenant: Some(caller.tenant.to_string()),
-        role: Some(caller.role.to_string()),
-        action,
-        status: status.as_u16(),
-        detail,
-        request_id: None,
-    });
-}
-
 /// Takes `n` units from the caller's tenant's bucket, or refuses with 429
 /// (413 when the request alone is over the tenant's burst).
 fn rate_check(
@@ -295,11 +275,18 @@ fn principal_of(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiE
     Ok(principal)
 }
 
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body too large (see --max-body-bytes)",
+    )
+}
+
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "request body too large (see --max-body-bytes)")
+            body_too_large()
         } else {
             ApiError::new(status, e.body_text())
         }
@@ -426,10 +413,7 @@ async fn ingest_events_inner(
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large (see --max-body-bytes)",
-                )
+                body_too_large()
             } else {
                 ApiError::bad_request(format!("could not read the request body: {e}"))
             }
@@ -530,6 +514,21 @@ fn observe_query(
         .observe(started.elapsed().as_secs_f64());
 }
 
+/// What `/v1/sql` and `/v1/query` check before they look at the query:
+/// the role, the tenant's query rate, the result format; then the body.
+fn admit_query(
+    state: &AppState,
+    caller: &Principal,
+    params: &SqlParams,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(OutputFormat, Bytes), ApiError> {
+    caller.require(Role::Reader, "query")?;
+    rate_check(state, &caller.tenant, crate::ratelimit::Kind::Queries, 1)?;
+    let format = output_format(params.format.as_deref(), headers)?;
+    Ok((format, body_bytes(body)?))
+}
+
 async fn sql(
     state: State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -550,10 +549,7 @@ async fn sql_inner(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Reader, "query")?;
-    rate_check(&state, &caller.tenant, crate::ratelimit::Kind::Queries, 1)?;
-    let format = output_format(params.format.as_deref(), &headers)?;
-    let body = body_bytes(body)?;
+    let (format, body) = admit_query(&state, &caller, &params, &headers, body)?;
     let text = if mime(&headers).as_deref() == Some("application/json") {
         serde_json::from_slice::<SqlBody>(&body)
             .map_err(|e| {
@@ -597,10 +593,7 @@ async fn dsl_query_inner(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    caller.require(Role::Reader, "query")?;
-    rate_check(&state, &caller.tenant, crate::ratelimit::Kind::Queries, 1)?;
-    let format = output_format(params.format.as_deref(), &headers)?;
-    let body = body_bytes(body)?;
+    let (format, body) = admit_query(&state, &caller, &params, &headers, body)?;
     let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the query document is not valid JSON: {e} (line {}, column {})",
@@ -631,17 +624,17 @@ async fn compact(
 ) -> Result<Response, ApiError> {
     use crate::db::maintenance::MaintenanceError;
     caller.require(Role::Admin, "run maintenance")?;
-    audit_admin(
-        &state,
+    state.db.audit(AuditEntry::by(
         &caller,
+        "admin",
         "POST /v1/admin/compact".into(),
-        StatusCode::OK,
+        200,
         format!(
             "table={} dry_run={}",
             params.table.as_deref().unwrap_or("*"),
             params.dry_run
         ),
-    );
+    ));
     let tenant = caller.tenant;
     let table = match &params.table {
         Some(t) => Some(
@@ -766,13 +759,13 @@ async fn put_settings(
         .table_settings()
         .set(&t, settings)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    audit_admin(
-        &state,
+    state.db.audit(AuditEntry::by(
         &caller,
+        "admin",
         format!("PUT /v1/admin/tables/{table}/settings"),
-        StatusCode::OK,
+        200,
         detail,
-    );
+    ));
     Ok(axum::Json(settings_reply(&state, &t)).into_response())
 }
 
@@ -803,17 +796,14 @@ fn audit_refused_statement(
     e: &datafusion::error::DataFusionError,
 ) {
     let message = e.to_string();
-    if message.contains("(queries are read-only)") {
-        state.db.audit(AuditEntry {
-            kind: "ddl_refused",
-            actor: caller.subject.clone(),
-            tenant: Some(caller.tenant.to_string()),
-            role: Some(caller.role.to_string()),
-            action: sql.chars().take(1000).collect(),
-            status: 400,
-            detail: message,
-            request_id: None,
-        });
+    if message.contains(crate::query::READ_ONLY_REFUSAL) {
+        state.db.audit(AuditEntry::by(
+            caller,
+            "ddl_refused",
+            sql.chars().take(1000).collect(),
+            400,
+            message,
+        ));
     }
 }
 

@@ -24,6 +24,16 @@ pub(crate) struct Reply {
     pub(crate) body: Vec<u8>,
 }
 
+impl From<reqwest::blocking::Response> for Reply {
+    fn from(r: reqwest::blocking::Response) -> Self {
+        Reply {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.bytes().unwrap().to_vec(),
+        }
+    }
+}
+
 impl Reply {
     pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
@@ -165,12 +175,7 @@ impl TestServer {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let r = req.send().expect("request");
-        Reply {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.bytes().unwrap().to_vec(),
-        }
+        Reply::from(req.send().expect("request"))
     }
 
     /// PUTs a JSON body; returns the status and the body.
@@ -261,12 +266,7 @@ impl TestServer {
 
     /// A GET of `path`: its status and body, whatever the status.
     pub(crate) fn get(&self, path: &str) -> Reply {
-        let r = self.client.get(self.url(path)).send().expect("request");
-        Reply {
-            status: r.status().as_u16(),
-            headers: r.headers().clone(),
-            body: r.bytes().unwrap().to_vec(),
-        }
+        Reply::from(self.client.get(self.url(path)).send().expect("request"))
     }
 
     /// Starts the server again on the same directory with the same flags.
