@@ -26,11 +26,12 @@ use crate::query::table::{EventTable, query_schema};
 use crate::schema::{ColumnKind, ColumnRegistry};
 use crate::storage::{self, Storage};
 use crate::wal::{self, Wal, WalConfig};
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -314,8 +315,7 @@ impl Database {
         }
         let result = self.log_batch(&table, events, keep, ids, now).await;
         if result.is_err() {
-            let ids: Vec<&str> = claimed.iter().map(String::as_str).collect();
-            table.dedup.lock().release(&ids);
+            release(&table, &claimed);
         }
         result.map(|_| outcome)
     }
@@ -331,25 +331,30 @@ impl Database {
         let t = table.clone();
         let (batch, ipc) = tokio::task::spawn_blocking(move || -> Result<_> {
             let batch = ingest::build_batch(&events, &keep, &ids, &t.registry, now)?;
-            let ipc = encode_ipc(&batch)?;
-            if ipc.len() > wal::MAX_RECORD_BYTES {
-                return Err(Error::Ingest(ingest::Error::TooLarge(format!(
-                    "the batch encodes to {} bytes; one request may log at most {}",
-                    ipc.len(),
-                    wal::MAX_RECORD_BYTES
-                ))));
-            }
+            let ipc = wal_payload(&batch)?;
             Ok((batch, ipc))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+        self.submit(table, batch, ipc).await?.await
+    }
+
+    /// Hands a built batch to the WAL writer. The returned future resolves
+    /// once it is on disk and in the table's buffer; batches submitted one
+    /// after another are logged in that order.
+    async fn submit(
+        &self,
+        table: &Arc<Table>,
+        batch: RecordBatch,
+        ipc: Bytes,
+    ) -> Result<impl Future<Output = Result<WalSeq>> + use<>> {
         let t = table.clone();
         let counter = self.buffered_bytes.clone();
         let notify = self.flush_wanted.clone();
         let (flush_rows, flush_bytes) = (self.config.flush_rows, self.config.flush_bytes);
-        let seq = self
+        let logged = self
             .wal
-            .append(
+            .submit(
                 table.tenant.clone(),
                 table.name.clone(),
                 ipc,
@@ -361,7 +366,95 @@ impl Database {
                 }),
             )
             .await?;
-        Ok(seq)
+        Ok(async move { Ok(logged.await?) })
+    }
+
+    /// Starts storing an Arrow batch of events (Flight SQL ingest) in
+    /// `tenant`'s table `name`: checks and lays it out (all or nothing),
+    /// drops client event ids already stored, and hands it to the WAL.
+    /// `first_row` is the batch's position in the upload, for errors.
+    /// Await the returned [`PendingIngest`] for the acknowledgement; the
+    /// batches of one upload are logged in the order they were started.
+    pub async fn start_arrow_ingest(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        batch: RecordBatch,
+        first_row: u64,
+    ) -> Result<PendingIngest> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let buffered = self.buffered_bytes();
+        if buffered >= self.config.max_buffer_bytes {
+            self.flush_wanted.notify_one();
+            return Err(Error::BufferFull { buffered });
+        }
+        let table = match self.table(tenant, name) {
+            Some(t) => t,
+            None => self.load_table(tenant, name).await?,
+        };
+        let now = now_micros();
+        let t = table.clone();
+        let converted = tokio::task::spawn_blocking(move || {
+            ingest::from_arrow::convert(&batch, &t.registry, now, first_row)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let rows = converted.batch.num_rows();
+        let mut batch = converted.batch;
+        let mut claimed = Vec::new();
+        if let Some(client) = converted.client_ids {
+            let ids = batch.column(0).as_string::<i32>().clone();
+            let mut keep = Vec::with_capacity(rows);
+            {
+                let mut dedup = table.dedup.lock();
+                for (i, given) in client.iter().enumerate() {
+                    let fresh = !given || dedup.claim(ids.value(i), now);
+                    if *given && fresh {
+                        claimed.push(ids.value(i).to_string());
+                    }
+                    keep.push(fresh);
+                }
+            }
+            if keep.iter().any(|k| !k) {
+                batch = arrow::compute::filter_record_batch(&batch, &keep.into())?;
+            }
+        }
+        let outcome = IngestOutcome {
+            accepted: batch.num_rows(),
+            duplicates: rows - batch.num_rows(),
+        };
+        if outcome.accepted == 0 {
+            return Ok(PendingIngest {
+                logged: None,
+                table,
+                claimed,
+                outcome,
+            });
+        }
+        let prepared = tokio::task::spawn_blocking(move || -> Result<_> {
+            let ipc = wal_payload(&batch)?;
+            Ok((batch, ipc))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()));
+        let submitted = match prepared {
+            Ok(Ok((batch, ipc))) => self.submit(&table, batch, ipc).await,
+            Ok(Err(e)) | Err(e) => Err(e),
+        };
+        match submitted {
+            Ok(logged) => Ok(PendingIngest {
+                logged: Some(Box::pin(logged)),
+                table,
+                claimed,
+                outcome,
+            }),
+            Err(e) => {
+                release(&table, &claimed);
+                Err(e)
+            }
+        }
     }
 
     /// A query session for `caller`: its tenant's tables only, with every
@@ -547,6 +640,61 @@ async fn open_table(
         ),
     )
     .await
+}
+
+/// An Arrow ingest handed to the WAL, not yet acknowledged.
+pub struct PendingIngest {
+    logged: Option<std::pin::Pin<Box<dyn Future<Output = Result<WalSeq>> + Send>>>,
+    table: Arc<Table>,
+    claimed: Vec<String>,
+    outcome: IngestOutcome,
+}
+
+impl std::fmt::Debug for PendingIngest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingIngest")
+            .field("table", &self.table.label())
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingIngest {
+    /// Waits until the batch is durable and visible. If logging failed,
+    /// its client event ids are released so that a retry is not taken for
+    /// a duplicate.
+    pub async fn acknowledged(self) -> Result<IngestOutcome> {
+        let Some(logged) = self.logged else {
+            return Ok(self.outcome);
+        };
+        match logged.await {
+            Ok(_) => Ok(self.outcome),
+            Err(e) => {
+                release(&self.table, &self.claimed);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn release(table: &Table, claimed: &[String]) {
+    if !claimed.is_empty() {
+        let ids: Vec<&str> = claimed.iter().map(String::as_str).collect();
+        table.dedup.lock().release(&ids);
+    }
+}
+
+/// A batch's WAL record payload, refused when over the record limit.
+fn wal_payload(batch: &RecordBatch) -> Result<Bytes> {
+    let ipc = encode_ipc(batch)?;
+    if ipc.len() > wal::MAX_RECORD_BYTES {
+        return Err(Error::Ingest(ingest::Error::TooLarge(format!(
+            "the batch encodes to {} bytes; one request may log at most {}",
+            ipc.len(),
+            wal::MAX_RECORD_BYTES
+        ))));
+    }
+    Ok(ipc)
 }
 
 /// Encodes a batch as an Arrow IPC stream (the WAL's record payload).

@@ -6,6 +6,7 @@
 //! goes (its own typed column, or `_overflow`). The batch is what the WAL
 //! logs and the buffer holds.
 
+pub mod from_arrow;
 mod parse;
 
 pub use parse::{BodyFormat, Event, parse_events};
@@ -31,6 +32,8 @@ pub enum Error {
         line: Option<usize>,
         reason: String,
     },
+    #[error("column {column:?} {reason}")]
+    InvalidColumn { column: String, reason: String },
     #[error("the request holds no events")]
     Empty,
     #[error("request too large: {0}")]

@@ -26,7 +26,7 @@ pub struct Event {
 
 /// Upper bounds on the fixed string fields, so a runaway client cannot
 /// blow up a dictionary or a sort key.
-const MAX_ID_LEN: usize = 512;
+pub(crate) const MAX_ID_LEN: usize = 512;
 
 /// Parses a whole body. Either every event is valid or the first problem
 /// is reported with the event's position; nothing partial comes back.
@@ -187,7 +187,7 @@ fn optional_string(field: &str, value: Value) -> Result<Option<String>, String> 
 const MIN_TIMESTAMP_US: i64 = -2_208_988_800_000_000;
 const MAX_TIMESTAMP_US: i64 = 7_258_118_400_000_000;
 
-fn in_range(us: i64) -> Result<Option<i64>, String> {
+pub(crate) fn in_range(us: i64) -> Result<Option<i64>, String> {
     if (MIN_TIMESTAMP_US..MAX_TIMESTAMP_US).contains(&us) {
         Ok(Some(us))
     } else {

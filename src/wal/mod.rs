@@ -33,6 +33,7 @@ use crate::ids::{TableName, TenantId, WalSeq};
 use bytes::Bytes;
 use format::{Decoded, HEADER_LEN};
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -316,6 +317,19 @@ impl Wal {
         data: Bytes,
         apply: ApplyFn,
     ) -> Result<WalSeq> {
+        self.submit(tenant, table, data, apply).await?.await
+    }
+
+    /// Queues a batch for the writer and returns a future that resolves
+    /// once it is on disk and applied. Records are written in the order
+    /// they are queued, so a caller may queue several before waiting.
+    pub async fn submit(
+        &self,
+        tenant: TenantId,
+        table: TableName,
+        data: Bytes,
+        apply: ApplyFn,
+    ) -> Result<impl Future<Output = Result<WalSeq>> + use<>> {
         if data.len() > MAX_RECORD_BYTES {
             return Err(Error::RecordTooLarge(data.len()));
         }
@@ -330,7 +344,7 @@ impl Wal {
             })
             .await
             .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        Ok(async move { rx.await.map_err(|_| Error::Closed)? })
     }
 
     /// Deletes closed segments holding only records below `keep_from`.

@@ -1,0 +1,697 @@
+//! Arrow record batches (Flight SQL bulk ingest) → event batches.
+//!
+//! An incoming batch is a flat table of events: `event_type` and
+//! `entity_id` (strings, required), `timestamp` and `event_id` (optional),
+//! and any other column is a payload field. A struct column named
+//! `payload` is unfolded into payload fields, so the JSON shape works too.
+//! Payload columns go through the same [`ColumnRegistry`] as JSON fields:
+//! numbers become `DOUBLE`, booleans `BOOLEAN`, strings, dates and times
+//! `VARCHAR`, lists and structs their JSON text; a column whose type
+//! conflicts with the table's goes to `_overflow`. The whole batch is
+//! checked before anything is logged.
+
+use super::parse::{MAX_ID_LEN, in_range};
+use super::{Error, MAX_CELLS, MAX_DAYS_PER_REQUEST, MICROS_PER_DAY, Result};
+use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Float64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, UInt64Type};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Columns set by the server: values sent for them are ignored, so that a
+/// table read out of AllSource can be written back as it is.
+const SERVER_COLUMNS: [&str; 2] = [schema::INGESTED_AT, schema::EVENT_DATE];
+
+/// An incoming batch laid out as an event batch.
+#[derive(Debug)]
+pub struct Converted {
+    /// Fixed columns, then payload columns, like `build_batch`'s output.
+    pub batch: RecordBatch,
+    /// Which rows carry the client's own `event_id` (to be deduplicated);
+    /// `None` when the batch had no `event_id` column.
+    pub client_ids: Option<Vec<bool>>,
+}
+
+fn column_error(column: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidColumn {
+        column: column.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn row_error(row: u64, reason: impl Into<String>) -> Error {
+    Error::InvalidEvent {
+        index: row as usize,
+        line: None,
+        reason: reason.into(),
+    }
+}
+
+fn is_string_type(dt: &DataType) -> bool {
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => is_string_type(v),
+        _ => false,
+    }
+}
+
+/// A string-like column as plain `Utf8`.
+fn as_utf8(name: &str, array: &ArrayRef) -> Result<StringArray> {
+    if !is_string_type(array.data_type()) {
+        return Err(column_error(
+            name,
+            format!("must be a string column, found {}", array.data_type()),
+        ));
+    }
+    let array = cast(array, &DataType::Utf8)?;
+    Ok(array.as_string::<i32>().clone())
+}
+
+/// Checks an id-like string column: present where `required`, never
+/// empty, at most [`MAX_ID_LEN`] bytes.
+fn check_ids(name: &str, ids: &StringArray, first_row: u64, required: bool) -> Result<()> {
+    let offsets = ids.value_offsets();
+    for i in 0..ids.len() {
+        if ids.is_null(i) {
+            if required {
+                return Err(row_error(
+                    first_row + i as u64,
+                    format!("column {name:?} is null; it is required (a non-empty string)"),
+                ));
+            }
+            continue;
+        }
+        let len = (offsets[i + 1] - offsets[i]) as usize;
+        if len == 0 {
+            return Err(row_error(
+                first_row + i as u64,
+                format!("column {name:?} must not be empty"),
+            ));
+        }
+        if len > MAX_ID_LEN {
+            return Err(row_error(
+                first_row + i as u64,
+                format!("column {name:?} is {len} bytes long; the limit is {MAX_ID_LEN}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Event times in epoch microseconds: Arrow timestamps (a zone-less one is
+/// taken as UTC), dates, integer epoch milliseconds (as in JSON) or
+/// RFC 3339 text. Nulls are `now`.
+fn timestamps(array: Option<&ArrayRef>, rows: usize, first_row: u64, now: i64) -> Result<Vec<i64>> {
+    let Some(array) = array else {
+        return Ok(vec![now; rows]);
+    };
+    let name = schema::TIMESTAMP;
+    let scaled = |factor: i64, divisor: i64| -> Result<Vec<i64>> {
+        let values = cast(array, &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>();
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            if values.is_null(i) {
+                out.push(now);
+                continue;
+            }
+            let us = values
+                .value(i)
+                .checked_mul(factor)
+                .map(|v| v.div_euclid(divisor))
+                .unwrap_or(i64::MAX);
+            let us = in_range(us)
+                .map_err(|reason| row_error(first_row + i as u64, reason))?
+                .unwrap_or(now);
+            out.push(us);
+        }
+        Ok(out)
+    };
+    match array.data_type() {
+        DataType::Timestamp(unit, _) => match unit {
+            TimeUnit::Second => scaled(1_000_000, 1),
+            TimeUnit::Millisecond => scaled(1_000, 1),
+            TimeUnit::Microsecond => scaled(1, 1),
+            TimeUnit::Nanosecond => scaled(1, 1_000),
+        },
+        DataType::Date32 => scaled(MICROS_PER_DAY, 1),
+        DataType::Date64 => scaled(1_000, 1),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => scaled(1_000, 1),
+        dt if is_string_type(dt) => {
+            let text = as_utf8(name, array)?;
+            let mut out = Vec::with_capacity(rows);
+            for i in 0..rows {
+                if text.is_null(i) {
+                    out.push(now);
+                    continue;
+                }
+                let s = text.value(i);
+                let us = chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| {
+                        row_error(
+                            first_row + i as u64,
+                            format!(
+                                "column \"timestamp\": {:?} is not an RFC 3339 time ({e})",
+                                s.chars().take(64).collect::<String>()
+                            ),
+                        )
+                    })?
+                    .timestamp_micros();
+                let us = in_range(us).map_err(|reason| row_error(first_row + i as u64, reason))?;
+                out.push(us.unwrap_or(now));
+            }
+            Ok(out)
+        }
+        other => Err(column_error(
+            name,
+            format!(
+                "has type {other}; send an Arrow timestamp, a date, integer epoch milliseconds or RFC 3339 text"
+            ),
+        )),
+    }
+}
+
+/// The kind of column a payload column's Arrow type makes, `None` for the
+/// null type (which creates nothing, like JSON nulls).
+fn kind_of_type(name: &str, dt: &DataType) -> Result<Option<ColumnKind>> {
+    Ok(match dt {
+        DataType::Null => None,
+        DataType::Boolean => Some(ColumnKind::Boolean),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => Some(ColumnKind::Double),
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Timestamp(..)
+        | DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::FixedSizeList(..)
+        | DataType::Struct(_)
+        | DataType::Map(..) => Some(ColumnKind::Text),
+        DataType::Dictionary(_, value) => return kind_of_type(name, value),
+        other => {
+            return Err(column_error(
+                name,
+                format!(
+                    "has type {other}, which an event table cannot hold; send numbers, booleans, strings, dates, times, lists or structs"
+                ),
+            ));
+        }
+    })
+}
+
+/// Each row's value as JSON (`None` for nulls), through arrow's JSON
+/// writer. Used for nested values and for values bound for `_overflow`.
+fn json_values(array: &ArrayRef) -> Result<Vec<Option<Value>>> {
+    let field = Field::new("v", array.data_type().clone(), true);
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![array.clone()])?;
+    let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+    writer.write(&batch)?;
+    writer.finish()?;
+    let text = writer.into_inner();
+    let mut out = Vec::with_capacity(array.len());
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let mut object: Map<String, Value> = serde_json::from_slice(line)
+            .map_err(|e| Error::Arrow(arrow::error::ArrowError::JsonError(e.to_string())))?;
+        out.push(object.remove("v").filter(|v| !v.is_null()));
+    }
+    out.resize(array.len(), None);
+    Ok(out)
+}
+
+/// Largest integer a double holds exactly, as for JSON numbers.
+const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+/// A numeric column as doubles. 64-bit integers a double cannot hold
+/// exactly are left null and returned as JSON numbers for `_overflow`.
+fn to_doubles(array: &ArrayRef) -> Result<(ArrayRef, Vec<(usize, Value)>)> {
+    let mut inexact = Vec::new();
+    match array.data_type() {
+        DataType::Int64 => {
+            for (i, v) in array.as_primitive::<Int64Type>().iter().enumerate() {
+                if let Some(v) = v.filter(|v| (*v as f64).abs() >= EXACT_LIMIT) {
+                    inexact.push((i, Value::from(v)));
+                }
+            }
+        }
+        DataType::UInt64 => {
+            for (i, v) in array.as_primitive::<UInt64Type>().iter().enumerate() {
+                if let Some(v) = v.filter(|v| *v as f64 >= EXACT_LIMIT) {
+                    inexact.push((i, Value::from(v)));
+                }
+            }
+        }
+        _ => {}
+    }
+    let doubles = cast(array, &DataType::Float64)?;
+    if inexact.is_empty() {
+        return Ok((doubles, inexact));
+    }
+    let doubles = doubles.as_primitive::<arrow::datatypes::Float64Type>();
+    let mut values: Vec<Option<f64>> = doubles.iter().collect();
+    for (i, _) in &inexact {
+        values[*i] = None;
+    }
+    Ok((Arc::new(Float64Array::from(values)), inexact))
+}
+
+/// A column's values in the representation of its kind.
+fn to_kind(array: &ArrayRef, kind: ColumnKind) -> Result<(ArrayRef, Vec<(usize, Value)>)> {
+    match kind {
+        ColumnKind::Double => to_doubles(array),
+        ColumnKind::Boolean => Ok((cast(array, &DataType::Boolean)?, Vec::new())),
+        ColumnKind::Text => {
+            let nested = matches!(
+                array.data_type(),
+                DataType::List(_)
+                    | DataType::LargeList(_)
+                    | DataType::FixedSizeList(..)
+                    | DataType::Struct(_)
+                    | DataType::Map(..)
+            );
+            if !nested {
+                return Ok((cast(array, &DataType::Utf8)?, Vec::new()));
+            }
+            let text: StringArray = json_values(array)?
+                .into_iter()
+                .map(|v| v.map(|v| v.to_string()))
+                .collect();
+            Ok((Arc::new(text), Vec::new()))
+        }
+    }
+}
+
+/// The payload columns of `batch`: every column but the fixed ones, with
+/// a struct `payload` column unfolded.
+fn payload_columns(batch: &RecordBatch) -> Result<Vec<(String, ArrayRef)>> {
+    let mut out = Vec::new();
+    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+        let name = field.name().as_str();
+        if [
+            schema::EVENT_ID,
+            schema::EVENT_TYPE,
+            schema::ENTITY_ID,
+            schema::TIMESTAMP,
+            schema::OVERFLOW,
+        ]
+        .contains(&name)
+            || SERVER_COLUMNS.contains(&name)
+        {
+            continue;
+        }
+        if name == "payload"
+            && let DataType::Struct(_) = array.data_type()
+        {
+            let parent = array.as_struct();
+            for (child, values) in parent.fields().iter().zip(parent.columns()) {
+                // A null payload row makes every field of that row null.
+                let values = match parent.nulls() {
+                    Some(nulls) if nulls.null_count() > 0 => {
+                        let combined =
+                            arrow::buffer::NullBuffer::union(Some(nulls), values.nulls());
+                        arrow::array::make_array(
+                            values.to_data().into_builder().nulls(combined).build()?,
+                        )
+                    }
+                    _ => values.clone(),
+                };
+                out.push((child.name().clone(), values));
+            }
+            continue;
+        }
+        out.push((name.to_string(), array.clone()));
+    }
+    let mut seen = HashSet::new();
+    for (name, _) in &out {
+        if !seen.insert(name.as_str()) {
+            return Err(column_error(name, "appears twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// The client's `_overflow` column: JSON objects as text, kept per row.
+fn incoming_overflow(
+    batch: &RecordBatch,
+    first_row: u64,
+) -> Result<Vec<Option<Map<String, Value>>>> {
+    let rows = batch.num_rows();
+    let Some(array) = batch.column_by_name(schema::OVERFLOW) else {
+        return Ok(vec![None; rows]);
+    };
+    let text = as_utf8(schema::OVERFLOW, array)?;
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        if text.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        match serde_json::from_str::<Value>(text.value(i)) {
+            Ok(Value::Object(map)) => out.push(Some(map)),
+            _ => {
+                return Err(row_error(
+                    first_row + i as u64,
+                    "column \"_overflow\" must hold a JSON object as text",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A fresh UUIDv7 per row where the client gave no id.
+fn event_ids(given: Option<&StringArray>, rows: usize) -> StringArray {
+    if let Some(given) = given
+        && given.null_count() == 0
+    {
+        return given.clone();
+    }
+    let mut b = StringBuilder::with_capacity(rows, rows * 36);
+    let mut buf = [0u8; 36];
+    for i in 0..rows {
+        match given {
+            Some(g) if g.is_valid(i) => b.append_value(g.value(i)),
+            _ => {
+                let id = uuid::Uuid::now_v7();
+                b.append_value(id.hyphenated().encode_lower(&mut buf));
+            }
+        }
+    }
+    b.finish()
+}
+
+/// Lays out `batch` as an event batch, registering new payload columns
+/// with `registry`. `first_row` numbers rows in errors (the row's position
+/// in the whole upload); `now` is the ingest time in epoch microseconds.
+pub fn convert(
+    batch: &RecordBatch,
+    registry: &parking_lot::Mutex<ColumnRegistry>,
+    now: i64,
+    first_row: u64,
+) -> Result<Converted> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Err(Error::Empty);
+    }
+    let required = |name: &str| -> Result<StringArray> {
+        let array = batch.column_by_name(name).ok_or_else(|| {
+            column_error(
+                name,
+                format!(
+                    "is required (a string column); the batch has {}",
+                    batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{:?}", f.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let ids = as_utf8(name, array)?;
+        check_ids(name, &ids, first_row, true)?;
+        Ok(ids)
+    };
+    let event_type = required(schema::EVENT_TYPE)?;
+    let entity_id = required(schema::ENTITY_ID)?;
+    let given_ids = match batch.column_by_name(schema::EVENT_ID) {
+        Some(array) => {
+            let ids = as_utf8(schema::EVENT_ID, array)?;
+            check_ids(schema::EVENT_ID, &ids, first_row, false)?;
+            Some(ids)
+        }
+        None => None,
+    };
+    let times = timestamps(
+        batch.column_by_name(schema::TIMESTAMP),
+        rows,
+        first_row,
+        now,
+    )?;
+    let days: HashSet<i64> = times.iter().map(|t| t.div_euclid(MICROS_PER_DAY)).collect();
+    if days.len() > MAX_DAYS_PER_REQUEST {
+        return Err(Error::TooManyDays(days.len()));
+    }
+    let payload = payload_columns(batch)?;
+    let cells = rows.saturating_mul(payload.len() + schema::FIXED_COLUMNS.len());
+    if cells > MAX_CELLS {
+        return Err(Error::TooLarge(format!(
+            "{rows} rows × {} payload columns is more than {MAX_CELLS} values; send smaller batches",
+            payload.len()
+        )));
+    }
+    let kinds = payload
+        .iter()
+        .map(|(name, array)| kind_of_type(name, array.data_type()))
+        .collect::<Result<Vec<_>>>()?;
+    let placements: Vec<Placement> = {
+        let mut reg = registry.lock();
+        payload
+            .iter()
+            .zip(&kinds)
+            .map(|((name, _), kind)| reg.place(name, *kind))
+            .collect()
+    };
+
+    let mut overflow = incoming_overflow(batch, first_row)?;
+    let mut fields = schema::fixed_fields();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (((name, array), kind), placement) in payload.iter().zip(&kinds).zip(&placements) {
+        let mut to_overflow = |row: usize, v: Value| {
+            overflow[row]
+                .get_or_insert_with(Map::new)
+                .insert(name.clone(), v);
+        };
+        match placement {
+            Placement::Column(column) if Some(*column) == *kind => {
+                let (values, inexact) = to_kind(array, *column)?;
+                for (row, v) in inexact {
+                    to_overflow(row, v);
+                }
+                fields.push(Field::new(name, column.data_type(), true));
+                columns.push(values);
+            }
+            Placement::Column(column) => {
+                // The table already has this column with another type:
+                // the values go to `_overflow`, as JSON values would.
+                for (row, v) in json_values(array)?.into_iter().enumerate() {
+                    if let Some(v) = v {
+                        to_overflow(row, v);
+                    }
+                }
+                fields.push(Field::new(name, column.data_type(), true));
+                columns.push(arrow::array::new_null_array(&column.data_type(), rows));
+            }
+            Placement::Overflow => {
+                for (row, v) in json_values(array)?.into_iter().enumerate() {
+                    if let Some(v) = v {
+                        to_overflow(row, v);
+                    }
+                }
+            }
+        }
+    }
+
+    let client_ids = given_ids
+        .as_ref()
+        .map(|ids| (0..rows).map(|i| ids.is_valid(i)).collect::<Vec<bool>>());
+    let dates =
+        Date32Array::from_iter_values(times.iter().map(|t| t.div_euclid(MICROS_PER_DAY) as i32));
+    let overflow: StringArray = overflow
+        .into_iter()
+        .map(|m| m.map(|m| Value::Object(m).to_string()))
+        .collect();
+    let mut all: Vec<ArrayRef> = vec![
+        Arc::new(event_ids(given_ids.as_ref(), rows)),
+        Arc::new(event_type),
+        Arc::new(entity_id),
+        Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+        Arc::new(TimestampMicrosecondArray::from(vec![now; rows]).with_timezone("UTC")),
+        Arc::new(dates),
+        Arc::new(overflow),
+    ];
+    all.extend(columns);
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), all)?;
+    Ok(Converted { batch, client_ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{BooleanArray, Int64Array, ListBuilder, StructArray};
+    use arrow::datatypes::Float64Type;
+
+    fn registry() -> parking_lot::Mutex<ColumnRegistry> {
+        parking_lot::Mutex::new(ColumnRegistry::default())
+    }
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[test]
+    fn columns_become_events() {
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        tags.values().append_value("a");
+        tags.append(true);
+        tags.append(false);
+        let b = batch(vec![
+            (
+                "event_type",
+                Arc::new(StringArray::from(vec!["buy", "view"])),
+            ),
+            ("entity_id", Arc::new(StringArray::from(vec!["u1", "u2"]))),
+            (
+                "timestamp",
+                Arc::new(
+                    arrow::array::TimestampNanosecondArray::from(vec![
+                        Some(86_400_000_000_000),
+                        None,
+                    ])
+                    .with_timezone("UTC"),
+                ),
+            ),
+            ("amount", Arc::new(Int64Array::from(vec![5, 1 << 60]))),
+            ("ok", Arc::new(BooleanArray::from(vec![true, false]))),
+            ("tags", Arc::new(tags.finish())),
+        ]);
+        let reg = registry();
+        let out = convert(&b, &reg, 7 * MICROS_PER_DAY, 0).unwrap();
+        assert!(out.client_ids.is_none());
+        let e = out.batch;
+        assert_eq!(e.num_rows(), 2);
+        let amount = e.column_by_name("amount").unwrap();
+        let amount = amount.as_primitive::<Float64Type>();
+        assert_eq!(amount.value(0), 5.0);
+        assert!(amount.is_null(1));
+        let overflow = e.column_by_name("_overflow").unwrap().as_string::<i32>();
+        assert!(overflow.is_null(0));
+        assert_eq!(overflow.value(1), r#"{"amount":1152921504606846976}"#);
+        let tags = e.column_by_name("tags").unwrap().as_string::<i32>();
+        assert_eq!(tags.value(0), r#"["a"]"#);
+        assert!(tags.is_null(1));
+        let dates = e.column_by_name("event_date").unwrap();
+        let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
+        assert_eq!((dates.value(0), dates.value(1)), (1, 7));
+        assert_eq!(e.column_by_name("event_id").unwrap().null_count(), 0);
+    }
+
+    #[test]
+    fn a_conflicting_type_goes_to_overflow() {
+        let reg = registry();
+        let first = batch(vec![
+            ("event_type", Arc::new(StringArray::from(vec!["a"]))),
+            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
+            ("x", Arc::new(StringArray::from(vec!["text"]))),
+        ]);
+        convert(&first, &reg, 0, 0).unwrap();
+        let second = batch(vec![
+            ("event_type", Arc::new(StringArray::from(vec!["a"]))),
+            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
+            ("x", Arc::new(Int64Array::from(vec![3]))),
+        ]);
+        let out = convert(&second, &reg, 0, 0).unwrap().batch;
+        assert!(out.column_by_name("x").unwrap().is_null(0));
+        let overflow = out.column_by_name("_overflow").unwrap().as_string::<i32>();
+        assert_eq!(overflow.value(0), r#"{"x":3}"#);
+    }
+
+    #[test]
+    fn a_payload_struct_is_unfolded() {
+        let amount: ArrayRef = Arc::new(Float64Array::from(vec![1.5]));
+        let payload = StructArray::from(vec![(
+            Arc::new(Field::new("amount", DataType::Float64, true)),
+            amount,
+        )]);
+        let b = batch(vec![
+            ("event_type", Arc::new(StringArray::from(vec!["a"]))),
+            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
+            ("payload", Arc::new(payload)),
+        ]);
+        let out = convert(&b, &registry(), 0, 0).unwrap().batch;
+        let amount = out.column_by_name("amount").unwrap();
+        assert_eq!(amount.as_primitive::<Float64Type>().value(0), 1.5);
+    }
+
+    #[test]
+    fn bad_input_names_the_column_or_row() {
+        let reg = registry();
+        let err = |b: RecordBatch| convert(&b, &reg, 0, 100).unwrap_err().to_string();
+        let missing = batch(vec![(
+            "event_type",
+            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+        )]);
+        assert!(err(missing).contains("\"entity_id\""));
+        let null_entity = batch(vec![
+            ("event_type", Arc::new(StringArray::from(vec!["a", "b"]))),
+            (
+                "entity_id",
+                Arc::new(StringArray::from(vec![Some("u"), None])),
+            ),
+        ]);
+        let e = err(null_entity);
+        assert!(e.contains("event 101") && e.contains("null"), "{e}");
+        let numeric_type = batch(vec![
+            (
+                "event_type",
+                Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+            ),
+            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
+        ]);
+        assert!(err(numeric_type).contains("must be a string column"));
+        let far = batch(vec![
+            (
+                "event_type",
+                Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+            ),
+            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
+            (
+                "timestamp",
+                Arc::new(Int64Array::from(vec![i64::MAX / 2])) as ArrayRef,
+            ),
+        ]);
+        assert!(err(far).contains("outside the accepted range"));
+        let binary = batch(vec![
+            (
+                "event_type",
+                Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+            ),
+            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
+            (
+                "blob",
+                Arc::new(arrow::array::BinaryArray::from(vec![b"x".as_ref()])) as ArrayRef,
+            ),
+        ]);
+        let e = err(binary);
+        assert!(e.contains("\"blob\"") && e.contains("Binary"), "{e}");
+    }
+}
