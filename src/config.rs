@@ -18,6 +18,11 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_HTTP_ADDR", default_value = "127.0.0.1:7070")]
     pub http_addr: SocketAddr,
 
+    /// Address the Arrow Flight SQL service listens on (port 0 picks a
+    /// free port).
+    #[arg(long, env = "ALLSOURCE_FLIGHT_ADDR", default_value = "127.0.0.1:7071")]
+    pub flight_addr: SocketAddr,
+
     /// Where the Delta tables live: a local path or file:// URL, or
     /// s3://bucket/prefix (credentials from the standard AWS_* variables).
     /// Default: <data-dir>/tables.
@@ -149,6 +154,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
             storage_url: None,
             s3_endpoint: None,
             s3_allow_http: false,
@@ -186,6 +192,7 @@ impl Config {
         Config {
             data_dir: dir.to_path_buf(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         }
     }

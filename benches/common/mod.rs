@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct BenchServer {
     pub(crate) child: Child,
     pub(crate) base: String,
+    /// The Flight SQL endpoint, `http://127.0.0.1:<port>`.
+    pub(crate) flight: String,
     pub(crate) data_dir: PathBuf,
 }
 
@@ -26,6 +28,7 @@ impl BenchServer {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--flight-addr", "127.0.0.1:0"])
             .args(extra)
             .env("ALLSOURCE_LOG", "warn")
             .stdout(Stdio::piped())
@@ -35,6 +38,7 @@ impl BenchServer {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         let mut reader = BufReader::new(stdout);
+        let mut base = None;
         loop {
             line.clear();
             if reader.read_line(&mut line).unwrap() == 0 {
@@ -45,9 +49,16 @@ impl BenchServer {
                 );
             }
             if let Some(addr) = line.trim().strip_prefix("allsource listening on ") {
+                base = Some(addr.to_string());
+            }
+            if let Some(addr) = line
+                .trim()
+                .strip_prefix("allsource flight sql listening on grpc://")
+            {
                 break BenchServer {
                     child,
-                    base: addr.to_string(),
+                    base: base.expect("the HTTP address is printed first"),
+                    flight: format!("http://{addr}"),
                     data_dir: data_dir.to_path_buf(),
                 };
             }

@@ -14,15 +14,19 @@ pub mod table;
 use crate::auth::Principal;
 use crate::db::Database;
 use crate::ids::{TableName, TenantId};
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::catalog::CatalogProvider;
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use std::sync::Arc;
@@ -184,15 +188,121 @@ pub async fn run_sql(
     caller: &Principal,
     sql: &str,
 ) -> Result<SendableRecordBatchStream> {
+    run_statement(db, caller, sql, None).await
+}
+
+/// Plans `sql` (with `params` bound to its placeholders, if given) in
+/// `caller`'s session and starts executing it.
+pub async fn run_statement(
+    db: Arc<Database>,
+    caller: &Principal,
+    sql: &str,
+    params: Option<&RecordBatch>,
+) -> Result<SendableRecordBatchStream> {
     let ctx = session(db, caller)?;
-    let df = ctx
-        .sql_with_options(sql, read_only())
-        .await
-        .map_err(|e| match e {
-            DataFusionError::Plan(msg) if msg.contains("not supported") => {
-                DataFusionError::Plan(format!("{msg} {READ_ONLY_REFUSAL}"))
+    let mut plan = plan_sql(&ctx, sql).await?;
+    if let Some(params) = params {
+        plan = bind(plan, params)?;
+    }
+    ctx.execute_logical_plan(plan).await?.execute_stream().await
+}
+
+/// Plans a read-only statement. Placeholders may be `$1`, `$2`, ... or
+/// `?`, which are numbered in the order they appear in the text (the
+/// form JDBC and ADBC send).
+pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
+        number_placeholders(inner.as_mut());
+    }
+    let refuse = |e: DataFusionError| match e {
+        DataFusionError::Plan(msg) if msg.contains("not supported") => {
+            DataFusionError::Plan(format!("{msg} {READ_ONLY_REFUSAL}"))
+        }
+        other => other,
+    };
+    let plan = state.statement_to_plan(statement).await.map_err(refuse)?;
+    read_only().verify_plan(&plan).map_err(refuse)?;
+    Ok(plan)
+}
+
+/// Renames each `?` placeholder to `$n`, numbered by position in the text.
+fn number_placeholders(statement: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions, visit_expressions_mut};
+    use std::ops::ControlFlow;
+    let is_bare = |e: &Expr| matches!(e, Expr::Value(v) if matches!(&v.value, Value::Placeholder(p) if p == "?"));
+    let mut positions = Vec::new();
+    let _ = visit_expressions(&*statement, |e| {
+        if let Expr::Value(v) = e
+            && is_bare(e)
+        {
+            positions.push((v.span.start.line, v.span.start.column));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if positions.is_empty() {
+        return;
+    }
+    positions.sort_unstable();
+    let _ = visit_expressions_mut(statement, |e| {
+        if is_bare(e)
+            && let Expr::Value(v) = e
+            && let Ok(i) = positions.binary_search(&(v.span.start.line, v.span.start.column))
+        {
+            v.value = Value::Placeholder(format!("${}", i + 1));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The placeholders of `plan` in order (`$1`, `$2`, ...), with the type
+/// each was inferred to have, if any.
+pub fn parameters(plan: &LogicalPlan) -> Result<Vec<(String, Option<DataType>)>> {
+    let mut params: Vec<(String, Option<DataType>)> =
+        plan.get_parameter_types()?.into_iter().collect();
+    params.sort_by_key(|(name, _)| {
+        name.strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    });
+    Ok(params)
+}
+
+/// Binds the one row of `params` to the plan's placeholders, by position,
+/// casting each value to the type its placeholder was inferred to have.
+pub fn bind(plan: LogicalPlan, params: &RecordBatch) -> Result<LogicalPlan> {
+    let wanted = parameters(&plan)?;
+    if params.num_rows() != 1 {
+        return Err(DataFusionError::Plan(format!(
+            "bind exactly one row of parameters to a query; {} rows were bound",
+            params.num_rows()
+        )));
+    }
+    if params.num_columns() != wanted.len() {
+        return Err(DataFusionError::Plan(format!(
+            "the statement has {} parameter(s); {} value(s) were bound",
+            wanted.len(),
+            params.num_columns()
+        )));
+    }
+    let mut values = Vec::with_capacity(wanted.len());
+    for (i, (name, ty)) in wanted.iter().enumerate() {
+        let value = ScalarValue::try_from_array(params.column(i), 0)?;
+        let value = match ty {
+            Some(ty) if value.data_type() != *ty && !value.is_null() => {
+                value.cast_to(ty).map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "parameter {name}: cannot use {} value {value} as {ty}: {e}",
+                        value.data_type()
+                    ))
+                })?
             }
-            other => other,
-        })?;
-    df.execute_stream().await
+            Some(ty) if value.is_null() => ScalarValue::try_from(ty)?,
+            _ => value,
+        };
+        values.push(value);
+    }
+    plan.with_param_values(values)
 }

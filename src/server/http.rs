@@ -175,7 +175,7 @@ async fn authenticate(
     if path == "/health" || path == "/ready" {
         return next.run(request).await;
     }
-    match principal_of(&state, request.headers()) {
+    match principal_of(state.verifier.as_deref(), request.headers()) {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
@@ -226,7 +226,12 @@ fn rate_check(
         })
 }
 
-fn principal_of(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// The caller of a request, from its bearer token and tenant header (also
+/// used for Flight SQL's call headers).
+pub(crate) fn principal_of(
+    verifier: Option<&Verifier>,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
     let wanted = match headers.get(TENANT_HEADER) {
         None => None,
         Some(v) => Some(
@@ -240,7 +245,7 @@ fn principal_of(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiE
                 })?,
         ),
     };
-    let mut principal = match &state.verifier {
+    let mut principal = match verifier {
         None => Principal::local_admin(TenantId::default_tenant()),
         Some(verifier) => {
             let token = headers

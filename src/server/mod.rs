@@ -3,6 +3,7 @@
 //! flushes every buffer.
 
 pub mod error;
+pub mod flight;
 pub mod http;
 
 pub use error::ApiError;
@@ -55,9 +56,20 @@ pub async fn run(
         addr: config.http_addr,
         source,
     })?;
-    // Tests and scripts read this line to learn the port.
+    let flight_listener = tokio::net::TcpListener::bind(config.flight_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.flight_addr,
+            source,
+        })?;
+    let flight_addr = flight_listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.flight_addr,
+        source,
+    })?;
+    // Tests and scripts read these lines to learn the ports.
     println!("allsource listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving HTTP");
+    println!("allsource flight sql listening on grpc://{flight_addr}");
+    tracing::info!(%addr, %flight_addr, data_dir = %config.data_dir.display(), "serving HTTP and Flight SQL");
     let current = Arc::new(parking_lot::RwLock::new(http::starting_router()));
     let stop = CancellationToken::new();
     let serving = tokio::spawn(serve(
@@ -89,6 +101,24 @@ pub async fn run(
     state.max_result_bytes = config.max_result_bytes;
     state.rate_limits =
         Arc::new(crate::ratelimit::RateLimits::from_config(&config).map_err(Error::Config)?);
+    let flight = flight::FlightSql::new(
+        db.clone(),
+        state.verifier.clone(),
+        state.rate_limits.clone(),
+    )
+    .map_err(Error::Config)?;
+    let flight_stop = CancellationToken::new();
+    let flight_serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(config.header_timeout))
+            .http2_keepalive_timeout(Some(config.header_timeout))
+            .add_service(flight::service(flight, config.max_body_bytes))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(flight_listener)
+                    .with_nodelay(Some(true)),
+                flight_stop.clone().cancelled_owned(),
+            ),
+    );
     *current.write() = http::router(state);
     db.audit(crate::audit::AuditEntry {
         kind: "server_start",
@@ -100,7 +130,14 @@ pub async fn run(
     tracing::info!("ready");
     shutdown.await;
     stop.cancel();
+    flight_stop.cancel();
     let served = serving.await;
+    // In-flight calls finish; a stuck client does not hold the shutdown.
+    match tokio::time::timeout(std::time::Duration::from_secs(30), flight_serving).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the Flight SQL server failed"),
+        Err(_) => tracing::warn!("Flight SQL calls were still running after 30 s; closing them"),
+        _ => {}
+    }
     tracing::info!("shutting down: flushing buffers");
     cancel.cancel();
     let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
@@ -115,13 +152,17 @@ pub async fn run(
 /// Without authentication the server may only listen on loopback, unless
 /// the operator says `--insecure`.
 fn check_exposure(config: &Config) -> Result<()> {
-    if config.auth.enabled() || config.auth.insecure || config.http_addr.ip().is_loopback() {
+    if config.auth.enabled() || config.auth.insecure {
         return Ok(());
     }
-    Err(Error::Config(format!(
-        "refusing to listen on {} without authentication: anyone who can reach it could read, write and delete every tenant's data. Configure a JWT key (--jwt-secret, --jwt-public-key or --jwt-jwks), listen on 127.0.0.1, or pass --insecure to accept the risk",
-        config.http_addr
-    )))
+    for addr in [config.http_addr, config.flight_addr] {
+        if !addr.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to listen on {addr} without authentication: anyone who can reach it could read, write and delete every tenant's data. Configure a JWT key (--jwt-secret, --jwt-public-key or --jwt-jwks), listen on 127.0.0.1, or pass --insecure to accept the risk"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Accepts connections until `stop`, serving each with whatever router is

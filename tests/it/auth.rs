@@ -39,11 +39,11 @@ fn claims(tenant: &str, role: &str) -> Value {
            "exp": now() + 600, "iss": ISSUER, "aud": AUDIENCE})
 }
 
-fn token(tenant: &str, role: &str) -> String {
+pub(crate) fn token(tenant: &str, role: &str) -> String {
     hs(claims(tenant, role), SECRET, None)
 }
 
-fn hs_server() -> TestServer {
+pub(crate) fn hs_server() -> TestServer {
     TestServer::start(&[
         "--jwt-secret",
         SECRET,
@@ -442,6 +442,19 @@ fn refuses_to_listen_on_the_network_without_auth() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("without authentication") && err.contains("--insecure"),
+        "{err}"
+    );
+    // The Flight SQL port too.
+    let out = Command::new(env!("CARGO_BIN_EXE_allsource"))
+        .args(["serve", "--http-addr", "127.0.0.1:0"])
+        .args(["--flight-addr", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0.0.0.0") && err.contains("without authentication"),
         "{err}"
     );
     // The token command mints what the server accepts.

@@ -7,6 +7,7 @@ mod compaction;
 mod crash;
 mod delta_interop;
 mod dsl;
+mod flight;
 mod ingest;
 mod limits;
 mod metrics;

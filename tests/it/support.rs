@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct TestServer {
     child: Option<Child>,
     pub(crate) base: String,
+    /// The Flight SQL endpoint, `http://127.0.0.1:<port>`.
+    pub(crate) flight: String,
     pub(crate) data_dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -78,6 +80,7 @@ impl TestServer {
                 .collect(),
             child: None,
             base: String::new(),
+            flight: String::new(),
             data_dir: dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             _tmp: None,
@@ -108,6 +111,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
+            .args(["--flight-addr", "127.0.0.1:0"])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
@@ -126,17 +130,24 @@ impl TestServer {
                 if let Some(addr) = line.strip_prefix("allsource listening on ") {
                     let _ = tx.send(addr.to_string());
                 }
+                if let Some(addr) = line.strip_prefix("allsource flight sql listening on grpc://") {
+                    let _ = tx.send(format!("http://{addr}"));
+                }
             }
         });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(b) => b,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start; log:\n{}", self.log());
+        let mut addrs = Vec::new();
+        while addrs.len() < 2 {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(a) => addrs.push(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not start; log:\n{}", self.log());
+                }
             }
-        };
+        }
         self.child = Some(child);
-        self.base = base;
+        self.base = addrs[0].clone();
+        self.flight = addrs[1].clone();
     }
 
     /// Waits for `/ready`: the WAL replayed, the full API up.
