@@ -23,7 +23,7 @@ pub struct Metrics {
     pub ingest_seconds: HistogramVec,
     /// WAL fdatasync latency.
     pub wal_fsync_seconds: HistogramVec,
-    /// Queries, by interface (sql, dsl) and outcome.
+    /// Queries, by interface (sql, dsl, flight) and outcome.
     pub queries: IntCounterVec,
     /// Query latency to the first result batch, by interface.
     pub query_seconds: HistogramVec,
