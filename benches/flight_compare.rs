@@ -8,7 +8,11 @@
 //!    `format=arrow` (decoded as an IPC stream), alternately, several
 //!    times. Prints the medians and Flight/HTTP (target ≤ 1.2).
 //!
-//! cargo bench --bench flight_compare -- [--events 10000000] [--batch 65536] [--fetch 5000000] [--repeats 5]
+//! cargo bench --bench flight_compare -- [--events 10000000] [--batch 65536] [--fetch 5000000] [--repeats 5] [--max-buffer-bytes N]
+//!
+//! With the default `--max-buffer-bytes` (384 MiB) a 10M-event upload
+//! fills the ingest buffers, and the rate is that of the flusher writing
+//! Parquet; a larger buffer shows the ingest path's own rate.
 
 mod common;
 
@@ -60,7 +64,18 @@ fn main() {
     let repeats: usize = arg("--repeats", 5);
     let python = std::env::var("ALLSOURCE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let tmp = tempfile::tempdir().unwrap();
-    let server = BenchServer::start(tmp.path(), &["--maintenance-interval", "0s"]);
+    let buffer: Option<String> = std::env::args()
+        .skip_while(|a| a != "--max-buffer-bytes")
+        .nth(1);
+    let mut flags = vec!["--maintenance-interval", "0s"];
+    if let Some(b) = &buffer {
+        flags.extend(["--max-buffer-bytes", b.as_str()]);
+    }
+    let server = BenchServer::start(tmp.path(), &flags);
+    println!(
+        "server --max-buffer-bytes: {}",
+        buffer.as_deref().unwrap_or("default (384 MiB)")
+    );
     let uri = server.flight.replace("http://", "grpc://");
 
     // 1. ADBC bulk ingest.

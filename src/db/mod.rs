@@ -699,7 +699,11 @@ fn wal_payload(batch: &RecordBatch) -> Result<Bytes> {
 
 /// Encodes a batch as an Arrow IPC stream (the WAL's record payload).
 pub fn encode_ipc(batch: &RecordBatch) -> Result<Bytes, arrow::error::ArrowError> {
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema())?;
+    // Sized up front: growing the buffer would copy it, and fault in fresh
+    // pages, several times per batch.
+    let capacity = batch.get_array_memory_size() + 4096;
+    let mut w =
+        arrow::ipc::writer::StreamWriter::try_new(Vec::with_capacity(capacity), &batch.schema())?;
     w.write(batch)?;
     w.finish()?;
     Ok(Bytes::from(w.into_inner()?))

@@ -306,3 +306,35 @@ pub fn bind(plan: LogicalPlan, params: &RecordBatch) -> Result<LogicalPlan> {
     }
     plan.with_param_values(values)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(sql: &str) -> String {
+        let mut statements = datafusion::sql::parser::DFParser::parse_sql(sql).unwrap();
+        let Some(datafusion::sql::parser::Statement::Statement(mut inner)) = statements.pop_front()
+        else {
+            panic!("not a SQL statement: {sql}");
+        };
+        number_placeholders(inner.as_mut());
+        inner.to_string()
+    }
+
+    #[test]
+    fn question_marks_are_numbered_in_text_order() {
+        assert_eq!(
+            numbered(
+                "WITH w AS (SELECT ? AS a) SELECT a, ? FROM w WHERE a = ? AND b IN (?, ?) LIMIT ?"
+            ),
+            "WITH w AS (SELECT $1 AS a) SELECT a, $2 FROM w WHERE a = $3 AND b IN ($4, $5) LIMIT $6"
+        );
+        // across lines, and mixed with text that looks like one
+        assert_eq!(
+            numbered("SELECT '?' AS q,\n ? AS x\nFROM t WHERE y = ?"),
+            "SELECT '?' AS q, $1 AS x FROM t WHERE y = $2"
+        );
+        // numbered placeholders are left as they are
+        assert_eq!(numbered("SELECT $2, $1"), "SELECT $2, $1");
+    }
+}

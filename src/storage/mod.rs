@@ -253,6 +253,7 @@ impl Storage {
             .with_save_mode(SaveMode::Append)
             .with_schema_mode(SchemaMode::Merge)
             .with_partition_columns([PARTITION_COLUMN])
+            .with_writer_properties(flush_writer_properties())
             .with_commit_properties(
                 CommitProperties::default()
                     .with_application_transaction(Transaction::new(WAL_APP_ID, last_seq.0 as i64)),
@@ -388,4 +389,18 @@ fn sync_commit(dir: &std::path::Path, version: u64, root: Option<&std::path::Pat
         up = d.parent();
     }
     Ok(())
+}
+
+/// Parquet settings of flushed files: deltalake's defaults (snappy, chunk
+/// statistics), except that `event_id` is not dictionary-encoded. Its
+/// values are unique, so a dictionary only costs hashing every id before
+/// the writer gives up on it.
+fn flush_writer_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_column_dictionary_enabled(
+            parquet::schema::types::ColumnPath::from(crate::schema::EVENT_ID),
+            false,
+        )
+        .build()
 }
