@@ -55,14 +55,32 @@ impl BenchServer {
                 .trim()
                 .strip_prefix("allsource flight sql listening on grpc://")
             {
-                break BenchServer {
+                let server = BenchServer {
                     child,
                     base: base.expect("the HTTP address is printed first"),
                     flight: format!("http://{addr}"),
                     data_dir: data_dir.to_path_buf(),
                 };
+                server.wait_ready();
+                break server;
             }
         }
+    }
+
+    /// Waits until `/ready` answers 200: the address is printed before the
+    /// WAL is replayed.
+    fn wait_ready(&self) {
+        let http = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{}/ready", self.base)).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not become ready");
     }
 
     /// Peak resident memory of the server so far, in bytes.
