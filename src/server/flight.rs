@@ -12,8 +12,7 @@
 //! own session.
 
 use super::error::ApiError;
-use super::http::principal_of;
-use crate::audit::AuditEntry;
+use super::http::{audit_refused_statement, principal_of, rate_check, record_refusal};
 use crate::auth::{Principal, Role, Verifier};
 use crate::db::{self, Database, PendingIngest};
 use crate::ids::{TableName, TenantId};
@@ -101,32 +100,42 @@ impl FlightSql {
 // Errors
 
 /// The gRPC status for an error the HTTP API would answer with `e.status`.
-fn to_status(e: ApiError) -> Status {
-    let code = match e.status {
-        StatusCode::BAD_REQUEST
-        | StatusCode::UNPROCESSABLE_ENTITY
-        | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
-        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::FORBIDDEN => Code::PermissionDenied,
-        StatusCode::NOT_FOUND => Code::NotFound,
-        StatusCode::CONFLICT => Code::AlreadyExists,
-        StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-        _ => Code::Internal,
-    };
-    if code == Code::Internal {
-        tracing::error!(message = %e.message, "flight request failed");
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let code = match e.status {
+            StatusCode::BAD_REQUEST
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
+            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+            StatusCode::FORBIDDEN => Code::PermissionDenied,
+            StatusCode::NOT_FOUND => Code::NotFound,
+            StatusCode::CONFLICT => Code::AlreadyExists,
+            StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+                Code::ResourceExhausted
+            }
+            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        if code == Code::Internal {
+            tracing::error!(message = %e.message, "flight request failed");
+        }
+        let mut status = Status::new(code, e.message);
+        if let Some(secs) = e.retry_after {
+            status
+                .metadata_mut()
+                .insert("retry-after", MetadataValue::from(secs));
+        }
+        status
     }
-    Status::new(code, e.message)
 }
 
 fn df_status(e: datafusion::error::DataFusionError) -> Status {
-    to_status(ApiError::from(e))
+    Status::from(ApiError::from(e))
 }
 
 fn db_status(e: db::Error) -> Status {
-    to_status(ApiError::from(e))
+    Status::from(ApiError::from(e))
 }
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -142,40 +151,52 @@ impl FlightSql {
     fn caller<T>(&self, request: &Request<T>, method: &str) -> Result<Principal, Status> {
         let headers = request.metadata().clone().into_headers();
         principal_of(self.inner.verifier.as_deref(), &headers).map_err(|e| {
-            crate::metrics::get()
-                .auth_failures
-                .with_label_values(&[e.status.as_str()])
-                .inc();
-            if matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                self.inner.db.audit(AuditEntry {
-                    kind: "auth_failure",
-                    action: format!("flight {method}"),
-                    status: e.status.as_u16(),
-                    detail: e.message.clone(),
-                    ..Default::default()
-                });
-            }
-            to_status(e)
+            record_refusal(&self.inner.db, &e, format!("flight {method}"), None);
+            Status::from(e)
         })
     }
 
-    fn rate_check(&self, tenant: &TenantId, kind: Kind, n: u32) -> Result<(), Status> {
-        self.inner.rate_limits.check(tenant, kind, n).map_err(|l| {
-            let mut status = Status::resource_exhausted(l.message);
-            if let Some(wait) = l.retry_after
-                && let Ok(v) = MetadataValue::try_from(wait.as_secs().max(1).to_string())
-            {
-                status.metadata_mut().insert("retry-after", v);
-            }
-            status
-        })
+    fn rate_check(&self, tenant: &TenantId, kind: Kind, n: u32) -> Result<(), ApiError> {
+        rate_check(&self.inner.rate_limits, tenant, kind, n)
+    }
+}
+
+impl FlightSql {
+    /// A caller of the catalog calls (every role may browse).
+    fn browser<T>(&self, request: &Request<T>, method: &str) -> Result<Principal, Status> {
+        let caller = self.caller(request, method)?;
+        require(&caller, Role::Reader, "browse")?;
+        Ok(caller)
+    }
+
+    /// The FlightInfo of a catalog call; its ticket is the command itself.
+    fn browse_info(
+        &self,
+        command: impl ProstMessageExt,
+        schema: &Schema,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browser(&request, "GetFlightInfo")?;
+        flight_info(
+            schema,
+            command.as_any().encode_to_vec().into(),
+            request.into_inner(),
+        )
+    }
+
+    /// The (empty) answer to the key calls: event tables have no keys.
+    fn no_keys(&self, request: &Request<Ticket>, schema: Schema) -> DoGetResult {
+        self.browser(request, "DoGet")?;
+        Ok(Response::new(one_batch(RecordBatch::new_empty(Arc::new(
+            schema,
+        )))))
     }
 }
 
 fn require(caller: &Principal, role: Role, action: &str) -> Result<(), Status> {
     caller
         .require(role, action)
-        .map_err(|e| to_status(ApiError::from(e)))
+        .map_err(|e| Status::from(ApiError::from(e)))
 }
 
 /// The token in a handshake: `Authorization: Basic` with the token as the
@@ -415,6 +436,15 @@ fn stream_results(stream: datafusion::execution::SendableRecordBatchStream) -> F
     Box::pin(encoded)
 }
 
+/// What the DoGet handlers answer.
+type DoGetResult = Result<Response<FlightStream>, Status>;
+
+/// A metadata answer built by one of arrow-flight's builders.
+fn built(batch: Result<RecordBatch, impl std::fmt::Display>) -> DoGetResult {
+    let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(one_batch(batch)))
+}
+
 fn one_batch(batch: RecordBatch) -> FlightStream {
     let schema = batch.schema();
     let encoded = FlightDataEncoderBuilder::new()
@@ -440,15 +470,6 @@ fn flight_info(
         .with_total_bytes(-1)
         .with_ordered(true);
     Ok(Response::new(info))
-}
-
-/// A FlightInfo for a metadata command: the ticket is the command itself.
-fn command_info(
-    command: impl ProstMessageExt,
-    schema: &Schema,
-    descriptor: FlightDescriptor,
-) -> Result<Response<FlightInfo>, Status> {
-    flight_info(schema, command.as_any().encode_to_vec().into(), descriptor)
 }
 
 fn ipc_schema(schema: &Schema) -> Result<Bytes, Status> {
@@ -672,26 +693,13 @@ impl FlightSql {
     ) -> Result<SchemaRef, Status> {
         let ctx = query::session(self.inner.db.clone(), caller).map_err(df_status)?;
         let mut plan = query::plan_sql(&ctx, sql).await.map_err(|e| {
-            self.audit_refused(caller, sql, &e);
+            audit_refused_statement(&self.inner.db, caller, sql, &e);
             df_status(e)
         })?;
         if let Some(params) = params {
             plan = query::bind(plan, params).map_err(df_status)?;
         }
         Ok(wire_schema(plan.schema().as_arrow()))
-    }
-
-    fn audit_refused(&self, caller: &Principal, sql: &str, e: &datafusion::error::DataFusionError) {
-        let message = e.to_string();
-        if message.contains(query::READ_ONLY_REFUSAL) {
-            self.inner.db.audit(AuditEntry::by(
-                caller,
-                "ddl_refused",
-                sql.chars().take(1000).collect(),
-                400,
-                message,
-            ));
-        }
     }
 
     fn statement_ticket(
@@ -729,16 +737,17 @@ impl FlightSql {
             duplicates += outcome.duplicates as u64;
         };
         let mut failure: Option<Status> = None;
-        while let Some(next) = batches.next().await {
+        'upload: while let Some(next) = batches.next().await {
             let batch = match next {
                 Ok(b) => b,
-                Err(e) => {
-                    failure = Some(match e {
-                        FlightError::Tonic(s) => *s,
-                        other => {
-                            invalid(format!("the uploaded data is not valid Arrow IPC: {other}"))
-                        }
-                    });
+                Err(FlightError::Tonic(s)) => {
+                    failure = Some(*s);
+                    break;
+                }
+                Err(other) => {
+                    failure = Some(invalid(format!(
+                        "the uploaded data is not valid Arrow IPC: {other}"
+                    )));
                     break;
                 }
             };
@@ -746,16 +755,18 @@ impl FlightSql {
                 continue;
             }
             let n = batch.num_rows() as u64;
-            if let Err(e) =
-                self.rate_check(&tenant, Kind::Events, u32::try_from(n).unwrap_or(u32::MAX))
-            {
-                failure = Some(e);
-                break;
-            }
-            match self.start_ingest(&tenant, &table, batch, rows).await {
+            let begun = match self.rate_check(
+                &tenant,
+                Kind::Events,
+                u32::try_from(n).unwrap_or(u32::MAX),
+            ) {
+                Ok(()) => self.start_ingest(&tenant, &table, batch, rows).await,
+                Err(e) => Err(e),
+            };
+            match begun {
                 Ok(p) => pending.push_back(p),
                 Err(e) => {
-                    failure = Some(e);
+                    failure = Some(Status::from(e));
                     break;
                 }
             }
@@ -768,12 +779,9 @@ impl FlightSql {
                     Ok(o) => count(o),
                     Err(e) => {
                         failure = Some(db_status(e));
-                        break;
+                        break 'upload;
                     }
                 }
-            }
-            if failure.is_some() {
-                break;
             }
         }
         for p in pending {
@@ -788,10 +796,12 @@ impl FlightSql {
         m.ingest_events
             .with_label_values(&[tenant.as_str()])
             .inc_by(accepted);
-        let outcome = match &failure {
+        // The same outcome labels as HTTP's: the server's failures are
+        // "error", the client's "rejected".
+        let outcome = match failure.as_ref().map(Status::code) {
             None => "ok",
-            Some(s) if s.code() == Code::Internal || s.code() == Code::Unavailable => "error",
-            Some(_) => "refused",
+            Some(Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss) => "error",
+            Some(_) => "rejected",
         };
         m.ingest_requests
             .with_label_values(&[tenant.as_str(), outcome])
@@ -823,7 +833,7 @@ impl FlightSql {
         table: &TableName,
         batch: RecordBatch,
         first_row: u64,
-    ) -> Result<PendingIngest, Status> {
+    ) -> Result<PendingIngest, ApiError> {
         let give_up = Instant::now() + Duration::from_secs(30);
         loop {
             match self
@@ -835,7 +845,7 @@ impl FlightSql {
                 Err(db::Error::BufferFull { .. }) if Instant::now() < give_up => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                other => return other.map_err(db_status),
+                other => return other.map_err(ApiError::from),
             }
         }
     }
@@ -861,18 +871,8 @@ impl FlightSqlService for FlightSql {
         if let Some(verifier) = &self.inner.verifier {
             verifier.verify(&token).map_err(|e| {
                 let e = ApiError::from(e);
-                crate::metrics::get()
-                    .auth_failures
-                    .with_label_values(&[e.status.as_str()])
-                    .inc();
-                self.inner.db.audit(AuditEntry {
-                    kind: "auth_failure",
-                    action: "flight handshake".into(),
-                    status: e.status.as_u16(),
-                    detail: e.message.clone(),
-                    ..Default::default()
-                });
-                to_status(e)
+                record_refusal(&self.inner.db, &e, "flight handshake".into(), None);
+                Status::from(e)
             })?;
         }
         let reply = HandshakeResponse {
@@ -928,10 +928,7 @@ impl FlightSqlService for FlightSql {
         &self,
         ticket: TicketStatementQuery,
         request: Request<arrow_flight::Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
+    ) -> DoGetResult {
         let caller = self.caller(&request, "DoGet")?;
         require(&caller, Role::Reader, "query")?;
         let body = self.inner.tickets.open(&ticket.statement_handle)?;
@@ -953,21 +950,19 @@ impl FlightSqlService for FlightSql {
             async move { query::run_statement(db, &who, &sql, params.as_ref()).await },
         )
         .await;
+        let result = result.map_err(|e| {
+            audit_refused_statement(&self.inner.db, &caller, &body.sql, &e);
+            ApiError::from(e)
+        });
         let m = crate::metrics::get();
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) if super::error::is_user_error(e) => "refused",
-            Err(_) => "error",
-        };
-        m.queries.with_label_values(&["flight", outcome]).inc();
+        let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+        m.queries
+            .with_label_values(&["flight", crate::metrics::outcome(status)])
+            .inc();
         m.query_seconds
             .with_label_values(&["flight"])
             .observe(started.elapsed().as_secs_f64());
-        let stream = result.map_err(|e| {
-            self.audit_refused(&caller, &body.sql, &e);
-            df_status(e)
-        })?;
-        Ok(Response::new(stream_results(stream)))
+        Ok(Response::new(stream_results(result.map_err(Status::from)?)))
     }
 
     async fn do_action_create_prepared_statement(
@@ -982,7 +977,7 @@ impl FlightSqlService for FlightSql {
         }
         let ctx = query::session(self.inner.db.clone(), &caller).map_err(df_status)?;
         let plan = query::plan_sql(&ctx, &query.query).await.map_err(|e| {
-            self.audit_refused(&caller, &query.query, &e);
+            audit_refused_statement(&self.inner.db, &caller, &query.query, &e);
             df_status(e)
         })?;
         let params = query::parameters(&plan).map_err(df_status)?;
@@ -1049,14 +1044,16 @@ impl FlightSqlService for FlightSql {
 
     async fn do_put_statement_update(
         &self,
-        _cmd: CommandStatementUpdate,
+        cmd: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.caller(&request, "DoPut")?;
-        Err(invalid(format!(
+        let caller = self.caller(&request, "DoPut")?;
+        let message = format!(
             "statements that change data are not supported {}; load events with bulk ingest (ADBC adbc_ingest, Flight DoPut) or POST /v1/events",
             query::READ_ONLY_REFUSAL
-        )))
+        );
+        audit_refused_statement(&self.inner.db, &caller, &cmd.query, &message);
+        Err(invalid(message))
     }
 
     async fn do_put_statement_ingest(
@@ -1167,28 +1164,19 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request, "GetFlightInfo")?;
-        require(&caller, Role::Reader, "browse")?;
         let schema = query.into_builder().schema();
-        command_info(query, &schema, request.into_inner())
+        self.browse_info(query, &schema, request)
     }
 
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        let caller = self.caller(&request, "DoGet")?;
-        require(&caller, Role::Reader, "browse")?;
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
         let mut builder = query.into_builder();
         builder.append(CATALOG);
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(one_batch(batch)))
+        built(builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -1196,30 +1184,21 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request, "GetFlightInfo")?;
-        require(&caller, Role::Reader, "browse")?;
         let schema = query.clone().into_builder().schema();
-        command_info(query, &schema, request.into_inner())
+        self.browse_info(query, &schema, request)
     }
 
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        let caller = self.caller(&request, "DoGet")?;
-        require(&caller, Role::Reader, "browse")?;
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
         let mut builder = query.into_builder();
         for (schema, _) in SCHEMAS {
             builder.append(CATALOG, schema);
         }
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(one_batch(batch)))
+        built(builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -1227,22 +1206,16 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request, "GetFlightInfo")?;
-        require(&caller, Role::Reader, "browse")?;
         let schema = query.clone().into_builder().schema();
-        command_info(query, &schema, request.into_inner())
+        self.browse_info(query, &schema, request)
     }
 
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        let caller = self.caller(&request, "DoGet")?;
-        require(&caller, Role::Reader, "browse")?;
+    ) -> DoGetResult {
+        let caller = self.browser(&request, "DoGet")?;
         let include_schema = query.include_schema;
         let ctx = query::session(self.inner.db.clone(), &caller).map_err(df_status)?;
         let catalog = ctx
@@ -1269,10 +1242,7 @@ impl FlightSqlService for FlightSql {
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
         }
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(one_batch(batch)))
+        built(builder.build())
     }
 
     async fn get_flight_info_table_types(
@@ -1280,29 +1250,20 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request, "GetFlightInfo")?;
-        require(&caller, Role::Reader, "browse")?;
         let schema = query.into_builder().schema();
-        command_info(query, &schema, request.into_inner())
+        self.browse_info(query, &schema, request)
     }
 
     async fn do_get_table_types(
         &self,
         query: CommandGetTableTypes,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        let caller = self.caller(&request, "DoGet")?;
-        require(&caller, Role::Reader, "browse")?;
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
         let mut builder = query.into_builder();
         builder.append(SYSTEM_TABLE);
         builder.append(TABLE);
-        let batch = builder
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(one_batch(batch)))
+        built(builder.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -1310,27 +1271,17 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request, "GetFlightInfo")?;
-        require(&caller, Role::Reader, "browse")?;
         let schema = query.clone().into_builder(&SQL_INFO).schema();
-        command_info(query, &schema, request.into_inner())
+        self.browse_info(query, &schema, request)
     }
 
     async fn do_get_sql_info(
         &self,
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        let caller = self.caller(&request, "DoGet")?;
-        require(&caller, Role::Reader, "browse")?;
-        let batch = query
-            .into_builder(&SQL_INFO)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(one_batch(batch)))
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
+        built(query.into_builder(&SQL_INFO).build())
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -1338,27 +1289,17 @@ impl FlightSqlService for FlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.caller(&request, "GetFlightInfo")?;
-        require(&caller, Role::Reader, "browse")?;
         let schema = query.into_builder(&XDBC_INFO).schema();
-        command_info(query, &schema, request.into_inner())
+        self.browse_info(query, &schema, request)
     }
 
     async fn do_get_xdbc_type_info(
         &self,
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        let caller = self.caller(&request, "DoGet")?;
-        require(&caller, Role::Reader, "browse")?;
-        let batch = query
-            .into_builder(&XDBC_INFO)
-            .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(one_batch(batch)))
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
+        built(query.into_builder(&XDBC_INFO).build())
     }
 
     async fn get_flight_info_primary_keys(
@@ -1366,22 +1307,15 @@ impl FlightSqlService for FlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request, "GetFlightInfo")?;
-        command_info(query, &primary_keys_schema(), request.into_inner())
+        self.browse_info(query, &primary_keys_schema(), request)
     }
 
     async fn do_get_primary_keys(
         &self,
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        self.caller(&request, "DoGet")?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(Arc::new(
-            primary_keys_schema(),
-        )))))
+    ) -> DoGetResult {
+        self.no_keys(&request, primary_keys_schema())
     }
 
     async fn get_flight_info_exported_keys(
@@ -1389,22 +1323,15 @@ impl FlightSqlService for FlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request, "GetFlightInfo")?;
-        command_info(query, &foreign_keys_schema(), request.into_inner())
+        self.browse_info(query, &foreign_keys_schema(), request)
     }
 
     async fn do_get_exported_keys(
         &self,
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        self.caller(&request, "DoGet")?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(Arc::new(
-            foreign_keys_schema(),
-        )))))
+    ) -> DoGetResult {
+        self.no_keys(&request, foreign_keys_schema())
     }
 
     async fn get_flight_info_imported_keys(
@@ -1412,22 +1339,15 @@ impl FlightSqlService for FlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request, "GetFlightInfo")?;
-        command_info(query, &foreign_keys_schema(), request.into_inner())
+        self.browse_info(query, &foreign_keys_schema(), request)
     }
 
     async fn do_get_imported_keys(
         &self,
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        self.caller(&request, "DoGet")?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(Arc::new(
-            foreign_keys_schema(),
-        )))))
+    ) -> DoGetResult {
+        self.no_keys(&request, foreign_keys_schema())
     }
 
     async fn get_flight_info_cross_reference(
@@ -1435,22 +1355,15 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request, "GetFlightInfo")?;
-        command_info(query, &foreign_keys_schema(), request.into_inner())
+        self.browse_info(query, &foreign_keys_schema(), request)
     }
 
     async fn do_get_cross_reference(
         &self,
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
-    ) -> Result<
-        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
-        Status,
-    > {
-        self.caller(&request, "DoGet")?;
-        Ok(Response::new(one_batch(RecordBatch::new_empty(Arc::new(
-            foreign_keys_schema(),
-        )))))
+    ) -> DoGetResult {
+        self.no_keys(&request, foreign_keys_schema())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -181,23 +181,39 @@ async fn authenticate(
             next.run(request).await
         }
         Err(e) => {
-            crate::metrics::get()
-                .auth_failures
-                .with_label_values(&[e.status.as_str()])
-                .inc();
-            tracing::info!(status = %e.status, reason = %e.message, "request refused");
-            if matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                state.db.audit(AuditEntry {
-                    kind: "auth_failure",
-                    action: format!("{} {}", request.method(), request.uri().path()),
-                    status: e.status.as_u16(),
-                    detail: e.message.clone(),
-                    request_id: request_id_of(&request),
-                    ..Default::default()
-                });
-            }
+            record_refusal(
+                &state.db,
+                &e,
+                format!("{} {}", request.method(), request.uri().path()),
+                request_id_of(&request),
+            );
             e.into_response()
         }
+    }
+}
+
+/// Counts a caller refused by authentication (HTTP or Flight) and, when it
+/// is a 401 or 403, writes it to the audit log as `action`.
+pub(crate) fn record_refusal(
+    db: &Arc<Database>,
+    e: &ApiError,
+    action: String,
+    request_id: Option<String>,
+) {
+    crate::metrics::get()
+        .auth_failures
+        .with_label_values(&[e.status.as_str()])
+        .inc();
+    tracing::info!(status = %e.status, reason = %e.message, "request refused");
+    if matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        db.audit(AuditEntry {
+            kind: "auth_failure",
+            action,
+            status: e.status.as_u16(),
+            detail: e.message.clone(),
+            request_id,
+            ..Default::default()
+        });
     }
 }
 
@@ -207,14 +223,13 @@ fn request_id_of(request: &axum::extract::Request) -> Option<String> {
 
 /// Takes `n` units from the caller's tenant's bucket, or refuses with 429
 /// (413 when the request alone is over the tenant's burst).
-fn rate_check(
-    state: &AppState,
+pub(crate) fn rate_check(
+    limits: &crate::ratelimit::RateLimits,
     tenant: &TenantId,
     kind: crate::ratelimit::Kind,
     n: u32,
 ) -> Result<(), ApiError> {
-    state
-        .rate_limits
+    limits
         .check(tenant, kind, n)
         .map_err(|l| match l.retry_after {
             Some(wait) => {
@@ -389,7 +404,12 @@ async fn ingest_events_inner(
     let tenant = caller.tenant;
     // A tenant already over its rate is refused before any parsing, so a
     // flood costs the server little; the rest of the batch is taken below.
-    rate_check(&state, &tenant, crate::ratelimit::Kind::Events, 1)?;
+    rate_check(
+        &state.rate_limits,
+        &tenant,
+        crate::ratelimit::Kind::Events,
+        1,
+    )?;
     let table = match params.table.as_deref() {
         None => TableName::default_table(),
         Some(name) => name
@@ -448,7 +468,7 @@ async fn ingest_events_inner(
     .map_err(internal)??;
     let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
     rate_check(
-        &state,
+        &state.rate_limits,
         &tenant,
         crate::ratelimit::Kind::Events,
         n.saturating_sub(1),
@@ -529,7 +549,12 @@ fn admit_query(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(OutputFormat, Bytes), ApiError> {
     caller.require(Role::Reader, "query")?;
-    rate_check(state, &caller.tenant, crate::ratelimit::Kind::Queries, 1)?;
+    rate_check(
+        &state.rate_limits,
+        &caller.tenant,
+        crate::ratelimit::Kind::Queries,
+        1,
+    )?;
     let format = output_format(params.format.as_deref(), headers)?;
     Ok((format, body_bytes(body)?))
 }
@@ -572,7 +597,7 @@ async fn sql_inner(
     }
     let stream = state.db.query(&caller, &text).await;
     if let Err(e) = &stream {
-        audit_refused_statement(&state, &caller, &text, e);
+        audit_refused_statement(&state.db, &caller, &text, e);
     }
     stream_response(stream?, format, state.max_result_bytes).await
 }
@@ -794,15 +819,15 @@ async fn metrics(
 }
 
 /// Records statements refused as DDL, DML or `SET` in the audit log.
-fn audit_refused_statement(
-    state: &AppState,
+pub(crate) fn audit_refused_statement(
+    db: &Arc<Database>,
     caller: &Principal,
     sql: &str,
-    e: &datafusion::error::DataFusionError,
+    e: &impl std::fmt::Display,
 ) {
     let message = e.to_string();
     if message.contains(crate::query::READ_ONLY_REFUSAL) {
-        state.db.audit(AuditEntry::by(
+        db.audit(AuditEntry::by(
             caller,
             "ddl_refused",
             sql.chars().take(1000).collect(),
