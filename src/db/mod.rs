@@ -266,13 +266,14 @@ impl Database {
         self.ingest_with(tenant, name, events, false).await
     }
 
-    async fn ingest_with(
+    /// The table an ingest may start on (created on first use): refused
+    /// while shutting down and, when `bounded`, while the buffers are full.
+    async fn admit(
         &self,
         tenant: &TenantId,
         name: &TableName,
-        events: Vec<Event>,
         bounded: bool,
-    ) -> Result<IngestOutcome> {
+    ) -> Result<Arc<Table>> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -281,10 +282,20 @@ impl Database {
             self.flush_wanted.notify_one();
             return Err(Error::BufferFull { buffered });
         }
-        let table = match self.table(tenant, name) {
-            Some(t) => t,
-            None => self.load_table(tenant, name).await?,
-        };
+        match self.table(tenant, name) {
+            Some(t) => Ok(t),
+            None => self.load_table(tenant, name).await,
+        }
+    }
+
+    async fn ingest_with(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+        events: Vec<Event>,
+        bounded: bool,
+    ) -> Result<IngestOutcome> {
+        let table = self.admit(tenant, name, bounded).await?;
         let now = now_micros();
         let mut keep = vec![true; events.len()];
         let mut claimed: Vec<String> = Vec::new();
@@ -382,79 +393,76 @@ impl Database {
         batch: RecordBatch,
         first_row: u64,
     ) -> Result<PendingIngest> {
-        if !self.accepting.load(Ordering::Acquire) {
-            return Err(Error::ShuttingDown);
-        }
-        let buffered = self.buffered_bytes();
-        if buffered >= self.config.max_buffer_bytes {
-            self.flush_wanted.notify_one();
-            return Err(Error::BufferFull { buffered });
-        }
-        let table = match self.table(tenant, name) {
-            Some(t) => t,
-            None => self.load_table(tenant, name).await?,
-        };
+        let table = self.admit(tenant, name, true).await?;
         let now = now_micros();
         let t = table.clone();
-        let converted = tokio::task::spawn_blocking(move || {
-            ingest::from_arrow::convert(&batch, &t.registry, now, first_row)
+        // One trip to a blocking thread: check and lay out the batch, drop
+        // ids already stored, encode the WAL record.
+        let (record, claimed, outcome) = tokio::task::spawn_blocking(move || {
+            let converted = ingest::from_arrow::convert(&batch, &t.registry, now, first_row)?;
+            let rows = converted.batch.num_rows();
+            let mut claimed = Vec::new();
+            let keep: Option<Vec<bool>> = converted.client_ids.map(|client| {
+                let ids = converted.batch.column(0).as_string::<i32>();
+                let mut dedup = t.dedup.lock();
+                client
+                    .iter()
+                    .enumerate()
+                    .map(|(i, given)| {
+                        let fresh = !given || dedup.claim(ids.value(i), now);
+                        if *given && fresh {
+                            claimed.push(ids.value(i).to_string());
+                        }
+                        fresh
+                    })
+                    .collect()
+            });
+            let record = (|| -> Result<_> {
+                let batch = match keep.filter(|k| k.iter().any(|k| !k)) {
+                    Some(keep) => {
+                        arrow::compute::filter_record_batch(&converted.batch, &keep.into())?
+                    }
+                    None => converted.batch,
+                };
+                let outcome = IngestOutcome {
+                    accepted: batch.num_rows(),
+                    duplicates: rows - batch.num_rows(),
+                };
+                let record = match outcome.accepted {
+                    0 => None,
+                    _ => {
+                        let ipc = wal_payload(&batch)?;
+                        Some((batch, ipc))
+                    }
+                };
+                Ok((record, outcome))
+            })();
+            match record {
+                Ok((record, outcome)) => Ok((record, claimed, outcome)),
+                Err(e) => {
+                    release(&t, &claimed);
+                    Err(e)
+                }
+            }
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        let rows = converted.batch.num_rows();
-        let mut batch = converted.batch;
-        let mut claimed = Vec::new();
-        if let Some(client) = converted.client_ids {
-            let ids = batch.column(0).as_string::<i32>().clone();
-            let mut keep = Vec::with_capacity(rows);
-            {
-                let mut dedup = table.dedup.lock();
-                for (i, given) in client.iter().enumerate() {
-                    let fresh = !given || dedup.claim(ids.value(i), now);
-                    if *given && fresh {
-                        claimed.push(ids.value(i).to_string());
-                    }
-                    keep.push(fresh);
+        let logged = match record {
+            None => None,
+            Some((batch, ipc)) => match self.submit(&table, batch, ipc).await {
+                Ok(logged) => Some(Box::pin(logged) as _),
+                Err(e) => {
+                    release(&table, &claimed);
+                    return Err(e);
                 }
-            }
-            if keep.iter().any(|k| !k) {
-                batch = arrow::compute::filter_record_batch(&batch, &keep.into())?;
-            }
-        }
-        let outcome = IngestOutcome {
-            accepted: batch.num_rows(),
-            duplicates: rows - batch.num_rows(),
+            },
         };
-        if outcome.accepted == 0 {
-            return Ok(PendingIngest {
-                logged: None,
-                table,
-                claimed,
-                outcome,
-            });
-        }
-        let prepared = tokio::task::spawn_blocking(move || -> Result<_> {
-            let ipc = wal_payload(&batch)?;
-            Ok((batch, ipc))
+        Ok(PendingIngest {
+            logged,
+            table,
+            claimed,
+            outcome,
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()));
-        let submitted = match prepared {
-            Ok(Ok((batch, ipc))) => self.submit(&table, batch, ipc).await,
-            Ok(Err(e)) | Err(e) => Err(e),
-        };
-        match submitted {
-            Ok(logged) => Ok(PendingIngest {
-                logged: Some(Box::pin(logged)),
-                table,
-                claimed,
-                outcome,
-            }),
-            Err(e) => {
-                release(&table, &claimed);
-                Err(e)
-            }
-        }
     }
 
     /// A query session for `caller`: its tenant's tables only, with every

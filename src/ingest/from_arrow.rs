@@ -11,11 +11,10 @@
 //! checked before anything is logged.
 
 use super::parse::{MAX_ID_LEN, in_range};
-use super::{Error, MAX_CELLS, MAX_DAYS_PER_REQUEST, MICROS_PER_DAY, Result};
+use super::{Error, MAX_CELLS, MICROS_PER_DAY, Result, check_days, event_batch};
 use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Float64Array, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringBuilder,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit, UInt64Type};
@@ -54,10 +53,21 @@ fn row_error(row: u64, reason: impl Into<String>) -> Error {
 
 fn is_string_type(dt: &DataType) -> bool {
     match dt {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-        DataType::Dictionary(_, v) => is_string_type(v),
-        _ => false,
+        DataType::Dictionary(_, v) => v.is_string(),
+        other => other.is_string(),
     }
+}
+
+/// The nested types whose values are kept as their JSON text.
+fn is_json_text(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+    )
 }
 
 /// A string-like column as plain `Utf8`.
@@ -188,34 +198,13 @@ fn kind_of_type(name: &str, dt: &DataType) -> Result<Option<ColumnKind>> {
     Ok(match dt {
         DataType::Null => None,
         DataType::Boolean => Some(ColumnKind::Boolean),
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal32(..)
-        | DataType::Decimal64(..)
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => Some(ColumnKind::Double),
-        DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Utf8View
-        | DataType::Date32
+        dt if dt.is_numeric() => Some(ColumnKind::Double),
+        dt if dt.is_string() || is_json_text(dt) => Some(ColumnKind::Text),
+        DataType::Date32
         | DataType::Date64
         | DataType::Timestamp(..)
         | DataType::Time32(_)
-        | DataType::Time64(_)
-        | DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::FixedSizeList(..)
-        | DataType::Struct(_)
-        | DataType::Map(..) => Some(ColumnKind::Text),
+        | DataType::Time64(_) => Some(ColumnKind::Text),
         DataType::Dictionary(_, value) => return kind_of_type(name, value),
         other => {
             return Err(column_error(
@@ -289,15 +278,7 @@ fn to_kind(array: &ArrayRef, kind: ColumnKind) -> Result<(ArrayRef, Vec<(usize, 
         ColumnKind::Double => to_doubles(array),
         ColumnKind::Boolean => Ok((cast(array, &DataType::Boolean)?, Vec::new())),
         ColumnKind::Text => {
-            let nested = matches!(
-                array.data_type(),
-                DataType::List(_)
-                    | DataType::LargeList(_)
-                    | DataType::FixedSizeList(..)
-                    | DataType::Struct(_)
-                    | DataType::Map(..)
-            );
-            if !nested {
+            if !is_json_text(array.data_type()) {
                 return Ok((cast(array, &DataType::Utf8)?, Vec::new()));
             }
             let text: StringArray = json_values(array)?
@@ -457,10 +438,7 @@ pub fn convert(
         first_row,
         now,
     )?;
-    let days: HashSet<i64> = times.iter().map(|t| t.div_euclid(MICROS_PER_DAY)).collect();
-    if days.len() > MAX_DAYS_PER_REQUEST {
-        return Err(Error::TooManyDays(days.len()));
-    }
+    check_days(&times)?;
     let payload = payload_columns(batch)?;
     let cells = rows.saturating_mul(payload.len() + schema::FIXED_COLUMNS.len());
     if cells > MAX_CELLS {
@@ -524,23 +502,18 @@ pub fn convert(
     let client_ids = given_ids
         .as_ref()
         .map(|ids| (0..rows).map(|i| ids.is_valid(i)).collect::<Vec<bool>>());
-    let dates =
-        Date32Array::from_iter_values(times.iter().map(|t| t.div_euclid(MICROS_PER_DAY) as i32));
-    let overflow: StringArray = overflow
-        .into_iter()
-        .map(|m| m.map(|m| Value::Object(m).to_string()))
-        .collect();
-    let mut all: Vec<ArrayRef> = vec![
-        Arc::new(event_ids(given_ids.as_ref(), rows)),
-        Arc::new(event_type),
-        Arc::new(entity_id),
-        Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
-        Arc::new(TimestampMicrosecondArray::from(vec![now; rows]).with_timezone("UTC")),
-        Arc::new(dates),
-        Arc::new(overflow),
-    ];
-    all.extend(columns);
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), all)?;
+    let batch = event_batch(
+        [
+            Arc::new(event_ids(given_ids.as_ref(), rows)),
+            Arc::new(event_type),
+            Arc::new(entity_id),
+        ],
+        times,
+        now,
+        overflow,
+        fields,
+        columns,
+    )?;
     Ok(Converted { batch, client_ids })
 }
 
@@ -556,6 +529,15 @@ mod tests {
 
     fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
         RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    /// One event of type "a" for entity "u" with one more column.
+    fn one_event(name: &str, values: ArrayRef) -> RecordBatch {
+        batch(vec![
+            ("event_type", Arc::new(StringArray::from(vec!["a"]))),
+            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
+            (name, values),
+        ])
     }
 
     #[test]
@@ -608,17 +590,9 @@ mod tests {
     #[test]
     fn a_conflicting_type_goes_to_overflow() {
         let reg = registry();
-        let first = batch(vec![
-            ("event_type", Arc::new(StringArray::from(vec!["a"]))),
-            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
-            ("x", Arc::new(StringArray::from(vec!["text"]))),
-        ]);
+        let first = one_event("x", Arc::new(StringArray::from(vec!["text"])));
         convert(&first, &reg, 0, 0).unwrap();
-        let second = batch(vec![
-            ("event_type", Arc::new(StringArray::from(vec!["a"]))),
-            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
-            ("x", Arc::new(Int64Array::from(vec![3]))),
-        ]);
+        let second = one_event("x", Arc::new(Int64Array::from(vec![3])));
         let out = convert(&second, &reg, 0, 0).unwrap().batch;
         assert!(out.column_by_name("x").unwrap().is_null(0));
         let overflow = out.column_by_name("_overflow").unwrap().as_string::<i32>();
@@ -632,11 +606,7 @@ mod tests {
             Arc::new(Field::new("amount", DataType::Float64, true)),
             amount,
         )]);
-        let b = batch(vec![
-            ("event_type", Arc::new(StringArray::from(vec!["a"]))),
-            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
-            ("payload", Arc::new(payload)),
-        ]);
+        let b = one_event("payload", Arc::new(payload));
         let out = convert(&b, &registry(), 0, 0).unwrap().batch;
         let amount = out.column_by_name("amount").unwrap();
         assert_eq!(amount.as_primitive::<Float64Type>().value(0), 1.5);
@@ -668,29 +638,12 @@ mod tests {
             ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
         ]);
         assert!(err(numeric_type).contains("must be a string column"));
-        let far = batch(vec![
-            (
-                "event_type",
-                Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
-            ),
-            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
-            (
-                "timestamp",
-                Arc::new(Int64Array::from(vec![i64::MAX / 2])) as ArrayRef,
-            ),
-        ]);
+        let far = one_event("timestamp", Arc::new(Int64Array::from(vec![i64::MAX / 2])));
         assert!(err(far).contains("outside the accepted range"));
-        let binary = batch(vec![
-            (
-                "event_type",
-                Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
-            ),
-            ("entity_id", Arc::new(StringArray::from(vec!["u"]))),
-            (
-                "blob",
-                Arc::new(arrow::array::BinaryArray::from(vec![b"x".as_ref()])) as ArrayRef,
-            ),
-        ]);
+        let binary = one_event(
+            "blob",
+            Arc::new(arrow::array::BinaryArray::from(vec![b"x".as_ref()])),
+        );
         let e = err(binary);
         assert!(e.contains("\"blob\"") && e.contains("Binary"), "{e}");
     }

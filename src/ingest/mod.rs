@@ -114,13 +114,7 @@ pub fn build_batch(
     }
     let rows = keep.iter().filter(|k| **k).count();
     let timestamps: Vec<i64> = kept().map(|e| e.timestamp.unwrap_or(now)).collect();
-    let days: std::collections::HashSet<i64> = timestamps
-        .iter()
-        .map(|t| t.div_euclid(MICROS_PER_DAY))
-        .collect();
-    if days.len() > MAX_DAYS_PER_REQUEST {
-        return Err(Error::TooManyDays(days.len()));
-    }
+    check_days(&timestamps)?;
     let cells = rows.saturating_mul(keys.len() + schema::FIXED_COLUMNS.len());
     if cells > MAX_CELLS {
         return Err(Error::TooLarge(format!(
@@ -207,6 +201,47 @@ pub fn build_batch(
         }
     }
 
+    let kept_ids = ids.iter().zip(keep).filter(|(_, k)| **k).map(|(id, _)| id);
+    event_batch(
+        [
+            Arc::new(StringArray::from_iter_values(kept_ids)),
+            Arc::new(StringArray::from_iter_values(kept().map(|e| &e.event_type))),
+            Arc::new(StringArray::from_iter_values(kept().map(|e| &e.entity_id))),
+        ],
+        timestamps,
+        now,
+        overflow,
+        fields,
+        payload_columns,
+    )
+}
+
+/// Refuses a request whose events fall on too many days (each one a
+/// partition the next flush writes a file into).
+fn check_days(timestamps: &[i64]) -> Result<()> {
+    let days: std::collections::HashSet<i64> = timestamps
+        .iter()
+        .map(|t| t.div_euclid(MICROS_PER_DAY))
+        .collect();
+    if days.len() > MAX_DAYS_PER_REQUEST {
+        return Err(Error::TooManyDays(days.len()));
+    }
+    Ok(())
+}
+
+/// Puts an event batch together: `ids`, `types` and `entities` (the first
+/// three fixed columns), event times in epoch microseconds, the ingest
+/// time, each row's `_overflow` fields, then the payload columns whose
+/// `fields` follow the fixed ones.
+fn event_batch(
+    [ids, types, entities]: [ArrayRef; 3],
+    timestamps: Vec<i64>,
+    now: i64,
+    overflow: Vec<Option<Map<String, Value>>>,
+    fields: Vec<Field>,
+    payload_columns: Vec<ArrayRef>,
+) -> Result<RecordBatch> {
+    let rows = timestamps.len();
     let dates = Date32Array::from_iter_values(
         timestamps
             .iter()
@@ -216,11 +251,10 @@ pub fn build_batch(
         .into_iter()
         .map(|m| m.map(|m| Value::Object(m).to_string()))
         .collect();
-    let kept_ids = ids.iter().zip(keep).filter(|(_, k)| **k).map(|(id, _)| id);
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(kept_ids)),
-        Arc::new(StringArray::from_iter_values(kept().map(|e| &e.event_type))),
-        Arc::new(StringArray::from_iter_values(kept().map(|e| &e.entity_id))),
+        ids,
+        types,
+        entities,
         Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC")),
         Arc::new(TimestampMicrosecondArray::from(vec![now; rows]).with_timezone("UTC")),
         Arc::new(dates),

@@ -46,26 +46,8 @@ pub async fn run(
     let verifier = crate::auth::Verifier::from_config(&config.auth)
         .map_err(Error::Config)?
         .map(Arc::new);
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.http_addr,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: config.http_addr,
-        source,
-    })?;
-    let flight_listener = tokio::net::TcpListener::bind(config.flight_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.flight_addr,
-            source,
-        })?;
-    let flight_addr = flight_listener.local_addr().map_err(|source| Error::Bind {
-        addr: config.flight_addr,
-        source,
-    })?;
+    let (listener, addr) = bind(config.http_addr).await?;
+    let (flight_listener, flight_addr) = bind(config.flight_addr).await?;
     // Tests and scripts read these lines to learn the ports.
     println!("allsource listening on http://{addr}");
     println!("allsource flight sql listening on grpc://{flight_addr}");
@@ -147,6 +129,17 @@ pub async fn run(
         Ok(r) => r.map_err(Error::Serve),
         Err(e) => Err(Error::Serve(std::io::Error::other(e))),
     }
+}
+
+/// Listens on `addr`; returns the listener and the address it got (port 0
+/// picks a free one).
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    let bind_error = |source| Error::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
 }
 
 /// Without authentication the server may only listen on loopback, unless

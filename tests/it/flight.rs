@@ -513,39 +513,36 @@ fn bulk_ingest_goes_through_the_wal_with_schema_evolution_and_dedup() {
         assert_eq!(scalar(&s, "SELECT count(*) AS n FROM orders"), 2574);
 
         // Table modes.
-        expect_code(
-            ingest(
-                &mut client,
-                ingest_command("orders", TableNotExistOption::Create, TableExistsOption::Fail),
-                vec![events_batch(0, 1)],
-            )
-            .await,
-            Code::AlreadyExists,
-            "orders exists",
-            "create over an existing table",
-        );
-        expect_code(
-            ingest(
-                &mut client,
-                ingest_command("missing", TableNotExistOption::Fail, TableExistsOption::Append),
-                vec![events_batch(0, 1)],
-            )
-            .await,
-            Code::NotFound,
-            "missing does not exist",
-            "append to a missing table",
-        );
-        expect_code(
-            ingest(
-                &mut client,
-                ingest_command("orders", TableNotExistOption::Create, TableExistsOption::Replace),
-                vec![events_batch(0, 1)],
-            )
-            .await,
-            Code::InvalidArgument,
-            "append-only",
-            "replace",
-        );
+        for (table, if_not_exist, if_exists, code, needle, case) in [
+            (
+                "orders",
+                TableNotExistOption::Create,
+                TableExistsOption::Fail,
+                Code::AlreadyExists,
+                "orders exists",
+                "create over an existing table",
+            ),
+            (
+                "missing",
+                TableNotExistOption::Fail,
+                TableExistsOption::Append,
+                Code::NotFound,
+                "missing does not exist",
+                "append to a missing table",
+            ),
+            (
+                "orders",
+                TableNotExistOption::Create,
+                TableExistsOption::Replace,
+                Code::InvalidArgument,
+                "append-only",
+                "replace",
+            ),
+        ] {
+            let command = ingest_command(table, if_not_exist, if_exists);
+            let result = ingest(&mut client, command, vec![events_batch(0, 1)]).await;
+            expect_code(result, code, needle, case);
+        }
         expect_code(
             ingest(&mut client, create_append("bad name!"), vec![events_batch(0, 1)]).await,
             Code::InvalidArgument,

@@ -9,7 +9,6 @@
 //! the rows before it. The current row is scored whether or not the frame
 //! contains it.
 
-use crate::funnel::is_string;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
@@ -301,7 +300,7 @@ impl WindowUDFImpl for AnomalyWindow {
             other => return plan_err!("{name}: x (argument 1) must be numeric, got {other}"),
         }
         if let Some(dt) = arg_types.get(1) {
-            if !is_string(dt) {
+            if !dt.is_string() {
                 return plan_err!(
                     "{name}: the method (argument 2) must be a string: 'zscore', 'iqr' or 'mad', got {dt}"
                 );

@@ -20,14 +20,6 @@ use std::sync::Arc;
 /// Most steps a funnel may have (as in ClickHouse).
 pub const MAX_STEPS: usize = 32;
 
-/// Whether `dt` is one of Arrow's string types.
-pub(crate) fn is_string(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-    )
-}
-
 fn is_timestamp_like(dt: &DataType) -> bool {
     matches!(
         dt,
@@ -48,7 +40,7 @@ fn is_timestamp_like(dt: &DataType) -> bool {
 /// Checks the argument list shape shared by the funnel functions and
 /// returns the coerced types. `name` is used in messages.
 pub(crate) fn coerce_funnel_args(name: &str, args: &[DataType]) -> Result<Vec<DataType>> {
-    let has_mode = args.len() > 1 && is_string(&args[1]);
+    let has_mode = args.len() > 1 && args[1].is_string();
     let ts = if has_mode { 2 } else { 1 };
     if args.len() < ts + 2 {
         return plan_err!(
@@ -151,7 +143,7 @@ impl FunnelSpec {
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
-        let has_mode = types.len() > 1 && is_string(&types[1]);
+        let has_mode = types.len() > 1 && types[1].is_string();
         let ts_index = if has_mode { 2 } else { 1 };
         let steps = types.len() - ts_index - 1;
         let as_time = timestamp_is_time(&types[ts_index]);

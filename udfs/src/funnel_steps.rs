@@ -95,7 +95,7 @@ impl AggregateUDFImpl for FunnelSteps {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        let has_mode = arg_types.get(1).is_some_and(crate::funnel::is_string);
+        let has_mode = arg_types.get(1).is_some_and(DataType::is_string);
         let ts = if has_mode { 2 } else { 1 };
         let steps = arg_types.len().saturating_sub(ts + 1);
         let time = time_type(arg_types.get(ts).unwrap_or(&DataType::Int64));
