@@ -105,6 +105,17 @@ fn expect_code<T: std::fmt::Debug>(
     );
 }
 
+/// The values of a string column of a metadata answer.
+fn strings<'a>(batch: &'a RecordBatch, column: &str) -> Vec<&'a str> {
+    batch
+        .column_by_name(column)
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect()
+}
+
 fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
@@ -302,13 +313,7 @@ fn queries_prepared_statements_and_catalog_calls() {
             .await
             .unwrap();
         let batches = fetch(&mut client, info).await.unwrap();
-        let schemas: Vec<&str> = batches[0]
-            .column_by_name("db_schema_name")
-            .unwrap()
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .collect();
+        let schemas = strings(&batches[0], "db_schema_name");
         assert_eq!(schemas, ["public", "system"]);
         let info = client
             .get_tables(CommandGetTables {
@@ -319,13 +324,7 @@ fn queries_prepared_statements_and_catalog_calls() {
             .unwrap();
         let batches = fetch(&mut client, info).await.unwrap();
         let b = &batches[0];
-        let names: Vec<&str> = b
-            .column_by_name("table_name")
-            .unwrap()
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .collect();
+        let names = strings(b, "table_name");
         assert!(
             names.contains(&"events") && names.contains(&"compactions"),
             "{names:?}"
@@ -642,13 +641,7 @@ fn tokens_roles_and_tenants_apply_to_flight() {
             .await
             .unwrap();
         let batches = fetch(&mut reader_b, info).await.unwrap();
-        let names: Vec<&str> = batches[0]
-            .column_by_name("table_name")
-            .unwrap()
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .collect();
+        let names = strings(&batches[0], "table_name");
         assert!(!names.contains(&"events"), "{names:?}");
         expect_code(
             query(&mut reader_b, "SELECT * FROM events").await,
