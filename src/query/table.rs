@@ -119,7 +119,8 @@ impl EventTable {
             })
             .cloned()
             .collect();
-        let plan = delta.scan(state, Some(&indices), &usable, limit).await?;
+        let plan =
+            with_cached_page_index(delta.scan(state, Some(&indices), &usable, limit).await?)?;
         let plan_schema = plan.schema();
         let exprs = projected
             .fields()
@@ -191,5 +192,99 @@ impl TableProvider for EventTable {
             )?);
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+/// Makes the Parquet scans under `plan` keep each file's page index in the
+/// shared metadata cache along with its footer.
+///
+/// DataFusion caches footers without the page index and then reads and
+/// decodes the page index of every file on every query that prunes pages.
+/// On a 30-file table that was about a tenth of a point lookup's CPU
+/// (ARCHITECTURE.md, "Compacted file layout"). Asking for the index when
+/// the footer is fetched makes the cache hold it, so later queries find it
+/// there.
+fn with_cached_page_index(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
+    use datafusion::datasource::source::DataSourceExec;
+    Ok(plan
+        .transform_down(|node| {
+            let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some((config, parquet)) = exec.downcast_to_file_source::<ParquetSource>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(inner) = parquet.parquet_file_reader_factory() else {
+                return Ok(Transformed::no(node));
+            };
+            let source = parquet
+                .clone()
+                .with_parquet_file_reader_factory(Arc::new(PageIndexReaders(inner.clone())));
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_source(Arc::new(source))
+                .build();
+            Ok(Transformed::yes(
+                DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
+            ))
+        })?
+        .data)
+}
+
+/// Readers that fetch a file's metadata with its page index.
+#[derive(Debug)]
+struct PageIndexReaders(Arc<dyn datafusion::datasource::physical_plan::ParquetFileReaderFactory>);
+
+impl datafusion::datasource::physical_plan::ParquetFileReaderFactory for PageIndexReaders {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: datafusion::datasource::listing::PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &datafusion::physical_plan::metrics::ExecutionPlanMetricsSet,
+    ) -> Result<Box<dyn parquet::arrow::async_reader::AsyncFileReader + Send>> {
+        Ok(Box::new(PageIndexReader(self.0.create_reader(
+            partition_index,
+            file,
+            metadata_size_hint,
+            metrics,
+        )?)))
+    }
+}
+
+struct PageIndexReader(Box<dyn parquet::arrow::async_reader::AsyncFileReader + Send>);
+
+impl parquet::arrow::async_reader::AsyncFileReader for PageIndexReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        self.0.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        self.0.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        use futures::FutureExt;
+        async move {
+            let options = options
+                .cloned()
+                .unwrap_or_default()
+                .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
+            self.0.get_metadata(Some(&options)).await
+        }
+        .boxed()
     }
 }

@@ -392,15 +392,16 @@ fn sync_commit(dir: &std::path::Path, version: u64, root: Option<&std::path::Pat
 }
 
 /// Parquet settings of flushed files: deltalake's defaults (snappy, chunk
-/// statistics), except that `event_id` is not dictionary-encoded. Its
-/// values are unique, so a dictionary only costs hashing every id before
-/// the writer gives up on it.
+/// statistics), except that `event_id` and `timestamp` are not
+/// dictionary-encoded. Their values are (nearly) unique, so a dictionary
+/// only costs hashing every value before the writer gives up on it, and
+/// leaves a 1 MB dictionary page that every read of the column decodes.
 fn flush_writer_properties() -> parquet::file::properties::WriterProperties {
-    parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
-        .set_column_dictionary_enabled(
-            parquet::schema::types::ColumnPath::from(crate::schema::EVENT_ID),
-            false,
-        )
-        .build()
+    let mut b = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY);
+    for column in [crate::schema::EVENT_ID, crate::schema::TIMESTAMP] {
+        b = b
+            .set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(column), false);
+    }
+    b.build()
 }

@@ -63,6 +63,55 @@ fn compact(s: &TestServer, query: &str) -> Value {
     r.json()
 }
 
+/// A compacted file of a small partition: sorted by `entity_id`, the
+/// unique-valued columns without a dictionary, a bloom filter on
+/// `event_id` only, and a page index.
+fn assert_compacted_layout(path: &str) {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let meta = builder.metadata().clone();
+    let mut entities: Vec<String> = Vec::new();
+    for batch in builder.build().unwrap() {
+        let batch = batch.unwrap();
+        let col = batch.column_by_name("entity_id").unwrap();
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Utf8).unwrap();
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        entities.extend(col.iter().map(|v| v.unwrap().to_string()));
+    }
+    assert!(entities.len() > 1, "{path}");
+    assert!(
+        entities.is_sorted(),
+        "{path} is not sorted by entity_id: {entities:?}"
+    );
+    for rg in meta.row_groups() {
+        for c in rg.columns() {
+            let name = c.column_path().string();
+            if ["event_id", "entity_id", "timestamp"].contains(&name.as_str()) {
+                assert!(
+                    c.dictionary_page_offset().is_none(),
+                    "{path}: a dictionary on {name}"
+                );
+            }
+            if name == "event_type" {
+                assert!(
+                    c.dictionary_page_offset().is_some(),
+                    "{path}: no dictionary on {name}"
+                );
+            }
+            assert_eq!(
+                c.bloom_filter_offset().is_some(),
+                name == "event_id",
+                "{path}: bloom filter on {name}"
+            );
+            assert!(c.offset_index_offset().is_some(), "{path}: no page index");
+        }
+    }
+}
+
 #[test]
 fn compaction_merges_small_files_and_keeps_every_row() {
     // Vacuum keeps replaced files for the query timeout at least.
@@ -100,6 +149,9 @@ fn compaction_merges_small_files_and_keeps_every_row() {
     );
     assert_eq!(parquet_files(&s.data_dir).len(), 4);
     assert_eq!(s.sql(sum), expected);
+    for file in parquet_files(&s.data_dir) {
+        assert_compacted_layout(&file);
+    }
 
     // nothing left to do; the history is kept
     let again = compact(&s, "");
