@@ -230,11 +230,15 @@ async fn serve(
 /// Runs the flusher on a thread of its own, with its own runtime, at a
 /// lower CPU priority: encoding Parquet is heavy, and it must not hold up
 /// the threads that answer ingest requests (whose latency clients see).
+/// The runtime has a worker per core (at most 4), also at low priority, so
+/// a flush encodes its date partitions in parallel (`Storage::append`).
 fn spawn_flusher(
     db: Arc<Database>,
     cancel: CancellationToken,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(crate::storage::flush_parallelism())
+        .on_thread_start(lower_priority)
         .enable_all()
         .thread_name("flusher")
         .build()

@@ -241,6 +241,12 @@ impl Storage {
     /// Appends `batches` (all of one schema) in one commit that also
     /// records `last_seq` as the WAL position it covers. Creates the table
     /// on its first write; new columns are merged into its schema.
+    ///
+    /// The batches are dealt into as many input partitions as there are
+    /// cores. deltalake then hash-partitions the rows by date, so each of
+    /// its writer tasks encodes its own dates (still one file per date),
+    /// and on the flusher's multi-threaded runtime the tasks run in
+    /// parallel.
     pub async fn append(
         &self,
         table: DeltaTable,
@@ -248,8 +254,32 @@ impl Storage {
         batches: Vec<RecordBatch>,
         last_seq: WalSeq,
     ) -> Result<DeltaTable> {
-        let table = table
-            .write(batches)
+        let delta_err = |source| Error::Delta {
+            table: name.to_string(),
+            source,
+        };
+        let parts = flush_parallelism().min(batches.len());
+        let write = if parts < 2 {
+            table.write(batches)
+        } else {
+            let schema = batches[0].schema();
+            let mut inputs: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
+            for (i, batch) in batches.into_iter().enumerate() {
+                inputs[i % parts].push(batch);
+            }
+            let input = datafusion::datasource::MemTable::try_new(schema, inputs)
+                .and_then(|mem| {
+                    datafusion::logical_expr::LogicalPlanBuilder::scan(
+                        "flush",
+                        datafusion::datasource::provider_as_source(Arc::new(mem)),
+                        None,
+                    )?
+                    .build()
+                })
+                .map_err(|e| delta_err(DeltaTableError::from(e)))?;
+            table.write(Vec::new()).with_input_plan(input)
+        };
+        let table = write
             .with_save_mode(SaveMode::Append)
             .with_schema_mode(SchemaMode::Merge)
             .with_partition_columns([PARTITION_COLUMN])
@@ -259,10 +289,7 @@ impl Storage {
                     .with_application_transaction(Transaction::new(WAL_APP_ID, last_seq.0 as i64)),
             )
             .await
-            .map_err(|source| Error::Delta {
-                table: name.to_string(),
-                source,
-            })?;
+            .map_err(delta_err)?;
         self.make_durable(&table).await?;
         Ok(table)
     }
@@ -389,6 +416,11 @@ fn sync_commit(dir: &std::path::Path, version: u64, root: Option<&std::path::Pat
         up = d.parent();
     }
     Ok(())
+}
+
+/// How many writer tasks a flush runs in parallel: the cores, at most 4.
+pub fn flush_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// Parquet settings of flushed files: deltalake's defaults (snappy, chunk
