@@ -261,14 +261,13 @@ impl SettingsStore {
 /// The Parquet settings of compacted files: zstd, page statistics (the
 /// page index) over pages of 4,096 rows, so a lookup decodes little, and
 /// row groups of 65,536 rows, so that a `LIMIT` query's dynamic filter can
-/// skip most of a file. The
-/// columns whose values are (nearly) unique are not dictionary-encoded: the
-/// writer would give up on the dictionary anyway, but only after writing a
-/// 1 MB dictionary page that every read of the column must then decode,
-/// which made a one-entity lookup read 30 MB instead of 1.6 MB at 10M
-/// events (ARCHITECTURE.md, "Compacted file layout"). Bloom filters: on
-/// `event_id` always; on `entity_id` only in files not sorted by it,
-/// where its statistics cannot prune.
+/// skip most of a file. The columns whose values are (nearly) unique are
+/// not dictionary-encoded: the writer would give up on the dictionary
+/// anyway, but only after writing a 1 MB dictionary page that every read
+/// of the column must then decode, which made a one-entity lookup read
+/// 30 MB instead of 1.6 MB at 10M events (ARCHITECTURE.md, "Compacted
+/// file layout"). Bloom filters: on `event_id` always; on `entity_id` only
+/// in files not sorted by it, where its statistics cannot prune.
 fn writer_properties(sorted: bool) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -291,13 +290,24 @@ fn writer_properties(sorted: bool) -> WriterProperties {
 }
 
 /// What compaction does to one partition.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionPlan {
     /// Sizes of the files it rewrites.
     files: Vec<u64>,
     /// Rewritten whole and sorted by `entity_id` (the partition fits in
     /// one target-size file), rather than its small files bin-packed.
     sorted: bool,
+}
+
+impl PartitionPlan {
+    /// deltalake's optimize mode for this plan.
+    fn optimize_type(&self) -> OptimizeType {
+        if self.sorted {
+            OptimizeType::ZOrder(vec![crate::schema::ENTITY_ID.to_string()])
+        } else {
+            OptimizeType::Compact
+        }
+    }
 }
 
 /// The partitions with more than one file under 3/4 of the target, by
@@ -491,13 +501,6 @@ impl Database {
         let (mut files_done, mut bytes_done) = (0u64, 0u64);
         let total = plan.len();
         for (i, (partition, part)) in plan.iter().enumerate() {
-            let layout = || {
-                if part.sorted {
-                    OptimizeType::ZOrder(vec![crate::schema::ENTITY_ID.to_string()])
-                } else {
-                    OptimizeType::Compact
-                }
-            };
             let filters = [(
                 crate::storage::PARTITION_COLUMN,
                 FilterOp::Eq,
@@ -511,7 +514,7 @@ impl Database {
                     .optimize()
                     .with_filters(&filters)
                     .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
-                    .with_type(layout())
+                    .with_type(part.optimize_type())
                     .with_writer_properties(writer_properties(part.sorted))
                     .await;
                 match run {

@@ -419,8 +419,10 @@ fn sync_commit(dir: &std::path::Path, version: u64, root: Option<&std::path::Pat
 }
 
 /// How many writer tasks a flush runs in parallel: the cores, at most 4.
+/// Looked up once: on Linux the lookup reads the cgroup's CPU quota files.
 pub fn flush_parallelism() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    static PARALLELISM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PARALLELISM.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
 }
 
 /// Parquet settings of flushed files: deltalake's defaults (snappy, chunk
