@@ -62,6 +62,9 @@ async fn provider_for(delta: &DeltaTable) -> Result<Option<Arc<dyn TableProvider
     if delta.version().is_none() {
         return Ok(None);
     }
+    if let Some(files) = crate::query::delta::DeltaFiles::try_new(delta)? {
+        return Ok(Some(Arc::new(files)));
+    }
     Ok(Some(delta.table_provider().await?))
 }
 

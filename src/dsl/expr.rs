@@ -283,14 +283,25 @@ impl Cx<'_> {
 
     /// The document's now minus `n` of `unit` (seconds).
     fn ago(&self, items: &[Value], seconds: i64, path: &Path) -> Result<Expr, DslError> {
+        Ok(timestamp_lit(self.before_now(items, seconds, path)?))
+    }
+
+    /// The instant `items[1]` units of `seconds` before the document's now.
+    fn before_now(
+        &self,
+        items: &[Value],
+        seconds: i64,
+        path: &Path,
+    ) -> Result<chrono::DateTime<chrono::Utc>, DslError> {
         let n = match items.get(1).and_then(Value::as_f64) {
             Some(n) if n >= 0.0 && n.is_finite() => n,
             _ => return err(&path.index(1), "expected a non-negative number"),
         };
+        // `as` saturates, and a saturated span fails the subtraction below.
         let micros = (n * seconds as f64 * 1e6) as i64;
-        Ok(timestamp_lit(
-            self.now - chrono::Duration::microseconds(micros),
-        ))
+        self.now
+            .checked_sub_signed(chrono::Duration::microseconds(micros))
+            .ok_or_else(|| DslError::new(&path.index(1), format!("{n} is too far in the past")))
     }
 
     /// An instant given as an RFC 3339 string, a date, or a time helper:
@@ -319,11 +330,7 @@ impl Cx<'_> {
                         );
                     }
                 };
-                let n = match items.get(1).and_then(Value::as_f64) {
-                    Some(n) if n >= 0.0 && n.is_finite() => n,
-                    _ => return err(&path.index(1), "expected a non-negative number"),
-                };
-                Ok(self.now - chrono::Duration::microseconds((n * secs as f64 * 1e6) as i64))
+                self.before_now(items, secs, path)
             }
             other => err(
                 path,

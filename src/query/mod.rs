@@ -6,6 +6,7 @@
 //! snapshot and the buffer frozen together when the query names it.
 //! [`output`] turns result batches into the wire formats.
 
+pub mod delta;
 pub mod limits;
 pub mod output;
 mod system;

@@ -119,8 +119,14 @@ impl EventTable {
             })
             .cloned()
             .collect();
-        let plan =
-            with_cached_page_index(delta.scan(state, Some(&indices), &usable, limit).await?)?;
+        let plan = delta.scan(state, Some(&indices), &usable, limit).await?;
+        // deltalake's own provider (the fallback) gets the same metadata
+        // caching as our scan.
+        let plan = if delta.is::<super::delta::DeltaFiles>() {
+            plan
+        } else {
+            with_cached_page_index(plan)?
+        };
         let plan_schema = plan.schema();
         let exprs = projected
             .fields()
@@ -234,7 +240,9 @@ fn with_cached_page_index(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
 
 /// Readers that fetch a file's metadata with its page index.
 #[derive(Debug)]
-struct PageIndexReaders(Arc<dyn datafusion::datasource::physical_plan::ParquetFileReaderFactory>);
+pub(crate) struct PageIndexReaders(
+    pub(crate) Arc<dyn datafusion::datasource::physical_plan::ParquetFileReaderFactory>,
+);
 
 impl datafusion::datasource::physical_plan::ParquetFileReaderFactory for PageIndexReaders {
     fn create_reader(

@@ -108,6 +108,11 @@ fn assert_compacted_layout(path: &str) {
                 "{path}: bloom filter on {name}"
             );
             assert!(c.offset_index_offset().is_some(), "{path}: no page index");
+            assert_eq!(
+                c.compression(),
+                parquet::basic::Compression::LZ4_RAW,
+                "{path}: {name}"
+            );
         }
     }
 }

@@ -448,6 +448,10 @@ fn errors_name_the_json_path() {
             "where[2][1]: expected a non-negative number",
         ),
         (
+            json!({"from": "events", "where": ["since", ["days-ago", 96486077]]}),
+            "where[1][1]: 96486077 is too far in the past",
+        ),
+        (
             json!({"from": "events", "where": ["since", "yesterday"]}),
             "where[1]: \"yesterday\" is not an RFC 3339 time",
         ),

@@ -210,6 +210,42 @@ fn time_predicates_prune_partitions() {
 }
 
 #[test]
+fn file_bounds_never_hide_sub_millisecond_rows() {
+    // The scan prunes and orders files by the timestamp bounds in the
+    // Delta log, which keep only milliseconds: they must be rounded
+    // outwards, and min()/max() must still come from the rows.
+    let mut s = TestServer::start(&[]);
+    s.ingest(&json!([
+        {"event_type": "a", "entity_id": "u1", "timestamp": "2026-01-01T10:00:00.000100Z"},
+        {"event_type": "a", "entity_id": "u2", "timestamp": "2026-01-02T10:00:00.000900Z"},
+        {"event_type": "a", "entity_id": "u3", "timestamp": "2026-01-03T10:00:00.000400Z"},
+    ]));
+    s.stop(); // flush to Delta: one file per day
+    s.restart();
+    // The last file's bound in the log is 10:00:00.000, before its row.
+    let after =
+        "SELECT entity_id FROM events WHERE timestamp > TIMESTAMP '2026-01-03T10:00:00.000200Z'";
+    assert_eq!(s.scalar(after), json!("u3"));
+    let between = "SELECT entity_id FROM events \
+        WHERE timestamp > TIMESTAMP '2026-01-02T10:00:00.000500Z' \
+        AND timestamp < TIMESTAMP '2026-01-02T10:00:00.000950Z'";
+    assert_eq!(s.scalar(between), json!("u2"));
+    assert_eq!(
+        s.scalar("SELECT entity_id FROM events ORDER BY timestamp DESC LIMIT 1"),
+        json!("u3")
+    );
+    assert_eq!(
+        s.scalar("SELECT max(timestamp) FROM events"),
+        json!("2026-01-03T10:00:00.000400Z")
+    );
+    assert_eq!(
+        s.scalar("SELECT min(timestamp) FROM events"),
+        json!("2026-01-01T10:00:00.000100Z")
+    );
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(3));
+}
+
+#[test]
 fn queries_during_flushes_never_see_duplicates_or_gaps() {
     // Tiny flush thresholds: a flush commits every few requests.
     let s = TestServer::start(&["--flush-rows", "40", "--flush-age", "20ms"]);

@@ -1,0 +1,364 @@
+//! A Delta snapshot read through DataFusion's own Parquet scan.
+//!
+//! deltalake's table provider replays the snapshot's file list on every
+//! query, adds a file-id column to every batch and wraps the Parquet scan
+//! in an operator of its own, which hides the scan from DataFusion's sort
+//! pushdown. For the tables AllSource writes (no deletion vectors, no
+//! column mapping, relative paths) none of that is needed: the active files
+//! with their partition values and statistics are turned into DataFusion's
+//! `PartitionedFile`s once per table version ([`DeltaFiles::try_new`]), and
+//! each query only builds a `DataSourceExec` over them. Snapshots that use
+//! a reader feature this scan does not implement keep deltalake's provider
+//! (`try_new` returns `None`). ARCHITECTURE.md ("Read path") has the
+//! measurements.
+
+use super::table::{PageIndexReaders, query_type};
+use arrow::array::{Array, ArrayRef};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, DFSchema, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetSource, parquet::CachedParquetFileReaderFactory,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_optimizer::pruning::{PruningPredicateBuilder, PruningStatistics};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
+use deltalake::DeltaTable;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use std::sync::Arc;
+
+/// The files of one Delta table version, ready to scan.
+#[derive(Debug)]
+pub struct DeltaFiles {
+    /// The file columns in their query types, then the partition columns.
+    schema: SchemaRef,
+    table_schema: TableSchema,
+    /// Newest partition first, so a scan that stops early reads recent data.
+    files: Vec<PartitionedFile>,
+    statistics: Statistics,
+    store_url: ObjectStoreUrl,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl DeltaFiles {
+    /// The scan for `delta`'s current version, or `None` when the snapshot
+    /// needs something only deltalake's own provider reads correctly.
+    pub fn try_new(delta: &DeltaTable) -> Result<Option<Self>> {
+        let delta_err = |e: deltalake::DeltaTableError| DataFusionError::External(Box::new(e));
+        let snapshot = delta.snapshot().map_err(delta_err)?;
+        let protocol = snapshot.protocol();
+        // Reader version 1 has no deletion vectors and no column mapping.
+        if protocol.min_reader_version() != 1 {
+            return Ok(None);
+        }
+        let log_store = delta.log_store();
+        let root = log_store.root_url().clone();
+        let Some(base) = root
+            .path()
+            .strip_suffix('/')
+            .or(Some(root.path()))
+            .map(Path::from_url_path)
+            .transpose()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+        else {
+            return Ok(None);
+        };
+        let store_url = ObjectStoreUrl::parse(&root[..url::Position::BeforePath])?;
+
+        let logical = snapshot.snapshot().arrow_schema();
+        let partition_names = snapshot.metadata().partition_columns().to_vec();
+        let mut file_fields = Vec::new();
+        let mut partition_fields: Vec<FieldRef> = Vec::new();
+        for name in partition_names.iter() {
+            let field = logical.field_with_name(name)?;
+            partition_fields.push(Arc::new(Field::new(
+                name,
+                query_type(field.data_type()),
+                field.is_nullable(),
+            )));
+        }
+        for field in logical.fields() {
+            if !partition_names.contains(field.name()) {
+                file_fields.push(Field::new(
+                    field.name(),
+                    query_type(field.data_type()),
+                    field.is_nullable(),
+                ));
+            }
+        }
+        let file_schema = Arc::new(Schema::new(file_fields));
+        let table_schema = TableSchema::builder(file_schema.clone())
+            .with_table_partition_cols(partition_fields.clone())
+            .build();
+        let schema = table_schema.table_schema().clone();
+
+        let log = snapshot.log_data();
+        // File-level bounds, one entry per file, for the timestamp columns
+        // only: Delta writes them at millisecond precision (so a maximum
+        // is rounded up here), and they are what time-range filters and
+        // `ORDER BY timestamp` prune and order files by. Other columns are
+        // left to the row-group statistics in each file's footer.
+        let bounds: Vec<Option<(ArrayRef, ArrayRef)>> = file_schema
+            .fields()
+            .iter()
+            .map(|field| {
+                if !matches!(
+                    field.data_type(),
+                    DataType::Timestamp(TimeUnit::Microsecond, _)
+                ) {
+                    return None;
+                }
+                let column = datafusion::common::Column::from_name(field.name());
+                let min = cast(&log.min_values(&column)?, field.data_type()).ok()?;
+                let max = cast(&log.max_values(&column)?, field.data_type()).ok()?;
+                Some((min, max))
+            })
+            .collect();
+
+        let mut files = Vec::with_capacity(log.num_files());
+        for (i, file) in log.iter().enumerate() {
+            let path = file.path();
+            if path.contains("://") {
+                // An absolute URL (a shallow clone): not a layout we write.
+                return Ok(None);
+            }
+            let location = Path::from_iter(
+                base.parts().chain(
+                    Path::parse(path.as_ref())
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?
+                        .parts(),
+                ),
+            );
+            let values = file.partition_values_map();
+            let partition_values = partition_fields
+                .iter()
+                .map(|field| match values.get(field.name()).cloned().flatten() {
+                    Some(v) => ScalarValue::try_from_string(v, field.data_type()),
+                    None => ScalarValue::try_from(field.data_type()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let column_statistics = bounds
+                .iter()
+                .map(|b| match b {
+                    Some((min, max)) => file_bounds(min, max, i),
+                    None => ColumnStatistics::new_unknown(),
+                })
+                .collect();
+            let statistics = Statistics {
+                num_rows: file
+                    .num_records()
+                    .map_or(Precision::Absent, Precision::Exact),
+                total_byte_size: Precision::Inexact(file.size().max(0) as usize),
+                column_statistics,
+            };
+            let mut partitioned = PartitionedFile::new_from_meta(object_store::ObjectMeta {
+                location,
+                last_modified: file.modification_datetime().map_err(delta_err)?,
+                size: file.size().max(0) as u64,
+                e_tag: None,
+                version: None,
+            })
+            .with_partition_values(partition_values);
+            partitioned = partitioned.with_statistics(Arc::new(statistics));
+            files.push(partitioned);
+        }
+        files.sort_by(|a, b| {
+            b.partition_values
+                .partial_cmp(&a.partition_values)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let statistics = if files.is_empty() {
+            Statistics::new_unknown(&schema)
+        } else {
+            Statistics::try_merge_iter(
+                files.iter().filter_map(|f| f.statistics.as_deref()),
+                &schema,
+            )?
+        };
+        Ok(Some(DeltaFiles {
+            schema,
+            table_schema,
+            files,
+            statistics,
+            store_url,
+            store: log_store.root_object_store(None),
+        }))
+    }
+}
+
+impl DeltaFiles {
+    /// The files `filters` may match, judged by their partition values and
+    /// timestamp bounds. DataFusion's own file pruning only trusts exact
+    /// statistics, and Delta's timestamp bounds are rounded to the
+    /// millisecond; they cannot be marked exact either, or `min()`/`max()`
+    /// would be answered from them.
+    fn files_for(&self, state: &dyn Session, filters: &[Expr]) -> Result<Vec<PartitionedFile>> {
+        let Some(predicate) = conjunction(filters.iter().cloned()) else {
+            return Ok(self.files.clone());
+        };
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let predicate = state.create_physical_expr(predicate, &df_schema)?;
+        let keep = match PruningPredicateBuilder::new()
+            .with_file_schema(self.schema.clone())
+            .try_build(predicate)
+            .and_then(|p| p.prune(&FileBounds(self)))
+        {
+            Ok(keep) => keep,
+            Err(e) => {
+                // Pruning is an optimization: read every file instead.
+                tracing::debug!(error = %e, "file pruning skipped");
+                return Ok(self.files.clone());
+            }
+        };
+        Ok(self
+            .files
+            .iter()
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
+            .map(|(f, _)| f.clone())
+            .collect())
+    }
+}
+
+/// The files' bounds, exact or not, as pruning statistics.
+struct FileBounds<'a>(&'a DeltaFiles);
+
+impl FileBounds<'_> {
+    fn collect(
+        &self,
+        column: &datafusion::common::Column,
+        pick: impl Fn(&ColumnStatistics) -> &Precision<ScalarValue>,
+    ) -> Option<ArrayRef> {
+        let index = self.0.schema.index_of(column.name()).ok()?;
+        let null = ScalarValue::try_from(self.0.schema.field(index).data_type()).ok()?;
+        let mut known = false;
+        let values = self.0.files.iter().map(|f| {
+            f.statistics
+                .as_ref()
+                .and_then(|s| s.column_statistics.get(index))
+                .and_then(|c| pick(c).get_value().cloned())
+                .inspect(|_| known = true)
+                .unwrap_or_else(|| null.clone())
+        });
+        let array = ScalarValue::iter_to_array(values).ok()?;
+        known.then_some(array)
+    }
+}
+
+impl PruningStatistics for FileBounds<'_> {
+    fn min_values(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        self.collect(column, |c| &c.min_value)
+    }
+
+    fn max_values(&self, column: &datafusion::common::Column) -> Option<ArrayRef> {
+        self.collect(column, |c| &c.max_value)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.0.files.len()
+    }
+
+    fn null_counts(&self, _column: &datafusion::common::Column) -> Option<ArrayRef> {
+        None
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        None
+    }
+
+    fn contained(
+        &self,
+        _column: &datafusion::common::Column,
+        _values: &std::collections::HashSet<ScalarValue>,
+    ) -> Option<arrow::array::BooleanArray> {
+        None
+    }
+}
+
+/// One file's bounds of a timestamp column from the log's per-file arrays.
+fn file_bounds(min: &ArrayRef, max: &ArrayRef, i: usize) -> ColumnStatistics {
+    let bound = |a: &ArrayRef, round_up: bool| -> Precision<ScalarValue> {
+        if i >= a.len() || a.is_null(i) {
+            return Precision::Absent;
+        }
+        match ScalarValue::try_from_array(a, i) {
+            Ok(ScalarValue::TimestampMicrosecond(Some(v), tz)) if round_up => Precision::Inexact(
+                ScalarValue::TimestampMicrosecond(Some(v.saturating_add(999)), tz),
+            ),
+            Ok(v) => Precision::Inexact(v),
+            Err(_) => Precision::Absent,
+        }
+    };
+    ColumnStatistics {
+        min_value: bound(min, false),
+        max_value: bound(max, true),
+        ..ColumnStatistics::new_unknown()
+    }
+}
+
+#[async_trait]
+impl TableProvider for DeltaFiles {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.statistics.clone())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let files = self.files_for(state, filters)?;
+        let runtime = state.runtime_env();
+        if runtime.object_store(&self.store_url).is_err() {
+            runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
+        }
+        let readers = CachedParquetFileReaderFactory::new(
+            self.store.clone(),
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        // `filters` only choose the files, they are not set as the scan's
+        // predicate: DataFusion's physical filter pushdown hands the
+        // filters above this scan to it (also through the union with the
+        // buffer), and a predicate set here as well would make every
+        // file's row-group and page pruning run twice.
+        let source = ParquetSource::new(self.table_schema.clone())
+            .with_table_parquet_options(state.table_options().parquet.clone())
+            .with_parquet_file_reader_factory(Arc::new(PageIndexReaders(Arc::new(readers))));
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+            .with_file_groups(vec![FileGroup::new(files)])
+            .with_statistics(self.statistics.clone())
+            .with_limit(limit)
+            .with_projection_indices(projection.cloned())?
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
