@@ -32,7 +32,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::{PruningPredicateBuilder, PruningStatistics};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use object_store::ObjectStore;
@@ -179,14 +179,7 @@ impl DeltaFiles {
                 .partial_cmp(&a.partition_values)
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
-        let statistics = if files.is_empty() {
-            Statistics::new_unknown(&schema)
-        } else {
-            Statistics::try_merge_iter(
-                files.iter().filter_map(|f| f.statistics.as_deref()),
-                &schema,
-            )?
-        };
+        let statistics = merged_statistics(&files, &schema)?;
         Ok(Some(DeltaFiles {
             schema,
             table_schema,
@@ -287,6 +280,14 @@ impl PruningStatistics for FileBounds<'_> {
     }
 }
 
+/// The statistics of a set of files taken together.
+fn merged_statistics(files: &[PartitionedFile], schema: &Schema) -> Result<Statistics> {
+    if files.is_empty() {
+        return Ok(Statistics::new_unknown(schema));
+    }
+    Statistics::try_merge_iter(files.iter().filter_map(|f| f.statistics.as_deref()), schema)
+}
+
 /// One file's bounds of a timestamp column from the log's per-file arrays.
 fn file_bounds(min: &ArrayRef, max: &ArrayRef, i: usize) -> ColumnStatistics {
     let bound = |a: &ArrayRef, round_up: bool| -> Precision<ScalarValue> {
@@ -337,6 +338,11 @@ impl TableProvider for DeltaFiles {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let files = self.files_for(state, filters)?;
+        let statistics = if files.len() == self.files.len() {
+            self.statistics.clone()
+        } else {
+            merged_statistics(&files, &self.schema)?
+        };
         let runtime = state.runtime_env();
         if runtime.object_store(&self.store_url).is_err() {
             runtime.register_object_store(self.store_url.as_ref(), self.store.clone());
@@ -353,12 +359,147 @@ impl TableProvider for DeltaFiles {
         let source = ParquetSource::new(self.table_schema.clone())
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_parquet_file_reader_factory(Arc::new(PageIndexReaders(Arc::new(readers))));
+        let options = state.config().options();
+        let groups = scan_groups(
+            files,
+            options.execution.target_partitions,
+            options.optimizer.repartition_file_min_size as u64,
+        );
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
-            .with_file_groups(vec![FileGroup::new(files)])
-            .with_statistics(self.statistics.clone())
+            // These groups are final: DataFusion's own repartitioning
+            // would deal the files out again in contiguous runs.
+            .with_output_partitioning(Some(Partitioning::UnknownPartitioning(groups.len())))
+            .with_file_groups(groups)
+            .with_statistics(statistics)
             .with_limit(limit)
             .with_projection_indices(projection.cloned())?
             .build();
         Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// Deals `files` (newest partition first) into `n` scan partitions.
+///
+/// The newest partition's files are split by byte range across all `n`,
+/// so a query that stops early on recent data (the latest events, a TopK
+/// on time) starts on them in every partition at once, rather than one
+/// partition reading the newest file while the others read older files
+/// in full before the TopK has a threshold. Other files go whole to the
+/// partition with the fewest bytes so far, keeping newest first within
+/// each, and a file larger than an even share is split first. Files
+/// under `min_split` bytes are never split.
+fn scan_groups(files: Vec<PartitionedFile>, n: usize, min_split: u64) -> Vec<FileGroup> {
+    if n <= 1 || files.is_empty() {
+        return vec![FileGroup::new(files)];
+    }
+    let total: u64 = files.iter().map(|f| f.object_meta.size).sum();
+    let share = total.div_ceil(n as u64).max(1);
+    let newest = files[0].partition_values.clone();
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n];
+    for file in files {
+        let size = file.object_meta.size;
+        let pieces = if size < min_split.max(n as u64) {
+            1
+        } else if file.partition_values == newest {
+            n as u64
+        } else {
+            size.div_ceil(share)
+        };
+        if pieces == 1 {
+            let g = groups
+                .iter_mut()
+                .min_by_key(|(bytes, _)| *bytes)
+                .expect("n > 1 groups");
+            g.0 += size;
+            g.1.push(file);
+            continue;
+        }
+        let step = size.div_ceil(pieces);
+        for (i, start) in (0..size).step_by(step as usize).enumerate() {
+            let end = (start + step).min(size);
+            let piece = file.clone().with_range(start as i64, end as i64);
+            // The newest file's pieces go one to each partition, in order.
+            let g = if pieces == n as u64 {
+                &mut groups[i % n]
+            } else {
+                groups
+                    .iter_mut()
+                    .min_by_key(|(bytes, _)| *bytes)
+                    .expect("n > 1 groups")
+            };
+            g.0 += end - start;
+            g.1.push(piece);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, files)| !files.is_empty())
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(day: i32, size: u64) -> PartitionedFile {
+        PartitionedFile::new(format!("event_date={day}/f.parquet"), size)
+            .with_partition_values(vec![ScalarValue::Date32(Some(day))])
+    }
+
+    /// (day, range start, range end) of each piece, per group.
+    fn layout(groups: &[FileGroup]) -> Vec<Vec<(i32, i64, i64)>> {
+        groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|f| {
+                        let ScalarValue::Date32(Some(day)) = f.partition_values[0] else {
+                            panic!("no day")
+                        };
+                        let (start, end) = f
+                            .range
+                            .as_ref()
+                            .map_or((0, f.object_meta.size as i64), |r| (r.start, r.end));
+                        (day, start, end)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_newest_file_is_split_across_every_partition() {
+        let files = vec![file(30, 100), file(29, 90), file(28, 80), file(27, 70)];
+        let groups = scan_groups(files, 2, 10);
+        assert_eq!(
+            layout(&groups),
+            vec![
+                vec![(30, 0, 50), (29, 0, 90)],
+                vec![(30, 50, 100), (28, 0, 80), (27, 0, 70)],
+            ]
+        );
+    }
+
+    #[test]
+    fn small_newest_files_stay_whole_and_big_ones_are_split() {
+        // below the split minimum: whole, balanced by bytes
+        let groups = scan_groups(vec![file(2, 5), file(1, 5)], 2, 10);
+        assert_eq!(layout(&groups), vec![vec![(2, 0, 5)], vec![(1, 0, 5)]]);
+        // an old file larger than an even share is split too
+        let groups = scan_groups(vec![file(2, 20), file(1, 300)], 2, 10);
+        assert_eq!(
+            layout(&groups),
+            vec![
+                vec![(2, 0, 10), (1, 0, 150)],
+                vec![(2, 10, 20), (1, 150, 300)]
+            ]
+        );
+        // one partition, or nothing to read: one group as given
+        assert_eq!(
+            layout(&scan_groups(vec![file(1, 50)], 1, 10)),
+            vec![vec![(1, 0, 50)]]
+        );
+        assert_eq!(scan_groups(Vec::new(), 4, 10).len(), 1);
     }
 }

@@ -7,6 +7,7 @@
 //! [`output`] turns result batches into the wire formats.
 
 pub mod delta;
+mod late;
 pub mod limits;
 pub mod output;
 mod system;
@@ -97,6 +98,7 @@ pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> 
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
         .build();
     let tenant = caller.tenant.clone();
     let mut ctx = SessionContext::new_with_state(state);

@@ -243,6 +243,26 @@ fn file_bounds_never_hide_sub_millisecond_rows() {
         json!("2026-01-01T10:00:00.000100Z")
     );
     assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(3));
+
+    // TopK over the files and the buffer, with and without a filter (the
+    // scans under a TopK filter rows as they decode them).
+    s.ingest(&json!([
+        {"event_type": "b", "entity_id": "u4", "timestamp": "2026-01-02T12:00:00Z"},
+    ]));
+    let ids =
+        |sql: &str| -> Vec<Value> { s.sql(sql).iter().map(|r| r["entity_id"].clone()).collect() };
+    assert_eq!(
+        ids("SELECT entity_id FROM events ORDER BY timestamp DESC LIMIT 2"),
+        vec![json!("u3"), json!("u4")]
+    );
+    assert_eq!(
+        ids("SELECT entity_id FROM events WHERE entity_id <> 'u3' ORDER BY timestamp DESC LIMIT 2"),
+        vec![json!("u4"), json!("u2")]
+    );
+    assert_eq!(
+        ids("SELECT entity_id FROM events ORDER BY timestamp LIMIT 2"),
+        vec![json!("u1"), json!("u2")]
+    );
 }
 
 #[test]
