@@ -73,16 +73,9 @@ impl DeltaFiles {
         }
         let log_store = delta.log_store();
         let root = log_store.root_url().clone();
-        let Some(base) = root
-            .path()
-            .strip_suffix('/')
-            .or(Some(root.path()))
-            .map(Path::from_url_path)
-            .transpose()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-        else {
-            return Ok(None);
-        };
+        // `Path` drops the directory URL's trailing slash.
+        let base =
+            Path::from_url_path(root.path()).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let store_url = ObjectStoreUrl::parse(&root[..url::Position::BeforePath])?;
 
         let logical = snapshot.snapshot().arrow_schema();
@@ -171,16 +164,19 @@ impl DeltaFiles {
                 total_byte_size: Precision::Inexact(file.size().max(0) as usize),
                 column_statistics,
             };
-            let mut partitioned = PartitionedFile::new_from_meta(object_store::ObjectMeta {
-                location,
-                last_modified: file.modification_datetime().map_err(delta_err)?,
-                size: file.size().max(0) as u64,
-                e_tag: None,
-                version: None,
-            })
-            .with_partition_values(partition_values);
-            partitioned = partitioned.with_statistics(Arc::new(statistics));
-            files.push(partitioned);
+            // Partition values first: `with_statistics` appends their
+            // (exact) statistics to the file's.
+            files.push(
+                PartitionedFile::new_from_meta(object_store::ObjectMeta {
+                    location,
+                    last_modified: file.modification_datetime().map_err(delta_err)?,
+                    size: file.size().max(0) as u64,
+                    e_tag: None,
+                    version: None,
+                })
+                .with_partition_values(partition_values)
+                .with_statistics(Arc::new(statistics)),
+            );
         }
         files.sort_by(|a, b| {
             b.partition_values
@@ -459,16 +455,16 @@ impl TableProvider for DeltaFiles {
             self.store.clone(),
             runtime.cache_manager.get_file_metadata_cache(),
         );
-        // `filters` only choose the files, they are not set as the scan's
-        // predicate: DataFusion's physical filter pushdown hands the
-        // filters above this scan to it (also through the union with the
-        // buffer), and a predicate set here as well would make every
-        // file's row-group and page pruning run twice.
         let mut readers: Arc<dyn ParquetFileReaderFactory> =
             Arc::new(PageIndexReaders(Arc::new(readers)));
         if self.store_url.as_str() == "file:///" {
             readers = Arc::new(LocalReaders { inner: readers });
         }
+        // `filters` only choose the files, they are not set as the scan's
+        // predicate: DataFusion's physical filter pushdown hands the
+        // filters above this scan to it (also through the union with the
+        // buffer), and a predicate set here as well would make every
+        // file's row-group and page pruning run twice.
         let source = ParquetSource::new(self.table_schema.clone())
             .with_table_parquet_options(state.table_options().parquet.clone())
             .with_parquet_file_reader_factory(readers);
@@ -531,7 +527,8 @@ fn scan_groups(files: Vec<PartitionedFile>, n: usize, min_split: u64) -> Vec<Fil
         for (i, start) in (0..size).step_by(step as usize).enumerate() {
             let end = (start + step).min(size);
             let piece = file.clone().with_range(start as i64, end as i64);
-            // The newest file's pieces go one to each partition, in order.
+            // A file cut into `n` pieces (always the newest) gives one to
+            // each partition, in order.
             let g = if pieces == n as u64 {
                 &mut groups[i % n]
             } else {
