@@ -101,6 +101,56 @@ impl fmt::Display for WalSeq {
     }
 }
 
+/// Event ids for the rows of one batch: UUIDv7s that share one clock
+/// reading and one random draw. The 62 low bits start at a random 61-bit
+/// value and count up by row, so a batch's ids are distinct and ascending,
+/// and ids of batches built in the same millisecond collide only if two
+/// random draws land within a batch's length of each other.
+///
+/// `uuid::Uuid::now_v7` reads the clock and draws random bits for every
+/// id, which was a tenth of the server's CPU in a bulk load.
+#[derive(Debug)]
+pub struct EventIds {
+    high: u128,
+    next: u64,
+}
+
+impl EventIds {
+    /// A generator for one batch, stamped with the current time.
+    pub fn new() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self::at(millis, rand::random())
+    }
+
+    fn at(millis: u64, random: u128) -> Self {
+        // unix_ts_ms (48) | version 7 (4) | rand_a (12) | variant 0b10 (2) | rand_b (62)
+        let rand_a = (random >> 64) & 0xfff;
+        let high = (u128::from(millis & 0xffff_ffff_ffff) << 80)
+            | (0x7 << 76)
+            | (rand_a << 64)
+            | (0b10 << 62);
+        Self {
+            high,
+            next: random as u64 >> 3,
+        }
+    }
+
+    /// The next id of the batch.
+    pub fn next_id(&mut self) -> uuid::Uuid {
+        let id = uuid::Uuid::from_u128(self.high | u128::from(self.next));
+        self.next += 1;
+        id
+    }
+}
+
+impl Default for EventIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +164,31 @@ mod tests {
             assert!(err.to_string().contains("invalid table name"), "{err}");
         }
         assert!("acme".parse::<TenantId>().is_ok());
+    }
+
+    #[test]
+    fn event_ids_are_version_7_distinct_and_ascending() {
+        let mut ids = EventIds::new();
+        let got: Vec<uuid::Uuid> = (0..1000).map(|_| ids.next_id()).collect();
+        for w in got.windows(2) {
+            assert!(w[0] < w[1], "{} then {}", w[0], w[1]);
+        }
+        for id in &got {
+            assert_eq!(id.get_version_num(), 7);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let (secs, nanos) = got[0].get_timestamp().unwrap().to_unix();
+        let stamped = secs * 1000 + u64::from(nanos) / 1_000_000;
+        assert!(now - stamped < 60_000, "stamped {stamped}, now {now}");
+        // The largest random start still counts up 2^61 rows without
+        // reaching the variant bits.
+        let mut top = EventIds::at(now, u128::MAX);
+        let first = top.next_id();
+        assert_eq!(first.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(first.get_version_num(), 7);
     }
 }

@@ -300,6 +300,7 @@ impl Database {
         let mut keep = vec![true; events.len()];
         let mut claimed: Vec<String> = Vec::new();
         let mut ids = Vec::with_capacity(events.len());
+        let mut fresh = crate::ids::EventIds::new();
         {
             let mut dedup = table.dedup.lock();
             for (i, e) in events.iter().enumerate() {
@@ -312,7 +313,7 @@ impl Database {
                         }
                         ids.push(id.clone());
                     }
-                    None => ids.push(uuid::Uuid::now_v7().to_string()),
+                    None => ids.push(fresh.next_id().to_string()),
                 }
             }
         }

@@ -377,11 +377,12 @@ fn event_ids(given: Option<&StringArray>, rows: usize) -> StringArray {
     }
     let mut b = StringBuilder::with_capacity(rows, rows * 36);
     let mut buf = [0u8; 36];
+    let mut fresh = crate::ids::EventIds::new();
     for i in 0..rows {
         match given {
             Some(g) if g.is_valid(i) => b.append_value(g.value(i)),
             _ => {
-                let id = uuid::Uuid::now_v7();
+                let id = fresh.next_id();
                 b.append_value(id.hyphenated().encode_lower(&mut buf));
             }
         }

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+import pyarrow
+
 from deltalake import DeltaTable
 
 
@@ -14,9 +16,20 @@ def main(path: str) -> None:
     data = table.to_pyarrow_table() if hasattr(table, "to_pyarrow_table") else table.to_pyarrow()
     rows = data.to_pylist()
     rows.sort(key=lambda r: r["event_id"])
+    adds = pyarrow.table(table.get_add_actions(flatten=True)).to_pylist()
     meta = {
         "partition_columns": table.metadata().partition_columns,
         "version": table.version(),
+        "files": [
+            {
+                "path": a["path"],
+                "event_date": str(a["partition.event_date"]),
+                "num_records": a["num_records"],
+                "min_timestamp": str(a["min.timestamp"]),
+                "max_timestamp": str(a["max.timestamp"]),
+            }
+            for a in adds
+        ],
     }
     print(json.dumps(meta))
     for row in rows:

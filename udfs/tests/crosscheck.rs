@@ -79,10 +79,7 @@ async fn analytics_functions_match_clickhouse() {
         .map(|(name, _, ch)| (name.clone(), Value::String(ch.clone())))
         .collect();
     let out = std::process::Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/python/chdb_funnel.py"
-        ))
+        .arg(script("chdb_funnel.py"))
         .arg(&csv)
         .arg(Value::Object(ch_queries).to_string())
         .output()
@@ -216,10 +213,7 @@ async fn anomaly_functions_match_numpy() {
         .map(|(m, k)| serde_json::json!([m, k]))
         .collect();
     let out = std::process::Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/python/numpy_anomaly.py"
-        ))
+        .arg(script("numpy_anomaly.py"))
         .arg(&csv)
         .arg(Value::Array(settings_json).to_string())
         .output()
@@ -296,4 +290,15 @@ async fn anomaly_functions_match_numpy() {
         "only {flagged} anomalies: the data is too tame"
     );
     assert!(null_scores > 100, "only {null_scores} NULL scores");
+}
+
+/// A Python script under the workspace's `tests/python`. Found through the
+/// manifest directory cargo gives the running test, not the one compiled
+/// in: a test binary reused from a checkout at another path (a shared
+/// target directory) would otherwise look in that checkout.
+fn script(name: &str) -> std::path::PathBuf {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    std::path::Path::new(&manifest)
+        .join("../tests/python")
+        .join(name)
 }

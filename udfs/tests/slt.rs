@@ -73,7 +73,11 @@ async fn connect() -> Result<Db, DataFusionError> {
 async fn main() {
     let complete = std::env::args().any(|a| a == "--complete");
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sql"));
+    // The manifest directory cargo gives the running test, not the one
+    // compiled in: a binary reused from a checkout at another path (a
+    // shared target directory) would otherwise read that checkout's files.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let dir = PathBuf::from(manifest).join("../sql");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("sql/ directory")
         .map(|e| e.unwrap().path())
