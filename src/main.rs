@@ -4,7 +4,8 @@ use allsource::config::Config;
 use clap::{Parser, Subcommand};
 
 // Query execution allocates from many threads at once (per-group state,
-// Arrow buffers); glibc's allocator serialises them on arena locks.
+// Arrow buffers); glibc's allocator serialises them on arena locks. Built
+// without transparent huge pages (the `no_thp` feature, Cargo.toml).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

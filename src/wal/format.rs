@@ -61,7 +61,9 @@ pub(crate) fn check_header(h: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Appends one framed record to `out`.
+/// Appends one framed record to `out` (the writer hands the head and the
+/// data to the kernel apart; tests frame records in one buffer).
+#[cfg(test)]
 pub(crate) fn encode_record(
     out: &mut Vec<u8>,
     seq: WalSeq,
@@ -70,12 +72,26 @@ pub(crate) fn encode_record(
     table: &TableName,
     data: &[u8],
 ) {
-    let body_len = 8 + 8 + 1 + 2 + tenant.as_str().len() + 2 + table.as_str().len() + data.len();
-    out.reserve(RECORD_HEADER_LEN + body_len);
-    let start = out.len();
+    out.extend_from_slice(&record_head(seq, group, tenant, table, data));
+    out.extend_from_slice(data);
+}
+
+/// The bytes of a framed record that come before `data`: length, CRC
+/// (over the rest of the head and `data`), sequence numbers, kind and
+/// names. The record is the head followed by `data`, so the writer can
+/// hand both to one vectored write without copying `data`.
+pub(crate) fn record_head(
+    seq: WalSeq,
+    group: WalSeq,
+    tenant: &TenantId,
+    table: &TableName,
+    data: &[u8],
+) -> Vec<u8> {
+    let meta_len = 8 + 8 + 1 + 2 + tenant.as_str().len() + 2 + table.as_str().len();
+    let body_len = meta_len + data.len();
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + meta_len);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // crc, filled in below
-    let body_start = out.len();
     out.extend_from_slice(&seq.0.to_le_bytes());
     out.extend_from_slice(&group.0.to_le_bytes());
     out.push(KIND_BATCH);
@@ -83,9 +99,11 @@ pub(crate) fn encode_record(
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
     }
-    out.extend_from_slice(data);
-    let crc = crc32fast::hash(&out[body_start..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[RECORD_HEADER_LEN..]);
+    crc.update(data);
+    out[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    out
 }
 
 /// What lies at an offset of a segment.

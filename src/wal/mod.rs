@@ -431,18 +431,19 @@ impl Writer {
                 }
             } else {
                 let first = self.next;
-                let mut buf = Vec::new();
-                for (i, (tenant, table, data, ..)) in appends.iter().enumerate() {
-                    format::encode_record(
-                        &mut buf,
-                        WalSeq(first.0 + i as u64),
-                        first,
-                        tenant,
-                        table,
-                        data,
-                    );
-                }
-                match self.write_and_sync(&buf) {
+                let heads: Vec<Vec<u8>> = appends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (tenant, table, data, ..))| {
+                        format::record_head(WalSeq(first.0 + i as u64), first, tenant, table, data)
+                    })
+                    .collect();
+                let parts: Vec<&[u8]> = heads
+                    .iter()
+                    .zip(&appends)
+                    .flat_map(|(head, (_, _, data, ..))| [head.as_slice(), data.as_ref()])
+                    .collect();
+                match self.write_and_sync(&parts) {
                     Ok(()) => {
                         let n = appends.len() as u64;
                         self.next = WalSeq(first.0 + n);
@@ -484,14 +485,16 @@ impl Writer {
         self.poison_reason = Some(reason);
     }
 
-    fn write_and_sync(&mut self, buf: &[u8]) -> Result<()> {
+    /// Writes `parts` one after another (one vectored write for many
+    /// records, without gathering them into one buffer), then fsyncs.
+    fn write_and_sync(&mut self, parts: &[&[u8]]) -> Result<()> {
         let path = self
             .segments
             .last()
             .map(|s| s.path.clone())
             .unwrap_or_default();
         let (file, size) = self.active.as_mut().ok_or(Error::Closed)?;
-        file.write_all(buf).map_err(io_err(&path))?;
+        write_all_vectored(file, parts).map_err(io_err(&path))?;
         let started = Instant::now();
         file.sync_data().map_err(io_err(&path))?;
         crate::metrics::get()
@@ -501,7 +504,7 @@ impl Writer {
         let mut stats = self.stats.lock();
         stats.fsyncs += 1;
         stats.last_fsync = started.elapsed();
-        *size += buf.len() as u64;
+        *size += parts.iter().map(|p| p.len() as u64).sum::<u64>();
         Ok(())
     }
 
@@ -574,6 +577,28 @@ impl Writer {
         }
         Ok(removed)
     }
+}
+
+/// `Write::write_all` over several buffers: vectored writes until every
+/// byte is written (a write may stop short, or within a buffer).
+fn write_all_vectored(out: &mut impl Write, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| std::io::IoSlice::new(p))
+        .collect();
+    let mut rest = slices.as_mut_slice();
+    // The kernel takes at most IOV_MAX (1024) buffers per call.
+    while !rest.is_empty() {
+        let take = rest.len().min(1024);
+        match out.write_vectored(&rest[..take]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
