@@ -666,6 +666,47 @@ mod tests {
     use arrow::array::{ArrayRef, Float64Array, StringArray};
 
     #[test]
+    fn rows_split_by_date_keep_their_order() {
+        use arrow::array::{Date32Array, Int64Array};
+        let batch = |dates: Vec<i32>| {
+            let n = dates.len() as i64;
+            RecordBatch::try_from_iter([
+                (
+                    "row",
+                    Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+                ),
+                (
+                    PARTITION_COLUMN,
+                    Arc::new(Date32Array::from(dates)) as ArrayRef,
+                ),
+            ])
+            .unwrap()
+        };
+        let rows = |b: &RecordBatch| {
+            b.column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        };
+        let split = split_by_date(&batch(vec![7, 7, 3, 7, 3, 9])).unwrap();
+        let got: Vec<(i32, Vec<i64>)> = split.iter().map(|(d, b)| (*d, rows(b))).collect();
+        assert_eq!(got, vec![(7, vec![0, 1, 3]), (3, vec![2, 4]), (9, vec![5])]);
+        // One date: the batch itself, not a copy.
+        let one = batch(vec![4, 4, 4]);
+        let split = split_by_date(&one).unwrap();
+        assert_eq!(split.len(), 1);
+        assert_eq!(split[0].0, 4);
+        assert!(
+            split[0]
+                .1
+                .column(0)
+                .to_data()
+                .ptr_eq(&one.column(0).to_data())
+        );
+        assert!(split_by_date(&batch(vec![])).unwrap().is_empty());
+    }
+
+    #[test]
     fn dictionaries_only_for_repeating_columns() {
         let batch = |first: usize, n: usize| {
             let kinds: ArrayRef = Arc::new(StringArray::from_iter_values(
