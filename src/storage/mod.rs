@@ -485,10 +485,14 @@ fn split_by_date(batch: &RecordBatch) -> std::result::Result<Vec<(i32, RecordBat
         .collect()
 }
 
-/// Writes `batches` as new files of `table`, one per date, and commits
-/// them with `commit`'s application transaction. The dates are dealt,
-/// largest first, to [`flush_parallelism`] writer tasks, each encoding
-/// its own dates; the batches are split by date on the same tasks.
+/// Writes `batches` as new files of `table` and commits them with
+/// `commit`'s application transaction. The batches are split by date,
+/// and the dates dealt, largest first, to [`flush_parallelism`] writer
+/// tasks, each encoding its own dates (one file per date and task). A date
+/// with more than an even share of the rows is first cut into shares
+/// (see [`shares`]), so that a flush of one day's events, which is what
+/// live ingest produces, still uses every core: it writes that many files
+/// for the day.
 ///
 /// deltalake's `WriteBuilder` did the same work with two splits: a hash
 /// repartition of the input by date, then a sort of each partition's
@@ -505,14 +509,14 @@ async fn write_by_date(
     let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
     let parts = flush_parallelism();
     // 1. Split, a share of the batches per task.
-    let mut shares: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
+    let mut dealt: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
     for (i, batch) in batches.into_iter().enumerate() {
-        shares[i % parts].push(batch);
+        dealt[i % parts].push(batch);
     }
-    let split = futures::future::try_join_all(shares.into_iter().map(|share| {
+    let split = futures::future::try_join_all(dealt.into_iter().map(|mine| {
         tokio::spawn(async move {
             let mut pieces = Vec::new();
-            for batch in &share {
+            for batch in &mine {
                 pieces.extend(split_by_date(batch)?);
             }
             Ok::<_, ArrowError>(pieces)
@@ -526,10 +530,19 @@ async fn write_by_date(
             by_date.entry(date).or_default().push(batch);
         }
     }
-    // 2. Deal the dates, largest first, to the least-loaded writer.
+    // 2. Deal the dates (or shares of them), largest first, to the
+    // least-loaded writer.
     let rows = |b: &Vec<RecordBatch>| b.iter().map(RecordBatch::num_rows).sum::<usize>();
     type Date = (i32, Vec<RecordBatch>);
-    let mut dates: Vec<Date> = by_date.into_iter().collect();
+    let total: usize = by_date.values().map(rows).sum();
+    let mut dates: Vec<Date> = by_date
+        .into_iter()
+        .flat_map(|(date, batches)| {
+            shares(batches, total.div_ceil(parts).max(MIN_SHARE_ROWS))
+                .into_iter()
+                .map(move |share| (date, share))
+        })
+        .collect();
     dates.sort_by_key(|(_, b)| std::cmp::Reverse(rows(b)));
     let mut jobs: Vec<(usize, Vec<Date>)> = vec![(0, Vec::new()); parts];
     for date in dates {
@@ -587,6 +600,42 @@ async fn write_by_date(
     let mut table = table;
     table.state = Some(done.snapshot);
     Ok(table)
+}
+
+/// Dates are cut into shares for the writers only above this many rows: a
+/// small flush gains nothing from parallel encoding, and more files cost
+/// every query until compaction.
+const MIN_SHARE_ROWS: usize = 65_536;
+
+/// `batches` cut into pieces of `share` rows (the last one smaller),
+/// slicing batches where a cut falls inside one (no copy). Batches that
+/// hold at most `share` rows together stay one piece.
+fn shares(batches: Vec<RecordBatch>, share: usize) -> Vec<Vec<RecordBatch>> {
+    let share = share.max(1);
+    let mut pieces = Vec::new();
+    let mut piece: Vec<RecordBatch> = Vec::new();
+    let mut room = share;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let n = (batch.num_rows() - offset).min(room);
+            piece.push(if n == batch.num_rows() {
+                batch.clone()
+            } else {
+                batch.slice(offset, n)
+            });
+            offset += n;
+            room -= n;
+            if room == 0 {
+                pieces.push(std::mem::take(&mut piece));
+                room = share;
+            }
+        }
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
 }
 
 /// How many writer tasks a flush runs in parallel: the cores, at most 4.
@@ -704,6 +753,45 @@ mod tests {
                 .ptr_eq(&one.column(0).to_data())
         );
         assert!(split_by_date(&batch(vec![])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn large_dates_are_cut_into_shares() {
+        use arrow::array::Int64Array;
+        let batch = |first: i64, n: i64| {
+            RecordBatch::try_from_iter([(
+                "row",
+                Arc::new(Int64Array::from_iter_values(first..first + n)) as ArrayRef,
+            )])
+            .unwrap()
+        };
+        let rows = |pieces: &Vec<Vec<RecordBatch>>| -> Vec<Vec<i64>> {
+            pieces
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .flat_map(|b| {
+                            b.column(0)
+                                .as_primitive::<arrow::datatypes::Int64Type>()
+                                .values()
+                                .to_vec()
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        // 10 rows in batches of 4, 1, 5, in shares of 4: cuts inside the
+        // third batch, every row once and in order.
+        let pieces = shares(vec![batch(0, 4), batch(4, 1), batch(5, 5)], 4);
+        assert_eq!(
+            rows(&pieces),
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]
+        );
+        // Small enough: one piece, batches passed on whole.
+        let pieces = shares(vec![batch(0, 2), batch(2, 3)], 5);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].len(), 2);
+        assert!(shares(Vec::new(), 3).is_empty());
     }
 
     #[test]
