@@ -1,9 +1,10 @@
 """ADBC bulk ingest for the flight_compare bench.
 
-Usage: flight_ingest.py <grpc uri> <table> <events> <batch rows>
+Usage: flight_ingest.py <grpc uri> <table> <events> <batch rows> [days]
 
 Builds the events first (not timed): 6 event types, 200,000 entities,
-timestamps over 30 days, an amount and a page. Then times
+timestamps over `days` days (30 by default; 1 is what live ingest looks
+like), an amount and a page. Then times
 cursor.adbc_ingest of all of them (it returns once the server has
 acknowledged every row, i.e. after the WAL fsyncs) and prints one JSON
 line: {"rows": ..., "seconds": ...}.
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 uri, table, events, batch_rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+days = int(sys.argv[5]) if len(sys.argv) > 5 else 30
 rng = np.random.default_rng(42)
 types = pa.array(["page_view", "click", "signup", "add_to_cart", "checkout", "purchase"])
 pages = pa.array([f"/p/{i}" for i in range(50)])
@@ -32,7 +34,7 @@ for first in range(0, events, batch_rows):
                 "event_type": types.take(pa.array(rng.integers(0, 6, n))),
                 "entity_id": pa.array(np.char.add("u", entity.astype(str))),
                 "timestamp": pa.array(
-                    start_us + rng.integers(0, 30 * 86_400_000_000, n),
+                    start_us + rng.integers(0, days * 86_400_000_000, n),
                     type=pa.timestamp("us", tz="UTC"),
                 ),
                 "amount": pa.array(rng.integers(0, 100_000, n) / 100.0),
