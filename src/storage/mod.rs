@@ -268,7 +268,11 @@ impl Storage {
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(WAL_APP_ID, last_seq.0 as i64));
         let conformed = table.snapshot().ok().and_then(|s| {
-            let schema = s.snapshot().arrow_schema();
+            let snapshot = s.snapshot();
+            if !plain_writes(snapshot.protocol(), &snapshot.schema()) {
+                return None;
+            }
+            let schema = snapshot.arrow_schema();
             Some((conform(&schema, &batches)?, schema))
         });
         let table = match conformed {
@@ -411,6 +415,20 @@ fn sync_commit(dir: &std::path::Path, version: u64, root: Option<&std::path::Pat
         up = d.parent();
     }
     Ok(())
+}
+
+/// Whether appending files is all a write to this table needs: writer
+/// protocol 1 or 2 (what AllSource creates) and no column invariants.
+/// Features of later versions that another tool may have turned on
+/// (CHECK constraints, generated columns, change data feed, column
+/// mapping) need checks or extra files that deltalake's `WriteBuilder`
+/// takes care of, so such tables are written through it.
+fn plain_writes(
+    protocol: &deltalake::kernel::Protocol,
+    schema: &deltalake::kernel::StructType,
+) -> bool {
+    use deltalake::kernel::StructTypeExt;
+    protocol.min_writer_version() <= 2 && schema.get_invariants().is_ok_and(|i| i.is_empty())
 }
 
 /// `batches` laid out as the table's schema, if they have exactly its
@@ -753,6 +771,24 @@ mod tests {
                 .ptr_eq(&one.column(0).to_data())
         );
         assert!(split_by_date(&batch(vec![])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_plain_tables_take_appended_files() {
+        use deltalake::kernel::{DataType, Protocol, StructField, StructType};
+        let protocol = |json: &str| serde_json::from_str::<Protocol>(json).unwrap();
+        let v2 = protocol(r#"{"minReaderVersion":1,"minWriterVersion":2}"#);
+        let v4 = protocol(r#"{"minReaderVersion":1,"minWriterVersion":4}"#);
+        let plain = StructType::try_new([StructField::new("x", DataType::DOUBLE, true)]).unwrap();
+        let checked = StructType::try_new([StructField::new("x", DataType::DOUBLE, true)
+            .with_metadata([(
+                "delta.invariants",
+                r#"{"expression": {"expression": "x > 2"}}"#,
+            )])])
+        .unwrap();
+        assert!(plain_writes(&v2, &plain));
+        assert!(!plain_writes(&v2, &checked));
+        assert!(!plain_writes(&v4, &plain));
     }
 
     #[test]
