@@ -663,19 +663,21 @@ pub fn flush_parallelism() -> usize {
     *PARALLELISM.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
 }
 
-/// Parquet settings of flushed files: deltalake's defaults (snappy, chunk
-/// statistics), with a dictionary only for the columns whose values
-/// repeat.
+/// Parquet settings of flushed files: LZ4 (like compacted files), chunk
+/// statistics, and a dictionary only for the columns whose values repeat.
+///
+/// LZ4 encodes faster than snappy (deltalake's default) and decodes
+/// faster too; the files are about 3% larger.
 ///
 /// Dictionary encoding hashes every value of a column chunk. On a column
 /// of (nearly) distinct values, such as ids or prices, that was the
-/// largest single cost of a flush, and it buys nothing: snappy compresses
+/// largest single cost of a flush, and it buys nothing: LZ4 compresses
 /// what repetition there is, and flushed files are rewritten by
 /// compaction anyway. `event_id` and `timestamp` never get one; every
 /// other column is judged by a sample of the flush's rows.
 fn flush_writer_properties(batches: &[RecordBatch]) -> parquet::file::properties::WriterProperties {
     let mut b = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY);
+        .set_compression(parquet::basic::Compression::LZ4_RAW);
     let Some(schema) = batches.first().map(RecordBatch::schema) else {
         return b.build();
     };
@@ -859,6 +861,10 @@ mod tests {
         let props = flush_writer_properties(&batches);
         let dict = |c: &str| props.dictionary_enabled(&parquet::schema::types::ColumnPath::from(c));
         assert!(dict("event_type"));
+        assert_eq!(
+            props.compression(&parquet::schema::types::ColumnPath::from("event_type")),
+            parquet::basic::Compression::LZ4_RAW
+        );
         assert!(!dict("entity_id"));
         assert!(!dict("amount"), "distinct among the non-null values");
         assert!(dict("missing"));
