@@ -515,10 +515,7 @@ fn scan_groups(files: Vec<PartitionedFile>, n: usize, min_split: u64) -> Vec<Fil
             size.div_ceil(share)
         };
         if pieces == 1 {
-            let g = groups
-                .iter_mut()
-                .min_by_key(|(bytes, _)| *bytes)
-                .expect("n > 1 groups");
+            let g = least_loaded(&mut groups);
             g.0 += size;
             g.1.push(file);
             continue;
@@ -532,10 +529,7 @@ fn scan_groups(files: Vec<PartitionedFile>, n: usize, min_split: u64) -> Vec<Fil
             let g = if pieces == n as u64 {
                 &mut groups[i % n]
             } else {
-                groups
-                    .iter_mut()
-                    .min_by_key(|(bytes, _)| *bytes)
-                    .expect("n > 1 groups")
+                least_loaded(&mut groups)
             };
             g.0 += end - start;
             g.1.push(piece);
@@ -546,6 +540,14 @@ fn scan_groups(files: Vec<PartitionedFile>, n: usize, min_split: u64) -> Vec<Fil
         .filter(|(_, files)| !files.is_empty())
         .map(|(_, files)| FileGroup::new(files))
         .collect()
+}
+
+/// The group with the fewest bytes so far (the first of equals).
+fn least_loaded(groups: &mut [(u64, Vec<PartitionedFile>)]) -> &mut (u64, Vec<PartitionedFile>) {
+    groups
+        .iter_mut()
+        .min_by_key(|(bytes, _)| *bytes)
+        .expect("scan_groups makes n > 1 groups")
 }
 
 #[cfg(test)]

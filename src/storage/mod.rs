@@ -531,17 +531,14 @@ async fn write_by_date(
     for (i, batch) in batches.into_iter().enumerate() {
         dealt[i % parts].push(batch);
     }
-    let split = futures::future::try_join_all(dealt.into_iter().map(|mine| {
-        tokio::spawn(async move {
-            let mut pieces = Vec::new();
-            for batch in &mine {
-                pieces.extend(split_by_date(batch)?);
-            }
-            Ok::<_, ArrowError>(pieces)
-        })
+    let split = run_tasks(dealt.into_iter().map(|mine| async move {
+        let mut pieces = Vec::new();
+        for batch in &mine {
+            pieces.extend(split_by_date(batch)?);
+        }
+        Ok::<_, ArrowError>(pieces)
     }))
-    .await
-    .map_err(|e| DeltaTableError::Generic(format!("flush task failed: {e}")))?;
+    .await?;
     let mut by_date: std::collections::BTreeMap<i32, Vec<RecordBatch>> = Default::default();
     for piece in split {
         for (date, batch) in piece? {
@@ -582,26 +579,24 @@ async fn write_by_date(
         stats.stats_columns,
     );
     let store = table.log_store().object_store(None);
-    let written =
-        futures::future::try_join_all(jobs.into_iter().filter(|(_, dates)| !dates.is_empty()).map(
-            |(_, dates)| {
-                let mut writer = DeltaWriter::new(store.clone(), config.clone());
-                tokio::spawn(async move {
-                    for (date, batches) in dates {
-                        let values = indexmap::IndexMap::from([(
-                            PARTITION_COLUMN.to_string(),
-                            delta_kernel::expressions::Scalar::Date(date),
-                        )]);
-                        for batch in batches {
-                            writer.write_partition(batch, &values).await?;
-                        }
+    let written = run_tasks(jobs.into_iter().filter(|(_, dates)| !dates.is_empty()).map(
+        |(_, dates)| {
+            let mut writer = DeltaWriter::new(store.clone(), config.clone());
+            async move {
+                for (date, batches) in dates {
+                    let values = indexmap::IndexMap::from([(
+                        PARTITION_COLUMN.to_string(),
+                        delta_kernel::expressions::Scalar::Date(date),
+                    )]);
+                    for batch in batches {
+                        writer.write_partition(batch, &values).await?;
                     }
-                    writer.close().await
-                })
-            },
-        ))
-        .await
-        .map_err(|e| DeltaTableError::Generic(format!("flush task failed: {e}")))?;
+                }
+                writer.close().await
+            }
+        },
+    ))
+    .await?;
     let mut actions = Vec::new();
     for adds in written {
         actions.extend(adds?.into_iter().map(Action::Add));
@@ -618,6 +613,17 @@ async fn write_by_date(
     let mut table = table;
     table.state = Some(done.snapshot);
     Ok(table)
+}
+
+/// Runs `tasks` as tokio tasks, in parallel on a multi-threaded runtime,
+/// and returns their results in order. A task that panicked fails the
+/// whole (the flush is retried).
+async fn run_tasks<T: Send + 'static>(
+    tasks: impl IntoIterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Result<Vec<T>, DeltaTableError> {
+    futures::future::try_join_all(tasks.into_iter().map(tokio::spawn))
+        .await
+        .map_err(|e| DeltaTableError::Generic(format!("flush task failed: {e}")))
 }
 
 /// Dates are cut into shares for the writers only above this many rows: a
