@@ -26,11 +26,12 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+# failpoints: the binary the tests start can inject WAL errors (FAILPOINTS).
+cargo test --workspace --features allsource/failpoints --lib --bins --tests 2>&1 | tee "$log"
 # One closing line with the totals of every test binary above.
 awk '/^test result:/ { p += $4; f += $6 } /^slt: / { p += $2; f += $4 }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"

@@ -103,6 +103,17 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MEMORY_LIMIT", default_value_t = 8 << 30)]
     pub memory_limit: usize,
 
+    /// Directory where queries spill sorts and aggregations that do not fit
+    /// in memory. Default: <data-dir>/spill. Give it a disk of its own to
+    /// keep spills away from the WAL entirely.
+    #[arg(long, env = "ALLSOURCE_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+
+    /// Most bytes all queries together may spill to disk; a query that
+    /// needs more fails with "resources exhausted" (0: no spilling).
+    #[arg(long, env = "ALLSOURCE_MAX_SPILL_BYTES", default_value_t = 4 << 30)]
+    pub max_spill_bytes: u64,
+
     /// A query still running after this long is cancelled.
     #[arg(long, env = "ALLSOURCE_QUERY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
@@ -172,6 +183,8 @@ impl Default for Config {
             retention: None,
             query_memory_limit: 2 << 30,
             memory_limit: 8 << 30,
+            spill_dir: None,
+            max_spill_bytes: 4 << 30,
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 16,
             max_result_bytes: 256 << 20,
@@ -201,6 +214,13 @@ impl Config {
     /// never less than the query timeout, so no running query loses a file.
     pub fn effective_vacuum_retention(&self) -> Duration {
         self.vacuum_retention.max(self.query_timeout)
+    }
+
+    /// The directory queries spill to.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.spill_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spill"))
     }
 
     /// The directory of the write-ahead log.

@@ -16,6 +16,7 @@
 //! - [`auth`]: JWT bearer tokens, roles and the principal of a request.
 //! - [`dedup`], [`ids`], [`config`]: event-id dedup, validated names,
 //!   settings.
+//! - `fault`: named fault-injection points the test build can trigger.
 //!
 //! ARCHITECTURE.md at the repository root walks through the write and read
 //! paths.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod db;
 pub mod dedup;
 pub mod dsl;
+mod fault;
 pub mod ids;
 pub mod ingest;
 pub mod metrics;

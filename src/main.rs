@@ -333,6 +333,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(config) => {
+            // Test builds inject errors named in FAILPOINTS (see wal).
+            #[cfg(feature = "failpoints")]
+            let _failpoints = fail::FailScenario::setup();
             let served = runtime.block_on(allsource::server::run(
                 *config,
                 allsource::server::shutdown_signal(),

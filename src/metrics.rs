@@ -23,6 +23,9 @@ pub struct Metrics {
     pub ingest_seconds: HistogramVec,
     /// WAL fdatasync latency.
     pub wal_fsync_seconds: HistogramVec,
+    /// WAL writes that failed and were rolled back (a full disk): their
+    /// requests were refused, nothing was lost.
+    pub wal_write_failures: prometheus::IntCounter,
     /// Queries, by interface (sql, dsl, flight) and outcome.
     pub queries: IntCounterVec,
     /// Query latency to the first result batch, by interface.
@@ -114,6 +117,15 @@ pub fn get() -> &'static Metrics {
                 "WAL fdatasync latency",
                 &[],
             ),
+            wal_write_failures: {
+                let c = prometheus::IntCounter::new(
+                    "allsource_wal_write_failures_total",
+                    "WAL writes that failed and were rolled back (requests refused, nothing lost)",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             queries: counter(
                 &r,
                 "allsource_queries_total",

@@ -12,6 +12,7 @@
 //!
 //! Start-up replays WAL records newer than each table's recorded sequence.
 
+mod claims;
 pub mod maintenance;
 mod table;
 
@@ -28,6 +29,7 @@ use crate::storage::{self, Storage};
 use crate::wal::{self, Wal, WalConfig};
 use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
+use claims::Claims;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
 use std::collections::BTreeMap;
@@ -116,9 +118,7 @@ impl Database {
             timeout: config.query_timeout,
             concurrent_per_tenant: config.max_concurrent_queries.max(1),
         });
-        let query_env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-            .build_arc()
-            .map_err(|e| Error::Internal(format!("cannot set up the query runtime: {e}")))?;
+        let query_env = query_env(&config)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let query_threads = crate::query::limits::QueryRuntime::new(threads)
             .map_err(|e| Error::Internal(format!("cannot start the query threads: {e}")))?;
@@ -190,7 +190,9 @@ impl Database {
                 }
             }
             replayed += batch.num_rows();
-            table.push(rec.seq, batch, &db.buffered_bytes);
+            // The decoded arrays share the record's buffer: it is what the
+            // batch holds.
+            table.push(rec.seq, batch, rec.data.len(), &db.buffered_bytes);
         }
         if replayed > 0 {
             tracing::info!(events = replayed, "replayed events from the WAL");
@@ -297,26 +299,16 @@ impl Database {
     ) -> Result<IngestOutcome> {
         let table = self.admit(tenant, name, bounded).await?;
         let now = now_micros();
-        let mut keep = vec![true; events.len()];
-        let mut claimed: Vec<String> = Vec::new();
-        let mut ids = Vec::with_capacity(events.len());
+        let given: Vec<Option<&str>> = events.iter().map(|e| e.event_id.as_deref()).collect();
+        let (claims, keep) = Claims::take(&table, &given, now).await;
         let mut fresh = crate::ids::EventIds::new();
-        {
-            let mut dedup = table.dedup.lock();
-            for (i, e) in events.iter().enumerate() {
-                match &e.event_id {
-                    Some(id) => {
-                        if dedup.claim(id, now) {
-                            claimed.push(id.clone());
-                        } else {
-                            keep[i] = false;
-                        }
-                        ids.push(id.clone());
-                    }
-                    None => ids.push(fresh.next_id().to_string()),
-                }
-            }
-        }
+        let ids = events
+            .iter()
+            .map(|e| match &e.event_id {
+                Some(id) => id.clone(),
+                None => fresh.next_id().to_string(),
+            })
+            .collect();
         let accepted = keep.iter().filter(|k| **k).count();
         let outcome = IngestOutcome {
             accepted,
@@ -325,11 +317,9 @@ impl Database {
         if accepted == 0 {
             return Ok(outcome);
         }
-        let result = self.log_batch(&table, events, keep, ids, now).await;
-        if result.is_err() {
-            release(&table, &claimed);
-        }
-        result.map(|_| outcome)
+        self.log_batch(&table, events, keep, ids, now, claims)
+            .await
+            .map(|_| outcome)
     }
 
     async fn log_batch(
@@ -339,6 +329,7 @@ impl Database {
         keep: Vec<bool>,
         ids: Vec<String>,
         now: i64,
+        claims: Claims,
     ) -> Result<WalSeq> {
         let t = table.clone();
         let (batch, ipc) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -348,22 +339,25 @@ impl Database {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        self.submit(table, batch, ipc).await?.await
+        self.submit(table, batch, ipc, claims).await?.await
     }
 
     /// Hands a built batch to the WAL writer. The returned future resolves
     /// once it is on disk and in the table's buffer; batches submitted one
-    /// after another are logged in that order.
+    /// after another are logged in that order. `claims` are settled as
+    /// stored when the record is durable, and released if it never is.
     async fn submit(
         &self,
         table: &Arc<Table>,
         batch: RecordBatch,
         ipc: Bytes,
+        claims: Claims,
     ) -> Result<impl Future<Output = Result<WalSeq>> + use<>> {
         let t = table.clone();
         let counter = self.buffered_bytes.clone();
         let notify = self.flush_wanted.clone();
         let (flush_rows, flush_bytes) = (self.config.flush_rows, self.config.flush_bytes);
+        let bytes = batch.get_array_memory_size();
         let logged = self
             .wal
             .submit(
@@ -371,7 +365,8 @@ impl Database {
                 table.name.clone(),
                 ipc,
                 Box::new(move |seq| {
-                    t.push(seq, batch, &counter);
+                    t.push(seq, batch, bytes, &counter);
+                    claims.stored();
                     if t.over_threshold(flush_rows, flush_bytes) {
                         notify.notify_one();
                     }
@@ -397,71 +392,54 @@ impl Database {
         let table = self.admit(tenant, name, true).await?;
         let now = now_micros();
         let t = table.clone();
-        // One trip to a blocking thread: check and lay out the batch, drop
-        // ids already stored, encode the WAL record.
-        let (record, claimed, outcome) = tokio::task::spawn_blocking(move || {
-            let converted = ingest::from_arrow::convert(&batch, &t.registry, now, first_row)?;
-            let rows = converted.batch.num_rows();
-            let mut claimed = Vec::new();
-            let keep: Option<Vec<bool>> = converted.client_ids.map(|client| {
-                let ids = converted.batch.column(0).as_string::<i32>();
-                let mut dedup = t.dedup.lock();
-                client
+        let converted = tokio::task::spawn_blocking(move || {
+            ingest::from_arrow::convert(&batch, &t.registry, now, first_row)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let rows = converted.batch.num_rows();
+        let (claims, keep) = {
+            let ids = converted.batch.column(0).as_string::<i32>();
+            let given: Vec<Option<&str>> = match &converted.client_ids {
+                Some(client) => client
                     .iter()
                     .enumerate()
-                    .map(|(i, given)| {
-                        let fresh = !given || dedup.claim(ids.value(i), now);
-                        if *given && fresh {
-                            claimed.push(ids.value(i).to_string());
-                        }
-                        fresh
-                    })
-                    .collect()
-            });
-            let record = (|| -> Result<_> {
-                let batch = match keep.filter(|k| k.iter().any(|k| !k)) {
-                    Some(keep) => {
-                        arrow::compute::filter_record_batch(&converted.batch, &keep.into())?
-                    }
-                    None => converted.batch,
-                };
-                let outcome = IngestOutcome {
-                    accepted: batch.num_rows(),
-                    duplicates: rows - batch.num_rows(),
-                };
-                let record = match outcome.accepted {
-                    0 => None,
-                    _ => {
-                        let ipc = wal_payload(&batch)?;
-                        Some((batch, ipc))
-                    }
-                };
-                Ok((record, outcome))
-            })();
-            match record {
-                Ok((record, outcome)) => Ok((record, claimed, outcome)),
-                Err(e) => {
-                    release(&t, &claimed);
-                    Err(e)
+                    .map(|(i, given)| given.then(|| ids.value(i)))
+                    .collect(),
+                None => vec![None; rows],
+            };
+            Claims::take(&table, &given, now).await
+        };
+        let batch = converted.batch;
+        let (record, outcome) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let batch = match keep.iter().all(|k| *k) {
+                true => batch,
+                false => arrow::compute::filter_record_batch(&batch, &keep.into())?,
+            };
+            let outcome = IngestOutcome {
+                accepted: batch.num_rows(),
+                duplicates: rows - batch.num_rows(),
+            };
+            let record = match outcome.accepted {
+                0 => None,
+                _ => {
+                    let ipc = wal_payload(&batch)?;
+                    Some((batch, ipc))
                 }
-            }
+            };
+            Ok((record, outcome))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         let logged = match record {
             None => None,
-            Some((batch, ipc)) => match self.submit(&table, batch, ipc).await {
-                Ok(logged) => Some(Box::pin(logged) as _),
-                Err(e) => {
-                    release(&table, &claimed);
-                    return Err(e);
-                }
-            },
+            Some((batch, ipc)) => {
+                Some(Box::pin(self.submit(&table, batch, ipc, claims).await?) as _)
+            }
         };
         Ok(PendingIngest {
             logged,
             table,
-            claimed,
             outcome,
         })
     }
@@ -623,6 +601,42 @@ impl Database {
     }
 }
 
+/// What every query's runtime shares. Spill files go to a directory of
+/// their own, capped in size: DataFusion's default (the system temp dir,
+/// up to 100 GB) could fill the disk the WAL needs.
+fn query_env(config: &Config) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    let dir = config.spill_dir();
+    let io = |e: std::io::Error| {
+        Error::Internal(format!(
+            "cannot prepare the spill directory {}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    // Spill directories left by queries of a process that was killed.
+    for entry in std::fs::read_dir(&dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("datafusion-")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let disk = match config.max_spill_bytes {
+        0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        cap => DiskManagerBuilder::default()
+            .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
+            .with_max_temp_directory_size(cap),
+    };
+    datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_disk_manager_builder(disk)
+        .build_arc()
+        .map_err(|e| Error::Internal(format!("cannot set up the query runtime: {e}")))
+}
+
 /// Opens (or prepares, if new) one table from storage.
 async fn open_table(
     storage: &Storage,
@@ -655,7 +669,6 @@ async fn open_table(
 pub struct PendingIngest {
     logged: Option<std::pin::Pin<Box<dyn Future<Output = Result<WalSeq>> + Send>>>,
     table: Arc<Table>,
-    claimed: Vec<String>,
     outcome: IngestOutcome,
 }
 
@@ -670,26 +683,13 @@ impl std::fmt::Debug for PendingIngest {
 
 impl PendingIngest {
     /// Waits until the batch is durable and visible. If logging failed,
-    /// its client event ids are released so that a retry is not taken for
-    /// a duplicate.
+    /// its client event ids have been released, so that a retry is not
+    /// taken for a duplicate.
     pub async fn acknowledged(self) -> Result<IngestOutcome> {
-        let Some(logged) = self.logged else {
-            return Ok(self.outcome);
-        };
-        match logged.await {
-            Ok(_) => Ok(self.outcome),
-            Err(e) => {
-                release(&self.table, &self.claimed);
-                Err(e)
-            }
+        match self.logged {
+            None => Ok(self.outcome),
+            Some(logged) => logged.await.map(|_| self.outcome),
         }
-    }
-}
-
-fn release(table: &Table, claimed: &[String]) {
-    if !claimed.is_empty() {
-        let ids: Vec<&str> = claimed.iter().map(String::as_str).collect();
-        table.dedup.lock().release(&ids);
     }
 }
 

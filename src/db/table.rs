@@ -105,9 +105,10 @@ impl Table {
         self.state.read().persisted
     }
 
-    /// Adds a logged batch to the buffer. Called in WAL order.
-    pub(crate) fn push(&self, seq: WalSeq, batch: RecordBatch, total: &AtomicUsize) {
-        let bytes = batch.get_array_memory_size();
+    /// Adds a logged batch to the buffer. Called in WAL order. `bytes` is
+    /// the memory the batch holds (counted by the caller: arrays decoded
+    /// from one IPC buffer each report the whole buffer).
+    pub(crate) fn push(&self, seq: WalSeq, batch: RecordBatch, bytes: usize, total: &AtomicUsize) {
         let mut state = self.state.write();
         state.rows += batch.num_rows();
         state.bytes += bytes;

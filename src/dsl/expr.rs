@@ -297,10 +297,19 @@ impl Cx<'_> {
             Some(n) if n >= 0.0 && n.is_finite() => n,
             _ => return err(&path.index(1), "expected a non-negative number"),
         };
-        // `as` saturates, and a saturated span fails the subtraction below.
-        let micros = (n * seconds as f64 * 1e6) as i64;
+        // A fixed bound, so whether a span is accepted does not depend on
+        // today's date: 100,000 years back is a valid timestamp from any
+        // "now" before the year 190,000.
+        const MAX_SECONDS: f64 = 100_000.0 * 365.25 * 86_400.0;
+        let span = n * seconds as f64;
+        if span > MAX_SECONDS {
+            return err(
+                &path.index(1),
+                format!("{n} is too far in the past (at most 100000 years)"),
+            );
+        }
         self.now
-            .checked_sub_signed(chrono::Duration::microseconds(micros))
+            .checked_sub_signed(chrono::Duration::microseconds((span * 1e6) as i64))
             .ok_or_else(|| DslError::new(&path.index(1), format!("{n} is too far in the past")))
     }
 

@@ -7,7 +7,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{
-    GreedyMemoryPool, MemoryLimit, MemoryPool, MemoryReservation, human_readable_size,
+    GreedyMemoryPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+    human_readable_size,
 };
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -66,6 +67,8 @@ impl QueryLimits {
             used: AtomicUsize::new(0),
             total: self.total.clone(),
             total_limit: self.settings.total_memory,
+            spillers: AtomicUsize::new(0),
+            unspillable: AtomicUsize::new(0),
         })
     }
 
@@ -93,12 +96,22 @@ impl QueryLimits {
 
 /// One query's pool: refuses growth past its own budget, and past what
 /// the shared total has left.
+///
+/// Within the budget, consumers that can spill (sorts, aggregations) each
+/// get an equal share of what the others do not hold, as in DataFusion's
+/// `FairSpillPool`: a sort spills when it passes its share. With a greedy
+/// budget, one partition's sort could take all of it, and a second
+/// partition's sort then failed even after spilling everything it had.
 #[derive(Debug)]
 struct QueryPool {
     limit: usize,
     used: AtomicUsize,
     total: Arc<GreedyMemoryPool>,
     total_limit: usize,
+    /// Consumers registered that can spill.
+    spillers: AtomicUsize,
+    /// Bytes held by consumers that cannot spill.
+    unspillable: AtomicUsize,
 }
 
 impl std::fmt::Display for QueryPool {
@@ -121,17 +134,52 @@ impl MemoryPool for QueryPool {
         "query"
     }
 
+    fn register(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            self.spillers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            self.spillers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.used.fetch_add(additional, Ordering::Relaxed);
+        if !reservation.consumer().can_spill() {
+            self.unspillable.fetch_add(additional, Ordering::Relaxed);
+        }
         self.total.grow(reservation, additional);
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
         self.used.fetch_sub(shrink, Ordering::Relaxed);
+        if !reservation.consumer().can_spill() {
+            self.unspillable.fetch_sub(shrink, Ordering::Relaxed);
+        }
         self.total.shrink(reservation, shrink);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        let spills = reservation.consumer().can_spill();
+        if spills {
+            let spillers = self.spillers.load(Ordering::Relaxed).max(1);
+            let share = self
+                .limit
+                .saturating_sub(self.unspillable.load(Ordering::Relaxed))
+                / spillers;
+            if reservation.size() + additional > share {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "the query needs more than its memory budget of {} (--query-memory-limit): {} more wanted by {}, over its share of {} with {spillers} spilling operators",
+                    human_readable_size(self.limit),
+                    human_readable_size(additional),
+                    reservation.consumer().name(),
+                    human_readable_size(share),
+                )));
+            }
+        }
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
                 used.checked_add(additional).filter(|n| *n <= self.limit)
@@ -151,6 +199,9 @@ impl MemoryPool for QueryPool {
                 "{SERVER_MEMORY_BUSY} ({} in all, --memory-limit); retry shortly",
                 human_readable_size(self.total_limit)
             )));
+        }
+        if !spills {
+            self.unspillable.fetch_add(additional, Ordering::Relaxed);
         }
         Ok(())
     }

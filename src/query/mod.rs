@@ -82,10 +82,16 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
 /// A session that sees `caller`'s tenant's tables and nothing else, with
 /// its own memory pool under the server's query limits.
 pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
+    // Each sort partition keeps this much for merging its spill files
+    // (DataFusion's default: 10 MB). A small budget must leave the sorts
+    // room to hold batches, so the reserve is a sixteenth of the budget
+    // at most.
+    let merge_reserve = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+    *merge_reserve = (*merge_reserve).min(db.config().query_memory_limit / 16);
     // A fresh object-store registry: it holds only what the Delta scans of
     // this query register, so no statement can reach `file://` or another
     // tenant's store.

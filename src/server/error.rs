@@ -63,6 +63,19 @@ impl From<db::Error> for ApiError {
                 err.retry_after = Some(1);
                 return err;
             }
+            db::Error::Wal(crate::wal::Error::WriteRefused { source, .. }) => {
+                // Nothing was stored and the log is intact: the client may
+                // retry. A full disk is 507, so operators see the cause.
+                let status = match source.kind() {
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                        StatusCode::INSUFFICIENT_STORAGE
+                    }
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let mut err = ApiError::new(status, e.to_string());
+                err.retry_after = Some(5);
+                return err;
+            }
             db::Error::Wal(_)
             | db::Error::Storage(_)
             | db::Error::Internal(_)

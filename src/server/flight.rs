@@ -111,9 +111,9 @@ impl From<ApiError> for Status {
             StatusCode::NOT_FOUND => Code::NotFound,
             StatusCode::CONFLICT => Code::AlreadyExists,
             StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
-                Code::ResourceExhausted
-            }
+            StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::INSUFFICIENT_STORAGE => Code::ResourceExhausted,
             StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
             _ => Code::Internal,
         };

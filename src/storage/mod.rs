@@ -275,6 +275,13 @@ impl Storage {
             let schema = snapshot.arrow_schema();
             Some((conform(&schema, &batches)?, schema))
         });
+        let injected = |point| {
+            crate::fault::injected(point).map_err(|source| Error::Io {
+                path: PathBuf::from(name),
+                source,
+            })
+        };
+        injected("flush-write")?;
         let table = match conformed {
             Some((batches, schema)) => write_by_date(table, schema, batches, properties, commit)
                 .await
@@ -289,6 +296,7 @@ impl Storage {
                 .await
                 .map_err(delta_err)?,
         };
+        injected("flush-after-commit")?;
         self.make_durable(&table).await?;
         Ok(table)
     }
@@ -343,6 +351,10 @@ impl Storage {
         let (Ok(dir), Some(version)) = (table.table_url().to_file_path(), table.version()) else {
             return Ok(());
         };
+        crate::fault::injected("flush-fsync").map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let root = self.local_root.clone();
         tokio::task::spawn_blocking(move || sync_commit(&dir, version, root.as_deref()))
             .await

@@ -29,12 +29,13 @@ pub use format::WalRecord;
 /// Largest data payload one record may carry (with room for its header).
 pub const MAX_RECORD_BYTES: usize = format::MAX_RECORD_LEN - 4096;
 
+use crate::fault::injected;
 use crate::ids::{TableName, TenantId, WalSeq};
 use bytes::Bytes;
 use format::{Decoded, HEADER_LEN};
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +55,10 @@ pub enum Error {
     },
     #[error("the WAL failed earlier ({0}); no more writes are accepted, restart the server")]
     Poisoned(String),
+    #[error(
+        "writing the WAL at {path} failed ({source}); nothing of this request was stored, retry once the cause is fixed"
+    )]
+    WriteRefused { path: PathBuf, source: io::Error },
     #[error("the WAL writer has stopped")]
     Closed,
     #[error("a WAL record of {0} bytes is larger than the format allows")]
@@ -247,9 +252,19 @@ fn recover(dir: &Path) -> Result<(Vec<Segment>, Vec<WalRecord>)> {
 /// was acknowledged too: corruption, not a torn tail. Valid records of the
 /// same group (written out of order before a crash) were never
 /// acknowledged and are cut with it.
+///
+/// Every offset after the damage is a candidate, so the check of each must
+/// be cheap: the checksum (over up to a whole record) is computed only for
+/// candidates whose head could belong to a later group of this segment.
+/// Without that filter a torn record of n bytes cost O(n²) to recover.
 fn later_group_follows(buf: &Bytes, bad: usize, expected: WalSeq) -> bool {
+    // A later record's seq exceeds `expected` by less than the number of
+    // records that fit in the rest of the segment.
+    let most = (buf.len() - bad) as u64 / format::MIN_RECORD_LEN as u64;
     (bad + 1..buf.len().saturating_sub(format::RECORD_HEADER_LEN)).any(|p| {
-        matches!(
+        format::head_seqs(buf, p).is_some_and(|(seq, group)| {
+            group > expected && group <= seq && seq.0 - expected.0 <= most
+        }) && matches!(
             format::decode_record(buf, p),
             Decoded::Record(rec, _) if rec.seq > expected && rec.group > expected
         )
@@ -459,9 +474,24 @@ impl Writer {
                         self.next_shared.store(self.next.0, Ordering::Release);
                         if self.active.as_ref().map(|a| a.1).unwrap_or(0)
                             >= self.config.segment_bytes
-                            && let Err(e) = self.rotate()
                         {
-                            self.poison(e.to_string());
+                            self.rotate_or_poison();
+                        }
+                    }
+                    Err(Error::WriteRefused { path, source }) => {
+                        // Rolled back: the log is as it was before the
+                        // write, and none of these records was acknowledged.
+                        tracing::error!(path = %path.display(), error = %source, "WAL write failed and was rolled back");
+                        crate::metrics::get().wal_write_failures.inc();
+                        for (.., reply) in appends {
+                            let err = match source.raw_os_error() {
+                                Some(code) => io::Error::from_raw_os_error(code),
+                                None => io::Error::new(source.kind(), source.to_string()),
+                            };
+                            let _ = reply.send(Err(Error::WriteRefused {
+                                path: path.clone(),
+                                source: err,
+                            }));
                         }
                     }
                     Err(e) => {
@@ -487,6 +517,11 @@ impl Writer {
 
     /// Writes `parts` one after another (one vectored write for many
     /// records, without gathering them into one buffer), then fsyncs.
+    ///
+    /// A failed write (a full disk, typically) is rolled back: the file is
+    /// cut to its length before the write and the log carries on, since
+    /// no byte of the failed write was acknowledged or synced. A failed
+    /// fsync, or a write that cannot be rolled back, poisons the log.
     fn write_and_sync(&mut self, parts: &[&[u8]]) -> Result<()> {
         let path = self
             .segments
@@ -494,8 +529,17 @@ impl Writer {
             .map(|s| s.path.clone())
             .unwrap_or_default();
         let (file, size) = self.active.as_mut().ok_or(Error::Closed)?;
-        write_all_vectored(file, parts).map_err(io_err(&path))?;
+        // A pause (or a panic) injected before the write.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("wal-before-write");
+        if let Err(source) = injected("wal-write").and_then(|_| write_all_vectored(file, parts)) {
+            file.set_len(*size)
+                .and_then(|_| file.seek(io::SeekFrom::Start(*size)))
+                .map_err(io_err(&path))?;
+            return Err(Error::WriteRefused { path, source });
+        }
         let started = Instant::now();
+        injected("wal-fsync").map_err(io_err(&path))?;
         file.sync_data().map_err(io_err(&path))?;
         crate::metrics::get()
             .wal_fsync_seconds
@@ -508,22 +552,47 @@ impl Writer {
         Ok(())
     }
 
-    /// Closes the active segment (if any) and starts a new one at `next`.
-    fn rotate(&mut self) -> Result<()> {
-        if let Some((file, _)) = self.active.take() {
-            let path = &self.segments.last().expect("active segment").path;
-            file.sync_all().map_err(io_err(path))?;
+    /// Starts a new segment once the active one is full. A new segment
+    /// that cannot be created (a full disk) is not fatal: the active one
+    /// takes the next records and the rotation is tried again after them.
+    fn rotate_or_poison(&mut self) {
+        match self.rotate() {
+            Ok(()) => {}
+            Err(Error::WriteRefused { path, source }) => tracing::warn!(
+                path = %path.display(), error = %source,
+                "cannot start a new WAL segment; appending to the current one"
+            ),
+            Err(e) => self.poison(e.to_string()),
         }
+    }
+
+    /// Closes the active segment (if any) and starts a new one at `next`.
+    /// Fails with [`Error::WriteRefused`], leaving the active segment as
+    /// it was, when the new one cannot be created.
+    fn rotate(&mut self) -> Result<()> {
         let path = segment_path(&self.config.dir, self.next);
-        let mut file = OpenOptions::new()
+        let created = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(&path)
-            .map_err(io_err(&path))?;
-        file.write_all(&format::encode_header())
-            .and_then(|_| file.sync_all())
-            .map_err(io_err(&path))?;
+            .and_then(|mut file| {
+                injected("wal-rotate")?;
+                file.write_all(&format::encode_header())?;
+                file.sync_all()?;
+                Ok(file)
+            });
+        let file = match created {
+            Ok(file) => file,
+            Err(source) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(Error::WriteRefused { path, source });
+            }
+        };
+        if let Some((old, _)) = self.active.take() {
+            let old_path = &self.segments.last().expect("active segment").path;
+            old.sync_all().map_err(io_err(old_path))?;
+        }
         fsync_dir(&self.config.dir)?;
         // A segment recovered empty (its records all cut) is replaced.
         if let Some(last) = self.segments.last()
@@ -550,12 +619,16 @@ impl Writer {
             .last()
             .and_then(|s| s.last)
             .is_some_and(|last| last < keep_from);
-        if active_done
-            && self.poison_reason.is_none()
-            && let Err(e) = self.rotate()
-        {
-            self.poison(e.to_string());
-            return Err(e);
+        if active_done && self.poison_reason.is_none() {
+            match self.rotate() {
+                Ok(()) => {}
+                // Nothing is lost: the segment is kept until a later try.
+                Err(Error::WriteRefused { .. }) => return Ok(0),
+                Err(e) => {
+                    self.poison(e.to_string());
+                    return Err(e);
+                }
+            }
         }
         let mut removed = 0;
         // Never the active (last) segment.

@@ -449,7 +449,7 @@ fn errors_name_the_json_path() {
         ),
         (
             json!({"from": "events", "where": ["since", ["days-ago", 96486077]]}),
-            "where[1][1]: 96486077 is too far in the past",
+            "where[1][1]: 96486077 is too far in the past (at most 100000 years)",
         ),
         (
             json!({"from": "events", "where": ["since", "yesterday"]}),

@@ -11,6 +11,7 @@ mod flight;
 mod ingest;
 mod limits;
 mod metrics;
+mod reliability;
 mod restart;
 mod s3;
 mod sql;
