@@ -2,6 +2,7 @@
 //! Every test drives the real `allsource` binary over HTTP.
 
 mod analytics;
+mod audit;
 mod auth;
 mod compaction;
 mod crash;
