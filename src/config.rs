@@ -84,14 +84,15 @@ pub struct Config {
 
     /// How long files replaced by compaction or deletion are kept before
     /// vacuum deletes them: queries started before the replacement keep
-    /// reading them meanwhile. Keep it above the longest query.
-    #[arg(long, env = "ALLSOURCE_VACUUM_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// reading them meanwhile. Keep it above the longest query (and at most
+    /// 1000years).
+    #[arg(long, env = "ALLSOURCE_VACUUM_RETENTION", default_value = "1h", value_parser = crate::db::maintenance::parse_retention)]
     pub vacuum_retention: Duration,
 
     /// Default data retention: events older than this are deleted by
-    /// maintenance. Unset keeps everything; a table's own setting
-    /// (`POST /v1/admin/retention`) wins.
-    #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = humantime::parse_duration)]
+    /// maintenance (at most 1000years). Unset keeps everything; a table's
+    /// own setting (`PUT /v1/admin/tables/{table}/settings`) wins.
+    #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = crate::db::maintenance::parse_retention)]
     pub retention: Option<Duration>,
 
     /// Memory one query may use (hash tables, sorts, aggregation state)

@@ -16,12 +16,14 @@
 //! - [`auth`]: JWT bearer tokens, roles and the principal of a request.
 //! - [`dedup`], [`ids`], [`config`]: event-id dedup, validated names,
 //!   settings.
+//! - [`background`]: background runs that survive a panic.
 //!
 //! ARCHITECTURE.md at the repository root walks through the write and read
 //! paths.
 
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod db;
 pub mod dedup;

@@ -45,6 +45,9 @@ pub struct Metrics {
     /// fast), `buffer_full` (the ingest buffers were over
     /// `--max-buffer-bytes`), `error` (the write failed).
     pub audit_dropped: IntCounterVec,
+    /// Background runs (flusher, maintenance) that panicked and were
+    /// recovered from, by task.
+    pub background_panics: IntCounterVec,
     /// Requests refused by a tenant's rate limit, by tenant and kind
     /// (events, queries).
     pub rate_limited: IntCounterVec,
@@ -164,6 +167,12 @@ pub fn get() -> &'static Metrics {
                 "allsource_audit_dropped_total",
                 "Audit records not written, by reason (rate, buffer_full, error)",
                 &["reason"],
+            ),
+            background_panics: counter(
+                &r,
+                "allsource_background_panics_total",
+                "Background runs that panicked and were recovered from, by task",
+                &["task"],
             ),
             rate_limited: counter(
                 &r,

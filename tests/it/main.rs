@@ -11,6 +11,7 @@ mod dsl;
 mod flight;
 mod ingest;
 mod limits;
+mod maintenance;
 mod metrics;
 mod restart;
 mod s3;
