@@ -61,6 +61,20 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
 
+    /// Memory all ingest requests in flight (HTTP bodies, Flight uploads)
+    /// may take together while they are read, decompressed, parsed and
+    /// built into batches. A request that does not fit in what is left is
+    /// answered 503 with Retry-After.
+    #[arg(long, env = "ALLSOURCE_INGEST_MEMORY_BUDGET", default_value_t = 1 << 30)]
+    pub ingest_memory_budget: usize,
+
+    /// Memory one ingest request may take (at most the budget above); a
+    /// request that needs more, such as a small compressed body that
+    /// expands enormously or sparse events whose keys become many
+    /// columns, is answered 413.
+    #[arg(long, env = "ALLSOURCE_MAX_INGEST_REQUEST_BYTES", default_value_t = 256 << 20)]
+    pub max_ingest_request_bytes: usize,
+
     /// WAL segment size before a new segment is started.
     #[arg(long, env = "ALLSOURCE_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub wal_segment_bytes: u64,
@@ -164,6 +178,8 @@ impl Default for Config {
             flush_age: Duration::from_secs(10),
             max_buffer_bytes: 384 << 20,
             max_body_bytes: 64 << 20,
+            ingest_memory_budget: 1 << 30,
+            max_ingest_request_bytes: 256 << 20,
             wal_segment_bytes: 64 << 20,
             dedup_window: Duration::from_secs(3600),
             dedup_capacity: 2_000_000,

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod flight;
 pub mod http;
+mod ingest;
 
 pub use error::ApiError;
 
@@ -91,6 +92,7 @@ pub async fn run(
         db.clone(),
         state.verifier.clone(),
         state.rate_limits.clone(),
+        state.ingest_budget.clone(),
     )
     .map_err(Error::Config)?;
     let flight_stop = CancellationToken::new();

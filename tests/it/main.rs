@@ -10,6 +10,7 @@ mod delta_interop;
 mod dsl;
 mod flight;
 mod ingest;
+mod ingest_memory;
 mod limits;
 mod maintenance;
 mod metrics;
