@@ -41,8 +41,9 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
-/// Bounds the rate of failure records, so a flood of bad tokens cannot
-/// flood the log (or the disk). Admin actions are always recorded.
+/// Bounds the rate of failure and refusal records (any status of 400 or
+/// more: bad tokens, refused DDL), so a flood of them cannot flood the log
+/// (or the disk). Successful admin actions are always recorded.
 #[derive(Debug)]
 pub struct AuditLimiter(DefaultDirectRateLimiter);
 
@@ -97,23 +98,48 @@ impl AuditEntry {
     }
 }
 
+impl AuditEntry {
+    /// Whether the entry records something refused or failed, which one
+    /// caller can produce as fast as it can send requests.
+    fn is_refusal(&self) -> bool {
+        self.status >= 400
+    }
+}
+
+/// Counts an audit record not written, and why.
+fn dropped(reason: &str) {
+    crate::metrics::get()
+        .audit_dropped
+        .with_label_values(&[reason])
+        .inc();
+}
+
 impl Database {
-    /// Records `entry` in the audit log in the background. Failure records
-    /// past 50 a second are only counted (metric
-    /// `allsource_audit_dropped_total`).
+    /// Records `entry` in the audit log in the background, never holding
+    /// up the request. Refusals past 50 a second, and any record while the
+    /// ingest buffers are over `--max-buffer-bytes`, are only counted
+    /// (metric `allsource_audit_dropped_total{reason}`).
     pub fn audit(self: &Arc<Self>, entry: AuditEntry) {
-        if entry.kind == "auth_failure" && self.audit_limiter.0.check().is_err() {
-            crate::metrics::get().audit_dropped.inc();
+        if entry.is_refusal() && self.audit_limiter.0.check().is_err() {
+            dropped("rate");
+            return;
+        }
+        if self.buffered_bytes() >= self.config().max_buffer_bytes {
+            dropped("buffer_full");
             return;
         }
         let db = self.clone();
         let (tenant, table) = location();
         tokio::spawn(async move {
-            if let Err(e) = db
-                .ingest_system(&tenant, &table, vec![entry.into_event()])
-                .await
-            {
-                tracing::warn!(error = %e, "could not write an audit record");
+            // The same admission as clients' ingest: a buffer that filled
+            // up meanwhile refuses the record too.
+            match db.ingest(&tenant, &table, vec![entry.into_event()]).await {
+                Ok(_) => {}
+                Err(crate::db::Error::BufferFull { .. }) => dropped("buffer_full"),
+                Err(e) => {
+                    dropped("error");
+                    tracing::warn!(error = %e, "could not write an audit record");
+                }
             }
         });
     }

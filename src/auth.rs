@@ -190,7 +190,16 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim: one audience, or an array of them (RFC 7519 §4.1.3).
+/// `jsonwebtoken` checks that the configured audience is among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Checks bearer tokens against the configured keys.
@@ -413,7 +422,7 @@ pub fn mint(
         nbf: None,
         iat: Some(now),
         iss: request.issuer.clone(),
-        aud: request.audience.clone(),
+        aud: request.audience.clone().map(Audience::One),
     };
     let (algorithm, key) = match (private_key, secret) {
         (Some((alg, pem)), _) => {
@@ -497,6 +506,37 @@ mod tests {
         assert!(p.require(Role::Writer, "ingest").is_ok());
         let e = p.require(Role::Admin, "compact").unwrap_err();
         assert_eq!(e.to_string(), "role writer may not compact (needs admin)");
+    }
+
+    #[test]
+    fn an_audience_array_is_accepted_when_it_names_ours() {
+        let mut c = config(SECRET);
+        c.jwt_audience = Some("allsource".into());
+        let v = Verifier::from_config(&c).unwrap().unwrap();
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let token = |aud: serde_json::Value| {
+            let claims =
+                serde_json::json!({"tenant": "acme", "role": "reader", "exp": exp, "aud": aud});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        };
+        let p = v
+            .verify(&token(serde_json::json!(["other", "allsource"])))
+            .unwrap();
+        assert_eq!(p.tenant.as_str(), "acme");
+        assert_eq!(
+            v.verify(&token(serde_json::json!(["other", "another"])))
+                .unwrap_err(),
+            AuthError::Unauthenticated("invalid token: wrong audience".into())
+        );
     }
 
     #[test]

@@ -61,6 +61,20 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
 
+    /// Memory all ingest requests in flight (HTTP bodies, Flight uploads)
+    /// may take together while they are read, decompressed, parsed and
+    /// built into batches. A request that does not fit in what is left is
+    /// answered 503 with Retry-After.
+    #[arg(long, env = "ALLSOURCE_INGEST_MEMORY_BUDGET", default_value_t = 1 << 30)]
+    pub ingest_memory_budget: usize,
+
+    /// Memory one ingest request may take (at most the budget above); a
+    /// request that needs more, such as a small compressed body that
+    /// expands enormously or sparse events whose keys become many
+    /// columns, is answered 413.
+    #[arg(long, env = "ALLSOURCE_MAX_INGEST_REQUEST_BYTES", default_value_t = 256 << 20)]
+    pub max_ingest_request_bytes: usize,
+
     /// WAL segment size before a new segment is started.
     #[arg(long, env = "ALLSOURCE_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
     pub wal_segment_bytes: u64,
@@ -84,14 +98,15 @@ pub struct Config {
 
     /// How long files replaced by compaction or deletion are kept before
     /// vacuum deletes them: queries started before the replacement keep
-    /// reading them meanwhile. Keep it above the longest query.
-    #[arg(long, env = "ALLSOURCE_VACUUM_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// reading them meanwhile. Keep it above the longest query (and at most
+    /// 1000years).
+    #[arg(long, env = "ALLSOURCE_VACUUM_RETENTION", default_value = "1h", value_parser = crate::db::maintenance::parse_retention)]
     pub vacuum_retention: Duration,
 
     /// Default data retention: events older than this are deleted by
-    /// maintenance. Unset keeps everything; a table's own setting
-    /// (`POST /v1/admin/retention`) wins.
-    #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = humantime::parse_duration)]
+    /// maintenance (at most 1000years). Unset keeps everything; a table's
+    /// own setting (`PUT /v1/admin/tables/{table}/settings`) wins.
+    #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = crate::db::maintenance::parse_retention)]
     pub retention: Option<Duration>,
 
     /// Memory one query may use (hash tables, sorts, aggregation state)
@@ -174,6 +189,8 @@ impl Default for Config {
             flush_age: Duration::from_secs(10),
             max_buffer_bytes: 384 << 20,
             max_body_bytes: 64 << 20,
+            ingest_memory_budget: 1 << 30,
+            max_ingest_request_bytes: 256 << 20,
             wal_segment_bytes: 64 << 20,
             dedup_window: Duration::from_secs(3600),
             dedup_capacity: 2_000_000,

@@ -17,12 +17,14 @@
 //! - [`dedup`], [`ids`], [`config`]: event-id dedup, validated names,
 //!   settings.
 //! - `fault`: named fault-injection points the test build can trigger.
+//! - [`background`]: background runs that survive a panic.
 //!
 //! ARCHITECTURE.md at the repository root walks through the write and read
 //! paths.
 
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod db;
 pub mod dedup;

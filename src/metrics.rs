@@ -44,8 +44,13 @@ pub struct Metrics {
     /// Requests refused by authentication, by outcome (401s and 403s
     /// are both `rejected`; the status is in the label `status`).
     pub auth_failures: IntCounterVec,
-    /// Audit records not written because failures came too fast.
-    pub audit_dropped: prometheus::IntCounter,
+    /// Audit records not written, by reason: `rate` (failures came too
+    /// fast), `buffer_full` (the ingest buffers were over
+    /// `--max-buffer-bytes`), `error` (the write failed).
+    pub audit_dropped: IntCounterVec,
+    /// Background runs (flusher, maintenance) that panicked and were
+    /// recovered from, by task.
+    pub background_panics: IntCounterVec,
     /// Requests refused by a tenant's rate limit, by tenant and kind
     /// (events, queries).
     pub rate_limited: IntCounterVec,
@@ -169,15 +174,18 @@ pub fn get() -> &'static Metrics {
                 "Requests refused by authentication or authorization",
                 &["status"],
             ),
-            audit_dropped: {
-                let c = prometheus::IntCounter::new(
-                    "allsource_audit_dropped_total",
-                    "Audit records of failures dropped by the audit rate limit",
-                )
-                .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
-                c
-            },
+            audit_dropped: counter(
+                &r,
+                "allsource_audit_dropped_total",
+                "Audit records not written, by reason (rate, buffer_full, error)",
+                &["reason"],
+            ),
+            background_panics: counter(
+                &r,
+                "allsource_background_panics_total",
+                "Background runs that panicked and were recovered from, by task",
+                &["task"],
+            ),
             rate_limited: counter(
                 &r,
                 "allsource_rate_limited_total",

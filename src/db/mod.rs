@@ -256,18 +256,6 @@ impl Database {
         self.ingest_with(tenant, name, events, true).await
     }
 
-    /// Ingest of the server's own records (the audit log): small, and not
-    /// to be lost to back-pressure meant for clients, so the buffer limit
-    /// does not apply.
-    pub(crate) async fn ingest_system(
-        &self,
-        tenant: &TenantId,
-        name: &TableName,
-        events: Vec<Event>,
-    ) -> Result<IngestOutcome> {
-        self.ingest_with(tenant, name, events, false).await
-    }
-
     /// The table an ingest may start on (created on first use): refused
     /// while shutting down and, when `bounded`, while the buffers are full.
     async fn admit(

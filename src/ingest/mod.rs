@@ -4,12 +4,15 @@
 //! nothing, naming the first bad event. [`build_batch`] lays them out as
 //! columns, asking the table's [`ColumnRegistry`] where each payload field
 //! goes (its own typed column, or `_overflow`). The batch is what the WAL
-//! logs and the buffer holds.
+//! logs and the buffer holds. [`budget`] bounds the memory all requests
+//! in flight take on the way, and [`BatchEstimate`] is what a batch will
+//! take, known before it is built.
 
+pub mod budget;
 pub mod from_arrow;
 mod parse;
 
-pub use parse::{BodyFormat, Event, parse_events};
+pub use parse::{BodyFormat, Event, parse_events, parse_events_within};
 
 use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
 use arrow::array::{
@@ -44,6 +47,8 @@ pub enum Error {
     TooManyDays(usize),
     #[error("could not build the batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Budget(#[from] budget::BudgetError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -122,6 +127,10 @@ pub fn build_batch(
             keys.len()
         )));
     }
+    // The WAL's record limit, checked on what the batch will surely take
+    // rather than after building and encoding it.
+    let estimate = BatchEstimate::new(rows, keys.len(), kept().map(Event::fixed_text_len).sum());
+    estimate.check(crate::wal::MAX_RECORD_BYTES, "the largest WAL record")?;
     let placements: Vec<Placement> = {
         let mut reg = registry.lock();
         keys.iter().map(|(k, kind)| reg.place(k, *kind)).collect()
@@ -216,7 +225,69 @@ pub fn build_batch(
     )
 }
 
-/// Refuses a request whose events fall on too many days (each one a
+/// What a batch of events will take in memory, known from its rows and
+/// columns before it is built. A lower bound of its size (and of its WAL
+/// record's): every payload column holds 8 bytes per row (a double, or a
+/// string's offset and a share of its text), whatever the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchEstimate {
+    pub rows: usize,
+    /// Payload columns: distinct payload fields, at most
+    /// [`schema::MAX_PAYLOAD_COLUMNS`] (the rest go to `_overflow`).
+    pub columns: usize,
+    pub bytes: usize,
+}
+
+/// Bytes per row of the fixed columns, apart from their text: three
+/// string offsets, two timestamps, a date and the `_overflow` offset.
+const FIXED_ROW_BYTES: usize = 3 * 4 + 2 * 8 + 4 + 4;
+
+/// Bytes per payload cell.
+const CELL_BYTES: usize = 8;
+
+impl BatchEstimate {
+    /// A batch of `rows` rows with `fields` distinct payload fields and
+    /// `text` bytes of fixed-column text (ids, types, entity ids).
+    pub fn new(rows: usize, fields: usize, text: usize) -> Self {
+        let columns = fields.min(schema::MAX_PAYLOAD_COLUMNS);
+        let per_row = FIXED_ROW_BYTES.saturating_add(columns.saturating_mul(CELL_BYTES));
+        BatchEstimate {
+            rows,
+            columns,
+            bytes: rows.saturating_mul(per_row).saturating_add(text),
+        }
+    }
+
+    /// The estimate for `events`.
+    pub fn of(events: &[Event]) -> Self {
+        let mut fields: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut text = 0usize;
+        for e in events {
+            fields.extend(e.payload.keys().map(String::as_str));
+            text += e.fixed_text_len();
+        }
+        BatchEstimate::new(events.len(), fields.len(), text)
+    }
+
+    /// Refuses a batch of more than `limit` bytes, naming `what` the limit
+    /// is.
+    pub fn check(&self, limit: usize, what: &str) -> Result<()> {
+        if self.bytes > limit {
+            return Err(Error::TooLarge(self.refusal(limit, what)));
+        }
+        Ok(())
+    }
+
+    /// Why a batch over `limit` bytes (`what`) is refused.
+    pub fn refusal(&self, limit: usize, what: &str) -> String {
+        format!(
+            "{} events × {} payload columns would take at least {} bytes as a batch; {what} is {limit} bytes; send fewer events per request",
+            self.rows, self.columns, self.bytes
+        )
+    }
+}
+
+/// Refuses a request whose events fall on too many days/// Refuses a request whose events fall on too many days (each one a
 /// partition the next flush writes a file into).
 fn check_days(timestamps: &[i64]) -> Result<()> {
     let days: std::collections::HashSet<i64> = timestamps

@@ -1,5 +1,6 @@
 //! Parsing request bodies into validated events.
 
+use super::budget::BudgetError;
 use super::{Error, Result};
 use serde_json::{Map, Value};
 
@@ -24,6 +25,65 @@ pub struct Event {
     pub payload: Map<String, Value>,
 }
 
+impl Event {
+    /// Bytes of its fixed text columns in a batch: the id (a generated
+    /// one is a 36-character UUID), the type and the entity id.
+    pub fn fixed_text_len(&self) -> usize {
+        self.event_id.as_ref().map_or(36, String::len)
+            + self.event_type.len()
+            + self.entity_id.len()
+    }
+
+    /// About how many bytes the event occupies in memory, itself and what
+    /// it owns. An estimate (allocator size classes and map layouts are
+    /// modelled, not measured) used to budget parsing: small maps cost far
+    /// more than their JSON text, because a map allocates a whole B-tree
+    /// node for its first entry.
+    pub fn memory_size(&self) -> usize {
+        std::mem::size_of::<Event>()
+            + self
+                .event_id
+                .as_ref()
+                .map_or(0, |s| heap_bytes(s.capacity()))
+            + heap_bytes(self.event_type.capacity())
+            + heap_bytes(self.entity_id.capacity())
+            + map_size(&self.payload)
+    }
+}
+
+/// An allocation of `n` bytes, rounded up to a 16-byte size class.
+fn heap_bytes(n: usize) -> usize {
+    if n == 0 { 0 } else { n.next_multiple_of(16) }
+}
+
+/// A `serde_json::Map` (a `BTreeMap`): its nodes of 11 entries, each entry
+/// a `String` key (24 bytes) and a `Value` (32), plus what those own.
+fn map_size(map: &Map<String, Value>) -> usize {
+    const NODE: usize = 11 * (24 + 32) + 16;
+    if map.is_empty() {
+        return 0;
+    }
+    // Nodes are between half and entirely full; count them two-thirds full.
+    let nodes = (map.len() * 3).div_ceil(2 * 11).max(1);
+    nodes * NODE
+        + map
+            .iter()
+            .map(|(k, v)| heap_bytes(k.capacity()) + value_size(v))
+            .sum::<usize>()
+}
+
+/// What a JSON value owns beyond its own 32 bytes.
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => heap_bytes(s.capacity()),
+        Value::Array(items) => {
+            heap_bytes(items.capacity() * 32) + items.iter().map(value_size).sum::<usize>()
+        }
+        Value::Object(map) => map_size(map),
+    }
+}
+
 /// Upper bounds on the fixed string fields, so a runaway client cannot
 /// blow up a dictionary or a sort key.
 pub(crate) const MAX_ID_LEN: usize = 512;
@@ -31,37 +91,21 @@ pub(crate) const MAX_ID_LEN: usize = 512;
 /// Parses a whole body. Either every event is valid or the first problem
 /// is reported with the event's position; nothing partial comes back.
 pub fn parse_events(body: &[u8], format: BodyFormat) -> Result<Vec<Event>> {
+    parse_events_within(body, format, &mut |_| Ok(()))
+}
+
+/// [`parse_events`], calling `charge` with each event's estimated size in
+/// memory ([`Event::memory_size`]) before keeping it, so that a budget can
+/// stop a body whose events take too much. A JSON array is read one
+/// element at a time: the whole document is never held as a tree.
+pub fn parse_events_within(
+    body: &[u8],
+    format: BodyFormat,
+    charge: &mut dyn FnMut(usize) -> Result<(), BudgetError>,
+) -> Result<Vec<Event>> {
     let mut events = Vec::new();
     match format {
-        BodyFormat::Json => {
-            let value: Value = serde_json::from_slice(body).map_err(|e| Error::Json {
-                location: format!("line {}, column {}", e.line(), e.column()),
-                message: strip_position(&e),
-            })?;
-            match value {
-                Value::Array(items) => {
-                    events.reserve(items.len());
-                    for (index, item) in items.into_iter().enumerate() {
-                        events.push(event_from_value(item).map_err(|reason| {
-                            Error::InvalidEvent {
-                                index,
-                                line: None,
-                                reason,
-                            }
-                        })?);
-                    }
-                }
-                other => {
-                    events.push(
-                        event_from_value(other).map_err(|reason| Error::InvalidEvent {
-                            index: 0,
-                            line: None,
-                            reason,
-                        })?,
-                    )
-                }
-            }
-        }
+        BodyFormat::Json => parse_json(body, &mut events, charge)?,
         BodyFormat::Ndjson => {
             for (line_no, line) in body.split(|&b| b == b'\n').enumerate() {
                 let line = trim_ascii(line);
@@ -74,13 +118,12 @@ pub fn parse_events(body: &[u8], format: BodyFormat) -> Result<Vec<Event>> {
                     location: format!("line {line_no}, column {}", e.column()),
                     message: strip_position(&e),
                 })?;
-                events.push(
-                    event_from_value(value).map_err(|reason| Error::InvalidEvent {
-                        index,
-                        line: Some(line_no),
-                        reason,
-                    })?,
-                );
+                let event = event_from_value(value).map_err(|reason| Error::InvalidEvent {
+                    index,
+                    line: Some(line_no),
+                    reason,
+                })?;
+                keep(&mut events, event, charge)?;
             }
         }
     }
@@ -88,6 +131,117 @@ pub fn parse_events(body: &[u8], format: BodyFormat) -> Result<Vec<Event>> {
         return Err(Error::Empty);
     }
     Ok(events)
+}
+
+/// Charges an event's size, then keeps it (and charges the vector's growth).
+fn keep(
+    events: &mut Vec<Event>,
+    event: Event,
+    charge: &mut dyn FnMut(usize) -> Result<(), BudgetError>,
+) -> Result<()> {
+    let mut bytes = event.memory_size() - std::mem::size_of::<Event>();
+    if events.len() == events.capacity() {
+        // The vector is about to double: its new slots are memory too.
+        bytes += events.capacity().max(4) * std::mem::size_of::<Event>();
+    }
+    charge(bytes)?;
+    events.push(event);
+    Ok(())
+}
+
+/// A JSON body: one event object, or an array of them read element by
+/// element.
+fn parse_json(
+    body: &[u8],
+    events: &mut Vec<Event>,
+    charge: &mut dyn FnMut(usize) -> Result<(), BudgetError>,
+) -> Result<()> {
+    use serde::Deserializer as _;
+    let mut failure = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let visitor = EventsVisitor {
+        events,
+        charge,
+        failure: &mut failure,
+    };
+    let parsed = de.deserialize_any(visitor).and_then(|()| de.end());
+    // A problem found by the visitor (a bad event, the budget) is reported
+    // as itself, not as the JSON error that stopped the parser.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    parsed.map_err(|e| Error::Json {
+        location: format!("line {}, column {}", e.line(), e.column()),
+        message: strip_position(&e),
+    })
+}
+
+/// Turns the top-level JSON value into events as the parser reads it.
+struct EventsVisitor<'a> {
+    events: &'a mut Vec<Event>,
+    charge: &'a mut dyn FnMut(usize) -> Result<(), BudgetError>,
+    /// Set when the visitor stops the parse for a reason of its own.
+    failure: &'a mut Option<Error>,
+}
+
+impl EventsVisitor<'_> {
+    /// Keeps the event at `index`, or records why not and stops the parse.
+    fn take<E: serde::de::Error>(&mut self, index: usize, value: Value) -> Result<(), E> {
+        let kept = event_from_value(value)
+            .map_err(|reason| Error::InvalidEvent {
+                index,
+                line: None,
+                reason,
+            })
+            .and_then(|event| keep(self.events, event, self.charge));
+        kept.map_err(|e| {
+            *self.failure = Some(e);
+            E::custom("stopped")
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EventsVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event object or an array of event objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(value) = seq.next_element::<Value>()? {
+            self.take(index, value)?;
+            index += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, map: A) -> Result<(), A::Error> {
+        use serde::Deserialize;
+        let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        self.take(0, value)
+    }
+
+    // Any other top-level value is one event that is not an object.
+    fn visit_bool<E: serde::de::Error>(mut self, v: bool) -> Result<(), E> {
+        self.take(0, Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(mut self, v: i64) -> Result<(), E> {
+        self.take(0, Value::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(mut self, v: u64) -> Result<(), E> {
+        self.take(0, Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(mut self, v: f64) -> Result<(), E> {
+        self.take(0, Value::from(v))
+    }
+    fn visit_str<E: serde::de::Error>(mut self, v: &str) -> Result<(), E> {
+        self.take(0, Value::from(v))
+    }
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.take(0, Value::Null)
+    }
 }
 
 fn trim_ascii(mut s: &[u8]) -> &[u8] {

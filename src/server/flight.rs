@@ -76,6 +76,9 @@ struct Inner {
     rate_limits: Arc<RateLimits>,
     tickets: TicketKey,
     prepared: PreparedStatements,
+    /// The ingest memory budget, shared with HTTP ingest: an upload holds
+    /// its batches in flight within it.
+    ingest_budget: Arc<crate::ingest::budget::IngestBudget>,
 }
 
 impl FlightSql {
@@ -83,12 +86,14 @@ impl FlightSql {
         db: Arc<Database>,
         verifier: Option<Arc<Verifier>>,
         rate_limits: Arc<RateLimits>,
+        ingest_budget: Arc<crate::ingest::budget::IngestBudget>,
     ) -> Result<Self, String> {
         Ok(FlightSql {
             inner: Arc::new(Inner {
                 db,
                 verifier,
                 rate_limits,
+                ingest_budget,
                 tickets: TicketKey::generate()?,
                 prepared: PreparedStatements::default(),
             }),
@@ -730,7 +735,11 @@ impl FlightSql {
     ) -> Result<(u64, u64), Status> {
         let tenant = caller.tenant.clone();
         let started = Instant::now();
-        let mut pending: VecDeque<PendingIngest> = VecDeque::new();
+        // Each batch in flight holds its share of the ingest budget (the
+        // decoded batch, its conversion and its WAL record) until it is
+        // acknowledged.
+        let mut reservation = self.inner.ingest_budget.reserve();
+        let mut pending: VecDeque<(PendingIngest, usize)> = VecDeque::new();
         let (mut accepted, mut duplicates, mut rows) = (0u64, 0u64, 0u64);
         let mut count = |outcome: db::IngestOutcome| {
             accepted += outcome.accepted as u64;
@@ -755,6 +764,25 @@ impl FlightSql {
                 continue;
             }
             let n = batch.num_rows() as u64;
+            // Room for the batch: the upload's own batches in flight give
+            // theirs back first; only a batch that fits in no room is
+            // refused.
+            let held = batch.get_array_memory_size().saturating_mul(3);
+            while let Err(e) = reservation.grow(held) {
+                let Some((p, their)) = pending.pop_front() else {
+                    failure = Some(super::ingest::budget_refusal(e, "an uploaded batch").into());
+                    break 'upload;
+                };
+                let acked = p.acknowledged().await;
+                reservation.shrink(their);
+                match acked {
+                    Ok(o) => count(o),
+                    Err(e) => {
+                        failure = Some(db_status(e));
+                        break 'upload;
+                    }
+                }
+            }
             let begun = match self.rate_check(
                 &tenant,
                 Kind::Events,
@@ -764,7 +792,7 @@ impl FlightSql {
                 Err(e) => Err(e),
             };
             match begun {
-                Ok(p) => pending.push_back(p),
+                Ok(p) => pending.push_back((p, held)),
                 Err(e) => {
                     failure = Some(Status::from(e));
                     break;
@@ -774,8 +802,10 @@ impl FlightSql {
             // A few batches in flight keep the WAL's group commits full
             // while the next batch is checked.
             while pending.len() > 8 {
-                let p = pending.pop_front().expect("not empty");
-                match p.acknowledged().await {
+                let (p, their) = pending.pop_front().expect("not empty");
+                let acked = p.acknowledged().await;
+                reservation.shrink(their);
+                match acked {
                     Ok(o) => count(o),
                     Err(e) => {
                         failure = Some(db_status(e));
@@ -784,7 +814,7 @@ impl FlightSql {
                 }
             }
         }
-        for p in pending {
+        for (p, _) in pending {
             match p.acknowledged().await {
                 Ok(o) => count(o),
                 Err(e) => {

@@ -4,8 +4,8 @@ use super::error::ApiError;
 use crate::audit::AuditEntry;
 use crate::auth::{AuthError, Principal, Role, Verifier};
 use crate::db::Database;
-use crate::ids::{TableName, TenantId};
-use crate::ingest::{self, BodyFormat};
+use crate::ids::TenantId;
+use crate::ingest::budget::IngestBudget;
 use crate::query::output::{Encoder, OutputFormat};
 use axum::Router;
 use axum::body::Body;
@@ -18,7 +18,6 @@ use bytes::Bytes;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use serde::Deserialize;
-use std::io::Read;
 use std::sync::Arc;
 
 /// Shared state of the HTTP handlers.
@@ -26,12 +25,10 @@ use std::sync::Arc;
 pub struct AppState {
     pub db: Arc<Database>,
     pub max_body_bytes: usize,
-    /// Bounds the decompressed bytes of ingest bodies being parsed at once
-    /// (permits are KiB): a parsed JSON tree is several times its text, so
-    /// many large requests together could otherwise exhaust memory.
-    pub ingest_budget: Arc<tokio::sync::Semaphore>,
-    /// The budget's size in KiB; no request waits for more than all of it.
-    pub ingest_budget_kib: u32,
+    /// Memory that ingest requests in flight may take together, and one
+    /// of them alone (`--ingest-memory-budget`,
+    /// `--max-ingest-request-bytes`); shared with Flight uploads.
+    pub ingest_budget: Arc<IngestBudget>,
     /// Checks bearer tokens; `None` when auth is off.
     pub verifier: Option<Arc<Verifier>>,
     /// Largest result in the JSON formats.
@@ -42,14 +39,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(db: Arc<Database>, max_body_bytes: usize) -> Self {
-        // Room for a few maximal bodies at once, and never less than 64 MiB.
-        let budget_kib =
-            (max_body_bytes.saturating_mul(4).max(64 << 20) >> 10).min(u32::MAX as usize);
+        let config = db.config();
+        let ingest_budget =
+            IngestBudget::new(config.ingest_memory_budget, config.max_ingest_request_bytes);
         AppState {
             db,
             max_body_bytes,
-            ingest_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
-            ingest_budget_kib: budget_kib as u32,
+            ingest_budget,
             verifier: None,
             max_result_bytes: 256 << 20,
             rate_limits: Arc::default(),
@@ -59,13 +55,14 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     // The extractor limit bounds the compressed body; `decode_body` bounds
-    // it again after decompression (a small gzip can expand enormously).
+    // it again after decompression (a small gzip can expand enormously),
+    // within the ingest memory budget (`server::ingest`).
     let limit = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/v1/events", post(ingest_events))
+        .route("/v1/events", post(super::ingest::ingest_events))
         .route("/v1/sql", post(sql))
         .route("/v1/query", post(dsl_query))
         .route("/v1/admin/compact", post(compact))
@@ -295,7 +292,7 @@ pub(crate) fn principal_of(
     Ok(principal)
 }
 
-fn body_too_large() -> ApiError {
+pub(super) fn body_too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "request body too large (see --max-body-bytes)",
@@ -313,47 +310,7 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// Undoes `Content-Encoding`, refusing more than `limit` bytes of output.
-fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {limit} bytes after decompression"),
-        )
-    };
-    let read_limited = |mut r: Box<dyn Read + '_>, name: &str| -> Result<Bytes, ApiError> {
-        let mut out = Vec::new();
-        (&mut r)
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| ApiError::bad_request(format!("invalid {name} body: {e}")))?;
-        if out.len() > limit {
-            return Err(too_large());
-        }
-        Ok(Bytes::from(out))
-    };
-    match encoding.as_deref() {
-        None | Some("identity") | Some("") => Ok(body),
-        Some("gzip") | Some("x-gzip") => read_limited(
-            Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
-            "gzip",
-        ),
-        Some("zstd") => {
-            let dec = zstd::stream::read::Decoder::new(&body[..])
-                .map_err(|e| ApiError::bad_request(format!("invalid zstd body: {e}")))?;
-            read_limited(Box::new(dec), "zstd")
-        }
-        Some(other) => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("unsupported Content-Encoding {other:?}: use gzip, zstd or none"),
-        )),
-    }
-}
-
-fn mime(headers: &HeaderMap) -> Option<String> {
+pub(super) fn mime(headers: &HeaderMap) -> Option<String> {
     headers.get(header::CONTENT_TYPE).map(|v| {
         v.to_str()
             .unwrap_or("?")
@@ -363,132 +320,6 @@ fn mime(headers: &HeaderMap) -> Option<String> {
             .trim()
             .to_ascii_lowercase()
     })
-}
-
-#[derive(Debug, Deserialize)]
-struct IngestParams {
-    table: Option<String>,
-}
-
-async fn ingest_events(
-    state: State<AppState>,
-    Extension(caller): Extension<Principal>,
-    params: Query<IngestParams>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let started = std::time::Instant::now();
-    let tenant = caller.tenant.to_string();
-    let result = ingest_events_inner(state, caller, params, headers, body).await;
-    let m = crate::metrics::get();
-    let outcome = crate::metrics::outcome(status_of(&result));
-    m.ingest_requests
-        .with_label_values(&[tenant.as_str(), outcome])
-        .inc();
-    if outcome == "ok" {
-        m.ingest_seconds
-            .with_label_values(&[tenant.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-    }
-    result
-}
-
-async fn ingest_events_inner(
-    State(state): State<AppState>,
-    caller: Principal,
-    Query(params): Query<IngestParams>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    caller.require(Role::Writer, "ingest")?;
-    let tenant = caller.tenant;
-    // A tenant already over its rate is refused before any parsing, so a
-    // flood costs the server little; the rest of the batch is taken below.
-    rate_check(
-        &state.rate_limits,
-        &tenant,
-        crate::ratelimit::Kind::Events,
-        1,
-    )?;
-    let table = match params.table.as_deref() {
-        None => TableName::default_table(),
-        Some(name) => name
-            .parse::<TableName>()
-            .map_err(|e| ApiError::bad_request(format!("query parameter table: {e}")))?,
-    };
-    let format = match mime(&headers).as_deref() {
-        Some("application/json") => BodyFormat::Json,
-        Some("application/x-ndjson" | "application/jsonl" | "application/x-jsonlines") => {
-            BodyFormat::Ndjson
-        }
-        other => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "unsupported Content-Type {}: send application/json (an object or an array of objects) or application/x-ndjson",
-                    other.map(|m| format!("{m:?}")).unwrap_or("(none)".into())
-                ),
-            ));
-        }
-    };
-    // Read only now: a refused request (role, rate, type) costs no body.
-    let body = axum::body::to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                body_too_large()
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {e}"))
-            }
-        })?;
-    crate::metrics::get()
-        .ingest_bytes
-        .with_label_values(&[tenant.as_str()])
-        .inc_by(body.len() as u64);
-    let limit = state.max_body_bytes;
-    let internal =
-        |e: tokio::task::JoinError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    // Decompression and parsing are CPU work: keep them off the I/O threads.
-    let body = tokio::task::spawn_blocking(move || decode_body(&headers, body, limit))
-        .await
-        .map_err(internal)??;
-    let kib = ((body.len() >> 10) as u32 + 1).min(state.ingest_budget_kib);
-    let _budget = state
-        .ingest_budget
-        .clone()
-        .acquire_many_owned(kib)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let events = tokio::task::spawn_blocking(move || {
-        ingest::parse_events(&body, format).map_err(|e| ApiError::bad_request(e.to_string()))
-    })
-    .await
-    .map_err(internal)??;
-    let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
-    rate_check(
-        &state.rate_limits,
-        &tenant,
-        crate::ratelimit::Kind::Events,
-        n.saturating_sub(1),
-    )?;
-    // Detached, so that a client hanging up mid-request cannot cancel an
-    // ingest between claiming its event ids and logging them.
-    let db = state.db.clone();
-    let label = tenant.to_string();
-    let outcome = tokio::spawn(async move { db.ingest(&tenant, &table, events).await })
-        .await
-        .map_err(internal)??;
-    crate::metrics::get()
-        .ingest_events
-        .with_label_values(&[label.as_str()])
-        .inc_by(outcome.accepted as u64);
-    Ok(axum::Json(serde_json::json!({
-        "accepted": outcome.accepted,
-        "duplicates": outcome.duplicates,
-    }))
-    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -517,7 +348,7 @@ fn output_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutputForma
 }
 
 /// The HTTP status a handler's result is answered with.
-fn status_of(result: &Result<Response, ApiError>) -> u16 {
+pub(super) fn status_of(result: &Result<Response, ApiError>) -> u16 {
     match result {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.status.as_u16(),

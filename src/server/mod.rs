@@ -5,6 +5,7 @@
 pub mod error;
 pub mod flight;
 pub mod http;
+mod ingest;
 
 pub use error::ApiError;
 
@@ -71,11 +72,15 @@ pub async fn run(
     };
 
     let cancel = CancellationToken::new();
-    let flusher = spawn_flusher(db.clone(), cancel.clone())?;
+    let flusher = spawn_flusher({
+        let db = db.clone();
+        let cancel = cancel.clone();
+        move || db.clone().run_flusher(cancel.clone())
+    })?;
     let maintenance = spawn_background("maintenance", {
         let db = db.clone();
         let cancel = cancel.clone();
-        move || db.run_maintenance_schedule(cancel)
+        move || db.clone().run_maintenance_schedule(cancel.clone())
     })?;
 
     let mut state = http::AppState::new(db.clone(), config.max_body_bytes);
@@ -87,6 +92,7 @@ pub async fn run(
         db.clone(),
         state.verifier.clone(),
         state.rate_limits.clone(),
+        state.ingest_budget.clone(),
     )
     .map_err(Error::Config)?;
     let flight_stop = CancellationToken::new();
@@ -232,10 +238,11 @@ async fn serve(
 /// the threads that answer ingest requests (whose latency clients see).
 /// The runtime has a worker per core (at most 4), also at low priority, so
 /// a flush encodes its date partitions in parallel (`Storage::append`).
-fn spawn_flusher(
-    db: Arc<Database>,
-    cancel: CancellationToken,
-) -> Result<std::thread::JoinHandle<()>> {
+fn spawn_flusher<F, Fut>(task: F) -> Result<std::thread::JoinHandle<()>>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(crate::storage::flush_parallelism())
         .on_thread_start(lower_priority)
@@ -247,7 +254,7 @@ fn spawn_flusher(
         .name("flusher".into())
         .spawn(move || {
             lower_priority();
-            runtime.block_on(db.run_flusher(cancel));
+            supervise("flusher", &runtime, task);
         })
         .map_err(Error::Serve)
 }
@@ -257,21 +264,43 @@ fn spawn_flusher(
 /// ingest or flushes.
 fn spawn_background<F, Fut>(name: &str, task: F) -> Result<std::thread::JoinHandle<()>>
 where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name(name)
         .build()
         .map_err(Error::Serve)?;
+    let name = name.to_string();
     std::thread::Builder::new()
-        .name(name.into())
+        .name(name.clone())
         .spawn(move || {
             lower_priority();
-            runtime.block_on(task());
+            supervise(&name, &runtime, task);
         })
         .map_err(Error::Serve)
+}
+
+/// Runs the loop `task` makes until it returns (at shutdown). A panic that
+/// escapes it is logged and counted, and after a second's pause (so a
+/// panic that recurs at once does not spin) a fresh loop starts: the
+/// server never silently loses its flusher or its maintenance.
+fn supervise<F, Fut>(name: &str, runtime: &tokio::runtime::Runtime, task: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match runtime.block_on(runtime.spawn(task())) {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                crate::background::record_panic(name, e.into_panic().as_ref());
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// Makes the calling thread yield the CPU to the others when both want it.

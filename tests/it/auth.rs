@@ -531,10 +531,13 @@ fn tokens_minted_by_pyjwt() {
     let r = sql_as(&s, &t("hs_reader"), "SELECT count(*) AS n FROM events");
     assert_eq!(r.status, 200, "PyJWT reader: {}", r.text());
     assert_eq!(r.json()[0]["n"], 1);
+    let r = sql_as(&s, &t("hs_aud_array"), "SELECT 1 AS one");
+    assert_eq!(r.status, 200, "PyJWT aud array: {}", r.text());
     for bad in [
         "hs_expired",
         "hs_wrong_secret",
         "hs_wrong_audience",
+        "hs_aud_array_without_ours",
         "hs_no_exp",
     ] {
         refused(&sql_as(&s, &t(bad), "SELECT 1"), 401, bad);

@@ -2,6 +2,7 @@
 //! Every test drives the real `allsource` binary over HTTP.
 
 mod analytics;
+mod audit;
 mod auth;
 mod compaction;
 mod crash;
@@ -9,7 +10,9 @@ mod delta_interop;
 mod dsl;
 mod flight;
 mod ingest;
+mod ingest_memory;
 mod limits;
+mod maintenance;
 mod metrics;
 mod reliability;
 mod restart;

@@ -49,6 +49,13 @@ tokens = {
     "hs_wrong_secret": jwt.encode(claims("reader"), secret + "x", algorithm="HS256"),
     "hs_wrong_audience": jwt.encode(claims("reader", aud="other"), secret, algorithm="HS256"),
     "hs_no_exp": jwt.encode(no_exp, secret, algorithm="HS256"),
+    # RFC 7519 allows "aud" to be an array: ours among others is accepted.
+    "hs_aud_array": jwt.encode(
+        claims("reader", aud=["other", "allsource"]), secret, algorithm="HS256"
+    ),
+    "hs_aud_array_without_ours": jwt.encode(
+        claims("reader", aud=["other", "another"]), secret, algorithm="HS256"
+    ),
     "es_reader": jwt.encode(claims("reader"), key, algorithm="ES256", headers={"kid": "k1"}),
     "es_other_key": jwt.encode(claims("reader"), other, algorithm="ES256", headers={"kid": "k1"}),
     "rs_rk1": jwt.encode(claims("reader"), rsa_keys["rk1"], algorithm="RS256", headers={"kid": "rk1"}),

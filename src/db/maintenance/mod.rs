@@ -14,7 +14,18 @@
 //!   exactly the rows the buffer was trimmed to (`Table::adopt_latest`).
 //!
 //! A run killed midway leaves every partition either rewritten (committed)
-//! or untouched; the next run picks up the rest.
+//! or untouched; the next run picks up the rest. A run that panics is
+//! caught (`crate::background`) and reported as failed; the schedule goes
+//! on.
+//!
+//! [`history`] keeps past runs (`maintenance.jsonl`, bounded), and
+//! [`settings`] each table's retention and schedule.
+
+mod history;
+mod settings;
+
+pub use history::History;
+pub use settings::{MAX_RETENTION, SettingsStore, TableSettings, parse_retention};
 
 use super::table::Table;
 use super::{Database, Error, Result};
@@ -27,14 +38,10 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// How many past runs `system.compactions` and the admin API remember.
-const HISTORY: usize = 1000;
 
 /// What one maintenance run of one table did.
 #[derive(Debug, Clone, Serialize)]
@@ -81,181 +88,6 @@ pub enum MaintenanceError {
     NoTable(String),
     #[error(transparent)]
     Db(#[from] Error),
-}
-
-/// The run history, newest last, also appended to
-/// `<data-dir>/maintenance.jsonl`.
-#[derive(Debug, Default)]
-pub struct History {
-    runs: parking_lot::Mutex<VecDeque<MaintenanceReport>>,
-}
-
-impl History {
-    /// Loads what earlier processes recorded.
-    pub(crate) fn load(path: &std::path::Path) -> History {
-        let mut runs = VecDeque::new();
-        if let Ok(text) = std::fs::read_to_string(path) {
-            for line in text.lines() {
-                if let Ok(r) = serde_json::from_str::<serde_json::Value>(line)
-                    && let Some(r) = report_from_json(&r)
-                {
-                    runs.push_back(r);
-                    if runs.len() > HISTORY {
-                        runs.pop_front();
-                    }
-                }
-            }
-        }
-        History {
-            runs: parking_lot::Mutex::new(runs),
-        }
-    }
-
-    fn record(&self, path: &std::path::Path, report: &MaintenanceReport) {
-        let mut runs = self.runs.lock();
-        runs.push_back(report.clone());
-        if runs.len() > HISTORY {
-            runs.pop_front();
-        }
-        let line = serde_json::to_string(report).unwrap_or_default();
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut f| writeln!(f, "{line}"));
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "could not record the maintenance run");
-        }
-    }
-
-    /// The remembered runs of `tenant`, oldest first.
-    pub fn runs(&self, tenant: &TenantId) -> Vec<MaintenanceReport> {
-        self.runs
-            .lock()
-            .iter()
-            .filter(|r| r.tenant == tenant.as_str())
-            .cloned()
-            .collect()
-    }
-}
-
-fn report_from_json(v: &serde_json::Value) -> Option<MaintenanceReport> {
-    let s = |k: &str| v[k].as_str().map(String::from);
-    let n = |k: &str| v[k].as_u64().unwrap_or(0);
-    Some(MaintenanceReport {
-        tenant: s("tenant")?,
-        table: s("table")?,
-        started_at: s("started_at")?,
-        duration_ms: n("duration_ms"),
-        dry_run: v["dry_run"].as_bool().unwrap_or(false),
-        partitions: n("partitions") as usize,
-        files_in: n("files_in"),
-        bytes_in: n("bytes_in"),
-        files_out: n("files_out"),
-        bytes_out: n("bytes_out"),
-        retention_files_removed: n("retention_files_removed"),
-        vacuumed_files: n("vacuumed_files"),
-        checkpoint: v["checkpoint"].as_bool().unwrap_or(false),
-        outcome: s("outcome").unwrap_or_default(),
-    })
-}
-
-/// A table's own maintenance settings; unset fields follow the server's
-/// flags. Values are humantime durations ("30days", "1h").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TableSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maintenance_interval: Option<String>,
-}
-
-impl TableSettings {
-    /// Checks the values; the error names the field.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        for (field, value) in [
-            ("retention", &self.retention),
-            ("maintenance_interval", &self.maintenance_interval),
-        ] {
-            if let Some(v) = value
-                && let Err(e) = humantime::parse_duration(v)
-            {
-                return Err(format!(
-                    "{field}: {v:?} is not a duration like \"30days\" or \"1h\" ({e})"
-                ));
-            }
-        }
-        if self
-            .maintenance_interval
-            .as_deref()
-            .and_then(|v| humantime::parse_duration(v).ok())
-            == Some(std::time::Duration::ZERO)
-        {
-            return Err("maintenance_interval: must be longer than 0".into());
-        }
-        Ok(())
-    }
-
-    fn duration(v: &Option<String>) -> Option<std::time::Duration> {
-        v.as_deref().and_then(|v| humantime::parse_duration(v).ok())
-    }
-}
-
-/// Every table's settings, kept in `<data-dir>/table-settings.json`.
-#[derive(Debug)]
-pub struct SettingsStore {
-    path: std::path::PathBuf,
-    map: parking_lot::Mutex<BTreeMap<String, TableSettings>>,
-}
-
-impl SettingsStore {
-    pub(crate) fn load(path: std::path::PathBuf) -> SettingsStore {
-        let map = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        SettingsStore {
-            path,
-            map: parking_lot::Mutex::new(map),
-        }
-    }
-
-    /// A table's settings.
-    pub fn get(&self, table: &Table) -> TableSettings {
-        self.map
-            .lock()
-            .get(&table.label())
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Replaces a table's settings, durably (write, fsync, rename).
-    pub fn set(&self, table: &Table, settings: TableSettings) -> std::io::Result<()> {
-        let mut map = self.map.lock();
-        let mut next = map.clone();
-        if settings == TableSettings::default() {
-            next.remove(&table.label());
-        } else {
-            next.insert(table.label(), settings);
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(
-                serde_json::to_string_pretty(&next)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            )?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        *map = next;
-        Ok(())
-    }
 }
 
 /// The Parquet settings of compacted files: LZ4, page statistics (the
@@ -442,20 +274,22 @@ impl Database {
             checkpoint: false,
             outcome: String::new(),
         };
-        let result = self
-            .run_maintenance(table, dry_run, progress, &mut report)
-            .await;
+        let result = crate::background::caught(
+            "maintenance",
+            self.run_maintenance(table, dry_run, progress, &mut report),
+        )
+        .await;
         report.duration_ms = started.elapsed().as_millis() as u64;
         match result {
-            Ok(()) => {}
-            Err(e) => {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
                 tracing::error!(table = %table.label(), error = %e, "maintenance failed");
                 report.outcome = format!("failed: {e}");
             }
+            Err(panic) => report.outcome = format!("failed: the run panicked: {panic}"),
         }
         if !dry_run {
-            self.history
-                .record(&self.config.data_dir.join("maintenance.jsonl"), &report);
+            self.history.record(&report);
             let m = crate::metrics::get();
             let outcome = match report.outcome.as_str() {
                 "done" => "done",
@@ -560,9 +394,12 @@ impl Database {
         // Data retention: delete what is older than the cutoff.
         let keep =
             TableSettings::duration(&self.settings.get(table).retention).or(self.config.retention);
-        if let Some(keep) = keep {
-            let cutoff = chrono::Utc::now()
-                - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        // A cutoff before the calendar's start (a retention stored before
+        // retentions were bounded) deletes nothing.
+        let cutoff = keep.and_then(|keep| {
+            chrono::Utc::now().checked_sub_signed(chrono::Duration::from_std(keep).ok()?)
+        });
+        if let Some(cutoff) = cutoff {
             let predicate = col("timestamp").lt(lit(ScalarValue::TimestampMicrosecond(
                 Some(cutoff.timestamp_micros()),
                 Some("UTC".into()),

@@ -1,0 +1,330 @@
+//! `POST /v1/events`: reading, decompressing and parsing an ingest body
+//! within the ingest memory budget, then handing the events to the
+//! database.
+//!
+//! The request's [`Reservation`] grows before each step allocates: as the
+//! body arrives, as decompressed bytes come out, per parsed event, and by
+//! the batch's estimate (from its rows and columns) before it is built. So
+//! a small body that would become a huge one — a gzip bomb, a sparse
+//! payload whose keys each become a column — is refused (413, or 503
+//! while other requests hold the budget) before it takes the memory.
+
+use super::error::ApiError;
+use super::http::{AppState, body_too_large, mime, rate_check, status_of};
+use crate::auth::{Principal, Role};
+use crate::ids::TableName;
+use crate::ingest::budget::{BudgetError, Reservation};
+use crate::ingest::{self, BatchEstimate, BodyFormat};
+use axum::body::Body;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use std::io::Read;
+
+/// What a decoder holds besides its output: gzip's 32 KiB window and
+/// state; zstd's window, which a frame may ask for up to
+/// 2^[`ZSTD_WINDOW_LOG_MAX`] bytes of (larger ones are refused).
+const GZIP_STATE_BYTES: usize = 64 << 10;
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+const ZSTD_STATE_BYTES: usize = (1 << ZSTD_WINDOW_LOG_MAX) + (256 << 10);
+
+/// Decompressed bytes read at a time.
+const CHUNK: usize = 64 << 10;
+
+/// The answer to a reservation that could not grow: 413 when the request
+/// alone is too large (`what` says what it needed the memory for), 503
+/// with Retry-After while others hold the budget.
+pub(crate) fn budget_refusal(e: BudgetError, what: &str) -> ApiError {
+    match e {
+        BudgetError::TooLarge { limit, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{what} needs more than {limit} bytes of memory, what one ingest request may take (--max-ingest-request-bytes); send fewer or smaller events per request"
+            ),
+        ),
+        BudgetError::Busy { .. } => {
+            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            err.retry_after = Some(1);
+            err
+        }
+    }
+}
+
+/// Appends `chunk` to `out`, growing `reservation` before the vector
+/// grows (to twice its capacity, or what is needed, and never more than
+/// `limit`). While the vector moves, the old and the new buffer both
+/// exist: both are reserved until the old one is freed.
+fn append(
+    out: &mut Vec<u8>,
+    chunk: &[u8],
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<(), BudgetError> {
+    let needed = out.len() + chunk.len();
+    if needed > out.capacity() {
+        let old = out.capacity();
+        let capacity = needed.max((old * 2).clamp(CHUNK, limit.max(needed)));
+        reservation.grow(capacity)?;
+        out.reserve_exact(capacity - out.len());
+        reservation.shrink(old);
+    }
+    out.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// Reads the body, at most `limit` bytes, within the reservation.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ApiError> {
+    let too_large = |e| budget_refusal(e, "the request body");
+    // A declared length is reserved at once (and refused at once if over
+    // the limit); otherwise the buffer grows as frames arrive.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut out = Vec::new();
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(body_too_large());
+        }
+        reservation.grow(n).map_err(too_large)?;
+        out.reserve_exact(n);
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(body_too_large());
+            }
+            append(&mut out, &data, limit, reservation).map_err(too_large)?;
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Undoes `Content-Encoding` within the reservation, refusing more than
+/// `limit` bytes of output. The compressed body's share of the
+/// reservation is given back once it is decoded.
+fn decode_body(
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let (name, state_bytes) = match encoding.as_deref() {
+        None | Some("identity") | Some("") => return Ok(body),
+        Some("gzip") | Some("x-gzip") => ("gzip", GZIP_STATE_BYTES),
+        Some("zstd") => ("zstd", ZSTD_STATE_BYTES),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {other:?}: use gzip, zstd or none"),
+            ));
+        }
+    };
+    let invalid = |e: std::io::Error| ApiError::bad_request(format!("invalid {name} body: {e}"));
+    let budget = |e| budget_refusal(e, "the decompressed request body");
+    reservation.grow(state_bytes).map_err(budget)?;
+    let mut decoder: Box<dyn Read + '_> = if name == "zstd" {
+        let mut d = zstd::stream::read::Decoder::new(&body[..]).map_err(invalid)?;
+        d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(invalid)?;
+        Box::new(d)
+    } else {
+        Box::new(flate2::read::MultiGzDecoder::new(&body[..]))
+    };
+    // Sized at once when the body says what it decompresses to: a buffer
+    // that grows by moving leaves the old copies with the allocator.
+    let mut out = Vec::new();
+    if let Some(size) = decompressed_size_hint(name, &body) {
+        let capacity = size.min(limit);
+        reservation.grow(capacity).map_err(budget)?;
+        out.reserve_exact(capacity);
+    }
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(invalid(e)),
+        };
+        if out.len() + n > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body larger than {limit} bytes after decompression"),
+            ));
+        }
+        append(&mut out, &chunk[..n], limit, reservation).map_err(budget)?;
+    }
+    drop(decoder);
+    reservation.shrink(state_bytes + body.len());
+    Ok(Bytes::from(out))
+}
+
+/// The decompressed size a body declares, if it does: gzip's trailer (of
+/// its last member, modulo 2^32) or zstd's frame header. A hint for the
+/// buffer's first size only; the limit is checked on what comes out.
+fn decompressed_size_hint(encoding: &str, body: &[u8]) -> Option<usize> {
+    let size = match encoding {
+        "gzip" if body.len() >= 18 => {
+            let trailer: [u8; 4] = body[body.len() - 4..].try_into().ok()?;
+            u64::from(u32::from_le_bytes(trailer))
+        }
+        "zstd" => zstd::zstd_safe::get_frame_content_size(body).ok()??,
+        _ => return None,
+    };
+    usize::try_from(size).ok()
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct IngestParams {
+    table: Option<String>,
+}
+
+pub(super) async fn ingest_events(
+    state: State<AppState>,
+    Extension(caller): Extension<Principal>,
+    params: Query<IngestParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let tenant = caller.tenant.to_string();
+    let result = ingest_events_inner(state, caller, params, headers, body).await;
+    let m = crate::metrics::get();
+    let outcome = crate::metrics::outcome(status_of(&result));
+    m.ingest_requests
+        .with_label_values(&[tenant.as_str(), outcome])
+        .inc();
+    if outcome == "ok" {
+        m.ingest_seconds
+            .with_label_values(&[tenant.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    result
+}
+
+async fn ingest_events_inner(
+    State(state): State<AppState>,
+    caller: Principal,
+    Query(params): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Writer, "ingest")?;
+    let tenant = caller.tenant;
+    // A tenant already over its rate is refused before any parsing, so a
+    // flood costs the server little; the rest of the batch is taken below.
+    rate_check(
+        &state.rate_limits,
+        &tenant,
+        crate::ratelimit::Kind::Events,
+        1,
+    )?;
+    let table = match params.table.as_deref() {
+        None => TableName::default_table(),
+        Some(name) => name
+            .parse::<TableName>()
+            .map_err(|e| ApiError::bad_request(format!("query parameter table: {e}")))?,
+    };
+    let format = match mime(&headers).as_deref() {
+        Some("application/json") => BodyFormat::Json,
+        Some("application/x-ndjson" | "application/jsonl" | "application/x-jsonlines") => {
+            BodyFormat::Ndjson
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "unsupported Content-Type {}: send application/json (an object or an array of objects) or application/x-ndjson",
+                    other.map(|m| format!("{m:?}")).unwrap_or("(none)".into())
+                ),
+            ));
+        }
+    };
+    // Read only now: a refused request (role, rate, type) costs no body.
+    let mut reservation = state.ingest_budget.reserve();
+    let limit = state.max_body_bytes;
+    let body = read_body(&headers, body, limit, &mut reservation).await?;
+    crate::metrics::get()
+        .ingest_bytes
+        .with_label_values(&[tenant.as_str()])
+        .inc_by(body.len() as u64);
+    let internal =
+        |e: tokio::task::JoinError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    // Decompression and parsing are CPU work: keep them off the I/O threads.
+    let (events, reservation) = tokio::task::spawn_blocking(move || {
+        let text = decode_body(&headers, body, limit, &mut reservation)?;
+        let text_reserved = reservation.bytes();
+        let events = ingest::parse_events_within(&text, format, &mut |n| reservation.grow(n))
+            .map_err(|e| match e {
+                ingest::Error::Budget(e) => budget_refusal(e, "parsing the request's events"),
+                e => ApiError::bad_request(e.to_string()),
+            })?;
+        drop(text);
+        reservation.shrink(text_reserved);
+        // What the events will become: the batch and its encoded WAL
+        // record live at once, each the estimate plus the payload's
+        // strings (at most the text they were parsed from).
+        let estimate = BatchEstimate::of(&events);
+        let limit = reservation.limit();
+        if estimate.bytes > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                estimate.refusal(
+                    limit,
+                    "what one ingest request may take (--max-ingest-request-bytes)",
+                ),
+            ));
+        }
+        let batch_bytes = estimate
+            .bytes
+            .saturating_add(text_reserved)
+            .saturating_mul(2);
+        reservation
+            .grow(batch_bytes)
+            .map_err(|e| budget_refusal(e, "the request's events and their batch"))?;
+        Ok::<_, ApiError>((events, reservation))
+    })
+    .await
+    .map_err(internal)??;
+    let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    rate_check(
+        &state.rate_limits,
+        &tenant,
+        crate::ratelimit::Kind::Events,
+        n.saturating_sub(1),
+    )?;
+    // Detached, so that a client hanging up mid-request cannot cancel an
+    // ingest between claiming its event ids and logging them; the
+    // reservation goes with it.
+    let db = state.db.clone();
+    let label = tenant.to_string();
+    let outcome = tokio::spawn(async move {
+        let outcome = db.ingest(&tenant, &table, events).await;
+        drop(reservation);
+        outcome
+    })
+    .await
+    .map_err(internal)??;
+    crate::metrics::get()
+        .ingest_events
+        .with_label_values(&[label.as_str()])
+        .inc_by(outcome.accepted as u64);
+    Ok(axum::Json(serde_json::json!({
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+    }))
+    .into_response())
+}

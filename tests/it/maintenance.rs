@@ -1,0 +1,88 @@
+//! Maintenance settings at their bounds, through HTTP and the command
+//! line: a retention longer than the calendar is refused where it is given,
+//! and one already stored does not stop maintenance.
+
+use crate::support::{TestServer, events};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_retention_beyond_the_maximum_is_refused_where_it_is_given() {
+    let mut s = TestServer::start(&[]);
+    s.ingest(&events("a", 3));
+    let (status, reply) = s.client_put(
+        "/v1/admin/tables/events/settings",
+        r#"{"retention": "300000years"}"#,
+    );
+    assert_eq!(status, 400, "{reply}");
+    let reply: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(
+        reply["error"],
+        json!("retention: \"300000years\" is longer than the maximum, 1000years")
+    );
+    // The maximum itself is accepted, and maintenance runs with it.
+    let (status, reply) = s.client_put(
+        "/v1/admin/tables/events/settings",
+        r#"{"retention": "1000years"}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+    s.stop();
+    s.restart();
+    let r = s.post("/v1/admin/compact?table=events", "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(3));
+
+    // The flag is refused at start-up, naming itself and the maximum.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allsource"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+        .args(["--retention", "300000years"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--retention") && stderr.contains("longer than the maximum, 1000years"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_stored_retention_beyond_the_calendar_does_not_stop_maintenance() {
+    // As a server before the bound could have stored it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("table-settings.json"),
+        r#"{"default.events": {"retention": "300000years", "maintenance_interval": "1s"}}"#,
+    )
+    .unwrap();
+    let mut s = TestServer::start_in(dir.path(), &["--maintenance-interval", "0s"]);
+    s.ingest(&events("a", 3));
+    // A clean stop flushes: the table has data files for retention to
+    // look at.
+    s.stop();
+    s.restart();
+    // The manual run answers (it used to drop the connection) ...
+    let r = s.post("/v1/admin/compact?table=events", "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let outcome = r.json()["reports"][0]["outcome"].clone();
+    assert!(
+        !outcome.as_str().unwrap().starts_with("failed"),
+        "{outcome}"
+    );
+    // ... and the schedule keeps running, run after run.
+    let runs = "SELECT count(*) FROM system.compactions WHERE table_name = 'events'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.scalar(runs).as_u64().unwrap() < 3 {
+        assert!(Instant::now() < deadline, "the schedule stopped running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(3));
+    assert_eq!(
+        s.metric("allsource_background_panics_total{task=\"maintenance\"}"),
+        0.0
+    );
+}
