@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/allsource-target}"
-ALLSOURCE_CRASH_ITERATIONS="${1:-200}" cargo test --test it crash -- --nocapture
+ALLSOURCE_CRASH_ITERATIONS="${1:-200}" cargo test --features failpoints --test it crash -- --nocapture

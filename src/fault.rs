@@ -18,3 +18,31 @@ pub(crate) fn injected(point: &str) -> std::io::Result<()> {
     let _ = point;
     Ok(())
 }
+
+/// Records that `path` is durable up to `len` bytes (a file) or in full
+/// (`None`: a file or directory synced as a whole), in the file named by
+/// `ALLSOURCE_SYNC_LOG`. The power-loss test reads it after `kill -9` and
+/// drops every write that no sync covered, as a power cut would. A no-op
+/// without the `failpoints` feature or the variable.
+pub(crate) fn synced(path: &std::path::Path, len: Option<u64>) {
+    #[cfg(feature = "failpoints")]
+    {
+        use std::io::Write;
+        static LOG: std::sync::OnceLock<Option<parking_lot::Mutex<std::fs::File>>> =
+            std::sync::OnceLock::new();
+        let log = LOG.get_or_init(|| {
+            let path = std::env::var_os("ALLSOURCE_SYNC_LOG")?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()?;
+            Some(parking_lot::Mutex::new(file))
+        });
+        if let Some(log) = log {
+            let len = len.map_or_else(|| "all".to_string(), |n| n.to_string());
+            let _ = writeln!(log.lock(), "{len} {}", path.display());
+        }
+    }
+    let _ = (path, len);
+}

@@ -371,7 +371,9 @@ fn fsync_path(path: &std::path::Path) -> Result<()> {
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+    crate::fault::synced(path, None);
+    Ok(())
 }
 
 /// fsyncs what commit `version` of the table in `dir` added, and the

@@ -237,6 +237,7 @@ fn recover(dir: &Path) -> Result<(Vec<Segment>, Vec<WalRecord>)> {
                         .map_err(io_err(&path))?;
                     f.set_len(pos as u64).map_err(io_err(&path))?;
                     f.sync_all().map_err(io_err(&path))?;
+                    crate::fault::synced(&path, Some(pos as u64));
                     break;
                 }
             }
@@ -541,6 +542,8 @@ impl Writer {
         let started = Instant::now();
         injected("wal-fsync").map_err(io_err(&path))?;
         file.sync_data().map_err(io_err(&path))?;
+        let written: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        crate::fault::synced(&path, Some(*size + written));
         crate::metrics::get()
             .wal_fsync_seconds
             .with_label_values(&[] as &[&str])
@@ -548,7 +551,7 @@ impl Writer {
         let mut stats = self.stats.lock();
         stats.fsyncs += 1;
         stats.last_fsync = started.elapsed();
-        *size += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        *size += written;
         Ok(())
     }
 
@@ -580,6 +583,7 @@ impl Writer {
                 injected("wal-rotate")?;
                 file.write_all(&format::encode_header())?;
                 file.sync_all()?;
+                crate::fault::synced(&path, Some(HEADER_LEN as u64));
                 Ok(file)
             });
         let file = match created {

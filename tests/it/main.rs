@@ -14,6 +14,7 @@ mod ingest_memory;
 mod limits;
 mod maintenance;
 mod metrics;
+mod power_loss;
 mod reliability;
 mod restart;
 mod s3;
