@@ -1,0 +1,165 @@
+//! Soak: hours of ingest at 70% of the measured maximum, with queries and
+//! scheduled compaction running alongside; reports the server's RSS over
+//! time (growth per hour, by a least-squares fit over the second half of
+//! the run, after warm-up) and checks that the final count equals the
+//! events acknowledged.
+//!
+//! cargo bench --bench soak -- [--minutes 60] [--fraction 0.7]
+//!     [--calibrate-events 3000000] [--batch 5000] [--connections 4]
+//!
+//! This is a stability check, not a comparison: no peer runs the same
+//! work, because what it measures (memory growth and lost events over
+//! hours) is ours alone.
+
+mod common;
+
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Slope of `samples` (seconds, bytes) by least squares, in bytes/s.
+fn slope(samples: &[(f64, f64)]) -> f64 {
+    let n = samples.len() as f64;
+    let (mx, my) = samples
+        .iter()
+        .fold((0.0, 0.0), |(x, y), (a, b)| (x + a / n, y + b / n));
+    let (num, den) = samples.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
+    });
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+fn main() {
+    let minutes: f64 = arg("--minutes", 60.0);
+    let fraction: f64 = arg("--fraction", 0.7);
+    let calibrate: usize = arg("--calibrate-events", 3_000_000);
+    let batch: usize = arg("--batch", 5_000);
+    let connections: usize = arg("--connections", 4);
+    let tmp = tempfile::tempdir().unwrap();
+    // Maintenance every minute: compaction, checkpoints and vacuum run
+    // throughout, under the load.
+    let server = BenchServer::start(
+        tmp.path(),
+        &[
+            "--maintenance-interval",
+            "1m",
+            "--vacuum-retention",
+            "1m",
+            "--query-timeout",
+            "1m",
+        ],
+    );
+    let pid = server.child.id();
+    let url = format!("{}/v1/events", server.base);
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..64)
+            .map(|i| ndjson_batch((i * batch) as u64, batch, 250_000, 30))
+            .collect(),
+    );
+
+    let full = run_load(
+        &url,
+        bodies.clone(),
+        batch,
+        calibrate / batch,
+        connections,
+        None,
+    );
+    let target = full.rate() * fraction;
+    println!(
+        "soak: maximum {:.0} events/s over {} events; soaking at {:.0} events/s ({:.0}%) for {minutes} min",
+        full.rate(),
+        full.events,
+        target,
+        fraction * 100.0
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let queries = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, queries, base) = (stop.clone(), queries.clone(), server.base.clone());
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap();
+            let sqls = [
+                "SELECT event_type, count(*) FROM events GROUP BY event_type",
+                "SELECT count(DISTINCT entity_id) FROM events",
+                "SELECT * FROM events WHERE entity_id = 'u4242' ORDER BY timestamp",
+                "SELECT * FROM events ORDER BY timestamp DESC LIMIT 10",
+            ];
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                query(&http, &base, sqls[i % sqls.len()]);
+                queries.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push((start.elapsed().as_secs_f64(), rss(pid) as f64));
+                for _ in 0..30 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            samples
+        })
+    };
+    let requests = (target * minutes * 60.0 / batch as f64) as usize;
+    let soak = run_load(&url, bodies, batch, requests, connections, Some(target));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let samples = sampler.join().unwrap();
+
+    let acked = full.events + soak.events;
+    let http = reqwest::blocking::Client::new();
+    let counted = query(&http, &server.base, "SELECT count(*) AS n FROM events");
+    let counted: u64 = serde_json::from_str::<serde_json::Value>(&counted).unwrap()[0]["n"]
+        .as_u64()
+        .unwrap();
+    let second_half: Vec<_> = samples[samples.len() / 2..].to_vec();
+    let mean = second_half.iter().map(|s| s.1).sum::<f64>() / second_half.len().max(1) as f64;
+    let growth = slope(&second_half) * 3600.0 / mean * 100.0;
+    for (t, b) in samples.iter().step_by((samples.len() / 20).max(1)) {
+        println!("  {:>6.0} s  RSS {:>6.0} MiB", t, b / 1048576.0);
+    }
+    println!(
+        "soak: {:.0} events/s achieved ({} requests, p99 {:?}, {} retries), {} queries",
+        soak.rate(),
+        requests,
+        soak.percentile(0.99),
+        soak.retries,
+        queries.load(Ordering::Relaxed)
+    );
+    println!(
+        "soak: RSS mean {:.0} MiB over the second half, growth {growth:+.2}%/h (target < 1%/h); peak {:.0} MiB",
+        mean / 1048576.0,
+        server.peak_rss() as f64 / 1048576.0
+    );
+    println!("soak: {acked} events acknowledged, {counted} counted");
+    assert_eq!(
+        counted, acked as u64,
+        "the final count differs from the ledger"
+    );
+    server.stop();
+}
