@@ -10,6 +10,7 @@ mod dsl;
 mod flight;
 mod ingest;
 mod limits;
+mod memory;
 mod metrics;
 mod restart;
 mod s3;
