@@ -100,6 +100,7 @@ pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> 
         .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
+        .with_physical_optimizer_rule(Arc::new(bounded::OperatorMemory))
         .build();
     let tenant = caller.tenant.clone();
     let mut ctx = SessionContext::new_with_state(state);

@@ -1,8 +1,9 @@
 //! The memory limits hold whatever a query's functions build: a scalar
-//! function's huge result and a table function's gathered input are
-//! refused under `--query-memory-limit`, and the server's peak RSS stays
-//! under `--memory-limit` plus the fixed overhead documented in
-//! ARCHITECTURE.md ("Security and limits").
+//! function's huge result, a table function's gathered input, the rows a
+//! window buffers and those an unnest repeats are refused under
+//! `--query-memory-limit`, and the server's peak RSS stays under
+//! `--memory-limit` plus the fixed overhead documented in ARCHITECTURE.md
+//! ("Security and limits").
 
 use crate::support::TestServer;
 
@@ -12,7 +13,7 @@ const TOTAL_LIMIT: u64 = 64 << 20;
 /// flight between operators: ARCHITECTURE.md's fixed overhead.
 const OVERHEAD: u64 = 256 << 20;
 
-/// Each builds far more than `TOTAL_LIMIT` (0.8 to 2 GB) when nothing
+/// Each builds far more than `TOTAL_LIMIT` (0.4 to 14 GB) when nothing
 /// bounds it.
 const BOMBS: &[&str] = &[
     "SELECT length(repeat(arrow_cast('x', 'LargeUtf8'), 1000000000)) AS n",
@@ -22,6 +23,8 @@ const BOMBS: &[&str] = &[
     "SELECT count(*) AS n FROM cohorts('SELECT value AS e, to_timestamp(value) AS t, true AS c, value % 2 = 0 AS r FROM range(3000000)', 'day')",
     "SELECT count(*) AS n FROM gapfill('SELECT to_timestamp(value) AS t, repeat(''x'', 1000) AS s FROM range(3)', 't', INTERVAL '1 second', TIMESTAMP '1970-01-01', TIMESTAMP '1970-01-12', 'previous')",
     "SELECT length(array_to_string(range(100000), repeat('-', 100000))) AS n",
+    "SELECT max(s) AS n FROM (SELECT anomaly_score(value) OVER () AS s FROM range(3000000))",
+    "SELECT max(length(s)) AS n FROM (SELECT s, unnest(range(1, 20000)) AS x FROM (SELECT repeat('x', 20000) AS s))",
 ];
 
 #[test]
@@ -71,6 +74,18 @@ fn functions_cannot_take_the_server_past_its_memory_limit() {
         (
             "SELECT length(array_to_string(range(3), '--')) AS n",
             7.into(),
+        ),
+        (
+            "SELECT count(*) AS n FROM (SELECT is_anomaly(value) OVER () AS a FROM range(100000))",
+            100_000.into(),
+        ),
+        (
+            "SELECT count(*) AS n FROM (SELECT row_number() OVER (PARTITION BY value % 10 ORDER BY value) AS r FROM range(100000))",
+            100_000.into(),
+        ),
+        (
+            "SELECT count(*) AS n FROM (SELECT value, unnest(range(1, 100)) AS x FROM range(1000))",
+            99_000.into(),
         ),
     ];
     for (sql, want) in cases {

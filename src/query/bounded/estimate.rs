@@ -330,7 +330,11 @@ impl<'a> Arg<'a> {
 }
 
 /// The child range of rows `start..end` of a list array, and the child.
-fn list_range(a: &dyn Array, start: usize, end: usize) -> Option<(usize, usize, &ArrayRef)> {
+pub(super) fn list_range(
+    a: &dyn Array,
+    start: usize,
+    end: usize,
+) -> Option<(usize, usize, &ArrayRef)> {
     match a.data_type() {
         DataType::List(_) => {
             let l = a.as_list::<i32>();
@@ -352,7 +356,7 @@ fn list_range(a: &dyn Array, start: usize, end: usize) -> Option<(usize, usize, 
 }
 
 /// The values at the bottom of rows `start..end`.
-fn leaf_count(a: &dyn Array, start: usize, end: usize) -> usize {
+pub(super) fn leaf_count(a: &dyn Array, start: usize, end: usize) -> usize {
     match list_range(a, start, end) {
         Some((s, e, child)) => leaf_count(child.as_ref(), s, e),
         None => end - start,
@@ -361,7 +365,7 @@ fn leaf_count(a: &dyn Array, start: usize, end: usize) -> usize {
 
 /// The bytes rows `start..end` of `a` take: their values, offsets and
 /// validity, following lists into their children.
-fn value_bytes(a: &dyn Array, start: usize, end: usize) -> usize {
+pub(super) fn value_bytes(a: &dyn Array, start: usize, end: usize) -> usize {
     let n = end - start;
     let bits = n.div_ceil(8);
     match a.data_type() {

@@ -1,45 +1,45 @@
-//! Scalar functions whose output can dwarf their input, bounded by the
-//! query's memory budget.
+//! What DataFusion builds without reserving it, bounded by the query's
+//! memory budget.
 //!
-//! DataFusion reserves what its operators hold (a sort's rows, a join's
-//! build side, an aggregate's groups) in the query's memory pool, but not
-//! what a scalar function builds: `repeat('x', 3000000000)` allocates 3 GB
-//! from a 30-byte query, and `range(1, 1e9)` 8 GB, before any operator
-//! sees the result. [`register`] replaces each such built-in in a session
-//! with a [`Bounded`] wrapper that estimates, from the arguments alone, an
-//! upper bound of what the call will allocate ([`estimate`]) and reserves
-//! it in the query's pool before calling the function: a call that would
-//! not fit fails with DataFusion's "resources exhausted", naming the
-//! function and the limit, before anything is allocated. The reservation
-//! is released when the call returns; the result then flows on like any
-//! batch, and an operator that keeps it reserves it again.
+//! DataFusion reserves what most operators hold (a sort's rows, a join's
+//! build side, an aggregate's groups) in the query's memory pool. Three
+//! things escape it, and each could take the server far past
+//! `--memory-limit` from a short query:
 //!
-//! Only functions that can amplify are wrapped: those whose output grows
-//! with a number or a separator argument (`repeat`, `lpad`, `range`,
-//! `array_repeat`, `array_to_string`, ...) and the n-ary concatenations,
-//! whose output is the sum of their arguments however often one is
-//! repeated (`concat(x, x, x, ...)`). The rest are bounded by a small
-//! factor of their input, which is itself bounded.
+//! - **Scalar functions** ([`scalar`]): `repeat('x', 3000000000)`
+//!   allocates 3 GB and `range(1, 1e9)` 8 GB before any operator sees the
+//!   result. [`register`] replaces each built-in that can amplify its
+//!   input with a [`Bounded`] wrapper, which estimates from the arguments
+//!   alone an upper bound of what the call allocates ([`Estimate`]) and
+//!   reserves it before calling the function; the reservation is released
+//!   when the call returns, and an operator that keeps the result
+//!   reserves it again. Wrapped are the functions whose output grows with
+//!   a number or a separator argument (`repeat`, `lpad`, `range`,
+//!   `array_repeat`, `array_to_string`, ...) and the n-ary
+//!   concatenations, whose output is the sum of their arguments however
+//!   often one is repeated (`concat(x, x, x, ...)`). The others return at
+//!   most a small multiple of their input.
+//! - **Window operators** buffer rows: `WindowAggExec` its whole input,
+//!   `BoundedWindowAggExec` the rows of the partitions it has not
+//!   finished. **`UnnestExec`** turns one row into a list's length of
+//!   rows, each with a copy of the row's other columns.
+//!   [`OperatorMemory`], a physical optimizer rule, puts a node under each
+//!   that reserves what the operator holds or builds ([`operators`]).
+//!
+//! A reservation that does not fit fails with DataFusion's "resources
+//! exhausted", naming the function or operator and the limit, before
+//! the memory is allocated.
 
-mod estimate;
+pub mod estimate;
+pub mod operators;
+pub mod scalar;
 
 pub use estimate::Estimate;
+pub use operators::OperatorMemory;
+pub use scalar::Bounded;
 
-use arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
-use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::interval_arithmetic::Interval;
-use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
-use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature,
-};
 use datafusion::prelude::SessionContext;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// The built-in functions that are wrapped, with how each one's output is
@@ -72,220 +72,25 @@ pub const BOUNDED: &[(&str, Estimate)] = &[
 /// their output in the session's memory pool (the query's own).
 pub fn register(ctx: &mut SessionContext) -> Result<()> {
     let pool = Arc::clone(&ctx.runtime_env().memory_pool);
-    let state = ctx.state();
-    let functions = state.scalar_functions();
-    for (name, estimate) in BOUNDED {
-        if let Some(inner) = functions.get(*name) {
-            ctx.register_udf(Bounded::udf(
-                Arc::clone(inner),
-                *estimate,
-                Arc::clone(&pool),
-            ));
-        }
+    let wrapped: Vec<_> = {
+        let state = ctx.state_ref();
+        let state = state.read();
+        BOUNDED
+            .iter()
+            .filter_map(|(name, estimate)| {
+                let inner = state.scalar_functions().get(*name)?;
+                Some(Bounded::udf(
+                    Arc::clone(inner),
+                    *estimate,
+                    Arc::clone(&pool),
+                ))
+            })
+            .collect()
+    };
+    for f in wrapped {
+        ctx.register_udf(f);
     }
     Ok(())
-}
-
-/// A built-in scalar function that reserves an upper bound of its output
-/// in the query's memory pool before it runs.
-#[derive(Debug)]
-pub struct Bounded {
-    inner: Arc<ScalarUDF>,
-    estimate: Estimate,
-    /// The query's pool: the wrapper is registered per session, and each
-    /// query has a session of its own.
-    pool: Arc<dyn MemoryPool>,
-}
-
-impl PartialEq for Bounded {
-    fn eq(&self, other: &Self) -> bool {
-        self.inner == other.inner
-            && self.estimate == other.estimate
-            && Arc::ptr_eq(&self.pool, &other.pool)
-    }
-}
-
-impl Eq for Bounded {}
-
-impl Hash for Bounded {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.inner.hash(state);
-        self.estimate.hash(state);
-    }
-}
-
-impl Bounded {
-    fn udf(inner: Arc<ScalarUDF>, estimate: Estimate, pool: Arc<dyn MemoryPool>) -> ScalarUDF {
-        ScalarUDF::new_from_impl(Bounded {
-            inner,
-            estimate,
-            pool,
-        })
-    }
-
-    /// Reserves `bytes` for the length of `f`, refusing it when the query's
-    /// budget (or the server's) has not that much left.
-    fn within<T>(&self, bytes: usize, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        if bytes == 0 {
-            return f();
-        }
-        let reservation =
-            MemoryConsumer::new(format!("{}()", self.inner.name())).register(&self.pool);
-        reservation.try_grow(bytes)?;
-        f()
-    }
-
-    /// The same function, wrapped again, in place of the bare built-in in an
-    /// expression the built-in's simplification produced.
-    fn rewrap(&self, expr: Expr) -> Result<Expr> {
-        let name = self.inner.name();
-        expr.transform(|e| match e {
-            Expr::ScalarFunction(ScalarFunction { func, args })
-                if func.name() == name && func.inner().downcast_ref::<Bounded>().is_none() =>
-            {
-                let func = Arc::new(Bounded::udf(func, self.estimate, Arc::clone(&self.pool)));
-                Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction {
-                    func,
-                    args,
-                })))
-            }
-            other => Ok(Transformed::no(other)),
-        })
-        .map(|t| t.data)
-    }
-}
-
-#[warn(clippy::missing_trait_methods)]
-impl ScalarUDFImpl for Bounded {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn display_name(&self, args: &[Expr]) -> Result<String> {
-        #[expect(deprecated)]
-        self.inner.inner().display_name(args)
-    }
-
-    fn schema_name(&self, args: &[Expr]) -> Result<String> {
-        self.inner.inner().schema_name(args)
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
-
-    fn is_nullable(&self, args: &[Expr], schema: &dyn datafusion::common::ExprSchema) -> bool {
-        #[expect(deprecated)]
-        self.inner.inner().is_nullable(args, schema)
-    }
-
-    fn is_strict(&self) -> bool {
-        self.inner.inner().is_strict()
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let bytes = self.estimate.bytes(&args.args, args.number_rows)?;
-        self.within(bytes, || self.inner.invoke_with_args(args))
-    }
-
-    fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
-        let inner = self.inner.inner().with_updated_config(config)?;
-        Some(Bounded::udf(
-            Arc::new(inner),
-            self.estimate,
-            Arc::clone(&self.pool),
-        ))
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        // `concat`'s simplification joins its constant arguments while
-        // planning: they must fit too.
-        let constants = self.estimate.constant_bytes(&args);
-        match self.within(constants, || self.inner.simplify(args, info))? {
-            ExprSimplifyResult::Simplified(expr) => {
-                Ok(ExprSimplifyResult::Simplified(self.rewrap(expr)?))
-            }
-            original => Ok(original),
-        }
-    }
-
-    fn preimage(
-        &self,
-        args: &[Expr],
-        lit_expr: &Expr,
-        info: &SimplifyContext,
-    ) -> Result<datafusion::logical_expr::preimage::PreimageResult> {
-        self.inner.inner().preimage(args, lit_expr, info)
-    }
-
-    fn conditional_arguments<'a>(
-        &self,
-        args: &'a [Expr],
-    ) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
-        self.inner.inner().conditional_arguments(args)
-    }
-
-    fn short_circuits(&self) -> bool {
-        self.inner.short_circuits()
-    }
-
-    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
-        self.inner.evaluate_bounds(input)
-    }
-
-    fn propagate_constraints(
-        &self,
-        interval: &Interval,
-        inputs: &[&Interval],
-    ) -> Result<Option<Vec<Interval>>> {
-        self.inner.propagate_constraints(interval, inputs)
-    }
-
-    fn struct_field_mapping(
-        &self,
-        literal_args: &[Option<datafusion::common::ScalarValue>],
-    ) -> Option<datafusion::logical_expr::StructFieldMapping> {
-        self.inner.inner().struct_field_mapping(literal_args)
-    }
-
-    fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
-        self.inner.output_ordering(inputs)
-    }
-
-    fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> Result<bool> {
-        self.inner.preserves_lex_ordering(inputs)
-    }
-
-    fn strictly_order_preserving(&self, inputs: &[ExprProperties]) -> Result<bool> {
-        self.inner.inner().strictly_order_preserving(inputs)
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.documentation()
-    }
-
-    fn placement(
-        &self,
-        args: &[datafusion::logical_expr::ExpressionPlacement],
-    ) -> datafusion::logical_expr::ExpressionPlacement {
-        self.inner.inner().placement(args)
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 use super::*;
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryLimit, MemoryReservation};
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryLimit, MemoryPool, MemoryReservation,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -12,7 +15,13 @@ fn session_with(pool: Arc<dyn MemoryPool>) -> SessionContext {
         .with_memory_pool(pool)
         .build_arc()
         .unwrap();
-    let mut ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(SessionConfig::new().with_target_partitions(2))
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(OperatorMemory))
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
     register(&mut ctx).unwrap();
     ctx
 }
@@ -196,4 +205,36 @@ async fn a_call_over_the_budget_is_refused_before_it_runs() {
         .unwrap()
         .to_string();
     assert!(out.contains("| ababab | 999 | ab |"), "{out}");
+}
+
+#[tokio::test]
+async fn operators_reserve_the_rows_they_hold_or_repeat() {
+    let ctx = session_with(Arc::new(GreedyMemoryPool::new(1 << 20)));
+    for (sql, operator) in [
+        (
+            "SELECT max(s) FROM (SELECT sum(value) OVER () AS s FROM range(1000000))",
+            "WindowAggExec",
+        ),
+        (
+            "SELECT max(length(s)) FROM (SELECT s, unnest(range(1, 2000)) AS x FROM (SELECT repeat('x', 2000) AS s))",
+            "UnnestExec",
+        ),
+    ] {
+        let e = run(&ctx, sql).await.unwrap_err();
+        assert!(
+            matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
+                && e.to_string().contains(operator),
+            "{sql}: {e}"
+        );
+    }
+    // Streaming windows give back what they emit; small unnests fit.
+    for sql in [
+        "SELECT count(*) FROM (SELECT row_number() OVER (PARTITION BY value % 7 ORDER BY value) AS r FROM range(300000))",
+        "SELECT count(*) FROM (SELECT value, unnest(range(1, 50)) AS x FROM range(20000))",
+        "SELECT count(*) FROM (SELECT sum(value) OVER () AS s FROM range(1000))",
+    ] {
+        run(&ctx, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
