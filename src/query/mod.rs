@@ -6,6 +6,7 @@
 //! snapshot and the buffer frozen together when the query names it.
 //! [`output`] turns result batches into the wire formats.
 
+pub mod bounded;
 pub mod delta;
 mod late;
 pub mod limits;
@@ -105,6 +106,7 @@ pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> 
         .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
+        .with_physical_optimizer_rule(Arc::new(bounded::OperatorMemory))
         .build();
     let tenant = caller.tenant.clone();
     let mut ctx = SessionContext::new_with_state(state);
@@ -120,6 +122,7 @@ pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> 
     catalog.register_schema(SCHEMA, Arc::new(TenantSchema { db, tenant }))?;
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     udfs::register_all(&mut ctx)?;
+    bounded::register(&mut ctx)?;
     #[cfg(debug_assertions)]
     {
         let state = ctx.state_ref();

@@ -13,6 +13,7 @@ mod ingest;
 mod ingest_memory;
 mod limits;
 mod maintenance;
+mod memory;
 mod metrics;
 mod power_loss;
 mod reliability;

@@ -164,6 +164,20 @@ impl TestServer {
         }
     }
 
+    /// The server process's peak resident memory so far (`VmHWM`), in
+    /// bytes.
+    pub(crate) fn peak_rss(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in\n{status}"));
+        kb * 1024
+    }
+
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
     }

@@ -15,9 +15,10 @@
 //! they have not happened yet.
 //!
 //! The rows are folded as they arrive; memory holds one entry per entity
-//! and per period in which it returned.
+//! and per period in which it returned, reserved in the query's pool as
+//! it grows.
 
-use crate::udtf::{Args, Fold, FoldTable, plan_inner};
+use crate::udtf::{Args, Fold, FoldTable, plan_inner, reserve_rows};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, RecordBatch,
 };
@@ -29,6 +30,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::plan_err;
 use datafusion::error::Result;
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::logical_expr::LogicalPlan;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -173,6 +175,7 @@ pub fn cohorts_provider(
             entity_type: entity_type.clone(),
             converter: None,
             entities: HashMap::new(),
+            heap: 0,
             latest: None,
             out: Arc::clone(&out),
         })
@@ -194,9 +197,29 @@ struct CohortFold {
     entity_type: DataType,
     converter: Option<RowConverter>,
     entities: HashMap<Box<[u8]>, Entity>,
+    /// The bytes the entities own outside the map's table: their keys
+    /// and their tables of returns.
+    heap: usize,
     latest: Option<i64>,
     out: SchemaRef,
 }
+
+/// What the allocator adds to each allocation, about.
+const ALLOCATION_OVERHEAD: usize = 16;
+
+/// The bytes a hash table of `capacity` entries of `entry` bytes
+/// allocates (hashbrown: a power of two of buckets at most 7/8 full, and
+/// one control byte per bucket).
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity.saturating_mul(8) / 7).next_power_of_two().max(4);
+    buckets * (entry + 1) + 16 + ALLOCATION_OVERHEAD
+}
+
+/// Output bytes per cohort row: a date, three counts and a rate.
+const OUT_BYTES_PER_ROW: usize = 4 + 8 + 8 + 8 + 8;
 
 impl Fold for CohortFold {
     fn push(&mut self, batch: RecordBatch) -> Result<()> {
@@ -232,29 +255,46 @@ impl Fold for CohortFold {
             let key = keys.row(row);
             let e = match self.entities.get_mut(key.as_ref()) {
                 Some(e) => e,
-                None => self.entities.entry(key.as_ref().into()).or_default(),
+                None => {
+                    self.heap += key.as_ref().len() + ALLOCATION_OVERHEAD;
+                    self.entities.entry(key.as_ref().into()).or_default()
+                }
             };
             if join {
                 e.first = Some(e.first.map_or(t, |f| f.min(t)));
             }
             if ret {
                 let p = self.period.number(t);
+                let before = e.returns.capacity();
                 let latest = e.returns.entry(p).or_insert(t);
                 *latest = (*latest).max(t);
+                let after = e.returns.capacity();
+                if after != before {
+                    let entry = size_of::<(i64, i64)>();
+                    self.heap = self.heap + table_bytes(after, entry) - table_bytes(before, entry);
+                }
             }
         }
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<RecordBatch> {
+    fn size(&self) -> usize {
+        let entry = size_of::<(Box<[u8]>, Entity)>();
+        table_bytes(self.entities.capacity(), entry) + self.heap
+    }
+
+    fn finish(self: Box<Self>, memory: &mut MemoryReservation) -> Result<RecordBatch> {
         // cohort period → (size, retained per period offset)
         let mut cohorts: BTreeMap<i64, (i64, Vec<i64>)> = BTreeMap::new();
+        let periods = self.periods as usize;
         for e in self.entities.values() {
             let Some(first) = e.first else { continue };
             let c = self.period.number(first);
-            let entry = cohorts
-                .entry(c)
-                .or_insert_with(|| (0, vec![0; self.periods as usize]));
+            if !cohorts.contains_key(&c) {
+                // Its counts, and the output rows it may become.
+                reserve_rows(memory, periods, 8 + OUT_BYTES_PER_ROW)?;
+            }
+            let entry = cohorts.entry(c).or_insert_with(|| (0, vec![0; periods]));
             entry.0 += 1;
             for (&p, &latest) in &e.returns {
                 let offset = p - c;

@@ -3,7 +3,7 @@
 //! computed over the whole result (see [`crate::anomaly`]).
 
 use crate::anomaly::{Method, check_k, judge_series};
-use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner};
+use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner, reserve_rows};
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
@@ -15,6 +15,11 @@ use datafusion::logical_expr::LogicalPlan;
 use std::sync::Arc;
 
 const NAME: &str = "detect_anomalies";
+
+/// Working memory per row while scoring: the values as `f64` and as
+/// `Option<f64>`, the non-NULL copy the model sorts (with the sort's
+/// buffer), the scores and flags, and the two output columns.
+const WORK_BYTES_PER_ROW: usize = 8 + 16 + 8 + 4 + 16 + 2 + 9 + 2;
 
 /// The table function.
 #[derive(Debug, Default)]
@@ -72,7 +77,8 @@ pub fn detect_anomalies_provider(
     let out = Arc::clone(&schema);
     let make = move || {
         let out = Arc::clone(&out);
-        Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch| {
+        Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch, memory| {
+            reserve_rows(memory, batch.num_rows(), WORK_BYTES_PER_ROW)?;
             let x = cast(batch.column(index), &DataType::Float64)?;
             let values: Vec<Option<f64>> = x.as_primitive::<Float64Type>().iter().collect();
             let (scores, flags) = judge_series(&values, method, k);

@@ -17,7 +17,7 @@
 //!   line between the nearest non-NULL values on each side, by time; NULL
 //!   before the first and after the last. Other columns get NULL.
 
-use crate::udtf::{Args, FoldTable, Gather, Step, column_index, plan_inner, rfc3339};
+use crate::udtf::{Args, FoldTable, Gather, Step, column_index, plan_inner, reserve_rows, rfc3339};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Scalar, TimestampNanosecondArray,
     UInt32Array, new_null_array,
@@ -32,6 +32,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::logical_expr::LogicalPlan;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -197,7 +198,9 @@ pub fn gapfill_provider(
     });
     let make = move || {
         let spec = Arc::clone(&spec);
-        Gather::boxed(Arc::clone(&inner), move |batch| fill_gaps(&spec, &batch))
+        Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch, memory| {
+            fill_gaps(&spec, &batch, memory)
+        })
     };
     Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
 }
@@ -208,11 +211,88 @@ struct Series {
     slots: Vec<Option<u32>>,
 }
 
-fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
+/// Working memory per input row while grouping: the time cast, the row
+/// number in its group (with the vector's slack) and the series key.
+const GROUP_BYTES_PER_ROW: usize = 16 + 8 + 16;
+
+/// Working memory per output row besides the columns: the slot, the
+/// present/first/time vectors with their index arrays, and the time
+/// column with its cast.
+const GRID_BYTES_PER_ROW: usize = 8 + 8 + 4 + 8 + 8 + 5 + 4 + 16;
+
+/// The most bytes the output column made from `col` can take over
+/// `total` rows when filled with `fill` (series columns repeat their
+/// first value, as `Previous` may), with the fill's working memory.
+fn column_bytes(fill: Fill, col: &ArrayRef, total: usize) -> usize {
+    let width = |dt: &DataType| dt.primitive_width().map(|w| w + 1);
+    let rows = col.len().max(1);
+    let (offset, longest) = match col.data_type() {
+        DataType::Utf8 | DataType::Binary => (4, max_value_len(col)),
+        DataType::LargeUtf8 | DataType::LargeBinary => (8, max_value_len(col)),
+        DataType::Utf8View | DataType::BinaryView => (16, max_value_len(col)),
+        dt => match width(dt) {
+            Some(w) => (w, 0),
+            // Nested values: twice the average row, as a guess.
+            None => (2 * col.get_array_memory_size() / rows + 16, 0),
+        },
+    };
+    let per_row = match fill {
+        // Each inner row is taken at most once: its bytes plus offsets
+        // (zero fills also build a mask and a second column).
+        Fill::Null | Fill::Zero => {
+            let extra = if fill == Fill::Zero { offset + 1 } else { 0 };
+            return col
+                .get_array_memory_size()
+                .saturating_add(total.saturating_mul(offset + 2 + extra));
+        }
+        // A value may be repeated into every later bucket.
+        Fill::Previous => offset + longest + 13,
+        Fill::Linear => offset + longest + 16 + 16 + 9,
+    };
+    total.saturating_mul(per_row)
+}
+
+/// The longest value of a string or binary column, in bytes.
+fn max_value_len(col: &ArrayRef) -> usize {
+    use datafusion::arrow::array::AsArray;
+    match col.data_type() {
+        DataType::Utf8 => col.as_string::<i32>().iter().flatten().map(str::len).max(),
+        DataType::LargeUtf8 => col.as_string::<i64>().iter().flatten().map(str::len).max(),
+        DataType::Utf8View => col.as_string_view().iter().flatten().map(str::len).max(),
+        DataType::Binary => col
+            .as_binary::<i32>()
+            .iter()
+            .flatten()
+            .map(<[u8]>::len)
+            .max(),
+        DataType::LargeBinary => col
+            .as_binary::<i64>()
+            .iter()
+            .flatten()
+            .map(<[u8]>::len)
+            .max(),
+        DataType::BinaryView => col.as_binary_view().iter().flatten().map(<[u8]>::len).max(),
+        _ => None,
+    }
+    .unwrap_or(0)
+}
+
+fn fill_gaps(
+    spec: &Spec,
+    batch: &RecordBatch,
+    memory: &mut MemoryReservation,
+) -> Result<RecordBatch> {
     let n = batch.num_rows();
     if n > u32::MAX as usize {
         return exec_err!("{NAME}: the inner query returned too many rows");
     }
+    let key_bytes: usize = spec
+        .keys
+        .iter()
+        .map(|&i| batch.column(i).get_array_memory_size())
+        .sum();
+    memory.try_grow(key_bytes)?;
+    reserve_rows(memory, n, GROUP_BYTES_PER_ROW)?;
     let time_col = batch.column(spec.time);
     let tz = match time_col.data_type() {
         DataType::Timestamp(_, tz) => tz.clone(),
@@ -254,6 +334,18 @@ fn fill_gaps(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
             "{NAME}: {} series of {buckets} buckets is more than {MAX_ROWS} rows; narrow the range or the series",
             groups.len()
         );
+    }
+    let total = groups.len().max(1) * buckets;
+    reserve_rows(memory, total, GRID_BYTES_PER_ROW)?;
+    for (i, col) in batch.columns().iter().enumerate() {
+        if i != spec.time {
+            let fill = if spec.keys.contains(&i) {
+                Fill::Previous
+            } else {
+                spec.fill
+            };
+            memory.try_grow(column_bytes(fill, col, total))?;
+        }
     }
     let mut series = Vec::with_capacity(groups.len());
     for rows in groups.into_values() {

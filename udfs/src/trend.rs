@@ -9,7 +9,7 @@
 //! `<time>, <value>, fitted, is_forecast, slope, intercept, r2, alpha,
 //! beta` (see docs/functions.md for their meaning under each method).
 
-use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner, rfc3339};
+use crate::udtf::{Args, FoldTable, Gather, column_index, plan_inner, reserve_rows, rfc3339};
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -26,6 +26,12 @@ const NAME: &str = "trend";
 
 /// Most forecast periods one call may ask for.
 pub const MAX_PERIODS: u64 = 100_000;
+
+/// Working memory per point while fitting: the (time, value) pairs and
+/// the sort's buffer, the offsets, values and period numbers, Holt's
+/// predictions, the value and time casts, and the nine output columns
+/// with what they are built from.
+const WORK_BYTES_PER_ROW: usize = 24 + 12 + 8 + 8 + 8 + 16 + 16 + 16 + 9 * 9 + 16 + 16;
 
 /// The model fitted to the series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -163,7 +169,11 @@ pub fn trend_provider(
     });
     let make = move || {
         let spec = Arc::clone(&spec);
-        Gather::boxed(Arc::clone(&inner), move |batch| run(&spec, &batch))
+        Gather::boxed(Arc::clone(&inner), move |batch: RecordBatch, memory| {
+            let points = batch.num_rows() + spec.periods as usize;
+            reserve_rows(memory, points, WORK_BYTES_PER_ROW)?;
+            run(&spec, &batch)
+        })
     };
     Ok(FoldTable::provider(NAME, plan, out, Arc::new(make)))
 }

@@ -7,17 +7,25 @@
 //! and it is executed as a child of the outer plan under the same memory
 //! pool and cancellation. It must be read-only: DDL, DML and `SET` are
 //! refused whatever the outer session allows.
+//!
+//! What a fold holds (the gathered rows, or its running state) and the
+//! working memory of its final step are reserved in the query's memory
+//! pool, so a table function over too many rows fails with DataFusion's
+//! "resources exhausted" under the query's budget instead of growing the
+//! process.
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::utils::memory::RecordBatchMemoryCounter;
 use datafusion::common::{ScalarValue, plan_datafusion_err, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::OrderingRequirements;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -277,8 +285,13 @@ pub(crate) fn column_index(func: &str, schema: &SchemaRef, name: &str) -> Result
 pub(crate) trait Fold: Send {
     /// Takes one batch of the inner query.
     fn push(&mut self, batch: RecordBatch) -> Result<()>;
-    /// Produces the result once the inner query is done.
-    fn finish(self: Box<Self>) -> Result<RecordBatch>;
+    /// The bytes the fold holds now; reserved after every push.
+    fn size(&self) -> usize;
+    /// Produces the result once the inner query is done. `memory` holds
+    /// [`Fold::size`] bytes on entry: grow it before allocating working
+    /// memory in proportion to the input, so an input too large for the
+    /// query's budget is refused before it is allocated.
+    fn finish(self: Box<Self>, memory: &mut MemoryReservation) -> Result<RecordBatch>;
 }
 
 /// Makes the fold for one execution.
@@ -447,42 +460,96 @@ impl ExecutionPlan for FoldExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let mut input = execute_stream(Arc::clone(&self.input), context)?;
-        let mut fold = (self.make)();
-        let projection = self.projection.clone();
-        let result = async move {
-            while let Some(batch) = input.next().await {
-                fold.push(batch?)?;
-            }
-            let out = fold.finish()?;
-            match projection {
-                Some(p) => Ok(out.project(&p)?),
-                None => Ok(out),
-            }
+        let memory = MemoryConsumer::new(self.name).register(context.memory_pool());
+        let input = execute_stream(Arc::clone(&self.input), context)?;
+        let state = Folding::Input {
+            input,
+            fold: (self.make)(),
+            memory,
+            projection: self.projection.clone(),
         };
+        let stream = futures::stream::unfold(state, |state| async move {
+            match state {
+                Folding::Input {
+                    input,
+                    fold,
+                    memory,
+                    projection,
+                } => match run_fold(input, fold, memory, projection).await {
+                    Ok((out, memory)) => Some((Ok(out), Folding::Emitted { _reserved: memory })),
+                    Err(e) => Some((Err(e), Folding::Done)),
+                },
+                Folding::Emitted { .. } | Folding::Done => None,
+            }
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
-            futures::stream::once(result),
+            stream,
         )))
     }
 }
 
+/// Where a fold's stream is.
+enum Folding {
+    /// Reading the inner query.
+    Input {
+        input: SendableRecordBatchStream,
+        fold: Box<dyn Fold>,
+        memory: MemoryReservation,
+        projection: Option<Vec<usize>>,
+    },
+    /// The result was emitted; its memory stays reserved until the
+    /// stream is polled past it or dropped.
+    Emitted {
+        _reserved: MemoryReservation,
+    },
+    Done,
+}
+
+/// Feeds the inner query to `fold`, keeping `memory` equal to what the
+/// fold holds, then finishes it; the result's bytes stay reserved.
+async fn run_fold(
+    mut input: SendableRecordBatchStream,
+    mut fold: Box<dyn Fold>,
+    mut memory: MemoryReservation,
+    projection: Option<Vec<usize>>,
+) -> Result<(RecordBatch, MemoryReservation)> {
+    while let Some(batch) = input.next().await {
+        fold.push(batch?)?;
+        memory.try_resize(fold.size())?;
+    }
+    drop(input);
+    let out = fold.finish(&mut memory)?;
+    let out = match projection {
+        Some(p) => out.project(&p)?,
+        None => out,
+    };
+    // What was working memory is freed; the result itself lives on.
+    memory.resize(datafusion::common::utils::memory::get_record_batch_memory_size(&out));
+    Ok((out, memory))
+}
+
 /// A fold that keeps every batch, for functions that need the whole input.
+/// Its `finish` gets the input as one batch, with `memory` holding the
+/// batch's bytes.
 #[derive(Debug)]
 pub(crate) struct Gather<F> {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
+    /// Counts buffers the batches share (slices of one batch) once.
+    bytes: RecordBatchMemoryCounter,
     finish: F,
 }
 
 impl<F> Gather<F>
 where
-    F: FnOnce(RecordBatch) -> Result<RecordBatch> + Send + 'static,
+    F: FnOnce(RecordBatch, &mut MemoryReservation) -> Result<RecordBatch> + Send + 'static,
 {
     pub(crate) fn boxed(schema: SchemaRef, finish: F) -> Box<dyn Fold> {
         Box::new(Gather {
             schema,
             batches: Vec::new(),
+            bytes: RecordBatchMemoryCounter::new(),
             finish,
         })
     }
@@ -490,19 +557,39 @@ where
 
 impl<F> Fold for Gather<F>
 where
-    F: FnOnce(RecordBatch) -> Result<RecordBatch> + Send + 'static,
+    F: FnOnce(RecordBatch, &mut MemoryReservation) -> Result<RecordBatch> + Send + 'static,
 {
     fn push(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() > 0 {
+            self.bytes.count_batch(&batch);
             self.batches.push(batch);
         }
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<RecordBatch> {
-        let all = datafusion::arrow::compute::concat_batches(&self.schema, &self.batches)?;
-        (self.finish)(all)
+    fn size(&self) -> usize {
+        self.bytes.memory_usage()
     }
+
+    fn finish(self: Box<Self>, memory: &mut MemoryReservation) -> Result<RecordBatch> {
+        let this = *self;
+        // Concatenating copies the rows: both copies live for a moment.
+        memory.try_grow(this.bytes.memory_usage())?;
+        let all = datafusion::arrow::compute::concat_batches(&this.schema, &this.batches)?;
+        drop(this.batches);
+        memory.resize(datafusion::common::utils::memory::get_record_batch_memory_size(&all));
+        (this.finish)(all, memory)
+    }
+}
+
+/// Reserves `rows` × `bytes_per_row` more in `memory`: a function's
+/// working memory for its final step, before it is allocated.
+pub(crate) fn reserve_rows(
+    memory: &mut MemoryReservation,
+    rows: usize,
+    bytes_per_row: usize,
+) -> Result<()> {
+    memory.try_grow(rows.saturating_mul(bytes_per_row))
 }
 
 #[cfg(test)]

@@ -1,0 +1,96 @@
+//! The memory limits hold whatever a query's functions build: a scalar
+//! function's huge result, a table function's gathered input, the rows a
+//! window buffers and those an unnest repeats are refused under
+//! `--query-memory-limit`, and the server's peak RSS stays under
+//! `--memory-limit` plus the fixed overhead documented in ARCHITECTURE.md
+//! ("Security and limits").
+
+use crate::support::TestServer;
+
+const QUERY_LIMIT: u64 = 16 << 20;
+const TOTAL_LIMIT: u64 = 64 << 20;
+/// The server's own footprint (code, runtimes, caches) and the batches in
+/// flight between operators: ARCHITECTURE.md's fixed overhead.
+const OVERHEAD: u64 = 256 << 20;
+
+/// Each builds far more than `TOTAL_LIMIT` (0.4 to 14 GB) when nothing
+/// bounds it.
+const BOMBS: &[&str] = &[
+    "SELECT length(repeat(arrow_cast('x', 'LargeUtf8'), 1000000000)) AS n",
+    "SELECT count(*) AS n FROM detect_anomalies('SELECT value AS v FROM range(10000000)', 'v')",
+    "SELECT count(*) AS n FROM trend('SELECT value AS t, value AS v FROM range(5000000)', 't', 'v')",
+    "SELECT count(*) AS n FROM (SELECT unnest(range(1, 100000000)) AS x)",
+    "SELECT count(*) AS n FROM cohorts('SELECT value AS e, to_timestamp(value) AS t, true AS c, value % 2 = 0 AS r FROM range(3000000)', 'day')",
+    "SELECT count(*) AS n FROM gapfill('SELECT to_timestamp(value) AS t, repeat(''x'', 1000) AS s FROM range(3)', 't', INTERVAL '1 second', TIMESTAMP '1970-01-01', TIMESTAMP '1970-01-12', 'previous')",
+    "SELECT length(array_to_string(range(100000), repeat('-', 100000))) AS n",
+    "SELECT max(s) AS n FROM (SELECT anomaly_score(value) OVER () AS s FROM range(3000000))",
+    "SELECT max(length(s)) AS n FROM (SELECT s, unnest(range(1, 20000)) AS x FROM (SELECT repeat('x', 20000) AS s))",
+];
+
+#[test]
+fn functions_cannot_take_the_server_past_its_memory_limit() {
+    let s = TestServer::start(&[
+        "--query-memory-limit",
+        &QUERY_LIMIT.to_string(),
+        "--memory-limit",
+        &TOTAL_LIMIT.to_string(),
+    ]);
+    for sql in BOMBS {
+        let r = s.post("/v1/sql", "text/plain", *sql);
+        assert_eq!(r.status, 400, "{sql}: {}", r.text());
+        let e = r.error();
+        assert!(
+            e.contains("Resources exhausted") && e.contains("--query-memory-limit"),
+            "{sql}: {e}"
+        );
+        let peak = s.peak_rss();
+        assert!(
+            peak < TOTAL_LIMIT + OVERHEAD,
+            "{sql}: peak RSS {} MiB, over {} MiB + {} MiB",
+            peak >> 20,
+            TOTAL_LIMIT >> 20,
+            OVERHEAD >> 20
+        );
+    }
+    // The same functions on ordinary inputs.
+    let cases: &[(&str, serde_json::Value)] = &[
+        ("SELECT repeat('ab', 3) AS n", "ababab".into()),
+        (
+            "SELECT count(*) AS n FROM detect_anomalies('SELECT value AS v FROM range(1000)', 'v')",
+            1000.into(),
+        ),
+        (
+            "SELECT count(*) AS n FROM trend('SELECT value AS t, value * 2 AS v FROM range(1000)', 't', 'v', 5)",
+            1005.into(),
+        ),
+        (
+            "SELECT sum(x) AS n FROM (SELECT unnest(range(1, 1001)) AS x)",
+            500_500.into(),
+        ),
+        (
+            "SELECT sum(cohort_size) AS n FROM cohorts('SELECT value AS e, to_timestamp(value * 86400) AS t, true AS c, true AS r FROM range(1000)', 'day') WHERE period = 0",
+            1000.into(),
+        ),
+        (
+            "SELECT length(array_to_string(range(3), '--')) AS n",
+            7.into(),
+        ),
+        (
+            "SELECT count(*) AS n FROM (SELECT is_anomaly(value) OVER () AS a FROM range(100000))",
+            100_000.into(),
+        ),
+        (
+            "SELECT count(*) AS n FROM (SELECT row_number() OVER (PARTITION BY value % 10 ORDER BY value) AS r FROM range(100000))",
+            100_000.into(),
+        ),
+        (
+            "SELECT count(*) AS n FROM (SELECT value, unnest(range(1, 100)) AS x FROM range(1000))",
+            99_000.into(),
+        ),
+    ];
+    for (sql, want) in cases {
+        let r = s.post("/v1/sql", "text/plain", *sql);
+        assert_eq!(r.status, 200, "{sql}: {}", r.text());
+        assert_eq!(&r.json()[0]["n"], want, "{sql}");
+    }
+}
