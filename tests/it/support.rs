@@ -252,18 +252,6 @@ impl TestServer {
             .clone()
     }
 
-    /// The server's peak resident memory so far (VmHWM), in bytes.
-    pub(crate) fn peak_rss(&self) -> u64 {
-        let pid = self.child.as_ref().expect("server running").id();
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .expect("VmHWM in /proc/<pid>/status")
-    }
-
     /// The value of a counter or gauge in `/metrics` (0 when the series
     /// does not exist yet), e.g. `allsource_audit_dropped_total{reason="rate"}`.
     pub(crate) fn metric(&self, series: &str) -> f64 {
