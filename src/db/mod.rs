@@ -115,6 +115,9 @@ impl Database {
             total_memory: config.memory_limit.max(config.query_memory_limit),
             timeout: config.query_timeout,
             concurrent_per_tenant: config.max_concurrent_queries.max(1),
+            sql: crate::query::bounds::SqlLimits {
+                max_bytes: config.max_query_bytes,
+            },
         });
         let query_env = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .build_arc()

@@ -16,7 +16,8 @@
 //!
 //! - this file: the service's state, errors as gRPC statuses, callers.
 //! - [`service`]: the Flight SQL calls, one method each.
-//! - [`queries`]: planning a statement for a FlightInfo, and its ticket
+//! - [`queries`]: planning a statement for a FlightInfo or a prepared
+//!   statement, under the same limits as a query, and its ticket
 //!   ([`tickets`]).
 //! - [`prepared`]: prepared statements, each owned by a tenant.
 //! - [`results`]: result streams and the types drivers read.

@@ -15,7 +15,7 @@ use crate::ratelimit::Kind;
 use crate::server::error::ApiError;
 use crate::server::http::{audit_refused_statement, record_refusal};
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::Schema;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor;
@@ -82,9 +82,9 @@ impl FlightSqlService for FlightSql {
         if query.transaction_id.is_some() {
             return Err(invalid("transactions are not supported"));
         }
-        let schema = self.result_schema(&caller, &query.query, None).await?;
+        let planned = self.plan(&caller, &query.query, None).await?;
         let ticket = self.statement_ticket(&caller, &query.query, None)?;
-        flight_info(&schema, ticket, request.into_inner())
+        flight_info(&planned.dataset, ticket, request.into_inner())
     }
 
     async fn get_flight_info_prepared_statement(
@@ -100,11 +100,11 @@ impl FlightSqlService for FlightSql {
                 .with(&cmd.prepared_statement_handle, &caller.tenant, |p| {
                     p.clone()
                 })?;
-        let schema = self
-            .result_schema(&caller, &prepared.sql, prepared.params.as_ref())
+        let planned = self
+            .plan(&caller, &prepared.sql, prepared.params.clone())
             .await?;
         let ticket = self.statement_ticket(&caller, &prepared.sql, prepared.params.as_ref())?;
-        flight_info(&schema, ticket, request.into_inner())
+        flight_info(&planned.dataset, ticket, request.into_inner())
     }
 
     async fn do_get_statement(
@@ -158,19 +158,7 @@ impl FlightSqlService for FlightSql {
         if query.transaction_id.is_some() {
             return Err(invalid("transactions are not supported"));
         }
-        let ctx = query::session(self.inner.db.clone(), &caller).map_err(df_status)?;
-        let plan = query::plan_sql(&ctx, &query.query).await.map_err(|e| {
-            audit_refused_statement(&self.inner.db, &caller, &query.query, &e);
-            df_status(e)
-        })?;
-        let params = query::parameters(&plan).map_err(df_status)?;
-        let parameter_schema = Schema::new(
-            params
-                .iter()
-                .map(|(name, ty)| Field::new(name, ty.clone().unwrap_or(DataType::Null), true))
-                .collect::<Vec<_>>(),
-        );
-        let dataset_schema = wire_schema(plan.schema().as_arrow());
+        let planned = self.plan(&caller, &query.query, None).await?;
         let handle = self.inner.prepared.insert(Prepared {
             tenant: caller.tenant.clone(),
             sql: query.query,
@@ -179,8 +167,8 @@ impl FlightSqlService for FlightSql {
         })?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into(),
-            dataset_schema: ipc_schema(&dataset_schema)?,
-            parameter_schema: ipc_schema(&parameter_schema)?,
+            dataset_schema: ipc_schema(&planned.dataset)?,
+            parameter_schema: ipc_schema(&planned.parameters)?,
         })
     }
 
