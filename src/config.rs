@@ -137,6 +137,11 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     pub max_concurrent_queries: usize,
 
+    /// Largest query: SQL text (over HTTP, Flight SQL, and inside a table
+    /// function) or DSL document. Larger ones get 400 (InvalidArgument).
+    #[arg(long, env = "ALLSOURCE_MAX_QUERY_BYTES", default_value_t = crate::query::bounds::DEFAULT_MAX_QUERY_BYTES)]
+    pub max_query_bytes: usize,
+
     /// Largest result in the JSON formats (json, ndjson), which are
     /// gathered before they are sent so that an overflow is a clean 4xx.
     /// Arrow, CSV and Parquet results stream without a limit.
@@ -204,6 +209,7 @@ impl Default for Config {
             max_spill_bytes: 4 << 30,
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 16,
+            max_query_bytes: crate::query::bounds::DEFAULT_MAX_QUERY_BYTES,
             max_result_bytes: 256 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),

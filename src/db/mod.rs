@@ -117,6 +117,9 @@ impl Database {
             total_memory: config.memory_limit.max(config.query_memory_limit),
             timeout: config.query_timeout,
             concurrent_per_tenant: config.max_concurrent_queries.max(1),
+            sql: crate::query::bounds::SqlLimits {
+                max_bytes: config.max_query_bytes,
+            },
         });
         let query_env = query_env(&config)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -3,6 +3,7 @@
 //! ever spliced into SQL text.
 
 use super::{DslError, Path};
+use crate::query::bounds::MAX_DEPTH;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DFSchema, ScalarValue};
@@ -12,6 +13,7 @@ use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{Expr, Operator, binary_expr, lit};
 use serde_json::Value;
+use std::cell::Cell;
 use std::sync::Arc;
 
 /// The aggregations the DSL knows by name, and the session function each
@@ -70,9 +72,16 @@ const OPERATORS: &[&str] = &[
     "until",
 ];
 
+/// Longest word a suggestion is looked for: comparing costs the product of
+/// the lengths, and a word this long is no typo of a name.
+const MAX_SUGGESTED_BYTES: usize = 128;
+
 /// The closest of `candidates` to `word`, if it is close enough to be a
 /// likely typo.
 pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    if word.len() > MAX_SUGGESTED_BYTES {
+        return String::new();
+    }
     let best = candidates
         .into_iter()
         .map(|c| {
@@ -94,6 +103,21 @@ pub(crate) struct Cx<'a> {
     pub(crate) state: &'a SessionState,
     /// The document's "now", fixed once so that every time helper agrees.
     pub(crate) now: DateTime<Utc>,
+    /// How deeply the expression being compiled nests, bounded by
+    /// [`MAX_DEPTH`] like SQL's, before anything is built that deep.
+    pub(crate) depth: Cell<usize>,
+}
+
+/// One operator's levels of nesting, given back when it is compiled.
+struct Nesting<'a> {
+    depth: &'a Cell<usize>,
+    levels: usize,
+}
+
+impl Drop for Nesting<'_> {
+    fn drop(&mut self) {
+        self.depth.set(self.depth.get() - self.levels);
+    }
 }
 
 fn err<T>(path: &Path, message: impl Into<String>) -> Result<T, DslError> {
@@ -362,6 +386,7 @@ impl Cx<'_> {
                 format!("expected an operator name, got {}", describe(first)),
             );
         };
+        let _nesting = self.nest(op, items.len() - 1, path)?;
         let arg = |i: usize| path.index(i);
         let binary = |o: Operator| -> Result<Expr, DslError> {
             Self::count(items, 2, 2, op, "2 arguments", path)?;
@@ -573,6 +598,29 @@ impl Cx<'_> {
                 )
             }
         }
+    }
+
+    /// Enters operator `op` with `args` arguments: one level of nesting, or
+    /// `args - 1` for `and` and `or`, whose terms are chained.
+    fn nest(&self, op: &str, args: usize, path: &Path) -> Result<Nesting<'_>, DslError> {
+        let levels = match op {
+            "and" | "or" => args.saturating_sub(1).max(1),
+            _ => 1,
+        };
+        let depth = self.depth.get() + levels;
+        if depth > MAX_DEPTH {
+            return err(
+                path,
+                format!(
+                    "the expression nests more than {MAX_DEPTH} levels deep (an \"and\" or \"or\" of n terms counts n - 1): use [\"in\", column, [...]] for a long list of alternatives"
+                ),
+            );
+        }
+        self.depth.set(depth);
+        Ok(Nesting {
+            depth: &self.depth,
+            levels,
+        })
     }
 
     /// A string compared with a number or a time must read as one: the

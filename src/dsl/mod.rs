@@ -183,6 +183,7 @@ pub async fn compile(ctx: &SessionContext, doc: &Value) -> Result<LogicalPlan, Q
         schema: &schema,
         state: &state,
         now: Utc::now(),
+        depth: Default::default(),
     };
     compile_with(&cx, map, scan).map_err(QueryError::from)
 }

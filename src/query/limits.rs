@@ -30,6 +30,8 @@ pub struct LimitSettings {
     pub total_memory: usize,
     pub timeout: Duration,
     pub concurrent_per_tenant: usize,
+    /// What a query's text may be.
+    pub sql: super::bounds::SqlLimits,
 }
 
 /// Shared by every query of the server.
@@ -292,6 +294,7 @@ impl QueryRuntime {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("query")
+            .thread_stack_size(super::bounds::QUERY_THREAD_STACK)
             .enable_all()
             .build()?;
         Ok(QueryRuntime(Some(rt)))
@@ -316,9 +319,9 @@ impl Drop for QueryRuntime {
 
 /// Aborts the query's task when the result stream is dropped (the client
 /// went away, or the timeout struck).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -376,6 +379,35 @@ where
         timeout,
         Some(slot),
     )))
+}
+
+/// Runs `work`, which plans a query without executing it (a Flight
+/// `GetFlightInfo` or prepared statement), under `limits` as
+/// [`run_limited`] runs a query: a slot for `tenant`, on the query
+/// runtime, within the timeout.
+pub async fn plan_limited<F, T, E>(
+    limits: &QueryLimits,
+    runtime: &QueryRuntime,
+    tenant: &TenantId,
+    work: F,
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: From<DataFusionError> + Send + 'static,
+{
+    let _slot = limits
+        .admit(tenant)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let timeout = limits.settings.timeout;
+    let mut task = AbortOnDrop(runtime.handle().spawn(work));
+    match tokio::time::timeout(timeout, &mut task.0).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => {
+            Err(DataFusionError::Internal(format!("the planning task failed: {e}")).into())
+        }
+        Err(_) => Err(DataFusionError::External(Box::new(LimitError::Timeout(timeout))).into()),
+    }
 }
 
 /// The limit error inside a DataFusion error, however deeply wrapped.

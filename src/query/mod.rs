@@ -4,9 +4,12 @@
 //! tenant's tables (and nothing else), with the `udfs` functions
 //! registered. Each table resolves to an [`table::EventTable`]: the Delta
 //! snapshot and the buffer frozen together when the query names it.
-//! [`output`] turns result batches into the wire formats.
+//! [`output`] turns result batches into the wire formats. [`bounds`]
+//! holds what a query's text may be (size, nesting depth, names), checked
+//! before planning; [`limits`] what it may use while it runs.
 
 pub mod bounded;
+pub mod bounds;
 pub mod delta;
 mod late;
 pub mod limits;
@@ -83,10 +86,17 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
 /// A session that sees `caller`'s tenant's tables and nothing else, with
 /// its own memory pool under the server's query limits.
 pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> {
+    // The bounds on a statement's text, for `plan_sql` and, through the
+    // `udfs` hook, the table functions' inner queries.
+    let bounds = Arc::new(bounds::SessionBounds::new(db.limits().settings.sql));
+    let parser = bounds.clone();
+    let inner = udfs::udtf::InnerQueryParser(Box::new(move |state, sql| parser.parse(state, sql)));
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(false)
-        .with_information_schema(true);
+        .with_information_schema(true)
+        .with_extension(bounds)
+        .with_extension(Arc::new(inner));
     // Each sort partition keeps this much for merging its spill files
     // (DataFusion's default: 10 MB). A small budget must leave the sorts
     // room to hold batches, so the reserve is a sixteenth of the budget
@@ -219,13 +229,16 @@ pub async fn run_statement(
     ctx.execute_logical_plan(plan).await?.execute_stream().await
 }
 
-/// Plans a read-only statement. Placeholders may be `$1`, `$2`, ... or
-/// `?`, which are numbered in the order they appear in the text (the
-/// form JDBC and ADBC send).
+/// Plans a read-only statement within the session's [`bounds`].
+/// Placeholders may be `$1`, `$2`, ... or `?`, which are numbered in the
+/// order they appear in the text (the form JDBC and ADBC send).
 pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     let state = ctx.state();
-    let dialect = state.config().options().sql_parser.dialect;
-    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    let bounds = state
+        .config()
+        .get_extension::<bounds::SessionBounds>()
+        .unwrap_or_else(|| Arc::new(bounds::SessionBounds::new(Default::default())));
+    let mut statement = bounds.parse(&state, sql)?;
     if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
         number_placeholders(inner.as_mut());
     }

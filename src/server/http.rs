@@ -426,6 +426,12 @@ async fn sql_inner(
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("no SQL given"));
     }
+    // Before a query slot is taken; planning checks it again, as it does
+    // for Flight SQL and inner queries.
+    let bounds = state.db.limits().settings.sql;
+    bounds
+        .check_size("the SQL text", text.len())
+        .map_err(ApiError::bad_request)?;
     let stream = state.db.query(&caller, &text).await;
     if let Err(e) = &stream {
         audit_refused_statement(&state.db, &caller, &text, e);
@@ -455,6 +461,10 @@ async fn dsl_query_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (format, body) = admit_query(&state, &caller, &params, &headers, body)?;
+    let bounds = state.db.limits().settings.sql;
+    bounds
+        .check_size("the query document", body.len())
+        .map_err(ApiError::bad_request)?;
     let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the query document is not valid JSON: {e} (line {}, column {})",

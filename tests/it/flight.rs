@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 /// Runs blocking HTTP client code from inside the async tests (reqwest's
 /// blocking client may not run on a runtime thread).
-fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| scope.spawn(f).join().unwrap())
 }
 
@@ -38,14 +38,14 @@ fn scalar(s: &TestServer, query: &str) -> serde_json::Value {
     blocking(|| s.scalar(query))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-async fn connect(s: &TestServer) -> FlightSqlServiceClient<Channel> {
+pub(crate) async fn connect(s: &TestServer) -> FlightSqlServiceClient<Channel> {
     let channel = Channel::from_shared(s.flight.clone())
         .unwrap()
         .connect()
@@ -55,7 +55,7 @@ async fn connect(s: &TestServer) -> FlightSqlServiceClient<Channel> {
 }
 
 /// All batches of every endpoint of `info`.
-async fn fetch(
+pub(crate) async fn fetch(
     client: &mut FlightSqlServiceClient<Channel>,
     info: FlightInfo,
 ) -> Result<Vec<RecordBatch>, FlightError> {
@@ -68,7 +68,7 @@ async fn fetch(
     Ok(out)
 }
 
-async fn query(
+pub(crate) async fn query(
     client: &mut FlightSqlServiceClient<Channel>,
     sql: &str,
 ) -> Result<Vec<RecordBatch>, FlightError> {
@@ -91,7 +91,7 @@ fn status(e: FlightError) -> (Code, String) {
     }
 }
 
-fn expect_code<T: std::fmt::Debug>(
+pub(crate) fn expect_code<T: std::fmt::Debug>(
     result: Result<T, FlightError>,
     code: Code,
     needle: &str,
@@ -120,7 +120,7 @@ fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
-fn int(batches: &[RecordBatch], column: &str) -> i64 {
+pub(crate) fn int(batches: &[RecordBatch], column: &str) -> i64 {
     let b = &batches[0];
     b.column_by_name(column)
         .unwrap()

@@ -232,13 +232,33 @@ pub(crate) fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339()
 }
 
+/// How an inner query's text becomes a statement, when the application
+/// bounds what a query may be (its size, nesting depth, names): set on the
+/// session as a config extension. Without it, DataFusion's parser.
+pub struct InnerQueryParser(pub Box<ParseFn>);
+
+/// Parses one statement in a session.
+pub type ParseFn =
+    dyn Fn(&SessionState, &str) -> Result<datafusion::sql::parser::Statement> + Send + Sync;
+
+impl std::fmt::Debug for InnerQueryParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InnerQueryParser(..)")
+    }
+}
+
 /// Plans `sql` in the caller's session, refusing anything but a query.
 pub(crate) fn plan_inner(func: &str, session: &dyn Session, sql: &str) -> Result<LogicalPlan> {
     let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
         return plan_err!("{func} can only be called from a DataFusion session");
     };
+    let statement = match state.config().get_extension::<InnerQueryParser>() {
+        Some(parser) => (parser.0)(state, sql),
+        None => state.sql_to_statement(sql, &state.config().options().sql_parser.dialect),
+    }
+    .map_err(|e| e.context(format!("{func}: in the inner query")))?;
     let planned = state
-        .create_logical_plan(sql)
+        .statement_to_plan(statement)
         .now_or_never()
         .ok_or_else(|| {
             plan_datafusion_err!(

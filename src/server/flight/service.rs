@@ -1,0 +1,541 @@
+//! The Flight SQL calls: arrow-flight's [`FlightSqlService`] for
+//! [`FlightSql`].
+
+use super::facts::{
+    SCHEMAS, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_INFO, foreign_keys_schema, primary_keys_schema,
+};
+use super::ingest::table_name;
+use super::prepared::Prepared;
+use super::results::{DoGetResult, built, flight_info, ipc_schema, stream_results, wire_schema};
+use super::tickets::decode_params;
+use super::{FlightSql, df_status, handshake_token, invalid, require};
+use crate::auth::Role;
+use crate::query::{self, CATALOG, SCHEMA};
+use crate::ratelimit::Kind;
+use crate::server::error::ApiError;
+use crate::server::http::{audit_refused_statement, record_refusal};
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo, TableExistsOption,
+    TableNotExistOption, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse, PutResult, Ticket,
+};
+use futures::{Stream, TryStreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSql {
+    type FlightService = FlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let token = handshake_token(&request)?;
+        if let Some(verifier) = &self.inner.verifier {
+            verifier.verify(&token).map_err(|e| {
+                let e = ApiError::from(e);
+                record_refusal(&self.inner.db, &e, "flight handshake".into(), None);
+                Status::from(e)
+            })?;
+        }
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
+        if !token.is_empty() {
+            let bearer = MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| Status::unauthenticated("the token is not valid header text"))?;
+            response.metadata_mut().insert("authorization", bearer);
+        }
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request, "GetFlightInfo")?;
+        require(&caller, Role::Reader, "query")?;
+        if query.transaction_id.is_some() {
+            return Err(invalid("transactions are not supported"));
+        }
+        let planned = self.plan(&caller, &query.query, None).await?;
+        let ticket = self.statement_ticket(&caller, &query.query, None)?;
+        flight_info(&planned.dataset, ticket, request.into_inner())
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = self.caller(&request, "GetFlightInfo")?;
+        require(&caller, Role::Reader, "query")?;
+        let prepared =
+            self.inner
+                .prepared
+                .with(&cmd.prepared_statement_handle, &caller.tenant, |p| {
+                    p.clone()
+                })?;
+        let planned = self
+            .plan(&caller, &prepared.sql, prepared.params.clone())
+            .await?;
+        let ticket = self.statement_ticket(&caller, &prepared.sql, prepared.params.as_ref())?;
+        flight_info(&planned.dataset, ticket, request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<arrow_flight::Ticket>,
+    ) -> DoGetResult {
+        let caller = self.caller(&request, "DoGet")?;
+        require(&caller, Role::Reader, "query")?;
+        let body = self.inner.tickets.open(&ticket.statement_handle)?;
+        if body.tenant != caller.tenant.as_str() {
+            return Err(Status::permission_denied(
+                "this ticket was issued to another tenant",
+            ));
+        }
+        self.rate_check(&caller.tenant, Kind::Queries, 1)?;
+        let params = body.params.as_deref().map(decode_params).transpose()?;
+        let started = Instant::now();
+        let db = self.inner.db.clone();
+        let who = caller.clone();
+        let sql = body.sql.clone();
+        let result = query::limits::run_limited(
+            self.inner.db.limits(),
+            self.inner.db.query_threads(),
+            &caller.tenant,
+            async move { query::run_statement(db, &who, &sql, params.as_ref()).await },
+        )
+        .await;
+        let result = result.map_err(|e| {
+            audit_refused_statement(&self.inner.db, &caller, &body.sql, &e);
+            ApiError::from(e)
+        });
+        let m = crate::metrics::get();
+        let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
+        m.queries
+            .with_label_values(&["flight", crate::metrics::outcome(status)])
+            .inc();
+        m.query_seconds
+            .with_label_values(&["flight"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Response::new(stream_results(result.map_err(Status::from)?)))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = self.caller(&request, "CreatePreparedStatement")?;
+        require(&caller, Role::Reader, "query")?;
+        if query.transaction_id.is_some() {
+            return Err(invalid("transactions are not supported"));
+        }
+        let planned = self.plan(&caller, &query.query, None).await?;
+        let handle = self.inner.prepared.insert(Prepared {
+            tenant: caller.tenant.clone(),
+            sql: query.query,
+            params: None,
+            used: Instant::now(),
+        })?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into(),
+            dataset_schema: ipc_schema(&planned.dataset)?,
+            parameter_schema: ipc_schema(&planned.parameters)?,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let caller = self.caller(&request, "DoPut")?;
+        require(&caller, Role::Reader, "query")?;
+        let handle = cmd.prepared_statement_handle.clone();
+        // Check the handle before reading the parameters.
+        self.inner.prepared.with(&handle, &caller.tenant, |_| ())?;
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| invalid(format!("the parameters are not valid Arrow IPC: {e}")))?;
+        let params = match batches.first() {
+            None => None,
+            Some(first) => Some(
+                arrow::compute::concat_batches(&first.schema(), &batches)
+                    .map_err(|e| invalid(format!("parameters: {e}")))?,
+            ),
+        };
+        self.inner
+            .prepared
+            .with(&handle, &caller.tenant, |p| p.params = params)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let caller = self.caller(&request, "ClosePreparedStatement")?;
+        self.inner
+            .prepared
+            .remove(&query.prepared_statement_handle, &caller.tenant)
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = self.caller(&request, "DoPut")?;
+        let message = format!(
+            "statements that change data are not supported {}; load events with bulk ingest (ADBC adbc_ingest, Flight DoPut) or POST /v1/events",
+            query::READ_ONLY_REFUSAL
+        );
+        audit_refused_statement(&self.inner.db, &caller, &cmd.query, &message);
+        Err(invalid(message))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let caller = self.caller(&request, "DoPut")?;
+        require(&caller, Role::Writer, "ingest")?;
+        self.rate_check(&caller.tenant, Kind::Events, 1)?;
+        if cmd.transaction_id.is_some() {
+            return Err(invalid(
+                "transactions are not supported: each batch commits on its own",
+            ));
+        }
+        if cmd.temporary {
+            return Err(invalid("temporary tables are not supported"));
+        }
+        if let Some(catalog) = cmd
+            .catalog
+            .as_deref()
+            .filter(|c| !c.is_empty() && *c != CATALOG)
+        {
+            return Err(Status::not_found(format!(
+                "no catalog {catalog:?}: the only catalog is {CATALOG:?}"
+            )));
+        }
+        if let Some(schema) = cmd
+            .schema
+            .as_deref()
+            .filter(|s| !s.is_empty() && *s != SCHEMA)
+        {
+            return Err(Status::not_found(format!(
+                "no writable schema {schema:?}: events are ingested into schema {SCHEMA:?}"
+            )));
+        }
+        let table = table_name(&cmd.table)?;
+        let exists = self.inner.db.table(&caller.tenant, &table).is_some();
+        let options = cmd.table_definition_options.unwrap_or_default();
+        match (exists, options.if_exists(), options.if_not_exist()) {
+            (true, TableExistsOption::Fail, _) => {
+                return Err(Status::already_exists(format!(
+                    "table {table} exists: ingest with mode \"append\" (or \"create_append\") to add to it"
+                )));
+            }
+            (true, TableExistsOption::Replace, _) => {
+                return Err(invalid(format!(
+                    "table {table} exists and cannot be replaced: event tables are append-only (use mode \"append\", or a new table name)"
+                )));
+            }
+            (false, _, TableNotExistOption::Fail) => {
+                return Err(Status::not_found(format!(
+                    "table {table} does not exist: ingest with mode \"create\" or \"create_append\" to create it"
+                )));
+            }
+            _ => {}
+        }
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches = FlightRecordBatchStream::new_from_flight_data(stream);
+        let (accepted, _) = self.ingest(caller, table, batches).await?;
+        Ok(accepted as i64)
+    }
+
+    /// A plain Flight DoPut whose descriptor is a path naming the table:
+    /// the same ingest, answered with `{"accepted": n, "duplicates": m}`.
+    async fn do_put_fallback(
+        &self,
+        mut request: Request<PeekableFlightDataStream>,
+        message: Any,
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoPutStream>,
+        Status,
+    > {
+        let caller = self.caller(&request, "DoPut")?;
+        let descriptor = match request.get_mut().peek().await {
+            Some(Ok(first)) => first.flight_descriptor.clone(),
+            _ => None,
+        };
+        let path = match descriptor {
+            Some(d) if d.r#type() == flight_descriptor::DescriptorType::Path => d.path,
+            _ => {
+                return Err(invalid(format!(
+                    "DoPut needs a Flight SQL ingest command or a path descriptor naming the table; got {:?}",
+                    message.type_url
+                )));
+            }
+        };
+        let [name] = path.as_slice() else {
+            return Err(invalid(format!(
+                "the descriptor path must be one table name; got {path:?}"
+            )));
+        };
+        require(&caller, Role::Writer, "ingest")?;
+        self.rate_check(&caller.tenant, Kind::Events, 1)?;
+        let table = table_name(name)?;
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches = FlightRecordBatchStream::new_from_flight_data(stream);
+        let (accepted, duplicates) = self.ingest(caller, table, batches).await?;
+        let reply = serde_json::json!({"accepted": accepted, "duplicates": duplicates});
+        let result = PutResult {
+            app_metadata: reply.to_string().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        self.browse_info(query, &schema, request)
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
+        let mut builder = query.into_builder();
+        builder.append(CATALOG);
+        built(builder.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.browse_info(query, &schema, request)
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
+        let mut builder = query.into_builder();
+        for (schema, _) in SCHEMAS {
+            builder.append(CATALOG, schema);
+        }
+        built(builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.browse_info(query, &schema, request)
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        let caller = self.browser(&request, "DoGet")?;
+        let include_schema = query.include_schema;
+        let ctx = query::session(self.inner.db.clone(), &caller).map_err(df_status)?;
+        let catalog = ctx
+            .catalog(CATALOG)
+            .ok_or_else(|| Status::internal("the session has no catalog"))?;
+        let mut builder = query.into_builder();
+        for (schema_name, table_type) in SCHEMAS {
+            let Some(schema) = catalog.schema(schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                let table_schema = if include_schema {
+                    match schema.table(&name).await.map_err(df_status)? {
+                        Some(t) => wire_schema(&t.schema()),
+                        None => continue,
+                    }
+                } else {
+                    Arc::new(Schema::empty())
+                };
+                builder
+                    .append(CATALOG, schema_name, &name, table_type, &table_schema)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
+        }
+        built(builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        self.browse_info(query, &schema, request)
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
+        let mut builder = query.into_builder();
+        builder.append(SYSTEM_TABLE);
+        builder.append(TABLE);
+        built(builder.build())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        self.browse_info(query, &schema, request)
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
+        built(query.into_builder(&SQL_INFO).build())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&XDBC_INFO).schema();
+        self.browse_info(query, &schema, request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.browser(&request, "DoGet")?;
+        built(query.into_builder(&XDBC_INFO).build())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, &primary_keys_schema(), request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.no_keys(&request, primary_keys_schema())
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, &foreign_keys_schema(), request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.no_keys(&request, foreign_keys_schema())
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, &foreign_keys_schema(), request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.no_keys(&request, foreign_keys_schema())
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.browse_info(query, &foreign_keys_schema(), request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> DoGetResult {
+        self.no_keys(&request, foreign_keys_schema())
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
