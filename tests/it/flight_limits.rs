@@ -23,7 +23,15 @@ fn planning_calls_take_a_query_slot_and_count_against_the_query_rate() {
         limits.path().to_str().unwrap(),
     ]);
     std::thread::scope(|scope| {
-        let slow = scope.spawn(|| s.post("/v1/sql", "text/plain", SLOW));
+        // Until it has the slot: a planning call below may hold it a moment.
+        let slow = scope.spawn(|| {
+            loop {
+                let r = s.post("/v1/sql", "text/plain", SLOW);
+                if r.status != 429 {
+                    return r;
+                }
+            }
+        });
         runtime().block_on(async {
             let mut client = connect(&s).await;
             // While the slow query runs, planning over Flight is refused
