@@ -138,9 +138,15 @@ pub struct Config {
     pub max_concurrent_queries: usize,
 
     /// Largest query: SQL text (over HTTP, Flight SQL, and inside a table
-    /// function) or DSL document. Larger ones get 400 (InvalidArgument).
+    /// function), DSL document, or set of parameters bound to a Flight SQL
+    /// prepared statement. Larger ones get 400 (InvalidArgument).
     #[arg(long, env = "ALLSOURCE_MAX_QUERY_BYTES", default_value_t = crate::query::bounds::DEFAULT_MAX_QUERY_BYTES)]
     pub max_query_bytes: usize,
+
+    /// Memory one tenant's open Flight SQL prepared statements may hold
+    /// together (their SQL text and bound parameters).
+    #[arg(long, env = "ALLSOURCE_MAX_PREPARED_BYTES", default_value_t = 64 << 20)]
+    pub max_prepared_bytes: usize,
 
     /// Largest result in the JSON formats (json, ndjson), which are
     /// gathered before they are sent so that an overflow is a clean 4xx.
@@ -210,6 +216,7 @@ impl Default for Config {
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 16,
             max_query_bytes: crate::query::bounds::DEFAULT_MAX_QUERY_BYTES,
+            max_prepared_bytes: 64 << 20,
             max_result_bytes: 256 << 20,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),

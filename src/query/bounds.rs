@@ -67,7 +67,8 @@ const PARSE_STACK_MIN: usize = 1 << 20;
 /// The bounds a query's text is held to (from the server's flags).
 #[derive(Debug, Clone, Copy)]
 pub struct SqlLimits {
-    /// Largest SQL statement or DSL document (`--max-query-bytes`).
+    /// Largest SQL statement or DSL document, and largest set of
+    /// parameters bound to a prepared statement (`--max-query-bytes`).
     pub max_bytes: usize,
 }
 

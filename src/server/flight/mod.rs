@@ -19,7 +19,8 @@
 //! - [`queries`]: planning a statement for a FlightInfo or a prepared
 //!   statement, under the same limits as a query, and its ticket
 //!   ([`tickets`]).
-//! - [`prepared`]: prepared statements, each owned by a tenant.
+//! - [`prepared`]: prepared statements and their parameters, bounded per
+//!   tenant in count and bytes.
 //! - [`results`]: result streams and the types drivers read.
 //! - [`ingest`]: bulk ingest through the WAL.
 //! - [`facts`]: what the server reports about itself (SQL and type info).
@@ -85,13 +86,14 @@ impl FlightSql {
         rate_limits: Arc<RateLimits>,
         ingest_budget: Arc<crate::ingest::budget::IngestBudget>,
     ) -> Result<Self, String> {
+        let prepared = PreparedStatements::new(db.config().max_prepared_bytes);
         Ok(FlightSql {
             inner: Arc::new(Inner {
                 db,
                 verifier,
                 rate_limits,
                 tickets: TicketKey::generate()?,
-                prepared: PreparedStatements::default(),
+                prepared,
                 ingest_budget,
             }),
         })

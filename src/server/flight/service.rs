@@ -5,7 +5,7 @@ use super::facts::{
     SCHEMAS, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_INFO, foreign_keys_schema, primary_keys_schema,
 };
 use super::ingest::table_name;
-use super::prepared::Prepared;
+use super::prepared::{Prepared, read_parameters};
 use super::results::{DoGetResult, built, flight_info, ipc_schema, stream_results, wire_schema};
 use super::tickets::decode_params;
 use super::{FlightSql, df_status, handshake_token, invalid, require};
@@ -14,7 +14,6 @@ use crate::query::{self, CATALOG, SCHEMA};
 use crate::ratelimit::Kind;
 use crate::server::error::ApiError;
 use crate::server::http::{audit_refused_statement, record_refusal};
-use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -100,10 +99,9 @@ impl FlightSqlService for FlightSql {
                 .with(&cmd.prepared_statement_handle, &caller.tenant, |p| {
                     p.clone()
                 })?;
-        let planned = self
-            .plan(&caller, &prepared.sql, prepared.params.clone())
-            .await?;
-        let ticket = self.statement_ticket(&caller, &prepared.sql, prepared.params.as_ref())?;
+        let params = prepared.params.map(|p| p.batch);
+        let planned = self.plan(&caller, &prepared.sql, params.clone()).await?;
+        let ticket = self.statement_ticket(&caller, &prepared.sql, params.as_ref())?;
         flight_info(&planned.dataset, ticket, request.into_inner())
     }
 
@@ -182,21 +180,9 @@ impl FlightSqlService for FlightSql {
         let handle = cmd.prepared_statement_handle.clone();
         // Check the handle before reading the parameters.
         self.inner.prepared.with(&handle, &caller.tenant, |_| ())?;
-        let stream = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
-            .try_collect()
-            .await
-            .map_err(|e| invalid(format!("the parameters are not valid Arrow IPC: {e}")))?;
-        let params = match batches.first() {
-            None => None,
-            Some(first) => Some(
-                arrow::compute::concat_batches(&first.schema(), &batches)
-                    .map_err(|e| invalid(format!("parameters: {e}")))?,
-            ),
-        };
-        self.inner
-            .prepared
-            .with(&handle, &caller.tenant, |p| p.params = params)?;
+        let limit = self.inner.db.limits().settings.sql.max_bytes;
+        let params = read_parameters(request.into_inner(), limit).await?;
+        self.inner.prepared.bind(&handle, &caller.tenant, params)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
         })
