@@ -30,6 +30,8 @@ pub mod db;
 pub mod dedup;
 pub mod dsl;
 mod fault;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod ids;
 pub mod ingest;
 pub mod metrics;

@@ -11,6 +11,7 @@
 pub mod bounded;
 pub mod bounds;
 pub mod delta;
+mod grouping_sets;
 mod late;
 pub mod limits;
 pub mod output;
@@ -33,6 +34,8 @@ use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use std::sync::Arc;
@@ -103,6 +106,15 @@ pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> 
     // at most.
     let merge_reserve = &mut config.options_mut().execution.sort_spill_reservation_bytes;
     *merge_reserve = (*merge_reserve).min(db.config().query_memory_limit / 16);
+    // DataFusion 55 plans `x IS TRUE` (and the other truth tests) over a
+    // nullable `x` as nullable while its logical plan says it never is; an
+    // aggregation over such a value failed this check with an internal
+    // error. The values agree (a truth test is never NULL); only the
+    // schemas' nullability flags differ (DataFusion issue 24096).
+    config
+        .options_mut()
+        .execution
+        .skip_physical_aggregate_schema_check = true;
     // A fresh object-store registry: it holds only what the Delta scans of
     // this query register, so no statement can reach `file://` or another
     // tenant's store.
@@ -111,10 +123,16 @@ pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> 
         .with_memory_pool(db.limits().query_pool())
         .with_object_store_registry(registry)
         .build_arc()?;
+    // The grouping-sets rule runs before DataFusion's own rules, which
+    // would otherwise act on the order claims it removes.
+    let mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
+        vec![Arc::new(grouping_sets::GroupingSetOutputs)];
+    rules.extend(PhysicalOptimizer::new().rules);
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
         .with_physical_optimizer_rule(Arc::new(bounded::OperatorMemory))
         .build();

@@ -89,10 +89,10 @@ impl From<db::Error> for ApiError {
 /// column, a cast that fails on their data) rather than ours.
 pub fn is_user_error(e: &DataFusionError) -> bool {
     match e {
+        DataFusionError::ParquetError(e) => is_filter_failure(e),
         DataFusionError::Internal(_)
         | DataFusionError::IoError(_)
         | DataFusionError::ObjectStore(_)
-        | DataFusionError::ParquetError(_)
         | DataFusionError::Substrait(_) => false,
         DataFusionError::Context(_, inner) => is_user_error(inner),
         DataFusionError::Diagnostic(_, inner) => is_user_error(inner),
@@ -102,6 +102,25 @@ pub fn is_user_error(e: &DataFusionError) -> bool {
             None => false,
         },
         _ => true,
+    }
+}
+
+/// Whether a Parquet error is the query's own filter failing on a row
+/// (a division by zero, a failed cast): scans that filter rows as they
+/// decode them (under a TopK) evaluate the filter inside the Parquet
+/// reader, which passes the engine's error on as text in a Parquet error.
+/// The same filter evaluated above the scan is the user's error, and so
+/// is this one, unless the engine's error was internal.
+fn is_filter_failure(e: &parquet::errors::ParquetError) -> bool {
+    const PREFIX: &str = "Error evaluating filter predicate: ";
+    let parquet::errors::ParquetError::External(inner) = e else {
+        return false;
+    };
+    match inner.downcast_ref::<arrow::error::ArrowError>() {
+        Some(arrow::error::ArrowError::ComputeError(message)) => message
+            .strip_prefix(PREFIX)
+            .is_some_and(|engine| !engine.starts_with("Internal(")),
+        _ => false,
     }
 }
 

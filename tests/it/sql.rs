@@ -330,3 +330,95 @@ fn a_result_parquet_cannot_hold_is_a_400() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("Parquet"), "{}", r.error());
 }
+
+/// Pins the calling thread, and the servers it starts from now on, to one
+/// CPU: as on a one-core machine, queries plan with one target partition.
+fn pin_to_one_cpu() {
+    // SAFETY: cpu_set_t is plain data; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        let first = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .unwrap();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(first, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size, &set), 0);
+    }
+}
+
+#[test]
+fn rollup_over_a_key_the_filter_fixes_has_one_row_per_group() {
+    // After `WHERE country = 'de'` the engine took country as constant,
+    // though ROLLUP's grand total sets it to NULL: with one target
+    // partition the final aggregation streamed and split the grand total
+    // into several rows.
+    pin_to_one_cpu();
+    let mut s = TestServer::start(&[]);
+    let batch = |tag: &str| {
+        let events: Vec<Value> = (0..30)
+            .map(|i| {
+                json!({"event_type": tag, "entity_id": format!("u{i}"),
+                            "payload": {"country": if i % 3 == 0 { "fr" } else { "de" }}})
+            })
+            .collect();
+        Value::Array(events)
+    };
+    s.ingest(&batch("a"));
+    s.stop(); // flush to Delta: the files and the buffer are two inputs
+    s.restart();
+    s.ingest(&batch("b"));
+    s.ingest(&batch("c"));
+    let rows = s.sql(
+        "SELECT country, entity_id, count(*) AS n FROM events WHERE country = 'de' \
+         GROUP BY ROLLUP(country, entity_id) ORDER BY country, entity_id NULLS LAST",
+    );
+    let totals: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["entity_id"].is_null())
+        .map(|r| &r["n"])
+        .collect();
+    assert_eq!(totals, [&json!(60), &json!(60)], "{rows:?}");
+    assert_eq!(rows.len(), 20 + 2, "{rows:?}");
+}
+
+#[test]
+fn grouping_by_a_truth_test_is_not_an_internal_error() {
+    let s = TestServer::start(&[]);
+    s.ingest(&json!([
+        {"event_type": "a", "entity_id": "u1", "payload": {"vip": true}},
+        {"event_type": "a", "entity_id": "u2", "payload": {"vip": false}},
+        {"event_type": "a", "entity_id": "u3"},
+    ]));
+    let rows = s.sql("SELECT DISTINCT vip IS TRUE AS t FROM events ORDER BY t");
+    assert_eq!(rows, [json!({"t": false}), json!({"t": true})]);
+    let rows =
+        s.sql("SELECT vip IS NOT FALSE AS t, count(*) AS n FROM events GROUP BY 1 ORDER BY 1");
+    assert_eq!(
+        rows,
+        [json!({"t": false, "n": 1}), json!({"t": true, "n": 2})]
+    );
+}
+
+#[test]
+fn a_filter_failing_inside_the_parquet_reader_is_a_400() {
+    // Under a TopK, the scan evaluates the WHERE clause row by row inside
+    // the Parquet reader, which reports a failure as a Parquet error.
+    let mut s = TestServer::start(&[]);
+    let events: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({"event_type": "a", "entity_id": format!("u{i}"),
+                        "timestamp": 1_767_225_600_000i64 + i * 3_600_000,
+                        "payload": {"x": i % 7}})
+        })
+        .collect();
+    s.ingest(&Value::Array(events));
+    s.stop(); // flush to Delta
+    s.restart();
+    let sql = "SELECT entity_id FROM events WHERE 10 / CAST(x AS BIGINT) > 1 \
+               ORDER BY timestamp DESC LIMIT 1";
+    let r = s.post("/v1/sql", "text/plain", sql);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("DivideByZero"), "{}", r.error());
+}

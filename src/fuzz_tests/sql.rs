@@ -1,0 +1,73 @@
+//! SQL, differentially: each generated query ([`super::sql_gen`]) runs in
+//! two sessions of the fixture's tenant that differ only in
+//! `target_partitions` (1 and 4). Both must return the same rows (as
+//! multisets, or in order when the query orders them totally; floats
+//! within a relative 1e-9), or both refuse it with a 4xx. No panic, no
+//! internal error, no 5xx.
+
+use super::compare::{Rows, difference, refusal};
+use super::fixture::Fixture;
+use super::sql_gen::{Query, query};
+use super::{Tally, cases, run};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+/// Plans `sql` as the server does (read-only) and collects its rows.
+async fn execute(ctx: &SessionContext, sql: &str) -> Result<Rows, DataFusionError> {
+    let plan = crate::query::plan_sql(ctx, sql).await?;
+    let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+    Rows::of(&batches)
+}
+
+/// Runs `query` with 1 and 4 partitions and checks that they agree.
+fn check(fixture: &Fixture, query: &Query, tally: &Tally) -> Result<(), TestCaseError> {
+    let (one, four) = fixture.runtime.block_on(async {
+        let one = execute(&fixture.session(1), &query.sql).await;
+        let four = execute(&fixture.session(4), &query.sql).await;
+        (one, four)
+    });
+    match (one, four) {
+        (Ok(a), Ok(b)) => {
+            if let Some(d) = difference(&a, &b, query.ordered) {
+                return Err(TestCaseError::fail(format!(
+                    "1 and 4 partitions differ: {d}\n{}",
+                    query.sql
+                )));
+            }
+            tally.add(if a.rows.is_empty() {
+                "ok (no rows)"
+            } else {
+                "ok"
+            });
+        }
+        (Err(a), Err(b)) => {
+            let (a, b) = (refusal(a), refusal(b));
+            prop_assert!(
+                a.status < 500 && b.status < 500,
+                "{} / {}\n{}",
+                a.message,
+                b.message,
+                query.sql
+            );
+            tally.add(format!("refused {} {}", a.status, a.kind));
+        }
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
+            return Err(TestCaseError::fail(format!(
+                "only one partitioning fails ({e})\n{}",
+                query.sql
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_sql_partitions() {
+    let cases = cases(40);
+    let fixture = Fixture::new();
+    let tally = Tally::new("sql");
+    run(cases, &query(), |q| check(&fixture, &q, &tally));
+    tally.report(cases);
+}
