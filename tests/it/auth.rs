@@ -420,7 +420,7 @@ fn rs256_keys_rotate_by_kid_and_refuse_hs_confusion() {
 #[test]
 fn refuses_to_listen_on_the_network_without_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let out = Command::new(crate::support::server_bin())
         .args(["serve", "--http-addr", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -432,7 +432,7 @@ fn refuses_to_listen_on_the_network_without_auth() {
         "{err}"
     );
     // The Flight SQL port too.
-    let out = Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let out = Command::new(crate::support::server_bin())
         .args(["serve", "--http-addr", "127.0.0.1:0"])
         .args(["--flight-addr", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
@@ -445,7 +445,7 @@ fn refuses_to_listen_on_the_network_without_auth() {
         "{err}"
     );
     // The token command mints what the server accepts.
-    let out = Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let out = Command::new(crate::support::server_bin())
         .args([
             "token", "--tenant", "acme", "--role", "writer", "--ttl", "5m",
         ])
@@ -467,7 +467,7 @@ fn refuses_to_listen_on_the_network_without_auth() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     // The CLI clients pass the token on.
-    let out = Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let out = Command::new(crate::support::server_bin())
         .args(["query", "--url", &s.base, "--token", &minted, "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -488,7 +488,7 @@ fn refuses_to_listen_on_the_network_without_auth() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let out = Command::new(crate::support::server_bin())
         .args(["compact", "--url", &s.base, "--token", &minted])
         .output()
         .unwrap();

@@ -274,8 +274,8 @@ fn one_compaction_per_table_at_a_time() {
 fn the_cli_shows_progress_and_reports() {
     let mut s = TestServer::start(&[]);
     small_files(&mut s, "c", 3, 30, 3);
-    let bin = env!("CARGO_BIN_EXE_allsource");
-    let dry = std::process::Command::new(bin)
+    let bin = crate::support::server_bin();
+    let dry = std::process::Command::new(&bin)
         .args(["compact", "--dry-run", "--url", &s.base])
         .output()
         .unwrap();
@@ -289,7 +289,7 @@ fn the_cli_shows_progress_and_reports() {
         text.starts_with("events: dry run — 3 partition(s)"),
         "{text}"
     );
-    let run = std::process::Command::new(bin)
+    let run = std::process::Command::new(&bin)
         .args(["compact", "--table", "events", "--url", &s.base])
         .output()
         .unwrap();

@@ -572,7 +572,7 @@ fn the_cli_runs_a_document() {
             .to_string(),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let out = std::process::Command::new(crate::support::server_bin())
         .args([
             "query",
             file.to_str().unwrap(),
@@ -593,7 +593,7 @@ fn the_cli_runs_a_document() {
         "country,count\nde,10\nfr,10\njp,10\nus,10\n"
     );
     // stdin, and a refusal with its path on stderr
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let mut child = std::process::Command::new(crate::support::server_bin())
         .args(["query", "--url", &s.base])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

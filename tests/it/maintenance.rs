@@ -34,7 +34,7 @@ fn a_retention_beyond_the_maximum_is_refused_where_it_is_given() {
 
     // The flag is refused at start-up, naming itself and the maximum.
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_allsource"))
+    let out = std::process::Command::new(crate::support::server_bin())
         .arg("serve")
         .arg("--data-dir")
         .arg(dir.path())

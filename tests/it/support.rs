@@ -106,7 +106,7 @@ impl TestServer {
             .append(true)
             .open(self.data_dir.join("server.log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_allsource"))
+        let mut child = Command::new(server_bin())
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -329,6 +329,14 @@ impl Drop for TestServer {
 
 /// The Python of the test virtualenv: `ALLSOURCE_TEST_PYTHON` (set by
 /// scripts/test.sh), else `python3`.
+/// The server binary the tests run: `ALLSOURCE_TEST_BIN` when set (a copy
+/// kept apart from builds that may replace the one cargo made), else the
+/// one cargo built for this test binary.
+pub(crate) fn server_bin() -> String {
+    std::env::var("ALLSOURCE_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_allsource").to_string())
+}
+
 pub(crate) fn python() -> String {
     std::env::var("ALLSOURCE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
