@@ -175,7 +175,7 @@ fn full_event(rng: &mut StdRng, i: usize) -> Event {
     let mut e = event(rng, i, true);
     e.event_id = Some(format!("s{i}"));
     let payload = json!({
-        "amount": i as f64 * 2.5, "qty": i, "country": COUNTRIES[i], "vip": i % 2 == 0,
+        "amount": i as f64 * 2.5, "qty": i, "country": COUNTRIES[i], "vip": i.is_multiple_of(2),
         "tags": {"k": "de"}, "note": NOTES[i], "late": i,
     });
     e.payload = payload.as_object().unwrap().clone();

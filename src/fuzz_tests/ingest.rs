@@ -441,7 +441,9 @@ fn holds(col: &dyn Array, row: usize, v: &Value) -> bool {
         (DataType::Boolean, Value::Bool(b)) => col.as_boolean().value(row) == *b,
         (DataType::Utf8, Value::String(s)) => col.as_string::<i32>().value(row) == s,
         (DataType::Utf8, Value::Array(_) | Value::Object(_)) => {
-            col.as_string::<i32>().value(row) == v.to_string()
+            // Nested values are kept as their JSON text.
+            let text = v.to_string();
+            col.as_string::<i32>().value(row) == text
         }
         _ => false,
     }
