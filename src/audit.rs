@@ -24,12 +24,37 @@ pub fn location() -> (TenantId, TableName) {
     )
 }
 
+/// What kind of thing an audit record records: its event type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuditKind {
+    /// A request refused by authentication (401, 403).
+    AuthFailure,
+    /// An admin action.
+    #[default]
+    Admin,
+    /// A statement refused because it would change something.
+    DdlRefused,
+    /// The server started.
+    ServerStart,
+}
+
+impl AuditKind {
+    /// The event type the record is stored with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::AuthFailure => "auth_failure",
+            AuditKind::Admin => "admin",
+            AuditKind::DdlRefused => "ddl_refused",
+            AuditKind::ServerStart => "server_start",
+        }
+    }
+}
+
 /// What happened, as one audit event.
 #[derive(Debug, Clone, Default)]
 pub struct AuditEntry {
-    /// `auth_failure`, `admin`, `ddl_refused` or `server_start`: the
-    /// event type.
-    pub kind: &'static str,
+    /// The event type.
+    pub kind: AuditKind,
     /// The token's subject, or `anonymous`: the entity id.
     pub actor: Option<String>,
     pub tenant: Option<String>,
@@ -41,24 +66,21 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
-/// Bounds the rate of failure and refusal records (any status of 400 or
-/// more: bad tokens, refused DDL), so a flood of them cannot flood the log
-/// (or the disk). Successful admin actions are always recorded.
+/// Writes audit records into the log of one database. The rate of
+/// failure and refusal records (any status of 400 or more: bad tokens,
+/// refused DDL) is bounded, so a flood of them cannot flood the log (or
+/// the disk); successful admin actions are always recorded.
 #[derive(Debug)]
-pub struct AuditLimiter(DefaultDirectRateLimiter);
-
-impl Default for AuditLimiter {
-    fn default() -> Self {
-        let per_second = NonZeroU32::new(50).expect("non-zero");
-        AuditLimiter(RateLimiter::direct(Quota::per_second(per_second)))
-    }
+pub struct Auditor {
+    db: Arc<Database>,
+    refusals: DefaultDirectRateLimiter,
 }
 
 impl AuditEntry {
     /// An entry for something `caller` did.
     pub fn by(
         caller: &crate::auth::Principal,
-        kind: &'static str,
+        kind: AuditKind,
         action: String,
         status: u16,
         detail: String,
@@ -90,7 +112,7 @@ impl AuditEntry {
         payload.insert("status".into(), Value::from(self.status));
         Event {
             event_id: None,
-            event_type: self.kind.to_string(),
+            event_type: self.kind.as_str().to_string(),
             entity_id: self.actor.unwrap_or_else(|| "anonymous".into()),
             timestamp: None,
             payload,
@@ -114,21 +136,32 @@ fn dropped(reason: &str) {
         .inc();
 }
 
-impl Database {
+impl Auditor {
+    /// Refusal records written per second, at most.
+    const REFUSALS_PER_SECOND: u32 = 50;
+
+    pub fn new(db: Arc<Database>) -> Self {
+        let per_second = NonZeroU32::new(Self::REFUSALS_PER_SECOND).expect("non-zero");
+        Auditor {
+            db,
+            refusals: RateLimiter::direct(Quota::per_second(per_second)),
+        }
+    }
+
     /// Records `entry` in the audit log in the background, never holding
     /// up the request. Refusals past 50 a second, and any record while the
     /// ingest buffers are over `--max-buffer-bytes`, are only counted
     /// (metric `allsource_audit_dropped_total{reason}`).
-    pub fn audit(self: &Arc<Self>, entry: AuditEntry) {
-        if entry.is_refusal() && self.audit_limiter.0.check().is_err() {
+    pub fn record(&self, entry: AuditEntry) {
+        if entry.is_refusal() && self.refusals.check().is_err() {
             dropped("rate");
             return;
         }
-        if self.buffered_bytes() >= self.config().max_buffer_bytes {
+        if self.db.buffered_bytes() >= self.db.config().max_buffer_bytes {
             dropped("buffer_full");
             return;
         }
-        let db = self.clone();
+        let db = self.db.clone();
         let (tenant, table) = location();
         tokio::spawn(async move {
             // The same admission as clients' ingest: a buffer that filled

@@ -39,5 +39,6 @@ pub mod query;
 pub mod ratelimit;
 pub mod schema;
 pub mod server;
+pub mod service;
 pub mod storage;
 pub mod wal;

@@ -18,20 +18,17 @@ mod table;
 
 pub use table::Table;
 
-use crate::auth::Principal;
 use crate::config::Config;
 use crate::dedup::DedupIndex;
 use crate::ids::{InvalidName, TableName, TenantId, WalSeq};
 use crate::ingest::{self, Event};
-use crate::query::table::{EventTable, query_schema};
 use crate::schema::{ColumnKind, ColumnRegistry};
 use crate::storage::{self, Storage};
 use crate::wal::{self, Wal, WalConfig};
 use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
 use claims::Claims;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::prelude::SessionContext;
+use datafusion::datasource::TableProvider;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -94,15 +91,6 @@ pub struct Database {
     history: maintenance::History,
     /// Per-table maintenance settings.
     settings: maintenance::SettingsStore,
-    /// Memory, time and concurrency limits of queries.
-    limits: crate::query::limits::QueryLimits,
-    /// What every query's runtime shares: spill files and caches (each
-    /// query gets its own memory pool on top).
-    query_env: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
-    /// Worker threads that execute queries.
-    query_threads: crate::query::limits::QueryRuntime,
-    /// Bounds how fast failures are written to the audit log.
-    pub(crate) audit_limiter: crate::audit::AuditLimiter,
 }
 
 impl Database {
@@ -112,19 +100,6 @@ impl Database {
         let settings =
             maintenance::SettingsStore::load(config.data_dir.join("table-settings.json"));
         let storage = Storage::new(&config)?;
-        let limits = crate::query::limits::QueryLimits::new(crate::query::limits::LimitSettings {
-            query_memory: config.query_memory_limit,
-            total_memory: config.memory_limit.max(config.query_memory_limit),
-            timeout: config.query_timeout,
-            concurrent_per_tenant: config.max_concurrent_queries.max(1),
-            sql: crate::query::bounds::SqlLimits {
-                max_bytes: config.max_query_bytes,
-            },
-        });
-        let query_env = query_env(&config)?;
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let query_threads = crate::query::limits::QueryRuntime::new(threads)
-            .map_err(|e| Error::Internal(format!("cannot start the query threads: {e}")))?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
             let table = open_table(&storage, &config, &tenant, &name).await?;
@@ -153,10 +128,6 @@ impl Database {
             accepting: AtomicBool::new(true),
             history,
             settings,
-            limits,
-            query_env,
-            audit_limiter: Default::default(),
-            query_threads,
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -435,53 +406,15 @@ impl Database {
         })
     }
 
-    /// A query session for `caller`: its tenant's tables only, with every
-    /// AllSource function registered.
-    pub fn session(self: &Arc<Self>, caller: &Principal) -> Result<SessionContext> {
-        Ok(crate::query::session(self.clone(), caller)?)
-    }
-
-    /// Plans and starts a SQL query for `caller`, under the query limits.
-    pub async fn query(
-        self: &Arc<Self>,
-        caller: &Principal,
-        sql: &str,
-    ) -> Result<SendableRecordBatchStream, datafusion::error::DataFusionError> {
-        let (db, who, text) = (self.clone(), caller.clone(), sql.to_string());
-        crate::query::limits::run_limited(
-            &self.limits,
-            &self.query_threads,
-            &caller.tenant,
-            async move { crate::query::run_sql(db, &who, &text).await },
-        )
-        .await
-    }
-
-    /// The limits every query runs under.
-    pub fn limits(&self) -> &crate::query::limits::QueryLimits {
-        &self.limits
-    }
-
-    /// The threads queries execute on.
-    pub fn query_threads(&self) -> &crate::query::limits::QueryRuntime {
-        &self.query_threads
-    }
-
-    /// The DataFusion runtime environment queries share (spill files,
-    /// caches).
-    pub fn query_env(&self) -> &Arc<datafusion::execution::runtime_env::RuntimeEnv> {
-        &self.query_env
-    }
-
-    /// The table as a query sees it now.
-    pub fn snapshot(&self, table: &Table) -> EventTable {
+    /// The table as a reader sees it now: what is stored and what is
+    /// buffered, taken together so that each event is in exactly one.
+    pub fn view(&self, table: &Table) -> TableView {
         let state = table.state.read();
-        let schema = query_schema(&table.registry.lock().schema());
-        EventTable::new(
-            schema,
-            state.provider.clone(),
-            state.buffer.iter().map(|b| b.batch.clone()).collect(),
-        )
+        TableView {
+            schema: table.registry.lock().schema(),
+            stored: state.provider.clone(),
+            buffered: state.buffer.iter().map(|b| b.batch.clone()).collect(),
+        }
     }
 
     /// The settings the server runs with.
@@ -592,40 +525,16 @@ impl Database {
     }
 }
 
-/// What every query's runtime shares. Spill files go to a directory of
-/// their own, capped in size: DataFusion's default (the system temp dir,
-/// up to 100 GB) could fill the disk the WAL needs.
-fn query_env(config: &Config) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
-    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-    let dir = config.spill_dir();
-    let io = |e: std::io::Error| {
-        Error::Internal(format!(
-            "cannot prepare the spill directory {}: {e}",
-            dir.display()
-        ))
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    // Spill directories left by queries of a process that was killed.
-    for entry in std::fs::read_dir(&dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("datafusion-")
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let disk = match config.max_spill_bytes {
-        0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        cap => DiskManagerBuilder::default()
-            .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
-            .with_max_temp_directory_size(cap),
-    };
-    datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-        .with_disk_manager_builder(disk)
-        .build_arc()
-        .map_err(|e| Error::Internal(format!("cannot set up the query runtime: {e}")))
+/// One table at one moment, for readers.
+#[derive(Debug)]
+pub struct TableView {
+    /// The stored schema: fixed columns, then every payload column known.
+    pub schema: arrow::datatypes::SchemaRef,
+    /// What is in storage (`None` before the first flush).
+    pub stored: Option<Arc<dyn TableProvider>>,
+    /// Buffered batches not yet in storage, each in the shape it was
+    /// ingested with.
+    pub buffered: Vec<RecordBatch>,
 }
 
 /// Opens (or prepares, if new) one table from storage.

@@ -11,7 +11,6 @@ mod expr;
 mod forms;
 
 use crate::auth::Principal;
-use crate::db::Database;
 use chrono::Utc;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema};
@@ -496,24 +495,20 @@ fn finish(
     builder.build().map_err(|e| engine(&root, e))
 }
 
-/// Parses `body` as a document, compiles it in `tenant`'s session and
-/// starts executing it.
+/// Compiles `doc` in `caller`'s session and starts executing it, under
+/// the query limits.
 pub async fn run(
-    db: Arc<Database>,
+    engine: &Arc<crate::query::QueryEngine>,
     caller: &Principal,
     doc: &Value,
 ) -> Result<SendableRecordBatchStream, QueryError> {
-    let ctx = crate::query::session(db.clone(), caller)?;
+    let ctx = engine.session(caller)?;
     let doc = doc.clone();
-    crate::query::limits::run_limited(
-        db.limits(),
-        db.query_threads(),
-        &caller.tenant,
-        async move {
+    engine
+        .run(caller, async move {
             let plan = compile(&ctx, &doc).await?;
             let df = ctx.execute_logical_plan(plan).await?;
             Ok(df.execute_stream().await?)
-        },
-    )
-    .await
+        })
+        .await
 }

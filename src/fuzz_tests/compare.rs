@@ -1,7 +1,7 @@
 //! Results as comparable rows, and errors as the status the server would
 //! answer them with.
 
-use crate::server::ApiError;
+use crate::service::Error;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
@@ -173,7 +173,7 @@ pub(super) struct Refusal {
 pub(super) fn refusal(e: DataFusionError) -> Refusal {
     let kind = kind(&e);
     let message = e.to_string();
-    let status = ApiError::from(e).status.as_u16();
+    let status = crate::server::error::status(Error::from(e).kind).as_u16();
     // An internal error behind a 4xx (wrapped in another kind) is still
     // one.
     let internal = message.contains("Internal error") || message.contains("likely caused by a bug");

@@ -31,7 +31,7 @@ pub(super) const START_MS: i64 = 1_767_225_600_000;
 #[derive(Debug)]
 pub(super) struct Fixture {
     pub(super) runtime: tokio::runtime::Runtime,
-    pub(super) db: Arc<Database>,
+    pub(super) engine: Arc<crate::query::QueryEngine>,
     /// Keeps the data directory until the fixture is dropped.
     _dir: tempfile::TempDir,
 }
@@ -78,9 +78,10 @@ impl Fixture {
                 .unwrap();
             db
         });
+        let engine = crate::query::QueryEngine::new(db).unwrap();
         Fixture {
             runtime,
-            db,
+            engine,
             _dir: dir,
         }
     }
@@ -88,7 +89,7 @@ impl Fixture {
     /// A session of the fixture's reader, as the server makes one for a
     /// request, with `partitions` target partitions.
     pub(super) fn session(&self, partitions: usize) -> SessionContext {
-        let ctx = crate::query::session(self.db.clone(), &reader()).unwrap();
+        let ctx = self.engine.session(&reader()).unwrap();
         ctx.state_ref()
             .write()
             .config_mut()

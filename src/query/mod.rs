@@ -11,6 +11,7 @@
 pub mod bounded;
 pub mod bounds;
 pub mod delta;
+pub mod engine;
 mod grouping_sets;
 mod late;
 pub mod limits;
@@ -37,6 +38,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+pub use engine::QueryEngine;
 use object_store::ObjectStore;
 use std::sync::Arc;
 
@@ -61,10 +63,9 @@ impl SchemaProvider for TenantSchema {
         let Ok(name) = name.parse::<TableName>() else {
             return Ok(None);
         };
-        Ok(self
-            .db
-            .table(&self.tenant, &name)
-            .map(|t| Arc::new(self.db.snapshot(&t)) as Arc<dyn TableProvider>))
+        Ok(self.db.table(&self.tenant, &name).map(|t| {
+            Arc::new(table::EventTable::from_view(self.db.view(&t))) as Arc<dyn TableProvider>
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -88,10 +89,11 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
 
 /// A session that sees `caller`'s tenant's tables and nothing else, with
 /// its own memory pool under the server's query limits.
-pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> {
+pub fn session(engine: &QueryEngine, caller: &Principal) -> Result<SessionContext> {
+    let db = engine.db().clone();
     // The bounds on a statement's text, for `plan_sql` and, through the
     // `udfs` hook, the table functions' inner queries.
-    let bounds = Arc::new(bounds::SessionBounds::new(db.limits().settings.sql));
+    let bounds = Arc::new(bounds::SessionBounds::new(engine.limits().settings.sql));
     let parser = bounds.clone();
     let inner = udfs::udtf::InnerQueryParser(Box::new(move |state, sql| parser.parse(state, sql)));
     let mut config = SessionConfig::new()
@@ -119,8 +121,8 @@ pub fn session(db: Arc<Database>, caller: &Principal) -> Result<SessionContext> 
     // this query register, so no statement can reach `file://` or another
     // tenant's store.
     let registry = Arc::new(SandboxStores::default());
-    let runtime = RuntimeEnvBuilder::from_runtime_env(db.query_env())
-        .with_memory_pool(db.limits().query_pool())
+    let runtime = RuntimeEnvBuilder::from_runtime_env(engine.env())
+        .with_memory_pool(engine.limits().query_pool())
         .with_object_store_registry(registry)
         .build_arc()?;
     // The grouping-sets rule runs before DataFusion's own rules, which
@@ -209,9 +211,25 @@ impl ObjectStoreRegistry for SandboxStores {
     }
 }
 
-/// Appended to the engine's refusal of DDL, DML and `SET`; the HTTP layer
-/// audits refusals carrying it.
-pub const READ_ONLY_REFUSAL: &str = "(queries are read-only)";
+/// The refusal of a statement that would change something (DDL, DML,
+/// `SET`): queries are read-only. Carried inside the engine's error as an
+/// external error, so that callers recognise it by type
+/// ([`read_only_refusal`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (queries are read-only)")]
+pub struct ReadOnlyRefusal(pub String);
+
+/// The read-only refusal inside `e`, however deeply wrapped.
+pub fn read_only_refusal(e: &DataFusionError) -> Option<&ReadOnlyRefusal> {
+    match e {
+        DataFusionError::External(inner) => inner.downcast_ref(),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            read_only_refusal(inner)
+        }
+        DataFusionError::Shared(inner) => read_only_refusal(inner),
+        _ => None,
+    }
+}
 
 /// What a query may do: read only. DDL, DML (including `COPY ... TO`) and
 /// `SET` are refused.
@@ -222,25 +240,14 @@ pub fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// Plans `sql` in `caller`'s session and starts executing it.
-pub async fn run_sql(
-    db: Arc<Database>,
-    caller: &Principal,
-    sql: &str,
-) -> Result<SendableRecordBatchStream> {
-    run_statement(db, caller, sql, None).await
-}
-
 /// Plans `sql` (with `params` bound to its placeholders, if given) in
-/// `caller`'s session and starts executing it.
-pub async fn run_statement(
-    db: Arc<Database>,
-    caller: &Principal,
+/// the session and starts executing it.
+pub async fn start(
+    ctx: &SessionContext,
     sql: &str,
     params: Option<&RecordBatch>,
 ) -> Result<SendableRecordBatchStream> {
-    let ctx = session(db, caller)?;
-    let mut plan = plan_sql(&ctx, sql).await?;
+    let mut plan = plan_sql(ctx, sql).await?;
     if let Some(params) = params {
         plan = bind(plan, params)?;
     }
@@ -260,14 +267,15 @@ pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
         number_placeholders(inner.as_mut());
     }
-    let refuse = |e: DataFusionError| match e {
-        DataFusionError::Plan(msg) if msg.contains("not supported") => {
-            DataFusionError::Plan(format!("{msg} {READ_ONLY_REFUSAL}"))
-        }
-        other => other,
-    };
-    let plan = state.statement_to_plan(statement).await.map_err(refuse)?;
-    read_only().verify_plan(&plan).map_err(refuse)?;
+    let plan = state.statement_to_plan(statement).await?;
+    // The options refuse only what would change something.
+    read_only().verify_plan(&plan).map_err(|e| {
+        let message = e.strip_backtrace().to_string();
+        let message = message
+            .strip_prefix("Error during planning: ")
+            .unwrap_or(&message);
+        DataFusionError::External(Box::new(ReadOnlyRefusal(message.to_string())))
+    })?;
     Ok(plan)
 }
 

@@ -35,7 +35,9 @@ impl SystemSchema {
         }
         let (tenant, table) = crate::audit::location();
         let t = self.db.table(&tenant, &table)?;
-        Some(Arc::new(self.db.snapshot(&t)))
+        Some(Arc::new(super::table::EventTable::from_view(
+            self.db.view(&t),
+        )))
     }
 }
 

@@ -72,6 +72,11 @@ pub struct EventTable {
 }
 
 impl EventTable {
+    /// The table a query reads, from the database's view of it.
+    pub fn from_view(view: crate::db::TableView) -> Self {
+        Self::new(query_schema(&view.schema), view.stored, view.buffered)
+    }
+
     pub fn new(
         schema: SchemaRef,
         delta: Option<Arc<dyn TableProvider>>,

@@ -9,15 +9,16 @@
 //! payload whose keys each become a column — is refused (413, or 503
 //! while other requests hold the budget) before it takes the memory.
 
-use super::error::ApiError;
-use super::http::{AppState, body_too_large, mime, rate_check, status_of};
-use crate::auth::{Principal, Role};
+use super::http::{AppState, body_too_large, mime};
+use crate::auth::Principal;
 use crate::ids::TableName;
 use crate::ingest::budget::{BudgetError, Reservation};
 use crate::ingest::{self, BatchEstimate, BodyFormat};
+use crate::service::ingest::budget_refusal;
+use crate::service::{Error, Kind};
 use axum::body::Body;
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -33,25 +34,6 @@ const ZSTD_STATE_BYTES: usize = (1 << ZSTD_WINDOW_LOG_MAX) + (256 << 10);
 
 /// Decompressed bytes read at a time.
 const CHUNK: usize = 64 << 10;
-
-/// The answer to a reservation that could not grow: 413 when the request
-/// alone is too large (`what` says what it needed the memory for), 503
-/// with Retry-After while others hold the budget.
-pub(crate) fn budget_refusal(e: BudgetError, what: &str) -> ApiError {
-    match e {
-        BudgetError::TooLarge { limit, .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{what} needs more than {limit} bytes of memory, what one ingest request may take (--max-ingest-request-bytes); send fewer or smaller events per request"
-            ),
-        ),
-        BudgetError::Busy { .. } => {
-            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            err.retry_after = Some(1);
-            err
-        }
-    }
-}
 
 /// Appends `chunk` to `out`, growing `reservation` before the vector
 /// grows (to twice its capacity, or what is needed, and never more than
@@ -81,7 +63,7 @@ async fn read_body(
     mut body: Body,
     limit: usize,
     reservation: &mut Reservation,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, Error> {
     let too_large = |e| budget_refusal(e, "the request body");
     // A declared length is reserved at once (and refused at once if over
     // the limit); otherwise the buffer grows as frames arrive.
@@ -98,8 +80,8 @@ async fn read_body(
         out.reserve_exact(n);
     }
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        let frame =
+            frame.map_err(|e| Error::invalid(format!("could not read the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
                 return Err(body_too_large());
@@ -118,7 +100,7 @@ fn decode_body(
     body: Bytes,
     limit: usize,
     reservation: &mut Reservation,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, Error> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
@@ -127,13 +109,13 @@ fn decode_body(
         Some("gzip") | Some("x-gzip") => ("gzip", GZIP_STATE_BYTES),
         Some("zstd") => ("zstd", ZSTD_STATE_BYTES),
         Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            return Err(Error::new(
+                Kind::UnsupportedMediaType,
                 format!("unsupported Content-Encoding {other:?}: use gzip, zstd or none"),
             ));
         }
     };
-    let invalid = |e: std::io::Error| ApiError::bad_request(format!("invalid {name} body: {e}"));
+    let invalid = |e: std::io::Error| Error::invalid(format!("invalid {name} body: {e}"));
     let budget = |e| budget_refusal(e, "the decompressed request body");
     reservation.grow(state_bytes).map_err(budget)?;
     let mut decoder: Box<dyn Read + '_> = if name == "zstd" {
@@ -160,8 +142,8 @@ fn decode_body(
             Err(e) => return Err(invalid(e)),
         };
         if out.len() + n > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+            return Err(Error::new(
+                Kind::TooLarge,
                 format!("request body larger than {limit} bytes after decompression"),
             ));
         }
@@ -198,45 +180,29 @@ pub(super) async fn ingest_events(
     params: Query<IngestParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let started = std::time::Instant::now();
-    let tenant = caller.tenant.to_string();
-    let result = ingest_events_inner(state, caller, params, headers, body).await;
-    let m = crate::metrics::get();
-    let outcome = crate::metrics::outcome(status_of(&result));
-    m.ingest_requests
-        .with_label_values(&[tenant.as_str(), outcome])
-        .inc();
-    if outcome == "ok" {
-        m.ingest_seconds
-            .with_label_values(&[tenant.as_str()])
-            .observe(started.elapsed().as_secs_f64());
-    }
+    let service = state.service.clone();
+    let result = ingest_events_inner(state, &caller, params, headers, body).await;
+    service.observe_ingest(&caller, started, &result);
     result
 }
 
 async fn ingest_events_inner(
     State(state): State<AppState>,
-    caller: Principal,
+    caller: &Principal,
     Query(params): Query<IngestParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    caller.require(Role::Writer, "ingest")?;
-    let tenant = caller.tenant;
-    // A tenant already over its rate is refused before any parsing, so a
-    // flood costs the server little; the rest of the batch is taken below.
-    rate_check(
-        &state.rate_limits,
-        &tenant,
-        crate::ratelimit::Kind::Events,
-        1,
-    )?;
+) -> Result<Response, Error> {
+    // A caller without the role, or a tenant already over its rate, is
+    // refused before any reading or parsing, so a flood costs little.
+    state.service.admit_ingest(caller)?;
     let table = match params.table.as_deref() {
         None => TableName::default_table(),
         Some(name) => name
             .parse::<TableName>()
-            .map_err(|e| ApiError::bad_request(format!("query parameter table: {e}")))?,
+            .map_err(|e| Error::invalid(format!("query parameter table: {e}")))?,
     };
     let format = match mime(&headers).as_deref() {
         Some("application/json") => BodyFormat::Json,
@@ -244,8 +210,8 @@ async fn ingest_events_inner(
             BodyFormat::Ndjson
         }
         other => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            return Err(Error::new(
+                Kind::UnsupportedMediaType,
                 format!(
                     "unsupported Content-Type {}: send application/json (an object or an array of objects) or application/x-ndjson",
                     other.map(|m| format!("{m:?}")).unwrap_or("(none)".into())
@@ -254,15 +220,14 @@ async fn ingest_events_inner(
         }
     };
     // Read only now: a refused request (role, rate, type) costs no body.
-    let mut reservation = state.ingest_budget.reserve();
+    let mut reservation = state.service.ingest_budget().reserve();
     let limit = state.max_body_bytes;
     let body = read_body(&headers, body, limit, &mut reservation).await?;
     crate::metrics::get()
         .ingest_bytes
-        .with_label_values(&[tenant.as_str()])
+        .with_label_values(&[caller.tenant.as_str()])
         .inc_by(body.len() as u64);
-    let internal =
-        |e: tokio::task::JoinError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let internal = |e: tokio::task::JoinError| Error::internal(e.to_string());
     // Decompression and parsing are CPU work: keep them off the I/O threads.
     let (events, reservation) = tokio::task::spawn_blocking(move || {
         let text = decode_body(&headers, body, limit, &mut reservation)?;
@@ -270,7 +235,7 @@ async fn ingest_events_inner(
         let events = ingest::parse_events_within(&text, format, &mut |n| reservation.grow(n))
             .map_err(|e| match e {
                 ingest::Error::Budget(e) => budget_refusal(e, "parsing the request's events"),
-                e => ApiError::bad_request(e.to_string()),
+                e => Error::invalid(e.to_string()),
             })?;
         drop(text);
         reservation.shrink(text_reserved);
@@ -280,8 +245,8 @@ async fn ingest_events_inner(
         let estimate = BatchEstimate::of(&events);
         let limit = reservation.limit();
         if estimate.bytes > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+            return Err(Error::new(
+                Kind::TooLarge,
                 estimate.refusal(
                     limit,
                     "what one ingest request may take (--max-ingest-request-bytes)",
@@ -295,33 +260,14 @@ async fn ingest_events_inner(
         reservation
             .grow(batch_bytes)
             .map_err(|e| budget_refusal(e, "the request's events and their batch"))?;
-        Ok::<_, ApiError>((events, reservation))
+        Ok::<_, Error>((events, reservation))
     })
     .await
     .map_err(internal)??;
-    let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
-    rate_check(
-        &state.rate_limits,
-        &tenant,
-        crate::ratelimit::Kind::Events,
-        n.saturating_sub(1),
-    )?;
-    // Detached, so that a client hanging up mid-request cannot cancel an
-    // ingest between claiming its event ids and logging them; the
-    // reservation goes with it.
-    let db = state.db.clone();
-    let label = tenant.to_string();
-    let outcome = tokio::spawn(async move {
-        let outcome = db.ingest(&tenant, &table, events).await;
-        drop(reservation);
-        outcome
-    })
-    .await
-    .map_err(internal)??;
-    crate::metrics::get()
-        .ingest_events
-        .with_label_values(&[label.as_str()])
-        .inc_by(outcome.accepted as u64);
+    let outcome = state
+        .service
+        .ingest(caller, table, events, reservation)
+        .await?;
     Ok(axum::Json(serde_json::json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,

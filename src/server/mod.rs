@@ -7,10 +7,9 @@ pub mod flight;
 pub mod http;
 mod ingest;
 
-pub use error::ApiError;
-
 use crate::config::Config;
 use crate::db::{self, Database};
+use crate::service::Service;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,18 +82,16 @@ pub async fn run(
         move || db.clone().run_maintenance_schedule(cancel.clone())
     })?;
 
-    let mut state = http::AppState::new(db.clone(), config.max_body_bytes);
-    state.verifier = verifier;
-    state.max_result_bytes = config.max_result_bytes;
-    state.rate_limits =
+    let rate_limits =
         Arc::new(crate::ratelimit::RateLimits::from_config(&config).map_err(Error::Config)?);
-    let flight = flight::FlightSql::new(
-        db.clone(),
-        state.verifier.clone(),
-        state.rate_limits.clone(),
-        state.ingest_budget.clone(),
-    )
-    .map_err(Error::Config)?;
+    let service =
+        Service::new(db.clone(), verifier, rate_limits).map_err(|e| Error::Config(e.message))?;
+    let state = http::AppState {
+        service: service.clone(),
+        max_body_bytes: config.max_body_bytes,
+        max_result_bytes: config.max_result_bytes,
+    };
+    let flight = flight::FlightSql::new(service.clone()).map_err(Error::Config)?;
     let flight_stop = CancellationToken::new();
     let flight_serving = tokio::spawn(
         tonic::transport::Server::builder()
@@ -108,8 +105,8 @@ pub async fn run(
             ),
     );
     *current.write() = http::router(state);
-    db.audit(crate::audit::AuditEntry {
-        kind: "server_start",
+    service.audit(crate::audit::AuditEntry {
+        kind: crate::audit::AuditKind::ServerStart,
         action: "serve".into(),
         status: 200,
         detail: format!("listening on {addr}"),

@@ -3,9 +3,9 @@
 //!
 //! The service is arrow-flight's
 //! [`FlightSqlService`](arrow_flight::sql::server::FlightSqlService) on tonic, in the
-//! same process as HTTP and over the same [`Database`]: the same tokens
-//! and tenants ([`super::http::principal_of`]), the same sessions and
-//! query limits, the same WAL path for ingest.
+//! same process as HTTP and over the same [`Service`]: the same tokens
+//! and tenants, the same sessions and query limits, the same WAL path for
+//! ingest. The service's errors become gRPC statuses here, by kind.
 //!
 //! Tickets carry the statement, sealed with an HMAC under a key made at
 //! start-up, and the tenant they were issued to: a ticket cannot be
@@ -15,7 +15,7 @@
 //! # Layout
 //!
 //! - this file: the service's state, errors as gRPC statuses, callers.
-//! - [`service`]: the Flight SQL calls, one method each.
+//! - [`calls`]: the Flight SQL calls, one method each.
 //! - [`queries`]: planning a statement for a FlightInfo or a prepared
 //!   statement, under the same limits as a query, and its ticket
 //!   ([`tickets`]).
@@ -25,26 +25,22 @@
 //! - [`ingest`]: bulk ingest through the WAL.
 //! - [`facts`]: what the server reports about itself (SQL and type info).
 
+mod calls;
 mod facts;
 mod ingest;
 mod prepared;
 mod queries;
 mod results;
-mod service;
 mod tickets;
 
-use super::error::ApiError;
-use super::http::{principal_of, rate_check, record_refusal};
-use crate::auth::{Principal, Role, Verifier};
-use crate::db::{self, Database};
-use crate::ids::TenantId;
-use crate::ratelimit::{Kind, RateLimits};
+use crate::auth::{Principal, Role};
+use crate::service::caller::RequestInfo;
+use crate::service::{self, Service};
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::sql::ProstMessageExt;
 use arrow_flight::{FlightDescriptor, FlightInfo, HandshakeRequest, Ticket};
-use axum::http::StatusCode;
 use base64::Engine;
 use prepared::PreparedStatements;
 use prost::Message;
@@ -69,32 +65,19 @@ pub struct FlightSql {
 
 #[derive(Debug)]
 struct Inner {
-    db: Arc<Database>,
-    verifier: Option<Arc<Verifier>>,
-    rate_limits: Arc<RateLimits>,
+    service: Arc<Service>,
     tickets: TicketKey,
     prepared: PreparedStatements,
-    /// The ingest memory budget, shared with HTTP ingest: an upload holds
-    /// its batches in flight within it.
-    ingest_budget: Arc<crate::ingest::budget::IngestBudget>,
 }
 
 impl FlightSql {
-    pub fn new(
-        db: Arc<Database>,
-        verifier: Option<Arc<Verifier>>,
-        rate_limits: Arc<RateLimits>,
-        ingest_budget: Arc<crate::ingest::budget::IngestBudget>,
-    ) -> Result<Self, String> {
-        let prepared = PreparedStatements::new(db.config().max_prepared_bytes);
+    pub fn new(service: Arc<Service>) -> Result<Self, String> {
+        let prepared = PreparedStatements::new(service.config().max_prepared_bytes);
         Ok(FlightSql {
             inner: Arc::new(Inner {
-                db,
-                verifier,
-                rate_limits,
+                service,
                 tickets: TicketKey::generate()?,
                 prepared,
-                ingest_budget,
             }),
         })
     }
@@ -103,24 +86,27 @@ impl FlightSql {
 // ---------------------------------------------------------------------------
 // Errors
 
-/// The gRPC status for an error the HTTP API would answer with `e.status`.
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Status {
-        let code = match e.status {
-            StatusCode::BAD_REQUEST
-            | StatusCode::UNPROCESSABLE_ENTITY
-            | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
-            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-            StatusCode::FORBIDDEN => Code::PermissionDenied,
-            StatusCode::NOT_FOUND => Code::NotFound,
-            StatusCode::CONFLICT => Code::AlreadyExists,
-            StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
-            StatusCode::PAYLOAD_TOO_LARGE
-            | StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::INSUFFICIENT_STORAGE => Code::ResourceExhausted,
-            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-            _ => Code::Internal,
-        };
+/// The gRPC code of an error of `kind`.
+pub fn code(kind: service::Kind) -> Code {
+    use service::Kind;
+    match kind {
+        Kind::Invalid | Kind::UnsupportedMediaType => Code::InvalidArgument,
+        Kind::Unauthenticated => Code::Unauthenticated,
+        Kind::Forbidden => Code::PermissionDenied,
+        Kind::NotFound => Code::NotFound,
+        Kind::Conflict => Code::Aborted,
+        Kind::Timeout => Code::DeadlineExceeded,
+        Kind::TooLarge | Kind::Overloaded | Kind::StorageFull => Code::ResourceExhausted,
+        Kind::Unavailable => Code::Unavailable,
+        Kind::Internal => Code::Internal,
+    }
+}
+
+/// The status of a service error, with `retry-after` metadata when a
+/// retry may succeed.
+impl From<service::Error> for Status {
+    fn from(e: service::Error) -> Status {
+        let code = code(e.kind);
         if code == Code::Internal {
             tracing::error!(message = %e.message, "flight request failed");
         }
@@ -135,11 +121,7 @@ impl From<ApiError> for Status {
 }
 
 fn df_status(e: datafusion::error::DataFusionError) -> Status {
-    Status::from(ApiError::from(e))
-}
-
-fn db_status(e: db::Error) -> Status {
-    Status::from(ApiError::from(e))
+    Status::from(service::Error::from(e))
 }
 
 fn invalid(message: impl Into<String>) -> Status {
@@ -151,17 +133,21 @@ fn invalid(message: impl Into<String>) -> Status {
 
 impl FlightSql {
     /// The caller of a request: its bearer token (and tenant header), as
-    /// over HTTP. Refusals are counted and audited like HTTP ones.
+    /// over HTTP, through the same service call.
     fn caller<T>(&self, request: &Request<T>, method: &str) -> Result<Principal, Status> {
         let headers = request.metadata().clone().into_headers();
-        principal_of(self.inner.verifier.as_deref(), &headers).map_err(|e| {
-            record_refusal(&self.inner.db, &e, format!("flight {method}"), None);
-            Status::from(e)
-        })
+        let info = RequestInfo {
+            action: format!("flight {method}"),
+            request_id: None,
+        };
+        Ok(self
+            .inner
+            .service
+            .authenticate(super::http::credentials(&headers), info)?)
     }
 
-    fn rate_check(&self, tenant: &TenantId, kind: Kind, n: u32) -> Result<(), ApiError> {
-        rate_check(&self.inner.rate_limits, tenant, kind, n)
+    fn service(&self) -> &Service {
+        &self.inner.service
     }
 }
 
@@ -200,7 +186,7 @@ impl FlightSql {
 fn require(caller: &Principal, role: Role, action: &str) -> Result<(), Status> {
     caller
         .require(role, action)
-        .map_err(|e| Status::from(ApiError::from(e)))
+        .map_err(|e| Status::from(service::Error::from(e)))
 }
 
 /// The token in a handshake: `Authorization: Basic` with the token as the
@@ -243,4 +229,34 @@ fn handshake_token(request: &Request<Streaming<HandshakeRequest>>) -> Result<Str
         .split_once(':')
         .ok_or_else(|| Status::unauthenticated("the Basic credentials have no password"))?;
     Ok(password.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Error, Kind};
+
+    #[test]
+    fn every_kind_has_its_grpc_code() {
+        let cases = [
+            (Kind::Invalid, Code::InvalidArgument),
+            (Kind::UnsupportedMediaType, Code::InvalidArgument),
+            (Kind::TooLarge, Code::ResourceExhausted),
+            (Kind::Unauthenticated, Code::Unauthenticated),
+            (Kind::Forbidden, Code::PermissionDenied),
+            (Kind::NotFound, Code::NotFound),
+            (Kind::Conflict, Code::Aborted),
+            (Kind::Overloaded, Code::ResourceExhausted),
+            (Kind::Timeout, Code::DeadlineExceeded),
+            (Kind::Unavailable, Code::Unavailable),
+            (Kind::StorageFull, Code::ResourceExhausted),
+            (Kind::Internal, Code::Internal),
+        ];
+        for (kind, code) in cases {
+            let status = Status::from(Error::new(kind, "m").retry_after(2));
+            assert_eq!(status.code(), code, "{kind:?}");
+            assert_eq!(status.message(), "m");
+            assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+        }
+    }
 }

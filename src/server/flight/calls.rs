@@ -10,10 +10,8 @@ use super::results::{DoGetResult, built, flight_info, ipc_schema, stream_results
 use super::tickets::decode_params;
 use super::{FlightSql, df_status, handshake_token, invalid, require};
 use crate::auth::Role;
-use crate::query::{self, CATALOG, SCHEMA};
-use crate::ratelimit::Kind;
-use crate::server::error::ApiError;
-use crate::server::http::{audit_refused_statement, record_refusal};
+use crate::query::{CATALOG, SCHEMA};
+use crate::service::query::Interface;
 use arrow::datatypes::Schema;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
@@ -50,13 +48,15 @@ impl FlightSqlService for FlightSql {
         Status,
     > {
         let token = handshake_token(&request)?;
-        if let Some(verifier) = &self.inner.verifier {
-            verifier.verify(&token).map_err(|e| {
-                let e = ApiError::from(e);
-                record_refusal(&self.inner.db, &e, "flight handshake".into(), None);
-                Status::from(e)
-            })?;
-        }
+        let credentials = crate::service::caller::Credentials {
+            token: Some(&token),
+            tenant: None,
+        };
+        let info = crate::service::caller::RequestInfo {
+            action: "flight handshake".into(),
+            request_id: None,
+        };
+        self.service().authenticate(credentials, info)?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
@@ -118,32 +118,12 @@ impl FlightSqlService for FlightSql {
                 "this ticket was issued to another tenant",
             ));
         }
-        self.rate_check(&caller.tenant, Kind::Queries, 1)?;
         let params = body.params.as_deref().map(decode_params).transpose()?;
-        let started = Instant::now();
-        let db = self.inner.db.clone();
-        let who = caller.clone();
-        let sql = body.sql.clone();
-        let result = query::limits::run_limited(
-            self.inner.db.limits(),
-            self.inner.db.query_threads(),
-            &caller.tenant,
-            async move { query::run_statement(db, &who, &sql, params.as_ref()).await },
-        )
-        .await;
-        let result = result.map_err(|e| {
-            audit_refused_statement(&self.inner.db, &caller, &body.sql, &e);
-            ApiError::from(e)
-        });
-        let m = crate::metrics::get();
-        let status = result.as_ref().map_or_else(|e| e.status.as_u16(), |_| 200);
-        m.queries
-            .with_label_values(&["flight", crate::metrics::outcome(status)])
-            .inc();
-        m.query_seconds
-            .with_label_values(&["flight"])
-            .observe(started.elapsed().as_secs_f64());
-        Ok(Response::new(stream_results(result.map_err(Status::from)?)))
+        let stream = self
+            .service()
+            .sql(&caller, &body.sql, params, Interface::Flight)
+            .await?;
+        Ok(Response::new(stream_results(stream)))
     }
 
     async fn do_action_create_prepared_statement(
@@ -180,7 +160,7 @@ impl FlightSqlService for FlightSql {
         let handle = cmd.prepared_statement_handle.clone();
         // Check the handle before reading the parameters.
         self.inner.prepared.with(&handle, &caller.tenant, |_| ())?;
-        let limit = self.inner.db.limits().settings.sql.max_bytes;
+        let limit = self.service().max_query_bytes();
         let params = read_parameters(request.into_inner(), limit).await?;
         self.inner.prepared.bind(&handle, &caller.tenant, params)?;
         Ok(DoPutPreparedStatementResult {
@@ -205,12 +185,14 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let caller = self.caller(&request, "DoPut")?;
-        let message = format!(
-            "statements that change data are not supported {}; load events with bulk ingest (ADBC adbc_ingest, Flight DoPut) or POST /v1/events",
-            query::READ_ONLY_REFUSAL
-        );
-        audit_refused_statement(&self.inner.db, &caller, &cmd.query, &message);
-        Err(invalid(message))
+        Err(self
+            .service()
+            .refuse_update(
+                &caller,
+                &cmd.query,
+                "statements that change data are not supported; load events with bulk ingest (ADBC adbc_ingest, Flight DoPut) or POST /v1/events",
+            )
+            .into())
     }
 
     async fn do_put_statement_ingest(
@@ -219,8 +201,7 @@ impl FlightSqlService for FlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let caller = self.caller(&request, "DoPut")?;
-        require(&caller, Role::Writer, "ingest")?;
-        self.rate_check(&caller.tenant, Kind::Events, 1)?;
+        self.service().admit_ingest(&caller)?;
         if cmd.transaction_id.is_some() {
             return Err(invalid(
                 "transactions are not supported: each batch commits on its own",
@@ -248,7 +229,7 @@ impl FlightSqlService for FlightSql {
             )));
         }
         let table = table_name(&cmd.table)?;
-        let exists = self.inner.db.table(&caller.tenant, &table).is_some();
+        let exists = self.service().db().table(&caller.tenant, &table).is_some();
         let options = cmd.table_definition_options.unwrap_or_default();
         match (exists, options.if_exists(), options.if_not_exist()) {
             (true, TableExistsOption::Fail, _) => {
@@ -270,8 +251,8 @@ impl FlightSqlService for FlightSql {
         }
         let stream = request.into_inner().map_err(FlightError::from);
         let batches = FlightRecordBatchStream::new_from_flight_data(stream);
-        let (accepted, _) = self.ingest(caller, table, batches).await?;
-        Ok(accepted as i64)
+        let totals = self.ingest(caller, table, batches).await?;
+        Ok(totals.accepted as i64)
     }
 
     /// A plain Flight DoPut whose descriptor is a path naming the table:
@@ -303,13 +284,13 @@ impl FlightSqlService for FlightSql {
                 "the descriptor path must be one table name; got {path:?}"
             )));
         };
-        require(&caller, Role::Writer, "ingest")?;
-        self.rate_check(&caller.tenant, Kind::Events, 1)?;
+        self.service().admit_ingest(&caller)?;
         let table = table_name(name)?;
         let stream = request.into_inner().map_err(FlightError::from);
         let batches = FlightRecordBatchStream::new_from_flight_data(stream);
-        let (accepted, duplicates) = self.ingest(caller, table, batches).await?;
-        let reply = serde_json::json!({"accepted": accepted, "duplicates": duplicates});
+        let totals = self.ingest(caller, table, batches).await?;
+        let reply =
+            serde_json::json!({"accepted": totals.accepted, "duplicates": totals.duplicates});
         let result = PutResult {
             app_metadata: reply.to_string().into(),
         };
@@ -374,7 +355,11 @@ impl FlightSqlService for FlightSql {
     ) -> DoGetResult {
         let caller = self.browser(&request, "DoGet")?;
         let include_schema = query.include_schema;
-        let ctx = query::session(self.inner.db.clone(), &caller).map_err(df_status)?;
+        let ctx = self
+            .service()
+            .queries()
+            .session(&caller)
+            .map_err(df_status)?;
         let catalog = ctx
             .catalog(CATALOG)
             .ok_or_else(|| Status::internal("the session has no catalog"))?;

@@ -1,0 +1,152 @@
+//! The query engine of one server: the database it reads, the limits every
+//! query runs under, the runtime environment queries share (spill files)
+//! and the threads they execute on.
+//!
+//! The database knows nothing of queries; the engine reads it through the
+//! tables it offers ([`Database::table`], [`Database::view`]).
+
+use super::limits::{LimitSettings, QueryLimits, QueryRuntime, plan_limited, run_limited};
+use crate::auth::Principal;
+use crate::db::Database;
+use arrow::array::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionContext;
+use std::future::Future;
+use std::sync::Arc;
+
+/// What every query of the server shares.
+#[derive(Debug)]
+pub struct QueryEngine {
+    db: Arc<Database>,
+    limits: QueryLimits,
+    /// Spill files and caches; each query gets its own memory pool on top.
+    env: Arc<RuntimeEnv>,
+    threads: QueryRuntime,
+}
+
+impl QueryEngine {
+    /// The engine over `db`, with the limits of its configuration.
+    pub fn new(db: Arc<Database>) -> Result<Arc<Self>, String> {
+        let config = db.config();
+        let limits = QueryLimits::new(LimitSettings {
+            query_memory: config.query_memory_limit,
+            total_memory: config.memory_limit.max(config.query_memory_limit),
+            timeout: config.query_timeout,
+            concurrent_per_tenant: config.max_concurrent_queries.max(1),
+            sql: super::bounds::SqlLimits {
+                max_bytes: config.max_query_bytes,
+            },
+        });
+        let env = runtime_env(config)?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = QueryRuntime::new(threads)
+            .map_err(|e| format!("cannot start the query threads: {e}"))?;
+        Ok(Arc::new(QueryEngine {
+            db,
+            limits,
+            env,
+            threads,
+        }))
+    }
+
+    /// The database queries read.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The limits every query runs under.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// The threads queries execute on.
+    pub fn threads(&self) -> &QueryRuntime {
+        &self.threads
+    }
+
+    /// The runtime environment queries share (spill files, caches).
+    pub fn env(&self) -> &Arc<RuntimeEnv> {
+        &self.env
+    }
+
+    /// A session for `caller`: its tenant's tables only, with every
+    /// AllSource function registered.
+    pub fn session(&self, caller: &Principal) -> Result<SessionContext> {
+        super::session(self, caller)
+    }
+
+    /// Plans `sql` (with `params` bound to its placeholders, if given) and
+    /// starts it for `caller`, under the query limits.
+    pub async fn sql(
+        self: &Arc<Self>,
+        caller: &Principal,
+        sql: &str,
+        params: Option<RecordBatch>,
+    ) -> Result<SendableRecordBatchStream> {
+        let (engine, who, text) = (self.clone(), caller.clone(), sql.to_string());
+        self.run(caller, async move {
+            let ctx = engine.session(&who)?;
+            super::start(&ctx, &text, params.as_ref()).await
+        })
+        .await
+    }
+
+    /// Runs `start`, which plans and starts a query, under the limits: a
+    /// slot of `caller`'s tenant, the query threads, the timeout.
+    pub async fn run<F, E>(
+        &self,
+        caller: &Principal,
+        start: F,
+    ) -> Result<SendableRecordBatchStream, E>
+    where
+        F: Future<Output = Result<SendableRecordBatchStream, E>> + Send + 'static,
+        E: From<DataFusionError> + Send + 'static,
+    {
+        run_limited(&self.limits, &self.threads, &caller.tenant, start).await
+    }
+
+    /// Runs `work`, which plans without executing, under the limits as
+    /// [`QueryEngine::run`] runs a query.
+    pub async fn plan<F, T, E>(&self, caller: &Principal, work: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: From<DataFusionError> + Send + 'static,
+    {
+        plan_limited(&self.limits, &self.threads, &caller.tenant, work).await
+    }
+}
+
+/// What every query's runtime shares. Spill files go to a directory of
+/// their own, capped in size: DataFusion's default (the system temp dir,
+/// up to 100 GB) could fill the disk the WAL needs.
+fn runtime_env(config: &crate::config::Config) -> Result<Arc<RuntimeEnv>, String> {
+    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+    let dir = config.spill_dir();
+    let io =
+        |e: std::io::Error| format!("cannot prepare the spill directory {}: {e}", dir.display());
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    // Spill directories left by queries of a process that was killed.
+    for entry in std::fs::read_dir(&dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("datafusion-")
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let disk = match config.max_spill_bytes {
+        0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        cap => DiskManagerBuilder::default()
+            .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
+            .with_max_temp_directory_size(cap),
+    };
+    datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_disk_manager_builder(disk)
+        .build_arc()
+        .map_err(|e| format!("cannot set up the query runtime: {e}"))
+}

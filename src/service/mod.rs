@@ -1,0 +1,125 @@
+//! The one service every interface offers: ingest, SQL, the DSL,
+//! maintenance and the server's own state, each call made by a
+//! [`Principal`]. Roles, rate limits, query admission, metrics and the
+//! audit log are applied here, once; HTTP and Flight (`crate::server`) only
+//! translate their wire formats to and from these calls, and map
+//! [`Error`]'s [`Kind`] to their own codes.
+//!
+//! - [`caller`]: who a request is, from its credentials.
+//! - [`query`]: SQL and DSL queries, and planning without running.
+//! - [`ingest`]: events in, by request or by streamed batches.
+//! - [`admin`]: maintenance runs and table settings.
+
+pub mod admin;
+pub mod caller;
+mod error;
+pub mod ingest;
+pub mod query;
+
+pub use error::{Error, Kind, Result, is_user_error};
+
+use crate::audit::Auditor;
+use crate::auth::{Principal, Role, Verifier};
+use crate::db::Database;
+use crate::ingest::budget::IngestBudget;
+use crate::query::QueryEngine;
+use crate::ratelimit::{self, RateLimits};
+use std::sync::Arc;
+
+/// The service of one server process.
+#[derive(Debug)]
+pub struct Service {
+    db: Arc<Database>,
+    queries: Arc<QueryEngine>,
+    auditor: Auditor,
+    /// Checks bearer tokens; `None` when auth is off.
+    verifier: Option<Arc<Verifier>>,
+    /// Per-tenant event and query rates.
+    rate_limits: Arc<RateLimits>,
+    /// Memory that ingest requests in flight may take together, and one
+    /// of them alone (`--ingest-memory-budget`,
+    /// `--max-ingest-request-bytes`).
+    ingest_budget: Arc<IngestBudget>,
+}
+
+impl Service {
+    /// The service over `db`: the query engine of its configuration, the
+    /// given token verifier and rate limits.
+    pub fn new(
+        db: Arc<Database>,
+        verifier: Option<Arc<Verifier>>,
+        rate_limits: Arc<RateLimits>,
+    ) -> Result<Arc<Self>> {
+        let queries = QueryEngine::new(db.clone()).map_err(Error::internal)?;
+        let config = db.config();
+        let ingest_budget =
+            IngestBudget::new(config.ingest_memory_budget, config.max_ingest_request_bytes);
+        Ok(Arc::new(Service {
+            auditor: Auditor::new(db.clone()),
+            db,
+            queries,
+            verifier,
+            rate_limits,
+            ingest_budget,
+        }))
+    }
+
+    /// The database the service runs on.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The query engine.
+    pub fn queries(&self) -> &Arc<QueryEngine> {
+        &self.queries
+    }
+
+    /// The memory ingest requests in flight share.
+    pub fn ingest_budget(&self) -> &Arc<IngestBudget> {
+        &self.ingest_budget
+    }
+
+    /// The settings the server runs with.
+    pub fn config(&self) -> &crate::config::Config {
+        self.db.config()
+    }
+
+    /// Records `entry` in the audit log, in the background.
+    pub fn audit(&self, entry: crate::audit::AuditEntry) {
+        self.auditor.record(entry);
+    }
+
+    /// Whether the server can take writes: false once the WAL has failed.
+    pub fn health(&self) -> Result<()> {
+        if self.db.is_healthy() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Kind::Unavailable,
+                "the write-ahead log has failed; restart the server",
+            ))
+        }
+    }
+
+    /// The metrics in the Prometheus text format. Series are labelled by
+    /// tenant: only admins see them.
+    pub fn metrics_text(&self, caller: &Principal) -> Result<String> {
+        caller.require(Role::Admin, "read metrics")?;
+        let m = crate::metrics::get();
+        m.buffer_bytes.set(self.db.buffered_bytes() as i64);
+        m.buffer_rows.set(self.db.buffered_rows() as i64);
+        m.query_memory_bytes
+            .set(self.queries.limits().memory_in_use() as i64);
+        Ok(m.render())
+    }
+
+    /// Takes `n` units of `kind` from the caller's tenant's bucket, or
+    /// refuses: overloaded (retry later), or too large when the request
+    /// alone is over the tenant's burst.
+    pub fn rate_check(&self, caller: &Principal, kind: ratelimit::Kind, n: u32) -> Result<()> {
+        Ok(self.rate_limits.check(&caller.tenant, kind, n)?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! Queries: SQL and DSL documents, run or only planned, each admitted once
+//! (role, the tenant's query rate, the size of its text), counted in the
+//! metrics by interface and audited when it tries to change something.
+
+use super::{Error, Result, Service};
+use crate::audit::{AuditEntry, AuditKind};
+use crate::auth::{Principal, Role};
+use crate::ratelimit;
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use std::time::Instant;
+
+/// The interface a query came through, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    Sql,
+    Dsl,
+    Flight,
+}
+
+impl Interface {
+    fn label(self) -> &'static str {
+        match self {
+            Interface::Sql => "sql",
+            Interface::Dsl => "dsl",
+            Interface::Flight => "flight",
+        }
+    }
+}
+
+/// What planning a statement tells a client before it runs.
+#[derive(Debug)]
+pub struct Planned {
+    /// The schema of its results.
+    pub dataset: SchemaRef,
+    /// Its placeholders (`$1`, ...) and the type each was inferred to have
+    /// (`Null` when none was).
+    pub parameters: Schema,
+}
+
+impl Service {
+    /// Runs a SQL statement (with `params` bound to its placeholders) for
+    /// `caller` and returns its result stream.
+    pub async fn sql(
+        &self,
+        caller: &Principal,
+        sql: &str,
+        params: Option<RecordBatch>,
+        interface: Interface,
+    ) -> Result<SendableRecordBatchStream> {
+        let started = Instant::now();
+        let result = self.sql_inner(caller, sql, params).await;
+        observe(interface, started, &result);
+        result
+    }
+
+    async fn sql_inner(
+        &self,
+        caller: &Principal,
+        sql: &str,
+        params: Option<RecordBatch>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.admit_query(caller)?;
+        if sql.trim().is_empty() {
+            return Err(Error::invalid("no SQL given"));
+        }
+        // Before a query slot is taken; planning checks it again, as it
+        // does for inner queries.
+        self.check_size("the SQL text", sql.len())?;
+        let stream = self.queries.sql(caller, sql, params).await;
+        stream.map_err(|e| self.query_error(caller, sql, e))
+    }
+
+    /// Runs a DSL document (docs/dsl.md) for `caller`, given as its JSON
+    /// text.
+    pub async fn dsl(&self, caller: &Principal, doc: &[u8]) -> Result<SendableRecordBatchStream> {
+        let started = Instant::now();
+        let result = self.dsl_inner(caller, doc).await;
+        observe(Interface::Dsl, started, &result);
+        result
+    }
+
+    async fn dsl_inner(&self, caller: &Principal, doc: &[u8]) -> Result<SendableRecordBatchStream> {
+        self.admit_query(caller)?;
+        self.check_size("the query document", doc.len())?;
+        let doc: serde_json::Value = serde_json::from_slice(doc).map_err(|e| {
+            Error::invalid(format!(
+                "the query document is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        Ok(crate::dsl::run(&self.queries, caller, &doc).await?)
+    }
+
+    /// Plans `sql` (with `params` bound) for `caller` without running it,
+    /// as a query is run: under the tenant's query rate, with one of its
+    /// query slots, on the query threads and within the query timeout, so
+    /// that planning costs the caller what running would.
+    pub async fn plan(
+        &self,
+        caller: &Principal,
+        sql: &str,
+        params: Option<RecordBatch>,
+    ) -> Result<Planned> {
+        self.admit_query(caller)?;
+        self.check_size("the SQL text", sql.len())?;
+        let ctx = self.queries.session(caller)?;
+        let text = sql.to_string();
+        let planned = self
+            .queries
+            .plan(caller, async move {
+                let mut plan = crate::query::plan_sql(&ctx, &text).await?;
+                let parameters = crate::query::parameters(&plan)?;
+                if let Some(params) = &params {
+                    plan = crate::query::bind(plan, params)?;
+                }
+                Ok::<_, DataFusionError>(Planned {
+                    dataset: std::sync::Arc::new(plan.schema().as_arrow().clone()),
+                    parameters: Schema::new(
+                        parameters
+                            .into_iter()
+                            .map(|(name, ty)| Field::new(name, ty.unwrap_or(DataType::Null), true))
+                            .collect::<Vec<_>>(),
+                    ),
+                })
+            })
+            .await;
+        planned.map_err(|e| self.query_error(caller, sql, e))
+    }
+
+    /// Refuses a statement that would change data, which no interface
+    /// runs, and records the attempt.
+    pub fn refuse_update(&self, caller: &Principal, sql: &str, message: &str) -> Error {
+        let refusal = crate::query::ReadOnlyRefusal(message.to_string());
+        self.audit_refused(caller, sql, &refusal.to_string());
+        Error::invalid(refusal.to_string())
+    }
+
+    /// The largest statement or parameter upload a query may send.
+    pub fn max_query_bytes(&self) -> usize {
+        self.queries.limits().settings.sql.max_bytes
+    }
+
+    /// The role and the rate every query needs.
+    fn admit_query(&self, caller: &Principal) -> Result<()> {
+        caller.require(Role::Reader, "query")?;
+        self.rate_check(caller, ratelimit::Kind::Queries, 1)
+    }
+
+    fn check_size(&self, what: &str, len: usize) -> Result<()> {
+        self.queries
+            .limits()
+            .settings
+            .sql
+            .check_size(what, len)
+            .map_err(Error::invalid)
+    }
+
+    /// The error of a query that failed to start; a statement refused
+    /// because it would change something is audited.
+    fn query_error(&self, caller: &Principal, sql: &str, e: DataFusionError) -> Error {
+        if let Some(refusal) = crate::query::read_only_refusal(&e) {
+            self.audit_refused(caller, sql, &refusal.to_string());
+        }
+        e.into()
+    }
+
+    fn audit_refused(&self, caller: &Principal, sql: &str, message: &str) {
+        self.audit(AuditEntry::by(
+            caller,
+            AuditKind::DdlRefused,
+            sql.chars().take(1000).collect(),
+            400,
+            message.to_string(),
+        ));
+    }
+}
+
+/// Counts a query and its latency to the start of its result (or its
+/// refusal).
+fn observe<T>(interface: Interface, started: Instant, result: &Result<T>) {
+    let m = crate::metrics::get();
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind.outcome(),
+    };
+    m.queries
+        .with_label_values(&[interface.label(), outcome])
+        .inc();
+    m.query_seconds
+        .with_label_values(&[interface.label()])
+        .observe(started.elapsed().as_secs_f64());
+}
