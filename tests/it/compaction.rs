@@ -120,7 +120,7 @@ fn assert_compacted_layout(path: &str) {
 #[test]
 fn compaction_merges_small_files_and_keeps_every_row() {
     // Vacuum keeps replaced files for the query timeout at least.
-    let mut s = TestServer::start(&["--vacuum-retention", "0s", "--query-timeout", "1s"]);
+    let mut s = TestServer::start(&["--vacuum-retention", "0s", "--query-timeout", "3s"]);
     small_files(&mut s, "r", 6, 50, 4);
     let before = parquet_files(&s.data_dir);
     assert_eq!(before.len(), 24);
@@ -145,7 +145,7 @@ fn compaction_merges_small_files_and_keeps_every_row() {
     assert_eq!(parquet_files(&s.data_dir).len(), before.len() + 4);
     assert_eq!(s.sql(sum), expected);
     // ... and go once the query timeout has passed.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    std::thread::sleep(std::time::Duration::from_millis(3200));
     let vacuum = compact(&s, "?table=events");
     assert_eq!(
         vacuum["reports"][0]["vacuumed_files"].as_u64().unwrap(),

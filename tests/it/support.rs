@@ -150,16 +150,32 @@ impl TestServer {
         self.flight = addrs[1].clone();
     }
 
-    /// Waits for `/ready`: the WAL replayed, the full API up.
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    /// Waits for `/ready`: the WAL replayed, the full API up. A server that
+    /// exits or never gets there fails the test with the end of its log.
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self.client.get(format!("{}/ready", self.base)).send()
                 && r.status().is_success()
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "server never became healthy");
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "server never became healthy ({}); its log ends:\n{}",
+                    exited.map_or("still running after 60 s".to_string(), |s| format!(
+                        "exited: {s}"
+                    )),
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
