@@ -100,13 +100,13 @@ pub struct Config {
     /// vacuum deletes them: queries started before the replacement keep
     /// reading them meanwhile. Keep it above the longest query (and at most
     /// 1000years).
-    #[arg(long, env = "ALLSOURCE_VACUUM_RETENTION", default_value = "1h", value_parser = crate::db::maintenance::parse_retention)]
+    #[arg(long, env = "ALLSOURCE_VACUUM_RETENTION", default_value = "1h", value_parser = parse_retention)]
     pub vacuum_retention: Duration,
 
     /// Default data retention: events older than this are deleted by
     /// maintenance (at most 1000years). Unset keeps everything; a table's
     /// own setting (`PUT /v1/admin/tables/{table}/settings`) wins.
-    #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = crate::db::maintenance::parse_retention)]
+    #[arg(long, env = "ALLSOURCE_RETENTION", value_parser = parse_retention)]
     pub retention: Option<Duration>,
 
     /// Memory one query may use (hash tables, sorts, aggregation state)
@@ -140,7 +140,7 @@ pub struct Config {
     /// Largest query: SQL text (over HTTP, Flight SQL, and inside a table
     /// function), DSL document, or set of parameters bound to a Flight SQL
     /// prepared statement. Larger ones get 400 (InvalidArgument).
-    #[arg(long, env = "ALLSOURCE_MAX_QUERY_BYTES", default_value_t = crate::query::bounds::DEFAULT_MAX_QUERY_BYTES)]
+    #[arg(long, env = "ALLSOURCE_MAX_QUERY_BYTES", default_value_t = DEFAULT_MAX_QUERY_BYTES)]
     pub max_query_bytes: usize,
 
     /// Memory one tenant's open Flight SQL prepared statements may hold
@@ -215,7 +215,7 @@ impl Default for Config {
             max_spill_bytes: 4 << 30,
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 16,
-            max_query_bytes: crate::query::bounds::DEFAULT_MAX_QUERY_BYTES,
+            max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_prepared_bytes: 64 << 20,
             max_result_bytes: 256 << 20,
             header_timeout: Duration::from_secs(10),
@@ -257,4 +257,28 @@ impl Config {
     pub fn wal_dir(&self) -> PathBuf {
         self.data_dir.join("wal")
     }
+}
+
+/// The default of `--max-query-bytes`: the largest statement text (or
+/// DSL document, or parameter upload) a query may send.
+pub const DEFAULT_MAX_QUERY_BYTES: usize = 1 << 20;
+
+/// The longest retention accepted (1000 years): events are dated 1900 to
+/// 2200, so anything longer keeps everything anyway, and "now minus" a
+/// much longer span is outside the calendar the cutoff is computed in.
+pub const MAX_RETENTION: Duration = Duration::from_secs(1000 * 31_557_600);
+
+/// A retention (or other data-age duration) as humantime text, at most
+/// [`MAX_RETENTION`]. The error reads after "is": `not a duration …`,
+/// `longer than …`.
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("not a duration like \"30days\" or \"1h\" ({e})"))?;
+    if d > MAX_RETENTION {
+        return Err(format!(
+            "longer than the maximum, {}",
+            humantime::format_duration(MAX_RETENTION)
+        ));
+    }
+    Ok(d)
 }

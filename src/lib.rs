@@ -34,6 +34,8 @@ mod fault;
 mod fuzz_tests;
 pub mod ids;
 pub mod ingest;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
 pub mod query;
 pub mod ratelimit;

@@ -48,8 +48,7 @@ pub const MAX_RELATIONS: usize = 100;
 /// Longest name (identifier, function or table name) a statement may use.
 pub const MAX_NAME_BYTES: usize = 1024;
 
-/// The default of `--max-query-bytes`.
-pub const DEFAULT_MAX_QUERY_BYTES: usize = 1 << 20;
+pub use crate::config::DEFAULT_MAX_QUERY_BYTES;
 
 /// Stack of each query thread: room for DataFusion to plan, optimize and
 /// run a statement [`MAX_DEPTH`] deep in a debug build, with a margin. It

@@ -5,27 +5,8 @@ use super::super::Table;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::Duration;
 
-/// The longest retention accepted (1000 years): events are dated 1900 to
-/// 2200, so anything longer keeps everything anyway, and "now minus" a
-/// much longer span is outside the calendar the cutoff is computed in.
-pub const MAX_RETENTION: Duration = Duration::from_secs(1000 * 31_557_600);
-
-/// A retention (or other data-age duration) as humantime text, at most
-/// [`MAX_RETENTION`]. The error reads after "is": `not a duration …`,
-/// `longer than …`.
-pub fn parse_retention(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("not a duration like \"30days\" or \"1h\" ({e})"))?;
-    if d > MAX_RETENTION {
-        return Err(format!(
-            "longer than the maximum, {}",
-            humantime::format_duration(MAX_RETENTION)
-        ));
-    }
-    Ok(d)
-}
+pub use crate::config::{MAX_RETENTION, parse_retention};
 
 /// A table's own maintenance settings; unset fields follow the server's
 /// flags. Values are humantime durations ("30days", "1h").
