@@ -10,7 +10,6 @@
 
 pub mod bounded;
 pub mod bounds;
-pub mod delta;
 pub mod engine;
 mod grouping_sets;
 mod late;
