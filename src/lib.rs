@@ -7,7 +7,8 @@
 //! - [`wal`]: the write-ahead log; a batch is acknowledged once it is
 //!   fsynced there (group commit).
 //! - [`db`]: tables, their in-memory buffers and the flusher that moves
-//!   buffered batches into Delta Lake; WAL replay at start-up.
+//!   buffered batches into Delta Lake; WAL replay at start-up; the
+//!   background work (flusher, maintenance schedule) it owns.
 //! - [`storage`]: Delta Lake tables on object storage (local or S3).
 //! - [`query`]: DataFusion sessions scoped to a tenant, the table provider
 //!   that unions the buffer with the Delta snapshot, result formats.
@@ -17,7 +18,9 @@
 //! - [`dedup`], [`ids`], [`config`]: event-id dedup, validated names,
 //!   settings.
 //! - `fault`: named fault-injection points the test build can trigger.
-//! - [`background`]: background runs that survive a panic.
+//! - [`background`]: background loops ([`background::Worker`]) that own
+//!   their threads, read the time through an injected clock and survive a
+//!   panicking run.
 //!
 //! ARCHITECTURE.md at the repository root walks through the write and read
 //! paths.

@@ -12,12 +12,15 @@
 //!
 //! Start-up replays WAL records newer than each table's recorded sequence.
 
+mod background;
 mod claims;
 pub mod maintenance;
 mod table;
 
+pub use background::Background;
 pub use table::Table;
 
+use crate::background::Clock;
 use crate::config::Config;
 use crate::dedup::DedupIndex;
 use crate::ids::{InvalidName, TableName, TenantId, WalSeq};
@@ -33,8 +36,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -91,11 +92,18 @@ pub struct Database {
     history: maintenance::History,
     /// Per-table maintenance settings.
     settings: maintenance::SettingsStore,
+    /// What the background loops wait on and maintenance dates data by.
+    clock: Arc<dyn Clock>,
 }
 
 impl Database {
     /// Opens the database: finds the stored tables, replays the WAL.
     pub async fn open(config: Config) -> Result<Arc<Self>> {
+        Self::open_with_clock(config, Arc::new(crate::background::SystemClock::default())).await
+    }
+
+    /// [`Database::open`] with the clock its background work runs on.
+    pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
         let history = maintenance::History::load(&config.data_dir.join("maintenance.jsonl"));
         let settings =
             maintenance::SettingsStore::load(config.data_dir.join("table-settings.json"));
@@ -128,6 +136,7 @@ impl Database {
             accepting: AtomicBool::new(true),
             history,
             settings,
+            clock,
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -481,41 +490,6 @@ impl Database {
             tracing::debug!(segments = removed, %keep_from, "deleted WAL segments");
         }
         Ok(())
-    }
-
-    /// Runs the flusher until `cancel`: flushes tables whose buffers are
-    /// large or old enough.
-    pub async fn run_flusher(self: Arc<Self>, cancel: CancellationToken) {
-        let tick =
-            (self.config.flush_age / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(tick) => {}
-                _ = self.flush_wanted.notified() => {}
-            }
-            let tables: Vec<_> = self.tables.read().values().cloned().collect();
-            let mut flushed = false;
-            for t in tables {
-                let due = t.over_threshold(self.config.flush_rows, self.config.flush_bytes)
-                    || t.oldest_age()
-                        .is_some_and(|age| age >= self.config.flush_age)
-                    || (self.buffered_bytes() >= self.config.max_buffer_bytes / 2
-                        && t.buffered_bytes() > 0);
-                if !due {
-                    continue;
-                }
-                match self.flush_table(&t).await {
-                    Ok(_) => flushed = true,
-                    Err(e) => {
-                        tracing::error!(table = %t.label(), error = %e, "flush failed; will retry")
-                    }
-                }
-            }
-            if flushed && let Err(e) = self.truncate_wal().await {
-                tracing::error!(error = %e, "WAL truncation failed");
-            }
-        }
     }
 
     /// Stops accepting ingest and writes every buffer to storage.

@@ -1,6 +1,8 @@
-//! The server process: opens the database, serves HTTP, runs the flusher,
-//! and on shutdown stops accepting, finishes in-flight requests and
-//! flushes every buffer.
+//! The server process: opens the database, serves HTTP and Flight SQL,
+//! starts the database's background work (`db::Background`: the flusher
+//! and the maintenance schedule), and on shutdown stops accepting,
+//! finishes in-flight requests, stops the background work and flushes
+//! every buffer.
 
 pub mod error;
 pub mod flight;
@@ -70,17 +72,8 @@ pub async fn run(
         }
     };
 
-    let cancel = CancellationToken::new();
-    let flusher = spawn_flusher({
-        let db = db.clone();
-        let cancel = cancel.clone();
-        move || db.clone().run_flusher(cancel.clone())
-    })?;
-    let maintenance = spawn_background("maintenance", {
-        let db = db.clone();
-        let cancel = cancel.clone();
-        move || db.clone().run_maintenance_schedule(cancel.clone())
-    })?;
+    // Stopped at shutdown, or on drop if start-up fails from here on.
+    let background = db::Background::start(&db).map_err(Error::Serve)?;
 
     let rate_limits =
         Arc::new(crate::ratelimit::RateLimits::from_config(&config).map_err(Error::Config)?);
@@ -124,9 +117,7 @@ pub async fn run(
         _ => {}
     }
     tracing::info!("shutting down: flushing buffers");
-    cancel.cancel();
-    let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
-    let _ = tokio::task::spawn_blocking(move || maintenance.join()).await;
+    background.stop().await;
     finish(&db).await?;
     match served {
         Ok(r) => r.map_err(Error::Serve),
@@ -228,91 +219,6 @@ async fn serve(
         tracing::warn!("some connections were still open after 30 s; closing them");
     }
     Ok(())
-}
-
-/// Runs the flusher on a thread of its own, with its own runtime, at a
-/// lower CPU priority: encoding Parquet is heavy, and it must not hold up
-/// the threads that answer ingest requests (whose latency clients see).
-/// The runtime has a worker per core (at most 4), also at low priority, so
-/// a flush encodes its date partitions in parallel (`Storage::append`).
-fn spawn_flusher<F, Fut>(task: F) -> Result<std::thread::JoinHandle<()>>
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(crate::storage::flush_parallelism())
-        .on_thread_start(lower_priority)
-        .enable_all()
-        .thread_name("flusher")
-        .build()
-        .map_err(Error::Serve)?;
-    std::thread::Builder::new()
-        .name("flusher".into())
-        .spawn(move || {
-            lower_priority();
-            supervise("flusher", &runtime, task);
-        })
-        .map_err(Error::Serve)
-}
-
-/// Runs `task` on a low-priority thread of its own with its own runtime,
-/// like the flusher: table maintenance rewrites files and must not slow
-/// ingest or flushes.
-fn spawn_background<F, Fut>(name: &str, task: F) -> Result<std::thread::JoinHandle<()>>
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name(name)
-        .build()
-        .map_err(Error::Serve)?;
-    let name = name.to_string();
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            lower_priority();
-            supervise(&name, &runtime, task);
-        })
-        .map_err(Error::Serve)
-}
-
-/// Runs the loop `task` makes until it returns (at shutdown). A panic that
-/// escapes it is logged and counted, and after a second's pause (so a
-/// panic that recurs at once does not spin) a fresh loop starts: the
-/// server never silently loses its flusher or its maintenance.
-fn supervise<F, Fut>(name: &str, runtime: &tokio::runtime::Runtime, task: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    loop {
-        match runtime.block_on(runtime.spawn(task())) {
-            Ok(()) => return,
-            Err(e) if e.is_panic() => {
-                crate::background::record_panic(name, e.into_panic().as_ref());
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// Makes the calling thread yield the CPU to the others when both want it.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: plain syscalls on the calling thread's own id.
-        let rc = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 10)
-        };
-        if rc != 0 {
-            tracing::debug!("could not lower the flusher's priority");
-        }
-    }
 }
 
 async fn finish(db: &Arc<Database>) -> Result<()> {

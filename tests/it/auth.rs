@@ -2,76 +2,20 @@
 //! matrix of issue 7, one assertion per case, plus tokens minted by an
 //! independent library (PyJWT).
 
-use crate::support::{Reply, TestServer, python};
-use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use crate::support::{
+    AUDIENCE, Reply, SECRET, TestServer, claims, hs, hs_server, now, python, rs, token, unsigned,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
-const ISSUER: &str = "allsource-test";
-const AUDIENCE: &str = "allsource";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// A token with these claims, signed HS256 with `secret`.
-fn hs(claims: Value, secret: &str, kid: Option<&str>) -> String {
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = kid.map(String::from);
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
-
-/// Valid claims for `tenant` and `role`, with issuer and audience.
-fn claims(tenant: &str, role: &str) -> Value {
-    json!({"tenant": tenant, "role": role, "sub": format!("{tenant}-{role}"),
-           "exp": now() + 600, "iss": ISSUER, "aud": AUDIENCE})
-}
-
-pub(crate) fn token(tenant: &str, role: &str) -> String {
-    hs(claims(tenant, role), SECRET, None)
-}
-
-pub(crate) fn hs_server() -> TestServer {
-    TestServer::start(&[
-        "--jwt-secret",
-        SECRET,
-        "--jwt-issuer",
-        ISSUER,
-        "--jwt-audience",
-        AUDIENCE,
-        "--jwt-leeway",
-        "0s",
-    ])
-}
-
-fn with_token(s: &TestServer, path: &str, token: &str, content_type: &str, body: &str) -> Reply {
-    let auth = format!("Bearer {token}");
-    s.post_with(
-        path,
-        &[("content-type", content_type), ("authorization", &auth)],
-        body.to_string(),
-    )
-}
+use std::time::Duration;
 
 fn sql_as(s: &TestServer, token: &str, sql: &str) -> Reply {
-    with_token(s, "/v1/sql", token, "text/plain", sql)
+    s.post_as("/v1/sql", token, "text/plain", sql)
 }
 
 fn ingest_as(s: &TestServer, token: &str, table: &str, body: &Value) -> Reply {
-    with_token(
-        s,
+    s.post_as(
         &format!("/v1/events?table={table}"),
         token,
         "application/json",
@@ -133,14 +77,7 @@ fn attack_matrix() {
         401,
         "bad signature",
     );
-    let b64 = |v: &Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
-    };
-    let none = format!(
-        "{}.{}.",
-        b64(&json!({"alg": "none", "typ": "JWT"})),
-        b64(&claims("tenant_a", "admin"))
-    );
+    let none = unsigned(&claims("tenant_a", "admin"));
     refused(&sql_as(&s, &none, "SELECT 1"), 401, "alg none");
     // One claim changed from a valid reader token's, each refused.
     for (claim, value, case) in [
@@ -186,7 +123,7 @@ fn attack_matrix() {
         "reader ingesting",
     );
     refused(
-        &with_token(&s, "/v1/admin/compact", &a_writer, "application/json", ""),
+        &s.post_as("/v1/admin/compact", &a_writer, "application/json", ""),
         403,
         "writer compacting",
     );
@@ -255,8 +192,7 @@ fn attack_matrix() {
     assert!(!r.text().contains("b_private"), "SHOW TABLES: {}", r.text());
     // Through the DSL, too.
     refused(
-        &with_token(
-            &s,
+        &s.post_as(
             "/v1/query",
             &a_reader,
             "application/json",
@@ -299,7 +235,7 @@ fn attack_matrix() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()[0]["n"], 1);
-    let r = with_token(&s, "/v1/admin/compact", &admin, "application/json", "");
+    let r = s.post_as("/v1/admin/compact", &admin, "application/json", "");
     assert_eq!(r.status, 200, "{}", r.text());
     // Audit writes are asynchronous: wait for them.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -374,13 +310,6 @@ fn rsa_pair(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) 
     (private, public)
 }
 
-fn rs(claims: Value, private_pem: &Path, kid: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.into());
-    let key = EncodingKey::from_rsa_pem(&std::fs::read(private_pem).unwrap()).unwrap();
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
-
 #[test]
 fn rs256_keys_rotate_by_kid_and_refuse_hs_confusion() {
     let dir = tempfile::tempdir().unwrap();
@@ -406,14 +335,7 @@ fn rs256_keys_rotate_by_kid_and_refuse_hs_confusion() {
     );
     // HS256 signed with the RSA public key as the HMAC secret.
     let public_pem = std::fs::read_to_string(&old_public).unwrap();
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("old".into());
-    let forged = jsonwebtoken::encode(
-        &header,
-        &c("acme"),
-        &EncodingKey::from_secret(public_pem.as_bytes()),
-    )
-    .unwrap();
+    let forged = hs(c("acme"), &public_pem, Some("old"));
     refused(&sql_as(&s, &forged, "SELECT 1"), 401, "HS/RS confusion");
 }
 

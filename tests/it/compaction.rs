@@ -2,11 +2,12 @@
 //! compact`: compaction next to ingest and queries, dry runs, one run per
 //! table at a time, vacuum.
 
-use crate::support::TestServer;
+use crate::support::{TestServer, wait_until};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn parquet_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -28,6 +29,33 @@ fn parquet_files(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// When the default tenant's table `events` last replaced files: the
+/// newest `deletionTimestamp` of the `remove` actions in its Delta log, in
+/// epoch milliseconds. Vacuum counts a replaced file's age from there.
+fn last_replaced_ms(dir: &Path) -> i64 {
+    let log = dir.join("tables/default/events/_delta_log");
+    let mut newest = None;
+    for e in std::fs::read_dir(&log).unwrap().flatten() {
+        if e.path().extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+            let action: Value = serde_json::from_str(line).unwrap();
+            if let Some(at) = action["remove"]["deletionTimestamp"].as_i64() {
+                newest = newest.max(Some(at));
+            }
+        }
+    }
+    newest.expect("no file was replaced")
+}
+
+fn epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// `n` events spread over `days` days, ids `{prefix}{i}`.
@@ -119,8 +147,16 @@ fn assert_compacted_layout(path: &str) {
 
 #[test]
 fn compaction_merges_small_files_and_keeps_every_row() {
-    // Vacuum keeps replaced files for the query timeout at least.
-    let mut s = TestServer::start(&["--vacuum-retention", "0s", "--query-timeout", "3s"]);
+    // Vacuum keeps replaced files for the query timeout at least: long
+    // enough that the run replacing them ends first, even on a busy
+    // machine.
+    let query_timeout = Duration::from_secs(3);
+    let mut s = TestServer::start(&[
+        "--vacuum-retention",
+        "0s",
+        "--query-timeout",
+        &humantime::format_duration(query_timeout).to_string(),
+    ]);
     small_files(&mut s, "r", 6, 50, 4);
     let before = parquet_files(&s.data_dir);
     assert_eq!(before.len(), 24);
@@ -144,8 +180,14 @@ fn compaction_merges_small_files_and_keeps_every_row() {
     assert_eq!(r["vacuumed_files"], json!(0), "{done}");
     assert_eq!(parquet_files(&s.data_dir).len(), before.len() + 4);
     assert_eq!(s.sql(sum), expected);
-    // ... and go once the query timeout has passed.
-    std::thread::sleep(std::time::Duration::from_millis(3200));
+    // ... and go once the query timeout has passed since they were
+    // replaced.
+    let expire_after = last_replaced_ms(&s.data_dir) + query_timeout.as_millis() as i64;
+    wait_until(
+        "the replaced files are older than the query timeout",
+        Duration::from_secs(30),
+        || epoch_ms() > expire_after,
+    );
     let vacuum = compact(&s, "?table=events");
     assert_eq!(
         vacuum["reports"][0]["vacuumed_files"].as_u64().unwrap(),
@@ -217,16 +259,22 @@ fn compaction_under_concurrent_ingest_and_queries() {
     };
     // At least six runs, and on until they have merged more than 20 files:
     // on a loaded machine flushes (and so files to merge) come slower.
+    // Each run waits for a flush to have written files since the last one.
     let mut compacted = 0;
     let mut runs = 0;
+    let mut files_seen = parquet_files(&s.data_dir).len();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     while runs < 6 || compacted <= 20 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
         assert!(
-            std::time::Instant::now() < deadline,
+            !left.is_zero(),
             "compaction merged only {compacted} files in {runs} runs"
         );
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        wait_until("a flush writes new files", left, || {
+            parquet_files(&s.data_dir).len() > files_seen
+        });
         let out = compact(&s, "");
+        files_seen = parquet_files(&s.data_dir).len();
         let outcome = out["reports"][0]["outcome"].as_str().unwrap().to_string();
         assert!(!outcome.starts_with("failed"), "{out}");
         compacted += out["reports"][0]["files_in"].as_u64().unwrap();
@@ -448,14 +496,9 @@ fn per_table_settings_override_the_flags_and_persist() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["effective"]["retention"], json!("10days"));
     // the table's own schedule runs although the server's is off
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while s.scalar("SELECT count(*) FROM system.compactions") == json!(0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the table's schedule never ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_until("the table's schedule runs", Duration::from_secs(20), || {
+        s.scalar("SELECT count(*) FROM system.compactions") != json!(0)
+    });
     let left = s.sql("SELECT event_id FROM events ORDER BY event_id");
     assert_eq!(
         left,
@@ -511,13 +554,9 @@ fn vacuum_during_a_long_query_leaves_its_files() {
     for round in 0..30 {
         s.ingest(&spread(&format!("v{round}-"), 4000, 1));
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while s.scalar("SELECT buffered_rows FROM system.tables WHERE table_name = 'events'")
-        != json!(0)
-    {
-        assert!(std::time::Instant::now() < deadline, "never flushed");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("everything is flushed", Duration::from_secs(60), || {
+        s.scalar("SELECT buffered_rows FROM system.tables WHERE table_name = 'events'") == json!(0)
+    });
     let files = parquet_files(&s.data_dir);
     // Flushes under load may take several requests at once.
     assert!(files.len() >= 8, "{} files", files.len());

@@ -3,8 +3,8 @@
 //! error codes, durability under `kill -9`; and the Python ADBC driver as
 //! an independent client.
 
-use crate::auth::{hs_server, token};
 use crate::support::{TestServer, python};
+use crate::support::{hs_server, token};
 use arrow::array::{
     ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };

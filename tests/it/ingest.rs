@@ -1,8 +1,9 @@
 //! Ingest through HTTP: every input form, every refusal.
 
-use crate::support::{TestServer, events};
+use crate::support::{TestServer, events, wait_until};
 use serde_json::json;
 use std::io::Write;
+use std::time::Duration;
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -277,7 +278,9 @@ fn retried_event_ids_are_stored_once() {
         (json!(0), json!(3))
     );
     // after the events were flushed, and after a crash and restart
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_until("the events are flushed", Duration::from_secs(30), || {
+        s.scalar("SELECT buffered_rows FROM system.tables WHERE table_name = 'events'") == json!(0)
+    });
     s.kill9();
     s.restart();
     let r = s.ingest(&batch);
@@ -291,22 +294,15 @@ fn a_full_buffer_answers_503_with_retry_after() {
     // Once the flusher has drained the server's own start-up record (the
     // audit log), a request finds the buffer empty; after it the buffer is
     // over its limit until the flusher drains it again.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while s
-        .post(
+    wait_until("the buffer has drained", Duration::from_secs(30), || {
+        s.post(
             "/v1/events",
             "application/json",
             events("a", 10).to_string(),
         )
         .status
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the buffer never drained"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+            == 200
+    });
     let mut saw_503 = false;
     for _ in 0..5 {
         let r = s.post(
@@ -324,18 +320,11 @@ fn a_full_buffer_answers_503_with_retry_after() {
     }
     assert!(saw_503, "never refused while over the buffer limit");
     // The flusher drains the buffer and ingest recovers.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let r = s.post("/v1/events", "application/json", events("c", 1).to_string());
-        if r.status == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ingest never recovered"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("ingest recovers", Duration::from_secs(30), || {
+        s.post("/v1/events", "application/json", events("c", 1).to_string())
+            .status
+            == 200
+    });
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! size cap, slow clients are cut off, and one tenant's flood gets 429s
 //! while another tenant's ingest keeps its pace.
 
-use crate::support::TestServer;
+use crate::support::{TestServer, wait_until};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -102,15 +102,20 @@ fn slow_queries_time_out_and_tenants_have_a_concurrency_cap() {
 
     std::thread::scope(|scope| {
         let slow = scope.spawn(|| s.post("/v1/sql", "text/plain", SLOW));
-        std::thread::sleep(Duration::from_millis(500));
         // The running query's memory shows in the metrics.
-        let metrics = s.client_get("/metrics");
-        let held: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("allsource_query_memory_bytes "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no query memory gauge in\n{metrics}"));
-        assert!(held > 0.0, "a running query holds no memory?");
+        wait_until(
+            "the running query holds memory",
+            Duration::from_secs(30),
+            || {
+                let metrics = s.client_get("/metrics");
+                let held: f64 = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix("allsource_query_memory_bytes "))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no query memory gauge in\n{metrics}"));
+                held > 0.0
+            },
+        );
         let r = s.post("/v1/sql", "text/plain", "SELECT 1");
         assert_eq!(r.status, 429, "{}", r.text());
         assert_eq!(r.headers["retry-after"], "1");
@@ -243,6 +248,45 @@ fn a_flooding_tenant_gets_429s_while_others_keep_their_rate() {
     );
 }
 
+/// The flood's switch, which the flooding threads wait on while it is
+/// off, and how many flood requests have been answered.
+#[derive(Default)]
+struct Flood {
+    state: std::sync::Mutex<FloodState>,
+    changed: std::sync::Condvar,
+    answered: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Clone, Copy, Default, PartialEq)]
+enum FloodState {
+    #[default]
+    Off,
+    On,
+    Over,
+}
+
+impl Flood {
+    fn set(&self, state: FloodState) {
+        *self.state.lock().unwrap() = state;
+        self.changed.notify_all();
+    }
+
+    /// Waits while the flood is off; true while it is on, false once it
+    /// is over.
+    fn wait_for_on(&self) -> bool {
+        let off = |s: &mut FloodState| *s == FloodState::Off;
+        *self
+            .changed
+            .wait_while(self.state.lock().unwrap(), off)
+            .unwrap()
+            == FloodState::On
+    }
+
+    fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Phases with and without a flood from tenant `flood` alternate, so that
 /// whatever else loads the machine weighs on both alike. Returns the calm
 /// tenant's events/s alone and under the flood, and the flood's refusals.
@@ -250,19 +294,13 @@ fn flood_phases(s: &TestServer) -> (f64, f64, u64) {
     let flood_body: String = (0..500)
         .map(|i| json!({"event_type": "f", "entity_id": format!("f{i}")}).to_string() + "\n")
         .collect();
-    let flooding = std::sync::atomic::AtomicBool::new(false);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let ordering = std::sync::atomic::Ordering::Relaxed;
+    let flood = Flood::default();
     std::thread::scope(|scope| {
         let flooders: Vec<_> = (0..2)
             .map(|_| {
                 scope.spawn(|| {
                     let mut refused = 0u64;
-                    while !done.load(ordering) {
-                        if !flooding.load(ordering) {
-                            std::thread::sleep(Duration::from_millis(5));
-                            continue;
-                        }
+                    while flood.wait_for_on() {
                         // 25 requests/s each: 25,000 events/s together,
                         // 12.5 times the tenant's quota. (Unpaced, the two
                         // client threads would take the 2-core machine's
@@ -276,6 +314,9 @@ fn flood_phases(s: &TestServer) -> (f64, f64, u64) {
                             "application/x-ndjson",
                             &flood_body,
                         );
+                        flood
+                            .answered
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         std::thread::sleep(
                             Duration::from_millis(40).saturating_sub(sent.elapsed()),
                         );
@@ -297,13 +338,17 @@ fn flood_phases(s: &TestServer) -> (f64, f64, u64) {
         for _ in 0..8 {
             let (n, t) = ingest_for(s, "calm", Duration::from_millis(400), &mut offset);
             calm = (calm.0 + n, calm.1 + t);
-            flooding.store(true, ordering);
-            std::thread::sleep(Duration::from_millis(100));
+            let before = flood.answered();
+            flood.set(FloodState::On);
+            // Measure once the flood is under way.
+            wait_until("the flood is under way", Duration::from_secs(30), || {
+                flood.answered() >= before + 2
+            });
             let (n, t) = ingest_for(s, "calm", Duration::from_millis(400), &mut offset);
             loaded = (loaded.0 + n, loaded.1 + t);
-            flooding.store(false, ordering);
+            flood.set(FloodState::Off);
         }
-        done.store(true, ordering);
+        flood.set(FloodState::Over);
         let refusals: u64 = flooders.into_iter().map(|h| h.join().unwrap()).sum();
         (calm.0 / calm.1, loaded.0 / loaded.1, refusals)
     })

@@ -1,11 +1,15 @@
 //! `TestServer`: the real binary on `127.0.0.1:0`, with its data in a
-//! temporary directory, stopped when dropped.
+//! temporary directory, stopped when dropped; the JWTs the tests sign
+//! themselves; and `wait_until`, which polls a condition against a
+//! deadline instead of sleeping.
 
-use serde_json::Value;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub(crate) struct TestServer {
     child: Option<Child>,
@@ -314,6 +318,16 @@ impl TestServer {
         self.spawn_unready();
     }
 
+    /// POSTs `body` with a bearer token; the reply whatever its status.
+    pub(crate) fn post_as(&self, path: &str, token: &str, content_type: &str, body: &str) -> Reply {
+        let auth = format!("Bearer {token}");
+        self.post_with(
+            path,
+            &[("content-type", content_type), ("authorization", &auth)],
+            body.to_string(),
+        )
+    }
+
     /// A GET of `path`: its status and body, whatever the status.
     pub(crate) fn get(&self, path: &str) -> Reply {
         Reply::from(self.client.get(self.url(path)).send().expect("request"))
@@ -343,8 +357,6 @@ impl Drop for TestServer {
     }
 }
 
-/// The Python of the test virtualenv: `ALLSOURCE_TEST_PYTHON` (set by
-/// scripts/test.sh), else `python3`.
 /// The server binary the tests run: `ALLSOURCE_TEST_BIN` when set (a copy
 /// kept apart from builds that may replace the one cargo made), else the
 /// one cargo built for this test binary.
@@ -353,6 +365,8 @@ pub(crate) fn server_bin() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_allsource").to_string())
 }
 
+/// The Python of the test virtualenv: `ALLSOURCE_TEST_PYTHON` (set by
+/// scripts/test.sh), else `python3`.
 pub(crate) fn python() -> String {
     std::env::var("ALLSOURCE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
@@ -370,4 +384,100 @@ pub(crate) fn events(event_type: &str, n: usize) -> Value {
             })
             .collect(),
     )
+}
+
+/// Polls `condition` until it holds; fails the test, naming `what`, if it
+/// still does not after `timeout`.
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// JWTs signed by the tests themselves.
+
+/// The HS256 secret of [`hs_server`].
+pub(crate) const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
+pub(crate) const ISSUER: &str = "allsource-test";
+pub(crate) const AUDIENCE: &str = "allsource";
+
+/// Seconds since the epoch, as `exp` and `nbf` count them.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token with these claims, signed with `key` by `algorithm`, with
+/// `kid` (if any) in its header.
+pub(crate) fn sign(
+    claims: &Value,
+    algorithm: Algorithm,
+    key: &EncodingKey,
+    kid: Option<&str>,
+) -> String {
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(String::from);
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+/// A token with these claims, signed HS256 with `secret`.
+pub(crate) fn hs(claims: Value, secret: &str, kid: Option<&str>) -> String {
+    sign(
+        &claims,
+        Algorithm::HS256,
+        &EncodingKey::from_secret(secret.as_bytes()),
+        kid,
+    )
+}
+
+/// A token with these claims, signed RS256 with the PEM private key in
+/// `private_pem`.
+pub(crate) fn rs(claims: Value, private_pem: &Path, kid: &str) -> String {
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(private_pem).unwrap()).unwrap();
+    sign(&claims, Algorithm::RS256, &key, Some(kid))
+}
+
+/// A token with these claims and `alg: none`: no signature at all.
+pub(crate) fn unsigned(claims: &Value) -> String {
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+    };
+    format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(claims)
+    )
+}
+
+/// Valid claims for `tenant` and `role`, with issuer and audience.
+pub(crate) fn claims(tenant: &str, role: &str) -> Value {
+    json!({"tenant": tenant, "role": role, "sub": format!("{tenant}-{role}"),
+           "exp": now() + 600, "iss": ISSUER, "aud": AUDIENCE})
+}
+
+/// A valid token of [`hs_server`] for `tenant` and `role`.
+pub(crate) fn token(tenant: &str, role: &str) -> String {
+    hs(claims(tenant, role), SECRET, None)
+}
+
+/// A server checking HS256 tokens signed with [`SECRET`], with issuer,
+/// audience and no leeway.
+pub(crate) fn hs_server() -> TestServer {
+    TestServer::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+        "--jwt-leeway",
+        "0s",
+    ])
 }

@@ -13,6 +13,10 @@
 //! - after the commits, queries move to the new snapshot only when it holds
 //!   exactly the rows the buffer was trimmed to (`Table::adopt_latest`).
 //!
+//! The scheduler ([`MaintenanceSchedule`]) is the job of a background
+//! worker (`db::Background`); it reads the time, as retention and vacuum
+//! do, from the database's clock.
+//!
 //! A run killed midway leaves every partition either rewritten (committed)
 //! or untouched; the next run picks up the rest. A run that panics is
 //! caught (`crate::background`) and reported as failed; the schedule goes
@@ -22,9 +26,11 @@
 //! [`settings`] each table's retention and schedule.
 
 mod history;
+mod schedule;
 mod settings;
 
 pub use history::History;
+pub(crate) use schedule::MaintenanceSchedule;
 pub use settings::{MAX_RETENTION, SettingsStore, TableSettings, parse_retention};
 
 use super::table::Table;
@@ -201,6 +207,17 @@ fn delta_error(label: &str, source: deltalake::DeltaTableError) -> Error {
     }))
 }
 
+/// The database's clock as deltalake's vacuum reads it, so that tombstone
+/// ages are measured on the same clock as retention.
+#[derive(Debug)]
+struct VacuumClock(Arc<dyn crate::background::Clock>);
+
+impl deltalake::operations::vacuum::Clock for VacuumClock {
+    fn current_timestamp_millis(&self) -> i64 {
+        self.0.now().timestamp_millis()
+    }
+}
+
 fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     matches!(
         e,
@@ -261,7 +278,7 @@ impl Database {
         let mut report = MaintenanceReport {
             tenant: table.tenant.to_string(),
             table: table.name.to_string(),
-            started_at: chrono::Utc::now().to_rfc3339(),
+            started_at: self.clock.now().to_rfc3339(),
             duration_ms: 0,
             dry_run,
             partitions: 0,
@@ -397,7 +414,9 @@ impl Database {
         // A cutoff before the calendar's start (a retention stored before
         // retentions were bounded) deletes nothing.
         let cutoff = keep.and_then(|keep| {
-            chrono::Utc::now().checked_sub_signed(chrono::Duration::from_std(keep).ok()?)
+            self.clock
+                .now()
+                .checked_sub_signed(chrono::Duration::from_std(keep).ok()?)
         });
         if let Some(cutoff) = cutoff {
             let predicate = col("timestamp").lt(lit(ScalarValue::TimestampMicrosecond(
@@ -442,7 +461,8 @@ impl Database {
         Ok(())
     }
 
-    /// Deletes the files replaced more than `--vacuum-retention` ago.
+    /// Deletes the files replaced more than `--vacuum-retention` ago (on
+    /// the database's clock).
     /// deltalake lists every tombstone still in the log, including files
     /// an earlier vacuum already deleted, so the listing is checked
     /// against the store first: no vacuum commit when nothing is left.
@@ -450,8 +470,10 @@ impl Database {
         let delta_err = |source| delta_error(label, source);
         let retention = chrono::Duration::from_std(self.config.effective_vacuum_retention())
             .unwrap_or(chrono::Duration::hours(1));
+        let clock = Arc::new(VacuumClock(self.clock.clone()));
         let (delta, listed) = delta
             .vacuum()
+            .with_clock(clock.clone())
             .with_retention_period(retention)
             .with_enforce_retention_duration(false)
             .with_dry_run(true)
@@ -473,51 +495,12 @@ impl Database {
         }
         delta
             .vacuum()
+            .with_clock(clock)
             .with_retention_period(retention)
             .with_enforce_retention_duration(false)
             .await
             .map_err(delta_err)?;
         Ok(present)
-    }
-
-    /// Maintains each table every `--maintenance-interval`, or its own
-    /// interval when it has one, until `cancel`.
-    pub async fn run_maintenance_schedule(
-        self: Arc<Self>,
-        cancel: tokio_util::sync::CancellationToken,
-    ) {
-        let started = Instant::now();
-        let mut last_run: std::collections::HashMap<String, Instant> = Default::default();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            }
-            let tables: Vec<Arc<Table>> = self.tables.read().values().cloned().collect();
-            for t in tables {
-                let every = TableSettings::duration(&self.settings.get(&t).maintenance_interval)
-                    .unwrap_or(self.config.maintenance_interval);
-                if every.is_zero() {
-                    continue;
-                }
-                let since = last_run.get(&t.label()).copied().unwrap_or(started);
-                if since.elapsed() < every {
-                    continue;
-                }
-                last_run.insert(t.label(), Instant::now());
-                match self.maintain(&t, false, &mut |_| {}).await {
-                    Ok(r) if r.outcome != "nothing to do" => {
-                        tracing::info!(table = %t.label(), files_in = r.files_in, files_out = r.files_out,
-                            vacuumed = r.vacuumed_files, outcome = %r.outcome, "maintenance");
-                    }
-                    Ok(_) => {}
-                    Err(MaintenanceError::Busy(_)) => {
-                        tracing::debug!(table = %t.label(), "maintenance already running")
-                    }
-                    Err(e) => tracing::error!(table = %t.label(), error = %e, "maintenance failed"),
-                }
-            }
-        }
     }
 
     /// The table settings store.

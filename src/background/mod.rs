@@ -1,8 +1,27 @@
-//! Background work that outlives a bad run: a panic in one run of the
-//! flusher or of table maintenance is caught, logged and counted (metric
-//! `allsource_background_panics_total{task}`), and the next run goes on,
-//! as a panicked tokio task is reported by its `JoinHandle` rather than
-//! taking the process down.
+//! Background work: loops that run on their own, own their threads, read
+//! the time through an injected clock, and outlive a bad run.
+//!
+//! - [`Worker`] (`worker.rs`): one loop on a low-priority thread with its
+//!   own tokio runtime. It runs a [`Job`] on each tick of a [`Clock`] (and
+//!   when woken), and stops on drop: cancel, then join, logging the panic
+//!   its thread died of, if any. The database's flusher and maintenance
+//!   schedule are each a `Worker` (`db::Background`).
+//! - [`Clock`] (`clock.rs`): where background work reads "now" and waits.
+//!   The server uses [`SystemClock`]; tests use [`ManualClock`] and advance
+//!   it instead of sleeping.
+//! - [`caught`]: a panic in one run of the flusher or of table maintenance
+//!   is caught, logged and counted (metric
+//!   `allsource_background_panics_total{task}`), and the next run goes on,
+//!   as a panicked tokio task is reported by its `JoinHandle` rather than
+//!   taking the process down.
+
+mod clock;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use worker::{Job, Worker, WorkerBuilder};
 
 use futures::FutureExt;
 use std::any::Any;
@@ -23,7 +42,7 @@ pub async fn caught<T>(task: &str, run: impl Future<Output = T>) -> Result<T, St
 }
 
 /// Logs and counts a panic of background task `task`; returns its message.
-pub fn record_panic(task: &str, payload: &(dyn Any + Send)) -> String {
+fn record_panic(task: &str, payload: &(dyn Any + Send)) -> String {
     let message = panic_message(payload);
     crate::metrics::get()
         .background_panics
@@ -41,30 +60,5 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "(no message)".to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panicking_run_is_caught_counted_and_the_next_one_runs() {
-        let counter = || {
-            crate::metrics::get()
-                .background_panics
-                .with_label_values(&["test"])
-                .get()
-        };
-        let before = counter();
-        let first = caught("test", async {
-            let cutoff: Option<u32> = "300000years".parse().ok();
-            cutoff.expect("DateTime - TimeDelta overflowed")
-        })
-        .await;
-        assert_eq!(first, Err("DateTime - TimeDelta overflowed".to_string()));
-        assert_eq!(counter(), before + 1);
-        assert_eq!(caught("test", async { 7 }).await, Ok(7));
-        assert_eq!(counter(), before + 1);
     }
 }
