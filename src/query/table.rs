@@ -1,7 +1,7 @@
 //! The table a query sees: the Delta snapshot's files plus the buffer's
 //! batches, frozen together at one instant so every event appears once.
 
-use crate::schema::adapt_batch;
+use crate::schema::{adapt_batch, query_schema};
 use crate::storage::readers::PageIndexReaders;
 use crate::storage::scan::DeltaFiles;
 use arrow::array::RecordBatch;
