@@ -102,6 +102,20 @@ fn slow_queries_time_out_and_tenants_have_a_concurrency_cap() {
 
     std::thread::scope(|scope| {
         let slow = scope.spawn(|| s.post("/v1/sql", "text/plain", SLOW));
+        // Once the slow query holds the tenant's one slot, another query
+        // is refused (the first query's timeout has let its slot go).
+        let mut refused = None;
+        wait_until(
+            "the slow query holds the tenant's slot",
+            Duration::from_secs(30),
+            || {
+                let r = s.post("/v1/sql", "text/plain", "SELECT 1");
+                let busy = r.status == 429;
+                refused = Some(r);
+                busy
+            },
+        );
+        let r = refused.expect("a reply");
         // The running query's memory shows in the metrics.
         wait_until(
             "the running query holds memory",
@@ -116,7 +130,6 @@ fn slow_queries_time_out_and_tenants_have_a_concurrency_cap() {
                 held > 0.0
             },
         );
-        let r = s.post("/v1/sql", "text/plain", "SELECT 1");
         assert_eq!(r.status, 429, "{}", r.text());
         assert_eq!(r.headers["retry-after"], "1");
         assert!(
