@@ -57,6 +57,12 @@ impl Worker {
         }
     }
 
+    /// Asks the loop to stop once its current run is done, without
+    /// waiting for it (see [`Worker::stop`]).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
     /// Stops the loop once its current run is done and waits for the
     /// thread, on a blocking thread of the caller's runtime.
     pub async fn stop(mut self) {

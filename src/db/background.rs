@@ -40,6 +40,10 @@ impl Background {
     /// Stops both loops once their current runs are done, and waits for
     /// their threads.
     pub async fn stop(self) {
+        // Both at once: a long flush must not let another maintenance run
+        // start meanwhile.
+        self.flusher.cancel();
+        self.maintenance.cancel();
         self.flusher.stop().await;
         self.maintenance.stop().await;
     }
