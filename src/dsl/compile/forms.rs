@@ -115,10 +115,6 @@ fn series(
             .and(time.clone().lt(timestamp_lit(to)));
         builder = builder.filter(bounds).map_err(|e| engine(path, e))?;
     }
-    let names: Vec<&str> = std::iter::once("time")
-        .chain(by.iter().map(|b| b.1.as_str()))
-        .chain(aggs.iter().map(|a| a.1.as_str()))
-        .collect();
     let mut group = vec![bucket(
         cx,
         s.interval,
@@ -126,15 +122,28 @@ fn series(
         &path.key(FormKey::Interval.word()),
     )?];
     group.extend(by.iter().map(|b| b.0.clone()));
-    let agg_exprs: Vec<Expr> = aggs.iter().map(|a| a.0.clone()).collect();
+    // The same aggregation twice (under two names) is computed once: an
+    // aggregate's output columns are named after their expressions.
+    let mut distinct: Vec<Expr> = Vec::new();
+    let mut slot = Vec::with_capacity(aggs.len());
+    for (e, _) in &aggs {
+        slot.push(match distinct.iter().position(|d| d == e) {
+            Some(i) => i,
+            None => {
+                distinct.push(e.clone());
+                distinct.len() - 1
+            }
+        });
+    }
+    let keys = group.len();
     builder = builder
-        .aggregate(group, agg_exprs)
+        .aggregate(group, distinct)
         .map_err(|e| engine(path, e))?;
     let cols = builder.schema().columns();
-    let projected: Vec<Expr> = cols
-        .into_iter()
-        .zip(names.iter())
-        .map(|(c, n)| Expr::Column(c).alias(*n))
+    let column = |i: usize, name: &str| Expr::Column(cols[i].clone()).alias(name);
+    let projected: Vec<Expr> = std::iter::once(column(0, "time"))
+        .chain(by.iter().enumerate().map(|(i, b)| column(1 + i, &b.1)))
+        .chain(aggs.iter().zip(&slot).map(|(a, i)| column(keys + i, &a.1)))
         .collect();
     builder = builder.project(projected).map_err(|e| engine(path, e))?;
     let by_names: Vec<String> = by.into_iter().map(|b| b.1).collect();

@@ -10,6 +10,8 @@
 
 mod expr;
 mod forms;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use expr::Cx;
 
@@ -127,9 +129,16 @@ fn selection(
         return Err(DslError::new(p, "having needs group-by or an aggregation"));
     }
     if aggregated {
-        // Group by the unaliased expressions; rebase everything above on
-        // the aggregate's output columns.
-        let group: Vec<Expr> = group.into_iter().map(|e| e.unalias()).collect();
+        // Group by the unaliased expressions, each once (two aliases of
+        // one key are one column); rebase everything above on the
+        // aggregate's output columns.
+        let mut keys: Vec<Expr> = Vec::with_capacity(group.len());
+        for e in group.into_iter().map(Expr::unalias) {
+            if !keys.contains(&e) {
+                keys.push(e);
+            }
+        }
+        let group = keys;
         builder = builder
             .aggregate(group.clone(), aggregates.clone())
             .map_err(|e| engine(&at(Clause::GroupBy), e))?;

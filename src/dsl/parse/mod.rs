@@ -16,7 +16,7 @@ mod tests;
 
 pub(crate) use expr::parse_instant;
 
-use super::ast::{Body, Query, Select, SelectItem, SortItem, SortKey};
+use super::ast::{Body, Node, Query, Select, SelectItem, SortItem, SortKey};
 use super::keywords::{Clause, Direction, FormName, suggest, top_level_words};
 use super::{DslError, Path};
 use serde_json::{Map, Value};
@@ -142,7 +142,7 @@ fn select(map: &Map<String, Value>) -> Result<Select, DslError> {
         let p = select_path.index(i);
         match item {
             Value::String(s) if s == "*" => star = true,
-            Value::String(s) => select.push(SelectItem::Name(super::ast::Node::new(&p, s.clone()))),
+            Value::String(s) => select.push(SelectItem::Name(Node::new(&p, s.clone()))),
             _ => select.push(SelectItem::Expr {
                 expr: expr::expr(item, &p)?,
                 name: expr::is_bare_aggregation(item).then(|| expr::default_name(item)),
