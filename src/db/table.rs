@@ -4,9 +4,9 @@
 use super::Result;
 use crate::dedup::DedupIndex;
 use crate::ids::{TableName, TenantId, WalSeq};
-use crate::query::table::adapt_batch;
-use crate::schema::{self, ColumnRegistry};
+use crate::schema::{self, ColumnRegistry, adapt_batch};
 use crate::storage::Storage;
+use crate::storage::scan::DeltaFiles;
 use arrow::array::{AsArray, RecordBatch};
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::SessionContext;
@@ -62,7 +62,7 @@ async fn provider_for(delta: &DeltaTable) -> Result<Option<Arc<dyn TableProvider
     if delta.version().is_none() {
         return Ok(None);
     }
-    if let Some(files) = crate::query::delta::DeltaFiles::try_new(delta)? {
+    if let Some(files) = DeltaFiles::try_new(delta)? {
         return Ok(Some(Arc::new(files)));
     }
     Ok(Some(delta.table_provider().await?))
@@ -182,7 +182,8 @@ impl Table {
                 .iter()
                 .filter(|(seq, _)| *seq > already)
                 .map(|(_, batch)| adapt_batch(batch, &target))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(datafusion::error::DataFusionError::from)?;
             rows_in = batches.iter().map(|b| b.num_rows()).sum();
             storage.append(delta, &label, batches, last_seq).await?
         };

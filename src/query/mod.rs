@@ -10,7 +10,6 @@
 
 pub mod bounded;
 pub mod bounds;
-pub mod delta;
 mod grouping_sets;
 mod late;
 pub mod limits;

@@ -1,9 +1,11 @@
 //! The table a query sees: the Delta snapshot's files plus the buffer's
 //! batches, frozen together at one instant so every event appears once.
 
-use arrow::array::{RecordBatch, new_null_array};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use crate::schema::adapt_batch;
+use crate::storage::readers::PageIndexReaders;
+use crate::storage::scan::DeltaFiles;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -18,46 +20,6 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use std::collections::HashSet;
 use std::sync::Arc;
-
-/// The type a column has in queries. Strings are `Utf8View`, which is what
-/// the Delta provider reads Parquet strings as, and what DataFusion is
-/// fastest with.
-pub fn query_type(dt: &DataType) -> DataType {
-    match dt {
-        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
-        other => other.clone(),
-    }
-}
-
-/// The query schema for a stored schema.
-pub fn query_schema(stored: &Schema) -> SchemaRef {
-    Arc::new(Schema::new(
-        stored
-            .fields()
-            .iter()
-            .map(|f| Field::new(f.name(), query_type(f.data_type()), f.is_nullable()))
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// Reshapes `batch` to `target`: columns by name, cast where the type
-/// differs, all-null where the batch lacks the column (it predates it).
-pub fn adapt_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
-    let columns = target
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(col) if col.data_type() == field.data_type() => Ok(col.clone()),
-            Some(col) => Ok(cast(col, field.data_type())?),
-            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new_with_options(
-        target.clone(),
-        columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?)
-}
 
 /// One table as of one instant.
 #[derive(Debug)]
@@ -122,7 +84,7 @@ impl EventTable {
         let plan = delta.scan(state, Some(&indices), &usable, limit).await?;
         // deltalake's own provider (the fallback) gets the same metadata
         // caching as our scan.
-        let plan = if delta.is::<super::delta::DeltaFiles>() {
+        let plan = if delta.is::<DeltaFiles>() {
             plan
         } else {
             with_cached_page_index(plan)?
@@ -190,7 +152,7 @@ impl TableProvider for EventTable {
                 .buffer
                 .iter()
                 .map(|b| adapt_batch(b, &projected))
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
             inputs.push(MemorySourceConfig::try_new_exec(
                 &[batches],
                 projected.clone(),
@@ -236,63 +198,4 @@ fn with_cached_page_index(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
             ))
         })?
         .data)
-}
-
-/// Readers that fetch a file's metadata with its page index.
-#[derive(Debug)]
-pub(crate) struct PageIndexReaders(
-    pub(crate) Arc<dyn datafusion::datasource::physical_plan::ParquetFileReaderFactory>,
-);
-
-impl datafusion::datasource::physical_plan::ParquetFileReaderFactory for PageIndexReaders {
-    fn create_reader(
-        &self,
-        partition_index: usize,
-        file: datafusion::datasource::listing::PartitionedFile,
-        metadata_size_hint: Option<usize>,
-        metrics: &datafusion::physical_plan::metrics::ExecutionPlanMetricsSet,
-    ) -> Result<Box<dyn parquet::arrow::async_reader::AsyncFileReader + Send>> {
-        Ok(Box::new(PageIndexReader(self.0.create_reader(
-            partition_index,
-            file,
-            metadata_size_hint,
-            metrics,
-        )?)))
-    }
-}
-
-struct PageIndexReader(Box<dyn parquet::arrow::async_reader::AsyncFileReader + Send>);
-
-impl parquet::arrow::async_reader::AsyncFileReader for PageIndexReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
-        self.0.get_bytes(range)
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
-        self.0.get_byte_ranges(ranges)
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
-    ) -> futures::future::BoxFuture<
-        'a,
-        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
-    > {
-        use futures::FutureExt;
-        async move {
-            let options = options
-                .cloned()
-                .unwrap_or_default()
-                .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Optional);
-            self.0.get_metadata(Some(&options)).await
-        }
-        .boxed()
-    }
 }

@@ -1,4 +1,4 @@
-//! A Delta snapshot read through DataFusion's own Parquet scan.
+//! A Delta table version read through DataFusion's own Parquet scan.
 //!
 //! deltalake's table provider replays the snapshot's file list on every
 //! query, adds a file-id column to every batch and wraps the Parquet scan
@@ -11,13 +11,17 @@
 //! a reader feature this scan does not implement keep deltalake's provider
 //! (`try_new` returns `None`). ARCHITECTURE.md ("Read path") has the
 //! measurements.
+//!
+//! Columns have their query types ([`crate::schema::query_type`]), the
+//! types the buffer's batches are adapted to, so the query layer can union
+//! this scan with the buffer.
 
-use super::table::{PageIndexReaders, query_type};
+use super::readers::{LocalReaders, PageIndexReaders};
+use crate::schema::query_type;
 use arrow::array::{Array, ArrayRef};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use bytes::Bytes;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, DFSchema, Statistics};
@@ -34,17 +38,11 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_optimizer::pruning::{PruningPredicateBuilder, PruningStatistics};
-use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::async_reader::AsyncFileReader;
-use parquet::file::metadata::ParquetMetaData;
 use std::sync::Arc;
 
 /// The files of one Delta table version, ready to scan.
@@ -284,106 +282,6 @@ impl PruningStatistics for FileBounds<'_> {
     }
 }
 
-/// Readers that read local files with `pread` on the calling thread.
-///
-/// `object_store`'s local file system runs every read on tokio's blocking
-/// pool, a thread hand-off each way. A point lookup makes one or two small
-/// reads in each of 30 files, mostly from the page cache, where the
-/// hand-off costs more than the read. Reads up to [`INLINE_READ_BYTES`]
-/// are made in place; larger ones, and the footer, go through the store.
-#[derive(Debug)]
-struct LocalReaders {
-    inner: Arc<dyn ParquetFileReaderFactory>,
-}
-
-/// The most a reader reads in place in one request.
-const INLINE_READ_BYTES: u64 = 8 << 20;
-
-impl ParquetFileReaderFactory for LocalReaders {
-    fn create_reader(
-        &self,
-        partition_index: usize,
-        file: PartitionedFile,
-        metadata_size_hint: Option<usize>,
-        metrics: &ExecutionPlanMetricsSet,
-    ) -> Result<Box<dyn AsyncFileReader + Send>> {
-        let location = file.object_meta.location.clone();
-        let bytes_scanned = MetricBuilder::new(metrics)
-            .with_new_label("filename", location.to_string())
-            .counter("bytes_scanned", partition_index);
-        Ok(Box::new(LocalReader {
-            inner: self
-                .inner
-                .create_reader(partition_index, file, metadata_size_hint, metrics)?,
-            path: std::path::Path::new("/").join(location.as_ref()),
-            file: None,
-            bytes_scanned,
-        }))
-    }
-}
-
-struct LocalReader {
-    inner: Box<dyn AsyncFileReader + Send>,
-    path: std::path::PathBuf,
-    file: Option<std::fs::File>,
-    bytes_scanned: Count,
-}
-
-impl LocalReader {
-    fn read(&mut self, ranges: &[std::ops::Range<u64>]) -> parquet::errors::Result<Vec<Bytes>> {
-        use std::os::unix::fs::FileExt;
-        let io = |e: std::io::Error| parquet::errors::ParquetError::External(Box::new(e));
-        let file = match &self.file {
-            Some(f) => f,
-            None => self
-                .file
-                .insert(std::fs::File::open(&self.path).map_err(io)?),
-        };
-        ranges
-            .iter()
-            .map(|r| {
-                let mut buf = vec![0; (r.end - r.start) as usize];
-                file.read_exact_at(&mut buf, r.start).map_err(io)?;
-                self.bytes_scanned.add(buf.len());
-                Ok(Bytes::from(buf))
-            })
-            .collect()
-    }
-}
-
-impl AsyncFileReader for LocalReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        if range.end - range.start > INLINE_READ_BYTES {
-            return self.inner.get_bytes(range);
-        }
-        let read = self
-            .read(std::slice::from_ref(&range))
-            .map(|mut v| v.remove(0));
-        futures::future::ready(read).boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-        if total > INLINE_READ_BYTES {
-            return self.inner.get_byte_ranges(ranges);
-        }
-        futures::future::ready(self.read(&ranges)).boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        self.inner.get_metadata(options)
-    }
-}
-
 /// The statistics of a set of files taken together.
 fn merged_statistics(files: &[PartitionedFile], schema: &Schema) -> Result<Statistics> {
     if files.is_empty() {
@@ -613,5 +511,68 @@ mod tests {
             vec![vec![(1, 0, 50)]]
         );
         assert_eq!(scan_groups(Vec::new(), 4, 10).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_written_table_scans_with_its_files_and_bounds() {
+        use crate::storage::test_util::{DAY_MICROS, events, table_with};
+        use datafusion::prelude::{SessionContext, col, lit};
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, table) = table_with(
+            tmp.path(),
+            vec![
+                (events(0, &[100, 100, 101]), 3),
+                (events(3, &[102, 102]), 5),
+            ],
+        )
+        .await;
+        let scan = DeltaFiles::try_new(&table).unwrap().expect("a plain table");
+        // Query types, the partition column last; exact row counts.
+        let names: Vec<_> = scan
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["event_id", "timestamp", "x", "event_date"]);
+        assert_eq!(scan.schema.field(0).data_type(), &DataType::Utf8View);
+        assert_eq!(scan.statistics.num_rows, Precision::Exact(5));
+        // Newest partition first.
+        let days: Vec<_> = scan
+            .files
+            .iter()
+            .map(|f| f.partition_values[0].clone())
+            .collect();
+        assert_eq!(days[0], ScalarValue::Date32(Some(102)));
+        assert_eq!(days.last(), Some(&ScalarValue::Date32(Some(100))));
+
+        // Files are chosen by partition value and by timestamp bounds.
+        let ctx = SessionContext::new();
+        let state = ctx.state();
+        let on_day = |d: i32| col("event_date").eq(lit(ScalarValue::Date32(Some(d))));
+        assert_eq!(scan.files_for(&state, &[on_day(101)]).unwrap().len(), 1);
+        let since = |micros: i64| {
+            col("timestamp").gt_eq(lit(ScalarValue::TimestampMicrosecond(
+                Some(micros),
+                Some("UTC".into()),
+            )))
+        };
+        assert_eq!(
+            scan.files_for(&state, &[since(102 * DAY_MICROS)])
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(scan.files_for(&state, &[]).unwrap().len(), 3);
+
+        // And the scan reads them.
+        ctx.register_table("t", Arc::new(scan)).unwrap();
+        let sql = "SELECT count(*) AS n, sum(x) AS s FROM t WHERE event_date >= DATE '1970-04-12'";
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let row = &batches[0];
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Float64Type, Int64Type};
+        assert_eq!(row.column(0).as_primitive::<Int64Type>().value(0), 3);
+        assert_eq!(row.column(1).as_primitive::<Float64Type>().value(0), 9.0);
     }
 }

@@ -10,6 +10,14 @@
 //!   integer too large for a double to hold exactly, a key that collides
 //!   with a fixed column or, ignoring case, with another column) is kept in
 //!   the row's `_overflow` column, a JSON object of such fields.
+//!
+//! `adapt` holds the other side of the same shape: the types columns have
+//! in queries ([`query_type`]) and batches reshaped to a later schema
+//! ([`adapt_batch`]), which both the flush and the query layer use.
+
+mod adapt;
+
+pub use adapt::{adapt_batch, query_schema, query_type};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::collections::HashMap;
