@@ -550,6 +550,12 @@ mod tests {
         )
         .await;
         assert_eq!(table.version(), Some(1));
+        let snapshot = table.snapshot().unwrap().snapshot().clone();
+        assert!(plain_writes(snapshot.protocol(), &snapshot.schema()));
+        assert!(
+            conform(&snapshot.arrow_schema(), &[events(5, &[19_003])]).is_some(),
+            "a flush without new columns writes its files itself"
+        );
         let reopened = storage.open(&tenant(), &table_name()).await.unwrap();
         assert_eq!(reopened.version(), Some(1));
         assert_eq!(
