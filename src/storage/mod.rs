@@ -7,10 +7,10 @@
 //!   an S3 bucket ([`Storage::new`] reads it from the configuration).
 //! - `discovery`: finding the tables under the root at start-up
 //!   ([`Storage::list_tables`]).
-//! - [`writer`]: the flush writer. Buffered batches become Parquet files
+//! - `writer`: the flush writer. Buffered batches become Parquet files
 //!   and one Delta commit that records the WAL sequence they cover
 //!   ([`Storage::append`]); the commit is fsynced before the WAL may let
-//!   go of it ([`Storage::make_durable`]). `encoding` picks the Parquet
+//!   go of it (`Storage::make_durable`). `encoding` picks the Parquet
 //!   settings of those files.
 //! - [`scan`]: the read side, a table version's files as a DataFusion scan
 //!   ([`scan::DeltaFiles`]), with the Parquet readers it uses (`readers`).
@@ -25,7 +25,7 @@ pub(crate) mod readers;
 pub mod scan;
 #[cfg(test)]
 mod test_util;
-pub mod writer;
+mod writer;
 
 pub use writer::flush_parallelism;
 

@@ -4,7 +4,7 @@
 //! Durability is part of the write. A local commit is not durable when
 //! deltalake returns (object_store's local backend never fsyncs), and the
 //! WAL records it covers are deleted once it is, so
-//! [`Storage::make_durable`] fsyncs the commit's files, its log entry and
+//! `Storage::make_durable` fsyncs the commit's files, its log entry and
 //! the directories they were created in before the flush reports success.
 
 use super::backend::Backend;
@@ -28,7 +28,7 @@ impl Storage {
     /// on its first write; new columns are merged into its schema.
     ///
     /// A flush that brings no new column (nearly all of them) writes its
-    /// files itself, one per date ([`write_by_date`]). The first
+    /// files itself, one per date (`write_by_date`). The first
     /// write of a table and flushes that widen its schema go through
     /// deltalake's `WriteBuilder`, which creates the table or adds the
     /// schema change to the commit.
