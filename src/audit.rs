@@ -116,6 +116,7 @@ impl AuditEntry {
             entity_id: self.actor.unwrap_or_else(|| "anonymous".into()),
             timestamp: None,
             payload,
+            expected_version: Default::default(),
         }
     }
 }

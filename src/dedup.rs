@@ -56,7 +56,13 @@ struct Entry {
     at: i64,
     /// The request whose batch holds the id, while it is not yet durable.
     pending: Option<Arc<Inflight>>,
+    /// The event's (position, version), once stored; `None` for events
+    /// stored before positions existed.
+    stamp: Option<Stamp>,
 }
+
+/// An event's position in its table and version in its entity's stream.
+pub type Stamp = (u64, u64);
 
 /// The recent ids of one table.
 #[derive(Debug)]
@@ -131,6 +137,7 @@ impl DedupIndex {
                         Entry {
                             at: now,
                             pending: Some(owner.clone()),
+                            stamp: None,
                         },
                     );
                     self.order.push_back((now, h));
@@ -152,16 +159,26 @@ impl DedupIndex {
         Claimed::Taken { fresh, keys }
     }
 
-    /// The request's batch is durable: its ids are stored.
-    pub fn stored(&mut self, keys: &[u128], owner: &Arc<Inflight>) {
-        for h in keys {
+    /// The request's batch is durable: its ids are stored, with the
+    /// stamps their events got (`stamp(i)` for `keys[i]`).
+    pub fn stored(&mut self, keys: &[u128], owner: &Arc<Inflight>, stamp: impl Fn(usize) -> Stamp) {
+        for (i, h) in keys.iter().enumerate() {
             if let Some(e) = self.seen.get_mut(h)
                 && e.pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, owner))
             {
                 e.pending = None;
+                e.stamp = Some(stamp(i));
             }
         }
         owner.settle();
+    }
+
+    /// The stamp of a stored id, if it is remembered with one.
+    pub fn stamp_of(&self, id: &str) -> Option<Stamp> {
+        self.seen
+            .get(&key(id))
+            .filter(|e| e.pending.is_none())
+            .and_then(|e| e.stamp)
     }
 
     /// The request failed: its ids are forgotten, so a retry stores them.
@@ -183,7 +200,7 @@ impl DedupIndex {
     }
 
     /// Remembers an id that is already stored (on start-up).
-    pub fn remember(&mut self, id: &str, stored_at: i64) {
+    pub fn remember(&mut self, id: &str, stored_at: i64, stamp: Option<Stamp>) {
         if self.seen.len() >= self.capacity {
             return;
         }
@@ -191,6 +208,7 @@ impl DedupIndex {
         let entry = Entry {
             at: stored_at,
             pending: None,
+            stamp,
         };
         if self.seen.insert(h, entry).is_none() {
             self.order.push_back((stored_at, h));
@@ -219,7 +237,7 @@ mod tests {
     fn take(idx: &mut DedupIndex, ids: &[&str], now: i64, owner: &Arc<Inflight>) -> Vec<bool> {
         match idx.claim_all(ids.iter().map(|i| Some(*i)), now, owner) {
             Claimed::Taken { fresh, keys } => {
-                idx.stored(&keys, owner);
+                idx.stored(&keys, owner, |i| (i as u64 + 1, 1));
                 fresh
             }
             Claimed::Busy(_) => panic!("busy"),
@@ -287,7 +305,7 @@ mod tests {
         let Claimed::Busy(wait) = idx.claim_all([Some("x")], 1, &Inflight::new()) else {
             panic!("busy expected")
         };
-        idx.stored(&keys, &first);
+        idx.stored(&keys, &first, |i| (i as u64 + 1, 1));
         wait.wait().await;
         assert!(matches!(idx.claim_all([Some("x")], 2, &Inflight::new()),
             Claimed::Taken { fresh, .. } if fresh == [false]));

@@ -41,6 +41,7 @@ pub struct Metrics {
     /// Rows and bytes held by the buffers (set when scraped).
     pub buffer_rows: IntGauge,
     pub buffer_bytes: IntGauge,
+    pub entity_index_bytes: IntGauge,
     /// Requests refused by authentication, by outcome (401s and 403s
     /// are both `rejected`; the status is in the label `status`).
     pub auth_failures: IntCounterVec,
@@ -167,6 +168,11 @@ pub fn get() -> &'static Metrics {
                 &r,
                 "allsource_buffer_bytes",
                 "Bytes in the in-memory buffers",
+            ),
+            entity_index_bytes: gauge(
+                &r,
+                "allsource_entity_index_bytes",
+                "About how many bytes the per-entity version indexes take",
             ),
             auth_failures: counter(
                 &r,

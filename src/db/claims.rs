@@ -9,6 +9,7 @@
 //! rather than answered "duplicate".
 
 use super::Table;
+use super::sequence::Stamps;
 use crate::dedup::{Claimed, Inflight};
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ use std::sync::Arc;
 pub(crate) struct Claims {
     table: Arc<Table>,
     keys: Vec<u128>,
+    /// Per key, the row its event has among the request's new events.
+    rows: Vec<usize>,
     owner: Arc<Inflight>,
     settled: bool,
 }
@@ -38,9 +41,21 @@ impl Claims {
                 .claim_all(ids.iter().copied(), now, &owner);
             match got {
                 Claimed::Taken { fresh, keys } => {
+                    // New events with a client id each took a key, in order.
+                    let mut rows = Vec::with_capacity(keys.len());
+                    let mut row = 0;
+                    for (id, new) in ids.iter().zip(&fresh) {
+                        if *new {
+                            if id.is_some() {
+                                rows.push(row);
+                            }
+                            row += 1;
+                        }
+                    }
                     let claims = Claims {
                         table: table.clone(),
                         keys,
+                        rows,
                         owner,
                         settled: false,
                     };
@@ -51,10 +66,14 @@ impl Claims {
         }
     }
 
-    /// The batch holding the ids is durable.
-    pub(crate) fn stored(mut self) {
+    /// The batch holding the ids is durable, stamped with `stamps`.
+    pub(crate) fn stored(mut self, stamps: &Stamps) {
         self.settled = true;
-        self.table.dedup.lock().stored(&self.keys, &self.owner);
+        let rows = &self.rows;
+        self.table
+            .dedup
+            .lock()
+            .stored(&self.keys, &self.owner, |i| stamps.of(rows[i]));
     }
 }
 

@@ -15,6 +15,7 @@
 mod background;
 mod claims;
 pub mod maintenance;
+pub mod sequence;
 mod table;
 mod write;
 
@@ -51,6 +52,8 @@ pub enum Error {
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
+    Conflict(sequence::Conflict),
+    #[error(transparent)]
     Wal(#[from] wal::Error),
     #[error(transparent)]
     Storage(Box<storage::Error>),
@@ -63,12 +66,25 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What an ingest request stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestOutcome {
     /// Events newly stored.
     pub accepted: usize,
     /// Events whose `event_id` was already stored (client retries).
     pub duplicates: usize,
+    /// Per event of the request, in order: its position and version (for
+    /// a retry, those of the stored original). `None` for a retry of an
+    /// event stored before positions existed.
+    pub stamps: Vec<Option<crate::dedup::Stamp>>,
+}
+
+impl IngestOutcome {
+    /// The lowest and highest position among the request's events.
+    pub fn positions(&self) -> Option<(u64, u64)> {
+        let mut p = self.stamps.iter().flatten().map(|(p, _)| *p);
+        let first = p.next()?;
+        Some(p.fold((first, first), |(lo, hi), x| (lo.min(x), hi.max(x))))
+    }
 }
 
 fn now_micros() -> i64 {
@@ -172,6 +188,7 @@ impl Database {
                     }
                 }
             }
+            table.sequencer.lock().observe(&batch);
             replayed += batch.num_rows();
             // The decoded arrays share the record's buffer: it is what the
             // batch holds.
@@ -242,6 +259,15 @@ impl Database {
     /// The settings the server runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// About how much memory the tables' entity version indexes take.
+    pub fn entity_index_bytes(&self) -> usize {
+        self.tables
+            .read()
+            .values()
+            .map(|t| t.sequencer.lock().memory_bytes())
+            .sum()
     }
 
     /// Rows held by all buffers together.
@@ -338,7 +364,7 @@ async fn open_table(
         Ok(state) => ColumnRegistry::from_schema(&state.snapshot().arrow_schema()),
         Err(_) => ColumnRegistry::default(),
     };
-    Table::new(
+    let table = Table::new(
         tenant.clone(),
         name.clone(),
         delta,
@@ -349,7 +375,9 @@ async fn open_table(
             config.dedup_capacity,
         ),
     )
-    .await
+    .await?;
+    table.restore_sequencer(storage).await?;
+    Ok(table)
 }
 
 /// Encodes a batch as an Arrow IPC stream (the WAL's record payload).

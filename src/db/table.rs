@@ -2,12 +2,14 @@
 //! its recent event ids.
 
 use super::Result;
+use super::sequence::{self, Sequencer};
 use crate::dedup::DedupIndex;
 use crate::ids::{TableName, TenantId, WalSeq};
 use crate::schema::{self, ColumnRegistry, adapt_batch};
 use crate::storage::Storage;
 use crate::storage::scan::DeltaFiles;
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
 use datafusion::datasource::TableProvider;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
@@ -50,6 +52,9 @@ pub struct Table {
     pub(crate) registry: parking_lot::Mutex<ColumnRegistry>,
     /// Recent event ids, to store client retries once.
     pub(crate) dedup: parking_lot::Mutex<DedupIndex>,
+    /// Positions and entity versions: taken by each append from stamping
+    /// its batch until the WAL has queued it.
+    pub(crate) sequencer: parking_lot::Mutex<Sequencer>,
     /// Read by every query (briefly), written by ingest and flush.
     pub(crate) state: parking_lot::RwLock<TableState>,
     /// One flush at a time per table: Delta commits are serialized here.
@@ -83,6 +88,7 @@ impl Table {
             name,
             registry: parking_lot::Mutex::new(registry),
             dedup: parking_lot::Mutex::new(dedup),
+            sequencer: parking_lot::Mutex::new(Sequencer::new(1)),
             state: parking_lot::RwLock::new(TableState {
                 delta,
                 provider,
@@ -185,7 +191,10 @@ impl Table {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(datafusion::error::DataFusionError::from)?;
             rows_in = batches.iter().map(|b| b.num_rows()).sum();
-            storage.append(delta, &label, batches, last_seq).await?
+            let last_position = batches.last().and_then(sequence::last_position);
+            storage
+                .append(delta, &label, batches, last_seq, last_position)
+                .await?
         };
         let provider = provider_for(&new_delta).await?;
         let persisted = last_seq.max(already);
@@ -228,6 +237,56 @@ impl Table {
         Ok(())
     }
 
+    /// Learns where the table's appends stand from storage: the highest
+    /// position written and each entity's version. Tables written before
+    /// versions existed count an entity's events instead.
+    pub(crate) async fn restore_sequencer(&self, storage: &Storage) -> Result<()> {
+        let (delta, provider) = {
+            let s = self.state.read();
+            (s.delta.clone(), s.provider.clone())
+        };
+        let mut seq = Sequencer::new(1);
+        seq.learn_position(storage.persisted_position(&delta, &self.label()).await?);
+        if let Some(provider) = provider {
+            let stamped = provider
+                .schema()
+                .column_with_name(schema::VERSION)
+                .is_some();
+            let (version, position) = match stamped {
+                true => (
+                    format!("greatest(max({}), count(*))", schema::VERSION),
+                    format!("max({})", schema::POSITION),
+                ),
+                false => ("count(*)".to_string(), "CAST(NULL AS BIGINT)".to_string()),
+            };
+            let ctx = SessionContext::new();
+            ctx.register_table("t", provider)?;
+            let df = ctx
+                .sql(&format!(
+                    "SELECT {e}, CAST({version} AS BIGINT), CAST({position} AS BIGINT) \
+                     FROM t GROUP BY {e}",
+                    e = schema::ENTITY_ID
+                ))
+                .await?;
+            let mut stream = df.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let entities = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+                let entities = entities.as_string::<i32>();
+                let versions = batch.column(1).as_primitive::<Int64Type>();
+                let positions = batch.column(2).as_primitive::<Int64Type>();
+                for i in 0..batch.num_rows() {
+                    seq.learn(entities.value(i), versions.value(i).max(0) as u64);
+                    if positions.is_valid(i) {
+                        seq.learn_position(positions.value(i).max(0) as u64);
+                    }
+                }
+            }
+        }
+        *self.sequencer.lock() = seq;
+        Ok(())
+    }
+
     /// Re-learns the ids stored within `window`: those in the buffer and
     /// those in Delta files (pruned by the files' `ingested_at` statistics).
     pub(crate) async fn restore_dedup(&self, window: Duration, capacity: usize) -> Result<()> {
@@ -246,14 +305,22 @@ impl Table {
             self.dedup.lock().sort_by_time();
             return Ok(());
         };
+        let has_stamps = provider
+            .schema()
+            .column_with_name(schema::VERSION)
+            .is_some();
         let ctx = SessionContext::new();
         ctx.register_table("t", provider)?;
         let df = ctx
             .sql(&format!(
-                "SELECT {id}, {at} FROM t WHERE {at} >= to_timestamp_micros({since}) \
+                "SELECT {id}, {at}{stamps} FROM t WHERE {at} >= to_timestamp_micros({since}) \
                  ORDER BY {at} DESC LIMIT {cap}",
                 id = schema::EVENT_ID,
                 at = schema::INGESTED_AT,
+                stamps = match has_stamps {
+                    true => format!(", {}, {}", schema::POSITION, schema::VERSION),
+                    false => String::new(),
+                },
                 cap = capacity
             ))
             .await?;
@@ -275,12 +342,27 @@ impl Table {
             return Ok(());
         };
         let at = at.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-        let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8)?;
+        let ids = arrow::compute::cast(ids, &DataType::Utf8)?;
         let ids = ids.as_string::<i32>();
+        let stamps = match (
+            batch.column_by_name(schema::POSITION),
+            batch.column_by_name(schema::VERSION),
+        ) {
+            (Some(p), Some(v)) => Some((
+                arrow::compute::cast(p, &DataType::Int64)?,
+                arrow::compute::cast(v, &DataType::Int64)?,
+            )),
+            _ => None,
+        };
+        let stamp = |i: usize| {
+            let (p, v) = stamps.as_ref()?;
+            let (p, v) = (p.as_primitive::<Int64Type>(), v.as_primitive::<Int64Type>());
+            (p.is_valid(i) && v.is_valid(i)).then(|| (p.value(i) as u64, v.value(i) as u64))
+        };
         let mut dedup = self.dedup.lock();
         for i in 0..batch.num_rows() {
             if at.value(i) >= since {
-                dedup.remember(ids.value(i), at.value(i));
+                dedup.remember(ids.value(i), at.value(i), stamp(i));
             }
         }
         Ok(())

@@ -2,9 +2,10 @@
 //! handing it to the WAL, for JSON events and for Arrow batches alike.
 
 use super::claims::Claims;
+use super::sequence::{self, Stamps};
 use super::{Database, Error, IngestOutcome, Result, Table, encode_ipc, now_micros};
 use crate::ids::{TableName, TenantId, WalSeq};
-use crate::ingest::{self, Event};
+use crate::ingest::{self, Event, ExpectedVersion};
 use crate::wal;
 use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
@@ -58,7 +59,7 @@ impl Database {
         let given: Vec<Option<&str>> = events.iter().map(|e| e.event_id.as_deref()).collect();
         let (claims, keep) = Claims::take(&table, &given, now).await;
         let mut fresh = crate::ids::EventIds::new();
-        let ids = events
+        let ids: Vec<String> = events
             .iter()
             .map(|e| match &e.event_id {
                 Some(id) => id.clone(),
@@ -66,70 +67,85 @@ impl Database {
             })
             .collect();
         let accepted = keep.iter().filter(|k| **k).count();
-        let outcome = IngestOutcome {
-            accepted,
-            duplicates: events.len() - accepted,
+        let expected: Vec<ExpectedVersion> = events
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(e, _)| e.expected_version)
+            .collect();
+        let stamps = match accepted {
+            0 => None,
+            _ => {
+                let t = table.clone();
+                let (events, keep, ids) = (events, keep.clone(), ids.clone());
+                let batch = tokio::task::spawn_blocking(move || {
+                    ingest::build_batch(&events, &keep, &ids, &t.registry, now)
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
+                let (stamps, logged) = self.sequence(&table, batch, expected, claims).await?;
+                logged.await?;
+                Some(stamps)
+            }
         };
-        if accepted == 0 {
-            return Ok(outcome);
-        }
-        self.log_batch(&table, events, keep, ids, now, claims)
-            .await
-            .map(|_| outcome)
+        let duplicate_ids: Vec<&str> = events_ids_of_duplicates(&ids, &keep);
+        Ok(IngestOutcome::new(
+            &table,
+            &keep,
+            &duplicate_ids,
+            stamps.as_ref(),
+        ))
     }
 
-    async fn log_batch(
-        &self,
-        table: &Arc<Table>,
-        events: Vec<Event>,
-        keep: Vec<bool>,
-        ids: Vec<String>,
-        now: i64,
-        claims: Claims,
-    ) -> Result<WalSeq> {
-        let t = table.clone();
-        let (batch, ipc) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let batch = ingest::build_batch(&events, &keep, &ids, &t.registry, now)?;
-            let ipc = wal_payload(&batch)?;
-            Ok((batch, ipc))
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        self.submit(table, batch, ipc, claims).await?.await
-    }
-
-    /// Hands a built batch to the WAL writer. The returned future resolves
-    /// once it is on disk and in the table's buffer; batches submitted one
-    /// after another are logged in that order. `claims` are settled as
-    /// stored when the record is durable, and released if it never is.
-    async fn submit(
+    /// Stamps a built batch with positions and versions, checks its
+    /// events' expected versions (`expected`: one per row, or empty), and
+    /// queues it for the WAL — all while holding the table's sequencer, so
+    /// the WAL holds the table's batches in position order. Returns the
+    /// stamps and a future that resolves once the batch is on disk and in
+    /// the buffer. `claims` are settled as stored when the record is
+    /// durable, and released if it never is.
+    async fn sequence(
         &self,
         table: &Arc<Table>,
         batch: RecordBatch,
-        ipc: Bytes,
+        expected: Vec<ExpectedVersion>,
         claims: Claims,
-    ) -> Result<impl Future<Output = Result<WalSeq>> + use<>> {
+    ) -> Result<(Stamps, impl Future<Output = Result<WalSeq>> + use<>)> {
         let t = table.clone();
+        let wal = self.wal.clone();
         let counter = self.buffered_bytes.clone();
         let notify = self.flush_wanted.clone();
         let (flush_rows, flush_bytes) = (self.config.flush_rows, self.config.flush_bytes);
-        let bytes = batch.get_array_memory_size();
-        let logged = self
-            .wal
-            .submit(
-                table.tenant.clone(),
-                table.name.clone(),
+        // On a blocking thread, and not cancelled with the request: the
+        // critical section encodes the batch and may wait for room in the
+        // WAL's queue.
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut sequencer = t.sequencer.lock();
+            let stamps = sequencer
+                .plan(sequence::entities(&batch), &expected)
+                .map_err(Error::Conflict)?;
+            let batch = sequence::stamp(&batch, &stamps);
+            let ipc = wal_payload(&batch)?;
+            let bytes = batch.get_array_memory_size();
+            let entities = sequence::entities(&batch).clone();
+            let (applied, table) = (stamps.clone(), t.clone());
+            let logged = wal.submit_blocking(
+                t.tenant.clone(),
+                t.name.clone(),
                 ipc,
                 Box::new(move |seq| {
-                    t.push(seq, batch, bytes, &counter);
-                    claims.stored();
-                    if t.over_threshold(flush_rows, flush_bytes) {
+                    table.push(seq, batch, bytes, &counter);
+                    claims.stored(&applied);
+                    if table.over_threshold(flush_rows, flush_bytes) {
                         notify.notify_one();
                     }
                 }),
-            )
-            .await?;
-        Ok(async move { Ok(logged.await?) })
+            )?;
+            sequencer.commit(&entities, &stamps);
+            Ok((stamps, async move { Ok(logged.await?) }))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
     }
 
     /// Starts storing an Arrow batch of events (Flight SQL ingest) in
@@ -167,52 +183,52 @@ impl Database {
             Claims::take(&table, &given, now).await
         };
         let batch = converted.batch;
-        let (record, outcome) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let batch = match keep.iter().all(|k| *k) {
+        let column = batch.column(0).as_string::<i32>();
+        let duplicate_ids: Vec<String> = (0..rows)
+            .filter(|i| !keep[*i])
+            .map(|i| column.value(i).to_string())
+            .collect();
+        let kept = keep.clone();
+        let batch = tokio::task::spawn_blocking(move || -> Result<_> {
+            Ok(match kept.iter().all(|k| *k) {
                 true => batch,
-                false => arrow::compute::filter_record_batch(&batch, &keep.into())?,
-            };
-            let outcome = IngestOutcome {
-                accepted: batch.num_rows(),
-                duplicates: rows - batch.num_rows(),
-            };
-            let record = match outcome.accepted {
-                0 => None,
-                _ => {
-                    let ipc = wal_payload(&batch)?;
-                    Some((batch, ipc))
-                }
-            };
-            Ok((record, outcome))
+                false => arrow::compute::filter_record_batch(&batch, &kept.into())?,
+            })
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        let logged = match record {
-            None => None,
-            Some((batch, ipc)) => {
-                Some(Box::pin(self.submit(&table, batch, ipc, claims).await?) as _)
+        let logged = match batch.num_rows() {
+            0 => None,
+            _ => {
+                let (stamps, logged) = self.sequence(&table, batch, Vec::new(), claims).await?;
+                Some((stamps, Box::pin(logged) as _))
             }
         };
         Ok(PendingIngest {
             logged,
             table,
-            outcome,
+            keep,
+            duplicate_ids,
         })
     }
 }
 
 /// An Arrow ingest handed to the WAL, not yet acknowledged.
 pub struct PendingIngest {
-    logged: Option<std::pin::Pin<Box<dyn Future<Output = Result<WalSeq>> + Send>>>,
+    logged: Option<(Stamps, Logged)>,
     table: Arc<Table>,
-    outcome: IngestOutcome,
+    /// Per row, whether it is new (not a retry of a stored event).
+    keep: Vec<bool>,
+    duplicate_ids: Vec<String>,
 }
+
+type Logged = std::pin::Pin<Box<dyn Future<Output = Result<WalSeq>> + Send>>;
 
 impl std::fmt::Debug for PendingIngest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingIngest")
             .field("table", &self.table.label())
-            .field("outcome", &self.outcome)
+            .field("rows", &self.keep.len())
             .finish_non_exhaustive()
     }
 }
@@ -222,9 +238,56 @@ impl PendingIngest {
     /// its client event ids have been released, so that a retry is not
     /// taken for a duplicate.
     pub async fn acknowledged(self) -> Result<IngestOutcome> {
-        match self.logged {
-            None => Ok(self.outcome),
-            Some(logged) => logged.await.map(|_| self.outcome),
+        let stamps = match self.logged {
+            None => None,
+            Some((stamps, logged)) => {
+                logged.await?;
+                Some(stamps)
+            }
+        };
+        let ids: Vec<&str> = self.duplicate_ids.iter().map(String::as_str).collect();
+        Ok(IngestOutcome::new(
+            &self.table,
+            &self.keep,
+            &ids,
+            stamps.as_ref(),
+        ))
+    }
+}
+
+/// The ids of the events that were not new, in order.
+fn events_ids_of_duplicates<'a>(ids: &'a [String], keep: &[bool]) -> Vec<&'a str> {
+    ids.iter()
+        .zip(keep)
+        .filter(|(_, k)| !**k)
+        .map(|(id, _)| id.as_str())
+        .collect()
+}
+
+impl IngestOutcome {
+    /// The outcome of a request whose rows were new where `keep` says so
+    /// (and got `stamps`, in order); the others repeat stored events,
+    /// `duplicate_ids` in order, whose stamps the dedup index remembers.
+    fn new(table: &Table, keep: &[bool], duplicate_ids: &[&str], stamps: Option<&Stamps>) -> Self {
+        let dedup = table.dedup.lock();
+        let (mut row, mut dup) = (0, 0);
+        let stamps = keep
+            .iter()
+            .map(|new| match new {
+                true => {
+                    row += 1;
+                    stamps.map(|s| s.of(row - 1))
+                }
+                false => {
+                    dup += 1;
+                    dedup.stamp_of(duplicate_ids[dup - 1])
+                }
+            })
+            .collect();
+        IngestOutcome {
+            accepted: row,
+            duplicates: dup,
+            stamps,
         }
     }
 }

@@ -168,6 +168,7 @@ fn event(rng: &mut StdRng, i: usize, late: bool) -> Event {
         entity_id: format!("u{}", rng.random_range(0..23)),
         timestamp: Some(ms * 1000),
         payload,
+        expected_version: Default::default(),
     }
 }
 

@@ -24,7 +24,12 @@ use std::sync::Arc;
 
 /// Columns set by the server: values sent for them are ignored, so that a
 /// table read out of AllSource can be written back as it is.
-const SERVER_COLUMNS: [&str; 2] = [schema::INGESTED_AT, schema::EVENT_DATE];
+const SERVER_COLUMNS: [&str; 4] = [
+    schema::INGESTED_AT,
+    schema::EVENT_DATE,
+    schema::POSITION,
+    schema::VERSION,
+];
 
 /// An incoming batch laid out as an event batch.
 #[derive(Debug)]

@@ -12,12 +12,12 @@ pub mod budget;
 pub mod from_arrow;
 mod parse;
 
-pub use parse::{BodyFormat, Event, parse_events, parse_events_within};
+pub use parse::{BodyFormat, Event, ExpectedVersion, parse_events, parse_events_within};
 
 use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Array, Float64Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray,
+    ArrayRef, BooleanBuilder, Date32Array, Float64Builder, Int64Array, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Field, Schema};
 use serde_json::{Map, Value};
@@ -330,6 +330,10 @@ fn event_batch(
         Arc::new(TimestampMicrosecondArray::from(vec![now; rows]).with_timezone("UTC")),
         Arc::new(dates),
         Arc::new(overflow),
+        // Placeholders: the database stamps positions and versions when
+        // it orders the batch into the WAL.
+        Arc::new(Int64Array::from(vec![0; rows])),
+        Arc::new(Int64Array::from(vec![0; rows])),
     ];
     columns.extend(payload_columns);
     Ok(RecordBatch::try_new(

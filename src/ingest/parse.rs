@@ -23,6 +23,43 @@ pub struct Event {
     /// Microseconds since the Unix epoch, UTC; `None` means "now".
     pub timestamp: Option<i64>,
     pub payload: Map<String, Value>,
+    /// What the entity's stream must look like for the event to be
+    /// appended (optimistic concurrency).
+    pub expected_version: ExpectedVersion,
+}
+
+/// What an event requires of its entity's stream just before it is
+/// appended. A request whose requirement does not hold is refused whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpectedVersion {
+    /// No requirement.
+    #[default]
+    Any,
+    /// The entity has no events yet (the same as `Exactly(0)`).
+    NoStream,
+    /// The entity's current version, the number of events in its stream.
+    Exactly(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether an entity at `current` (0: no events) meets it.
+    pub fn admits(self, current: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exactly(v) => current == v,
+        }
+    }
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::NoStream => f.write_str("no_stream"),
+            ExpectedVersion::Exactly(v) => write!(f, "{v}"),
+        }
+    }
 }
 
 impl Event {
@@ -283,6 +320,7 @@ fn event_from_value(value: Value) -> Result<Event, String> {
     let mut event_type = None;
     let mut entity_id = None;
     let mut timestamp = None;
+    let mut expected_version = ExpectedVersion::Any;
     let mut payload = Map::new();
     for (key, value) in obj {
         match key.as_str() {
@@ -290,6 +328,7 @@ fn event_from_value(value: Value) -> Result<Event, String> {
             "event_type" => event_type = optional_string("event_type", value)?,
             "entity_id" => entity_id = optional_string("entity_id", value)?,
             "timestamp" => timestamp = parse_timestamp(value)?,
+            "expected_version" => expected_version = parse_expected(value)?,
             "payload" => match value {
                 Value::Object(map) => payload = map,
                 Value::Null => {}
@@ -302,7 +341,7 @@ fn event_from_value(value: Value) -> Result<Event, String> {
             },
             other => {
                 return Err(format!(
-                    "unknown field {:?}: an event has event_type, entity_id, timestamp, event_id and payload (put your own fields under \"payload\")",
+                    "unknown field {:?}: an event has event_type, entity_id, timestamp, event_id, expected_version and payload (put your own fields under \"payload\")",
                     truncate(other, 64)
                 ));
             }
@@ -316,7 +355,26 @@ fn event_from_value(value: Value) -> Result<Event, String> {
         entity_id,
         timestamp,
         payload,
+        expected_version,
     })
+}
+
+fn parse_expected(value: Value) -> Result<ExpectedVersion, String> {
+    match &value {
+        Value::Null => return Ok(ExpectedVersion::Any),
+        Value::String(s) if s == "any" => return Ok(ExpectedVersion::Any),
+        Value::String(s) if s == "no_stream" => return Ok(ExpectedVersion::NoStream),
+        Value::Number(n) => {
+            if let Some(v) = n.as_u64().filter(|v| *v <= i64::MAX as u64) {
+                return Ok(ExpectedVersion::Exactly(v));
+            }
+        }
+        _ => {}
+    }
+    Err(format!(
+        "field \"expected_version\" must be a version (an integer, 0 or more), \"no_stream\" or \"any\"; found {}",
+        truncate(&value.to_string(), 64)
+    ))
 }
 
 fn optional_string(field: &str, value: Value) -> Result<Option<String>, String> {

@@ -30,9 +30,14 @@ pub const TIMESTAMP: &str = "timestamp";
 pub const INGESTED_AT: &str = "ingested_at";
 pub const EVENT_DATE: &str = "event_date";
 pub const OVERFLOW: &str = "_overflow";
+/// The event's place in its table: strictly increasing in the order
+/// events were acknowledged, never reused.
+pub const POSITION: &str = "position";
+/// The event's 1-based index in its entity's stream (table + `entity_id`).
+pub const VERSION: &str = "version";
 
 /// Fixed columns, in table order.
-pub const FIXED_COLUMNS: [&str; 7] = [
+pub const FIXED_COLUMNS: [&str; 9] = [
     EVENT_ID,
     EVENT_TYPE,
     ENTITY_ID,
@@ -40,7 +45,14 @@ pub const FIXED_COLUMNS: [&str; 7] = [
     INGESTED_AT,
     EVENT_DATE,
     OVERFLOW,
+    POSITION,
+    VERSION,
 ];
+
+/// Index of [`POSITION`] among the fixed columns (and in every batch).
+pub const POSITION_INDEX: usize = 7;
+/// Index of [`VERSION`] among the fixed columns (and in every batch).
+pub const VERSION_INDEX: usize = 8;
 
 /// Most payload columns a table may have; fields beyond go to `_overflow`.
 pub const MAX_PAYLOAD_COLUMNS: usize = 1000;
@@ -89,6 +101,10 @@ pub fn fixed_fields() -> Vec<Field> {
         Field::new(INGESTED_AT, timestamp_type(), false),
         Field::new(EVENT_DATE, DataType::Date32, false),
         Field::new(OVERFLOW, DataType::Utf8, true),
+        // Nullable: tables written before positions existed gain the
+        // columns with nulls for their older rows.
+        Field::new(POSITION, DataType::Int64, true),
+        Field::new(VERSION, DataType::Int64, true),
     ]
 }
 

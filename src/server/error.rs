@@ -31,7 +31,10 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!(%status, message = %self.message, "request failed");
         }
-        let body = serde_json::json!({ "error": self.message });
+        let body = match self.details {
+            Some(details) => serde_json::json!({ "error": self.message, "details": details }),
+            None => serde_json::json!({ "error": self.message }),
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if self.kind == Kind::Unauthenticated {
             resp.headers_mut().insert(

@@ -172,6 +172,18 @@ fn decompressed_size_hint(encoding: &str, body: &[u8]) -> Option<usize> {
 #[derive(Debug, Deserialize)]
 pub(super) struct IngestParams {
     table: Option<String>,
+    /// What the reply lists; every event's position and version unless
+    /// `counts` is asked for.
+    #[serde(default)]
+    reply: ReplyShape,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ReplyShape {
+    #[default]
+    Events,
+    Counts,
 }
 
 pub(super) async fn ingest_events(
@@ -268,9 +280,24 @@ async fn ingest_events_inner(
         .service
         .ingest(caller, table, events, reservation)
         .await?;
-    Ok(axum::Json(serde_json::json!({
+    let mut reply = serde_json::json!({
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,
-    }))
-    .into_response())
+    });
+    if let Some((first, last)) = outcome.positions() {
+        reply["first_position"] = first.into();
+        reply["last_position"] = last.into();
+    }
+    if params.reply == ReplyShape::Events {
+        let events: Vec<serde_json::Value> = outcome
+            .stamps
+            .iter()
+            .map(|s| match s {
+                Some((p, v)) => serde_json::json!({"position": p, "version": v}),
+                None => serde_json::Value::Null,
+            })
+            .collect();
+        reply["events"] = events.into();
+    }
+    Ok(axum::Json(reply).into_response())
 }

@@ -66,6 +66,9 @@ pub struct Error {
     pub message: String,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u64>,
+    /// Facts a client acts on, by name (for a conflict: the entity, the
+    /// expected and the current version).
+    pub details: Option<serde_json::Value>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,6 +79,7 @@ impl Error {
             kind,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
     }
 
@@ -87,6 +91,12 @@ impl Error {
     /// A fault of the server's own.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Kind::Internal, message)
+    }
+
+    /// With facts for the client.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     /// With a retry hint of `secs` seconds.
@@ -114,6 +124,17 @@ impl From<db::Error> for Error {
         let kind = match &e {
             db::Error::Ingest(ingest::Error::TooLarge(_)) => Kind::TooLarge,
             db::Error::Ingest(_) | db::Error::Name(_) => Kind::Invalid,
+            db::Error::Conflict(c) => {
+                let details = serde_json::json!({
+                    "entity_id": c.entity,
+                    "expected_version": match c.expected {
+                        ingest::ExpectedVersion::Exactly(v) => serde_json::json!(v),
+                        other => serde_json::json!(other.to_string()),
+                    },
+                    "current_version": c.current,
+                });
+                return Error::new(Kind::Conflict, e.to_string()).with_details(details);
+            }
             db::Error::BufferFull { .. } | db::Error::ShuttingDown => {
                 return Error::new(Kind::Unavailable, e.to_string()).retry_after(1);
             }

@@ -120,12 +120,20 @@ fn count_events(caller: &Principal, accepted: u64) {
 pub struct Totals {
     pub accepted: u64,
     pub duplicates: u64,
+    /// The lowest and highest position among the rows sent.
+    pub positions: Option<(u64, u64)>,
 }
 
 impl Totals {
     fn add(&mut self, outcome: IngestOutcome) {
         self.accepted += outcome.accepted as u64;
         self.duplicates += outcome.duplicates as u64;
+        if let Some((lo, hi)) = outcome.positions() {
+            self.positions = Some(match self.positions {
+                Some((a, b)) => (a.min(lo), b.max(hi)),
+                None => (lo, hi),
+            });
+        }
     }
 
     /// `e`, saying which rows before the failure were stored.

@@ -107,6 +107,8 @@ impl Service {
         caller.require(Role::Admin, "read metrics")?;
         let m = crate::metrics::get();
         m.buffer_bytes.set(self.db.buffered_bytes() as i64);
+        m.entity_index_bytes
+            .set(self.db.entity_index_bytes() as i64);
         m.buffer_rows.set(self.db.buffered_rows() as i64);
         m.query_memory_bytes
             .set(self.queries.limits().memory_in_use() as i64);

@@ -60,6 +60,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The application id under which flushes record the last WAL sequence
 /// they contain, in the same Delta commit as the data.
 pub const WAL_APP_ID: &str = "allsource-wal";
+/// Delta application id whose transaction version is the highest event
+/// position a table's flushes have written.
+pub const POSITION_APP_ID: &str = "allsource-position";
 
 /// Partition column of every event table.
 pub const PARTITION_COLUMN: &str = crate::schema::EVENT_DATE;
@@ -125,18 +128,28 @@ impl Storage {
 
     /// The last WAL sequence already committed to `table`.
     pub async fn persisted_seq(&self, table: &DeltaTable, name: &str) -> Result<WalSeq> {
+        Ok(WalSeq(self.app_version(table, name, WAL_APP_ID).await?))
+    }
+
+    /// The highest event position the table's flushes have written (0
+    /// when none has).
+    pub async fn persisted_position(&self, table: &DeltaTable, name: &str) -> Result<u64> {
+        self.app_version(table, name, POSITION_APP_ID).await
+    }
+
+    async fn app_version(&self, table: &DeltaTable, name: &str, app: &str) -> Result<u64> {
         match table.snapshot() {
             Ok(state) => {
                 let v = state
-                    .transaction_version(table.log_store().as_ref(), WAL_APP_ID)
+                    .transaction_version(table.log_store().as_ref(), app)
                     .await
                     .map_err(|source| Error::Delta {
                         table: name.to_string(),
                         source,
                     })?;
-                Ok(WalSeq(v.unwrap_or(0).max(0) as u64))
+                Ok(v.unwrap_or(0).max(0) as u64)
             }
-            Err(DeltaTableError::NotInitialized) => Ok(WalSeq(0)),
+            Err(DeltaTableError::NotInitialized) => Ok(0),
             Err(source) => Err(Error::Delta {
                 table: name.to_string(),
                 source,

@@ -50,7 +50,7 @@ pub(super) async fn table_with(
     let mut table = storage.open(&tenant(), &table_name()).await.unwrap();
     for (batch, seq) in flushes {
         table = storage
-            .append(table, "acme.events", vec![batch], WalSeq(seq))
+            .append(table, "acme.events", vec![batch], WalSeq(seq), None)
             .await
             .unwrap();
     }

@@ -9,7 +9,7 @@
 
 use super::backend::Backend;
 use super::encoding::flush_writer_properties;
-use super::{Error, PARTITION_COLUMN, Result, Storage, WAL_APP_ID};
+use super::{Error, PARTITION_COLUMN, POSITION_APP_ID, Result, Storage, WAL_APP_ID};
 use crate::ids::WalSeq;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Date32Type;
@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 impl Storage {
     /// Appends `batches` (all of one schema) in one commit that also
-    /// records `last_seq` as the WAL position it covers. Creates the table
+    /// records `last_seq` as the WAL position it covers and, when given,
+    /// `last_position` as the highest event position written. Creates the table
     /// on its first write; new columns are merged into its schema.
     ///
     /// A flush that brings no new column (nearly all of them) writes its
@@ -38,14 +39,19 @@ impl Storage {
         name: &str,
         batches: Vec<RecordBatch>,
         last_seq: WalSeq,
+        last_position: Option<u64>,
     ) -> Result<DeltaTable> {
         let delta_err = |source| Error::Delta {
             table: name.to_string(),
             source,
         };
         let properties = flush_writer_properties(&batches);
-        let commit = CommitProperties::default()
+        let mut commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(WAL_APP_ID, last_seq.0 as i64));
+        if let Some(p) = last_position {
+            commit =
+                commit.with_application_transaction(Transaction::new(POSITION_APP_ID, p as i64));
+        }
         let conformed = table.snapshot().ok().and_then(|s| {
             let snapshot = s.snapshot();
             if !plain_writes(snapshot.protocol(), &snapshot.schema()) {

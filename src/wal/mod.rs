@@ -241,6 +241,32 @@ impl Wal {
         Ok(async move { rx.await.map_err(|_| Error::Closed)? })
     }
 
+    /// [`Wal::submit`] for a blocking thread (never an async task): the
+    /// record is queued before this returns, so records submitted one
+    /// after another under a lock are logged in that order.
+    pub fn submit_blocking(
+        &self,
+        tenant: TenantId,
+        table: TableName,
+        data: Bytes,
+        apply: ApplyFn,
+    ) -> Result<impl Future<Output = Result<WalSeq>> + use<>> {
+        if data.len() > MAX_RECORD_BYTES {
+            return Err(Error::RecordTooLarge(data.len()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Command::Append {
+                tenant,
+                table,
+                data,
+                apply,
+                reply,
+            })
+            .map_err(|_| Error::Closed)?;
+        Ok(async move { rx.await.map_err(|_| Error::Closed)? })
+    }
+
     /// Deletes closed segments holding only records below `keep_from`.
     /// Returns how many were deleted.
     pub async fn truncate(&self, keep_from: WalSeq) -> Result<usize> {

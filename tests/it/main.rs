@@ -16,6 +16,7 @@ mod limits;
 mod maintenance;
 mod memory;
 mod metrics;
+mod positions;
 mod power_loss;
 mod query_bounds;
 mod reliability;

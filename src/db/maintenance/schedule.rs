@@ -114,6 +114,7 @@ mod tests {
                     entity_id: "u".into(),
                     timestamp: Some((start - chrono::Duration::days(days_ago)).timestamp_micros()),
                     payload: Default::default(),
+                    expected_version: Default::default(),
                 })
                 .to_vec();
             db.ingest(&tenant, &name, events).await.unwrap();

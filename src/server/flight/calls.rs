@@ -256,7 +256,8 @@ impl FlightSqlService for FlightSql {
     }
 
     /// A plain Flight DoPut whose descriptor is a path naming the table:
-    /// the same ingest, answered with `{"accepted": n, "duplicates": m}`.
+    /// the same ingest, answered with `{"accepted": n, "duplicates": m, "first_position": p,
+    /// "last_position": q}`.
     async fn do_put_fallback(
         &self,
         mut request: Request<PeekableFlightDataStream>,
@@ -289,8 +290,12 @@ impl FlightSqlService for FlightSql {
         let stream = request.into_inner().map_err(FlightError::from);
         let batches = FlightRecordBatchStream::new_from_flight_data(stream);
         let totals = self.ingest(caller, table, batches).await?;
-        let reply =
+        let mut reply =
             serde_json::json!({"accepted": totals.accepted, "duplicates": totals.duplicates});
+        if let Some((first, last)) = totals.positions {
+            reply["first_position"] = first.into();
+            reply["last_position"] = last.into();
+        }
         let result = PutResult {
             app_metadata: reply.to_string().into(),
         };
