@@ -422,3 +422,30 @@ fn a_filter_failing_inside_the_parquet_reader_is_a_400() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("DivideByZero"), "{}", r.error());
 }
+
+#[test]
+fn sorting_by_a_function_of_a_product_runs_over_many_files() {
+    // DataFusion's plan check refused `ORDER BY abs(x * x)` over several
+    // partitions although the plan sorts each and merges them.
+    let mut s = TestServer::start(&["--flush-age", "1h"]);
+    for day in 1..=6 {
+        let batch: Vec<Value> = (0..5)
+            .map(|i| {
+                json!({"event_id": format!("d{day}-{i}"), "event_type": "t", "entity_id": "u",
+                    "timestamp": format!("2026-01-0{day}T00:00:00Z"), "payload": {"x": (i as f64) - 2.0 + day as f64 / 10.0}})
+            })
+            .collect();
+        s.ingest(&Value::Array(batch));
+        if day == 4 {
+            s.stop();
+            s.restart();
+        }
+    }
+    let rows = s.sql("SELECT event_id, x FROM events ORDER BY abs(x * x) DESC, event_id");
+    assert_eq!(rows.len(), 30);
+    let keys: Vec<f64> = rows
+        .iter()
+        .map(|r| r["x"].as_f64().unwrap().powi(2))
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] >= w[1]), "{keys:?}");
+}
