@@ -30,6 +30,8 @@ enum Command {
     /// Compact tables now (and checkpoint, apply retention, vacuum),
     /// showing progress.
     Compact(cli::compact::CompactArgs),
+    /// Print one entity's events in version order.
+    Stream(cli::stream::StreamArgs),
     /// Mint a JWT for local use, signed with the server's HS256 secret
     /// (or an RS256/ES256 private key), and print it.
     Token(cli::token::TokenArgs),
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(config) => return cli::serve::run(*config, provider),
         Command::Query(args) => ("query", cli::query::run(&args)),
         Command::Compact(args) => ("compact", cli::compact::run(&args)),
+        Command::Stream(args) => ("stream", cli::stream::run(&args)),
         Command::Token(args) => ("token", cli::token::run(&args)),
     };
     // A client command's failure is one line on stderr and a failing

@@ -5,15 +5,18 @@
 //! - [`query`]: posts a query document to `/v1/query`.
 //! - [`compact`]: asks the server for maintenance and shows its progress
 //!   ([`progress`] draws the bar and the reports).
+//! - [`stream`]: reads one entity's events from `/v1/streams`.
 //! - [`token`]: mints a JWT locally; no server involved.
 //! - [`telemetry`]: logs and traces, for every command.
 //!
-//! The commands that talk to a server share [`ClientArgs`] and [`post`].
+//! The commands that talk to a server share [`ClientArgs`], [`post`] and
+//! [`get`].
 
 pub(crate) mod compact;
 mod progress;
 pub(crate) mod query;
 pub(crate) mod serve;
+pub(crate) mod stream;
 pub(crate) mod telemetry;
 pub(crate) mod token;
 
@@ -45,11 +48,25 @@ fn post(
     url: &str,
     json: Option<Vec<u8>>,
 ) -> anyhow::Result<reqwest::blocking::Response> {
+    send(client, reqwest::Method::POST, url, json)
+}
+
+/// GETs `url` on the server, like [`post`].
+fn get(client: &ClientArgs, url: &str) -> anyhow::Result<reqwest::blocking::Response> {
+    send(client, reqwest::Method::GET, url, None)
+}
+
+fn send(
+    client: &ClientArgs,
+    method: reqwest::Method,
+    url: &str,
+    json: Option<Vec<u8>>,
+) -> anyhow::Result<reqwest::blocking::Response> {
     let base = &client.url;
     let mut request = reqwest::blocking::Client::builder()
         .timeout(None)
         .build()?
-        .post(url);
+        .request(method, url);
     if let Some(token) = &client.token {
         request = request.bearer_auth(token);
     }

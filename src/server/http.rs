@@ -6,10 +6,11 @@ use crate::auth::Principal;
 use crate::query::output::{Encoder, OutputFormat};
 use crate::service::caller::{Credentials, RequestInfo};
 use crate::service::query::Interface;
+use crate::service::stream::{Direction, StreamRead};
 use crate::service::{Error, Kind, Service};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(super::ingest::ingest_events))
         .route("/v1/sql", post(sql))
         .route("/v1/query", post(dsl_query))
+        .route("/v1/streams/{table}/{entity}", get(read_stream))
         .route("/v1/admin/compact", post(compact))
         .route(
             "/v1/admin/tables/{table}/settings",
@@ -258,6 +260,41 @@ async fn dsl_query(
     let format = output_format(params.format.as_deref(), &headers)?;
     let body = body_bytes(body)?;
     let stream = state.service.dsl(&caller, &body).await?;
+    stream_response(stream, format, state.max_result_bytes).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamParams {
+    from_version: Option<u64>,
+    limit: Option<u64>,
+    #[serde(default)]
+    direction: Direction,
+    format: Option<String>,
+}
+
+/// `GET /v1/streams/{table}/{entity}?from_version=&limit=&direction=`:
+/// one entity's events in version order, answered like `/v1/sql`.
+async fn read_stream(
+    State(state): State<AppState>,
+    axum::extract::Path((table, entity)): axum::extract::Path<(String, String)>,
+    Extension(caller): Extension<Principal>,
+    params: Result<Query<StreamParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let Query(params) = params.map_err(|e| Error::invalid(e.body_text()))?;
+    let format = output_format(params.format.as_deref(), &headers)?;
+    let table = table
+        .parse()
+        .map_err(|e: crate::ids::InvalidName| Error::invalid(e.to_string()))?;
+    let read = StreamRead {
+        table,
+        entity,
+        from_version: params.from_version,
+        limit: params.limit,
+        direction: params.direction,
+    };
+    let stream = state.service.stream(&caller, read).await?;
     stream_response(stream, format, state.max_result_bytes).await
 }
 

@@ -15,6 +15,7 @@ pub mod caller;
 mod error;
 pub mod ingest;
 pub mod query;
+pub mod stream;
 
 pub use error::{Error, Kind, Result, is_user_error};
 

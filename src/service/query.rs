@@ -18,6 +18,8 @@ pub enum Interface {
     Sql,
     Dsl,
     Flight,
+    /// An entity stream read.
+    Stream,
 }
 
 impl Interface {
@@ -26,6 +28,7 @@ impl Interface {
             Interface::Sql => "sql",
             Interface::Dsl => "dsl",
             Interface::Flight => "flight",
+            Interface::Stream => "stream",
         }
     }
 }

@@ -8,6 +8,7 @@ mod compaction;
 mod crash;
 mod delta_interop;
 mod dsl;
+mod entity_streams;
 mod flight;
 mod flight_limits;
 mod ingest;
