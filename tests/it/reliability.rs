@@ -367,3 +367,37 @@ fn a_failed_wal_fsync_stops_writes_and_keeps_what_was_acknowledged() {
     assert_eq!(count_id(&s, "c"), 0);
     ingest_ids(&s, "d", 1);
 }
+
+#[test]
+fn a_failed_wal_rotation_keeps_appending_to_the_current_segment() {
+    // Small segments, so nearly every request starts a new one; three
+    // rotations in a row fail (the first, at start-up, is let through).
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in_with_env(
+        dir.path(),
+        &["--wal-segment-bytes", "4096", "--flush-age", "1h"],
+        &[("FAILPOINTS", "wal-rotate=1*off->3*return(enospc)")],
+    );
+    let pad = "r".repeat(3000);
+    for i in 0..8 {
+        let body = json!([{"event_id": format!("rot{i}"), "event_type": "t", "entity_id": "e",
+                           "payload": {"pad": pad}}]);
+        let r = s.post("/v1/events", "application/json", body.to_string());
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(s.get("/health").status, 200);
+    assert!(
+        s.log().contains("cannot start a new WAL segment"),
+        "the failed rotations are logged"
+    );
+    s.kill9();
+    s.restart();
+    for i in 0..8 {
+        assert_eq!(count_id(&s, &format!("rot{i}")), 1, "rot{i}");
+    }
+    let segments = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+    assert!(
+        segments >= 2,
+        "rotation resumed after the failures: {segments} segments"
+    );
+}
