@@ -253,6 +253,8 @@ impl Database {
             schema: table.registry.lock().schema(),
             stored: state.provider.clone(),
             buffered: state.buffer.iter().map(|b| b.batch.clone()).collect(),
+            delta_version: Table::delta_version(&state),
+            position: Table::visible_position(&state),
         }
     }
 
@@ -348,6 +350,10 @@ pub struct TableView {
     /// Buffered batches not yet in storage, each in the shape it was
     /// ingested with.
     pub buffered: Vec<RecordBatch>,
+    /// The Delta version `stored` reads.
+    pub delta_version: Option<u64>,
+    /// The highest position among the rows seen.
+    pub position: Option<u64>,
 }
 
 /// Opens (or prepares, if new) one table from storage.

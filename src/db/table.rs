@@ -41,6 +41,8 @@ pub(crate) struct TableState {
     pub(crate) buffer: Vec<Buffered>,
     rows: usize,
     bytes: usize,
+    /// The highest position in storage, when known.
+    stored_position: Option<u64>,
 }
 
 /// An event table of one tenant.
@@ -96,6 +98,7 @@ impl Table {
                 buffer: Vec::new(),
                 rows: 0,
                 bytes: 0,
+                stored_position: None,
             }),
             flush_lock: tokio::sync::Mutex::new(()),
             maintenance_lock: tokio::sync::Mutex::new(()),
@@ -176,6 +179,11 @@ impl Table {
         let delta = storage.refresh(delta, &label).await?;
         let already = storage.persisted_seq(&delta, &label).await?;
         let rows_in: usize;
+        let flushed_position = batches
+            .iter()
+            .filter(|(seq, _)| *seq > already)
+            .filter_map(|(_, b)| sequence::last_position(b))
+            .max();
         let new_delta = if already >= last_seq {
             // Committed by an attempt that failed afterwards: make sure it
             // is durable before the buffer (and so the WAL) lets go of it.
@@ -207,10 +215,28 @@ impl Table {
         s.delta = new_delta;
         s.provider = provider;
         s.persisted = persisted;
+        if flushed_position.is_some() {
+            s.stored_position = s.stored_position.max(flushed_position);
+        }
         drop(s);
         total.fetch_sub(freed, Ordering::Relaxed);
         tracing::debug!(table = %label, rows = rows_in, %persisted, "flushed");
         Ok(rows_in)
+    }
+
+    /// The highest position a reader sees now: the buffer's last, or
+    /// else the highest stored.
+    pub(crate) fn visible_position(state: &TableState) -> Option<u64> {
+        state
+            .buffer
+            .last()
+            .and_then(|b| sequence::last_position(&b.batch))
+            .or(state.stored_position)
+    }
+
+    /// The Delta version readers see (`None` before the first commit).
+    pub(crate) fn delta_version(state: &TableState) -> Option<u64> {
+        state.delta.version()
     }
 
     /// The Delta handle queries currently read.
@@ -246,7 +272,11 @@ impl Table {
             (s.delta.clone(), s.provider.clone())
         };
         let mut seq = Sequencer::new(1);
-        seq.learn_position(storage.persisted_position(&delta, &self.label()).await?);
+        let stored = storage.persisted_position(&delta, &self.label()).await?;
+        seq.learn_position(stored);
+        if stored > 0 {
+            self.state.write().stored_position = Some(stored);
+        }
         if let Some(provider) = provider {
             let stamped = provider
                 .schema()

@@ -183,7 +183,17 @@ pub async fn run(
     caller: &Principal,
     doc: &Value,
 ) -> Result<SendableRecordBatchStream, QueryError> {
-    let ctx = engine.session(caller)?;
+    run_with(engine, caller, doc, &Default::default()).await
+}
+
+/// [`run`], reading the tables as `options` say.
+pub async fn run_with(
+    engine: &Arc<crate::query::QueryEngine>,
+    caller: &Principal,
+    doc: &Value,
+    options: &crate::query::QueryOptions,
+) -> Result<SendableRecordBatchStream, QueryError> {
+    let ctx = crate::query::session_with(engine, caller, options)?;
     let doc = doc.clone();
     engine
         .run(caller, async move {

@@ -85,9 +85,21 @@ impl QueryEngine {
         sql: &str,
         params: Option<RecordBatch>,
     ) -> Result<SendableRecordBatchStream> {
+        self.sql_with(caller, sql, params, super::QueryOptions::default())
+            .await
+    }
+
+    /// [`QueryEngine::sql`], reading the tables as `options` say.
+    pub async fn sql_with(
+        self: &Arc<Self>,
+        caller: &Principal,
+        sql: &str,
+        params: Option<RecordBatch>,
+        options: super::QueryOptions,
+    ) -> Result<SendableRecordBatchStream> {
         let (engine, who, text) = (self.clone(), caller.clone(), sql.to_string());
         self.run(caller, async move {
-            let ctx = engine.session(&who)?;
+            let ctx = super::session_with(&engine, &who, &options)?;
             super::start(&ctx, &text, params.as_ref()).await
         })
         .await

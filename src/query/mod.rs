@@ -15,6 +15,7 @@ mod grouping_sets;
 mod late;
 pub mod limits;
 pub mod output;
+pub mod pin;
 mod sanity;
 mod system;
 pub mod table;
@@ -26,15 +27,16 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::catalog::CatalogProvider;
+use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::TableProvider;
+use datafusion::datasource::{TableProvider, provider_as_source};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -51,6 +53,17 @@ pub const SCHEMA: &str = "public";
 struct TenantSchema {
     db: Arc<Database>,
     tenant: TenantId,
+    options: QueryOptions,
+}
+
+/// How a session reads its tables.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    /// Limits every table read (a table named with its own pin, from
+    /// `as_of(...)`, keeps that one).
+    pub pin: Option<pin::Pin>,
+    /// Where the tables read are recorded.
+    pub reads: Option<Arc<pin::ReadLog>>,
 }
 
 #[async_trait]
@@ -60,12 +73,36 @@ impl SchemaProvider for TenantSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let (name, pin) = match pin::Pin::split_name(name) {
+            Some((name, pin)) => (name, Some(pin)),
+            None => (name, self.options.pin),
+        };
         let Ok(name) = name.parse::<TableName>() else {
             return Ok(None);
         };
-        Ok(self.db.table(&self.tenant, &name).map(|t| {
-            Arc::new(table::EventTable::from_view(self.db.view(&t))) as Arc<dyn TableProvider>
-        }))
+        let Some(t) = self.db.table(&self.tenant, &name) else {
+            return Ok(None);
+        };
+        let view = self.db.view(&t);
+        if let Some(reads) = &self.options.reads {
+            reads.add(pin::TableRead {
+                table: name.to_string(),
+                delta_version: view.delta_version,
+                position: match pin {
+                    None => view.position,
+                    Some(pin::Pin::Position(p)) => view.position.map(|v| v.min(p)),
+                    Some(pin::Pin::Timestamp(_)) => None,
+                },
+            });
+        }
+        let table: Arc<dyn TableProvider> = Arc::new(table::EventTable::from_view(view));
+        let Some(pin) = pin else {
+            return Ok(Some(table));
+        };
+        let plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(table), None)?
+            .filter(pin.filter())?
+            .build()?;
+        Ok(Some(Arc::new(ViewTable::new(plan, None))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -90,6 +127,15 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
 /// A session that sees `caller`'s tenant's tables and nothing else, with
 /// its own memory pool under the server's query limits.
 pub fn session(engine: &QueryEngine, caller: &Principal) -> Result<SessionContext> {
+    session_with(engine, caller, &QueryOptions::default())
+}
+
+/// [`session`], reading its tables as `options` say.
+pub fn session_with(
+    engine: &QueryEngine,
+    caller: &Principal,
+    options: &QueryOptions,
+) -> Result<SessionContext> {
     let db = engine.db().clone();
     // The bounds on a statement's text, for `plan_sql` and, through the
     // `udfs` hook, the table functions' inner queries.
@@ -156,7 +202,14 @@ pub fn session(engine: &QueryEngine, caller: &Principal) -> Result<SessionContex
             admin: caller.is_admin(),
         }),
     )?;
-    catalog.register_schema(SCHEMA, Arc::new(TenantSchema { db, tenant }))?;
+    catalog.register_schema(
+        SCHEMA,
+        Arc::new(TenantSchema {
+            db,
+            tenant,
+            options: options.clone(),
+        }),
+    )?;
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     udfs::register_all(&mut ctx)?;
     bounded::register(&mut ctx)?;
@@ -273,6 +326,7 @@ pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     let mut statement = bounds.parse(&state, sql)?;
     if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
         number_placeholders(inner.as_mut());
+        pin::rewrite_as_of(inner.as_mut()).map_err(DataFusionError::Plan)?;
     }
     let plan = state.statement_to_plan(statement).await?;
     // The options refuse only what would change something.

@@ -4,6 +4,7 @@
 
 use crate::auth::Principal;
 use crate::query::output::{Encoder, OutputFormat};
+use crate::query::pin::{Pin, ReadLog};
 use crate::service::caller::{Credentials, RequestInfo};
 use crate::service::query::Interface;
 use crate::service::stream::{Direction, StreamRead};
@@ -198,6 +199,8 @@ pub(super) fn mime(headers: &HeaderMap) -> Option<String> {
 #[derive(Debug, Deserialize)]
 struct SqlParams {
     format: Option<String>,
+    /// Reads every table as of `position:N` or an RFC 3339 time.
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,12 +245,20 @@ async fn sql(
         String::from_utf8(body.to_vec())
             .map_err(|_| Error::invalid("the SQL text is not valid UTF-8"))?
     };
-    let stream = state
+    let pin = pin_of(&params)?;
+    let (stream, reads) = state
         .service
-        .sql(&caller, &text, None, Interface::Sql)
+        .sql_read(&caller, &text, pin, Interface::Sql)
         .await?;
-    stream_response(stream, format, state.max_result_bytes).await
+    with_snapshot(
+        stream_response(stream, format, state.max_result_bytes).await?,
+        &reads,
+    )
 }
+
+/// What a query read: `table=v<delta version>@p<highest position>`, per
+/// table, comma-separated (`-` where there is none).
+const SNAPSHOT_HEADER: &str = "x-allsource-snapshot";
 
 /// `POST /v1/query`: a DSL document (docs/dsl.md), answered like `/v1/sql`.
 async fn dsl_query(
@@ -258,9 +269,31 @@ async fn dsl_query(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let format = output_format(params.format.as_deref(), &headers)?;
+    let pin = pin_of(&params)?;
     let body = body_bytes(body)?;
-    let stream = state.service.dsl(&caller, &body).await?;
-    stream_response(stream, format, state.max_result_bytes).await
+    let (stream, reads) = state.service.dsl_read(&caller, &body, pin).await?;
+    with_snapshot(
+        stream_response(stream, format, state.max_result_bytes).await?,
+        &reads,
+    )
+}
+
+/// The `as_of` parameter, parsed.
+fn pin_of(params: &SqlParams) -> Result<Option<Pin>, Error> {
+    params
+        .as_of
+        .as_deref()
+        .map(Pin::parse)
+        .transpose()
+        .map_err(Error::invalid)
+}
+
+/// The response with the [`SNAPSHOT_HEADER`] of what the query read.
+fn with_snapshot(mut response: Response, reads: &ReadLog) -> Result<Response, Error> {
+    if let Ok(value) = HeaderValue::from_str(&reads.header()) {
+        response.headers_mut().insert(SNAPSHOT_HEADER, value);
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]

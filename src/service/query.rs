@@ -5,11 +5,14 @@
 use super::{Error, Result, Service};
 use crate::audit::{AuditEntry, AuditKind};
 use crate::auth::{Principal, Role};
+use crate::query::QueryOptions;
+use crate::query::pin::{Pin, ReadLog};
 use crate::ratelimit;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The interface a query came through, for the metrics.
@@ -59,11 +62,42 @@ impl Service {
         result
     }
 
+    /// [`Service::sql`] reading every table as of `pin` (all it holds
+    /// when `None`); also returns what the query read of each table.
+    pub async fn sql_read(
+        &self,
+        caller: &Principal,
+        sql: &str,
+        pin: Option<Pin>,
+        interface: Interface,
+    ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
+        let started = Instant::now();
+        let reads = Arc::new(ReadLog::default());
+        let options = QueryOptions {
+            pin,
+            reads: Some(reads.clone()),
+        };
+        let result = self.sql_with(caller, sql, None, options).await;
+        observe(interface, started, &result);
+        result.map(|stream| (stream, reads))
+    }
+
     async fn sql_inner(
         &self,
         caller: &Principal,
         sql: &str,
         params: Option<RecordBatch>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.sql_with(caller, sql, params, QueryOptions::default())
+            .await
+    }
+
+    async fn sql_with(
+        &self,
+        caller: &Principal,
+        sql: &str,
+        params: Option<RecordBatch>,
+        options: QueryOptions,
     ) -> Result<SendableRecordBatchStream> {
         self.admit_query(caller)?;
         if sql.trim().is_empty() {
@@ -72,7 +106,7 @@ impl Service {
         // Before a query slot is taken; planning checks it again, as it
         // does for inner queries.
         self.check_size("the SQL text", sql.len())?;
-        let stream = self.queries.sql(caller, sql, params).await;
+        let stream = self.queries.sql_with(caller, sql, params, options).await;
         stream.map_err(|e| self.query_error(caller, sql, e))
     }
 
@@ -85,7 +119,35 @@ impl Service {
         result
     }
 
+    /// [`Service::dsl`] reading every table as of `pin`; also returns
+    /// what the query read of each table.
+    pub async fn dsl_read(
+        &self,
+        caller: &Principal,
+        doc: &[u8],
+        pin: Option<Pin>,
+    ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
+        let started = Instant::now();
+        let reads = Arc::new(ReadLog::default());
+        let options = QueryOptions {
+            pin,
+            reads: Some(reads.clone()),
+        };
+        let result = self.dsl_with(caller, doc, &options).await;
+        observe(Interface::Dsl, started, &result);
+        result.map(|stream| (stream, reads))
+    }
+
     async fn dsl_inner(&self, caller: &Principal, doc: &[u8]) -> Result<SendableRecordBatchStream> {
+        self.dsl_with(caller, doc, &QueryOptions::default()).await
+    }
+
+    async fn dsl_with(
+        &self,
+        caller: &Principal,
+        doc: &[u8],
+        options: &QueryOptions,
+    ) -> Result<SendableRecordBatchStream> {
         self.admit_query(caller)?;
         self.check_size("the query document", doc.len())?;
         let doc: serde_json::Value = serde_json::from_slice(doc).map_err(|e| {
@@ -95,7 +157,7 @@ impl Service {
                 e.column()
             ))
         })?;
-        Ok(crate::dsl::run(&self.queries, caller, &doc).await?)
+        Ok(crate::dsl::run_with(&self.queries, caller, &doc, options).await?)
     }
 
     /// Plans `sql` (with `params` bound) for `caller` without running it,

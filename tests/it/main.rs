@@ -25,3 +25,4 @@ mod restart;
 mod s3;
 mod sql;
 mod support;
+mod time_travel;
