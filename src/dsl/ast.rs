@@ -41,6 +41,8 @@ pub(crate) struct Query {
     pub(crate) limit: Option<usize>,
     pub(crate) offset: usize,
     pub(crate) explain: bool,
+    /// `as-of`: the table read as of a position or an ingest time.
+    pub(crate) as_of: Option<crate::query::pin::Pin>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

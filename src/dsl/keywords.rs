@@ -59,6 +59,7 @@ keywords! {
         Limit = "limit",
         Offset = "offset",
         Explain = "explain",
+        AsOf = "as-of",
     }
 }
 

@@ -139,7 +139,11 @@ pub(crate) async fn compile_at(
     let query = parse::document(doc)?;
     let from_path = Path::default().key(Clause::From.word());
     let table = query.from.as_str();
-    let provider = match ctx.table_provider(table).await {
+    let pinned = match query.as_of {
+        Some(pin) => pin.table_name(table),
+        None => table.to_string(),
+    };
+    let provider = match ctx.table_provider(pinned.as_str()).await {
         Ok(p) => p,
         Err(_) => {
             let names = table_names(ctx);

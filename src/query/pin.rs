@@ -62,11 +62,12 @@ impl Pin {
         }
     }
 
-    /// The suffix a table name gets in SQL rewritten from `as_of(...)`.
-    fn suffix(self) -> String {
+    /// The name under which the tenant schema resolves `table` read as
+    /// of this pin (what SQL's `as_of(...)` is rewritten to).
+    pub fn table_name(self, table: &str) -> String {
         match self {
-            Pin::Position(p) => format!("@p{p}"),
-            Pin::Timestamp(t) => format!("@t{t}"),
+            Pin::Position(p) => format!("{table}@p{p}"),
+            Pin::Timestamp(t) => format!("{table}@t{t}"),
         }
     }
 
@@ -197,7 +198,7 @@ fn pinned_name(args: &[FunctionArg]) -> Result<String, String> {
         "timestamp" => Pin::parse(&format!("timestamp:{value}"))?,
         other => return Err(format!("as_of: unknown pin {other:?}; {AS_OF_USAGE}")),
     };
-    Ok(format!("{table}{}", pin.suffix()))
+    Ok(pin.table_name(&table))
 }
 
 /// Whether an expression mentions a column (used by tests).

@@ -53,6 +53,15 @@ fn a_read_as_of_a_position_sees_exactly_what_was_acknowledged_by_then() {
             let inline = format!("SELECT count(*) AS n FROM as_of(events, position => {position})");
             let r = s.post("/v1/sql", "text/plain", inline.clone());
             assert_eq!(count(&r), *expected, "{stage}: {inline}");
+            let pinned =
+                json!({"select": [["count"]], "from": "events", "as-of": {"position": position}});
+            let r = s.post("/v1/query", "application/json", pinned.to_string());
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(
+                r.json()[0].as_object().unwrap().values().next().unwrap(),
+                expected,
+                "{stage}: DSL as-of"
+            );
             let doc = json!({"select": [["count"]], "from": "events"}).to_string();
             let r = s.post(
                 &format!("/v1/query?as_of=position%3A{position}"),

@@ -19,6 +19,7 @@ pub(crate) use expr::parse_instant;
 use super::ast::{Body, Node, Query, Select, SelectItem, SortItem, SortKey};
 use super::keywords::{Clause, Direction, FormName, suggest, top_level_words};
 use super::{DslError, Path};
+use crate::query::pin::Pin;
 use serde_json::{Map, Value};
 
 fn err<T>(path: &Path, message: impl Into<String>) -> Result<T, DslError> {
@@ -99,6 +100,10 @@ pub(crate) fn document(doc: &Value) -> Result<Query, DslError> {
         Some(Value::Bool(true)) => true,
         Some(_) => return err(&at(Clause::Explain), "expected true or false"),
     };
+    let as_of = match get(Clause::AsOf) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(as_of(v, &at(Clause::AsOf))?),
+    };
     Ok(Query {
         from,
         filter,
@@ -107,7 +112,24 @@ pub(crate) fn document(doc: &Value) -> Result<Query, DslError> {
         limit,
         offset,
         explain,
+        as_of,
     })
+}
+
+/// `as-of`: `{"position": N}`, `{"timestamp": "RFC 3339"}`, or the text
+/// `position:N` or an RFC 3339 time.
+fn as_of(v: &Value, path: &Path) -> Result<Pin, DslError> {
+    const USAGE: &str = "expected {\"position\": N}, {\"timestamp\": \"2026-11-01T00:00:00Z\"}, \"position:N\" or an RFC 3339 time";
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Object(m) if m.len() == 1 => match m.iter().next() {
+            Some((k, Value::Number(n))) if k == "position" => format!("position:{n}"),
+            Some((k, Value::String(t))) if k == "timestamp" => format!("timestamp:{t}"),
+            _ => return err(path, USAGE),
+        },
+        _ => return err(path, USAGE),
+    };
+    Pin::parse(&text).map_err(|e| DslError::new(path, e.strip_prefix("as_of: ").unwrap_or(&e)))
 }
 
 /// A non-negative integer.
