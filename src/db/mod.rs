@@ -53,6 +53,8 @@ pub enum Error {
     ShuttingDown,
     #[error(transparent)]
     Conflict(sequence::Conflict),
+    #[error("{0}")]
+    VersionUnavailable(String),
     #[error(transparent)]
     Wal(#[from] wal::Error),
     #[error(transparent)]
@@ -256,6 +258,45 @@ impl Database {
             delta_version: Table::delta_version(&state),
             position: Table::visible_position(&state),
         }
+    }
+
+    /// The table as it was stored at Delta `version` (no buffered rows):
+    /// refused when the table has no such version, or when vacuum has
+    /// removed a file the version needs.
+    pub async fn view_at_version(&self, table: &Table, version: u64) -> Result<TableView> {
+        let label = table.label();
+        let Some(old) = self
+            .storage
+            .at_version(&table.delta(), &label, version)
+            .await?
+        else {
+            let latest = table.delta().version();
+            return Err(Error::VersionUnavailable(format!(
+                "table {:?} has no version {version} (its versions are 0 to {})",
+                table.name.as_str(),
+                latest.map_or("-".to_string(), |v| v.to_string())
+            )));
+        };
+        let files = crate::storage::scan::DeltaFiles::try_new(&old)?.ok_or_else(|| {
+            Error::VersionUnavailable(format!(
+                "version {version} of table {:?} uses Delta features this reader does not read",
+                table.name.as_str()
+            ))
+        })?;
+        if let Some(missing) = files.first_missing_file().await? {
+            return Err(Error::VersionUnavailable(format!(
+                "version {version} of table {:?} can no longer be read: vacuum removed its file {missing} (old versions stay readable for the vacuum retention window, --vacuum-retention)",
+                table.name.as_str()
+            )));
+        }
+        let position = self.storage.persisted_position(&old, &label).await?;
+        Ok(TableView {
+            schema: table.registry.lock().schema(),
+            stored: Some(Arc::new(files)),
+            buffered: Vec::new(),
+            delta_version: Some(version),
+            position: (position > 0).then_some(position),
+        })
     }
 
     /// The settings the server runs with.

@@ -83,24 +83,31 @@ impl SchemaProvider for TenantSchema {
         let Some(t) = self.db.table(&self.tenant, &name) else {
             return Ok(None);
         };
-        let view = self.db.view(&t);
+        let view = match pin {
+            Some(pin::Pin::TableVersion(v)) => self
+                .db
+                .view_at_version(&t, v)
+                .await
+                .map_err(|e| DataFusionError::Plan(e.to_string()))?,
+            _ => self.db.view(&t),
+        };
         if let Some(reads) = &self.options.reads {
             reads.add(pin::TableRead {
                 table: name.to_string(),
                 delta_version: view.delta_version,
                 position: match pin {
-                    None => view.position,
+                    None | Some(pin::Pin::TableVersion(_)) => view.position,
                     Some(pin::Pin::Position(p)) => view.position.map(|v| v.min(p)),
                     Some(pin::Pin::Timestamp(_)) => None,
                 },
             });
         }
         let table: Arc<dyn TableProvider> = Arc::new(table::EventTable::from_view(view));
-        let Some(pin) = pin else {
+        let Some(filter) = pin.and_then(pin::Pin::filter) else {
             return Ok(Some(table));
         };
         let plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(table), None)?
-            .filter(pin.filter())?
+            .filter(filter)?
             .build()?;
         Ok(Some(Arc::new(ViewTable::new(plan, None))))
     }

@@ -29,6 +29,9 @@ pub enum Pin {
     /// Rows ingested at or before this time (microseconds since the
     /// epoch, UTC).
     Timestamp(i64),
+    /// The table's stored rows at this Delta version (one table only;
+    /// buffered rows are in no version).
+    TableVersion(u64),
 }
 
 impl Pin {
@@ -52,13 +55,17 @@ impl Pin {
             })
     }
 
-    /// The filter that keeps a table's rows within the pin.
-    pub fn filter(self) -> Expr {
+    /// The filter that keeps a table's rows within the pin (`None` for
+    /// a table version, which is read from its own files instead).
+    pub fn filter(self) -> Option<Expr> {
         match self {
-            Pin::Position(p) => col(schema::POSITION).lt_eq(lit(p.min(i64::MAX as u64) as i64)),
-            Pin::Timestamp(t) => col(schema::INGESTED_AT).lt_eq(lit(
+            Pin::Position(p) => {
+                Some(col(schema::POSITION).lt_eq(lit(p.min(i64::MAX as u64) as i64)))
+            }
+            Pin::Timestamp(t) => Some(col(schema::INGESTED_AT).lt_eq(lit(
                 ScalarValue::TimestampMicrosecond(Some(t), Some("UTC".into())),
-            )),
+            ))),
+            Pin::TableVersion(_) => None,
         }
     }
 
@@ -68,6 +75,7 @@ impl Pin {
         match self {
             Pin::Position(p) => format!("{table}@p{p}"),
             Pin::Timestamp(t) => format!("{table}@t{t}"),
+            Pin::TableVersion(v) => format!("{table}@v{v}"),
         }
     }
 
@@ -77,6 +85,7 @@ impl Pin {
         let pin = match (pin.get(..1)?, pin.get(1..)?) {
             ("p", n) => Pin::Position(n.parse().ok()?),
             ("t", n) => Pin::Timestamp(n.parse().ok()?),
+            ("v", n) => Pin::TableVersion(n.parse().ok()?),
             _ => return None,
         };
         Some((table, pin))
@@ -196,6 +205,9 @@ fn pinned_name(args: &[FunctionArg]) -> Result<String, String> {
     let pin = match name.value.to_lowercase().as_str() {
         "position" => Pin::parse(&format!("position:{value}"))?,
         "timestamp" => Pin::parse(&format!("timestamp:{value}"))?,
+        "table_version" => Pin::TableVersion(value.parse().map_err(|_| {
+            format!("as_of: table_version {value:?} is not a version (a whole number)")
+        })?),
         other => return Err(format!("as_of: unknown pin {other:?}; {AS_OF_USAGE}")),
     };
     Ok(pin.table_name(&table))
@@ -226,8 +238,19 @@ mod tests {
                 .contains("whole number")
         );
         assert!(Pin::parse("yesterday").unwrap_err().contains("RFC 3339"));
-        assert!(mentions(&Pin::Position(1).filter(), schema::POSITION));
-        assert!(mentions(&Pin::Timestamp(1).filter(), schema::INGESTED_AT));
+        assert!(mentions(
+            &Pin::Position(1).filter().unwrap(),
+            schema::POSITION
+        ));
+        assert!(mentions(
+            &Pin::Timestamp(1).filter().unwrap(),
+            schema::INGESTED_AT
+        ));
+        assert_eq!(Pin::TableVersion(3).filter(), None);
+        assert_eq!(
+            Pin::split_name("events@v3"),
+            Some(("events", Pin::TableVersion(3)))
+        );
         assert_eq!(
             Pin::split_name("events@p42"),
             Some(("events", Pin::Position(42)))

@@ -123,7 +123,9 @@ impl From<db::Error> for Error {
         };
         let kind = match &e {
             db::Error::Ingest(ingest::Error::TooLarge(_)) => Kind::TooLarge,
-            db::Error::Ingest(_) | db::Error::Name(_) => Kind::Invalid,
+            db::Error::Ingest(_) | db::Error::Name(_) | db::Error::VersionUnavailable(_) => {
+                Kind::Invalid
+            }
             db::Error::Conflict(c) => {
                 let details = serde_json::json!({
                     "entity_id": c.entity,

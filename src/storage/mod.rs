@@ -126,6 +126,28 @@ impl Storage {
         }
     }
 
+    /// `table` as it was at Delta `version`; `None` when the table has no
+    /// such version.
+    pub async fn at_version(
+        &self,
+        table: &DeltaTable,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<DeltaTable>> {
+        if table.version().is_none_or(|latest| version > latest) {
+            return Ok(None);
+        }
+        let mut old = table.clone();
+        match old.load_version(version).await {
+            Ok(()) => Ok(Some(old)),
+            Err(DeltaTableError::InvalidVersion(_)) => Ok(None),
+            Err(source) => Err(Error::Delta {
+                table: name.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// The last WAL sequence already committed to `table`.
     pub async fn persisted_seq(&self, table: &DeltaTable, name: &str) -> Result<WalSeq> {
         Ok(WalSeq(self.app_version(table, name, WAL_APP_ID).await?))

@@ -59,6 +59,26 @@ pub struct DeltaFiles {
 }
 
 impl DeltaFiles {
+    /// The first of the scan's files that is no longer in the store (old
+    /// versions lose their files to vacuum), if any.
+    pub async fn first_missing_file(&self) -> Result<Option<String>> {
+        for file in &self.files {
+            match object_store::ObjectStoreExt::head(
+                self.store.as_ref(),
+                &file.object_meta.location,
+            )
+            .await
+            {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Ok(Some(file.object_meta.location.to_string()));
+                }
+                Err(e) => return Err(DataFusionError::External(Box::new(e))),
+            }
+        }
+        Ok(None)
+    }
+
     /// The scan for `delta`'s current version, or `None` when the snapshot
     /// needs something only deltalake's own provider reads correctly.
     pub fn try_new(delta: &DeltaTable) -> Result<Option<Self>> {

@@ -160,3 +160,63 @@ fn bad_pins_get_400_naming_the_problem() {
         assert!(r.error().contains(needle), "{sql}: {}", r.error());
     }
 }
+
+/// The Delta version the reply's snapshot header names for `events`.
+fn delta_version(r: &Reply) -> u64 {
+    let header = r.headers["x-allsource-snapshot"].to_str().unwrap();
+    let v = header.strip_prefix("events=v").unwrap();
+    v[..v.find('@').unwrap()].parse().unwrap()
+}
+
+#[test]
+fn a_table_version_reads_its_files_until_vacuum_removes_them() {
+    let mut s = TestServer::start(&["--vacuum-retention", "0s", "--query-timeout", "1s"]);
+    let count_sql = "SELECT count(*) AS n FROM events";
+    s.ingest(&batch("a", 5));
+    s.stop();
+    s.restart();
+    let first = delta_version(&s.post("/v1/sql", "text/plain", count_sql));
+    s.ingest(&batch("b", 4));
+    s.stop();
+    s.restart();
+    let second = delta_version(&s.post("/v1/sql", "text/plain", count_sql));
+    assert!(second > first);
+    let at = |s: &TestServer, v: u64| {
+        let sql = format!("SELECT count(*) AS n FROM as_of(events, table_version => {v})");
+        s.post("/v1/sql", "text/plain", sql)
+    };
+    let r = at(&s, first);
+    assert_eq!(count(&r), 5);
+    assert!(
+        r.headers["x-allsource-snapshot"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("events=v{first}@"))
+    );
+    assert_eq!(count(&at(&s, second)), 9);
+    let doc = json!({"select": [["count"]], "from": "events", "as-of": {"table_version": first}});
+    let r = s.post("/v1/query", "application/json", doc.to_string());
+    assert_eq!(r.json()[0].as_object().unwrap().values().next().unwrap(), 5);
+    let r = at(&s, 999);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("no version 999"), "{}", r.error());
+    // Compaction replaces the files; the old version stays readable until
+    // vacuum deletes them, then it is refused, never answered wrongly.
+    let r = s.post("/v1/admin/compact", "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(count(&at(&s, first)), 5, "before vacuum");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let r = s.post("/v1/admin/compact", "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["reports"][0]["vacuumed_files"].as_u64().unwrap() > 0,
+        "{}",
+        r.text()
+    );
+    let r = at(&s, first);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("vacuum removed"), "{}", r.error());
+    // Position pins do not depend on old files.
+    let r = sql_as_of(&s, count_sql, "position:5");
+    assert_eq!(count(&r), 5);
+}

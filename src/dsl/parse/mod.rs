@@ -125,6 +125,10 @@ fn as_of(v: &Value, path: &Path) -> Result<Pin, DslError> {
         Value::Object(m) if m.len() == 1 => match m.iter().next() {
             Some((k, Value::Number(n))) if k == "position" => format!("position:{n}"),
             Some((k, Value::String(t))) if k == "timestamp" => format!("timestamp:{t}"),
+            Some((k, Value::Number(n))) if k == "table_version" => match n.as_u64() {
+                Some(v) => return Ok(Pin::TableVersion(v)),
+                None => return err(path, "table_version: expected a whole number"),
+            },
             _ => return err(path, USAGE),
         },
         _ => return err(path, USAGE),

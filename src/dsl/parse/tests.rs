@@ -83,8 +83,8 @@ const DOCUMENT: &str = r#"
     {"limit": "10"} => limit: expected a non-negative integer
     {"offset": 1.5} => offset: expected a non-negative integer
     {"explain": "yes"} => explain: expected true or false
-    {"as-of": 42} => as-of: expected {"position": N}, {"timestamp": "2026-11-01T00:00:00Z"}, "position:N" or an RFC 3339 time
-    {"as-of": {"position": 1, "timestamp": "x"}} => as-of: expected {"position": N}, {"timestamp": "2026-11-01T00:00:00Z"}, "position:N" or an RFC 3339 time
+    {"as-of": 42} => as-of: expected {"position": N}, {"timestamp": "2026-11-01T00:00:00Z"}, {"table_version": N}, "position:N" or an RFC 3339 time
+    {"as-of": {"position": 1, "timestamp": "x"}} => as-of: expected {"position": N}, {"timestamp": "2026-11-01T00:00:00Z"}, {"table_version": N}, "position:N" or an RFC 3339 time
     {"as-of": {"position": -1}} => as-of: "-1" is not a position (a whole number)
     {"as-of": "yesterday"} => as-of: "yesterday" is neither position:N nor an RFC 3339 time (premature end of input); e.g. position:42 or 2026-11-01T00:00:00Z
 "#;
