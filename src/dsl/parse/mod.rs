@@ -119,7 +119,7 @@ pub(crate) fn document(doc: &Value) -> Result<Query, DslError> {
 /// `as-of`: `{"position": N}`, `{"timestamp": "RFC 3339"}`, or the text
 /// `position:N` or an RFC 3339 time.
 fn as_of(v: &Value, path: &Path) -> Result<Pin, DslError> {
-    const USAGE: &str = "expected {\"position\": N}, {\"timestamp\": \"2026-11-01T00:00:00Z\"}, \"position:N\" or an RFC 3339 time";
+    const USAGE: &str = "expected {\"position\": N}, {\"timestamp\": \"2026-11-01T00:00:00Z\"}, {\"table_version\": N}, \"position:N\" or an RFC 3339 time";
     let text = match v {
         Value::String(s) => s.clone(),
         Value::Object(m) if m.len() == 1 => match m.iter().next() {
