@@ -124,6 +124,12 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
 
+    /// Directory server-side backups are written under
+    /// (`POST /v1/admin/backup`, `allsource backup`), one subdirectory per
+    /// tenant and backup name. Default: <data-dir>/backups.
+    #[arg(long, env = "ALLSOURCE_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
     /// Most bytes all queries together may spill to disk; a query that
     /// needs more fails with "resources exhausted" (0: no spilling).
     #[arg(long, env = "ALLSOURCE_MAX_SPILL_BYTES", default_value_t = 4 << 30)]
@@ -212,6 +218,7 @@ impl Default for Config {
             query_memory_limit: 2 << 30,
             memory_limit: 8 << 30,
             spill_dir: None,
+            backup_dir: None,
             max_spill_bytes: 4 << 30,
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 16,
@@ -244,6 +251,13 @@ impl Config {
     /// never less than the query timeout, so no running query loses a file.
     pub fn effective_vacuum_retention(&self) -> Duration {
         self.vacuum_retention.max(self.query_timeout)
+    }
+
+    /// The directory backups are written under.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     /// The directory queries spill to.

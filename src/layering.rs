@@ -17,6 +17,7 @@
 /// harness over the whole crate and sits on top.
 pub(crate) const LAYERS: &[&str] = &[
     "ids",
+    "backup",
     "fault",
     "metrics",
     "schema",

@@ -28,6 +28,7 @@
 pub mod audit;
 pub mod auth;
 pub mod background;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod dedup;

@@ -30,6 +30,11 @@ enum Command {
     /// Compact tables now (and checkpoint, apply retention, vacuum),
     /// showing progress.
     Compact(cli::compact::CompactArgs),
+    /// Back up this tenant's tables on the server (--to NAME), or check a
+    /// backup on disk (--verify DIR).
+    Backup(cli::backup::BackupArgs),
+    /// Restore a backup into a new data directory (offline).
+    Restore(cli::backup::RestoreArgs),
     /// Print one entity's events in version order.
     Stream(cli::stream::StreamArgs),
     /// Mint a JWT for local use, signed with the server's HS256 secret
@@ -49,6 +54,8 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => ("query", cli::query::run(&args)),
         Command::Compact(args) => ("compact", cli::compact::run(&args)),
         Command::Stream(args) => ("stream", cli::stream::run(&args)),
+        Command::Backup(args) => ("backup", cli::backup::run(&args)),
+        Command::Restore(args) => ("restore", cli::backup::restore(&args)),
         Command::Token(args) => ("token", cli::token::run(&args)),
     };
     // A client command's failure is one line on stderr and a failing

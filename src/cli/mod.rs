@@ -6,12 +6,15 @@
 //! - [`compact`]: asks the server for maintenance and shows its progress
 //!   ([`progress`] draws the bar and the reports).
 //! - [`stream`]: reads one entity's events from `/v1/streams`.
+//! - [`backup`]: asks the server for a backup, checks one on disk, or
+//!   restores one into a new data directory.
 //! - [`token`]: mints a JWT locally; no server involved.
 //! - [`telemetry`]: logs and traces, for every command.
 //!
 //! The commands that talk to a server share [`ClientArgs`], [`post`] and
 //! [`get`].
 
+pub(crate) mod backup;
 pub(crate) mod compact;
 mod progress;
 pub(crate) mod query;

@@ -13,6 +13,7 @@
 //! Start-up replays WAL records newer than each table's recorded sequence.
 
 mod background;
+mod backup;
 mod claims;
 pub mod maintenance;
 pub mod sequence;
@@ -20,6 +21,7 @@ mod table;
 mod write;
 
 pub use background::Background;
+pub use backup::BackupReport;
 pub use table::Table;
 pub use write::PendingIngest;
 

@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/query", post(dsl_query))
         .route("/v1/streams/{table}/{entity}", get(read_stream))
         .route("/v1/admin/compact", post(compact))
+        .route("/v1/admin/backup", post(backup))
         .route(
             "/v1/admin/tables/{table}/settings",
             get(get_settings).put(put_settings),
@@ -329,6 +330,49 @@ async fn read_stream(
     };
     let stream = state.service.stream(&caller, read).await?;
     stream_response(stream, format, state.max_result_bytes).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    /// The backup's name (a directory under the tenant's backups).
+    to: String,
+}
+
+/// `POST /v1/admin/backup` with `{"to": "NAME"}`: backs up the tenant's
+/// tables under the server's backup directory; answers what was copied.
+async fn backup(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = body_bytes(body)?;
+    let request: BackupBody = serde_json::from_slice(&body).map_err(|e| {
+        Error::invalid(format!("invalid JSON body: {e}; send {{\"to\": \"NAME\"}}"))
+    })?;
+    let report = state.service.backup(&caller, &request.to).await?;
+    let tables: Vec<serde_json::Value> = report
+        .manifest
+        .tables
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "table": t.table,
+                "delta_version": t.delta_version,
+                "last_position": t.last_position,
+                "files": t.files.len(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "dir": report.dir.display().to_string(),
+        "created_at": report.manifest.created_at,
+        "tables": tables,
+        "files_copied": report.copied,
+        "files_reused": report.reused,
+        "bytes_copied": report.bytes_copied,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, serde::Deserialize)]

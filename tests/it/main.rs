@@ -4,6 +4,7 @@
 mod analytics;
 mod audit;
 mod auth;
+mod backup;
 mod compaction;
 mod crash;
 mod delta_interop;
