@@ -291,7 +291,10 @@ fn pin_of(params: &SqlParams) -> Result<Option<Pin>, Error> {
 
 /// The response with the [`SNAPSHOT_HEADER`] of what the query read.
 fn with_snapshot(mut response: Response, reads: &ReadLog) -> Result<Response, Error> {
-    if let Ok(value) = HeaderValue::from_str(&reads.header()) {
+    let header = reads.header();
+    if !header.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&header)
+    {
         response.headers_mut().insert(SNAPSHOT_HEADER, value);
     }
     Ok(response)
