@@ -18,7 +18,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,22 +65,12 @@ fn main() {
     let pct = |t: &[Duration], p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
     let (p50, p99) = (pct(&times, 0.5), pct(&times, 0.99));
 
-    let python = std::env::var("ALLSOURCE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/duckdb_stream.py"
-        ))
-        .arg(tmp.path().join("tables/default/events"))
-        .arg(serde_json::to_string(&entities).unwrap())
-        .output()
-        .expect("run python with duckdb");
-    assert!(
-        out.status.success(),
-        "duckdb side failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let table_dir = tmp.path().join("tables/default/events");
+    let entities_json = serde_json::to_string(&entities).unwrap();
+    let theirs = python_json(
+        "duckdb_stream.py",
+        &[table_dir.as_os_str(), entities_json.as_ref()],
     );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let (d50, d99) = (
         theirs["p50"].as_f64().unwrap(),
         theirs["p99"].as_f64().unwrap(),

@@ -11,7 +11,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 use std::time::Duration;
 
 const QUERIES: &[(&str, &str)] = &[
@@ -61,24 +60,17 @@ fn main() {
         })
         .collect();
 
-    let python = std::env::var("ALLSOURCE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let table_dir = tmp.path().join("tables/default/events");
-    let out = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/duckdb_queries.py"
-        ))
-        .arg(&table_dir)
-        .arg(serde_json::to_string(QUERIES).unwrap())
-        .arg(repeats.to_string())
-        .output()
-        .expect("run python with duckdb");
-    assert!(
-        out.status.success(),
-        "duckdb side failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let queries = serde_json::to_string(QUERIES).unwrap();
+    let repeats_arg = repeats.to_string();
+    let theirs = python_json(
+        "duckdb_queries.py",
+        &[
+            table_dir.as_os_str(),
+            queries.as_ref(),
+            repeats_arg.as_ref(),
+        ],
     );
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     println!(
         "\n{:<24} {:>14} {:>14} {:>10}",

@@ -316,3 +316,25 @@ pub(crate) fn median_time(repeats: usize, mut f: impl FnMut()) -> Duration {
     times.sort();
     times[times.len() / 2]
 }
+
+/// Runs the Python script `benches/<script>` with `args` in the bench's
+/// Python (`ALLSOURCE_BENCH_PYTHON`, else `python3`) and returns the JSON it
+/// prints; panics with its stderr when it fails.
+pub(crate) fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let python = std::env::var("ALLSOURCE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("benches")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .expect("run the bench's python");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

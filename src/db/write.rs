@@ -73,11 +73,18 @@ impl Database {
             .filter(|(_, k)| **k)
             .map(|(e, _)| e.expected_version)
             .collect();
+        // Retries always carry their client id.
+        let duplicate_ids: Vec<String> = events
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| !**k)
+            .filter_map(|(e, _)| e.event_id.clone())
+            .collect();
         let stamps = match accepted {
             0 => None,
             _ => {
                 let t = table.clone();
-                let (events, keep, ids) = (events, keep.clone(), ids.clone());
+                let (events, keep) = (events, keep.clone());
                 let batch = tokio::task::spawn_blocking(move || {
                     ingest::build_batch(&events, &keep, &ids, &t.registry, now)
                 })
@@ -88,7 +95,6 @@ impl Database {
                 Some(stamps)
             }
         };
-        let duplicate_ids: Vec<&str> = events_ids_of_duplicates(&ids, &keep);
         Ok(IngestOutcome::new(
             &table,
             &keep,
@@ -245,30 +251,25 @@ impl PendingIngest {
                 Some(stamps)
             }
         };
-        let ids: Vec<&str> = self.duplicate_ids.iter().map(String::as_str).collect();
         Ok(IngestOutcome::new(
             &self.table,
             &self.keep,
-            &ids,
+            &self.duplicate_ids,
             stamps.as_ref(),
         ))
     }
-}
-
-/// The ids of the events that were not new, in order.
-fn events_ids_of_duplicates<'a>(ids: &'a [String], keep: &[bool]) -> Vec<&'a str> {
-    ids.iter()
-        .zip(keep)
-        .filter(|(_, k)| !**k)
-        .map(|(id, _)| id.as_str())
-        .collect()
 }
 
 impl IngestOutcome {
     /// The outcome of a request whose rows were new where `keep` says so
     /// (and got `stamps`, in order); the others repeat stored events,
     /// `duplicate_ids` in order, whose stamps the dedup index remembers.
-    fn new(table: &Table, keep: &[bool], duplicate_ids: &[&str], stamps: Option<&Stamps>) -> Self {
+    fn new(
+        table: &Table,
+        keep: &[bool],
+        duplicate_ids: &[String],
+        stamps: Option<&Stamps>,
+    ) -> Self {
         let dedup = table.dedup.lock();
         let (mut row, mut dup) = (0, 0);
         let stamps = keep
@@ -280,7 +281,7 @@ impl IngestOutcome {
                 }
                 false => {
                     dup += 1;
-                    dedup.stamp_of(duplicate_ids[dup - 1])
+                    dedup.stamp_of(&duplicate_ids[dup - 1])
                 }
             })
             .collect();

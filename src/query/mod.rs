@@ -66,6 +66,19 @@ pub struct QueryOptions {
     pub reads: Option<Arc<pin::ReadLog>>,
 }
 
+impl QueryOptions {
+    /// Options reading as of `pin` and recording what is read, with the
+    /// record.
+    pub fn recording(pin: Option<pin::Pin>) -> (QueryOptions, Arc<pin::ReadLog>) {
+        let reads = Arc::new(pin::ReadLog::default());
+        let options = QueryOptions {
+            pin,
+            reads: Some(reads.clone()),
+        };
+        (options, reads)
+    }
+}
+
 #[async_trait]
 impl SchemaProvider for TenantSchema {
     fn table_names(&self) -> Vec<String> {

@@ -249,7 +249,7 @@ async fn sql(
     let pin = pin_of(&params)?;
     let (stream, reads) = state
         .service
-        .sql_read(&caller, &text, pin, Interface::Sql)
+        .sql_read(&caller, &text, None, pin, Interface::Sql)
         .await?;
     with_snapshot(
         stream_response(stream, format, state.max_result_bytes).await?,

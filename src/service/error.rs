@@ -1,8 +1,8 @@
 //! The one error of the service and its one classification. Every refusal
 //! and failure of every layer below becomes an [`Error`] of a [`Kind`]
-//! here, by type; the transports map the kind to their own codes (HTTP in
-//! `server::http::error`, gRPC in `server::flight`), neither derived from
-//! the other.
+//! here, by type; the transports map the kind to their own codes (HTTP
+//! statuses in one place, gRPC codes in another), neither derived from the
+//! other.
 
 use crate::db::maintenance::MaintenanceError;
 use crate::ingest::budget::BudgetError;

@@ -1,7 +1,7 @@
 //! The one service every interface offers: ingest, SQL, the DSL,
 //! maintenance and the server's own state, each call made by a
 //! [`Principal`]. Roles, rate limits, query admission, metrics and the
-//! audit log are applied here, once; HTTP and Flight (`crate::server`) only
+//! audit log are applied here, once; HTTP and Flight (the transports) only
 //! translate their wire formats to and from these calls, and map
 //! [`Error`]'s [`Kind`] to their own codes.
 //!

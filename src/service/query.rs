@@ -56,10 +56,8 @@ impl Service {
         params: Option<RecordBatch>,
         interface: Interface,
     ) -> Result<SendableRecordBatchStream> {
-        let started = Instant::now();
-        let result = self.sql_inner(caller, sql, params).await;
-        observe(interface, started, &result);
-        result
+        let (stream, _) = self.sql_read(caller, sql, params, None, interface).await?;
+        Ok(stream)
     }
 
     /// [`Service::sql`] reading every table as of `pin` (all it holds
@@ -68,28 +66,15 @@ impl Service {
         &self,
         caller: &Principal,
         sql: &str,
+        params: Option<RecordBatch>,
         pin: Option<Pin>,
         interface: Interface,
     ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
         let started = Instant::now();
-        let reads = Arc::new(ReadLog::default());
-        let options = QueryOptions {
-            pin,
-            reads: Some(reads.clone()),
-        };
-        let result = self.sql_with(caller, sql, None, options).await;
+        let (options, reads) = QueryOptions::recording(pin);
+        let result = self.sql_with(caller, sql, params, options).await;
         observe(interface, started, &result);
         result.map(|stream| (stream, reads))
-    }
-
-    async fn sql_inner(
-        &self,
-        caller: &Principal,
-        sql: &str,
-        params: Option<RecordBatch>,
-    ) -> Result<SendableRecordBatchStream> {
-        self.sql_with(caller, sql, params, QueryOptions::default())
-            .await
     }
 
     async fn sql_with(
@@ -113,10 +98,8 @@ impl Service {
     /// Runs a DSL document (docs/dsl.md) for `caller`, given as its JSON
     /// text.
     pub async fn dsl(&self, caller: &Principal, doc: &[u8]) -> Result<SendableRecordBatchStream> {
-        let started = Instant::now();
-        let result = self.dsl_inner(caller, doc).await;
-        observe(Interface::Dsl, started, &result);
-        result
+        let (stream, _) = self.dsl_read(caller, doc, None).await?;
+        Ok(stream)
     }
 
     /// [`Service::dsl`] reading every table as of `pin`; also returns
@@ -128,18 +111,10 @@ impl Service {
         pin: Option<Pin>,
     ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
         let started = Instant::now();
-        let reads = Arc::new(ReadLog::default());
-        let options = QueryOptions {
-            pin,
-            reads: Some(reads.clone()),
-        };
+        let (options, reads) = QueryOptions::recording(pin);
         let result = self.dsl_with(caller, doc, &options).await;
         observe(Interface::Dsl, started, &result);
         result.map(|stream| (stream, reads))
-    }
-
-    async fn dsl_inner(&self, caller: &Principal, doc: &[u8]) -> Result<SendableRecordBatchStream> {
-        self.dsl_with(caller, doc, &QueryOptions::default()).await
     }
 
     async fn dsl_with(

@@ -224,21 +224,9 @@ impl Wal {
         data: Bytes,
         apply: ApplyFn,
     ) -> Result<impl Future<Output = Result<WalSeq>> + use<>> {
-        if data.len() > MAX_RECORD_BYTES {
-            return Err(Error::RecordTooLarge(data.len()));
-        }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Append {
-                tenant,
-                table,
-                data,
-                apply,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        Ok(async move { rx.await.map_err(|_| Error::Closed)? })
+        let (command, logged) = append_command(tenant, table, data, apply)?;
+        self.tx.send(command).await.map_err(|_| Error::Closed)?;
+        Ok(logged)
     }
 
     /// [`Wal::submit`] for a blocking thread (never an async task): the
@@ -251,20 +239,9 @@ impl Wal {
         data: Bytes,
         apply: ApplyFn,
     ) -> Result<impl Future<Output = Result<WalSeq>> + use<>> {
-        if data.len() > MAX_RECORD_BYTES {
-            return Err(Error::RecordTooLarge(data.len()));
-        }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .blocking_send(Command::Append {
-                tenant,
-                table,
-                data,
-                apply,
-                reply,
-            })
-            .map_err(|_| Error::Closed)?;
-        Ok(async move { rx.await.map_err(|_| Error::Closed)? })
+        let (command, logged) = append_command(tenant, table, data, apply)?;
+        self.tx.blocking_send(command).map_err(|_| Error::Closed)?;
+        Ok(logged)
     }
 
     /// Deletes closed segments holding only records below `keep_from`.
@@ -293,6 +270,28 @@ impl Wal {
     pub fn stats(&self) -> WalStats {
         *self.stats.lock()
     }
+}
+
+/// An append for the writer, and the future its reply resolves; refused
+/// when the record is over the size limit.
+fn append_command(
+    tenant: TenantId,
+    table: TableName,
+    data: Bytes,
+    apply: ApplyFn,
+) -> Result<(Command, impl Future<Output = Result<WalSeq>> + use<>)> {
+    if data.len() > MAX_RECORD_BYTES {
+        return Err(Error::RecordTooLarge(data.len()));
+    }
+    let (reply, rx) = oneshot::channel();
+    let command = Command::Append {
+        tenant,
+        table,
+        data,
+        apply,
+        reply,
+    };
+    Ok((command, async move { rx.await.map_err(|_| Error::Closed)? }))
 }
 
 /// The state owned by the writer thread.

@@ -18,6 +18,12 @@ fn backup(s: &TestServer, name: &str) -> Value {
     r.json()
 }
 
+/// `allsource restore --from FROM --data-dir TO`.
+fn restore(from: &std::path::Path, to: &std::path::Path) -> std::process::Output {
+    let (from, to) = (from.to_str().unwrap(), to.to_str().unwrap());
+    cli(&["restore", "--from", from, "--data-dir", to])
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(crate::support::server_bin())
         .args(args)
@@ -104,13 +110,7 @@ fn a_backup_under_ingest_restores_exactly_what_was_acknowledged_before_it() {
 
     let target = tempfile::tempdir().unwrap();
     let data = target.path().join("restored");
-    let out = cli(&[
-        "restore",
-        "--from",
-        dir.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let out = restore(&dir, &data);
     assert!(
         out.status.success(),
         "{}",
@@ -168,24 +168,12 @@ fn a_damaged_backup_is_found_and_not_restored() {
     assert!(err.contains("damaged") && err.contains(".parquet"), "{err}");
     let target = tempfile::tempdir().unwrap();
     let data = target.path().join("new");
-    let out = cli(&[
-        "restore",
-        "--from",
-        dir.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let out = restore(&dir, &data);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"));
     assert!(!data.exists(), "nothing restored");
     // A data directory that is not empty is refused.
-    let out = cli(&[
-        "restore",
-        "--from",
-        dir.to_str().unwrap(),
-        "--data-dir",
-        s.data_dir.to_str().unwrap(),
-    ]);
+    let out = restore(&dir, &s.data_dir);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
