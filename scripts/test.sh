@@ -27,6 +27,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+# The server alone, with only its own dependencies' features (the tests
+# build it with their dev-dependencies' features added), as the README's
+# `cargo run` builds it.
+echo "== cargo build --bin allsource"
+cargo build --quiet --bin allsource
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

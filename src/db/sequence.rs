@@ -17,7 +17,8 @@ use crate::ingest::ExpectedVersion;
 use crate::schema;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
-use std::collections::HashMap;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// An append refused because an entity's stream was not as expected.
@@ -49,13 +50,74 @@ impl Stamps {
     }
 }
 
+/// The hasher of every entity index, and of the keys the write path
+/// computes before it takes a sequencer, so that a lookup under the lock
+/// does not hash. Seeded once per process.
+static HASHER: std::sync::LazyLock<foldhash::fast::RandomState> =
+    std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+
+fn hash(entity: &str) -> u64 {
+    HASHER.hash_one(entity)
+}
+
+/// A batch's entities grouped and hashed, work done before the
+/// sequencer is taken.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    /// Per distinct entity: its hash and the first row that names it.
+    distinct: Vec<(u64, u32)>,
+    /// Per row, the index of its entity in `distinct`.
+    rows: Vec<u32>,
+}
+
+impl Keys {
+    pub(crate) fn of(entities: &StringArray) -> Keys {
+        let mut seen: HashTable<u32> = HashTable::with_capacity(entities.len().min(4096));
+        let mut distinct: Vec<(u64, u32)> = Vec::new();
+        let mut rows = Vec::with_capacity(entities.len());
+        for row in 0..entities.len() {
+            let entity = entity_at(entities, row);
+            let h = hash(entity);
+            let found = seen.find(h, |k| {
+                entity_at(entities, distinct[*k as usize].1 as usize) == entity
+            });
+            let k = match found {
+                Some(k) => *k,
+                None => {
+                    let k = distinct.len() as u32;
+                    distinct.push((h, row as u32));
+                    seen.insert_unique(h, k, |k| distinct[*k as usize].0);
+                    k
+                }
+            };
+            rows.push(k);
+        }
+        Keys { distinct, rows }
+    }
+}
+
+fn entity_at(entities: &StringArray, row: usize) -> &str {
+    match entities.is_valid(row) {
+        true => entities.value(row),
+        false => "",
+    }
+}
+
+/// A batch's stamps, and each of its entities' version after it.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) stamps: Stamps,
+    /// Per distinct entity (in [`Keys`] order), its last version.
+    heads: Vec<u64>,
+}
+
 /// Where one table's appends stand.
 #[derive(Debug)]
 pub(crate) struct Sequencer {
     /// The position the next event gets.
     next_position: u64,
     /// Per entity, its current version: the number of its events.
-    versions: HashMap<Box<str>, u64>,
+    versions: HashTable<(Box<str>, u64)>,
     /// Bytes the entity names hold, for the memory gauge.
     key_bytes: usize,
 }
@@ -65,69 +127,86 @@ impl Sequencer {
     pub(crate) fn new(next_position: u64) -> Self {
         Sequencer {
             next_position: next_position.max(1),
-            versions: HashMap::new(),
+            versions: HashTable::new(),
             key_bytes: 0,
         }
     }
 
+    fn lookup(&self, h: u64, entity: &str) -> u64 {
+        self.versions
+            .find(h, |(k, _)| &**k == entity)
+            .map_or(0, |(_, v)| *v)
+    }
+
     /// The entity's current version (0: no events).
+    #[cfg(test)]
     pub(crate) fn current(&self, entity: &str) -> u64 {
-        self.versions.get(entity).copied().unwrap_or(0)
+        self.lookup(hash(entity), entity)
     }
 
     /// About how much memory the entity index takes.
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.key_bytes + self.versions.capacity() * (size_of::<Box<str>>() + 8 + 8)
+        self.key_bytes + self.versions.capacity() * (size_of::<(Box<str>, u64)>() + 1)
     }
 
-    /// The stamps the rows of a batch with these entities would get, or
-    /// the first expectation that fails. Changes nothing. `expected` is
-    /// empty (no requirements) or has one entry per row.
+    /// The stamps the rows of a batch with these entities (grouped in
+    /// `keys`) would get, or the first expectation that fails. Changes
+    /// nothing. `expected` is empty (no requirements) or has one entry
+    /// per row.
     pub(crate) fn plan(
         &self,
         entities: &StringArray,
+        keys: &Keys,
         expected: &[ExpectedVersion],
-    ) -> Result<Stamps, Conflict> {
-        let mut within: HashMap<&str, u64> = HashMap::new();
-        let mut versions = Vec::with_capacity(entities.len());
-        for (i, entity) in entities.iter().enumerate() {
-            let entity = entity.unwrap_or_default();
-            let current = match within.get(entity) {
-                Some(v) => *v,
-                None => self.current(entity),
-            };
+    ) -> Result<Plan, Conflict> {
+        let mut heads: Vec<u64> = keys
+            .distinct
+            .iter()
+            .map(|(h, row)| self.lookup(*h, entity_at(entities, *row as usize)))
+            .collect();
+        let mut versions = Vec::with_capacity(keys.rows.len());
+        for (i, k) in keys.rows.iter().enumerate() {
+            let current = heads[*k as usize];
             let want = expected.get(i).copied().unwrap_or_default();
             if !want.admits(current) {
                 return Err(Conflict {
-                    entity: entity.to_string(),
+                    entity: entity_at(entities, i).to_string(),
                     expected: want,
                     current,
                     index: i,
                 });
             }
-            within.insert(entity, current + 1);
+            heads[*k as usize] = current + 1;
             versions.push(current + 1);
         }
-        Ok(Stamps {
-            first_position: self.next_position,
-            versions,
+        Ok(Plan {
+            stamps: Stamps {
+                first_position: self.next_position,
+                versions,
+            },
+            heads,
         })
     }
 
     /// Makes a planned batch's stamps the current state.
-    pub(crate) fn commit(&mut self, entities: &StringArray, stamps: &Stamps) {
-        self.next_position = stamps.first_position + stamps.versions.len() as u64;
-        for (entity, version) in entities.iter().zip(&stamps.versions) {
-            self.raise(entity.unwrap_or_default(), *version);
+    pub(crate) fn commit(&mut self, entities: &StringArray, keys: &Keys, plan: &Plan) {
+        self.next_position = plan.stamps.first_position + plan.stamps.versions.len() as u64;
+        for ((h, row), version) in keys.distinct.iter().zip(&plan.heads) {
+            self.raise_hashed(*h, entity_at(entities, *row as usize), *version);
         }
     }
 
     fn raise(&mut self, entity: &str, version: u64) {
-        match self.versions.get_mut(entity) {
-            Some(v) => *v = (*v).max(version),
+        self.raise_hashed(hash(entity), entity, version);
+    }
+
+    fn raise_hashed(&mut self, h: u64, entity: &str, version: u64) {
+        match self.versions.find_mut(h, |(k, _)| &**k == entity) {
+            Some((_, v)) => *v = (*v).max(version),
             None => {
                 self.key_bytes += entity.len();
-                self.versions.insert(entity.into(), version);
+                self.versions
+                    .insert_unique(h, (entity.into(), version), |(k, _)| hash(k));
             }
         }
     }
@@ -216,32 +295,42 @@ mod tests {
     fn versions_count_per_entity_and_positions_run_on() {
         let mut s = Sequencer::new(1);
         let a = names(&["a", "b", "a"]);
-        let st = s.plan(&a, &[]).unwrap();
-        assert_eq!(st.first_position, 1);
-        assert_eq!(st.versions, vec![1, 1, 2]);
-        s.commit(&a, &st);
+        let plan = s.plan(&a, &Keys::of(&a), &[]).unwrap();
+        assert_eq!(plan.stamps.first_position, 1);
+        assert_eq!(plan.stamps.versions, vec![1, 1, 2]);
+        s.commit(&a, &Keys::of(&a), &plan);
+        assert_eq!((s.current("a"), s.current("b"), s.current("c")), (2, 1, 0));
         let b = names(&["a"]);
-        let st = s.plan(&b, &[ExpectedVersion::Exactly(2)]).unwrap();
-        assert_eq!(st.of(0), (4, 3));
+        let plan = s
+            .plan(&b, &Keys::of(&b), &[ExpectedVersion::Exactly(2)])
+            .unwrap();
+        assert_eq!(plan.stamps.of(0), (4, 3));
     }
 
     #[test]
     fn a_failed_expectation_changes_nothing() {
         let mut s = Sequencer::new(10);
         let a = names(&["a"]);
-        let st = s.plan(&a, &[]).unwrap();
-        s.commit(&a, &st);
+        let plan = s.plan(&a, &Keys::of(&a), &[]).unwrap();
+        s.commit(&a, &Keys::of(&a), &plan);
         let batch = names(&["a", "b"]);
         let err = s
-            .plan(&batch, &[ExpectedVersion::Any, ExpectedVersion::Exactly(3)])
+            .plan(
+                &batch,
+                &Keys::of(&batch),
+                &[ExpectedVersion::Any, ExpectedVersion::Exactly(3)],
+            )
             .unwrap_err();
         assert_eq!(err.entity, "b");
         assert_eq!(err.current, 0);
         assert_eq!(err.index, 1);
-        let err = s.plan(&a, &[ExpectedVersion::NoStream]).unwrap_err();
+        let err = s
+            .plan(&a, &Keys::of(&a), &[ExpectedVersion::NoStream])
+            .unwrap_err();
         assert_eq!(err.current, 1);
         // Nothing moved: the next plan starts where the last commit ended.
-        assert_eq!(s.plan(&a, &[]).unwrap().of(0), (11, 2));
+        let next = s.plan(&a, &Keys::of(&a), &[]).unwrap();
+        assert_eq!(next.stamps.of(0), (11, 2));
     }
 
     #[test]
@@ -249,8 +338,9 @@ mod tests {
         let s = Sequencer::new(1);
         let a = names(&["a", "a"]);
         let ok = [ExpectedVersion::NoStream, ExpectedVersion::Exactly(1)];
-        assert_eq!(s.plan(&a, &ok).unwrap().versions, vec![1, 2]);
+        let keys = Keys::of(&a);
+        assert_eq!(s.plan(&a, &keys, &ok).unwrap().stamps.versions, vec![1, 2]);
         let stale = [ExpectedVersion::NoStream, ExpectedVersion::NoStream];
-        assert_eq!(s.plan(&a, &stale).unwrap_err().index, 1);
+        assert_eq!(s.plan(&a, &keys, &stale).unwrap_err().index, 1);
     }
 }

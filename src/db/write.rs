@@ -126,10 +126,12 @@ impl Database {
         // critical section encodes the batch and may wait for room in the
         // WAL's queue.
         tokio::task::spawn_blocking(move || -> Result<_> {
+            let keys = sequence::Keys::of(sequence::entities(&batch));
             let mut sequencer = t.sequencer.lock();
-            let stamps = sequencer
-                .plan(sequence::entities(&batch), &expected)
+            let plan = sequencer
+                .plan(sequence::entities(&batch), &keys, &expected)
                 .map_err(Error::Conflict)?;
+            let stamps = plan.stamps.clone();
             let batch = sequence::stamp(&batch, &stamps);
             let ipc = wal_payload(&batch)?;
             let bytes = batch.get_array_memory_size();
@@ -147,7 +149,7 @@ impl Database {
                     }
                 }),
             )?;
-            sequencer.commit(&entities, &stamps);
+            sequencer.commit(&entities, &keys, &plan);
             Ok((stamps, async move { Ok(logged.await?) }))
         })
         .await

@@ -8,6 +8,12 @@
 //! or distinct column), order-sensitive aggregates are ordered by
 //! `event_id`, and approximate percentiles are left out. Such a query has
 //! one right answer whatever the partitioning.
+//!
+//! Divisors go through `nullif(_, 0)`: a float 0/0 is a NaN (on x86 one
+//! with its sign bit set), and DataFusion 55's `min` over a group holding
+//! such a NaN and a 0.0 gave 0.0 with 1 partition and NaN with 4. That is
+//! a DataFusion defect in how NaNs are ordered, which the generator steps
+//! around rather than finding again.
 
 use proptest::prelude::*;
 use proptest::strategy::BoxedStrategy;
@@ -89,7 +95,10 @@ fn grow(p: &'static str, b: &Exprs) -> Exprs {
     let num = prop_oneof![
         6 => n.clone(),
         2 => (n.clone(), pick(&["+", "-", "*", "/", "%"]), n.clone())
-            .prop_map(|(x, op, y)| format!("({x} {op} {y})")),
+            .prop_map(|(x, op, y)| match op.as_str() {
+                "/" | "%" => format!("({x} {op} nullif({y}, 0))"),
+                _ => format!("({x} {op} {y})"),
+            }),
         1 => (pick(&["abs", "ceil", "floor", "signum", "round", "sqrt"]), n.clone())
             .prop_map(|(f, x)| if f == "sqrt" { format!("sqrt(abs({x}))") } else { format!("{f}({x})") }),
         1 => (n.clone(), 0i64..3).prop_map(|(x, d)| format!("round({x}, {d})")),

@@ -361,6 +361,32 @@ fn analytics_forms_match_sql() {
     );
 }
 
+/// A monthly Holt trend over a gap-filled range: the months are 28 to 31
+/// days apart, and the series is still one value per period, with the
+/// forecast on the 1st of the following months.
+#[test]
+fn a_monthly_holt_trend_counts_calendar_months() {
+    let s = TestServer::start(&[]);
+    shop(&s);
+    let rows = dsl(
+        &s,
+        &json!({"from": "events", "trend": {"metric": ["count"], "interval": "1 month",
+                "method": "holt", "periods": 2, "start": ["days-ago", 400], "end": ["now"]}}),
+    );
+    let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    assert!(rows.len() >= 14, "{rows:?}");
+    for t in &times {
+        assert!(t.contains("-01T00:00:00"), "not a month start: {t}");
+    }
+    let forecasts: Vec<&Value> = rows.iter().filter(|r| r["is_forecast"] == true).collect();
+    assert_eq!(forecasts.len(), 2, "{rows:?}");
+    let total: f64 = rows.iter().filter_map(|r| r["value"].as_f64()).sum();
+    assert_eq!(
+        total, 40.0,
+        "every event in one month of the series: {rows:?}"
+    );
+}
+
 #[test]
 fn errors_name_the_json_path() {
     let s = TestServer::start(&[]);

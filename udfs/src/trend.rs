@@ -3,8 +3,10 @@
 //! forecast of the next `periods` periods.
 //!
 //! The period is the smallest gap between two consecutive times of the
-//! series. Rows with a NULL time or value are left out; two rows with the
-//! same time are an error. The result has one row per point, in time
+//! series, counted in calendar months when every time starts a month
+//! (midnight UTC on the 1st), as a monthly `date_trunc` gives. Rows with
+//! a NULL time or value are left out; two rows with the same time are an
+//! error. The result has one row per point, in time
 //! order, then one per forecast period, with the columns
 //! `<time>, <value>, fitted, is_forecast, slope, intercept, r2, alpha,
 //! beta` (see docs/functions.md for their meaning under each method).
@@ -328,6 +330,58 @@ pub fn fit_holt(ys: &[f64], params: Option<(f64, f64)>, periods: u64) -> Fit {
     }
 }
 
+/// The period of a series.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A fixed span of time, in nanoseconds.
+    Nanos(i64),
+    /// Calendar months: every point starts a month.
+    Months(i64),
+    /// A span of a numeric time column.
+    Number(f64),
+}
+
+impl Step {
+    /// The instant `h` periods after `last` (nanoseconds), if in range.
+    fn after(self, last: i64, h: i64) -> Option<i64> {
+        match self {
+            Step::Nanos(step) => step.checked_mul(h).and_then(|d| last.checked_add(d)),
+            Step::Months(step) => {
+                let months = u32::try_from(step.checked_mul(h)?).ok()?;
+                let start = chrono::DateTime::from_timestamp_nanos(last).naive_utc();
+                start
+                    .checked_add_months(chrono::Months::new(months))?
+                    .and_utc()
+                    .timestamp_nanos_opt()
+            }
+            Step::Number(_) => None,
+        }
+    }
+}
+
+/// When every point starts a calendar month (midnight UTC on the 1st) and
+/// the points are at least 28 days apart (`min_gap`, in nanoseconds), the
+/// series is monthly (or quarterly, yearly): each point's month number
+/// and the smallest step in months. Months differ in length, so counting
+/// nanoseconds would put such a series' points off the period grid.
+fn calendar_months(points: &[(i64, f64, f64)], min_gap: i64) -> Option<(Vec<i64>, i64)> {
+    use chrono::{Datelike, Timelike};
+    const DAY: i64 = 86_400_000_000_000;
+    if points.len() < 2 || min_gap < 28 * DAY {
+        return None;
+    }
+    let months = points
+        .iter()
+        .map(|p| {
+            let t = chrono::DateTime::from_timestamp_nanos(p.0);
+            let start = t.day() == 1 && t.num_seconds_from_midnight() == 0 && t.nanosecond() == 0;
+            start.then(|| i64::from(t.year()) * 12 + i64::from(t.month0()))
+        })
+        .collect::<Option<Vec<i64>>>()?;
+    let step = months.windows(2).map(|w| w[1] - w[0]).min()?;
+    Some((months, step))
+}
+
 fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
     let time_col = batch.column(spec.time);
     let time_type = spec.out.field(0).data_type().clone();
@@ -372,17 +426,26 @@ fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
     let ys: Vec<f64> = points.iter().map(|p| p.2).collect();
 
     // The period, and each point's period number.
-    let (xs, step): (Vec<f64>, f64) = match &times {
+    let (xs, step): (Vec<f64>, Step) = match &times {
         Times::Instants(t) => {
             if let Some(w) = t.windows(2).find(|w| w[0] == w[1]) {
                 let at = rfc3339(w[0] + points[0].0);
                 return exec_err!("{NAME}: two rows have the time {at}; aggregate them first");
             }
             let step = t.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(1);
-            (
-                t.iter().map(|x| *x as f64 / step as f64).collect(),
-                step as f64,
-            )
+            match calendar_months(&points, step) {
+                Some((months, step)) => (
+                    months
+                        .iter()
+                        .map(|m| (m - months[0]) as f64 / step as f64)
+                        .collect(),
+                    Step::Months(step),
+                ),
+                None => (
+                    t.iter().map(|x| *x as f64 / step as f64).collect(),
+                    Step::Nanos(step),
+                ),
+            }
         }
         Times::Numbers(t) => {
             if let Some(w) = t.windows(2).find(|w| w[0] == w[1]) {
@@ -396,7 +459,7 @@ fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
                 .map(|w| w[1] - w[0])
                 .min_by(f64::total_cmp)
                 .unwrap_or(1.0);
-            (t.iter().map(|x| x / step).collect(), step)
+            (t.iter().map(|x| x / step).collect(), Step::Number(step))
         }
     };
     let fit = match spec.method {
@@ -426,10 +489,7 @@ fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
         let mut t: Vec<i64> = points.iter().map(|p| p.0).collect();
         let last = points.last().map(|p| p.0).unwrap_or(0);
         for h in 1..=forecasts as i64 {
-            match (step as i64)
-                .checked_mul(h)
-                .and_then(|d| last.checked_add(d))
-            {
+            match step.after(last, h) {
                 Some(x) => t.push(x),
                 None => return exec_err!("{NAME}: the forecast runs past the timestamp range"),
             }
@@ -440,7 +500,9 @@ fn run(spec: &Spec, batch: &RecordBatch) -> Result<RecordBatch> {
     } else {
         let mut t: Vec<f64> = points.iter().map(|p| p.1).collect();
         let last = points.last().map(|p| p.1).unwrap_or(0.0);
-        t.extend((1..=forecasts).map(|h| last + h as f64 * step));
+        if let Step::Number(step) = step {
+            t.extend((1..=forecasts).map(|h| last + h as f64 * step));
+        }
         cast(&Float64Array::from(t), &time_type)?
     };
     let value_out: Float64Array = ys
