@@ -10,12 +10,13 @@
 //!
 //! [`SanityCheck`] runs the real check and, only when it fails, accepts the
 //! plan if every unmet ordering requirement is a merge whose input is a
-//! sort of the very same keys (by their rendering), or a union of such
-//! sorts. Anything else is
-//! refused as before.
+//! sort of the same keys (by their rendering, once columns the sort's
+//! input proves equal are written as one), or a union of such sorts.
+//! Anything else is refused as before.
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::error::Result;
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::sanity_checker::SanityCheckPlan;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -79,7 +80,7 @@ fn only_merges_of_their_own_sorts(plan: &Arc<dyn ExecutionPlan>) -> Result<bool>
         let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() else {
             return Ok(false);
         };
-        if !sorted_on(child, &merge.expr().to_string()) {
+        if !sorted_on(child, merge.expr()) {
             return Ok(false);
         }
     }
@@ -87,10 +88,29 @@ fn only_merges_of_their_own_sorts(plan: &Arc<dyn ExecutionPlan>) -> Result<bool>
 }
 
 /// Whether each partition `plan` outputs is sorted on `keys` by
-/// construction: a sort on exactly those keys, or a union of such.
-fn sorted_on(plan: &Arc<dyn ExecutionPlan>, keys: &str) -> bool {
+/// construction: a sort on those keys, or a union of such. A sort's keys
+/// match when they render the same once each side's columns are replaced
+/// by the canonical member of their equivalence class in the sort's input
+/// (in every input of a union below it), so that a sort on `c0` where the
+/// input computes `qty AS c0, qty` matches a merge on `qty`.
+fn sorted_on(plan: &Arc<dyn ExecutionPlan>, keys: &LexOrdering) -> bool {
     if let Some(sort) = plan.downcast_ref::<SortExec>() {
-        return sort.expr().to_string() == keys;
+        let input = sort.input();
+        let inputs = match input.downcast_ref::<UnionExec>() {
+            Some(union) => union.children().into_iter().cloned().collect(),
+            None => vec![input.clone()],
+        };
+        return inputs.iter().all(|input| {
+            let properties = input.equivalence_properties();
+            let canonical = |o: &LexOrdering| -> Vec<String> {
+                properties
+                    .eq_group()
+                    .normalize_sort_exprs(o.iter().cloned())
+                    .map(|e| e.to_string())
+                    .collect()
+            };
+            canonical(sort.expr()) == canonical(keys)
+        });
     }
     plan.downcast_ref::<UnionExec>().is_some()
         && plan.children().into_iter().all(|c| sorted_on(c, keys))
