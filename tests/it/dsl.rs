@@ -387,6 +387,27 @@ fn a_monthly_holt_trend_counts_calendar_months() {
     );
 }
 
+/// An hourly Holt trend of a sum, where some hours hold only events with
+/// no amount: zero filling makes those hours 0 as it does empty ones, so
+/// the series has no holes.
+#[test]
+fn a_zero_filled_series_has_no_holes_where_the_metric_is_null() {
+    let s = TestServer::start(&[]);
+    shop(&s);
+    let rows = dsl(
+        &s,
+        &json!({"from": "events", "trend": {"metric": ["sum", "amount"], "interval": "1 hour",
+                "method": "holt", "start": ["days-ago", 12], "end": ["now"]}}),
+    );
+    assert!(rows.len() >= 12 * 24, "{}", rows.len());
+    assert!(rows.iter().all(|r| r["value"].is_number()), "{rows:?}");
+    let total: f64 = rows.iter().filter_map(|r| r["value"].as_f64()).sum();
+    let expected = s.sql("SELECT sum(amount) AS s FROM events")[0]["s"]
+        .as_f64()
+        .unwrap();
+    assert!((total - expected).abs() < 1e-9, "{total} vs {expected}");
+}
+
 #[test]
 fn errors_name_the_json_path() {
     let s = TestServer::start(&[]);

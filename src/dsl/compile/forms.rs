@@ -183,6 +183,13 @@ fn metric_series(
     path: &Path,
     metric: Expr,
 ) -> Result<LogicalPlan, DslError> {
+    // Filling with zeros means "no value is 0": a bucket whose metric is
+    // NULL (say, a sum over only NULL amounts) gets 0 like an empty one,
+    // rather than being left out of the series and leaving a hole.
+    let metric = match s.fill {
+        udfs::gapfill::Fill::Zero => datafusion::functions::expr_fn::coalesce(vec![metric, lit(0)]),
+        _ => metric,
+    };
     series(cx, s, builder, path, vec![(metric, "value".into())], vec![])?
         .build()
         .map_err(|e| engine(path, e))
