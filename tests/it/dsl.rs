@@ -491,6 +491,10 @@ fn errors_name_the_json_path() {
             "select[0][1]: unknown function \"uper\" (did you mean \"upper\"?)",
         ),
         (
+            json!({"from": "events", "select": [["fn", "round", "country"]]}),
+            "select[0][1]: function \"round\" does not accept arguments of types (Utf8View)",
+        ),
+        (
             json!({"from": "events", "where": [">", "timestamp", ["days-ago", -1]]}),
             "where[2][1]: expected a non-negative number",
         ),

@@ -14,6 +14,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
 use datafusion::logical_expr::{Expr, Operator, binary_expr, lit};
 use std::sync::Arc;
 
@@ -102,10 +103,31 @@ impl Cx<'_> {
     }
 
     fn call_scalar(&self, name: &str, args: Vec<Expr>, path: &Path) -> Result<Expr, DslError> {
-        match self.state.udf(name) {
-            Ok(f) => Ok(f.call(args)),
-            Err(_) => err(path, format!("unknown function \"{name}\"")),
+        let Ok(f) = self.state.udf(name) else {
+            return err(path, format!("unknown function \"{name}\""));
+        };
+        // Arguments the function takes no signature for are refused here,
+        // at their path; the planner would only find them after the whole
+        // document is built, as an internal error. Arguments whose type
+        // is not known in this schema (an output name) are left to it.
+        let fields: Option<Vec<arrow::datatypes::FieldRef>> = args
+            .iter()
+            .map(|a| a.get_type(self.schema).ok())
+            .map(|t| t.map(|t| Arc::new(arrow::datatypes::Field::new("arg", t, true))))
+            .collect();
+        if let Some(fields) = fields
+            && fields_with_udf(&fields, f.as_ref()).is_err()
+        {
+            let types: Vec<String> = fields.iter().map(|f| f.data_type().to_string()).collect();
+            return err(
+                path,
+                format!(
+                    "function \"{name}\" does not accept arguments of types ({})",
+                    types.join(", ")
+                ),
+            );
         }
+        Ok(f.call(args))
     }
 
     fn call_aggregate(
