@@ -495,6 +495,10 @@ fn errors_name_the_json_path() {
             "select[0][1]: function \"round\" does not accept arguments of types (Utf8View)",
         ),
         (
+            json!({"from": "events", "select": [["sum", "country"]]}),
+            "select[0]: function \"sum\" does not accept arguments of types (Utf8View)",
+        ),
+        (
             json!({"from": "events", "where": [">", "timestamp", ["days-ago", -1]]}),
             "where[2][1]: expected a non-negative number",
         ),

@@ -14,7 +14,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::AggregateFunction;
-use datafusion::logical_expr::type_coercion::functions::fields_with_udf;
+use datafusion::logical_expr::type_coercion::functions::{UDFCoercionExt, fields_with_udf};
 use datafusion::logical_expr::{Expr, Operator, binary_expr, lit};
 use std::sync::Arc;
 
@@ -106,28 +106,39 @@ impl Cx<'_> {
         let Ok(f) = self.state.udf(name) else {
             return err(path, format!("unknown function \"{name}\""));
         };
-        // Arguments the function takes no signature for are refused here,
-        // at their path; the planner would only find them after the whole
-        // document is built, as an internal error. Arguments whose type
-        // is not known in this schema (an output name) are left to it.
+        self.check_signature(name, f.as_ref(), &args, path)?;
+        Ok(f.call(args))
+    }
+
+    /// Refuses, at `path`, a call whose arguments none of the function's
+    /// signatures take; the planner would only find it after the whole
+    /// document is built, as an internal error. Arguments whose type is
+    /// not known in this schema (an output name) are left to the planner.
+    fn check_signature<F: UDFCoercionExt>(
+        &self,
+        name: &str,
+        f: &F,
+        args: &[Expr],
+        path: &Path,
+    ) -> Result<(), DslError> {
         let fields: Option<Vec<arrow::datatypes::FieldRef>> = args
             .iter()
             .map(|a| a.get_type(self.schema).ok())
             .map(|t| t.map(|t| Arc::new(arrow::datatypes::Field::new("arg", t, true))))
             .collect();
-        if let Some(fields) = fields
-            && fields_with_udf(&fields, f.as_ref()).is_err()
-        {
-            let types: Vec<String> = fields.iter().map(|f| f.data_type().to_string()).collect();
-            return err(
-                path,
-                format!(
-                    "function \"{name}\" does not accept arguments of types ({})",
-                    types.join(", ")
-                ),
-            );
+        match fields {
+            Some(fields) if fields_with_udf(&fields, f).is_err() => {
+                let types: Vec<String> = fields.iter().map(|f| f.data_type().to_string()).collect();
+                err(
+                    path,
+                    format!(
+                        "function \"{name}\" does not accept arguments of types ({})",
+                        types.join(", ")
+                    ),
+                )
+            }
+            _ => Ok(()),
         }
-        Ok(f.call(args))
     }
 
     fn call_aggregate(
@@ -141,6 +152,7 @@ impl Cx<'_> {
         let Ok(f) = self.state.udaf(name) else {
             return err(path, format!("unknown aggregate function \"{name}\""));
         };
+        self.check_signature(name, f.as_ref(), &args, path)?;
         let order_by = if order_by_time {
             vec![self.column("timestamp", path)?.sort(true, false)]
         } else {
