@@ -126,17 +126,16 @@ impl Database {
         // critical section encodes the batch and may wait for room in the
         // WAL's queue.
         tokio::task::spawn_blocking(move || -> Result<_> {
-            let keys = sequence::Keys::of(sequence::entities(&batch));
+            let entities = sequence::entities(&batch).clone();
+            let keys = sequence::Keys::of(&entities);
             let mut sequencer = t.sequencer.lock();
             let plan = sequencer
-                .plan(sequence::entities(&batch), &keys, &expected)
+                .plan(&entities, &keys, &expected)
                 .map_err(Error::Conflict)?;
-            let stamps = plan.stamps.clone();
-            let batch = sequence::stamp(&batch, &stamps);
+            let batch = sequence::stamp(&batch, &plan.stamps);
             let ipc = wal_payload(&batch)?;
             let bytes = batch.get_array_memory_size();
-            let entities = sequence::entities(&batch).clone();
-            let (applied, table) = (stamps.clone(), t.clone());
+            let (applied, table) = (plan.stamps.clone(), t.clone());
             let logged = wal.submit_blocking(
                 t.tenant.clone(),
                 t.name.clone(),
@@ -150,7 +149,7 @@ impl Database {
                 }),
             )?;
             sequencer.commit(&entities, &keys, &plan);
-            Ok((stamps, async move { Ok(logged.await?) }))
+            Ok((plan.stamps, async move { Ok(logged.await?) }))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
