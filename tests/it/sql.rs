@@ -423,16 +423,16 @@ fn a_filter_failing_inside_the_parquet_reader_is_a_400() {
     assert!(r.error().contains("DivideByZero"), "{}", r.error());
 }
 
-#[test]
-fn sorting_by_a_function_of_a_product_runs_over_many_files() {
-    // DataFusion's plan check refused `ORDER BY abs(x * x)` over several
-    // partitions although the plan sorts each and merges them.
+/// A server holding 5 events on each of 6 days (event `i` of day `day`
+/// has `payload(day, i)`): the first 4 days flushed to files by a clean
+/// restart, the last 2 in the buffer, so a query reads several partitions.
+fn six_days_over_files_and_the_buffer(payload: impl Fn(usize, usize) -> Value) -> TestServer {
     let mut s = TestServer::start(&["--flush-age", "1h"]);
     for day in 1..=6 {
         let batch: Vec<Value> = (0..5)
             .map(|i| {
                 json!({"event_id": format!("d{day}-{i}"), "event_type": "t", "entity_id": "u",
-                    "timestamp": format!("2026-01-0{day}T00:00:00Z"), "payload": {"x": (i as f64) - 2.0 + day as f64 / 10.0}})
+                    "timestamp": format!("2026-01-0{day}T00:00:00Z"), "payload": payload(day, i)})
             })
             .collect();
         s.ingest(&Value::Array(batch));
@@ -441,6 +441,16 @@ fn sorting_by_a_function_of_a_product_runs_over_many_files() {
             s.restart();
         }
     }
+    s
+}
+
+#[test]
+fn sorting_by_a_function_of_a_product_runs_over_many_files() {
+    // DataFusion's plan check refused `ORDER BY abs(x * x)` over several
+    // partitions although the plan sorts each and merges them.
+    let s = six_days_over_files_and_the_buffer(
+        |day, i| json!({"x": (i as f64) - 2.0 + day as f64 / 10.0}),
+    );
     let rows = s.sql("SELECT event_id, x FROM events ORDER BY abs(x * x) DESC, event_id");
     assert_eq!(rows.len(), 30);
     let keys: Vec<f64> = rows
@@ -456,23 +466,11 @@ fn sorting_by_a_function_of_a_renamed_column_runs_over_many_files() {
     // over files and the buffer, with a filter: the plan sorts each part
     // on the new name and merges on the old one, which are the same
     // column. DataFusion's plan check refused it (the DSL fuzzer found it).
-    let mut s = TestServer::start(&["--flush-age", "1h"]);
-    for day in 1..=6 {
-        let batch: Vec<Value> = (0..5)
-            .map(|i| {
-                let qty = if i == 0 { Value::Null } else { json!(i * day) };
-                let amount = if i == 4 { json!(1.5) } else { Value::Null };
-                json!({"event_id": format!("d{day}-{i}"), "event_type": "t", "entity_id": "u",
-                    "timestamp": format!("2026-01-0{day}T00:00:00Z"),
-                    "payload": {"qty": qty, "amount": amount, "vip": false}})
-            })
-            .collect();
-        s.ingest(&Value::Array(batch));
-        if day == 4 {
-            s.stop();
-            s.restart();
-        }
-    }
+    let s = six_days_over_files_and_the_buffer(|day, i| {
+        let qty = if i == 0 { Value::Null } else { json!(i * day) };
+        let amount = if i == 4 { json!(1.5) } else { Value::Null };
+        json!({"qty": qty, "amount": amount, "vip": false})
+    });
     let doc = json!({"from": "events", "select": [["as", "qty", "c0"]],
         "where": ["and", ["is-null", "amount"], ["=", "vip", false]],
         "order-by": [["asc", ["fn", "coalesce", "qty", 0]], "event_id"]});
