@@ -14,12 +14,26 @@
 //! many rows it made scans slower (ARCHITECTURE.md, "Compacted file
 //! layout"). This rule turns it on only for scans that feed a TopK
 //! directly, where the dynamic filter soon rejects almost every row.
+//!
+//! A second rule, [`TopKFilterColumns`], makes that dynamic filter safe to
+//! push through a renaming projection. DataFusion gives the filter the
+//! sort expressions as its children and, once the filter has crossed a
+//! projection, maps its current predicate onto the projection's input by
+//! replacing those children bottom-up. When one sort key is a column that
+//! also appears inside another key (`ORDER BY length(id) + x, id`), the
+//! inner column is replaced first, the outer key then no longer matches
+//! and keeps the projection's column numbers: the scan evaluated a number
+//! against a string column and the query failed. With the sort's bare
+//! columns as children every column is mapped exactly once.
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr, lit};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
@@ -108,4 +122,54 @@ fn with_row_filters(plan: Arc<dyn ExecutionPlan>) -> Result<Transformed<Arc<dyn 
     Ok(Transformed::yes(replace_children_if_necessary(
         plan, children,
     )?))
+}
+
+/// Gives each TopK's dynamic filter the sort's columns as its children.
+/// Runs before the filter is pushed into the scans.
+#[derive(Debug, Default)]
+pub(super) struct TopKFilterColumns;
+
+impl PhysicalOptimizerRule for TopKFilterColumns {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(plan
+            .transform_up(|node| {
+                let Some(sort) = node.downcast_ref::<SortExec>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let produced = sort.dynamic_expressions_produced();
+                let Some(filter) = produced.first() else {
+                    return Ok(Transformed::no(node));
+                };
+                if filter.children().iter().all(|c| c.is::<Column>()) {
+                    return Ok(Transformed::no(node));
+                }
+                let mut columns: Vec<Column> = sort
+                    .expr()
+                    .iter()
+                    .flat_map(|key| collect_columns(&key.expr))
+                    .collect();
+                columns.sort_by_key(|c| c.index());
+                columns.dedup();
+                let children = columns
+                    .into_iter()
+                    .map(|c| Arc::new(c) as Arc<dyn PhysicalExpr>)
+                    .collect();
+                let filter = DynamicFilterPhysicalExpr::new(children, lit(true));
+                let sort = sort.clone().with_dynamic_filter_expr(Arc::new(filter))?;
+                Ok(Transformed::yes(Arc::new(sort) as Arc<dyn ExecutionPlan>))
+            })?
+            .data)
+    }
+
+    fn name(&self) -> &str {
+        "topk_filter_columns"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }

@@ -38,6 +38,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 pub use engine::QueryEngine;
@@ -197,12 +198,18 @@ pub fn session_with(
         vec![Arc::new(grouping_sets::GroupingSetOutputs)];
     // DataFusion's rules, with its sanity check replaced by one without a
     // known false refusal (see `sanity`).
-    rules.extend(PhysicalOptimizer::new().rules.into_iter().map(|rule| {
-        match rule.name() == sanity::SanityCheck::default().name() {
-            true => Arc::new(sanity::SanityCheck::default()) as _,
-            false => rule,
+    // The TopK filters' children are set just before the filters are
+    // pushed into the scans (see `late`).
+    let pushdown = FilterPushdown::new_post_optimization();
+    for rule in PhysicalOptimizer::new().rules {
+        if rule.name() == pushdown.name() {
+            rules.push(Arc::new(late::TopKFilterColumns));
         }
-    }));
+        match rule.name() == sanity::SanityCheck::default().name() {
+            true => rules.push(Arc::new(sanity::SanityCheck::default())),
+            false => rules.push(rule),
+        }
+    }
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)

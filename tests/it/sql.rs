@@ -488,3 +488,41 @@ fn sorting_by_a_function_of_a_renamed_column_runs_over_many_files() {
     );
     assert_eq!(rows, sql);
 }
+
+#[test]
+fn a_limit_sorted_on_a_column_and_a_function_of_it_reads_the_right_columns() {
+    // The sort keys are `length(event_id) + coalesce(amount, 0)` and
+    // `event_id`, over a projection that renames `amount`: the TopK's filter
+    // in the scans once mapped the first key onto the wrong columns and the
+    // query failed adding a number to a string (the DSL fuzzer found it).
+    let s = six_days_over_files_and_the_buffer(|day, i| {
+        let amount = if i == 2 {
+            Value::Null
+        } else {
+            json!((day * 10 + i) as f64 / 4.0)
+        };
+        json!({"amount": amount})
+    });
+    let doc = json!({"from": "events", "limit": 3, "select": [["as", "amount", "c0"]],
+        "order-by": [["asc", ["+", ["fn", "length", "event_id"], ["fn", "coalesce", "amount", 0]]],
+                     "event_id"]});
+    let r = s.post("/v1/query", "application/json", doc.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Every event id has five characters; the three smallest amounts are
+    // the nulls (taken as 0) of days 1, 2 and 3.
+    assert_eq!(r.json(), json!([{"c0": null}, {"c0": null}, {"c0": null}]));
+    let sql = s.sql(
+        "SELECT amount AS c0, event_id FROM events \
+         ORDER BY length(event_id) + coalesce(amount, 0), event_id LIMIT 4",
+    );
+    let ids: Vec<&Value> = sql.iter().map(|r| &r["event_id"]).collect();
+    assert_eq!(
+        ids,
+        [
+            &json!("d1-2"),
+            &json!("d2-2"),
+            &json!("d3-2"),
+            &json!("d4-2")
+        ]
+    );
+}
