@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fuzz harnesses (src/fuzz_tests), longer: TOTAL cases (default
 # 1,000,000) shared equally by the ingest decoder, the DSL compiler and the
-# SQL differential (1 vs 4 target partitions), in a release build. Each
+# SQL differential (the plainest plan, one partition and no dynamic
+# filters, vs the server's), in a release build. Each
 # prints a line "fuzz <harness>: <cases> cases, <inputs> inputs in <t> s:
 # <outcome> <count>, ..."; any panic, internal error, 5xx or difference
 # fails the run with the shrunk input. PROPTEST_RNG_SEED=<n> fixes the seed.
