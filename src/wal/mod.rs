@@ -18,9 +18,15 @@
 //! acknowledged: it is cut off. Damage anywhere else, or a damaged record
 //! followed by a valid one, is corruption and stops start-up.
 //!
-//! A failed write or fsync poisons the log: the kernel may have dropped the
-//! dirty pages, so a retry would prove nothing (PostgreSQL's "fsyncgate").
-//! Every later append fails and the server reports itself unhealthy.
+//! A failed write is rolled back: the segment is cut to its length before
+//! the write and the records are refused. So is an fsync that fails for
+//! want of space (the file system could not allocate the blocks written):
+//! everything before the write was synced earlier, so cutting the segment
+//! back and syncing the cut leaves exactly that. Any other failed fsync
+//! poisons the log: the device failed, the kernel may have dropped the
+//! dirty pages, and a retried fsync proves nothing (PostgreSQL's
+//! "fsyncgate"). Every later append fails and the server reports itself
+//! unhealthy.
 
 mod format;
 mod recover;
@@ -68,6 +74,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `e` says the disk (or the quota) is full.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -424,8 +438,10 @@ impl Writer {
     ///
     /// A failed write (a full disk, typically) is rolled back: the file is
     /// cut to its length before the write and the log carries on, since
-    /// no byte of the failed write was acknowledged or synced. A failed
-    /// fsync, or a write that cannot be rolled back, poisons the log.
+    /// no byte of the failed write was acknowledged or synced. So is an
+    /// fsync that fails for want of space, once the cut is itself synced.
+    /// Any other failed fsync, or a write that cannot be rolled back,
+    /// poisons the log.
     fn write_and_sync(&mut self, parts: &[&[u8]]) -> Result<()> {
         let path = self
             .segments
@@ -443,8 +459,28 @@ impl Writer {
             return Err(Error::WriteRefused { path, source });
         }
         let started = Instant::now();
-        injected("wal-fsync").map_err(io_err(&path))?;
-        file.sync_data().map_err(io_err(&path))?;
+        if let Err(source) = injected("wal-fsync").and_then(|_| file.sync_data()) {
+            if !is_disk_full(&source) {
+                return Err(io_err(&path)(source));
+            }
+            // Out of space while the file system allocated the written
+            // blocks. What this write left in the page cache proves
+            // nothing, but everything before it was synced earlier: cut
+            // the file back to that and sync the cut. If that holds, the
+            // log is exactly what it was before the write.
+            file.set_len(*size)
+                .and_then(|_| file.seek(io::SeekFrom::Start(*size)))
+                .and_then(|_| file.sync_all())
+                .map_err(|e| Error::Io {
+                    path: path.clone(),
+                    source: io::Error::new(
+                        e.kind(),
+                        format!("{e}, cutting back a write whose fsync failed ({source})"),
+                    ),
+                })?;
+            crate::fault::synced(&path, Some(*size));
+            return Err(Error::WriteRefused { path, source });
+        }
         let written: u64 = parts.iter().map(|p| p.len() as u64).sum();
         crate::fault::synced(&path, Some(*size + written));
         crate::metrics::get()

@@ -369,6 +369,36 @@ fn a_failed_wal_fsync_stops_writes_and_keeps_what_was_acknowledged() {
 }
 
 #[test]
+fn a_wal_fsync_that_finds_the_disk_full_is_rolled_back_and_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in_with_env(
+        dir.path(),
+        &["--flush-age", "1h"],
+        &[("FAILPOINTS", "wal-fsync=2*off->1*return(enospc)")],
+    );
+    past_startup_write(&s);
+    ingest_ids(&s, "a", 1);
+    // The second write's fsync runs out of space: the write is cut back
+    // and refused, and the log takes the next one.
+    let r = s.post("/v1/events", "application/json", one("b"));
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(r.error().contains("No space left"), "{}", r.text());
+    assert_eq!(s.get("/health").status, 200);
+    for id in ["c", "b"] {
+        let r = s.post("/v1/events", "application/json", one(id));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["accepted"], 1, "{}", r.text());
+    }
+    s.kill9();
+    s.restart();
+    for id in ["a0", "b", "c"] {
+        assert_eq!(count_id(&s, id), 1, "{id}");
+    }
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(3));
+}
+
+#[test]
 fn a_failed_wal_rotation_keeps_appending_to_the_current_segment() {
     // Small segments, so nearly every request starts a new one; three
     // rotations in a row fail (the first, at start-up, is let through).
