@@ -327,9 +327,34 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Runs a query under `limits`: takes a slot for `tenant`, then plans and
-/// executes `start` on the query runtime within the timeout. Batches come
-/// back through a small channel, under the same deadline.
+/// Runs `work` (planning) to its end on a thread of its own, from the
+/// query runtime's blocking pool, holding `slot` until it ends.
+///
+/// Planning does not yield: on a worker thread, a plan that takes seconds
+/// would hold up every query queued behind it, and no timeout could
+/// answer before it ended. On a thread of its own it shares the cores
+/// with the workers, and the caller can give up on it at once; it then
+/// runs on to its end (it cannot be stopped), still counted in its
+/// tenant's slots. The size bounds (`bounds`) keep that end near.
+fn plan_on_own_thread<F>(
+    runtime: &QueryRuntime,
+    slot: OwnedSemaphorePermit,
+    work: F,
+) -> tokio::task::JoinHandle<(F::Output, OwnedSemaphorePermit)>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handle = runtime.handle().clone();
+    runtime
+        .handle()
+        .spawn_blocking(move || (handle.block_on(work), slot))
+}
+
+/// Runs a query under `limits`: takes a slot for `tenant`, plans `start`
+/// on a thread of its own ([`plan_on_own_thread`]), then executes it on
+/// the query runtime within the timeout. Batches come back through a
+/// small channel, under the same deadline.
 pub async fn run_limited<F, E>(
     limits: &QueryLimits,
     runtime: &QueryRuntime,
@@ -345,17 +370,24 @@ where
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let timeout = limits.settings.timeout;
     let deadline = tokio::time::Instant::now() + timeout;
-    let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Result<SchemaRef, E>>();
+    type Started<E> = Result<(SchemaRef, OwnedSemaphorePermit), E>;
+    let (schema_tx, schema_rx) = tokio::sync::oneshot::channel::<Started<E>>();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+    let planning = plan_on_own_thread(runtime, slot, start);
     let task = runtime.handle().spawn(async move {
-        let mut stream = match start.await {
-            Ok(s) => s,
-            Err(e) => {
+        let (mut stream, slot) = match planning.await {
+            Ok((Ok(stream), slot)) => (stream, slot),
+            Ok((Err(e), _)) => {
                 let _ = schema_tx.send(Err(e));
                 return;
             }
+            Err(e) => {
+                let e = DataFusionError::Internal(format!("planning the query failed: {e}"));
+                let _ = schema_tx.send(Err(e.into()));
+                return;
+            }
         };
-        let _ = schema_tx.send(Ok(stream.schema()));
+        let _ = schema_tx.send(Ok((stream.schema(), slot)));
         while let Some(item) = stream.next().await {
             if tx.send(item).await.is_err() {
                 break;
@@ -364,7 +396,7 @@ where
     });
     let abort = AbortOnDrop(task);
     let timed_out = || DataFusionError::External(Box::new(LimitError::Timeout(timeout)));
-    let schema = tokio::time::timeout_at(deadline, schema_rx)
+    let (schema, slot) = tokio::time::timeout_at(deadline, schema_rx)
         .await
         .map_err(|_| timed_out())?
         .map_err(|_| DataFusionError::Internal("the query task ended early".into()))??;
@@ -383,8 +415,8 @@ where
 
 /// Runs `work`, which plans a query without executing it (a Flight
 /// `GetFlightInfo` or prepared statement), under `limits` as
-/// [`run_limited`] runs a query: a slot for `tenant`, on the query
-/// runtime, within the timeout.
+/// [`run_limited`] plans a query: a slot for `tenant`, on a thread of its
+/// own, within the timeout.
 pub async fn plan_limited<F, T, E>(
     limits: &QueryLimits,
     runtime: &QueryRuntime,
@@ -396,13 +428,13 @@ where
     T: Send + 'static,
     E: From<DataFusionError> + Send + 'static,
 {
-    let _slot = limits
+    let slot = limits
         .admit(tenant)
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let timeout = limits.settings.timeout;
-    let mut task = AbortOnDrop(runtime.handle().spawn(work));
-    match tokio::time::timeout(timeout, &mut task.0).await {
-        Ok(Ok(result)) => result,
+    let task = plan_on_own_thread(runtime, slot, work);
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok((result, _slot))) => result,
         Ok(Err(e)) => {
             Err(DataFusionError::Internal(format!("the planning task failed: {e}")).into())
         }

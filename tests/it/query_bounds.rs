@@ -315,3 +315,49 @@ fn planning_bombs_get_4xx_at_once_and_other_tenants_stay_served() {
         "the bombs did not go off"
     );
 }
+
+#[test]
+fn slow_plans_within_the_bounds_do_not_hold_up_other_tenants() {
+    let s = TestServer::start(&[]);
+    s.ingest(&events("e", 3));
+    // Sixty tables joined: planning it takes seconds of CPU that does
+    // not yield (in a debug build).
+    let joins: String = (1..60)
+        .map(|i| format!(" JOIN events t{i} ON t{i}.event_id = t0.event_id"))
+        .collect();
+    let slow = format!("SELECT count(*) AS n FROM events t0{joins}");
+    let started = Instant::now();
+    let r = as_tenant(&s, "default", &slow);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()[0]["n"], 3);
+    let one = started.elapsed();
+    // Four at once, more than there are query threads, while another
+    // tenant asks for `SELECT 1` and the first tenant's own cheap query.
+    let answered = AtomicUsize::new(0);
+    let mut fast = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let r = as_tenant(&s, "default", &slow);
+                assert_eq!(r.status, 200, "{}", r.text());
+                answered.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        std::thread::sleep(one.min(Duration::from_millis(500)) / 4);
+        while answered.load(Ordering::Relaxed) < 4 {
+            for (tenant, sql) in [("calm", "SELECT 1 AS one"), ("default", "SELECT 2 AS two")] {
+                let started = Instant::now();
+                let r = as_tenant(&s, tenant, sql);
+                assert_eq!(r.status, 200, "{}", r.text());
+                fast.push(started.elapsed());
+            }
+        }
+    });
+    let worst = fast.iter().max().copied().unwrap_or_default();
+    assert!(
+        worst < Duration::from_secs(1),
+        "one slow plan took {one:?}; while four ran, the slowest of {} cheap queries took {worst:?}",
+        fast.len()
+    );
+    assert!(!fast.is_empty());
+}
