@@ -189,6 +189,13 @@ impl Database {
             };
             Claims::take(&table, &given, now).await
         };
+        let expected: Vec<ExpectedVersion> = match converted.expected.is_empty() {
+            true => Vec::new(),
+            false => (converted.expected.iter().zip(&keep))
+                .filter(|(_, k)| **k)
+                .map(|(e, _)| *e)
+                .collect(),
+        };
         let batch = converted.batch;
         let column = batch.column(0).as_string::<i32>();
         let duplicate_ids: Vec<String> = (0..rows)
@@ -207,7 +214,7 @@ impl Database {
         let logged = match batch.num_rows() {
             0 => None,
             _ => {
-                let (stamps, logged) = self.sequence(&table, batch, Vec::new(), claims).await?;
+                let (stamps, logged) = self.sequence(&table, batch, expected, claims).await?;
                 Some((stamps, Box::pin(logged) as _))
             }
         };

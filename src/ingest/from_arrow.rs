@@ -1,8 +1,8 @@
 //! Arrow record batches (Flight SQL bulk ingest) → event batches.
 //!
 //! An incoming batch is a flat table of events: `event_type` and
-//! `entity_id` (strings, required), `timestamp` and `event_id` (optional),
-//! and any other column is a payload field. A struct column named
+//! `entity_id` (strings, required), `timestamp`, `event_id` and
+//! `expected_version` (optional), and any other column is a payload field. A struct column named
 //! `payload` is unfolded into payload fields, so the JSON shape works too.
 //! Payload columns go through the same [`ColumnRegistry`] as JSON fields:
 //! numbers become `DOUBLE`, booleans `BOOLEAN`, strings, dates and times
@@ -10,7 +10,7 @@
 //! conflicts with the table's goes to `_overflow`. The whole batch is
 //! checked before anything is logged.
 
-use super::parse::{MAX_ID_LEN, in_range};
+use super::parse::{ExpectedVersion, MAX_ID_LEN, in_range, parse_expected};
 use super::{Error, MAX_CELLS, MICROS_PER_DAY, Result, check_days, event_batch};
 use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
 use arrow::array::{
@@ -39,6 +39,54 @@ pub struct Converted {
     /// Which rows carry the client's own `event_id` (to be deduplicated);
     /// `None` when the batch had no `event_id` column.
     pub client_ids: Option<Vec<bool>>,
+    /// What each row requires of its entity's stream; empty when the
+    /// batch had no `expected_version` column.
+    pub expected: Vec<ExpectedVersion>,
+}
+
+/// The column of optimistic-concurrency requirements.
+const EXPECTED_VERSION: &str = "expected_version";
+
+/// The `expected_version` column's requirements, one per row: an integer
+/// column (a version, 0 or more) or a string one (a version, `any` or
+/// `no_stream`); null is `any`.
+fn expected_versions(array: &ArrayRef, first_row: u64) -> Result<Vec<ExpectedVersion>> {
+    let cell = |row: usize, value: Value| {
+        parse_expected(value).map_err(|reason| row_error(first_row + row as u64, reason))
+    };
+    let data_type = array.data_type();
+    if data_type.is_integer() {
+        let values = cast(array, &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>();
+        return (0..values.len())
+            .map(|row| match values.is_valid(row) {
+                true => cell(row, Value::from(values.value(row))),
+                false => Ok(ExpectedVersion::Any),
+            })
+            .collect();
+    }
+    if is_string_type(data_type) {
+        let values = as_utf8(EXPECTED_VERSION, array)?;
+        return (0..values.len())
+            .map(|row| match values.is_valid(row) {
+                true => {
+                    let text = values.value(row);
+                    let value = match text.parse::<u64>() {
+                        Ok(n) => Value::from(n),
+                        Err(_) => Value::from(text),
+                    };
+                    cell(row, value)
+                }
+                false => Ok(ExpectedVersion::Any),
+            })
+            .collect();
+    }
+    Err(column_error(
+        EXPECTED_VERSION,
+        format!(
+            "must be an integer column, or a string one (a version, \"any\" or \"no_stream\"); it is {data_type}"
+        ),
+    ))
 }
 
 fn column_error(column: &str, reason: impl Into<String>) -> Error {
@@ -307,6 +355,7 @@ fn payload_columns(batch: &RecordBatch) -> Result<Vec<(String, ArrayRef)>> {
             schema::ENTITY_ID,
             schema::TIMESTAMP,
             schema::OVERFLOW,
+            EXPECTED_VERSION,
         ]
         .contains(&name)
             || SERVER_COLUMNS.contains(&name)
@@ -445,6 +494,10 @@ pub fn convert(
         now,
     )?;
     check_days(&times)?;
+    let expected = match batch.column_by_name(EXPECTED_VERSION) {
+        Some(array) => expected_versions(array, first_row)?,
+        None => Vec::new(),
+    };
     let payload = payload_columns(batch)?;
     let cells = rows.saturating_mul(payload.len() + schema::FIXED_COLUMNS.len());
     if cells > MAX_CELLS {
@@ -520,7 +573,11 @@ pub fn convert(
         fields,
         columns,
     )?;
-    Ok(Converted { batch, client_ids })
+    Ok(Converted {
+        batch,
+        client_ids,
+        expected,
+    })
 }
 
 #[cfg(test)]

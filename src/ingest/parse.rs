@@ -359,7 +359,7 @@ fn event_from_value(value: Value) -> Result<Event, String> {
     })
 }
 
-fn parse_expected(value: Value) -> Result<ExpectedVersion, String> {
+pub(super) fn parse_expected(value: Value) -> Result<ExpectedVersion, String> {
     match &value {
         Value::Null => return Ok(ExpectedVersion::Any),
         Value::String(s) if s == "any" => return Ok(ExpectedVersion::Any),

@@ -214,7 +214,7 @@ fn ingest_command(
     }
 }
 
-fn create_append(table: &str) -> CommandStatementIngest {
+pub(crate) fn create_append(table: &str) -> CommandStatementIngest {
     ingest_command(
         table,
         TableNotExistOption::Create,
@@ -222,7 +222,7 @@ fn create_append(table: &str) -> CommandStatementIngest {
     )
 }
 
-async fn ingest(
+pub(crate) async fn ingest(
     client: &mut FlightSqlServiceClient<Channel>,
     command: CommandStatementIngest,
     batches: Vec<RecordBatch>,

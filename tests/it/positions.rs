@@ -277,3 +277,106 @@ fn a_retry_gets_the_original_positions_and_versions() {
     assert_eq!(stamps(&s.ingest(&body)), stamps(&original));
     assert_eq!(stamps(&s.ingest(&guarded)), stamps(&first));
 }
+
+#[test]
+fn flight_ingest_checks_an_expected_version_column() {
+    use crate::flight::{blocking, connect, create_append, expect_code, ingest, runtime};
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use tonic::Code;
+    let s = TestServer::start(&[]);
+    let batch = |ids: &[&str], entities: &[&str], expected: ArrayRef| {
+        RecordBatch::try_from_iter(vec![
+            (
+                "event_id",
+                Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
+            ),
+            (
+                "event_type",
+                Arc::new(StringArray::from(vec!["t"; ids.len()])) as ArrayRef,
+            ),
+            (
+                "entity_id",
+                Arc::new(StringArray::from(entities.to_vec())) as ArrayRef,
+            ),
+            ("expected_version", expected),
+        ])
+        .unwrap()
+    };
+    let ints = |v: Vec<Option<i64>>| Arc::new(Int64Array::from(v)) as ArrayRef;
+    let texts = |v: Vec<Option<&str>>| Arc::new(StringArray::from(v)) as ArrayRef;
+    runtime().block_on(async {
+        let client = connect(&s).await;
+        let put = |b: RecordBatch| {
+            let mut client = client.clone();
+            async move { ingest(&mut client, create_append("events"), vec![b]).await }
+        };
+        let first = batch(
+            &["f1", "f2"],
+            &["acct-1", "acct-1"],
+            ints(vec![Some(0), Some(1)]),
+        );
+        assert_eq!(put(first.clone()).await.unwrap(), 2);
+        // Stale: acct-1 is at version 2. Nothing of the batch is stored.
+        let stale = batch(
+            &["f3", "f4"],
+            &["acct-2", "acct-1"],
+            ints(vec![None, Some(1)]),
+        );
+        expect_code(
+            put(stale).await,
+            Code::Aborted,
+            "entity \"acct-1\" is at version 2, but the event at index 1 expected 1",
+            "stale expected version",
+        );
+        // A retry of stored events is not checked again.
+        assert_eq!(put(first).await.unwrap(), 0);
+        // Text: a version, "any" or "no_stream"; null is "any".
+        let texts_ok = batch(
+            &["f5", "f6", "f7", "f8"],
+            &["acct-1", "acct-1", "acct-2", "acct-2"],
+            texts(vec![Some("2"), Some("any"), Some("no_stream"), None]),
+        );
+        assert_eq!(put(texts_ok).await.unwrap(), 4);
+        for (bad, needle) in [
+            (texts(vec![Some("maybe")]), "found \"maybe\""),
+            (ints(vec![Some(-1)]), "found -1"),
+            (
+                Arc::new(Float64Array::from(vec![1.0])) as ArrayRef,
+                "must be an integer column",
+            ),
+        ] {
+            expect_code(
+                put(batch(&["bad"], &["acct-3"], bad)).await,
+                Code::InvalidArgument,
+                needle,
+                needle,
+            );
+        }
+        drop(client);
+    });
+    let stored =
+        blocking(|| s.sql("SELECT event_id, entity_id, version FROM events ORDER BY position"));
+    let got: Vec<(String, String, u64)> = stored
+        .iter()
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap().into(),
+                r["entity_id"].as_str().unwrap().into(),
+                r["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("f1", "acct-1", 1),
+        ("f2", "acct-1", 2),
+        ("f5", "acct-1", 3),
+        ("f6", "acct-1", 4),
+        ("f7", "acct-2", 1),
+        ("f8", "acct-2", 2),
+    ];
+    let want: Vec<(String, String, u64)> = want
+        .iter()
+        .map(|(i, e, v)| (i.to_string(), e.to_string(), *v))
+        .collect();
+    assert_eq!(got, want);
+}
