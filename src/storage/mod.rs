@@ -179,3 +179,46 @@ impl Storage {
         }
     }
 }
+
+/// What [`Storage::delete_rows`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Rows deleted, when the files say (a file dropped whole on its
+    /// statistics alone is not counted row by row).
+    pub rows: Option<u64>,
+    /// Files removed from the table (dropped, or rewritten without the
+    /// rows).
+    pub files_removed: u64,
+}
+
+impl Storage {
+    /// Deletes the stored rows of a table that `predicate` is true for
+    /// (rows it is null for stay), in one Delta commit, durable before
+    /// this returns. A table never written has nothing to delete.
+    pub async fn delete_rows(
+        &self,
+        tenant: &TenantId,
+        table: &TableName,
+        predicate: datafusion::logical_expr::Expr,
+    ) -> Result<Deleted> {
+        let name = format!("{tenant}.{table}");
+        let delta = self.open(tenant, table).await?;
+        if delta.version().is_none() {
+            return Ok(Deleted::default());
+        }
+        let (delta, metrics) =
+            delta
+                .delete()
+                .with_predicate(predicate)
+                .await
+                .map_err(|source| Error::Delta {
+                    table: name,
+                    source,
+                })?;
+        self.make_durable(&delta).await?;
+        Ok(Deleted {
+            rows: metrics.num_deleted_rows.map(|n| n as u64),
+            files_removed: metrics.num_removed_files as u64,
+        })
+    }
+}

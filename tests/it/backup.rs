@@ -179,6 +179,109 @@ fn a_damaged_backup_is_found_and_not_restored() {
 }
 
 #[test]
+fn a_restore_as_of_a_position_or_a_time_keeps_exactly_what_was_acknowledged_by_then() {
+    let mut s = TestServer::start(&["--flush-age", "1h"]);
+    let batch = |tag: &str| {
+        let events: Vec<Value> = (0..4)
+            .map(|i| json!({"event_id": format!("{tag}{i}"), "event_type": "t", "entity_id": format!("u{}", i % 2)}))
+            .collect();
+        Value::Array(events)
+    };
+    // Three requests: the first flushed (by a clean restart), the others
+    // buffered until the backup flushes them.
+    let first = s.ingest(&batch("a"));
+    s.stop();
+    s.restart();
+    let second = s.ingest(&batch("b"));
+    let second_time = s.sql("SELECT max(ingested_at) AS t FROM events WHERE event_id LIKE 'b%'")[0]
+        ["t"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.ingest(&batch("c"));
+    let reply = backup(&s, "pit");
+    let last = reply["tables"][0]["last_position"].as_u64().unwrap();
+    assert_eq!(last, 12, "{reply}");
+    let dir = s.data_dir.join("backups/default/pit");
+    let ids = |s: &TestServer| -> Vec<String> {
+        s.sql("SELECT event_id FROM events ORDER BY position")
+            .iter()
+            .map(|r| r["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|t| (0..4).map(move |i| format!("{t}{i}")))
+        .collect();
+    let cases = [
+        (format!("position:{}", first["last_position"]), 4),
+        (second_time, 8),
+        (
+            format!("position:{}", second["last_position"].as_u64().unwrap() + 2),
+            10,
+        ),
+    ];
+    for (point, kept) in cases {
+        let target = tempfile::tempdir().unwrap();
+        let data = target.path().join("restored");
+        let (from, to) = (dir.to_str().unwrap(), data.to_str().unwrap());
+        let out = cli(&[
+            "restore",
+            "--from",
+            from,
+            "--data-dir",
+            to,
+            "--as-of",
+            &point,
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("as of"), "{stdout}");
+        let restored = TestServer::start_in(&data, &[]);
+        let want = &all[..kept];
+        assert_eq!(ids(&restored), want, "as of {point}");
+        // Versions go on from what was kept; positions after the backup's
+        // last, never reused.
+        let next =
+            restored.ingest(&json!([{"event_id": "c3", "event_type": "t", "entity_id": "u1"}]));
+        assert_eq!(
+            next["accepted"], 1,
+            "a deleted event's id is free again: {next}"
+        );
+        assert_eq!(next["first_position"].as_u64().unwrap(), last + 1);
+        let kept_u1 = want
+            .iter()
+            .filter(|id| id.ends_with('1') || id.ends_with('3'))
+            .count();
+        assert_eq!(
+            next["events"][0]["version"].as_u64().unwrap(),
+            kept_u1 as u64 + 1,
+            "{point}"
+        );
+    }
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("restored");
+    let (from, to) = (dir.to_str().unwrap(), data.to_str().unwrap());
+    let out = cli(&[
+        "restore",
+        "--from",
+        from,
+        "--data-dir",
+        to,
+        "--as-of",
+        "yesterday",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("position:N"));
+    assert!(!data.exists(), "nothing restored");
+}
+
+#[test]
 fn backups_need_the_admin_role_and_a_plain_name() {
     let s = TestServer::start(&[]);
     s.ingest(&json!([{"event_type": "t", "entity_id": "a"}]));
