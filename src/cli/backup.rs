@@ -23,6 +23,10 @@ pub(crate) struct BackupArgs {
     /// against its checksum.
     #[arg(long, value_name = "DIR")]
     verify: Option<PathBuf>,
+    /// Back up every tenant's tables (admin), into `_all/NAME` under the
+    /// server's `--backup-dir`.
+    #[arg(long, requires = "to")]
+    all_tenants: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -51,7 +55,10 @@ pub(crate) fn run(args: &BackupArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let name = args.to.as_deref().expect("clap requires --to or --verify");
-    let body = serde_json::to_vec(&serde_json::json!({ "to": name }))?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "to": name,
+        "all_tenants": args.all_tenants,
+    }))?;
     let url = args.client.url("/v1/admin/backup");
     let reply: serde_json::Value = post(&args.client, &url, Some(body))?.json()?;
     writeln!(std::io::stdout(), "{reply}")?;

@@ -1,5 +1,5 @@
-//! Online backups of a tenant's tables (the files are handled by
-//! [`crate::backup`]).
+//! Online backups of a tenant's tables, or of every tenant's (the files
+//! are handled by [`crate::backup`]).
 //!
 //! Each table is flushed first, so the backup needs no WAL: everything
 //! acknowledged before the flush is in the Delta version it copies. While
@@ -25,16 +25,18 @@ pub struct BackupReport {
 }
 
 impl Database {
-    /// Backs up `tenant`'s tables into `dir` (created if missing;
-    /// incremental against the backup already there).
-    pub async fn backup(&self, tenant: &TenantId, dir: &Path) -> Result<BackupReport> {
-        let tables: Vec<Arc<Table>> = self
+    /// Backs up `tenant`'s tables (every tenant's with `None`) into `dir`
+    /// (created if missing; incremental against the backup already
+    /// there).
+    pub async fn backup(&self, tenant: Option<&TenantId>, dir: &Path) -> Result<BackupReport> {
+        let mut tables: Vec<Arc<Table>> = self
             .tables
             .read()
             .iter()
-            .filter(|((t, _), _)| t == tenant)
+            .filter(|((t, _), _)| tenant.is_none_or(|want| t == want))
             .map(|(_, table)| table.clone())
             .collect();
+        tables.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
         let dir_owned = dir.to_path_buf();
         let mut writer = tokio::task::spawn_blocking(move || backup::Writer::new(&dir_owned))
             .await

@@ -5,6 +5,7 @@
 use crate::auth::Principal;
 use crate::query::output::{Encoder, OutputFormat};
 use crate::query::pin::{Pin, ReadLog};
+use crate::service::backup::BackupScope;
 use crate::service::caller::{Credentials, RequestInfo};
 use crate::service::query::Interface;
 use crate::service::stream::{Direction, StreamRead};
@@ -340,10 +341,14 @@ async fn read_stream(
 struct BackupBody {
     /// The backup's name (a directory under the tenant's backups).
     to: String,
+    /// Every tenant's tables, not only the caller's.
+    #[serde(default)]
+    all_tenants: bool,
 }
 
 /// `POST /v1/admin/backup` with `{"to": "NAME"}`: backs up the tenant's
-/// tables under the server's backup directory; answers what was copied.
+/// tables (every tenant's with `"all_tenants": true`) under the server's
+/// backup directory; answers what was copied.
 async fn backup(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -353,13 +358,18 @@ async fn backup(
     let request: BackupBody = serde_json::from_slice(&body).map_err(|e| {
         Error::invalid(format!("invalid JSON body: {e}; send {{\"to\": \"NAME\"}}"))
     })?;
-    let report = state.service.backup(&caller, &request.to).await?;
+    let scope = match request.all_tenants {
+        true => BackupScope::AllTenants,
+        false => BackupScope::Tenant,
+    };
+    let report = state.service.backup(&caller, &request.to, scope).await?;
     let tables: Vec<serde_json::Value> = report
         .manifest
         .tables
         .iter()
         .map(|t| {
             serde_json::json!({
+                "tenant": t.tenant,
                 "table": t.table,
                 "delta_version": t.delta_version,
                 "last_position": t.last_position,

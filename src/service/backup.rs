@@ -1,5 +1,6 @@
-//! Backups of a caller's tenant, for the admin role, written under the
-//! server's backup directory and recorded in the audit log.
+//! Backups of a caller's tenant or of every tenant, for the admin role,
+//! written under the server's backup directory and recorded in the audit
+//! log.
 
 use super::{Error, Result, Service};
 use crate::audit::{AuditEntry, AuditKind};
@@ -9,11 +10,27 @@ use crate::db::BackupReport;
 /// Longest backup name.
 const MAX_NAME: usize = 64;
 
+/// Whose tables a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackupScope {
+    /// The caller's tenant's, under `<backup-dir>/<tenant>/<name>`.
+    #[default]
+    Tenant,
+    /// Every tenant's, under `<backup-dir>/_all/<name>` (a tenant name
+    /// cannot start with `_`).
+    AllTenants,
+}
+
 impl Service {
-    /// Backs up `caller`'s tenant into the backup named `name` (under
-    /// `--backup-dir`, per tenant), incrementally against the backup
+    /// Backs up `caller`'s tenant, or every tenant, into the backup named
+    /// `name` (under `--backup-dir`), incrementally against the backup
     /// already there.
-    pub async fn backup(&self, caller: &Principal, name: &str) -> Result<BackupReport> {
+    pub async fn backup(
+        &self,
+        caller: &Principal,
+        name: &str,
+        scope: BackupScope,
+    ) -> Result<BackupReport> {
         caller.require(Role::Admin, "take a backup")?;
         let valid = !name.is_empty()
             && name.len() <= MAX_NAME
@@ -27,19 +44,18 @@ impl Service {
                 "backup name {name:?}: use 1 to {MAX_NAME} letters, digits, '-', '_' or '.'"
             )));
         }
+        let (owner, tenant, detail) = match scope {
+            BackupScope::Tenant => (caller.tenant.as_str(), Some(&caller.tenant), ""),
+            BackupScope::AllTenants => ("_all", None, " all_tenants"),
+        };
         self.audit(AuditEntry::by(
             caller,
             AuditKind::Admin,
             "POST /v1/admin/backup".to_string(),
             200,
-            format!("to={name}"),
+            format!("to={name}{detail}"),
         ));
-        let dir = self
-            .db
-            .config()
-            .backup_dir()
-            .join(caller.tenant.as_str())
-            .join(name);
-        Ok(self.db.backup(&caller.tenant, &dir).await?)
+        let dir = self.db.config().backup_dir().join(owner).join(name);
+        Ok(self.db.backup(tenant, &dir).await?)
     }
 }

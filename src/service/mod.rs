@@ -11,7 +11,7 @@
 //! - [`admin`]: maintenance runs and table settings.
 
 pub mod admin;
-mod backup;
+pub mod backup;
 pub mod caller;
 mod error;
 pub mod ingest;

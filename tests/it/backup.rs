@@ -282,6 +282,87 @@ fn a_restore_as_of_a_position_or_a_time_keeps_exactly_what_was_acknowledged_by_t
 }
 
 #[test]
+fn a_backup_of_every_tenant_restores_them_all() {
+    let s = TestServer::start(&[]);
+    let ingest = |tenant: &str, table: &str, n: usize| {
+        let events: Vec<Value> = (0..n)
+            .map(|i| json!({"event_id": format!("{tenant}-{i}"), "event_type": "t", "entity_id": "e"}))
+            .collect();
+        let r = s.post_with(
+            &format!("/v1/events?table={table}"),
+            &[
+                ("content-type", "application/json"),
+                ("x-allsource-tenant", tenant),
+            ],
+            Value::Array(events).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    ingest("acme", "events", 3);
+    ingest("acme", "orders", 2);
+    ingest("globex", "events", 4);
+    // Through the command line, which prints the server's reply.
+    let out = cli(&[
+        "backup",
+        "--to",
+        "everyone",
+        "--all-tenants",
+        "--url",
+        &s.base,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tables: Vec<(String, String)> = reply["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tenant"].as_str().unwrap().into(),
+                t["table"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for want in [("acme", "events"), ("acme", "orders"), ("globex", "events")] {
+        assert!(
+            tables.contains(&(want.0.into(), want.1.into())),
+            "{want:?} in {reply}"
+        );
+    }
+    // Into `_all`, beside the tenants' own backups.
+    let dir = s.data_dir.join("backups/_all/everyone");
+    assert!(dir.join("manifest.json").exists(), "{reply}");
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("restored");
+    let out = restore(&dir, &data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = TestServer::start_in(&data, &[]);
+    let count = |tenant: &str, table: &str| {
+        let r = restored.post_with(
+            "/v1/sql",
+            &[
+                ("content-type", "text/plain"),
+                ("x-allsource-tenant", tenant),
+            ],
+            format!("SELECT count(*) AS n FROM {table}"),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()[0]["n"].as_u64().unwrap()
+    };
+    assert_eq!(count("acme", "events"), 3);
+    assert_eq!(count("acme", "orders"), 2);
+    assert_eq!(count("globex", "events"), 4);
+}
+
+#[test]
 fn backups_need_the_admin_role_and_a_plain_name() {
     let s = TestServer::start(&[]);
     s.ingest(&json!([{"event_type": "t", "entity_id": "a"}]));
