@@ -92,7 +92,11 @@ fn only_merges_of_their_own_sorts(plan: &Arc<dyn ExecutionPlan>) -> Result<bool>
 /// match when they render the same once each side's columns are replaced
 /// by the canonical member of their equivalence class in the sort's input
 /// (in every input of a union below it), so that a sort on `c0` where the
-/// input computes `qty AS c0, qty` matches a merge on `qty`.
+/// input computes `qty AS c0, qty` matches a merge on `qty`, and once keys
+/// the input proves constant in each partition are left out (a partition
+/// whose rows all share a key's value is sorted on it whatever their
+/// order): files that lack a column read it as NULL, and a sort of them
+/// leaves out a key computed from it.
 fn sorted_on(plan: &Arc<dyn ExecutionPlan>, keys: &LexOrdering) -> bool {
     if let Some(sort) = plan.downcast_ref::<SortExec>() {
         let input = sort.input();
@@ -106,6 +110,7 @@ fn sorted_on(plan: &Arc<dyn ExecutionPlan>, keys: &LexOrdering) -> bool {
                 properties
                     .eq_group()
                     .normalize_sort_exprs(o.iter().cloned())
+                    .filter(|e| properties.is_expr_constant(&e.expr).is_none())
                     .map(|e| e.to_string())
                     .collect()
             };
