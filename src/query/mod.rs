@@ -10,6 +10,7 @@
 
 pub mod bounded;
 pub mod bounds;
+mod coercion;
 pub mod engine;
 mod grouping_sets;
 mod late;
@@ -37,6 +38,7 @@ use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::optimizer::analyzer::{Analyzer, AnalyzerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -210,10 +212,21 @@ pub fn session_with(
             false => rules.push(rule),
         }
     }
+    // DataFusion's analyzer rules, with its type coercion answering the
+    // user's type errors as such (see `coercion`).
+    let analyzer: Vec<Arc<dyn AnalyzerRule + Send + Sync>> = Analyzer::new()
+        .rules
+        .into_iter()
+        .map(|rule| match coercion::Coercion::replaces(rule.name()) {
+            true => Arc::new(coercion::Coercion::default()) as _,
+            false => rule,
+        })
+        .collect();
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_analyzer_rules(analyzer)
         .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
         .with_physical_optimizer_rule(Arc::new(bounded::OperatorMemory))

@@ -560,3 +560,31 @@ fn sorting_on_a_column_the_files_lack_runs_over_many_files() {
     let sql = s.sql("SELECT * FROM events ORDER BY abs(late / 0.5), event_id");
     assert_eq!(rows, sql);
 }
+
+#[test]
+fn type_errors_datafusion_calls_internal_get_400() {
+    // Types that cannot be compared in BETWEEN, and a RANGE frame over an
+    // ORDER BY of a type ranges do not apply to, were 500s.
+    let s = TestServer::start(&[]);
+    s.ingest(&json!([{"event_type": "t", "entity_id": "u", "payload": {"vip": true}}]));
+    for (sql, needle) in [
+        (
+            "SELECT count(*) FROM events WHERE vip BETWEEN 0 AND 1",
+            "BETWEEN",
+        ),
+        (
+            "SELECT sum(1) OVER (ORDER BY named_struct('a', 1) RANGE BETWEEN 1 PRECEDING AND CURRENT ROW) FROM events",
+            "range",
+        ),
+    ] {
+        let r = s.post("/v1/sql", "text/plain", sql);
+        assert_eq!(r.status, 400, "{sql}: {}", r.text());
+        assert!(r.error().contains(needle), "{}", r.error());
+        assert!(!r.error().contains("bug"), "{}", r.error());
+    }
+    let doc = json!({"from": "events", "retention": {"cohort-event": ["=", "vip", false],
+        "period": "day", "periods": 1, "return-event": ["between", false, 0, 0]}});
+    let r = s.post("/v1/query", "application/json", doc.to_string());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("BETWEEN"), "{}", r.error());
+}
