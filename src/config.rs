@@ -124,11 +124,12 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_SPILL_DIR")]
     pub spill_dir: Option<PathBuf>,
 
-    /// Directory server-side backups are written under
-    /// (`POST /v1/admin/backup`, `allsource backup`), one subdirectory per
+    /// Where server-side backups are written (`POST /v1/admin/backup`,
+    /// `allsource backup`): a local directory or `s3://bucket/prefix` (with
+    /// the --s3-* settings and the AWS_* variables), one subdirectory per
     /// tenant and backup name. Default: <data-dir>/backups.
     #[arg(long, env = "ALLSOURCE_BACKUP_DIR")]
-    pub backup_dir: Option<PathBuf>,
+    pub backup_dir: Option<String>,
 
     /// Most bytes all queries together may spill to disk; a query that
     /// needs more fails with "resources exhausted" (0: no spilling).
@@ -253,11 +254,11 @@ impl Config {
         self.vacuum_retention.max(self.query_timeout)
     }
 
-    /// The directory backups are written under.
-    pub fn backup_dir(&self) -> PathBuf {
+    /// Where backups are written: a local directory or an `s3://` URL.
+    pub fn backup_root(&self) -> String {
         self.backup_dir
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("backups"))
+            .unwrap_or_else(|| self.data_dir.join("backups").display().to_string())
     }
 
     /// The directory queries spill to.

@@ -2,6 +2,7 @@
 //! `allsource restore` (into a new data directory, offline).
 
 use super::{ClientArgs, post};
+use allsource::backup::Location;
 use allsource::config::Config;
 use allsource::ids::{TableName, TenantId};
 use allsource::query::pin::Pin;
@@ -19,23 +20,66 @@ pub(crate) struct BackupArgs {
     /// the same name copies only new files.
     #[arg(long, required_unless_present = "verify", conflicts_with = "verify")]
     to: Option<String>,
-    /// Instead, check the backup in this directory: every file is re-read
-    /// against its checksum.
+    /// Instead, check the backup in this directory (or at
+    /// `s3://bucket/prefix`): every file is re-read against its checksum.
     #[arg(long, value_name = "DIR")]
-    verify: Option<PathBuf>,
+    verify: Option<String>,
     /// Back up every tenant's tables (admin), into `_all/NAME` under the
     /// server's `--backup-dir`.
     #[arg(long, requires = "to")]
     all_tenants: bool,
     #[command(flatten)]
+    s3: S3Args,
+    #[command(flatten)]
     client: ClientArgs,
+}
+
+/// How to reach a backup on S3 (credentials come from the AWS_*
+/// variables), as `allsource serve` reaches its own.
+#[derive(Debug, clap::Args)]
+pub(crate) struct S3Args {
+    /// Endpoint of an S3-compatible store; AWS's own when unset.
+    #[arg(long, env = "ALLSOURCE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Allow plain http:// to the S3 endpoint (local test stores).
+    #[arg(long, env = "ALLSOURCE_S3_ALLOW_HTTP", default_value_t = false)]
+    s3_allow_http: bool,
+}
+
+impl S3Args {
+    /// The backup at `spec`: a local directory or `s3://bucket/prefix`.
+    fn place(&self, spec: &str) -> anyhow::Result<Location> {
+        if !spec.starts_with("s3://") {
+            return Ok(Location::Dir(PathBuf::from(spec)));
+        }
+        let config = Config {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_allow_http: self.s3_allow_http,
+            ..Config::default()
+        };
+        let (store, prefix) = allsource::storage::s3_location(&config, spec)?;
+        Ok(Location::Store {
+            store,
+            prefix,
+            url: spec.to_string(),
+        })
+    }
+}
+
+/// A runtime for a command's object-store calls (the backup functions
+/// wait for them on it).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RestoreArgs {
-    /// The backup directory (holding manifest.json).
+    /// The backup: its directory (holding manifest.json), or
+    /// `s3://bucket/prefix`.
     #[arg(long)]
-    from: PathBuf,
+    from: String,
     /// The new data directory; it must not exist or be empty. Start the
     /// server with `--data-dir` set to it.
     #[arg(long)]
@@ -46,12 +90,17 @@ pub(crate) struct RestoreArgs {
     /// are deleted from the restored tables.
     #[arg(long, value_name = "POINT", value_parser = Pin::parse)]
     as_of: Option<Pin>,
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 pub(crate) fn run(args: &BackupArgs) -> anyhow::Result<()> {
-    if let Some(dir) = &args.verify {
-        let files = allsource::backup::verify(dir)?;
-        println!("{}: {files} files match their checksums", dir.display());
+    if let Some(spec) = &args.verify {
+        let runtime = runtime()?;
+        let _in_runtime = runtime.enter();
+        let place = args.s3.place(spec)?;
+        let files = allsource::backup::verify(&place)?;
+        println!("{place}: {files} files match their checksums");
         return Ok(());
     }
     let name = args.to.as_deref().expect("clap requires --to or --verify");
@@ -66,9 +115,14 @@ pub(crate) fn run(args: &BackupArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
-    let manifest = allsource::backup::restore(&args.from, &args.data_dir)?;
+    let runtime = runtime()?;
+    let manifest = {
+        let _in_runtime = runtime.enter();
+        let place = args.s3.place(&args.from)?;
+        allsource::backup::restore(&place, &args.data_dir)?
+    };
     let trimmed = match args.as_of {
-        Some(pin) => trim(&manifest, &args.data_dir, pin).map_err(|e| {
+        Some(pin) => trim(&runtime, &manifest, &args.data_dir, pin).map_err(|e| {
             anyhow::anyhow!(
                 "{e}; {} is only partly restored: delete it and restore again",
                 args.data_dir.display()
@@ -108,6 +162,7 @@ pub(crate) fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
 /// Deletes from each restored table the events after `pin`; per table,
 /// the number deleted (`None` inside when the files do not say).
 fn trim(
+    runtime: &tokio::runtime::Runtime,
     manifest: &allsource::backup::Manifest,
     data_dir: &std::path::Path,
     pin: Pin,
@@ -127,9 +182,6 @@ fn trim(
         ))),
         Pin::TableVersion(_) => anyhow::bail!("--as-of takes a position or a time"),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
         let mut out = Vec::new();
         for t in &manifest.tables {

@@ -5,18 +5,19 @@
 //! acknowledged before the flush is in the Delta version it copies. While
 //! its files are copied the table's maintenance lock is held, so neither
 //! compaction nor vacuum removes a file the version needs; ingest and
-//! queries go on.
+//! queries go on. Tables and backups may each be local or on S3.
 
 use super::{Database, Error, Result, Table};
-use crate::backup::{self, FileEntry, Manifest, TableEntry};
+use crate::backup::{self, FileEntry, Location, Manifest, Source, TableEntry};
 use crate::ids::TenantId;
-use std::path::{Path, PathBuf};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
 use std::sync::Arc;
 
 /// What a backup did.
 #[derive(Debug, Clone)]
 pub struct BackupReport {
-    pub dir: PathBuf,
+    pub place: Location,
     pub manifest: Manifest,
     /// Files copied, and files an earlier backup in the directory held.
     pub copied: u64,
@@ -24,11 +25,14 @@ pub struct BackupReport {
     pub bytes_copied: u64,
 }
 
+/// One file of a table to back up: where it is, its size, its path
+/// below the table's directory.
+type TableFile = (Source, u64, String);
+
 impl Database {
-    /// Backs up `tenant`'s tables (every tenant's with `None`) into `dir`
-    /// (created if missing; incremental against the backup already
-    /// there).
-    pub async fn backup(&self, tenant: Option<&TenantId>, dir: &Path) -> Result<BackupReport> {
+    /// Backs up `tenant`'s tables (every tenant's with `None`) into
+    /// `place` (incremental against the backup already there).
+    pub async fn backup(&self, tenant: Option<&TenantId>, place: Location) -> Result<BackupReport> {
         let mut tables: Vec<Arc<Table>> = self
             .tables
             .read()
@@ -37,8 +41,8 @@ impl Database {
             .map(|(_, table)| table.clone())
             .collect();
         tables.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
-        let dir_owned = dir.to_path_buf();
-        let mut writer = tokio::task::spawn_blocking(move || backup::Writer::new(&dir_owned))
+        let at = place.clone();
+        let mut writer = tokio::task::spawn_blocking(move || backup::Writer::new(&at))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(backup_err)?;
@@ -51,30 +55,13 @@ impl Database {
             let Some(version) = delta.version() else {
                 continue;
             };
-            let root = delta.table_url().to_file_path().map_err(|_| {
-                Error::Internal(format!(
-                    "backups copy local tables; {label} is at {}",
-                    delta.table_url()
-                ))
-            })?;
-            let data: Vec<String> = delta
-                .snapshot()
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .log_data()
-                .iter()
-                .map(|f| {
-                    percent_encoding::percent_decode_str(f.path().as_ref())
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-                .collect();
+            let files = table_files(&delta, version).await?;
             let last_position = self.storage.persisted_position(&delta, &label).await?;
             let prefix = format!("{}/{}", table.tenant, table.name);
-            let (w, files) = tokio::task::spawn_blocking(move || {
-                copy_table(writer, &root, &prefix, version, &data)
-            })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+            let (w, files) =
+                tokio::task::spawn_blocking(move || copy_table(writer, &prefix, files))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))??;
             writer = w;
             entries.push(TableEntry {
                 tenant: table.tenant.to_string(),
@@ -89,13 +76,13 @@ impl Database {
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             tables: entries,
         };
-        let (m, d) = (manifest.clone(), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || m.write(&d))
+        let (m, at) = (manifest.clone(), place.clone());
+        tokio::task::spawn_blocking(move || m.write(&at))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(backup_err)?;
         Ok(BackupReport {
-            dir: dir.to_path_buf(),
+            place,
             manifest,
             copied: writer.copied,
             reused: writer.reused,
@@ -104,42 +91,92 @@ impl Database {
     }
 }
 
+impl Database {
+    /// The place of a backup: `parts` joined below `--backup-dir`.
+    pub fn backup_place(&self, parts: &[&str]) -> Result<Location> {
+        let root = self.config.backup_root();
+        let base = match root.starts_with("s3://") {
+            true => {
+                let (store, prefix) = crate::storage::s3_location(&self.config, &root)?;
+                Location::Store {
+                    store,
+                    prefix,
+                    url: root,
+                }
+            }
+            false => Location::Dir(root.into()),
+        };
+        Ok(parts.iter().fold(base, |place, part| place.join(part)))
+    }
+}
+
 fn backup_err(e: backup::Error) -> Error {
     Error::Internal(format!("backup: {e}"))
 }
 
-/// Copies one table's files at `version`: its data files and its log up
-/// to that version (entries and checkpoints).
+/// The files of a table at `version`: its data files (from the log, not
+/// a listing, so replaced files are left out) and its log up to that
+/// version (entries and checkpoints). Local tables are read as files,
+/// others through the table's object store.
+async fn table_files(delta: &deltalake::DeltaTable, version: u64) -> Result<Vec<TableFile>> {
+    let store = delta.object_store();
+    let root = delta.table_url().to_file_path().ok();
+    let source = |rel: &str| match &root {
+        Some(root) => Source::File(root.join(rel)),
+        None => Source::Object {
+            store: store.clone(),
+            path: ObjectPath::from(rel),
+        },
+    };
+    let mut files: Vec<TableFile> = delta
+        .snapshot()
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .log_data()
+        .iter()
+        .map(|f| {
+            let rel = percent_encoding::percent_decode_str(f.path().as_ref())
+                .decode_utf8_lossy()
+                .into_owned();
+            (source(&rel), f.size().max(0) as u64, rel)
+        })
+        .collect();
+    let listed: Vec<object_store::ObjectMeta> = store
+        .list(Some(&ObjectPath::from("_delta_log")))
+        .try_collect()
+        .await
+        .map_err(|e| Error::Internal(format!("listing {}/_delta_log: {e}", delta.table_url())))?;
+    let mut log: Vec<(String, u64)> = listed
+        .into_iter()
+        .filter_map(|meta| {
+            let name = meta.location.filename()?.to_string();
+            log_file_version(&name)
+                .is_some_and(|v| v <= version)
+                .then_some((name, meta.size))
+        })
+        .collect();
+    log.sort();
+    for (name, size) in log {
+        let rel = format!("_delta_log/{name}");
+        files.push((source(&rel), size, rel));
+    }
+    Ok(files)
+}
+
+/// Copies one table's files into the backup, below `prefix`.
 fn copy_table(
     mut writer: backup::Writer,
-    root: &Path,
     prefix: &str,
-    version: u64,
-    data: &[String],
+    files: Vec<TableFile>,
 ) -> Result<(backup::Writer, Vec<FileEntry>)> {
-    let mut files = Vec::new();
-    for rel in data {
-        files.push(
+    let mut entries = Vec::new();
+    for (source, size, rel) in files {
+        entries.push(
             writer
-                .add(&root.join(rel), &format!("{prefix}/{rel}"))
+                .add(&source, size, &format!("{prefix}/{rel}"))
                 .map_err(backup_err)?,
         );
     }
-    let log = root.join("_delta_log");
-    let mut names: Vec<String> = std::fs::read_dir(&log)
-        .map_err(|e| Error::Internal(format!("{}: {e}", log.display())))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| log_file_version(name).is_some_and(|v| v <= version))
-        .collect();
-    names.sort();
-    for name in names {
-        files.push(
-            writer
-                .add(&log.join(&name), &format!("{prefix}/_delta_log/{name}"))
-                .map_err(backup_err)?,
-        );
-    }
-    Ok((writer, files))
+    Ok((writer, entries))
 }
 
 /// The version of a Delta log entry or checkpoint file, by its name.

@@ -378,7 +378,7 @@ async fn backup(
         })
         .collect();
     Ok(axum::Json(serde_json::json!({
-        "dir": report.dir.display().to_string(),
+        "dir": report.place.to_string(),
         "created_at": report.manifest.created_at,
         "tables": tables,
         "files_copied": report.copied,

@@ -55,7 +55,7 @@ impl Service {
             200,
             format!("to={name}{detail}"),
         ));
-        let dir = self.db.config().backup_dir().join(owner).join(name);
-        Ok(self.db.backup(tenant, &dir).await?)
+        let place = self.db.backup_place(&[owner, name])?;
+        Ok(self.db.backup(tenant, place).await?)
     }
 }

@@ -105,6 +105,28 @@ impl Storage {
 /// The S3 store of `bucket`, configured from the `AWS_*` variables and
 /// `config`'s endpoint settings. Registers the plain log store for
 /// `s3://` URLs (once per process).
+/// The object store of `url`, `s3://bucket/prefix`, with the S3 settings
+/// of `config`, and the prefix as a path in it.
+pub fn s3_location(
+    config: &Config,
+    url: &str,
+) -> Result<(ObjectStoreRef, object_store::path::Path)> {
+    let invalid = |reason: String| Error::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let parsed = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let bucket = parsed.host_str().unwrap_or_default();
+    if parsed.scheme() != "s3" || bucket.is_empty() {
+        return Err(invalid("expected s3://bucket/prefix".into()));
+    }
+    let store = s3_store(config, bucket)?;
+    Ok((
+        store,
+        object_store::path::Path::from(parsed.path().trim_matches('/')),
+    ))
+}
+
 fn s3_store(config: &Config, bucket: &str) -> Result<ObjectStoreRef> {
     let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(endpoint) = &config.s3_endpoint {

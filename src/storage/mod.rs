@@ -27,6 +27,7 @@ pub mod scan;
 mod test_util;
 mod writer;
 
+pub use backend::s3_location;
 pub use writer::flush_parallelism;
 
 use crate::ids::{TableName, TenantId, WalSeq};

@@ -125,3 +125,142 @@ fn tables_live_on_s3_and_survive_restarts() {
     assert_eq!(s.scalar("SELECT sum(x) FROM events"), json!(7.0));
     assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(3));
 }
+
+#[test]
+fn backups_to_s3_of_tables_on_s3_restore_and_verify_from_s3() {
+    let store = S3Store::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let args = [
+        "--storage-url",
+        "s3://lake/warehouse",
+        "--backup-dir",
+        "s3://lake/backups",
+        "--s3-endpoint",
+        &store.endpoint,
+        "--s3-allow-http",
+    ];
+    let s = TestServer::start_in_with_env(tmp.path(), &args, &creds);
+    let ingest = |from: usize, n: usize| {
+        let events: Vec<serde_json::Value> = (from..from + n)
+            .map(|i| json!({"event_id": format!("e{i}"), "event_type": "t", "entity_id": format!("u{}", i % 3)}))
+            .collect();
+        s.ingest(&serde_json::Value::Array(events));
+    };
+    let backup = || {
+        let r = s.post(
+            "/v1/admin/backup",
+            "application/json",
+            json!({"to": "nightly"}).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    ingest(0, 10);
+    let first = backup();
+    assert_eq!(first["dir"], "s3://lake/backups/default/nightly", "{first}");
+    ingest(10, 5);
+    let second = backup();
+    // The second copies only the new files.
+    assert_eq!(
+        second["files_reused"], first["tables"][0]["files"],
+        "{second}"
+    );
+    let keys = store.object_keys();
+    assert!(
+        keys.contains("backups/default/nightly/manifest.json"),
+        "{keys}"
+    );
+    assert!(
+        keys.contains("backups/default/nightly/tables/default/events/_delta_log/"),
+        "{keys}"
+    );
+    assert!(
+        !tmp.path().join("backups").exists(),
+        "nothing written locally"
+    );
+
+    let cli = |extra: &[&str]| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--s3-endpoint", &store.endpoint, "--s3-allow-http"]);
+        std::process::Command::new(crate::support::server_bin())
+            .args(&args)
+            .envs(creds)
+            .output()
+            .unwrap()
+    };
+    let place = "s3://lake/backups/default/nightly";
+    let out = cli(&["backup", "--verify", place]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("match their checksums"));
+    let data = tmp.path().join("restored");
+    let out = cli(&[
+        "restore",
+        "--from",
+        place,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The restored copy is a local server's.
+    let restored = TestServer::start_in(&data, &[]);
+    assert_eq!(
+        restored.scalar("SELECT count(DISTINCT event_id) FROM events"),
+        json!(15)
+    );
+    assert_eq!(
+        restored.scalar("SELECT max(position) FROM events"),
+        json!(15)
+    );
+
+    // A damaged object is found by --verify and stops a restore.
+    let damaged = keys
+        .split("<Key>")
+        .filter_map(|k| k.split("</Key>").next())
+        .find(|k| k.starts_with("backups/default/nightly/tables/") && k.ends_with(".parquet"))
+        .unwrap()
+        .to_string();
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("lake")
+        .with_endpoint(&store.endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_region("us-east-1")
+        .build()
+        .unwrap();
+    crate::flight::runtime().block_on(async {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(damaged.as_str());
+        let mut bytes = s3.get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        s3.put(&path, bytes.into()).await.unwrap();
+    });
+    let out = cli(&["backup", "--verify", place]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("damaged") && err.contains(".parquet"), "{err}");
+    let again = tmp.path().join("again");
+    let out = cli(&[
+        "restore",
+        "--from",
+        place,
+        "--data-dir",
+        again.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(!again.exists(), "nothing restored");
+}
