@@ -24,6 +24,27 @@ fn restore(from: &std::path::Path, to: &std::path::Path) -> std::process::Output
     cli(&["restore", "--from", from, "--data-dir", to])
 }
 
+/// `allsource restore --from FROM --as-of POINT` into a new directory in
+/// a temporary one (kept as long as the returned handle).
+fn restore_as_of(
+    from: &std::path::Path,
+    point: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("restored");
+    let (from, to) = (from.to_str().unwrap(), data.to_str().unwrap());
+    let out = cli(&[
+        "restore",
+        "--from",
+        from,
+        "--data-dir",
+        to,
+        "--as-of",
+        point,
+    ]);
+    (target, data, out)
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(crate::support::server_bin())
         .args(args)
@@ -223,18 +244,7 @@ fn a_restore_as_of_a_position_or_a_time_keeps_exactly_what_was_acknowledged_by_t
         ),
     ];
     for (point, kept) in cases {
-        let target = tempfile::tempdir().unwrap();
-        let data = target.path().join("restored");
-        let (from, to) = (dir.to_str().unwrap(), data.to_str().unwrap());
-        let out = cli(&[
-            "restore",
-            "--from",
-            from,
-            "--data-dir",
-            to,
-            "--as-of",
-            &point,
-        ]);
+        let (_target, data, out) = restore_as_of(&dir, &point);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -264,18 +274,7 @@ fn a_restore_as_of_a_position_or_a_time_keeps_exactly_what_was_acknowledged_by_t
             "{point}"
         );
     }
-    let target = tempfile::tempdir().unwrap();
-    let data = target.path().join("restored");
-    let (from, to) = (dir.to_str().unwrap(), data.to_str().unwrap());
-    let out = cli(&[
-        "restore",
-        "--from",
-        from,
-        "--data-dir",
-        to,
-        "--as-of",
-        "yesterday",
-    ]);
+    let (_target, data, out) = restore_as_of(&dir, "yesterday");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("position:N"));
     assert!(!data.exists(), "nothing restored");
