@@ -1,4 +1,8 @@
+use super::writer::write_all_vectored;
 use super::*;
+use format::HEADER_LEN;
+use std::fs::OpenOptions;
+use std::io::Write;
 
 fn config(dir: &Path, segment_bytes: u64) -> WalConfig {
     WalConfig {
