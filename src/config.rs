@@ -144,6 +144,11 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_CONCURRENT_QUERIES", default_value_t = 16)]
     pub max_concurrent_queries: usize,
 
+    /// Subscriptions (live streams of events) one tenant may have open at
+    /// once; more get 429.
+    #[arg(long, env = "ALLSOURCE_MAX_SUBSCRIPTIONS", default_value_t = 64)]
+    pub max_subscriptions: usize,
+
     /// Largest query: SQL text (over HTTP, Flight SQL, and inside a table
     /// function), DSL document, or set of parameters bound to a Flight SQL
     /// prepared statement. Larger ones get 400 (InvalidArgument).
@@ -223,6 +228,7 @@ impl Default for Config {
             max_spill_bytes: 4 << 30,
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 16,
+            max_subscriptions: 64,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_prepared_bytes: 64 << 20,
             max_result_bytes: 256 << 20,

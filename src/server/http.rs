@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sql", post(sql))
         .route("/v1/query", post(dsl_query))
         .route("/v1/streams/{table}/{entity}", get(read_stream))
+        .route("/v1/stream", get(super::live::subscribe))
         .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/backup", post(backup))
         .route(

@@ -8,6 +8,7 @@ pub mod error;
 pub mod flight;
 pub mod http;
 mod ingest;
+mod live;
 
 use crate::config::Config;
 use crate::db::{self, Database};

@@ -17,6 +17,7 @@ mod error;
 pub mod ingest;
 pub mod query;
 pub mod stream;
+pub mod subscribe;
 
 pub use error::{Error, Kind, Result, is_user_error};
 
@@ -42,6 +43,8 @@ pub struct Service {
     /// of them alone (`--ingest-memory-budget`,
     /// `--max-ingest-request-bytes`).
     ingest_budget: Arc<IngestBudget>,
+    /// Each tenant's open subscriptions.
+    subscriptions: subscribe::Subscriptions,
 }
 
 impl Service {
@@ -63,6 +66,7 @@ impl Service {
             verifier,
             rate_limits,
             ingest_budget,
+            subscriptions: Default::default(),
         }))
     }
 

@@ -23,6 +23,8 @@ pub enum Interface {
     Flight,
     /// An entity stream read.
     Stream,
+    /// A subscription's read of new events.
+    Subscription,
 }
 
 impl Interface {
@@ -32,6 +34,7 @@ impl Interface {
             Interface::Dsl => "dsl",
             Interface::Flight => "flight",
             Interface::Stream => "stream",
+            Interface::Subscription => "subscription",
         }
     }
 }
@@ -190,7 +193,7 @@ impl Service {
         self.rate_check(caller, ratelimit::Kind::Queries, 1)
     }
 
-    fn check_size(&self, what: &str, len: usize) -> Result<()> {
+    pub(super) fn check_size(&self, what: &str, len: usize) -> Result<()> {
         self.queries
             .limits()
             .settings
@@ -221,7 +224,7 @@ impl Service {
 
 /// Counts a query and its latency to the start of its result (or its
 /// refusal).
-fn observe<T>(interface: Interface, started: Instant, result: &Result<T>) {
+pub(super) fn observe<T>(interface: Interface, started: Instant, result: &Result<T>) {
     let m = crate::metrics::get();
     let outcome = match result {
         Ok(_) => "ok",

@@ -15,6 +15,7 @@ mod flight_limits;
 mod ingest;
 mod ingest_memory;
 mod limits;
+mod live;
 mod maintenance;
 mod memory;
 mod metrics;

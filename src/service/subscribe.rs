@@ -1,0 +1,349 @@
+//! Live reads of a table: its events after a starting point, in position
+//! order, first those already stored (catch-up) and then each as it is
+//! acknowledged, with no gap and no repeat between the two.
+//!
+//! A [`Subscription`] remembers the last position it delivered and reads
+//! what follows with an ordinary query (`position > P AND filter ORDER BY
+//! position LIMIT n`), which sees the buffer and the stored files alike.
+//! Between reads it waits on the table's highest visible position, a
+//! value the write path raises after each batch it applies. So there is
+//! no per-subscriber queue: a slow reader only falls behind and reads on
+//! from storage, ingest never waits for it, and a subscription holds at
+//! most one page of events in memory.
+
+use super::query::Interface;
+use super::{Error, Kind, Result, Service};
+use crate::auth::{Principal, Role};
+use crate::ids::{TableName, TenantId};
+use crate::query::QueryOptions;
+use crate::ratelimit;
+use crate::schema;
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use futures::TryStreamExt;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// Most events one read of a subscription returns.
+pub const PAGE: usize = 1000;
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The table's first event.
+    Earliest,
+    /// The first event acknowledged after the subscription began.
+    Now,
+    /// The event after this position (to resume after the last one seen).
+    After(u64),
+    /// The first event ingested at or after this time (microseconds since
+    /// the epoch).
+    Since(i64),
+}
+
+impl Start {
+    /// `earliest`, `now`, `after:N` or an RFC 3339 time.
+    pub fn parse(text: &str) -> std::result::Result<Start, String> {
+        match text {
+            "earliest" => return Ok(Start::Earliest),
+            "now" => return Ok(Start::Now),
+            _ => {}
+        }
+        if let Some(n) = text.strip_prefix("after:") {
+            return n
+                .trim()
+                .parse()
+                .map(Start::After)
+                .map_err(|_| format!("start: {n:?} is not a position (a whole number)"));
+        }
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| Start::Since(t.timestamp_micros()))
+            .map_err(|e| {
+                format!(
+                    "start: {text:?} is none of earliest, now, after:N or an RFC 3339 time ({e})"
+                )
+            })
+    }
+}
+
+/// What to subscribe to.
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    pub table: TableName,
+    /// A SQL boolean expression over the table's columns.
+    pub filter: Option<String>,
+    pub start: Start,
+}
+
+/// Each tenant's open subscriptions, capped.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    open: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
+}
+
+impl Subscriptions {
+    fn admit(&self, tenant: &TenantId, cap: usize) -> Result<OwnedSemaphorePermit> {
+        let semaphore = self
+            .open
+            .lock()
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(cap)))
+            .clone();
+        semaphore.try_acquire_owned().map_err(|_| {
+            Error::new(
+                Kind::Overloaded,
+                format!(
+                    "tenant {tenant:?} has {cap} subscriptions open, the most it may (--max-subscriptions)"
+                ),
+            )
+            .retry_after(1)
+        })
+    }
+}
+
+/// An open subscription; see the module's notes.
+#[derive(Debug)]
+pub struct Subscription {
+    service: Arc<Service>,
+    caller: Principal,
+    /// The read of the events after `$1`.
+    sql: String,
+    /// The last position delivered (or skipped as not matching).
+    after: u64,
+    positions: watch::Receiver<u64>,
+    _open: OwnedSemaphorePermit,
+}
+
+/// The filter as one expression, printed back from its syntax tree so
+/// that nothing in it can change the query around it.
+fn filter_expr(filter: &str) -> Result<String> {
+    let invalid = |e: &dyn std::fmt::Display| Error::invalid(format!("filter: {e}"));
+    let mut parser = Parser::new(&GenericDialect {})
+        .try_with_sql(filter)
+        .map_err(|e| invalid(&e))?;
+    let expr = parser.parse_expr().map_err(|e| invalid(&e))?;
+    let rest = parser.peek_token();
+    if rest.token != datafusion::sql::sqlparser::tokenizer::Token::EOF {
+        return Err(invalid(&format!(
+            "one expression expected; found {} after it (at {})",
+            rest.token, rest.span.start
+        )));
+    }
+    Ok(expr.to_string())
+}
+
+impl Service {
+    /// Opens a subscription for `caller` (the reader role; one of the
+    /// tenant's `--max-subscriptions`). The filter is checked here, by
+    /// planning the first read, so a bad one is refused at once.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        caller: &Principal,
+        request: Subscribe,
+    ) -> Result<Subscription> {
+        caller.require(Role::Reader, "subscribe")?;
+        self.rate_check(caller, ratelimit::Kind::Queries, 1)?;
+        let Some(table) = self.db.table(&caller.tenant, &request.table) else {
+            return Err(Error::new(
+                Kind::NotFound,
+                format!("table {:?} does not exist", request.table.as_str()),
+            ));
+        };
+        let open = self
+            .subscriptions
+            .admit(&caller.tenant, self.db.config().max_subscriptions.max(1))?;
+        let filter = match &request.filter {
+            Some(f) if !f.trim().is_empty() => {
+                self.check_size("the filter", f.len())?;
+                format!(" AND ({})", filter_expr(f)?)
+            }
+            _ => String::new(),
+        };
+        let sql = format!(
+            "SELECT * FROM \"{table}\" WHERE {position} > $1{filter} ORDER BY {position} LIMIT {PAGE}",
+            table = request.table.as_str(),
+            position = schema::POSITION,
+        );
+        let positions = table.watch_positions();
+        let mut subscription = Subscription {
+            service: self.clone(),
+            caller: caller.clone(),
+            sql,
+            after: 0,
+            positions,
+            _open: open,
+        };
+        subscription.after = match request.start {
+            Start::Earliest => 0,
+            Start::After(p) => p,
+            Start::Now => table.highest_position(),
+            Start::Since(t) => {
+                let highest = table.highest_position();
+                let sql = format!(
+                    "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t})",
+                    table = request.table.as_str(),
+                    position = schema::POSITION,
+                    at = schema::INGESTED_AT,
+                );
+                let first = self.first_column(caller, &sql).await?;
+                first.map_or(highest, |p| p.saturating_sub(1))
+            }
+        };
+        // Planned now, so that a bad filter is refused before anything is
+        // sent; the rows it finds are read again by the first `next`.
+        subscription.read(u64::MAX).await?;
+        Ok(subscription)
+    }
+
+    /// The first value of the first row of `sql`, as a position.
+    async fn first_column(&self, caller: &Principal, sql: &str) -> Result<Option<u64>> {
+        let stream = self
+            .queries
+            .sql_with(caller, sql, None, QueryOptions::default())
+            .await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let value = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| arrow::compute::cast(b.column(0), &DataType::Int64))
+            .transpose()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(value
+            .and_then(|v| {
+                let v = v.as_primitive::<Int64Type>();
+                v.is_valid(0).then(|| v.value(0))
+            })
+            .map(|p| p.max(0) as u64))
+    }
+}
+
+impl Subscription {
+    /// The last position delivered or passed over.
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+
+    /// The events after `after` that match, at most [`PAGE`].
+    async fn read(&self, after: u64) -> Result<Vec<RecordBatch>> {
+        let params = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![
+                after.min(i64::MAX as u64) as i64
+            ]))],
+        )
+        .map_err(|e| Error::internal(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let result = self
+            .service
+            .queries
+            .sql_with(
+                &self.caller,
+                &self.sql,
+                Some(params),
+                QueryOptions::default(),
+            )
+            .await;
+        let result = match result {
+            Ok(stream) => stream.try_collect().await.map_err(Error::from),
+            Err(e) => Err(Error::from(e)),
+        };
+        super::query::observe(Interface::Subscription, started, &result);
+        result
+    }
+
+    /// The next events, waiting up to `wait` for some to be acknowledged;
+    /// `None` when none came in that time. Events come in position order,
+    /// each once.
+    pub async fn next(&mut self, wait: Duration) -> Result<Option<Vec<RecordBatch>>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let seen = *self.positions.borrow_and_update();
+            if seen > self.after {
+                match self.read(self.after).await {
+                    Ok(batches) => {
+                        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                        let last = batches.iter().filter_map(last_position).max();
+                        match last {
+                            Some(last) if rows >= PAGE => self.after = last,
+                            // Every event up to `seen` was readable, and
+                            // those after the last returned did not match.
+                            Some(last) => self.after = last.max(seen),
+                            None => self.after = seen,
+                        }
+                        if rows > 0 {
+                            return Ok(Some(batches));
+                        }
+                    }
+                    // The tenant's query slots are all taken: read again
+                    // shortly, without giving up the subscription.
+                    Err(e) if e.kind == Kind::Overloaded => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if tokio::time::Instant::now() >= deadline {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.positions.changed()).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => {
+                    return Err(Error::new(
+                        Kind::Unavailable,
+                        "the table is no longer served (the server is shutting down)",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The highest position in `batch`, if it has one.
+fn last_position(batch: &RecordBatch) -> Option<u64> {
+    let positions = batch
+        .column_by_name(schema::POSITION)?
+        .as_primitive_opt::<Int64Type>()?;
+    arrow::compute::max(positions).map(|p| p.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_and_filters_parse_or_name_the_problem() {
+        assert_eq!(Start::parse("earliest"), Ok(Start::Earliest));
+        assert_eq!(Start::parse("now"), Ok(Start::Now));
+        assert_eq!(Start::parse("after:42"), Ok(Start::After(42)));
+        assert_eq!(
+            Start::parse("2026-01-01T00:00:00Z"),
+            Ok(Start::Since(1_767_225_600_000_000))
+        );
+        assert!(
+            Start::parse("after:x")
+                .unwrap_err()
+                .contains("not a position")
+        );
+        assert!(
+            Start::parse("yesterday")
+                .unwrap_err()
+                .contains("earliest, now")
+        );
+        assert_eq!(
+            filter_expr("x > 1 AND y = 'a'").unwrap(),
+            "x > 1 AND y = 'a'"
+        );
+        // Nothing may follow the expression: no comment, no clause.
+        for bad in ["x > 1) --", "true ORDER BY 1", "x > 1; DROP TABLE t", ""] {
+            let e = filter_expr(bad).unwrap_err();
+            assert!(e.message.starts_with("filter:"), "{bad}: {e}");
+        }
+    }
+}
