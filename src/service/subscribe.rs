@@ -41,8 +41,8 @@ pub enum Start {
     Now,
     /// The event after this position (to resume after the last one seen).
     After(u64),
-    /// The first event ingested at or after this time (microseconds since
-    /// the epoch).
+    /// From the first event (by position) ingested at or after this
+    /// time (microseconds since the epoch).
     Since(i64),
 }
 
@@ -194,8 +194,9 @@ impl Service {
                 first.map_or(highest, |p| p.saturating_sub(1))
             }
         };
-        // Planned now, so that a bad filter is refused before anything is
-        // sent; the rows it finds are read again by the first `next`.
+        // Planned and run now (after the highest possible position, so it
+        // finds nothing), so that a bad filter is refused before the
+        // stream opens.
         subscription.read(u64::MAX).await?;
         Ok(subscription)
     }
