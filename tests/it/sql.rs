@@ -588,3 +588,34 @@ fn type_errors_datafusion_calls_internal_get_400() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("BETWEEN"), "{}", r.error());
 }
+
+#[test]
+fn a_limit_on_a_grouped_max_aggregates_every_group() {
+    // DataFusion's TopK aggregation keeps only the best k groups while it
+    // aggregates; its hash table panicked on SQL fuzzer queries of this
+    // shape (a 500). It is off: the plan aggregates every group and sorts.
+    let s = TestServer::start(&[]);
+    let events: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({"event_type": "t", "entity_id": format!("u{}", i % 4),
+                        "payload": {"x": if i % 3 == 0 { Value::Null } else { json!(i) }}})
+        })
+        .collect();
+    s.ingest(&Value::Array(events));
+    let sql = "SELECT entity_id, max(x) AS m FROM events GROUP BY entity_id ORDER BY m DESC NULLS LAST LIMIT 2";
+    let plan = s.sql(&format!("EXPLAIN {sql}"));
+    let text = plan
+        .iter()
+        .map(|r| r["plan"].as_str().unwrap_or_default())
+        .collect::<String>();
+    assert!(text.contains("AggregateExec"), "{text}");
+    assert!(!text.contains("lim=["), "no TopK aggregation: {text}");
+    let rows = s.sql(sql);
+    assert_eq!(
+        rows,
+        vec![
+            json!({"entity_id": "u3", "m": 11.0}),
+            json!({"entity_id": "u2", "m": 10.0})
+        ]
+    );
+}
