@@ -234,11 +234,6 @@ impl Sequencer {
         self.raise(entity, version);
     }
 
-    /// The position the next append starts at.
-    pub(crate) fn next_position(&self) -> u64 {
-        self.next_position
-    }
-
     /// Moves the next position past `position`.
     pub(crate) fn learn_position(&mut self, position: u64) {
         self.next_position = self.next_position.max(position + 1);

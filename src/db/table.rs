@@ -63,9 +63,8 @@ pub struct Table {
     flush_lock: tokio::sync::Mutex<()>,
     /// One maintenance run (compaction, vacuum, retention) at a time.
     pub(crate) maintenance_lock: tokio::sync::Mutex<()>,
-    /// The highest position readable (stored or buffered): raised as
-    /// batches are applied, for live readers to wait on.
-    visible: tokio::sync::watch::Sender<u64>,
+    /// Marked each time a batch is applied, for live readers to wait on.
+    applied: tokio::sync::watch::Sender<()>,
 }
 
 async fn provider_for(delta: &DeltaTable) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -105,27 +104,18 @@ impl Table {
             }),
             flush_lock: tokio::sync::Mutex::new(()),
             maintenance_lock: tokio::sync::Mutex::new(()),
-            visible: tokio::sync::watch::channel(0).0,
+            applied: tokio::sync::watch::channel(()).0,
         })
     }
 
     /// The highest position readable now (0: none).
     pub fn highest_position(&self) -> u64 {
-        *self.visible.borrow()
+        Self::visible_position(&self.state.read()).unwrap_or(0)
     }
 
-    /// Follows [`Table::highest_position`] as it rises.
-    pub fn watch_positions(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.visible.subscribe()
-    }
-
-    /// Raises the visible position to `position` (never lowers it).
-    fn reveal(&self, position: u64) {
-        self.visible.send_if_modified(|v| {
-            let raised = position > *v;
-            *v = (*v).max(position);
-            raised
-        });
+    /// Changes each time a batch is applied (after it is readable).
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<()> {
+        self.applied.subscribe()
     }
 
     /// `tenant.table`, for messages.
@@ -141,7 +131,6 @@ impl Table {
     /// the memory the batch holds (counted by the caller: arrays decoded
     /// from one IPC buffer each report the whole buffer).
     pub(crate) fn push(&self, seq: WalSeq, batch: RecordBatch, bytes: usize, total: &AtomicUsize) {
-        let last_position = sequence::last_position(&batch);
         let mut state = self.state.write();
         state.rows += batch.num_rows();
         state.bytes += bytes;
@@ -153,9 +142,7 @@ impl Table {
         });
         total.fetch_add(bytes, Ordering::Relaxed);
         drop(state);
-        if let Some(last) = last_position {
-            self.reveal(last);
-        }
+        self.applied.send_replace(());
     }
 
     pub(crate) fn first_buffered_seq(&self) -> Option<WalSeq> {
@@ -341,7 +328,6 @@ impl Table {
                 }
             }
         }
-        self.reveal(seq.next_position().saturating_sub(1));
         *self.sequencer.lock() = seq;
         Ok(())
     }

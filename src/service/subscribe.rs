@@ -5,8 +5,8 @@
 //! A [`Subscription`] remembers the last position it delivered and reads
 //! what follows with an ordinary query (`position > P AND filter ORDER BY
 //! position LIMIT n`), which sees the buffer and the stored files alike.
-//! Between reads it waits on the table's highest visible position, a
-//! value the write path raises after each batch it applies. So there is
+//! Between reads it waits for the write path to apply a batch (a watch
+//! the table marks once the batch is readable). So there is
 //! no per-subscriber queue: a slow reader only falls behind and reads on
 //! from storage, ingest never waits for it, and a subscription holds at
 //! most one page of events in memory.
@@ -14,6 +14,7 @@
 use super::query::Interface;
 use super::{Error, Kind, Result, Service};
 use crate::auth::{Principal, Role};
+use crate::db::Table;
 use crate::ids::{TableName, TenantId};
 use crate::query::QueryOptions;
 use crate::ratelimit;
@@ -115,7 +116,9 @@ pub struct Subscription {
     sql: String,
     /// The last position delivered (or skipped as not matching).
     after: u64,
-    positions: watch::Receiver<u64>,
+    table: Arc<Table>,
+    /// Changes when the table has applied a batch.
+    applied: watch::Receiver<()>,
     _open: OwnedSemaphorePermit,
 }
 
@@ -169,13 +172,14 @@ impl Service {
             table = request.table.as_str(),
             position = schema::POSITION,
         );
-        let positions = table.watch_positions();
+        let applied = table.watch_applied();
         let mut subscription = Subscription {
             service: self.clone(),
             caller: caller.clone(),
             sql,
             after: 0,
-            positions,
+            table: table.clone(),
+            applied,
             _open: open,
         };
         subscription.after = match request.start {
@@ -263,7 +267,8 @@ impl Subscription {
     pub async fn next(&mut self, wait: Duration) -> Result<Option<Vec<RecordBatch>>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let seen = *self.positions.borrow_and_update();
+            self.applied.mark_unchanged();
+            let seen = self.table.highest_position();
             if seen > self.after {
                 match self.read(self.after).await {
                     Ok(batches) => {
@@ -292,7 +297,7 @@ impl Subscription {
                     Err(e) => return Err(e),
                 }
             }
-            match tokio::time::timeout_at(deadline, self.positions.changed()).await {
+            match tokio::time::timeout_at(deadline, self.applied.changed()).await {
                 Err(_) => return Ok(None),
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => {
