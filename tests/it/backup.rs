@@ -24,6 +24,20 @@ fn restore(from: &std::path::Path, to: &std::path::Path) -> std::process::Output
     cli(&["restore", "--from", from, "--data-dir", to])
 }
 
+/// `allsource restore --from FROM` into a new directory in a temporary
+/// one (kept as long as the returned handle); it must succeed.
+fn restore_fresh(from: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf) {
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("restored");
+    let out = restore(from, &data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (target, data)
+}
+
 /// `allsource restore --from FROM --as-of POINT` into a new directory in
 /// a temporary one (kept as long as the returned handle).
 fn restore_as_of(
@@ -129,14 +143,7 @@ fn a_backup_under_ingest_restores_exactly_what_was_acknowledged_before_it() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("match their checksums"));
 
-    let target = tempfile::tempdir().unwrap();
-    let data = target.path().join("restored");
-    let out = restore(&dir, &data);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_target, data) = restore_fresh(&dir);
     let restored = TestServer::start_in(&data, &[]);
     let rows = restored.sql("SELECT event_id, position FROM events");
     let got: HashMap<String, u64> = rows
@@ -335,14 +342,7 @@ fn a_backup_of_every_tenant_restores_them_all() {
     // Into `_all`, beside the tenants' own backups.
     let dir = s.data_dir.join("backups/_all/everyone");
     assert!(dir.join("manifest.json").exists(), "{reply}");
-    let target = tempfile::tempdir().unwrap();
-    let data = target.path().join("restored");
-    let out = restore(&dir, &data);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_target, data) = restore_fresh(&dir);
     let restored = TestServer::start_in(&data, &[]);
     let count = |tenant: &str, table: &str| {
         let r = restored.post_with(
