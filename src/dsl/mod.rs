@@ -24,10 +24,12 @@ mod parse;
 
 use crate::auth::Principal;
 use chrono::{DateTime, Utc};
+use datafusion::common::Column;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 use keywords::{Clause, suggest};
 use serde_json::Value;
@@ -206,4 +208,44 @@ pub async fn run_with(
             Ok(df.execute_stream().await?)
         })
         .await
+}
+
+/// The SQL text of a DSL `where` condition over `table`, for callers that
+/// run it inside SQL of their own (live streams). Relative times (`ago`)
+/// are fixed at the moment of the call. Errors name the place in the
+/// condition as a query's do, under `where`.
+pub async fn where_sql(
+    engine: &Arc<crate::query::QueryEngine>,
+    caller: &Principal,
+    table: &str,
+    condition: &Value,
+) -> Result<String, QueryError> {
+    let ctx = crate::query::session_with(engine, caller, &Default::default())?;
+    let mut doc = serde_json::Map::new();
+    doc.insert(Clause::From.word().into(), Value::from(table));
+    doc.insert(Clause::Where.word().into(), condition.clone());
+    let doc = Value::Object(doc);
+    let plan = compile(&ctx, &doc).await?;
+    let mut predicate = None;
+    plan.apply(|node| {
+        if let LogicalPlan::Filter(filter) = node {
+            predicate = Some(filter.predicate.clone());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let Some(predicate) = predicate else {
+        return Ok("TRUE".into());
+    };
+    // Bare column names: the caller's query names the table itself.
+    let predicate = predicate
+        .transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                c.name,
+            )))),
+            e => Ok(Transformed::no(e)),
+        })?
+        .data;
+    let sql = datafusion::sql::unparser::expr_to_sql(&predicate)?;
+    Ok(sql.to_string())
 }

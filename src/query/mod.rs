@@ -16,6 +16,7 @@ mod grouping_sets;
 mod late;
 pub mod limits;
 pub mod output;
+pub mod partition;
 pub mod pin;
 mod sanity;
 mod system;
@@ -258,6 +259,7 @@ pub fn session_with(
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     udfs::register_all(&mut ctx)?;
     bounded::register(&mut ctx)?;
+    ctx.register_udf(partition::udf());
     #[cfg(debug_assertions)]
     {
         let state = ctx.state_ref();

@@ -143,16 +143,47 @@ async fn authenticate(
         action: format!("{} {}", request.method(), request.uri().path()),
         request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()),
     };
-    match state
-        .service
-        .authenticate(credentials(request.headers()), info)
-    {
+    // Streams also take their credentials from the query string: a
+    // browser's WebSocket cannot send headers.
+    let streaming = is_stream_path(path);
+    let query = request.uri().query().unwrap_or("").to_string();
+    let mut given = credentials(request.headers());
+    let from_query: Vec<(String, String)> = if streaming {
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .filter(|(k, _)| k == "token" || k == "tenant")
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (key, value) in &from_query {
+        match key.as_str() {
+            "token" if given.token.is_none() => given.token = Some(value),
+            "tenant" if given.tenant.is_none() => given.tenant = Some(value),
+            _ => {}
+        }
+    }
+    match state.service.authenticate(given, info) {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
+        // The stream opens and closes with the error's code and message.
+        Err(e) if streaming && super::live::is_websocket(request.headers()) => {
+            request.extensions_mut().insert(super::live::Refused(e));
+            next.run(request).await
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// The routes of live streams, which take credentials from the query
+/// string too.
+fn is_stream_path(path: &str) -> bool {
+    path == "/v1/stream"
+        || path
+            .strip_prefix("/v1/subscriptions/")
+            .is_some_and(|rest| rest.ends_with("/consume"))
 }
 
 /// The credentials in a request's headers (also Flight SQL's call

@@ -1,8 +1,8 @@
-//! `GET /v1/stream`: a table's events as they come, over one long-lived
-//! HTTP response of newline-delimited JSON (a [`Subscription`] on the
-//! wire).
+//! `GET /v1/stream`: a table's events as they come (a [`Subscription`] on
+//! the wire), over a WebSocket ([`super::ws`]) or one long-lived HTTP
+//! response of newline-delimited JSON.
 //!
-//! Each line is one frame:
+//! Each NDJSON line is one frame:
 //! - `{"event": {...}}`: an event, as a row of `/v1/sql` (every column,
 //!   `position` included), in position order;
 //! - `{"heartbeat": {"position": N}}`: nothing new for `heartbeat_ms`; N
@@ -11,18 +11,20 @@
 //! - `{"error": "...", "status": S}`: the stream ends on an error.
 
 use super::http::AppState;
+use super::ws::{self, Framing, OnSlow};
 use crate::auth::Principal;
 use crate::query::output::{Encoder, OutputFormat};
-use crate::service::Error;
 use crate::service::subscribe::{Start, Subscribe, Subscription};
+use crate::service::{Error, Service};
 use arrow::array::RecordBatch;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderValue, header};
-use axum::response::Response;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Heartbeat interval when none is asked for.
@@ -35,56 +37,247 @@ const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
 pub(super) struct StreamParams {
     table: String,
     filter: Option<String>,
+    /// A DSL `where` condition, as JSON text.
+    #[serde(rename = "where")]
+    where_dsl: Option<String>,
+    /// Column names, comma-separated.
+    columns: Option<String>,
     start: Option<String>,
     heartbeat_ms: Option<u64>,
+    /// WebSocket only: `json` (the default) or `arrow`.
+    format: Option<String>,
+    /// WebSocket JSON only: a page of events per message (the default) or
+    /// one event per message.
+    batch: Option<bool>,
+    /// WebSocket only: `catch_up` (the default) or `drop`.
+    on_slow: Option<String>,
+    /// With `on_slow=drop`: how far behind (in positions) is too far.
+    max_lag: Option<u64>,
+    // Read by authentication, for clients that cannot send headers.
+    #[allow(dead_code)]
+    token: Option<String>,
+    #[allow(dead_code)]
+    tenant: Option<String>,
 }
 
-/// `GET /v1/stream?table=&filter=&start=&heartbeat_ms=`.
-pub(super) async fn subscribe(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
-    params: Result<Query<StreamParams>, QueryRejection>,
-) -> Result<Response, Error> {
-    let Query(params) = params.map_err(|e| Error::invalid(e.body_text()))?;
-    let table = params
-        .table
-        .parse()
-        .map_err(|e: crate::ids::InvalidName| Error::invalid(e.to_string()))?;
-    let start = match &params.start {
-        Some(s) => Start::parse(s).map_err(Error::invalid)?,
-        None => Start::Now,
-    };
-    let heartbeat = params.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
-    if !HEARTBEAT_MS.contains(&heartbeat) {
-        return Err(Error::invalid(format!(
-            "heartbeat_ms must be from {} to {}; got {heartbeat}",
-            HEARTBEAT_MS.start(),
-            HEARTBEAT_MS.end()
-        )));
-    }
-    let request = Subscribe {
-        table,
-        filter: params.filter,
-        start,
-    };
-    let subscription = state.service.subscribe(&caller, request).await?;
-    let frames = futures::stream::unfold(
-        Some((subscription, Duration::from_millis(heartbeat))),
-        |state| async move {
-            let (mut subscription, heartbeat) = state?;
-            match subscription.next(heartbeat).await {
-                Ok(Some(batches)) => {
-                    let frame = event_frames(&batches);
-                    Some((Ok(frame), Some((subscription, heartbeat))))
-                }
-                Ok(None) => {
-                    let frame = heartbeat_frame(&subscription);
-                    Some((Ok(frame), Some((subscription, heartbeat))))
-                }
-                Err(e) => Some((Ok::<_, std::io::Error>(error_frame(&e)), None)),
+/// `max_lag` when none is given.
+const DEFAULT_MAX_LAG: u64 = 100_000;
+
+/// A stream's settings, checked.
+#[derive(Debug)]
+pub(super) struct StreamOptions {
+    pub(super) request: Subscribe,
+    pub(super) heartbeat: Duration,
+    pub(super) framing: Framing,
+    pub(super) on_slow: OnSlow,
+}
+
+impl StreamParams {
+    pub(super) fn options(self) -> Result<StreamOptions, Error> {
+        let table = self
+            .table
+            .parse()
+            .map_err(|e: crate::ids::InvalidName| Error::invalid(format!("table: {e}")))?;
+        let start = match &self.start {
+            Some(s) => Start::parse(s).map_err(Error::invalid)?,
+            None => Start::Now,
+        };
+        let heartbeat = self.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
+        if !HEARTBEAT_MS.contains(&heartbeat) {
+            return Err(Error::invalid(format!(
+                "heartbeat_ms must be from {} to {}; got {heartbeat}",
+                HEARTBEAT_MS.start(),
+                HEARTBEAT_MS.end()
+            )));
+        }
+        let where_dsl = match &self.where_dsl {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str(text)
+                    .map_err(|e| Error::invalid(format!("where: not a JSON DSL condition: {e}")))?,
+            ),
+        };
+        let columns = self.columns.as_deref().map(|c| {
+            c.split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect::<Vec<_>>()
+        });
+        let framing = match (self.format.as_deref(), self.batch) {
+            (None | Some("json"), None | Some(true)) => Framing::JsonPages,
+            (None | Some("json"), Some(false)) => Framing::JsonEvents,
+            (Some("arrow"), None | Some(true)) => Framing::Arrow,
+            (Some("arrow"), Some(false)) => {
+                return Err(Error::invalid(
+                    "batch=false is for format=json; Arrow messages are pages",
+                ));
             }
-        },
-    );
+            (Some(other), _) => {
+                return Err(Error::invalid(format!(
+                    "format: {other:?} is not json or arrow"
+                )));
+            }
+        };
+        let on_slow = match self.on_slow.as_deref() {
+            None | Some("catch_up") => {
+                if self.max_lag.is_some() {
+                    return Err(Error::invalid("max_lag goes with on_slow=drop"));
+                }
+                OnSlow::CatchUp
+            }
+            Some("drop") => OnSlow::Drop {
+                max_lag: self.max_lag.unwrap_or(DEFAULT_MAX_LAG),
+            },
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "on_slow: {other:?} is not catch_up or drop"
+                )));
+            }
+        };
+        let mut request = Subscribe::new(table, start);
+        request.filter = self.filter;
+        request.where_dsl = where_dsl;
+        request.columns = columns;
+        Ok(StreamOptions {
+            request,
+            heartbeat: Duration::from_millis(heartbeat),
+            framing,
+            on_slow,
+        })
+    }
+}
+
+/// Whether a request asks to become a WebSocket.
+pub(super) fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Why a WebSocket request's credentials were refused: the stream opens
+/// and closes at once with the error's code, which browsers can read
+/// (they see no HTTP status).
+#[derive(Debug, Clone)]
+pub(super) struct Refused(pub(super) Error);
+
+/// The caller of a stream request, or why it has none.
+pub(super) fn caller_of(parts: &axum::http::request::Parts) -> Result<Principal, Error> {
+    if let Some(Refused(e)) = parts.extensions.get::<Refused>() {
+        return Err(e.clone());
+    }
+    parts
+        .extensions
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Error::internal("the request was not authenticated"))
+}
+
+/// `GET /v1/stream`: a WebSocket when the request asks to upgrade, else
+/// newline-delimited JSON.
+pub(super) async fn subscribe(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let caller = caller_of(&parts);
+    let params = Query::<StreamParams>::try_from_uri(&parts.uri)
+        .map_err(|e| Error::invalid(e.body_text()))
+        .and_then(|Query(p)| p.options());
+    if is_websocket(&parts.headers) {
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(u) => u,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let service = state.service.clone();
+        return upgrade.max_message_size(ws::MAX_CLIENT_MESSAGE).on_upgrade(
+            move |socket| async move {
+                stream_socket(service, socket, caller, params).await;
+            },
+        );
+    }
+    match ndjson(&state, caller, params).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A subscription over a WebSocket, until it ends.
+async fn stream_socket(
+    service: Arc<Service>,
+    socket: WebSocket,
+    caller: Result<Principal, Error>,
+    options: Result<StreamOptions, Error>,
+) {
+    let (framing, on_slow) = match &options {
+        Ok(o) => (o.framing, o.on_slow),
+        Err(_) => (Framing::JsonPages, OnSlow::CatchUp),
+    };
+    let (mut out, mut inbox) = ws::split(socket, framing, on_slow);
+    let opened = match (caller, options) {
+        (Ok(caller), Ok(options)) => service
+            .subscribe(&caller, options.request)
+            .await
+            .map(|s| (s, options.heartbeat)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let (mut subscription, heartbeat) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            out.fail(&e).await;
+            return;
+        }
+    };
+    loop {
+        if let Some(reason) = out.too_far_behind(subscription.lag()) {
+            out.close(ws::TOO_SLOW, &reason).await;
+            return;
+        }
+        let next = tokio::select! {
+            next = subscription.next(heartbeat) => next,
+            message = inbox.recv() => match message {
+                // This stream takes no messages: they are let pass.
+                Some(_) => continue,
+                None => return,
+            },
+        };
+        let sent = match next {
+            Ok(Some(batches)) => out.events(&batches, subscription.position()).await,
+            Ok(None) => out.heartbeat(subscription.position()).await,
+            Err(e) => Err(out.fail(&e).await),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+/// The stream as one long-lived HTTP response of NDJSON frames.
+async fn ndjson(
+    state: &AppState,
+    caller: Result<Principal, Error>,
+    options: Result<StreamOptions, Error>,
+) -> Result<Response, Error> {
+    let caller = caller?;
+    let options = options?;
+    if options.framing != Framing::JsonPages || options.on_slow != OnSlow::CatchUp {
+        return Err(Error::invalid(
+            "format, batch and on_slow are for WebSocket streams; this one is NDJSON (one event per line)",
+        ));
+    }
+    let heartbeat = options.heartbeat;
+    let subscription = state.service.subscribe(&caller, options.request).await?;
+    let frames = futures::stream::unfold(Some((subscription, heartbeat)), |state| async move {
+        let (mut subscription, heartbeat) = state?;
+        match subscription.next(heartbeat).await {
+            Ok(Some(batches)) => {
+                let frame = event_frames(&batches);
+                Some((Ok(frame), Some((subscription, heartbeat))))
+            }
+            Ok(None) => {
+                let frame = heartbeat_frame(&subscription);
+                Some((Ok(frame), Some((subscription, heartbeat))))
+            }
+            Err(e) => Some((Ok::<_, std::io::Error>(error_frame(&e)), None)),
+        }
+    });
     let mut response = Response::new(Body::from_stream(frames));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

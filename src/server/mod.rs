@@ -9,6 +9,7 @@ pub mod flight;
 pub mod http;
 mod ingest;
 mod live;
+mod ws;
 
 use crate::config::Config;
 use crate::db::{self, Database};
@@ -108,6 +109,7 @@ pub async fn run(
     });
     tracing::info!("ready");
     shutdown.await;
+    service.close_subscriptions();
     stop.cancel();
     flight_stop.cancel();
     let served = serving.await;

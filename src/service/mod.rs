@@ -45,6 +45,8 @@ pub struct Service {
     ingest_budget: Arc<IngestBudget>,
     /// Each tenant's open subscriptions.
     subscriptions: subscribe::Subscriptions,
+    /// Cancelled when the server shuts down: open subscriptions end.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Service {
@@ -67,7 +69,13 @@ impl Service {
             rate_limits,
             ingest_budget,
             subscriptions: Default::default(),
+            closing: Default::default(),
         }))
+    }
+
+    /// Ends every open subscription: the server is shutting down.
+    pub fn close_subscriptions(&self) {
+        self.closing.cancel();
     }
 
     /// The database the service runs on.

@@ -78,7 +78,28 @@ pub struct Subscribe {
     pub table: TableName,
     /// A SQL boolean expression over the table's columns.
     pub filter: Option<String>,
+    /// A DSL `where` condition, in addition to `filter`.
+    pub where_dsl: Option<serde_json::Value>,
+    /// The columns to send (`position` always comes too); `None`: all.
+    pub columns: Option<Vec<String>>,
     pub start: Start,
+    /// Only the events whose entity falls in part `.0` of `.1`
+    /// ([`crate::query::partition`]).
+    pub part: Option<(u32, u32)>,
+}
+
+impl Subscribe {
+    /// Every event of `table` from `start`.
+    pub fn new(table: TableName, start: Start) -> Subscribe {
+        Subscribe {
+            table,
+            filter: None,
+            where_dsl: None,
+            columns: None,
+            start,
+            part: None,
+        }
+    }
 }
 
 /// Each tenant's open subscriptions, capped.
@@ -122,6 +143,11 @@ pub struct Subscription {
     _open: OwnedSemaphorePermit,
 }
 
+/// The error a subscription ends with when the server shuts down.
+pub fn shutting_down() -> Error {
+    Error::new(Kind::Unavailable, "the server is shutting down")
+}
+
 /// The filter as one expression, printed back from its syntax tree so
 /// that nothing in it can change the query around it.
 fn filter_expr(filter: &str) -> Result<String> {
@@ -160,18 +186,7 @@ impl Service {
         let open = self
             .subscriptions
             .admit(&caller.tenant, self.db.config().max_subscriptions.max(1))?;
-        let filter = match &request.filter {
-            Some(f) if !f.trim().is_empty() => {
-                self.check_size("the filter", f.len())?;
-                format!(" AND ({})", filter_expr(f)?)
-            }
-            _ => String::new(),
-        };
-        let sql = format!(
-            "SELECT * FROM \"{table}\" WHERE {position} > $1{filter} ORDER BY {position} LIMIT {PAGE}",
-            table = request.table.as_str(),
-            position = schema::POSITION,
-        );
+        let sql = self.subscription_sql(caller, &request).await?;
         let applied = table.watch_applied();
         let mut subscription = Subscription {
             service: self.clone(),
@@ -205,6 +220,51 @@ impl Service {
         Ok(subscription)
     }
 
+    /// The read of a subscription's next page, after position `$1`.
+    async fn subscription_sql(&self, caller: &Principal, request: &Subscribe) -> Result<String> {
+        let mut filter = String::new();
+        if let Some(f) = request.filter.as_deref().filter(|f| !f.trim().is_empty()) {
+            self.check_size("the filter", f.len())?;
+            filter += &format!(" AND ({})", filter_expr(f)?);
+        }
+        if let Some(w) = &request.where_dsl {
+            self.check_size("the where condition", w.to_string().len())?;
+            let sql = crate::dsl::where_sql(&self.queries, caller, request.table.as_str(), w)
+                .await
+                .map_err(|e| match Error::from(e) {
+                    e if e.kind == Kind::Invalid => Error::invalid(format!("where: {}", e.message)),
+                    e => e,
+                })?;
+            filter += &format!(" AND ({sql})");
+        }
+        if let Some((part, of)) = request.part
+            && of > 1
+        {
+            filter += &format!(
+                " AND {}({}, {of}) = {part}",
+                crate::query::partition::NAME,
+                schema::ENTITY_ID
+            );
+        }
+        let columns = match &request.columns {
+            None => "*".to_string(),
+            Some(names) => {
+                let mut list = vec![quoted(schema::POSITION)];
+                for name in names {
+                    if name != schema::POSITION {
+                        list.push(quoted(name));
+                    }
+                }
+                list.join(", ")
+            }
+        };
+        Ok(format!(
+            "SELECT {columns} FROM \"{table}\" WHERE {position} > $1{filter} ORDER BY {position} LIMIT {PAGE}",
+            table = request.table.as_str(),
+            position = schema::POSITION,
+        ))
+    }
+
     /// The first value of the first row of `sql`, as a position.
     async fn first_column(&self, caller: &Principal, sql: &str) -> Result<Option<u64>> {
         let stream = self
@@ -231,6 +291,12 @@ impl Subscription {
     /// The last position delivered or passed over.
     pub fn position(&self) -> u64 {
         self.after
+    }
+
+    /// How many positions of the table (matching or not) are past the
+    /// last one delivered or passed over.
+    pub fn lag(&self) -> u64 {
+        self.table.highest_position().saturating_sub(self.after)
     }
 
     /// The events after `after` that match, at most [`PAGE`].
@@ -297,18 +363,24 @@ impl Subscription {
                     Err(e) => return Err(e),
                 }
             }
-            match tokio::time::timeout_at(deadline, self.applied.changed()).await {
+            let changed = tokio::select! {
+                _ = self.service.closing.cancelled() => return Err(shutting_down()),
+                changed = tokio::time::timeout_at(deadline, self.applied.changed()) => changed,
+            };
+            match changed {
                 Err(_) => return Ok(None),
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => {
-                    return Err(Error::new(
-                        Kind::Unavailable,
-                        "the table is no longer served (the server is shutting down)",
-                    ));
+                    return Err(shutting_down());
                 }
             }
         }
     }
+}
+
+/// `name` as a SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The highest position in `batch`, if it has one.

@@ -16,6 +16,7 @@ mod ingest;
 mod ingest_memory;
 mod limits;
 mod live;
+mod live_ws;
 mod maintenance;
 mod memory;
 mod metrics;

@@ -187,14 +187,23 @@ impl TestServer {
     /// The server process's peak resident memory so far (`VmHWM`), in
     /// bytes.
     pub(crate) fn peak_rss(&self) -> u64 {
+        self.proc_status("VmHWM:")
+    }
+
+    /// The server process's resident memory now (`VmRSS`), in bytes.
+    pub(crate) fn rss(&self) -> u64 {
+        self.proc_status("VmRSS:")
+    }
+
+    fn proc_status(&self, field: &str) -> u64 {
         let pid = self.child.as_ref().expect("the server runs").id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kb: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().strip_suffix("kB"))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmHWM in\n{status}"));
+            .unwrap_or_else(|| panic!("no {field} in\n{status}"));
         kb * 1024
     }
 
