@@ -149,6 +149,11 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_SUBSCRIPTIONS", default_value_t = 64)]
     pub max_subscriptions: usize,
 
+    /// Durable subscriptions (consumer groups, `POST /v1/subscriptions`)
+    /// one tenant may keep; more get 429.
+    #[arg(long, env = "ALLSOURCE_MAX_CONSUMER_GROUPS", default_value_t = 100)]
+    pub max_consumer_groups: usize,
+
     /// Largest query: SQL text (over HTTP, Flight SQL, and inside a table
     /// function), DSL document, or set of parameters bound to a Flight SQL
     /// prepared statement. Larger ones get 400 (InvalidArgument).
@@ -229,6 +234,7 @@ impl Default for Config {
             query_timeout: Duration::from_secs(300),
             max_concurrent_queries: 16,
             max_subscriptions: 64,
+            max_consumer_groups: 100,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_prepared_bytes: 64 << 20,
             max_result_bytes: 256 << 20,

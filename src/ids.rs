@@ -75,6 +75,13 @@ name_type!(
     "table"
 );
 
+name_type!(
+    /// A durable subscription (consumer group) within a tenant, also a
+    /// path component.
+    GroupName,
+    "subscription"
+);
+
 impl TenantId {
     /// The tenant that owns everything when auth is off.
     pub fn default_tenant() -> Self {

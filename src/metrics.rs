@@ -5,7 +5,8 @@
 //! buffer gauges are read from the database when scraped.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -57,6 +58,19 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Bytes reserved by running queries (set when scraped).
     pub query_memory_bytes: IntGauge,
+    /// Each durable subscription's lag: positions of its table past its
+    /// committed position (set when scraped).
+    pub subscription_lag_positions: IntGaugeVec,
+    /// Each durable subscription's connected consumers (set when scraped).
+    pub subscription_consumers: IntGaugeVec,
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -93,6 +107,18 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(|| {
         let r = Registry::new();
         Metrics {
+            subscription_lag_positions: gauges(
+                &r,
+                "allsource_subscription_lag_positions",
+                "Positions of a durable subscription's table past its committed position",
+                &["tenant", "subscription"],
+            ),
+            subscription_consumers: gauges(
+                &r,
+                "allsource_subscription_consumers",
+                "Consumers connected to a durable subscription",
+                &["tenant", "subscription"],
+            ),
             ingest_events: counter(
                 &r,
                 "allsource_ingest_events_total",

@@ -15,6 +15,7 @@
 mod background;
 mod backup;
 mod claims;
+pub mod groups;
 pub mod maintenance;
 pub mod sequence;
 mod table;
@@ -112,6 +113,8 @@ pub struct Database {
     history: maintenance::History,
     /// Per-table maintenance settings.
     settings: maintenance::SettingsStore,
+    /// Durable subscriptions and their progress.
+    groups: groups::GroupStore,
     /// What the background loops wait on and maintenance dates data by.
     clock: Arc<dyn Clock>,
 }
@@ -127,6 +130,8 @@ impl Database {
         let history = maintenance::History::load(&config.data_dir.join("maintenance.jsonl"));
         let settings =
             maintenance::SettingsStore::load(config.data_dir.join("table-settings.json"));
+        let groups = groups::GroupStore::load(config.data_dir.join("subscriptions"))
+            .map_err(|e| Error::Internal(format!("cannot load subscriptions: {e}")))?;
         let storage = Storage::new(&config)?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
@@ -156,6 +161,7 @@ impl Database {
             accepting: AtomicBool::new(true),
             history,
             settings,
+            groups,
             clock,
         });
         let mut replayed = 0usize;
@@ -299,6 +305,11 @@ impl Database {
             delta_version: Some(version),
             position: (position > 0).then_some(position),
         })
+    }
+
+    /// Durable subscriptions (consumer groups).
+    pub fn groups(&self) -> &groups::GroupStore {
+        &self.groups
     }
 
     /// The settings the server runs with.

@@ -1,5 +1,5 @@
 //! The `system` schema of a tenant's catalog: `system.tables`,
-//! `system.files`, `system.compactions` (and for admins `system.audit`),
+//! `system.files`, `system.compactions`, `system.subscriptions` (and for admins `system.audit`),
 //! built from the tables' current
 //! Delta snapshots and the maintenance history when a query names them.
 
@@ -25,7 +25,7 @@ pub(crate) struct SystemSchema {
     pub(crate) admin: bool,
 }
 
-const NAMES: [&str; 3] = ["tables", "files", "compactions"];
+const NAMES: [&str; 4] = ["tables", "files", "compactions", "subscriptions"];
 
 impl SystemSchema {
     /// The audit log as a query sees it now (buffer and Delta together).
@@ -171,6 +171,54 @@ impl SystemSchema {
         )
     }
 
+    /// The tenant's durable subscriptions and how far behind they are.
+    fn subscriptions_table(&self) -> Result<Arc<dyn TableProvider>> {
+        let groups = self.db.groups().list(&self.tenant);
+        let progress: Vec<_> = groups.iter().map(|g| g.progress()).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("filter", DataType::Utf8, true),
+            Field::new("committed_position", DataType::UInt64, false),
+            Field::new("generation", DataType::UInt64, false),
+            Field::new("consumers", DataType::UInt64, false),
+            Field::new("lag_positions", DataType::UInt64, false),
+            Field::new("created", ts_type(), false),
+        ]));
+        table(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    groups.iter().map(|g| g.name.as_str()),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    groups.iter().map(|g| g.def.table.as_str()),
+                )),
+                Arc::new(StringArray::from_iter(
+                    groups.iter().map(|g| g.def.filter.as_deref()),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    progress.iter().map(|p| p.done()),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    progress.iter().map(|p| p.generation),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    groups.iter().map(|g| g.member_count() as u64),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    groups.iter().map(|g| g.lag_positions(&self.db)),
+                )),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(
+                        groups.iter().map(|g| g.def.created_ms),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ],
+        )
+    }
+
     fn compactions_table(&self) -> Result<Arc<dyn TableProvider>> {
         let runs = self.db.maintenance_history().runs(&self.tenant);
         let started: Vec<Option<i64>> = runs
@@ -237,6 +285,7 @@ impl SchemaProvider for SystemSchema {
             "tables" => self.tables_table()?,
             "files" => self.files_table()?,
             "compactions" => self.compactions_table()?,
+            "subscriptions" => self.subscriptions_table()?,
             crate::audit::AUDIT_TABLE => return Ok(self.audit_table()),
             _ => return Ok(None),
         }))

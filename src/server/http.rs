@@ -47,6 +47,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/query", post(dsl_query))
         .route("/v1/streams/{table}/{entity}", get(read_stream))
         .route("/v1/stream", get(super::live::subscribe))
+        .route(
+            "/v1/subscriptions",
+            post(super::groups::create).get(super::groups::list),
+        )
+        .route(
+            "/v1/subscriptions/{name}",
+            get(super::groups::describe).delete(super::groups::delete),
+        )
+        .route("/v1/subscriptions/{name}/reset", post(super::groups::reset))
+        .route(
+            "/v1/subscriptions/{name}/consume",
+            get(super::groups::consume),
+        )
         .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/backup", post(backup))
         .route(

@@ -82,14 +82,7 @@ impl StreamParams {
             Some(s) => Start::parse(s).map_err(Error::invalid)?,
             None => Start::Now,
         };
-        let heartbeat = self.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
-        if !HEARTBEAT_MS.contains(&heartbeat) {
-            return Err(Error::invalid(format!(
-                "heartbeat_ms must be from {} to {}; got {heartbeat}",
-                HEARTBEAT_MS.start(),
-                HEARTBEAT_MS.end()
-            )));
-        }
+        let heartbeat = heartbeat(self.heartbeat_ms)?;
         let where_dsl = match &self.where_dsl {
             None => None,
             Some(text) => Some(
@@ -140,11 +133,24 @@ impl StreamParams {
         request.columns = columns;
         Ok(StreamOptions {
             request,
-            heartbeat: Duration::from_millis(heartbeat),
+            heartbeat,
             framing,
             on_slow,
         })
     }
+}
+
+/// The heartbeat interval asked for, checked.
+pub(super) fn heartbeat(ms: Option<u64>) -> Result<Duration, Error> {
+    let ms = ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
+    if !HEARTBEAT_MS.contains(&ms) {
+        return Err(Error::invalid(format!(
+            "heartbeat_ms must be from {} to {}; got {ms}",
+            HEARTBEAT_MS.start(),
+            HEARTBEAT_MS.end()
+        )));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Whether a request asks to become a WebSocket.

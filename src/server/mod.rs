@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod flight;
+mod groups;
 pub mod http;
 mod ingest;
 mod live;

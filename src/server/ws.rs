@@ -69,7 +69,7 @@ pub(super) struct Outbox {
 /// What the client sent.
 #[derive(Debug)]
 pub(super) enum Inbound {
-    Text(#[expect(dead_code, reason = "consumer groups read it")] String),
+    Text(String),
 }
 
 /// Splits `socket`: the sending half, and the client's text messages (the
@@ -169,7 +169,6 @@ impl Outbox {
     }
 
     /// Any other JSON message.
-    #[expect(dead_code, reason = "consumer groups send it")]
     pub(super) async fn json(&mut self, value: serde_json::Value) -> Result<(), Closed> {
         self.send_text(Bytes::from(value.to_string())).await
     }

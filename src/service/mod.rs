@@ -14,6 +14,7 @@ pub mod admin;
 pub mod backup;
 pub mod caller;
 mod error;
+pub mod groups;
 pub mod ingest;
 pub mod query;
 pub mod stream;
@@ -45,6 +46,8 @@ pub struct Service {
     ingest_budget: Arc<IngestBudget>,
     /// Each tenant's open subscriptions.
     subscriptions: subscribe::Subscriptions,
+    /// Consumers connected to durable subscriptions.
+    consumers: groups::Consumers,
     /// Cancelled when the server shuts down: open subscriptions end.
     closing: tokio_util::sync::CancellationToken,
 }
@@ -69,6 +72,7 @@ impl Service {
             rate_limits,
             ingest_budget,
             subscriptions: Default::default(),
+            consumers: Default::default(),
             closing: Default::default(),
         }))
     }
@@ -126,6 +130,18 @@ impl Service {
         m.buffer_rows.set(self.db.buffered_rows() as i64);
         m.query_memory_bytes
             .set(self.queries.limits().memory_in_use() as i64);
+        m.subscription_lag_positions.reset();
+        m.subscription_consumers.reset();
+        for group in self.db.groups().all() {
+            let info = self.group_info(&group);
+            let labels = [group.tenant.as_str(), group.name.as_str()];
+            m.subscription_lag_positions
+                .with_label_values(&labels)
+                .set(info.lag_positions as i64);
+            m.subscription_consumers
+                .with_label_values(&labels)
+                .set(info.consumers as i64);
+        }
         Ok(m.render())
     }
 

@@ -197,22 +197,7 @@ impl Service {
             applied,
             _open: open,
         };
-        subscription.after = match request.start {
-            Start::Earliest => 0,
-            Start::After(p) => p,
-            Start::Now => table.highest_position(),
-            Start::Since(t) => {
-                let highest = table.highest_position();
-                let sql = format!(
-                    "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t})",
-                    table = request.table.as_str(),
-                    position = schema::POSITION,
-                    at = schema::INGESTED_AT,
-                );
-                let first = self.first_column(caller, &sql).await?;
-                first.map_or(highest, |p| p.saturating_sub(1))
-            }
-        };
+        subscription.after = self.start_position(caller, &table, request.start).await?;
         // Planned and run now (after the highest possible position, so it
         // finds nothing), so that a bad filter is refused before the
         // stream opens.
@@ -220,8 +205,44 @@ impl Service {
         Ok(subscription)
     }
 
+    /// The position a subscription of `table` starting at `start` reads
+    /// after.
+    pub(super) async fn start_position(
+        &self,
+        caller: &Principal,
+        table: &Table,
+        start: Start,
+    ) -> Result<u64> {
+        Ok(match start {
+            Start::Earliest => 0,
+            Start::After(p) => p,
+            Start::Now => table.highest_position(),
+            Start::Since(t) => {
+                let highest = table.highest_position();
+                let sql = format!(
+                    "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t})",
+                    table = table.name.as_str(),
+                    position = schema::POSITION,
+                    at = schema::INGESTED_AT,
+                );
+                let first = self.first_column(caller, &sql).await?;
+                first.map_or(highest, |p| p.saturating_sub(1))
+            }
+        })
+    }
+
     /// The read of a subscription's next page, after position `$1`.
     async fn subscription_sql(&self, caller: &Principal, request: &Subscribe) -> Result<String> {
+        let filter = self.conditions(caller, request).await?;
+        Ok(Self::page_sql(request, &filter))
+    }
+
+    /// `request`'s conditions besides the position, each as ` AND (...)`.
+    pub(super) async fn conditions(
+        &self,
+        caller: &Principal,
+        request: &Subscribe,
+    ) -> Result<String> {
         let mut filter = String::new();
         if let Some(f) = request.filter.as_deref().filter(|f| !f.trim().is_empty()) {
             self.check_size("the filter", f.len())?;
@@ -246,6 +267,11 @@ impl Service {
                 schema::ENTITY_ID
             );
         }
+        Ok(filter)
+    }
+
+    /// `request`'s columns and its page of events after `$1`.
+    fn page_sql(request: &Subscribe, filter: &str) -> String {
         let columns = match &request.columns {
             None => "*".to_string(),
             Some(names) => {
@@ -258,11 +284,11 @@ impl Service {
                 list.join(", ")
             }
         };
-        Ok(format!(
+        format!(
             "SELECT {columns} FROM \"{table}\" WHERE {position} > $1{filter} ORDER BY {position} LIMIT {PAGE}",
             table = request.table.as_str(),
             position = schema::POSITION,
-        ))
+        )
     }
 
     /// The first value of the first row of `sql`, as a position.

@@ -12,6 +12,7 @@ mod dsl;
 mod entity_streams;
 mod flight;
 mod flight_limits;
+mod groups;
 mod ingest;
 mod ingest_memory;
 mod limits;

@@ -15,7 +15,8 @@ usage:
   ws_client.py consume URL IDLE_BEATS [ACK_EVERY]
       a consumer-group member: acknowledges each page's position (or every
       ACK_EVERY-th page) and prints one JSON line per message as it comes:
-      {"events": [positions], "position": N}, {"acked": N}, {"assigned":
+      {"events": [[position, entity_id], ...], "position": N}, {"acked": N,
+      "committed": C}, {"assigned":
       ...}; stops after IDLE_BEATS heartbeats in a row or when the
       connection ends, and last prints {"end": code or null}
 """
@@ -114,7 +115,7 @@ async def consume(url, idle_beats, ack_every):
                 if "events" in frame:
                     beats = 0
                     pages += 1
-                    ps = [e["position"] for e in frame["events"]]
+                    ps = [[e["position"], e.get("entity_id")] for e in frame["events"]]
                     print(json.dumps({"events": ps, "position": frame["position"]}), flush=True)
                     if pages % ack_every == 0:
                         await ws.send(json.dumps({"ack": frame["position"]}))

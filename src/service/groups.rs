@@ -1,0 +1,514 @@
+//! Durable subscriptions (consumer groups): made, listed, inspected,
+//! reset and deleted by name, and consumed by any number of connected
+//! consumers that share the events by entity and acknowledge positions.
+//! The stored part (definition, progress, generations) is
+//! [`crate::db::groups`]; this module keeps who is connected and gives
+//! each consumer its [`Member`]: a [`Subscription`] of its part of the
+//! events from the group's committed position, rebuilt whenever the group
+//! changes generation.
+
+use super::subscribe::{Start, Subscribe, Subscription};
+use super::{Error, Kind, Result, Service};
+use crate::auth::{Principal, Role};
+use crate::db::groups::{CreateError, Group, GroupDef};
+use crate::ids::{GroupName, TableName, TenantId};
+use crate::schema;
+use arrow::array::RecordBatch;
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What makes a group.
+#[derive(Debug, Clone)]
+pub struct CreateGroup {
+    pub name: GroupName,
+    pub table: TableName,
+    pub filter: Option<String>,
+    pub where_dsl: Option<serde_json::Value>,
+    pub start: Start,
+}
+
+/// A group as its owner sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub table: String,
+    pub filter: Option<String>,
+    #[serde(rename = "where")]
+    pub where_dsl: Option<serde_json::Value>,
+    pub created_ms: i64,
+    /// Every matching event up to here is acknowledged.
+    pub committed_position: u64,
+    pub generation: u64,
+    /// Consumers connected now.
+    pub consumers: usize,
+    /// Positions of the table after the committed one, matching or not.
+    pub lag_positions: u64,
+    /// Matching events after the committed position (only when asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_events: Option<u64>,
+    /// Age of the oldest of those, in seconds (only when asked; 0 when
+    /// there are none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+}
+
+/// The state of a group that changes its members' work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Change {
+    generation: u64,
+    deleted: bool,
+}
+
+/// A group with consumers connected (or recently so).
+#[derive(Debug)]
+struct Live {
+    group: Arc<Group>,
+    /// The connected consumers' ids, in the order they came: consumer
+    /// `members[i]` takes part `i`.
+    members: Mutex<Vec<u64>>,
+    changes: watch::Sender<Change>,
+}
+
+impl Live {
+    /// Starts a new generation for the consumers now connected, from the
+    /// committed position (or from `reset_to`).
+    fn rebalance(&self, reset_to: Option<u64>) -> std::io::Result<()> {
+        let members = self.members.lock();
+        let n = members.len();
+        let generation = self.group.update(|p| {
+            p.committed = reset_to.unwrap_or_else(|| p.done());
+            p.generation += 1;
+            p.slots = vec![p.committed; n];
+            p.generation
+        })?;
+        self.group.members.store(n, Ordering::Relaxed);
+        self.changes.send_replace(Change {
+            generation,
+            deleted: false,
+        });
+        Ok(())
+    }
+}
+
+/// The groups with consumers, by tenant and name.
+#[derive(Debug, Default)]
+pub(super) struct Consumers {
+    live: Mutex<HashMap<(TenantId, GroupName), Arc<Live>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Consumers {
+    fn live(&self, group: &Arc<Group>) -> Arc<Live> {
+        let mut live = self.live.lock();
+        let key = (group.tenant.clone(), group.name.clone());
+        match live.get(&key) {
+            Some(l) if Arc::ptr_eq(&l.group, group) => l.clone(),
+            _ => {
+                let generation = group.progress().generation;
+                let l = Arc::new(Live {
+                    group: group.clone(),
+                    members: Mutex::new(Vec::new()),
+                    changes: watch::channel(Change {
+                        generation,
+                        deleted: false,
+                    })
+                    .0,
+                });
+                live.insert(key, l.clone());
+                l
+            }
+        }
+    }
+}
+
+/// What a consumer gets next.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The group has a new generation: the consumer now takes part
+    /// `member` of `members`, from after `after` (events it had may come
+    /// again).
+    Assigned {
+        member: usize,
+        members: usize,
+        generation: u64,
+        after: u64,
+    },
+    Events(Vec<RecordBatch>),
+    /// Nothing new for the wait asked.
+    Idle,
+}
+
+/// One connected consumer of a group.
+#[derive(Debug)]
+pub struct Member {
+    service: Arc<Service>,
+    caller: Principal,
+    live: Arc<Live>,
+    id: u64,
+    changes: watch::Receiver<Change>,
+    /// The generation `subscription` serves (0: none yet).
+    generation: u64,
+    part: usize,
+    subscription: Option<Subscription>,
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::internal(format!("cannot store the subscription's progress: {e}"))
+}
+
+fn no_group(name: &GroupName) -> Error {
+    Error::new(
+        Kind::NotFound,
+        format!("subscription {:?} does not exist", name.as_str()),
+    )
+}
+
+impl Service {
+    fn group(&self, caller: &Principal, name: &GroupName) -> Result<Arc<Group>> {
+        self.db
+            .groups()
+            .get(&caller.tenant, name)
+            .ok_or_else(|| no_group(name))
+    }
+
+    /// Makes a group (the writer role), checking its table and filter as a
+    /// subscription does.
+    pub async fn create_group(
+        self: &Arc<Self>,
+        caller: &Principal,
+        request: CreateGroup,
+    ) -> Result<GroupInfo> {
+        caller.require(Role::Writer, "create subscriptions")?;
+        let Some(table) = self.db.table(&caller.tenant, &request.table) else {
+            return Err(Error::new(
+                Kind::NotFound,
+                format!("table {:?} does not exist", request.table.as_str()),
+            ));
+        };
+        let mut check = Subscribe::new(request.table.clone(), Start::After(u64::MAX));
+        check.filter = request.filter.clone();
+        check.where_dsl = request.where_dsl.clone();
+        drop(self.subscribe(caller, check).await?);
+        let after = self.start_position(caller, &table, request.start).await?;
+        let def = GroupDef {
+            table: request.table.to_string(),
+            filter: request.filter,
+            where_dsl: request.where_dsl,
+            created_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        let (service, tenant, name) = (self.clone(), caller.tenant.clone(), request.name);
+        let cap = self.config().max_consumer_groups.max(1);
+        let group = tokio::task::spawn_blocking(move || {
+            service.db.groups().create(&tenant, &name, def, after, cap)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(|e| match e {
+            CreateError::Exists(_) => Error::new(Kind::Conflict, e.to_string()),
+            CreateError::Full { .. } => Error::new(Kind::Overloaded, e.to_string()),
+            CreateError::Io(e) => io_error(e),
+        })?;
+        Ok(self.group_info(&group))
+    }
+
+    /// A tenant's groups, without the lag in events (see [`Self::describe_group`]).
+    pub fn list_groups(&self, caller: &Principal) -> Result<Vec<GroupInfo>> {
+        caller.require(Role::Reader, "list subscriptions")?;
+        Ok(self
+            .db
+            .groups()
+            .list(&caller.tenant)
+            .iter()
+            .map(|g| self.group_info(g))
+            .collect())
+    }
+
+    pub(super) fn group_info(&self, group: &Group) -> GroupInfo {
+        let progress = group.progress();
+        let done = progress.done();
+        GroupInfo {
+            name: group.name.to_string(),
+            table: group.def.table.clone(),
+            filter: group.def.filter.clone(),
+            where_dsl: group.def.where_dsl.clone(),
+            created_ms: group.def.created_ms,
+            committed_position: done,
+            generation: progress.generation,
+            consumers: group.member_count(),
+            lag_positions: group.lag_positions(&self.db),
+            lag_events: None,
+            lag_seconds: None,
+        }
+    }
+
+    /// A group, with its lag in matching events and in seconds (a query).
+    pub async fn describe_group(&self, caller: &Principal, name: &GroupName) -> Result<GroupInfo> {
+        caller.require(Role::Reader, "inspect subscriptions")?;
+        let group = self.group(caller, name)?;
+        let mut info = self.group_info(&group);
+        let table = group
+            .table()
+            .ok_or_else(|| Error::internal("the subscription names an invalid table"))?;
+        if self.db.table(&caller.tenant, &table).is_some() {
+            let mut request = Subscribe::new(table.clone(), Start::Earliest);
+            request.filter = group.def.filter.clone();
+            request.where_dsl = group.def.where_dsl.clone();
+            let filter = self.conditions(caller, &request).await?;
+            let sql = format!(
+                "SELECT count(*) AS n, CAST(coalesce(extract(epoch FROM now()) - extract(epoch FROM min({at})), 0) AS DOUBLE) AS age FROM \"{table}\" WHERE {position} > {after}{filter}",
+                table = table.as_str(),
+                at = schema::INGESTED_AT,
+                position = schema::POSITION,
+                after = info.committed_position,
+            );
+            let (n, age) = self.count_and_age(caller, &sql).await?;
+            info.lag_events = Some(n);
+            info.lag_seconds = Some(age.max(0.0));
+        }
+        Ok(info)
+    }
+
+    /// Moves a group to after a position or time (the writer role); its
+    /// consumers start again from there.
+    pub async fn reset_group(
+        &self,
+        caller: &Principal,
+        name: &GroupName,
+        start: Start,
+    ) -> Result<GroupInfo> {
+        caller.require(Role::Writer, "reset subscriptions")?;
+        let group = self.group(caller, name)?;
+        let table = group
+            .table()
+            .and_then(|t| self.db.table(&caller.tenant, &t))
+            .ok_or_else(|| {
+                Error::new(
+                    Kind::NotFound,
+                    format!("table {:?} does not exist", group.def.table),
+                )
+            })?;
+        let after = self.start_position(caller, &table, start).await?;
+        let live = self.consumers.live(&group);
+        tokio::task::spawn_blocking(move || live.rebalance(Some(after)))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(io_error)?;
+        Ok(self.group_info(&group))
+    }
+
+    /// Deletes a group (the writer role); its consumers are closed.
+    pub async fn delete_group(&self, caller: &Principal, name: &GroupName) -> Result<()> {
+        caller.require(Role::Writer, "delete subscriptions")?;
+        let group = self.group(caller, name)?;
+        let (db, tenant, n) = (self.db.clone(), caller.tenant.clone(), name.clone());
+        let deleted = tokio::task::spawn_blocking(move || db.groups().delete(&tenant, &n))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(io_error)?;
+        if !deleted {
+            return Err(no_group(name));
+        }
+        let live = self
+            .consumers
+            .live
+            .lock()
+            .remove(&(caller.tenant.clone(), name.clone()));
+        if let Some(live) = live.filter(|l| Arc::ptr_eq(&l.group, &group)) {
+            live.changes.send_modify(|c| c.deleted = true);
+        }
+        Ok(())
+    }
+
+    /// Joins `caller` to a group as one more consumer (the reader role):
+    /// the group rebalances.
+    pub async fn join_group(
+        self: &Arc<Self>,
+        caller: &Principal,
+        name: &GroupName,
+    ) -> Result<Member> {
+        caller.require(Role::Reader, "consume subscriptions")?;
+        let group = self.group(caller, name)?;
+        let live = self.consumers.live(&group);
+        let id = self.consumers.next_id.fetch_add(1, Ordering::Relaxed);
+        live.members.lock().push(id);
+        let rebalancing = live.clone();
+        let member = Member {
+            service: self.clone(),
+            caller: caller.clone(),
+            changes: live.changes.subscribe(),
+            live,
+            id,
+            generation: 0,
+            part: 0,
+            subscription: None,
+        };
+        // On failure the member leaves again (its drop rebalances).
+        tokio::task::spawn_blocking(move || rebalancing.rebalance(None))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(io_error)?;
+        Ok(member)
+    }
+
+    /// The count and age (the first two columns) of `sql`'s one row.
+    async fn count_and_age(&self, caller: &Principal, sql: &str) -> Result<(u64, f64)> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Float64Type, Int64Type};
+        use futures::TryStreamExt;
+        let stream = self
+            .queries
+            .sql_with(caller, sql, None, crate::query::QueryOptions::default())
+            .await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok((0, 0.0));
+        };
+        let n = b
+            .column(0)
+            .as_primitive_opt::<Int64Type>()
+            .map_or(0, |a| a.value(0).max(0) as u64);
+        let age = b
+            .column(1)
+            .as_primitive_opt::<Float64Type>()
+            .map_or(0.0, |a| a.value(0));
+        Ok((n, age))
+    }
+}
+
+impl Member {
+    /// The last position read for this consumer (delivered or passed
+    /// over): what it acknowledges once done with what it got.
+    pub fn position(&self) -> u64 {
+        self.subscription.as_ref().map_or(0, |s| s.position())
+    }
+
+    /// The next thing for this consumer, waiting up to `wait` for events.
+    pub async fn next(&mut self, wait: Duration) -> Result<Delivery> {
+        loop {
+            let change = *self.changes.borrow_and_update();
+            if change.deleted {
+                return Err(Error::new(
+                    Kind::NotFound,
+                    format!(
+                        "subscription {:?} was deleted",
+                        self.live.group.name.as_str()
+                    ),
+                ));
+            }
+            if self.subscription.is_none() || change.generation != self.generation {
+                return self.assign().await;
+            }
+            let Some(subscription) = self.subscription.as_mut() else {
+                continue;
+            };
+            tokio::select! {
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        return Err(super::subscribe::shutting_down());
+                    }
+                }
+                next = subscription.next(wait) => {
+                    return Ok(match next? {
+                        Some(batches) => Delivery::Events(batches),
+                        None => Delivery::Idle,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Takes this consumer's place in the current generation.
+    async fn assign(&mut self) -> Result<Delivery> {
+        // The old subscription's place is given up first: the tenant's cap
+        // counts it.
+        self.subscription = None;
+        let (generation, part, members, after) = {
+            let members = self.live.members.lock();
+            let progress = self.live.group.progress();
+            let part = members.iter().position(|m| *m == self.id).unwrap_or(0);
+            let after = progress
+                .slots
+                .get(part)
+                .copied()
+                .unwrap_or(progress.committed);
+            (progress.generation, part, members.len(), after)
+        };
+        let group = &self.live.group;
+        let table: TableName = group
+            .table()
+            .ok_or_else(|| Error::internal("the subscription names an invalid table"))?;
+        let mut request = Subscribe::new(table, Start::After(after));
+        request.filter = group.def.filter.clone();
+        request.where_dsl = group.def.where_dsl.clone();
+        request.part = Some((part as u32, members.max(1) as u32));
+        self.subscription = Some(self.service.subscribe(&self.caller, request).await?);
+        self.generation = generation;
+        self.part = part;
+        Ok(Delivery::Assigned {
+            member: part,
+            members,
+            generation,
+            after,
+        })
+    }
+
+    /// Records that this consumer is done with every event it got up to
+    /// `position`, durably; returns the group's committed position. An
+    /// acknowledgement from before the latest rebalance changes nothing
+    /// (those events come again).
+    pub async fn ack(&self, position: u64) -> Result<u64> {
+        let read = self.position();
+        if position > read {
+            return Err(Error::invalid(format!(
+                "ack {position} is past the last position sent, {read}"
+            )));
+        }
+        let (live, generation, part) = (self.live.clone(), self.generation, self.part);
+        tokio::task::spawn_blocking(move || {
+            let _members = live.members.lock();
+            live.group.update(|p| {
+                if p.generation == generation
+                    && let Some(slot) = p.slots.get_mut(part)
+                {
+                    *slot = (*slot).max(position);
+                    p.committed = p.done();
+                }
+                p.committed
+            })
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(io_error)
+    }
+}
+
+impl Drop for Member {
+    /// The group rebalances without this consumer.
+    fn drop(&mut self) {
+        let live = self.live.clone();
+        let id = self.id;
+        let leave = move || {
+            let gone = {
+                let mut members = live.members.lock();
+                let before = members.len();
+                members.retain(|m| *m != id);
+                members.len() != before
+            };
+            if gone
+                && !live.changes.borrow().deleted
+                && let Err(e) = live.rebalance(None)
+            {
+                tracing::warn!(error = %e, group = %live.group.name, "cannot store a rebalance");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(leave)),
+            Err(_) => leave(),
+        }
+    }
+}
