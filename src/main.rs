@@ -37,6 +37,9 @@ enum Command {
     Restore(cli::backup::RestoreArgs),
     /// Print one entity's events in version order.
     Stream(cli::stream::StreamArgs),
+    /// Deliver a stored range of events again: printed as NDJSON, or
+    /// written to another table.
+    Replay(cli::replay::ReplayArgs),
     /// Mint a JWT for local use, signed with the server's HS256 secret
     /// (or an RS256/ES256 private key), and print it.
     Token(cli::token::TokenArgs),
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => ("query", cli::query::run(&args)),
         Command::Compact(args) => ("compact", cli::compact::run(&args)),
         Command::Stream(args) => ("stream", cli::stream::run(&args)),
+        Command::Replay(args) => ("replay", cli::replay::run(&args)),
         Command::Backup(args) => ("backup", cli::backup::run(&args)),
         Command::Restore(args) => ("restore", cli::backup::restore(&args)),
         Command::Token(args) => ("token", cli::token::run(&args)),

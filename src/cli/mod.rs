@@ -18,6 +18,7 @@ pub(crate) mod backup;
 pub(crate) mod compact;
 mod progress;
 pub(crate) mod query;
+pub(crate) mod replay;
 pub(crate) mod serve;
 pub(crate) mod stream;
 pub(crate) mod telemetry;

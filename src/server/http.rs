@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{name}/consume",
             get(super::groups::consume),
         )
+        .route(
+            "/v1/replay",
+            post(super::replay::replay).get(super::replay::replay_socket),
+        )
         .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/backup", post(backup))
         .route(
@@ -194,6 +198,7 @@ async fn authenticate(
 /// string too.
 fn is_stream_path(path: &str) -> bool {
     path == "/v1/stream"
+        || path == "/v1/replay"
         || path
             .strip_prefix("/v1/subscriptions/")
             .is_some_and(|rest| rest.ends_with("/consume"))

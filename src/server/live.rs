@@ -293,7 +293,7 @@ async fn ndjson(
 }
 
 /// One `{"event": row}` line per row of `batches`.
-fn event_frames(batches: &[RecordBatch]) -> Bytes {
+pub(super) fn event_frames(batches: &[RecordBatch]) -> Bytes {
     let mut out = BytesMut::new();
     for batch in batches {
         let lines =
@@ -317,7 +317,7 @@ fn heartbeat_frame(subscription: &Subscription) -> Bytes {
     Bytes::from(format!("{frame}\n"))
 }
 
-fn error_frame(e: &Error) -> Bytes {
+pub(super) fn error_frame(e: &Error) -> Bytes {
     let status = super::error::status(e.kind).as_u16();
     let frame = serde_json::json!({"error": e.message, "status": status});
     Bytes::from(format!("{frame}\n"))

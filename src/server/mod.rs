@@ -10,6 +10,7 @@ mod groups;
 pub mod http;
 mod ingest;
 mod live;
+mod replay;
 mod ws;
 
 use crate::config::Config;

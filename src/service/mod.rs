@@ -17,6 +17,7 @@ mod error;
 pub mod groups;
 pub mod ingest;
 pub mod query;
+pub mod replay;
 pub mod stream;
 pub mod subscribe;
 

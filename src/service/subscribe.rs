@@ -86,6 +86,8 @@ pub struct Subscribe {
     /// Only the events whose entity falls in part `.0` of `.1`
     /// ([`crate::query::partition`]).
     pub part: Option<(u32, u32)>,
+    /// Only the events up to this position.
+    pub until: Option<u64>,
 }
 
 impl Subscribe {
@@ -98,6 +100,7 @@ impl Subscribe {
             columns: None,
             start,
             part: None,
+            until: None,
         }
     }
 }
@@ -267,6 +270,9 @@ impl Service {
                 schema::ENTITY_ID
             );
         }
+        if let Some(until) = request.until {
+            filter += &format!(" AND {} <= {until}", schema::POSITION);
+        }
         Ok(filter)
     }
 
@@ -410,7 +416,7 @@ fn quoted(name: &str) -> String {
 }
 
 /// The highest position in `batch`, if it has one.
-fn last_position(batch: &RecordBatch) -> Option<u64> {
+pub fn last_position(batch: &RecordBatch) -> Option<u64> {
     let positions = batch
         .column_by_name(schema::POSITION)?
         .as_primitive_opt::<Int64Type>()?;

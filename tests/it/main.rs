@@ -25,6 +25,7 @@ mod positions;
 mod power_loss;
 mod query_bounds;
 mod reliability;
+mod replay;
 mod restart;
 mod s3;
 mod sql;
