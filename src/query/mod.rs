@@ -18,6 +18,7 @@ pub mod limits;
 pub mod output;
 pub mod partition;
 pub mod pin;
+mod positions;
 mod sanity;
 mod system;
 pub mod table;

@@ -152,10 +152,13 @@ impl TableProvider for EventTable {
                     .await?,
             );
         }
-        if !self.buffer.is_empty() || inputs.is_empty() {
-            let batches = self
-                .buffer
-                .iter()
+        // Batches wholly outside the positions asked for are left out
+        // before their conversion.
+        let range = super::positions::Range::of(filters);
+        let kept: Vec<&RecordBatch> = self.buffer.iter().filter(|b| range.may_hold(b)).collect();
+        if !kept.is_empty() || inputs.is_empty() {
+            let batches = kept
+                .into_iter()
                 .map(|b| adapt_batch(b, &projected))
                 .collect::<Result<Vec<_>, _>>()?;
             inputs.push(MemorySourceConfig::try_new_exec(

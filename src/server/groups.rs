@@ -11,9 +11,11 @@
 //! A consumer gets the frames of a live stream ([`super::ws`], JSON pages)
 //! plus `{"assigned": {"member", "members", "generation", "after"}}` when
 //! the group's consumers change (its events start again after `after`,
-//! so some may come twice), and sends `{"ack": N}` once done with every
-//! event it got up to position N; the server answers `{"acked": N,
-//! "committed": C}` once that is stored.
+//! so some may come twice). Its pages and heartbeats carry their
+//! `generation`; it sends `{"ack": N, "generation": G}` once done with
+//! every event it got in generation G up to position N, and the server
+//! answers `{"acked": N, "committed": C}` once that is stored (with
+//! `"stale": true`, changing nothing, for an older generation).
 
 use super::http::AppState;
 use super::live::{Refused, caller_of, is_websocket};
@@ -197,6 +199,8 @@ enum Step {
 #[serde(deny_unknown_fields)]
 struct Ack {
     ack: u64,
+    /// The generation of the page or heartbeat acknowledged.
+    generation: u64,
 }
 
 async fn consume_socket(
@@ -237,20 +241,30 @@ async fn consume_socket(
                     .await
             }
             Step::Deliver(Ok(Delivery::Events(batches))) => {
-                out.events(&batches, member.position()).await
+                let generation = Some(member.generation());
+                out.events(&batches, member.position(), generation).await
             }
-            Step::Deliver(Ok(Delivery::Idle)) => out.heartbeat(member.position()).await,
+            Step::Deliver(Ok(Delivery::Idle)) => {
+                out.heartbeat(member.position(), Some(member.generation()))
+                    .await
+            }
             Step::Deliver(Err(e)) => Err(out.fail(&e).await),
             Step::Message(None) => return,
             Step::Message(Some(Inbound::Text(text))) => {
                 let acked = serde_json::from_str::<Ack>(&text).map_err(|e| {
-                    Error::invalid(format!("a consumer sends only {{\"ack\": position}}: {e}"))
+                    Error::invalid(format!(
+                        "a consumer sends only {{\"ack\": position, \"generation\": g}}: {e}"
+                    ))
                 });
                 match acked {
-                    Ok(Ack { ack }) => match member.ack(ack).await {
-                        Ok(committed) => {
-                            out.json(serde_json::json!({"acked": ack, "committed": committed}))
-                                .await
+                    Ok(Ack { ack, generation }) => match member.ack(ack, generation).await {
+                        Ok(done) => {
+                            let mut reply =
+                                serde_json::json!({"acked": ack, "committed": done.committed});
+                            if done.stale {
+                                reply["stale"] = true.into();
+                            }
+                            out.json(reply).await
                         }
                         Err(e) => Err(out.fail(&e).await),
                     },

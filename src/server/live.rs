@@ -245,8 +245,8 @@ async fn stream_socket(
             },
         };
         let sent = match next {
-            Ok(Some(batches)) => out.events(&batches, subscription.position()).await,
-            Ok(None) => out.heartbeat(subscription.position()).await,
+            Ok(Some(batches)) => out.events(&batches, subscription.position(), None).await,
+            Ok(None) => out.heartbeat(subscription.position(), None).await,
             Err(e) => Err(out.fail(&e).await),
         };
         if sent.is_err() {

@@ -297,7 +297,7 @@ async fn replay_to_socket(
                     .filter_map(crate::service::subscribe::last_position)
                     .max()
                     .unwrap_or(replay.after);
-                out.events(&batches, last).await
+                out.events(&batches, last, None).await
             }
             Some(Err(e)) => Err(out.fail(&e).await),
             None => {

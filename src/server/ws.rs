@@ -119,10 +119,12 @@ impl Outbox {
     }
 
     /// Sends a page of events; `position` is the last position read.
+    /// Consumers of a durable subscription also get the `generation`.
     pub(super) async fn events(
         &mut self,
         batches: &[RecordBatch],
         position: u64,
+        generation: Option<u64>,
     ) -> Result<(), Closed> {
         match self.framing {
             Framing::JsonPages => {
@@ -137,7 +139,11 @@ impl Outbox {
                     }
                     out.put_slice(row);
                 }
-                out.put_slice(format!("],\"position\":{position}}}").as_bytes());
+                out.put_slice(format!("],\"position\":{position}").as_bytes());
+                if let Some(g) = generation {
+                    out.put_slice(format!(",\"generation\":{g}").as_bytes());
+                }
+                out.put_u8(b'}');
                 self.send_text(out.freeze()).await
             }
             Framing::JsonEvents => {
@@ -162,9 +168,17 @@ impl Outbox {
         }
     }
 
-    /// `{"heartbeat": {"position": N}}`.
-    pub(super) async fn heartbeat(&mut self, position: u64) -> Result<(), Closed> {
-        let frame = serde_json::json!({"heartbeat": {"position": position}});
+    /// `{"heartbeat": {"position": N}}` (and the `generation` for
+    /// consumers of a durable subscription).
+    pub(super) async fn heartbeat(
+        &mut self,
+        position: u64,
+        generation: Option<u64>,
+    ) -> Result<(), Closed> {
+        let mut frame = serde_json::json!({"heartbeat": {"position": position}});
+        if let Some(g) = generation {
+            frame["heartbeat"]["generation"] = g.into();
+        }
         self.send_text(Bytes::from(frame.to_string())).await
     }
 

@@ -457,34 +457,57 @@ impl Member {
         })
     }
 
-    /// Records that this consumer is done with every event it got up to
-    /// `position`, durably; returns the group's committed position. An
-    /// acknowledgement from before the latest rebalance changes nothing
-    /// (those events come again).
-    pub async fn ack(&self, position: u64) -> Result<u64> {
+    /// The generation this consumer's events belong to (0 before its
+    /// first assignment).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Records that this consumer is done with every event it got in
+    /// `generation` up to `position`, durably. An acknowledgement of an
+    /// older generation changes nothing (its events come again in the new
+    /// one, perhaps to another consumer): it is [`Acked::stale`].
+    pub async fn ack(&self, position: u64, generation: u64) -> Result<Acked> {
+        if generation != self.generation {
+            return Ok(Acked {
+                committed: self.live.group.progress().done(),
+                stale: true,
+            });
+        }
         let read = self.position();
         if position > read {
             return Err(Error::invalid(format!(
                 "ack {position} is past the last position sent, {read}"
             )));
         }
-        let (live, generation, part) = (self.live.clone(), self.generation, self.part);
+        let (live, part) = (self.live.clone(), self.part);
         tokio::task::spawn_blocking(move || {
             let _members = live.members.lock();
             live.group.update(|p| {
-                if p.generation == generation
-                    && let Some(slot) = p.slots.get_mut(part)
-                {
+                let current = p.generation == generation;
+                if current && let Some(slot) = p.slots.get_mut(part) {
                     *slot = (*slot).max(position);
                     p.committed = p.done();
                 }
-                p.committed
+                Acked {
+                    committed: p.committed,
+                    stale: !current,
+                }
             })
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))?
         .map_err(io_error)
     }
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// The group's committed position after it.
+    pub committed: u64,
+    /// It was of an older generation and changed nothing.
+    pub stale: bool,
 }
 
 impl Drop for Member {
@@ -512,3 +535,7 @@ impl Drop for Member {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "groups_tests.rs"]
+mod tests;

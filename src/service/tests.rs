@@ -8,13 +8,13 @@ use crate::auth::{Principal, Role};
 use crate::config::Config;
 use crate::ids::TenantId;
 
-struct Fixture {
-    runtime: tokio::runtime::Runtime,
-    service: Arc<Service>,
+pub(super) struct Fixture {
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) service: Arc<Service>,
     _dir: tempfile::TempDir,
 }
 
-fn fixture(configure: impl FnOnce(&mut Config)) -> Fixture {
+pub(super) fn fixture(configure: impl FnOnce(&mut Config)) -> Fixture {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -38,7 +38,7 @@ fn fixture(configure: impl FnOnce(&mut Config)) -> Fixture {
     }
 }
 
-fn who(role: Role) -> Principal {
+pub(super) fn who(role: Role) -> Principal {
     Principal {
         tenant: "acme".parse().unwrap(),
         role,

@@ -116,9 +116,11 @@ async def consume(url, idle_beats, ack_every):
                     beats = 0
                     pages += 1
                     ps = [[e["position"], e.get("entity_id")] for e in frame["events"]]
-                    print(json.dumps({"events": ps, "position": frame["position"]}), flush=True)
+                    print(json.dumps({"events": ps, "position": frame["position"],
+                                      "generation": frame["generation"]}), flush=True)
                     if pages % ack_every == 0:
-                        await ws.send(json.dumps({"ack": frame["position"]}))
+                        await ws.send(json.dumps({"ack": frame["position"],
+                                                  "generation": frame["generation"]}))
                     continue
                 print(json.dumps(frame), flush=True)
     except websockets.ConnectionClosed as e:
