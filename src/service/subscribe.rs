@@ -3,13 +3,17 @@
 //! acknowledged, with no gap and no repeat between the two.
 //!
 //! A [`Subscription`] remembers the last position it delivered and reads
-//! what follows with an ordinary query (`position > P AND filter ORDER BY
-//! position LIMIT n`), which sees the buffer and the stored files alike.
-//! Between reads it waits for the write path to apply a batch (a watch
-//! the table marks once the batch is readable). So there is
-//! no per-subscriber queue: a slow reader only falls behind and reads on
-//! from storage, ingest never waits for it, and a subscription holds at
-//! most one page of events in memory.
+//! what follows with an ordinary query (`position > P AND position <= P +
+//! W AND filter ORDER BY position LIMIT n`), which sees the buffer and the
+//! stored files alike. The window `W` keeps each read to the files and
+//! buffered batches that overlap it, however long the backlog; it grows
+//! while reads come back sparse (a selective filter) and shrinks after
+//! full ones. Between reads it waits for the write path to apply a batch
+//! (a watch the table marks once the batch is readable). So there is no
+//! per-subscriber queue: a slow reader only falls behind and reads on from
+//! storage, ingest never waits for it, and a subscription holds at most
+//! one page of events in memory ([`PAGE`], or [`LARGE_PAGE`] while it is
+//! behind).
 
 use super::query::Interface;
 use super::{Error, Kind, Result, Service};
@@ -30,8 +34,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-/// Most events one read of a subscription returns.
+/// Most events one read of a subscription returns while it keeps up.
 pub const PAGE: usize = 1000;
+/// Most events one read returns while it is behind (the last read was
+/// full): fewer, larger reads catch up faster.
+pub const LARGE_PAGE: usize = 4 * PAGE;
+/// The fewest and most positions one read looks at: it starts at a few
+/// pages' worth, halves after a full page and doubles after a sparse one
+/// (a selective filter).
+const MIN_WINDOW: u64 = PAGE as u64;
+const MAX_WINDOW: u64 = 1 << 20;
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +149,17 @@ pub struct Subscription {
     service: Arc<Service>,
     caller: Principal,
     /// The read of the events after `$1`.
-    sql: String,
+    sql: [String; 2],
     /// The last position delivered (or skipped as not matching).
     after: u64,
     table: Arc<Table>,
     /// Changes when the table has applied a batch.
     applied: watch::Receiver<()>,
+    /// How many positions the next read looks at.
+    window: u64,
+    /// Whether the last read found more than it could return: the next
+    /// reads [`LARGE_PAGE`].
+    behind: bool,
     _open: OwnedSemaphorePermit,
 }
 
@@ -198,13 +215,15 @@ impl Service {
             after: 0,
             table: table.clone(),
             applied,
+            window: 4 * MIN_WINDOW,
+            behind: false,
             _open: open,
         };
         subscription.after = self.start_position(caller, &table, request.start).await?;
         // Planned and run now (after the highest possible position, so it
         // finds nothing), so that a bad filter is refused before the
         // stream opens.
-        subscription.read(u64::MAX).await?;
+        subscription.read(u64::MAX, u64::MAX).await?;
         Ok(subscription)
     }
 
@@ -235,9 +254,16 @@ impl Service {
     }
 
     /// The read of a subscription's next page, after position `$1`.
-    async fn subscription_sql(&self, caller: &Principal, request: &Subscribe) -> Result<String> {
+    async fn subscription_sql(
+        &self,
+        caller: &Principal,
+        request: &Subscribe,
+    ) -> Result<[String; 2]> {
         let filter = self.conditions(caller, request).await?;
-        Ok(Self::page_sql(request, &filter))
+        Ok([
+            Self::page_sql(request, &filter, PAGE),
+            Self::page_sql(request, &filter, LARGE_PAGE),
+        ])
     }
 
     /// `request`'s conditions besides the position, each as ` AND (...)`.
@@ -277,7 +303,7 @@ impl Service {
     }
 
     /// `request`'s columns and its page of events after `$1`.
-    fn page_sql(request: &Subscribe, filter: &str) -> String {
+    fn page_sql(request: &Subscribe, filter: &str, limit: usize) -> String {
         let columns = match &request.columns {
             None => "*".to_string(),
             Some(names) => {
@@ -291,7 +317,7 @@ impl Service {
             }
         };
         format!(
-            "SELECT {columns} FROM \"{table}\" WHERE {position} > $1{filter} ORDER BY {position} LIMIT {PAGE}",
+            "SELECT {columns} FROM \"{table}\" WHERE {position} > $1 AND {position} <= $2{filter} ORDER BY {position} LIMIT {limit}",
             table = request.table.as_str(),
             position = schema::POSITION,
         )
@@ -331,13 +357,18 @@ impl Subscription {
         self.table.highest_position().saturating_sub(self.after)
     }
 
-    /// The events after `after` that match, at most [`PAGE`].
-    async fn read(&self, after: u64) -> Result<Vec<RecordBatch>> {
+    /// The events after `after` up to `upto` that match, at most a page.
+    async fn read(&self, after: u64, upto: u64) -> Result<Vec<RecordBatch>> {
+        let as_i64 = |p: u64| p.min(i64::MAX as u64) as i64;
         let params = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)])),
-            vec![Arc::new(Int64Array::from(vec![
-                after.min(i64::MAX as u64) as i64
-            ]))],
+            Arc::new(Schema::new(vec![
+                Field::new("$1", DataType::Int64, false),
+                Field::new("$2", DataType::Int64, false),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![as_i64(after)])),
+                Arc::new(Int64Array::from(vec![as_i64(upto)])),
+            ],
         )
         .map_err(|e| Error::internal(e.to_string()))?;
         let started = std::time::Instant::now();
@@ -346,7 +377,7 @@ impl Subscription {
             .queries
             .sql_with(
                 &self.caller,
-                &self.sql,
+                &self.sql[usize::from(self.behind)],
                 Some(params),
                 QueryOptions::default(),
             )
@@ -368,20 +399,39 @@ impl Subscription {
             self.applied.mark_unchanged();
             let seen = self.table.highest_position();
             if seen > self.after {
-                match self.read(self.after).await {
+                // One window of positions at a time: a read touches only
+                // the files and batches that overlap it, however long the
+                // backlog.
+                let limit = if self.behind { LARGE_PAGE } else { PAGE };
+                let window = self.window.max(limit as u64);
+                let upto = seen.min(self.after.saturating_add(window));
+                match self.read(self.after, upto).await {
                     Ok(batches) => {
                         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                         let last = batches.iter().filter_map(last_position).max();
                         match last {
-                            Some(last) if rows >= PAGE => self.after = last,
-                            // Every event up to `seen` was readable, and
+                            Some(last) if rows >= limit => {
+                                self.after = last;
+                                self.behind = true;
+                                self.window = (self.window / 2).max(MIN_WINDOW);
+                            }
+                            // Every event up to `upto` was readable, and
                             // those after the last returned did not match.
-                            Some(last) => self.after = last.max(seen),
-                            None => self.after = seen,
+                            _ => {
+                                self.after = upto;
+                                self.behind = upto < seen;
+                                if rows < PAGE / 2 {
+                                    self.window = (self.window * 2).min(MAX_WINDOW);
+                                }
+                            }
                         }
                         if rows > 0 {
                             return Ok(Some(batches));
                         }
+                        if tokio::time::Instant::now() >= deadline {
+                            return Ok(None);
+                        }
+                        continue;
                     }
                     // The tenant's query slots are all taken: read again
                     // shortly, without giving up the subscription.
