@@ -265,6 +265,7 @@ impl Database {
             buffered: state.buffer.iter().map(|b| b.batch.clone()).collect(),
             delta_version: Table::delta_version(&state),
             position: Table::visible_position(&state),
+            stored_position: state.stored_position,
         }
     }
 
@@ -304,6 +305,7 @@ impl Database {
             buffered: Vec::new(),
             delta_version: Some(version),
             position: (position > 0).then_some(position),
+            stored_position: (position > 0).then_some(position),
         })
     }
 
@@ -408,6 +410,9 @@ pub struct TableView {
     pub delta_version: Option<u64>,
     /// The highest position among the rows seen.
     pub position: Option<u64>,
+    /// No row in `stored` has a higher position than this (`None`: not
+    /// known).
+    pub stored_position: Option<u64>,
 }
 
 /// Opens (or prepares, if new) one table from storage.

@@ -42,7 +42,7 @@ pub(crate) struct TableState {
     rows: usize,
     bytes: usize,
     /// The highest position in storage, when known.
-    stored_position: Option<u64>,
+    pub(crate) stored_position: Option<u64>,
 }
 
 /// An event table of one tenant.

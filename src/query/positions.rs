@@ -81,29 +81,42 @@ impl Range {
         }
     }
 
-    /// Whether `batch` (a buffered batch, in the stored shape) may hold a
-    /// position in the range. Rows without a position always may.
-    pub(crate) fn may_hold(&self, batch: &RecordBatch) -> bool {
+    /// The batches of `buffer` that may hold a position in the range.
+    /// The buffer is in position order (batches are appended in the
+    /// order of their positions, each batch's ascending), so the batches
+    /// wholly below the range are found by bisection, from each batch's
+    /// first and last row; a batch without positions is always kept.
+    pub(crate) fn select<'a>(&self, buffer: &'a [RecordBatch]) -> Vec<&'a RecordBatch> {
         if *self == Range::ALL {
-            return true;
+            return buffer.iter().collect();
         }
-        let Some(positions) = batch
-            .column_by_name(schema::POSITION)
-            .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        else {
-            return true;
+        let rows: Vec<&RecordBatch> = buffer.iter().filter(|b| b.num_rows() > 0).collect();
+        let Some(ends) = rows.iter().map(|b| ends(b)).collect::<Option<Vec<_>>>() else {
+            return buffer.iter().collect();
         };
-        if positions.null_count() > 0 {
-            return true;
-        }
-        match (
-            arrow::compute::min(positions),
-            arrow::compute::max(positions),
-        ) {
-            (Some(lo), Some(hi)) => hi >= self.lowest && lo <= self.highest,
-            _ => true,
-        }
+        let from = ends.partition_point(|(_, last)| *last < self.lowest);
+        rows[from..]
+            .iter()
+            .zip(&ends[from..])
+            .take_while(|(_, (first, _))| *first <= self.highest)
+            .filter(|(_, (first, last))| *last >= self.lowest && *first <= self.highest)
+            .map(|(b, _)| *b)
+            .collect()
     }
+}
+
+/// A buffered batch's first and last position (the stored shape keeps it
+/// at [`schema::POSITION_INDEX`]); `None` when it has none. The batch has
+/// rows.
+fn ends(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let column = batch.columns().get(schema::POSITION_INDEX)?;
+    if batch.schema_ref().field(schema::POSITION_INDEX).name() != schema::POSITION {
+        return None;
+    }
+    let positions = column.as_primitive_opt::<Int64Type>()?;
+    let last = positions.len() - 1;
+    (positions.is_valid(0) && positions.is_valid(last))
+        .then(|| (positions.value(0), positions.value(last)))
 }
 
 fn is_position(e: &Expr) -> bool {
@@ -137,16 +150,18 @@ mod tests {
     use datafusion::prelude::{col, lit};
     use std::sync::Arc;
 
+    /// A batch of the stored shape's first columns, `position` at its
+    /// place.
     fn batch(positions: &[i64]) -> RecordBatch {
-        RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new(
-                schema::POSITION,
-                DataType::Int64,
-                true,
-            )])),
-            vec![Arc::new(Int64Array::from(positions.to_vec()))],
-        )
-        .unwrap()
+        let mut fields: Vec<Field> = (0..schema::POSITION_INDEX)
+            .map(|i| Field::new(format!("c{i}"), DataType::Int64, true))
+            .collect();
+        fields.push(Field::new(schema::POSITION, DataType::Int64, true));
+        let columns = fields
+            .iter()
+            .map(|_| Arc::new(Int64Array::from(positions.to_vec())) as _)
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
     }
 
     #[test]
@@ -181,9 +196,23 @@ mod tests {
             ]),
             Range::ALL
         );
-        let r = Range::of(&[p().gt(lit(10i64))]);
-        assert!(!r.may_hold(&batch(&[1, 5, 10])));
-        assert!(r.may_hold(&batch(&[9, 10, 11])));
-        assert!(r.may_hold(&batch(&[])));
+        let buffer = [
+            batch(&[1, 2, 3]),
+            batch(&[4, 5]),
+            batch(&[]),
+            batch(&[6, 7, 8]),
+            batch(&[9]),
+        ];
+        let firsts =
+            |kept: Vec<&RecordBatch>| -> Vec<usize> { kept.iter().map(|b| b.num_rows()).collect() };
+        let r = Range::of(&[p().gt(lit(4i64)), p().lt_eq(lit(7i64))]);
+        assert_eq!(
+            firsts(r.select(&buffer)),
+            vec![2, 3],
+            "[4, 5] and [6, 7, 8]"
+        );
+        assert_eq!(firsts(Range::ALL.select(&buffer)), vec![3, 2, 0, 3, 1]);
+        let above = Range::of(&[p().gt(lit(9i64))]);
+        assert!(above.select(&buffer).is_empty());
     }
 }

@@ -31,12 +31,16 @@ pub struct EventTable {
     /// Buffered batches not yet in that snapshot, each in the shape it was
     /// ingested with.
     buffer: Vec<RecordBatch>,
+    /// No stored row has a higher position (`None`: not known).
+    stored_position: Option<u64>,
 }
 
 impl EventTable {
     /// The table a query reads, from the database's view of it.
     pub fn from_view(view: crate::db::TableView) -> Self {
-        Self::new(query_schema(&view.schema), view.stored, view.buffered)
+        let mut table = Self::new(query_schema(&view.schema), view.stored, view.buffered);
+        table.stored_position = view.stored_position;
+        table
     }
 
     pub fn new(
@@ -48,6 +52,7 @@ impl EventTable {
             schema,
             delta,
             buffer,
+            stored_position: None,
         }
     }
 
@@ -146,7 +151,13 @@ impl TableProvider for EventTable {
             None => self.schema.clone(),
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(delta) = &self.delta {
+        let range = super::positions::Range::of(filters);
+        // Positions above everything stored are only in the buffer: the
+        // files are not planned at all (live streams read there).
+        let above_stored = self
+            .stored_position
+            .is_some_and(|p| range.lowest > i64::try_from(p).unwrap_or(i64::MAX));
+        if let Some(delta) = self.delta.as_ref().filter(|_| !above_stored) {
             inputs.push(
                 self.delta_plan(delta, state, &projected, filters, limit)
                     .await?,
@@ -154,8 +165,7 @@ impl TableProvider for EventTable {
         }
         // Batches wholly outside the positions asked for are left out
         // before their conversion.
-        let range = super::positions::Range::of(filters);
-        let kept: Vec<&RecordBatch> = self.buffer.iter().filter(|b| range.may_hold(b)).collect();
+        let kept = range.select(&self.buffer);
         if !kept.is_empty() || inputs.is_empty() {
             let batches = kept
                 .into_iter()
