@@ -194,9 +194,10 @@ impl Table {
         let delta = storage.refresh(delta, &label).await?;
         let already = storage.persisted_seq(&delta, &label).await?;
         let rows_in: usize;
+        // Every batch taken is stored once this returns, whether this
+        // attempt or an earlier one wrote it.
         let flushed_position = batches
             .iter()
-            .filter(|(seq, _)| *seq > already)
             .filter_map(|(_, b)| sequence::last_position(b))
             .max();
         let new_delta = if already >= last_seq {

@@ -208,7 +208,10 @@ async fn consume_socket(
     socket: WebSocket,
     opened: Result<(Principal, GroupName, Duration), Error>,
 ) {
-    let (mut out, mut inbox) = ws::split(socket, Framing::JsonPages, OnSlow::CatchUp);
+    // A consumer that stops reading for good is closed (its part goes to
+    // the others at the rebalance), not waited for: its send times out.
+    let on_slow = OnSlow::Drop { max_lag: u64::MAX };
+    let (mut out, mut inbox) = ws::split(socket, Framing::JsonPages, on_slow);
     let (caller, name, heartbeat) = match opened {
         Ok(o) => o,
         Err(e) => {

@@ -75,17 +75,35 @@ struct Live {
 }
 
 impl Live {
-    /// Starts a new generation for the consumers now connected, from the
-    /// committed position (or from `reset_to`).
-    fn rebalance(&self, reset_to: Option<u64>) -> std::io::Result<()> {
-        let members = self.members.lock();
+    /// Changes the connected consumers with `change` (which says whether
+    /// it changed anything) and starts a new generation for them from the
+    /// committed position (or from `reset_to`), all under one hold of the
+    /// consumer list, so that no consumer sees the new list with the old
+    /// generation. On a storage error the list is left as it was.
+    fn change_members(
+        &self,
+        change: impl FnOnce(&mut Vec<u64>) -> bool,
+        reset_to: Option<u64>,
+    ) -> std::io::Result<()> {
+        let mut members = self.members.lock();
+        let before = members.clone();
+        if !change(&mut members) && reset_to.is_none() {
+            return Ok(());
+        }
         let n = members.len();
         let generation = self.group.update(|p| {
             p.committed = reset_to.unwrap_or_else(|| p.done());
             p.generation += 1;
             p.slots = vec![p.committed; n];
             p.generation
-        })?;
+        });
+        let generation = match generation {
+            Ok(g) => g,
+            Err(e) => {
+                *members = before;
+                return Err(e);
+            }
+        };
         self.group.members.store(n, Ordering::Relaxed);
         self.changes.send_replace(Change {
             generation,
@@ -294,7 +312,7 @@ impl Service {
             })?;
         let after = self.start_position(caller, &table, start).await?;
         let live = self.consumers.live(&group);
-        tokio::task::spawn_blocking(move || live.rebalance(Some(after)))
+        tokio::task::spawn_blocking(move || live.change_members(|_| false, Some(after)))
             .await
             .map_err(|e| Error::internal(e.to_string()))?
             .map_err(io_error)?;
@@ -335,9 +353,20 @@ impl Service {
         let group = self.group(caller, name)?;
         let live = self.consumers.live(&group);
         let id = self.consumers.next_id.fetch_add(1, Ordering::Relaxed);
-        live.members.lock().push(id);
-        let rebalancing = live.clone();
-        let member = Member {
+        let joining = live.clone();
+        tokio::task::spawn_blocking(move || {
+            joining.change_members(
+                |members| {
+                    members.push(id);
+                    true
+                },
+                None,
+            )
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(io_error)?;
+        Ok(Member {
             service: self.clone(),
             caller: caller.clone(),
             changes: live.changes.subscribe(),
@@ -346,13 +375,7 @@ impl Service {
             generation: 0,
             part: 0,
             subscription: None,
-        };
-        // On failure the member leaves again (its drop rebalances).
-        tokio::task::spawn_blocking(move || rebalancing.rebalance(None))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(io_error)?;
-        Ok(member)
+        })
     }
 
     /// The count and age (the first two columns) of `sql`'s one row.
@@ -425,18 +448,30 @@ impl Member {
     /// Takes this consumer's place in the current generation.
     async fn assign(&mut self) -> Result<Delivery> {
         // The old subscription's place is given up first: the tenant's cap
-        // counts it.
+        // counts it. Until the new one is there, acknowledgements are of
+        // no current generation (they are answered as stale).
         self.subscription = None;
+        self.generation = 0;
         let (generation, part, members, after) = {
             let members = self.live.members.lock();
             let progress = self.live.group.progress();
-            let part = members.iter().position(|m| *m == self.id).unwrap_or(0);
-            let after = progress
-                .slots
-                .get(part)
-                .copied()
-                .unwrap_or(progress.committed);
-            (progress.generation, part, members.len(), after)
+            let part = members.iter().position(|m| *m == self.id);
+            // The list and the stored generation change together; if a
+            // change could not be stored they differ, and no part is safe
+            // to take.
+            let Some(part) = part.filter(|_| progress.slots.len() == members.len()) else {
+                return Err(Error::new(
+                    Kind::Unavailable,
+                    "the subscription's consumers are changing; connect again",
+                )
+                .retry_after(1));
+            };
+            (
+                progress.generation,
+                part,
+                members.len(),
+                progress.slots[part],
+            )
         };
         let group = &self.live.group;
         let table: TableName = group
@@ -516,16 +551,22 @@ impl Drop for Member {
         let live = self.live.clone();
         let id = self.id;
         let leave = move || {
-            let gone = {
-                let mut members = live.members.lock();
-                let before = members.len();
-                members.retain(|m| *m != id);
-                members.len() != before
-            };
-            if gone
-                && !live.changes.borrow().deleted
-                && let Err(e) = live.rebalance(None)
-            {
+            if live.changes.borrow().deleted {
+                return;
+            }
+            let left = live.change_members(
+                |members| {
+                    let before = members.len();
+                    members.retain(|m| *m != id);
+                    members.len() != before
+                },
+                None,
+            );
+            if let Err(e) = left {
+                // Gone all the same; the others' parts stay as they are
+                // until the next change is stored (they cannot take a new
+                // part meanwhile: see `assign`).
+                live.members.lock().retain(|m| *m != id);
                 tracing::warn!(error = %e, group = %live.group.name, "cannot store a rebalance");
             }
         };

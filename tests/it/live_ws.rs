@@ -276,14 +276,15 @@ fn a_consumer_that_stops_reading_neither_slows_ingest_nor_holds_memory() {
     };
     let batch = big(500);
     let seed = s.ingest(&big(1))["last_position"].as_u64().unwrap();
-    // Three runs of 5,000 events. (Their speed beside stalled streams is
-    // compared in benches/live.rs: timings do not belong in tests.)
+    // Three phases of 20,000 events. (Ingest's speed beside stalled
+    // streams is compared in benches/live.rs: timings do not belong in
+    // tests.)
+    let per_phase = 20_000;
     let ingest = || {
-        for _ in 0..30 {
+        for _ in 0..per_phase / 500 {
             s.ingest(&batch);
         }
     };
-    let per_phase = 15_000;
     // A subscriber reads throughout: first beside nothing else, then
     // beside two streams that stop reading.
     let reader = spawn_client(&[
@@ -320,7 +321,7 @@ fn a_consumer_that_stops_reading_neither_slows_ingest_nor_holds_memory() {
         got["timed_out"]
     );
     assert!(live.windows(2).all(|w| w[0] < w[1]));
-    // Each stalled stream is some 60 MB behind; the server holds at most
+    // Each stalled stream is some 120 MB behind; the server holds at most
     // a page for each.
     let alone = rss_before.saturating_sub(rss_start);
     let grown = s.rss().saturating_sub(rss_before);
@@ -329,8 +330,11 @@ fn a_consumer_that_stops_reading_neither_slows_ingest_nor_holds_memory() {
         grown >> 20,
         alone >> 20
     );
+    // Each stalled stream holds at most a large page (4,000 events, some
+    // 8 MB, and its JSON) and the socket's buffers: far less than the
+    // 120 MB each is behind.
     assert!(
-        grown < alone + (48 << 20),
+        grown < alone + (128 << 20),
         "memory grew by {} MiB beside stalled streams, {} MiB without",
         grown >> 20,
         alone >> 20
