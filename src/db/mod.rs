@@ -258,11 +258,28 @@ impl Database {
     /// The table as a reader sees it now: what is stored and what is
     /// buffered, taken together so that each event is in exactly one.
     pub fn view(&self, table: &Table) -> TableView {
+        self.view_after(table, None)
+    }
+
+    /// [`Database::view`] for a query that reads only rows after
+    /// position `after`: the buffered batches wholly at or below it are
+    /// left out (the buffer is in position order, so they are found by
+    /// bisection; a batch without positions holds no row such a query
+    /// reads either).
+    pub fn view_after(&self, table: &Table, after: Option<u64>) -> TableView {
         let state = table.state.read();
+        let from = after.map_or(0, |after| {
+            state.buffer.partition_point(|b| {
+                sequence::last_position(&b.batch).is_some_and(|last| last <= after)
+            })
+        });
         TableView {
             schema: table.registry.lock().schema(),
             stored: state.provider.clone(),
-            buffered: state.buffer.iter().map(|b| b.batch.clone()).collect(),
+            buffered: state.buffer[from..]
+                .iter()
+                .map(|b| b.batch.clone())
+                .collect(),
             delta_version: Table::delta_version(&state),
             position: Table::visible_position(&state),
             stored_position: state.stored_position,

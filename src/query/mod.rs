@@ -69,6 +69,10 @@ pub struct QueryOptions {
     pub pin: Option<pin::Pin>,
     /// Where the tables read are recorded.
     pub reads: Option<Arc<pin::ReadLog>>,
+    /// The query wants only rows after this position (it says so in its
+    /// own filter): buffered batches wholly at or below it are not even
+    /// taken into the tables' views. Live streams set it.
+    pub after: Option<u64>,
 }
 
 impl QueryOptions {
@@ -79,6 +83,7 @@ impl QueryOptions {
         let options = QueryOptions {
             pin,
             reads: Some(reads.clone()),
+            after: None,
         };
         (options, reads)
     }
@@ -107,7 +112,7 @@ impl SchemaProvider for TenantSchema {
                 .view_at_version(&t, v)
                 .await
                 .map_err(|e| DataFusionError::Plan(e.to_string()))?,
-            _ => self.db.view(&t),
+            _ => self.db.view_after(&t, self.options.after),
         };
         if let Some(reads) = &self.options.reads {
             reads.add(pin::TableRead {

@@ -379,7 +379,10 @@ impl Subscription {
                 &self.caller,
                 &self.sql[usize::from(self.behind)],
                 Some(params),
-                QueryOptions::default(),
+                QueryOptions {
+                    after: Some(after),
+                    ..QueryOptions::default()
+                },
             )
             .await;
         let result = match result {
