@@ -186,10 +186,7 @@ fn subscribe_and_note(url: &str) -> Arc<Mutex<Vec<(u64, Instant)>>> {
     let noted = Arc::new(Mutex::new(Vec::new()));
     let (url, sink) = (url.to_string(), noted.clone());
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async move {
             let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
             while let Some(Ok(message)) = ws.next().await {
@@ -233,12 +230,17 @@ fn percentiles(v: &mut [f64]) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// Reads `n` events of a stream; returns how many came.
-fn read_backlog(url: &str, n: usize) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A runtime on the calling thread, for one WebSocket client.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Reads `n` events of a stream; returns how many came.
+fn read_backlog(url: &str, n: usize) -> usize {
+    let rt = runtime();
     rt.block_on(async move {
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let mut got = 0;
@@ -269,10 +271,7 @@ fn stall(url: &str) -> std::sync::mpsc::Sender<()> {
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let url = url.to_string();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let _ws = rt.block_on(tokio_tungstenite::connect_async(url)).unwrap();
         let _ = stopped.recv();
     });

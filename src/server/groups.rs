@@ -27,8 +27,8 @@ use crate::service::subscribe::Start;
 use crate::service::{Error, Service};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, FromRequestParts, Path, Query, Request, State};
+use axum::extract::ws::WebSocket;
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -173,20 +173,15 @@ pub(super) async fn consume(
         .map_err(|e| Error::invalid(e.body_text()))
         .and_then(|Query(p)| super::live::heartbeat(p.heartbeat_ms));
     let name = name_of(&name);
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+    let opened = match (caller, name, heartbeat) {
+        (Ok(c), Ok(n), Ok(h)) => Ok((c, n, h)),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
     };
     let service = state.service.clone();
-    upgrade
-        .max_message_size(ws::MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            let opened = match (caller, name, heartbeat) {
-                (Ok(c), Ok(n), Ok(h)) => Ok((c, n, h)),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
-            };
-            consume_socket(service, socket, opened).await;
-        })
+    ws::accept(&mut parts, &state, move |socket| {
+        consume_socket(service, socket, opened)
+    })
+    .await
 }
 
 /// What the consumer loop does next.

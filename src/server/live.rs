@@ -18,8 +18,8 @@ use crate::service::subscribe::{Start, Subscribe, Subscription};
 use crate::service::{Error, Service};
 use arrow::array::RecordBatch;
 use axum::body::Body;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::ws::WebSocket;
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -188,16 +188,11 @@ pub(super) async fn subscribe(State(state): State<AppState>, request: Request) -
         .map_err(|e| Error::invalid(e.body_text()))
         .and_then(|Query(p)| p.options());
     if is_websocket(&parts.headers) {
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(u) => u,
-            Err(rejection) => return rejection.into_response(),
-        };
         let service = state.service.clone();
-        return upgrade.max_message_size(ws::MAX_CLIENT_MESSAGE).on_upgrade(
-            move |socket| async move {
-                stream_socket(service, socket, caller, params).await;
-            },
-        );
+        return ws::accept(&mut parts, &state, move |socket| {
+            stream_socket(service, socket, caller, params)
+        })
+        .await;
     }
     match ndjson(&state, caller, params).await {
         Ok(r) => r,

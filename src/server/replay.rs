@@ -19,8 +19,8 @@ use crate::service::replay::{End, Order, Replay, ReplayRequest};
 use crate::service::subscribe::Start;
 use crate::service::{Error, Service};
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::ws::WebSocket;
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -250,16 +250,11 @@ pub(super) async fn replay_socket(State(state): State<AppState>, request: Reques
                 "into: a replay into a table is a POST /v1/replay",
             )),
         });
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-        Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
-    };
     let service = state.service.clone();
-    upgrade
-        .max_message_size(ws::MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            replay_to_socket(service, socket, caller, request).await;
-        })
+    ws::accept(&mut parts, &state, move |socket| {
+        replay_to_socket(service, socket, caller, request)
+    })
+    .await
 }
 
 async fn replay_to_socket(

@@ -72,6 +72,28 @@ pub(super) enum Inbound {
     Text(String),
 }
 
+/// Upgrades the request of `parts` to a WebSocket that `serve` serves
+/// (clients may send messages of up to [`MAX_CLIENT_MESSAGE`]); a request
+/// that is no valid upgrade gets the rejection.
+pub(super) async fn accept<F, Fut>(
+    parts: &mut axum::http::request::Parts,
+    state: &super::http::AppState,
+    serve: F,
+) -> axum::response::Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    match axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, state).await {
+        Ok(upgrade) => upgrade
+            .max_message_size(MAX_CLIENT_MESSAGE)
+            .on_upgrade(serve),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
 /// Splits `socket`: the sending half, and the client's text messages (the
 /// receiver ends when the client closes or goes away). Pings are answered
 /// by the socket itself while the reader runs.

@@ -179,6 +179,13 @@ fn io_error(e: std::io::Error) -> Error {
     Error::internal(format!("cannot store the subscription's progress: {e}"))
 }
 
+/// The table a group reads (its name was checked when it was made).
+fn table_of(group: &Group) -> Result<TableName> {
+    group
+        .table()
+        .ok_or_else(|| Error::internal("the subscription names an invalid table"))
+}
+
 fn no_group(name: &GroupName) -> Error {
     Error::new(
         Kind::NotFound,
@@ -202,12 +209,7 @@ impl Service {
         request: CreateGroup,
     ) -> Result<GroupInfo> {
         caller.require(Role::Writer, "create subscriptions")?;
-        let Some(table) = self.db.table(&caller.tenant, &request.table) else {
-            return Err(Error::new(
-                Kind::NotFound,
-                format!("table {:?} does not exist", request.table.as_str()),
-            ));
-        };
+        let table = self.table_of(caller, &request.table)?;
         let mut check = Subscribe::new(request.table.clone(), Start::After(u64::MAX));
         check.filter = request.filter.clone();
         check.where_dsl = request.where_dsl.clone();
@@ -269,9 +271,7 @@ impl Service {
         caller.require(Role::Reader, "inspect subscriptions")?;
         let group = self.group(caller, name)?;
         let mut info = self.group_info(&group);
-        let table = group
-            .table()
-            .ok_or_else(|| Error::internal("the subscription names an invalid table"))?;
+        let table = table_of(&group)?;
         if self.db.table(&caller.tenant, &table).is_some() {
             let mut request = Subscribe::new(table.clone(), Start::Earliest);
             request.filter = group.def.filter.clone();
@@ -301,15 +301,7 @@ impl Service {
     ) -> Result<GroupInfo> {
         caller.require(Role::Writer, "reset subscriptions")?;
         let group = self.group(caller, name)?;
-        let table = group
-            .table()
-            .and_then(|t| self.db.table(&caller.tenant, &t))
-            .ok_or_else(|| {
-                Error::new(
-                    Kind::NotFound,
-                    format!("table {:?} does not exist", group.def.table),
-                )
-            })?;
+        let table = self.table_of(caller, &table_of(&group)?)?;
         let after = self.start_position(caller, &table, start).await?;
         let live = self.consumers.live(&group);
         tokio::task::spawn_blocking(move || live.change_members(|_| false, Some(after)))
@@ -474,9 +466,7 @@ impl Member {
             )
         };
         let group = &self.live.group;
-        let table: TableName = group
-            .table()
-            .ok_or_else(|| Error::internal("the subscription names an invalid table"))?;
+        let table = table_of(group)?;
         let mut request = Subscribe::new(table, Start::After(after));
         request.filter = group.def.filter.clone();
         request.where_dsl = group.def.where_dsl.clone();

@@ -146,6 +146,20 @@ impl Service {
         Ok(m.render())
     }
 
+    /// The caller's table `name`, or not found.
+    pub(crate) fn table_of(
+        &self,
+        caller: &Principal,
+        name: &crate::ids::TableName,
+    ) -> Result<Arc<crate::db::Table>> {
+        self.db.table(&caller.tenant, name).ok_or_else(|| {
+            Error::new(
+                Kind::NotFound,
+                format!("table {:?} does not exist", name.as_str()),
+            )
+        })
+    }
+
     /// Takes `n` units of `kind` from the caller's tenant's bucket, or
     /// refuses: overloaded (retry later), or too large when the request
     /// alone is over the tenant's burst.

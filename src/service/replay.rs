@@ -9,11 +9,11 @@
 //! readers down rather than filling memory.
 
 use super::subscribe::{Start, Subscribe, Subscription};
-use super::{Error, Kind, Result, Service};
+use super::{Error, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::ids::TableName;
 use crate::schema;
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,28 +124,13 @@ impl Service {
                 )));
             }
         };
-        let Some(table) = self.db.table(&caller.tenant, &request.table) else {
-            return Err(Error::new(
-                Kind::NotFound,
-                format!("table {:?} does not exist", request.table.as_str()),
-            ));
-        };
+        let table = self.table_of(caller, &request.table)?;
         let after = self.start_position(caller, &table, request.from).await?;
         let highest = table.highest_position();
         let end = match request.to {
             None => highest,
             Some(End::Position(p)) => p.min(highest),
-            Some(End::Before(t)) => {
-                let sql = format!(
-                    "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t})",
-                    table = request.table.as_str(),
-                    position = schema::POSITION,
-                    at = schema::INGESTED_AT,
-                );
-                self.first_value(caller, &sql)
-                    .await?
-                    .map_or(highest, |p| (p.max(1) - 1) as u64)
-            }
+            Some(End::Before(t)) => self.position_before(caller, &table, t).await?,
         };
         let mut readers = Vec::new();
         for part in 0..parts {
@@ -190,23 +175,6 @@ impl Service {
             end,
             readers,
         })
-    }
-
-    /// The first value of the first row of `sql`, as a number.
-    async fn first_value(&self, caller: &Principal, sql: &str) -> Result<Option<i64>> {
-        use futures::TryStreamExt;
-        let stream = self
-            .queries
-            .sql_with(caller, sql, None, crate::query::QueryOptions::default())
-            .await?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
-            return Ok(None);
-        };
-        let v = arrow::compute::cast(b.column(0), &DataType::Int64)
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let v = v.as_primitive::<Int64Type>();
-        Ok(v.is_valid(0).then(|| v.value(0)))
     }
 }
 

@@ -3,7 +3,7 @@
 //! of any other query).
 
 use super::query::Interface;
-use super::{Error, Kind, Result, Service};
+use super::{Error, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::ids::TableName;
 use crate::schema;
@@ -63,12 +63,7 @@ impl Service {
         // nothing about which tables exist (the query checks it again,
         // with the rate).
         caller.require(Role::Reader, "query")?;
-        if self.db.table(&caller.tenant, &read.table).is_none() {
-            return Err(Error::new(
-                Kind::NotFound,
-                format!("table {:?} does not exist", read.table.as_str()),
-            ));
-        }
+        self.table_of(caller, &read.table)?;
         let (bound, order) = match read.direction {
             Direction::Forward => (">=", "ASC"),
             Direction::Backward => ("<=", "DESC"),

@@ -197,12 +197,7 @@ impl Service {
     ) -> Result<Subscription> {
         caller.require(Role::Reader, "subscribe")?;
         self.rate_check(caller, ratelimit::Kind::Queries, 1)?;
-        let Some(table) = self.db.table(&caller.tenant, &request.table) else {
-            return Err(Error::new(
-                Kind::NotFound,
-                format!("table {:?} does not exist", request.table.as_str()),
-            ));
-        };
+        let table = self.table_of(caller, &request.table)?;
         let open = self
             .subscriptions
             .admit(&caller.tenant, self.db.config().max_subscriptions.max(1))?;
@@ -239,18 +234,28 @@ impl Service {
             Start::Earliest => 0,
             Start::After(p) => p,
             Start::Now => table.highest_position(),
-            Start::Since(t) => {
-                let highest = table.highest_position();
-                let sql = format!(
-                    "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t})",
-                    table = table.name.as_str(),
-                    position = schema::POSITION,
-                    at = schema::INGESTED_AT,
-                );
-                let first = self.first_column(caller, &sql).await?;
-                first.map_or(highest, |p| p.saturating_sub(1))
-            }
+            Start::Since(t) => self.position_before(caller, table, t).await?,
         })
+    }
+
+    /// The position just before the first event of `table` ingested at or
+    /// after `t` (microseconds since the epoch); the highest position when
+    /// none was.
+    pub(super) async fn position_before(
+        &self,
+        caller: &Principal,
+        table: &Table,
+        t: i64,
+    ) -> Result<u64> {
+        let highest = table.highest_position();
+        let sql = format!(
+            "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t})",
+            table = table.name.as_str(),
+            position = schema::POSITION,
+            at = schema::INGESTED_AT,
+        );
+        let first = self.first_value(caller, &sql).await?;
+        Ok(first.map_or(highest, |p| (p.max(1) - 1) as u64))
     }
 
     /// The read of a subscription's next page, after position `$1`.
@@ -323,8 +328,8 @@ impl Service {
         )
     }
 
-    /// The first value of the first row of `sql`, as a position.
-    async fn first_column(&self, caller: &Principal, sql: &str) -> Result<Option<u64>> {
+    /// The first value of the first row of `sql`, as a whole number.
+    pub(super) async fn first_value(&self, caller: &Principal, sql: &str) -> Result<Option<i64>> {
         let stream = self
             .queries
             .sql_with(caller, sql, None, QueryOptions::default())
@@ -336,12 +341,10 @@ impl Service {
             .map(|b| arrow::compute::cast(b.column(0), &DataType::Int64))
             .transpose()
             .map_err(|e| Error::internal(e.to_string()))?;
-        Ok(value
-            .and_then(|v| {
-                let v = v.as_primitive::<Int64Type>();
-                v.is_valid(0).then(|| v.value(0))
-            })
-            .map(|p| p.max(0) as u64))
+        Ok(value.and_then(|v| {
+            let v = v.as_primitive::<Int64Type>();
+            v.is_valid(0).then(|| v.value(0))
+        }))
     }
 }
 

@@ -5,7 +5,6 @@
 use crate::support::TestServer;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The frames of an open stream, one parsed line at a time.
@@ -52,7 +51,7 @@ impl Frames {
     }
 }
 
-fn events(from: usize, n: usize) -> Value {
+pub(crate) fn events(from: usize, n: usize) -> Value {
     let events: Vec<Value> = (from..from + n)
         .map(|i| {
             json!({"event_id": format!("e{i}"), "event_type": if i.is_multiple_of(2) { "a" } else { "b" },
@@ -62,8 +61,48 @@ fn events(from: usize, n: usize) -> Value {
     Value::Array(events)
 }
 
+/// Writers ingesting requests of ten [`events`] (from `e1000` on) on
+/// threads of their own, keeping the positions acknowledged for events of
+/// type `a`.
+pub(crate) struct Writers(Vec<std::thread::JoinHandle<Vec<u64>>>);
+
+impl Writers {
+    /// `writers` threads of `requests` requests each.
+    pub(crate) fn start(base: &str, writers: usize, requests: usize) -> Writers {
+        Writers(
+            (0..writers)
+                .map(|w| {
+                    let base = base.to_string();
+                    std::thread::spawn(move || {
+                        let http = reqwest::blocking::Client::new();
+                        let mut acked = Vec::new();
+                        for r in 0..requests {
+                            let first = 1000 + (w * requests + r) * 10;
+                            let reply: Value = http
+                                .post(format!("{base}/v1/events"))
+                                .header("content-type", "application/json")
+                                .body(events(first, 10).to_string())
+                                .send()
+                                .unwrap()
+                                .json()
+                                .unwrap();
+                            acked.extend(acked_a(&reply, first));
+                        }
+                        acked
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits for every writer; the acknowledged positions of type `a`.
+    pub(crate) fn join(self) -> Vec<u64> {
+        self.0.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    }
+}
+
 /// The positions of the acknowledged events of type `a`.
-fn acked_a(reply: &Value, first: usize) -> Vec<u64> {
+pub(crate) fn acked_a(reply: &Value, first: usize) -> Vec<u64> {
     reply["events"]
         .as_array()
         .unwrap()
@@ -85,27 +124,7 @@ fn a_stream_catches_up_then_follows_ingest_with_no_gap_and_no_repeat() {
     // Writers start, and the stream opens while they write: its catch-up
     // and its switch to live events both happen under ingest.
     let (writers, requests) = (3, 20);
-    let ledger = Arc::new(Mutex::new(Vec::new()));
-    let threads: Vec<_> = (0..writers)
-        .map(|w| {
-            let (ledger, base) = (ledger.clone(), s.base.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::new();
-                for r in 0..requests {
-                    let first = 1000 + (w * requests + r) * 10;
-                    let reply: Value = http
-                        .post(format!("{base}/v1/events"))
-                        .header("content-type", "application/json")
-                        .body(events(first, 10).to_string())
-                        .send()
-                        .unwrap()
-                        .json()
-                        .unwrap();
-                    ledger.lock().unwrap().extend(acked_a(&reply, first));
-                }
-            })
-        })
-        .collect();
+    let writing = Writers::start(&s.base, writers, requests);
     let filter = "filter=event_type%20%3D%20'a'";
     let mut frames = open(
         &s,
@@ -113,10 +132,7 @@ fn a_stream_catches_up_then_follows_ingest_with_no_gap_and_no_repeat() {
     );
     // Five events of type `a` in each request of ten.
     let got = frames.positions(want.len() + writers * requests * 5);
-    for t in threads {
-        t.join().unwrap();
-    }
-    want.extend(ledger.lock().unwrap().iter());
+    want.extend(writing.join());
     want.sort();
     assert_eq!(got, want, "every acknowledged match, in order, once");
     // Nothing more: the next frame is a heartbeat at the last position

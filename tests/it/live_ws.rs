@@ -4,10 +4,10 @@
 //! the frame kinds, close codes for errors, credentials in the query
 //! string, and a consumer that stops reading.
 
+use crate::live::{Writers, acked_a, events};
 use crate::support::{self, TestServer};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Runs `ws_client.py ARGS` to its end and parses what it printed.
@@ -54,30 +54,6 @@ fn ws_url(s: &TestServer, query: &str) -> String {
     )
 }
 
-fn events(from: usize, n: usize) -> Value {
-    Value::Array(
-        (from..from + n)
-            .map(|i| {
-                json!({"event_id": format!("e{i}"),
-                       "event_type": if i.is_multiple_of(2) { "a" } else { "b" },
-                       "entity_id": format!("u{}", i % 5), "payload": {"n": i}})
-            })
-            .collect(),
-    )
-}
-
-/// The positions of the acknowledged events of type `a`.
-fn acked_a(reply: &Value, first: usize) -> Vec<u64> {
-    reply["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| (first + i).is_multiple_of(2))
-        .map(|(_, e)| e["position"].as_u64().unwrap())
-        .collect()
-}
-
 fn positions(v: &Value) -> Vec<u64> {
     v["positions"]
         .as_array()
@@ -113,31 +89,7 @@ fn a_websocket_catches_up_then_follows_ingest_with_no_gap_and_no_repeat() {
         ),
         &total.to_string(),
     ]);
-    let ledger = Arc::new(Mutex::new(Vec::new()));
-    let threads: Vec<_> = (0..writers)
-        .map(|w| {
-            let (ledger, base) = (ledger.clone(), s.base.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::new();
-                for r in 0..requests {
-                    let first = 1000 + (w * requests + r) * 10;
-                    let reply: Value = http
-                        .post(format!("{base}/v1/events"))
-                        .header("content-type", "application/json")
-                        .body(events(first, 10).to_string())
-                        .send()
-                        .unwrap()
-                        .json()
-                        .unwrap();
-                    ledger.lock().unwrap().extend(acked_a(&reply, first));
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    want.extend(ledger.lock().unwrap().iter());
+    want.extend(Writers::start(&s.base, writers, requests).join());
     want.sort();
     for (name, child) in [("filter", sql), ("where", dsl)] {
         let got = finish(child);
