@@ -300,7 +300,7 @@ impl QueryRuntime {
         Ok(QueryRuntime(Some(rt)))
     }
 
-    fn handle(&self) -> &tokio::runtime::Handle {
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         self.0
             .as_ref()
             .expect("the query runtime lives as long as the database")

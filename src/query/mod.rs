@@ -15,6 +15,7 @@ pub mod engine;
 mod grouping_sets;
 mod late;
 pub mod limits;
+pub mod live;
 pub mod output;
 pub mod partition;
 pub mod pin;

@@ -21,10 +21,11 @@ use crate::auth::{Principal, Role};
 use crate::db::Table;
 use crate::ids::{TableName, TenantId};
 use crate::query::QueryOptions;
+use crate::query::live::BufferRead;
 use crate::ratelimit;
 use crate::schema;
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::TryStreamExt;
@@ -150,6 +151,11 @@ pub struct Subscription {
     caller: Principal,
     /// The read of the events after `$1`.
     sql: [String; 2],
+    /// The conditions and columns, for reads from the buffer.
+    request: Subscribe,
+    conditions: String,
+    /// Those compiled for the table's schema `.0` (`None`: they cannot be).
+    buffered: Option<(SchemaRef, Option<Arc<BufferRead>>)>,
     /// The last position delivered (or skipped as not matching).
     after: u64,
     table: Arc<Table>,
@@ -201,12 +207,19 @@ impl Service {
         let open = self
             .subscriptions
             .admit(&caller.tenant, self.db.config().max_subscriptions.max(1))?;
-        let sql = self.subscription_sql(caller, &request).await?;
+        let conditions = self.conditions(caller, &request).await?;
+        let sql = [
+            Self::page_sql(&request, &conditions, PAGE),
+            Self::page_sql(&request, &conditions, LARGE_PAGE),
+        ];
         let applied = table.watch_applied();
         let mut subscription = Subscription {
             service: self.clone(),
             caller: caller.clone(),
             sql,
+            request,
+            conditions,
+            buffered: None,
             after: 0,
             table: table.clone(),
             applied,
@@ -214,11 +227,13 @@ impl Service {
             behind: false,
             _open: open,
         };
-        subscription.after = self.start_position(caller, &table, request.start).await?;
+        subscription.after = self
+            .start_position(caller, &table, subscription.request.start)
+            .await?;
         // Planned and run now (after the highest possible position, so it
         // finds nothing), so that a bad filter is refused before the
         // stream opens.
-        subscription.read(u64::MAX, u64::MAX).await?;
+        subscription.read_sql(u64::MAX, u64::MAX).await?;
         Ok(subscription)
     }
 
@@ -256,19 +271,6 @@ impl Service {
         );
         let first = self.first_value(caller, &sql).await?;
         Ok(first.map_or(highest, |p| (p.max(1) - 1) as u64))
-    }
-
-    /// The read of a subscription's next page, after position `$1`.
-    async fn subscription_sql(
-        &self,
-        caller: &Principal,
-        request: &Subscribe,
-    ) -> Result<[String; 2]> {
-        let filter = self.conditions(caller, request).await?;
-        Ok([
-            Self::page_sql(request, &filter, PAGE),
-            Self::page_sql(request, &filter, LARGE_PAGE),
-        ])
     }
 
     /// `request`'s conditions besides the position, each as ` AND (...)`.
@@ -360,8 +362,45 @@ impl Subscription {
         self.table.highest_position().saturating_sub(self.after)
     }
 
-    /// The events after `after` up to `upto` that match, at most a page.
-    async fn read(&self, after: u64, upto: u64) -> Result<Vec<RecordBatch>> {
+    /// The events after `after` up to `upto` that match, at most a page:
+    /// from the buffer when they are all there, otherwise by the SQL.
+    async fn read(&mut self, after: u64, upto: u64) -> Result<Vec<RecordBatch>> {
+        let view = self.service.db.view_after(&self.table, Some(after));
+        if self
+            .buffered
+            .as_ref()
+            .is_none_or(|(schema, _)| !Arc::ptr_eq(schema, &view.schema))
+        {
+            let compiled = BufferRead::compile(
+                &self.service.queries,
+                &self.caller,
+                self.request.table.as_str(),
+                &view.schema,
+                self.request.columns.as_deref(),
+                &format!("TRUE{}", self.conditions),
+            );
+            self.buffered = Some((view.schema.clone(), compiled.map(Arc::new)));
+        }
+        if let Some((_, Some(compiled))) = &self.buffered {
+            let started = std::time::Instant::now();
+            let limit = if self.behind { LARGE_PAGE } else { PAGE };
+            let result = self
+                .service
+                .queries
+                .read_buffered(&self.caller, compiled.clone(), view, after, upto, limit)
+                .await
+                .map_err(Error::from)
+                .transpose();
+            if let Some(result) = result {
+                super::query::observe(Interface::Subscription, started, &result);
+                return result;
+            }
+        }
+        self.read_sql(after, upto).await
+    }
+
+    /// [`Subscription::read`] by the SQL.
+    async fn read_sql(&self, after: u64, upto: u64) -> Result<Vec<RecordBatch>> {
         let as_i64 = |p: u64| p.min(i64::MAX as u64) as i64;
         let params = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
@@ -478,6 +517,10 @@ pub fn last_position(batch: &RecordBatch) -> Option<u64> {
         .as_primitive_opt::<Int64Type>()?;
     arrow::compute::max(positions).map(|p| p.max(0) as u64)
 }
+
+#[cfg(test)]
+#[path = "subscribe_tests.rs"]
+mod buffered_tests;
 
 #[cfg(test)]
 mod tests {
