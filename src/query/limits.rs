@@ -104,6 +104,8 @@ impl QueryLimits {
 /// `FairSpillPool`: a sort spills when it passes its share. With a greedy
 /// budget, one partition's sort could take all of it, and a second
 /// partition's sort then failed even after spilling everything it had.
+/// The spilling consumers share all but [`UNSPILLABLE_HEADROOM`] of the
+/// budget.
 #[derive(Debug)]
 struct QueryPool {
     limit: usize,
@@ -126,6 +128,13 @@ impl std::fmt::Display for QueryPool {
         )
     }
 }
+
+/// The part of a query's budget (one in this many bytes) that consumers
+/// which can spill leave to those which cannot. A sort holds its share
+/// until its input ends and only then merges its spill files, with
+/// buffers that cannot spill; without headroom the merge found the
+/// budget taken by the sorts of the other partitions, still reading.
+const UNSPILLABLE_HEADROOM: usize = 8;
 
 /// Marks memory errors caused by other queries rather than this one's
 /// budget, so they are answered as "busy" rather than as the query's fault.
@@ -168,8 +177,7 @@ impl MemoryPool for QueryPool {
         let spills = reservation.consumer().can_spill();
         if spills {
             let spillers = self.spillers.load(Ordering::Relaxed).max(1);
-            let share = self
-                .limit
+            let share = (self.limit - self.limit / UNSPILLABLE_HEADROOM)
                 .saturating_sub(self.unspillable.load(Ordering::Relaxed))
                 / spillers;
             if reservation.size() + additional > share {

@@ -251,17 +251,18 @@ fn a_query_spills_to_its_own_capped_directory() {
                 + "\n"
         })
         .collect();
-    // A full sort of ~45 MB under a 32 MB budget: it must spill. (With
-    // ~30 MB the rows sometimes fit, and the sort then held all of them
-    // while the window above it wanted memory too.) Only one row comes
-    // back.
+    // A full sort of ~45 MB in one partition (one event type), under a
+    // 48 MB budget: the sorts of the two partitions share about 21 MB of
+    // it each, so the sort must spill, while the window above it, which
+    // cannot spill, has the rest. (With a 32 MB budget the window's
+    // buffers sometimes found it taken.) Only one row comes back.
     let sort = "SELECT max(rn) AS n FROM \
                 (SELECT row_number() OVER (PARTITION BY event_type ORDER BY entity_id DESC, pad, v) AS rn \
                  FROM events)";
     for (cap, ok) in [("1", false), ("1073741824", true)] {
         let s = TestServer::start(&[
             "--query-memory-limit",
-            "32000000",
+            "48000000",
             "--spill-dir",
             spill_dir,
             "--max-spill-bytes",
