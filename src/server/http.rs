@@ -162,17 +162,10 @@ async fn authenticate(
     };
     // Streams also take their credentials from the query string: a
     // browser's WebSocket cannot send headers.
-    let streaming = is_stream_path(path);
-    let query = request.uri().query().unwrap_or("").to_string();
+    let from_query = super::live::query_credentials(path, request.uri().query());
+    let streaming = from_query.is_some();
     let mut given = credentials(request.headers());
-    let from_query: Vec<(String, String)> = if streaming {
-        url::form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .filter(|(k, _)| k == "token" || k == "tenant")
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let from_query = from_query.unwrap_or_default();
     for (key, value) in &from_query {
         match key.as_str() {
             "token" if given.token.is_none() => given.token = Some(value),
@@ -192,16 +185,6 @@ async fn authenticate(
         }
         Err(e) => e.into_response(),
     }
-}
-
-/// The routes of live streams, which take credentials from the query
-/// string too.
-fn is_stream_path(path: &str) -> bool {
-    path == "/v1/stream"
-        || path == "/v1/replay"
-        || path
-            .strip_prefix("/v1/subscriptions/")
-            .is_some_and(|rest| rest.ends_with("/consume"))
 }
 
 /// The credentials in a request's headers (also Flight SQL's call

@@ -317,3 +317,20 @@ pub(super) fn error_frame(e: &Error) -> Bytes {
     let frame = serde_json::json!({"error": e.message, "status": status});
     Bytes::from(format!("{frame}\n"))
 }
+
+/// The credentials (`token`, `tenant`) in the query string of a request
+/// for `path`, when it is one of the stream routes, which take them from
+/// there too; `None` for every other route.
+pub(super) fn query_credentials(path: &str, query: Option<&str>) -> Option<Vec<(String, String)>> {
+    let streaming = path == "/v1/stream"
+        || path == "/v1/replay"
+        || path
+            .strip_prefix("/v1/subscriptions/")
+            .is_some_and(|rest| rest.ends_with("/consume"));
+    streaming.then(|| {
+        url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
+            .filter(|(k, _)| k == "token" || k == "tenant")
+            .collect()
+    })
+}
