@@ -86,8 +86,14 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let queries = Arc::new(AtomicUsize::new(0));
+    let timeouts = Arc::new(AtomicUsize::new(0));
     let reader = {
-        let (stop, queries, base) = (stop.clone(), queries.clone(), server.base.clone());
+        let (stop, queries, timeouts, base) = (
+            stop.clone(),
+            queries.clone(),
+            timeouts.clone(),
+            server.base.clone(),
+        );
         std::thread::spawn(move || {
             let http = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -101,8 +107,22 @@ fn main() {
             ];
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                query(&http, &base, sqls[i % sqls.len()]);
-                queries.fetch_add(1, Ordering::Relaxed);
+                // A query that outgrows --query-timeout as the table grows
+                // is answered 408 and counted; any other failure ends the
+                // soak.
+                let sql = sqls[i % sqls.len()];
+                let r = http
+                    .post(format!("{base}/v1/sql"))
+                    .body(sql.to_string())
+                    .send()
+                    .unwrap();
+                let status = r.status().as_u16();
+                let text = r.text().unwrap();
+                match status {
+                    200 => queries.fetch_add(1, Ordering::Relaxed),
+                    408 => timeouts.fetch_add(1, Ordering::Relaxed),
+                    _ => panic!("{sql}: {status} {text}"),
+                };
                 i += 1;
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -132,11 +152,36 @@ fn main() {
     let samples = sampler.join().unwrap();
 
     let acked = full.events + soak.events;
-    let http = reqwest::blocking::Client::new();
-    let counted = query(&http, &server.base, "SELECT count(*) AS n FROM events");
-    let counted: u64 = serde_json::from_str::<serde_json::Value>(&counted).unwrap()[0]["n"]
-        .as_u64()
+    // Counted a day at a time (the events span 30 days from 2026-01-01),
+    // and whatever lies outside them, so that no one query over the whole
+    // table has to finish within --query-timeout.
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
         .unwrap();
+    let count = |condition: String| -> u64 {
+        let text = query(
+            &http,
+            &server.base,
+            &format!("SELECT count(*) AS n FROM events WHERE {condition}"),
+        );
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    let day = |d: u64| format!("TIMESTAMP '2026-01-01T00:00:00Z' + INTERVAL '{d} days'");
+    let mut counted = count(format!(
+        "timestamp < {} OR timestamp >= {}",
+        day(0),
+        day(30)
+    ));
+    for d in 0..30 {
+        counted += count(format!(
+            "timestamp >= {} AND timestamp < {}",
+            day(d),
+            day(d + 1)
+        ));
+    }
     let second_half: Vec<_> = samples[samples.len() / 2..].to_vec();
     let mean = second_half.iter().map(|s| s.1).sum::<f64>() / second_half.len().max(1) as f64;
     let growth = slope(&second_half) * 3600.0 / mean * 100.0;
@@ -144,12 +189,13 @@ fn main() {
         println!("  {:>6.0} s  RSS {:>6.0} MiB", t, b / 1048576.0);
     }
     println!(
-        "soak: {:.0} events/s achieved ({} requests, p99 {:?}, {} retries), {} queries",
+        "soak: {:.0} events/s achieved ({} requests, p99 {:?}, {} retries), {} queries answered, {} timed out (408)",
         soak.rate(),
         requests,
         soak.percentile(0.99),
         soak.retries,
-        queries.load(Ordering::Relaxed)
+        queries.load(Ordering::Relaxed),
+        timeouts.load(Ordering::Relaxed)
     );
     println!(
         "soak: RSS mean {:.0} MiB over the second half, growth {growth:+.2}%/h (target < 1%/h); peak {:.0} MiB",

@@ -12,6 +12,10 @@
 //! tables/<tenant>/<table>/…  the Delta tables' files, as in the data dir
 //! ```
 //!
+//! The manifest also holds each durable subscription's state (a few
+//! hundred bytes each), which a restore writes back where the server
+//! keeps them: `<data-dir>/subscriptions/<tenant>/<name>.json`.
+//!
 //! Delta files never change once written (data files have unique names;
 //! log entries are immutable), so a file an earlier manifest lists with
 //! the same size and checksum is not copied again: backups into the same
@@ -75,12 +79,26 @@ pub struct TableEntry {
 }
 
 /// What a backup holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
     /// RFC 3339.
     pub created_at: String,
     pub tables: Vec<TableEntry>,
+    /// Durable subscriptions (absent in backups taken before they were
+    /// backed up).
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionEntry>,
+}
+
+/// One durable subscription in a backup: its state as the server stores
+/// it, with its acknowledged position no later than its table's
+/// `last_position` in the backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionEntry {
+    pub tenant: String,
+    pub name: String,
+    pub state: serde_json::Value,
 }
 
 impl Manifest {
@@ -207,6 +225,24 @@ pub fn restore(from: &Location, data_dir: &Path) -> Result<Manifest, Error> {
         let rel = format!("tables/{}", entry.path);
         target.copy_in(&from.file(&rel), &rel)?;
     }
+    for entry in &manifest.subscriptions {
+        let bad = |what: &str, e: String| {
+            Error::Invalid(format!(
+                "{from}/manifest.json: subscription {:?}: {what}: {e}",
+                entry.name
+            ))
+        };
+        let tenant = (entry.tenant.parse::<crate::ids::TenantId>())
+            .map_err(|e| bad("tenant", e.to_string()))?;
+        let name = (entry.name.parse::<crate::ids::GroupName>())
+            .map_err(|e| bad("name", e.to_string()))?;
+        let dir = data_dir.join("subscriptions").join(tenant.as_str());
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(format!("{name}.json"));
+        let text =
+            serde_json::to_vec_pretty(&entry.state).map_err(|e| bad("state", e.to_string()))?;
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
     Ok(manifest)
 }
 
@@ -232,6 +268,7 @@ mod tests {
         let manifest = Manifest {
             format: FORMAT,
             created_at: "2026-11-28T00:00:00Z".into(),
+            subscriptions: Vec::new(),
             tables: vec![TableEntry {
                 tenant: "t".into(),
                 table: "x".into(),

@@ -1,5 +1,5 @@
 //! Online backups of a tenant's tables, or of every tenant's (the files
-//! are handled by [`crate::backup`]).
+//! are handled by [`crate::backup`]), with their durable subscriptions.
 //!
 //! Each table is flushed first, so the backup needs no WAL: everything
 //! acknowledged before the flush is in the Delta version it copies. While
@@ -8,7 +8,7 @@
 //! queries go on. Tables and backups may each be local or on S3.
 
 use super::{Database, Error, Result, Table};
-use crate::backup::{self, FileEntry, Location, Manifest, Source, TableEntry};
+use crate::backup::{self, FileEntry, Location, Manifest, Source, SubscriptionEntry, TableEntry};
 use crate::ids::TenantId;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
@@ -71,10 +71,31 @@ impl Database {
                 files,
             });
         }
+        let subscriptions = self
+            .groups()
+            .all()
+            .into_iter()
+            .filter(|g| tenant.is_none_or(|want| &g.tenant == want))
+            .map(|g| {
+                // Positions past what the backup holds are given again,
+                // to new events, after a restore: the subscription must
+                // not count them as done.
+                let holds = entries
+                    .iter()
+                    .find(|e| e.tenant == g.tenant.as_str() && e.table == g.def.table)
+                    .map_or(0, |e| e.last_position);
+                SubscriptionEntry {
+                    tenant: g.tenant.to_string(),
+                    name: g.name.to_string(),
+                    state: g.backup_state(holds),
+                }
+            })
+            .collect();
         let manifest = Manifest {
             format: backup::FORMAT,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             tables: entries,
+            subscriptions,
         };
         let (m, at) = (manifest.clone(), place.clone());
         tokio::task::spawn_blocking(move || m.write(&at))

@@ -109,6 +109,19 @@ impl Group {
         Ok(out)
     }
 
+    /// The group's stored state for a backup whose table holds the
+    /// positions up to `holds`: acknowledged no further than that, in a
+    /// new generation with no consumers.
+    pub fn backup_state(&self, holds: u64) -> serde_json::Value {
+        let progress = self.progress();
+        let file = self.file(&Progress {
+            generation: progress.generation + 1,
+            committed: progress.done().min(holds),
+            slots: Vec::new(),
+        });
+        serde_json::to_value(file).unwrap_or_default()
+    }
+
     fn file(&self, progress: &Progress) -> File {
         File {
             name: self.name.to_string(),

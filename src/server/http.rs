@@ -414,6 +414,12 @@ async fn backup(
         "dir": report.place.to_string(),
         "created_at": report.manifest.created_at,
         "tables": tables,
+        "subscriptions": report
+            .manifest
+            .subscriptions
+            .iter()
+            .map(|e| serde_json::json!({"tenant": e.tenant, "name": e.name}))
+            .collect::<Vec<_>>(),
         "files_copied": report.copied,
         "files_reused": report.reused,
         "bytes_copied": report.bytes_copied,
