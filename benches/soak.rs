@@ -111,13 +111,7 @@ fn main() {
                 // is answered 408 and counted; any other failure ends the
                 // soak.
                 let sql = sqls[i % sqls.len()];
-                let r = http
-                    .post(format!("{base}/v1/sql"))
-                    .body(sql.to_string())
-                    .send()
-                    .unwrap();
-                let status = r.status().as_u16();
-                let text = r.text().unwrap();
+                let (status, text) = post_sql(&http, &base, sql);
                 match status {
                     200 => queries.fetch_add(1, Ordering::Relaxed),
                     408 => timeouts.fetch_add(1, Ordering::Relaxed),

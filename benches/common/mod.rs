@@ -292,15 +292,19 @@ pub(crate) fn load_and_flush(events: usize) -> (tempfile::TempDir, BenchServer) 
 
 /// Posts `sql` to the server and returns the JSON body; panics on errors.
 pub(crate) fn query(http: &reqwest::blocking::Client, base: &str, sql: &str) -> String {
+    let (status, text) = post_sql(http, base, sql);
+    assert!((200..300).contains(&status), "{sql}: {text}");
+    text
+}
+
+/// Posts `sql` to `/v1/sql`; its status and body, whatever the status.
+pub(crate) fn post_sql(http: &reqwest::blocking::Client, base: &str, sql: &str) -> (u16, String) {
     let r = http
         .post(format!("{base}/v1/sql"))
         .body(sql.to_string())
         .send()
         .unwrap();
-    let ok = r.status().is_success();
-    let text = r.text().unwrap();
-    assert!(ok, "{sql}: {text}");
-    text
+    (r.status().as_u16(), r.text().unwrap())
 }
 
 /// Median wall time of `repeats` runs of `f`, after one warm-up run.

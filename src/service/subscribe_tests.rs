@@ -75,6 +75,28 @@ async fn compare(
     (buffered, sub.read_sql(after, upto).await.unwrap())
 }
 
+/// A read of `(after, upto]` from the buffer: not declined, and the rows
+/// and column types of the SQL.
+async fn same_as_sql(
+    s: &Arc<Service>,
+    reader: &Principal,
+    sub: &Subscription,
+    after: u64,
+    upto: u64,
+) {
+    let (buffered, sql) = compare(s, reader, sub, after, upto).await;
+    let buffered = buffered.expect("the range is in the buffer");
+    assert_eq!(
+        text(&buffered),
+        text(&sql),
+        "{:?} ({after}, {upto}]",
+        sub.request
+    );
+    for columns in types(&buffered) {
+        assert_eq!(columns, types(&sql)[0], "{:?}", sub.request);
+    }
+}
+
 #[test]
 fn reads_from_the_buffer_return_what_the_sql_returns() {
     let f = fixture(|_| {});
@@ -122,17 +144,7 @@ fn reads_from_the_buffer_return_what_the_sql_returns() {
         }
         for sub in subscriptions.iter_mut() {
             for (after, upto) in [(0, 200), (0, 37), (37, 121), (119, 120), (200, 400)] {
-                let (buffered, sql) = compare(s, &reader, sub, after, upto).await;
-                let buffered = buffered.expect("the range is in the buffer");
-                assert_eq!(
-                    text(&buffered),
-                    text(&sql),
-                    "{:?} ({after}, {upto}]",
-                    sub.request
-                );
-                for columns in types(&buffered) {
-                    assert_eq!(columns, types(&sql)[0], "{:?}", sub.request);
-                }
+                same_as_sql(s, &reader, sub, after, upto).await;
             }
         }
         s.db().flush_all().await.unwrap();
@@ -143,14 +155,7 @@ fn reads_from_the_buffer_return_what_the_sql_returns() {
             let (buffered, _) = compare(s, &reader, sub, 150, 260).await;
             assert!(buffered.is_none(), "{:?}", sub.request);
             for (after, upto) in [(200, 410), (200, 260), (349, 351), (380, 900)] {
-                let (buffered, sql) = compare(s, &reader, sub, after, upto).await;
-                let buffered = buffered.expect("the range is in the buffer");
-                assert_eq!(
-                    text(&buffered),
-                    text(&sql),
-                    "{:?} ({after}, {upto}]",
-                    sub.request
-                );
+                same_as_sql(s, &reader, sub, after, upto).await;
             }
             // Through the subscription: a page at a time, each event once.
             let mut read = sub.read(200, 410).await.unwrap();
