@@ -101,3 +101,15 @@ fn spreads_of_epoch_seconds_agree_within_their_precision() {
     };
     check(&fixture, &query, &Tally::new("sql")).unwrap();
 }
+
+/// Signed zeros (`late % late` of a negative `late` is -0.0) among the
+/// sort keys of a TopK.
+#[test]
+fn signed_zeros_sort_alike() {
+    let fixture = Fixture::new();
+    let query = Query {
+        sql: "SELECT character_length(md5('ünï')) AS c0, coalesce(qty, (late % nullif(late, 0))) AS c1, least((- amount), nullif((13 / nullif(late, 0)), nullif(qty, amount))) AS c2 FROM events ORDER BY c0, c1, c2 DESC, event_id LIMIT 6 OFFSET 4".into(),
+        ordered: true,
+    };
+    check(&fixture, &query, &Tally::new("sql")).unwrap();
+}

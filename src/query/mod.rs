@@ -23,6 +23,7 @@ mod positions;
 mod sanity;
 mod system;
 pub mod table;
+mod zeros;
 
 use crate::auth::Principal;
 use crate::db::Database;
@@ -240,6 +241,7 @@ pub fn session_with(
         .with_runtime_env(runtime)
         .with_default_features()
         .with_analyzer_rules(analyzer)
+        .with_optimizer_rule(Arc::new(zeros::SignlessSortKeys))
         .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
         .with_physical_optimizer_rule(Arc::new(bounded::OperatorMemory))

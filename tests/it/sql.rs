@@ -619,3 +619,22 @@ fn a_limit_on_a_grouped_max_aggregates_every_group() {
         ]
     );
 }
+
+#[test]
+fn negative_and_positive_zero_sort_as_one_value() {
+    // -0.0 = 0.0 in comparisons, so a sort ties them and the next key
+    // decides, with or without a LIMIT. A TopK whose order put -0.0 first
+    // while its row filter saw them equal dropped -0.0 rows.
+    let s = TestServer::start(&[]);
+    for (entity, x) in [("c", json!(-0.0)), ("a", json!(0.0)), ("b", json!(0.0))] {
+        s.ingest(&json!([{"event_type": "t", "entity_id": entity, "payload": {"x": x}}]));
+    }
+    let ids =
+        |sql: &str| -> Vec<Value> { s.sql(sql).iter().map(|r| r["entity_id"].clone()).collect() };
+    let all = ids("SELECT entity_id FROM events ORDER BY x, entity_id");
+    assert_eq!(all, vec![json!("a"), json!("b"), json!("c")]);
+    let two = ids("SELECT entity_id FROM events ORDER BY x, entity_id LIMIT 2");
+    assert_eq!(two, all[..2]);
+    let negated = ids("SELECT entity_id FROM events ORDER BY -x DESC, entity_id DESC LIMIT 2");
+    assert_eq!(negated, vec![json!("c"), json!("b")]);
+}
