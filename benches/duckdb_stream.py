@@ -1,5 +1,7 @@
 """Times one entity's stream read in DuckDB over an AllSource table's
 Parquet files: SELECT * ... WHERE entity_id = ? ORDER BY version LIMIT 1000.
+It reads the files of the table's current Delta version only (compaction
+leaves the files it replaced until a vacuum).
 
 Usage: python duckdb_stream.py TABLE_DIR ENTITIES_JSON
 Prints {"p50": seconds, "p99": seconds} over the entities (the first read
@@ -10,13 +12,15 @@ import sys
 import time
 
 import duckdb
+from deltalake import DeltaTable
 
 
 def main() -> None:
     table_dir, entities = sys.argv[1], json.loads(sys.argv[2])
     con = duckdb.connect()
+    files = [f.removeprefix("file://") for f in DeltaTable(table_dir).file_uris()]
     con.execute(
-        f"CREATE VIEW events AS SELECT * FROM read_parquet('{table_dir}/event_date=*/*.parquet', hive_partitioning = true)"
+        f"CREATE VIEW events AS SELECT * FROM read_parquet({files!r}, hive_partitioning = true)"
     )
     sql = "SELECT * FROM events WHERE entity_id = ? ORDER BY version LIMIT 1000"
     times = []

@@ -7,7 +7,7 @@ use super::{Error, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::ids::TableName;
 use crate::schema;
-use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::execution::SendableRecordBatchStream;
 use std::sync::Arc;
@@ -68,31 +68,26 @@ impl Service {
             Direction::Forward => (">=", "ASC"),
             Direction::Backward => ("<=", "DESC"),
         };
-        let from = read.from_version.map_or(
-            match read.direction {
-                Direction::Forward => 1,
-                Direction::Backward => i64::MAX,
-            },
-            |v| v as i64,
-        );
+        // Without a starting version the whole stream qualifies; a bound
+        // that every row meets would still be checked against each file's
+        // statistics.
+        let mut fields = vec![Field::new("$1", DataType::Utf8, false)];
+        let mut values: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![read.entity]))];
+        let mut version_bound = String::new();
+        if let Some(from) = read.from_version {
+            version_bound = format!(" AND {} {bound} $2", schema::VERSION);
+            fields.push(Field::new("$2", DataType::Int64, false));
+            values.push(Arc::new(Int64Array::from(vec![from as i64])));
+        }
         let sql = format!(
-            "SELECT * FROM \"{table}\" WHERE {entity} = $1 AND {version} {bound} $2 \
+            "SELECT * FROM \"{table}\" WHERE {entity} = $1{version_bound} \
              ORDER BY {version} {order} LIMIT {limit}",
             table = read.table.as_str(),
             entity = schema::ENTITY_ID,
             version = schema::VERSION,
         );
-        let params = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("$1", DataType::Utf8, false),
-                Field::new("$2", DataType::Int64, false),
-            ])),
-            vec![
-                Arc::new(StringArray::from(vec![read.entity])),
-                Arc::new(Int64Array::from(vec![from])),
-            ],
-        )
-        .map_err(|e| Error::internal(e.to_string()))?;
+        let params = RecordBatch::try_new(Arc::new(Schema::new(fields)), values)
+            .map_err(|e| Error::internal(e.to_string()))?;
         self.sql(caller, &sql, Some(params), Interface::Stream)
             .await
     }
