@@ -82,6 +82,18 @@ name_type!(
     "subscription"
 );
 
+/// The folder of the data directory that holds the durable state of
+/// subscriptions, one folder per tenant inside.
+pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";
+
+impl GroupName {
+    /// Where the durable state of this subscription of `tenant` is kept,
+    /// under `root` (the data directory's [`SUBSCRIPTIONS_DIR`]).
+    pub fn state_file(&self, root: &std::path::Path, tenant: &TenantId) -> std::path::PathBuf {
+        root.join(tenant.as_str()).join(format!("{self}.json"))
+    }
+}
+
 impl TenantId {
     /// The tenant that owns everything when auth is off.
     pub fn default_tenant() -> Self {

@@ -236,9 +236,9 @@ pub fn restore(from: &Location, data_dir: &Path) -> Result<Manifest, Error> {
             .map_err(|e| bad("tenant", e.to_string()))?;
         let name = (entry.name.parse::<crate::ids::GroupName>())
             .map_err(|e| bad("name", e.to_string()))?;
-        let dir = data_dir.join("subscriptions").join(tenant.as_str());
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = dir.join(format!("{name}.json"));
+        let path = name.state_file(&data_dir.join(crate::ids::SUBSCRIPTIONS_DIR), &tenant);
+        let dir = path.parent().unwrap_or(data_dir);
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let text =
             serde_json::to_vec_pretty(&entry.state).map_err(|e| bad("state", e.to_string()))?;
         std::fs::write(&path, text).map_err(io(&path))?;

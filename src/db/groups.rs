@@ -266,13 +266,15 @@ impl GroupStore {
                 cap,
             });
         }
-        let dir = self.dir.join(tenant.as_str());
-        std::fs::create_dir_all(&dir)?;
+        let path = name.state_file(&self.dir, tenant);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let group = Group {
             tenant: tenant.clone(),
             name: name.clone(),
             def,
-            path: dir.join(format!("{name}.json")),
+            path,
             progress: Mutex::new(Progress {
                 generation: 0,
                 committed: after,

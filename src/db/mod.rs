@@ -130,7 +130,7 @@ impl Database {
         let history = maintenance::History::load(&config.data_dir.join("maintenance.jsonl"));
         let settings =
             maintenance::SettingsStore::load(config.data_dir.join("table-settings.json"));
-        let groups = groups::GroupStore::load(config.data_dir.join("subscriptions"))
+        let groups = groups::GroupStore::load(config.data_dir.join(crate::ids::SUBSCRIPTIONS_DIR))
             .map_err(|e| Error::Internal(format!("cannot load subscriptions: {e}")))?;
         let storage = Storage::new(&config)?;
         let mut tables = BTreeMap::new();
