@@ -163,18 +163,16 @@ fn main() {
             .as_u64()
             .unwrap()
     };
-    let day = |d: u64| format!("TIMESTAMP '2026-01-01T00:00:00Z' + INTERVAL '{d} days'");
+    // By the date partition: each count reads only that day's files, and
+    // a count with no other condition comes from the files' row counts.
+    let day = |d: u64| format!("DATE '2026-01-01' + INTERVAL '{d} days'");
     let mut counted = count(format!(
-        "timestamp < {} OR timestamp >= {}",
+        "event_date < {} OR event_date >= {}",
         day(0),
         day(30)
     ));
     for d in 0..30 {
-        counted += count(format!(
-            "timestamp >= {} AND timestamp < {}",
-            day(d),
-            day(d + 1)
-        ));
+        counted += count(format!("event_date = {}", day(d)));
     }
     let second_half: Vec<_> = samples[samples.len() / 2..].to_vec();
     let mean = second_half.iter().map(|s| s.1).sum::<f64>() / second_half.len().max(1) as f64;
