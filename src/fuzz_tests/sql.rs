@@ -89,27 +89,32 @@ fn fuzz_sql_partitions() {
     tally.report(cases);
 }
 
+/// [`check`] of one query (a fuzz finding) on a fresh fixture.
+fn check_one(sql: &str, ordered: bool) {
+    let query = Query {
+        sql: sql.into(),
+        ordered,
+    };
+    check(&Fixture::new(), &query, &Tally::new("sql")).unwrap();
+}
+
 /// A covariance over epoch seconds: inputs near 1.8e9 that differ by
 /// less than a second keep about 7 significant digits of their spread,
 /// so one partition and four agree to about 1e-6, not to 1e-9.
 #[test]
 fn spreads_of_epoch_seconds_agree_within_their_precision() {
-    let fixture = Fixture::new();
-    let query = Query {
-        sql: "SELECT a.entity_id AS k, covar_samp(round(a.amount, 1), date_part('epoch', a.ingested_at)) AS x, count(DISTINCT lower(b.tags)) AS y FROM events a JOIN small b ON a.entity_id = b.entity_id AND a.event_id <> b.event_id WHERE a.vip GROUP BY a.entity_id".into(),
-        ordered: false,
-    };
-    check(&fixture, &query, &Tally::new("sql")).unwrap();
+    check_one(
+        "SELECT a.entity_id AS k, covar_samp(round(a.amount, 1), date_part('epoch', a.ingested_at)) AS x, count(DISTINCT lower(b.tags)) AS y FROM events a JOIN small b ON a.entity_id = b.entity_id AND a.event_id <> b.event_id WHERE a.vip GROUP BY a.entity_id",
+        false,
+    );
 }
 
 /// Signed zeros (`late % late` of a negative `late` is -0.0) among the
 /// sort keys of a TopK.
 #[test]
 fn signed_zeros_sort_alike() {
-    let fixture = Fixture::new();
-    let query = Query {
-        sql: "SELECT character_length(md5('ünï')) AS c0, coalesce(qty, (late % nullif(late, 0))) AS c1, least((- amount), nullif((13 / nullif(late, 0)), nullif(qty, amount))) AS c2 FROM events ORDER BY c0, c1, c2 DESC, event_id LIMIT 6 OFFSET 4".into(),
-        ordered: true,
-    };
-    check(&fixture, &query, &Tally::new("sql")).unwrap();
+    check_one(
+        "SELECT character_length(md5('ünï')) AS c0, coalesce(qty, (late % nullif(late, 0))) AS c1, least((- amount), nullif((13 / nullif(late, 0)), nullif(qty, amount))) AS c2 FROM events ORDER BY c0, c1, c2 DESC, event_id LIMIT 6 OFFSET 4",
+        true,
+    );
 }

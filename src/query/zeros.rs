@@ -21,6 +21,7 @@ use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Float16Type, Float32Type, Float64Type};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -77,23 +78,21 @@ impl ScalarUDFImpl for SignlessZero {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [value] = args.args.as_slice() else {
-            return exec_err!("{NAME} takes one argument");
-        };
-        let values = value.to_array(args.number_rows)?;
-        let fixed = match values.data_type() {
-            DataType::Float16 => signless::<Float16Type>(&values, |v| v.to_bits() == 1 << 15),
-            DataType::Float32 => signless::<Float32Type>(&values, |v| v.to_bits() == 1 << 31),
-            DataType::Float64 => signless::<Float64Type>(&values, |v| v.to_bits() == 1 << 63),
-            other => return exec_err!("{NAME} takes a floating-point number, not {other}"),
-        };
-        Ok(match value {
-            ColumnarValue::Scalar(_) => {
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&fixed, 0)?)
-            }
-            ColumnarValue::Array(_) => ColumnarValue::Array(fixed),
-        })
+        make_scalar_function(signless_array, vec![])(&args.args)
     }
+}
+
+/// [`signless`] of the function's one argument, by its type.
+fn signless_array(args: &[ArrayRef]) -> Result<ArrayRef> {
+    let [values] = args else {
+        return exec_err!("{NAME} takes one argument");
+    };
+    Ok(match values.data_type() {
+        DataType::Float16 => signless::<Float16Type>(values, |v| v.to_bits() == 1 << 15),
+        DataType::Float32 => signless::<Float32Type>(values, |v| v.to_bits() == 1 << 31),
+        DataType::Float64 => signless::<Float64Type>(values, |v| v.to_bits() == 1 << 63),
+        other => return exec_err!("{NAME} takes a floating-point number, not {other}"),
+    })
 }
 
 /// Wraps the floating-point keys of every `Sort` in [`signless_zero`].
