@@ -6,6 +6,11 @@
 //!
 //! cargo bench --bench soak -- [--minutes 60] [--fraction 0.7]
 //!     [--calibrate-events 3000000] [--batch 5000] [--connections 4]
+//!     [--days 30]
+//!
+//! Every 30 s it samples the server's RSS and the memory gauges of
+//! `/metrics` (buffers, compaction, queries, entity index) and the number
+//! of Parquet files stored, and prints them over the run.
 //!
 //! This is a stability check, not a comparison: no peer runs the same
 //! work, because what it measures (memory growth and lost events over
@@ -39,12 +44,65 @@ fn slope(samples: &[(f64, f64)]) -> f64 {
     if den == 0.0 { 0.0 } else { num / den }
 }
 
+/// The memory gauges of `/metrics` a sample records, in MiB.
+const GAUGES: &[(&str, &str)] = &[
+    ("buffer", "allsource_buffer_bytes"),
+    ("compaction", "allsource_compaction_memory_bytes"),
+    ("queries", "allsource_query_memory_bytes"),
+    ("entities", "allsource_entity_index_bytes"),
+];
+
+/// The values of [`GAUGES`] now (0 for any the server did not answer).
+fn gauges(http: &reqwest::blocking::Client, base: &str) -> Vec<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    GAUGES
+        .iter()
+        .map(|(_, series)| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// Parquet files under `dir`, the replaced ones vacuum has not deleted
+/// yet included.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// One sample of the server's state.
+struct Sample {
+    at: f64,
+    rss: f64,
+    gauges: Vec<f64>,
+    files: usize,
+}
+
 fn main() {
     let minutes: f64 = arg("--minutes", 60.0);
     let fraction: f64 = arg("--fraction", 0.7);
     let calibrate: usize = arg("--calibrate-events", 3_000_000);
     let batch: usize = arg("--batch", 5_000);
     let connections: usize = arg("--connections", 4);
+    let days: u64 = arg("--days", 30);
     let tmp = tempfile::tempdir().unwrap();
     // Maintenance every minute: compaction, checkpoints and vacuum run
     // throughout, under the load.
@@ -63,7 +121,7 @@ fn main() {
     let url = format!("{}/v1/events", server.base);
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..64)
-            .map(|i| ndjson_batch((i * batch) as u64, batch, 250_000, 30))
+            .map(|i| ndjson_batch((i * batch) as u64, batch, 250_000, days))
             .collect(),
     );
 
@@ -123,12 +181,22 @@ fn main() {
         })
     };
     let sampler = {
-        let stop = stop.clone();
+        let (stop, base) = (stop.clone(), server.base.clone());
+        let tables = tmp.path().join("tables");
         std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
             let start = Instant::now();
             let mut samples = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                samples.push((start.elapsed().as_secs_f64(), rss(pid) as f64));
+                samples.push(Sample {
+                    at: start.elapsed().as_secs_f64(),
+                    rss: rss(pid) as f64,
+                    gauges: gauges(&http, &base),
+                    files: parquet_files(&tables),
+                });
                 for _ in 0..30 {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -146,7 +214,7 @@ fn main() {
     let samples = sampler.join().unwrap();
 
     let acked = full.events + soak.events;
-    // Counted a day at a time (the events span 30 days from 2026-01-01),
+    // Counted a day at a time (the events span `days` days from 2026-01-01),
     // and whatever lies outside them, so that no one query over the whole
     // table has to finish within --query-timeout.
     let http = reqwest::blocking::Client::builder()
@@ -169,16 +237,38 @@ fn main() {
     let mut counted = count(format!(
         "event_date < {} OR event_date >= {}",
         day(0),
-        day(30)
+        day(days)
     ));
-    for d in 0..30 {
+    for d in 0..days {
         counted += count(format!("event_date = {}", day(d)));
     }
-    let second_half: Vec<_> = samples[samples.len() / 2..].to_vec();
+    let second_half: Vec<(f64, f64)> = samples[samples.len() / 2..]
+        .iter()
+        .map(|s| (s.at, s.rss))
+        .collect();
     let mean = second_half.iter().map(|s| s.1).sum::<f64>() / second_half.len().max(1) as f64;
     let growth = slope(&second_half) * 3600.0 / mean * 100.0;
-    for (t, b) in samples.iter().step_by((samples.len() / 20).max(1)) {
-        println!("  {:>6.0} s  RSS {:>6.0} MiB", t, b / 1048576.0);
+    let mib = |b: f64| b / 1048576.0;
+    println!(
+        "  {:>6}  {:>8}  {}  parquet files",
+        "s",
+        "RSS MiB",
+        GAUGES
+            .iter()
+            .map(|(name, _)| format!("{name:>10}"))
+            .collect::<String>()
+    );
+    for s in samples.iter().step_by((samples.len() / 30).max(1)) {
+        println!(
+            "  {:>6.0}  {:>8.0}  {}  {:>6}",
+            s.at,
+            mib(s.rss),
+            s.gauges
+                .iter()
+                .map(|g| format!("{:>10.1}", mib(*g)))
+                .collect::<String>(),
+            s.files
+        );
     }
     println!(
         "soak: {:.0} events/s achieved ({} requests, p99 {:?}, {} retries), {} queries answered, {} timed out (408)",

@@ -145,19 +145,69 @@ impl AuthConfig {
     }
 
     /// The HS256 secret from the flag or the file.
-    pub fn secret(&self) -> Result<Option<Vec<u8>>, String> {
+    pub fn secret(&self) -> Result<Option<Vec<u8>>, KeyError> {
         if let Some(s) = &self.jwt_secret {
             return Ok(Some(s.as_bytes().to_vec()));
         }
         if let Some(path) = &self.jwt_secret_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read --jwt-secret-file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+                flag: "--jwt-secret-file",
+                path: path.display().to_string(),
+                source,
+            })?;
             return Ok(Some(
                 text.trim_end_matches(['\r', '\n']).as_bytes().to_vec(),
             ));
         }
         Ok(None)
     }
+}
+
+/// Why the keys to verify (or sign) tokens with cannot be set up. Each
+/// names the flag or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {flag} {path}: {source}")]
+    Unreadable {
+        flag: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("unsupported {flag} {name:?}: use HS256, RS256 or ES256")]
+    UnsupportedAlgorithm { flag: &'static str, name: String },
+    #[error("give either a JWT secret (HS256) or public keys (RS256/ES256), not both")]
+    SecretAndPublicKeys,
+    #[error("--jwt-algorithm (RS256 or ES256) is required with public keys")]
+    AlgorithmMissing,
+    #[error("a JWT secret is for HS256, but --jwt-algorithm is {0:?}")]
+    SecretNotHs256(Algorithm),
+    #[error("the JWT secret must be at least 32 bytes")]
+    SecretTooShort,
+    #[error("{what} need {flag} RS256 or ES256")]
+    NotAsymmetric {
+        what: &'static str,
+        flag: &'static str,
+    },
+    #[error("{flag} {path}: {problem}")]
+    UnusableKey {
+        flag: &'static str,
+        path: String,
+        problem: String,
+    },
+    #[error("--private-key: {0}")]
+    BadPrivateKey(String),
+    #[error("no JWT keys configured")]
+    NoKeys,
+    #[error(
+        "no key to sign with: set ALLSOURCE_JWT_SECRET (or --secret-file), or give --private-key"
+    )]
+    NoSigningKey,
+    #[error("--tenant is required for writer and reader tokens")]
+    TenantRequired,
+    #[error(transparent)]
+    Tenant(#[from] crate::ids::InvalidName),
+    #[error("cannot sign the token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
 }
 
 /// Why a request was refused. Messages say what was wrong with the token,
@@ -219,47 +269,43 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+/// The algorithm `name`, given by `flag`.
+fn parse_algorithm(flag: &'static str, name: &str) -> Result<Algorithm, KeyError> {
     match name.to_ascii_uppercase().as_str() {
         "HS256" => Ok(Algorithm::HS256),
         "RS256" => Ok(Algorithm::RS256),
         "ES256" => Ok(Algorithm::ES256),
-        _ => Err(format!(
-            "unsupported --jwt-algorithm {name:?}: use HS256, RS256 or ES256"
-        )),
+        _ => Err(KeyError::UnsupportedAlgorithm {
+            flag,
+            name: name.to_string(),
+        }),
     }
 }
 
 impl Verifier {
     /// The verifier for `config`, or `None` when auth is off. Errors name
     /// the flag or file at fault.
-    pub fn from_config(config: &AuthConfig) -> Result<Option<Verifier>, String> {
+    pub fn from_config(config: &AuthConfig) -> Result<Option<Verifier>, KeyError> {
         if !config.enabled() {
             return Ok(None);
         }
         let secret = config.secret()?;
         let asymmetric = !config.jwt_public_key.is_empty() || config.jwt_jwks.is_some();
         if secret.is_some() && asymmetric {
-            return Err(
-                "give either a JWT secret (HS256) or public keys (RS256/ES256), not both".into(),
-            );
+            return Err(KeyError::SecretAndPublicKeys);
         }
         let algorithm = match (&config.jwt_algorithm, &secret) {
-            (Some(a), _) => parse_algorithm(a)?,
+            (Some(a), _) => parse_algorithm("--jwt-algorithm", a)?,
             (None, Some(_)) => Algorithm::HS256,
-            (None, None) => {
-                return Err("--jwt-algorithm (RS256 or ES256) is required with public keys".into());
-            }
+            (None, None) => return Err(KeyError::AlgorithmMissing),
         };
         let mut keys = Vec::new();
         if let Some(secret) = secret {
             if algorithm != Algorithm::HS256 {
-                return Err(format!(
-                    "a JWT secret is for HS256, but --jwt-algorithm is {algorithm:?}"
-                ));
+                return Err(KeyError::SecretNotHs256(algorithm));
             }
             if secret.len() < 32 {
-                return Err("the JWT secret must be at least 32 bytes".into());
+                return Err(KeyError::SecretTooShort);
             }
             keys.push((None, DecodingKey::from_secret(&secret)));
         }
@@ -268,36 +314,57 @@ impl Verifier {
                 Some((kid, path)) if !kid.is_empty() => (Some(kid.to_string()), path),
                 _ => (None, spec.as_str()),
             };
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read --jwt-public-key {path}: {e}"))?;
+            let flag = "--jwt-public-key";
+            let pem = std::fs::read(path).map_err(|source| KeyError::Unreadable {
+                flag,
+                path: path.to_string(),
+                source,
+            })?;
             let key = match algorithm {
                 Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
                 Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
-                _ => return Err("public keys need --jwt-algorithm RS256 or ES256".into()),
+                _ => {
+                    return Err(KeyError::NotAsymmetric {
+                        what: "public keys",
+                        flag: "--jwt-algorithm",
+                    });
+                }
             }
-            .map_err(|e| format!("--jwt-public-key {path}: not a {algorithm:?} public key: {e}"))?;
+            .map_err(|e| KeyError::UnusableKey {
+                flag,
+                path: path.to_string(),
+                problem: format!("not a {algorithm:?} public key: {e}"),
+            })?;
             keys.push((kid, key));
         }
         if let Some(path) = &config.jwt_jwks {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read --jwt-jwks {}: {e}", path.display()))?;
+            let flag = "--jwt-jwks";
+            let unusable = |problem: String| KeyError::UnusableKey {
+                flag,
+                path: path.display().to_string(),
+                problem,
+            };
+            let text = std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
+                flag,
+                path: path.display().to_string(),
+                source,
+            })?;
             let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
-                .map_err(|e| format!("--jwt-jwks {}: not a JWKS: {e}", path.display()))?;
+                .map_err(|e| unusable(format!("not a JWKS: {e}")))?;
             for jwk in &set.keys {
                 let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| format!("--jwt-jwks {}: unusable key: {e}", path.display()))?;
+                    .map_err(|e| unusable(format!("unusable key: {e}")))?;
                 if key.family() != algorithm.family() {
-                    return Err(format!(
-                        "--jwt-jwks {}: key {:?} is not a {algorithm:?} key",
-                        path.display(),
+                    return Err(unusable(format!(
+                        "key {:?} is not a {algorithm:?} key",
                         jwk.common.key_id
-                    ));
+                    )));
                 }
                 keys.push((jwk.common.key_id.clone(), key));
             }
         }
         if keys.is_empty() {
-            return Err("no JWT keys configured".into());
+            return Err(KeyError::NoKeys);
         }
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.jwt_leeway.as_secs();
@@ -404,16 +471,15 @@ pub fn mint(
     request: &TokenRequest,
     secret: Option<&[u8]>,
     private_key: Option<(&str, &[u8])>,
-) -> Result<String, String> {
+) -> Result<String, KeyError> {
     if let Some(t) = &request.tenant {
-        t.parse::<TenantId>().map_err(|e| e.to_string())?;
+        t.parse::<TenantId>()?;
     } else if request.role != Role::Admin {
-        return Err("--tenant is required for writer and reader tokens".into());
+        return Err(KeyError::TenantRequired);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
+        .map_or(0, |d| d.as_secs());
     let claims = Claims {
         tenant: request.tenant.clone(),
         role: Some(request.role.to_string()),
@@ -426,26 +492,26 @@ pub fn mint(
     };
     let (algorithm, key) = match (private_key, secret) {
         (Some((alg, pem)), _) => {
-            let algorithm = parse_algorithm(alg)?;
+            let algorithm = parse_algorithm("--algorithm", alg)?;
             let key = match algorithm {
                 Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
                 Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
-                _ => return Err("a private key needs --algorithm RS256 or ES256".into()),
+                _ => {
+                    return Err(KeyError::NotAsymmetric {
+                        what: "private keys",
+                        flag: "--algorithm",
+                    });
+                }
             }
-            .map_err(|e| format!("not a {alg} private key: {e}"))?;
+            .map_err(|e| KeyError::BadPrivateKey(format!("not a {alg} private key: {e}")))?;
             (algorithm, key)
         }
         (None, Some(secret)) => (Algorithm::HS256, EncodingKey::from_secret(secret)),
-        (None, None) => {
-            return Err(
-                "no key to sign with: set ALLSOURCE_JWT_SECRET (or --secret-file), or give --private-key"
-                    .into(),
-            );
-        }
+        (None, None) => return Err(KeyError::NoSigningKey),
     };
     let mut header = Header::new(algorithm);
     header.kid = request.kid.clone();
-    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
 #[cfg(test)]
@@ -541,9 +607,14 @@ mod tests {
 
     #[test]
     fn short_secrets_and_mixed_keys_are_refused() {
-        assert!(Verifier::from_config(&config("short")).is_err());
+        assert!(matches!(
+            Verifier::from_config(&config("short")),
+            Err(KeyError::SecretTooShort)
+        ));
         let mut c = config(SECRET);
         c.jwt_public_key = vec!["k.pem".into()];
-        assert!(Verifier::from_config(&c).unwrap_err().contains("not both"));
+        let e = Verifier::from_config(&c).unwrap_err();
+        assert!(matches!(e, KeyError::SecretAndPublicKeys), "{e:?}");
+        assert!(e.to_string().contains("not both"), "{e}");
     }
 }

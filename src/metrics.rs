@@ -58,6 +58,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Bytes reserved by running queries (set when scraped).
     pub query_memory_bytes: IntGauge,
+    pub compaction_memory_bytes: IntGauge,
     /// Each durable subscription's lag: positions of its table past its
     /// committed position (set when scraped).
     pub subscription_lag_positions: IntGaugeVec,
@@ -228,6 +229,11 @@ pub fn get() -> &'static Metrics {
                 &r,
                 "allsource_query_memory_bytes",
                 "Memory reserved by running queries",
+            ),
+            compaction_memory_bytes: gauge(
+                &r,
+                "allsource_compaction_memory_bytes",
+                "Memory reserved by running compactions' sorts",
             ),
             registry: r,
         }

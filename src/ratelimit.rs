@@ -57,22 +57,53 @@ pub struct RateLimits {
     buckets: Mutex<HashMap<(TenantId, Kind), Bucket>>,
 }
 
+/// Why the per-tenant limits file (`--tenant-limits`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsFileError {
+    #[error("cannot read --tenant-limits {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--tenant-limits {path}: {source}")]
+    Malformed {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("--tenant-limits {path}: {source}")]
+    Tenant {
+        path: String,
+        source: crate::ids::InvalidName,
+    },
+}
+
 impl RateLimits {
     /// From `--rate-limit-events`, `--rate-limit-queries` and the
     /// per-tenant file `--tenant-limits`.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config) -> Result<Self, LimitsFileError> {
         let overrides = match &config.tenant_limits {
             None => HashMap::new(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read --tenant-limits {}: {e}", path.display()))?;
+                let file = || path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    LimitsFileError::Unreadable {
+                        path: file(),
+                        source,
+                    }
+                })?;
                 let raw: HashMap<String, TenantRates> = serde_json::from_str(&text)
-                    .map_err(|e| format!("--tenant-limits {}: {e}", path.display()))?;
+                    .map_err(|source| LimitsFileError::Malformed {
+                        path: file(),
+                        source,
+                    })?;
                 raw.into_iter()
                     .map(|(t, r)| {
                         t.parse::<TenantId>()
                             .map(|t| (t, r))
-                            .map_err(|e| format!("--tenant-limits {}: {e}", path.display()))
+                            .map_err(|source| LimitsFileError::Tenant {
+                                path: file(),
+                                source,
+                            })
                     })
                     .collect::<Result<_, _>>()?
             }

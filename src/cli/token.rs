@@ -42,7 +42,7 @@ pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
         jwt_secret_file: args.secret_file.clone(),
         ..Default::default()
     };
-    let secret = auth.secret().map_err(anyhow::Error::msg)?;
+    let secret = auth.secret()?;
     let pem = match &args.private_key {
         Some(p) => Some(
             std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?,
@@ -62,8 +62,7 @@ pub(crate) fn run(args: &TokenArgs) -> anyhow::Result<()> {
         &request,
         secret.as_deref(),
         pem.as_deref().map(|p| (args.algorithm.as_str(), p)),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     println!("{token}");
     Ok(())
 }

@@ -117,6 +117,8 @@ pub struct Database {
     groups: groups::GroupStore,
     /// What the background loops wait on and maintenance dates data by.
     clock: Arc<dyn Clock>,
+    /// The memory and spill space compaction's sorts run in.
+    rewriter: maintenance::Rewriter,
 }
 
 impl Database {
@@ -133,6 +135,7 @@ impl Database {
         let groups = groups::GroupStore::load(config.data_dir.join(crate::ids::SUBSCRIPTIONS_DIR))
             .map_err(|e| Error::Internal(format!("cannot load subscriptions: {e}")))?;
         let storage = Storage::new(&config)?;
+        let rewriter = maintenance::Rewriter::new(&config)?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
             let table = open_table(&storage, &config, &tenant, &name).await?;
@@ -163,6 +166,7 @@ impl Database {
             settings,
             groups,
             clock,
+            rewriter,
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -334,6 +338,11 @@ impl Database {
     /// The settings the server runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Bytes compaction's sorts hold now.
+    pub fn compaction_memory_in_use(&self) -> usize {
+        self.rewriter.memory_in_use()
     }
 
     /// About how much memory the tables' entity version indexes take.

@@ -177,23 +177,37 @@ pub(super) fn difference(a: &Rows, b: &Rows, ordered: bool) -> Option<String> {
 /// How the server answers an engine error.
 #[derive(Debug)]
 pub(super) struct Refusal {
-    pub(super) status: u16,
+    /// The service's class of the error: a refusal of the caller's
+    /// request, or the server's own fault.
+    pub(super) class: crate::service::Kind,
     /// The error's variant, for the outcome counts.
     pub(super) kind: String,
     pub(super) message: String,
 }
 
-/// The status the server answers an engine error with, and a name for
-/// the kind of refusal.
+impl Refusal {
+    /// Whether the server would answer a fault of its own (a 5xx) rather
+    /// than refuse the request.
+    pub(super) fn is_fault(&self) -> bool {
+        !self.class.is_refusal()
+    }
+}
+
+/// How the service classes an engine error, and a name for the kind of
+/// refusal.
 pub(super) fn refusal(e: DataFusionError) -> Refusal {
     let kind = kind(&e);
     let message = e.to_string();
-    let status = crate::server::error::status(Error::from(e).kind).as_u16();
-    // An internal error behind a 4xx (wrapped in another kind) is still
-    // one.
+    let class = Error::from(e).kind;
+    // An internal error behind a refusal (wrapped in another kind) is
+    // still one.
     let internal = message.contains("Internal error") || message.contains("likely caused by a bug");
     Refusal {
-        status: if internal { 500 } else { status },
+        class: if internal {
+            crate::service::Kind::Internal
+        } else {
+            class
+        },
         kind: kind.to_string(),
         message,
     }

@@ -518,8 +518,8 @@ fn outcome(fixture: &Fixture, doc: &Value) -> Result<Option<String>, String> {
         }
         Err(QueryError::Engine(e)) => {
             let r = refusal(e);
-            if r.status >= 500 {
-                return Err(format!("{} {}: {}", r.status, r.kind, r.message));
+            if r.is_fault() {
+                return Err(format!("{:?} {}: {}", r.class, r.kind, r.message));
             }
             Ok(Some(format!("engine {}", r.kind)))
         }

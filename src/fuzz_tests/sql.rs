@@ -62,13 +62,13 @@ fn check(fixture: &Fixture, query: &Query, tally: &Tally) -> Result<(), TestCase
         (Err(a), Err(b)) => {
             let (a, b) = (refusal(a), refusal(b));
             prop_assert!(
-                a.status < 500 && b.status < 500,
+                !a.is_fault() && !b.is_fault(),
                 "{} / {}\n{}",
                 a.message,
                 b.message,
                 query.sql
             );
-            tally.add(format!("refused {} {}", a.status, a.kind));
+            tally.add(format!("refused {:?} {}", a.class, a.kind));
         }
         (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
             return Err(TestCaseError::fail(format!(

@@ -263,7 +263,7 @@ impl SystemSchema {
                     runs.iter().map(|r| Some(r.checkpoint)),
                 )),
                 Arc::new(StringArray::from_iter_values(
-                    runs.iter().map(|r| &r.outcome),
+                    runs.iter().map(|r| r.outcome.to_string()),
                 )),
             ],
         )

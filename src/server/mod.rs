@@ -35,6 +35,10 @@ pub enum Error {
     Serve(std::io::Error),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeyError),
+    #[error(transparent)]
+    TenantLimits(#[from] crate::ratelimit::LimitsFileError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,9 +53,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     check_exposure(&config)?;
-    let verifier = crate::auth::Verifier::from_config(&config.auth)
-        .map_err(Error::Config)?
-        .map(Arc::new);
+    let verifier = crate::auth::Verifier::from_config(&config.auth)?.map(Arc::new);
     let (listener, addr) = bind(config.http_addr).await?;
     let (flight_listener, flight_addr) = bind(config.flight_addr).await?;
     // Tests and scripts read these lines to learn the ports.
@@ -79,8 +81,7 @@ pub async fn run(
     // Stopped at shutdown, or on drop if start-up fails from here on.
     let background = db::Background::start(&db).map_err(Error::Serve)?;
 
-    let rate_limits =
-        Arc::new(crate::ratelimit::RateLimits::from_config(&config).map_err(Error::Config)?);
+    let rate_limits = Arc::new(crate::ratelimit::RateLimits::from_config(&config)?);
     let service =
         Service::new(db.clone(), verifier, rate_limits).map_err(|e| Error::Config(e.message))?;
     let state = http::AppState {

@@ -131,6 +131,8 @@ impl Service {
         m.buffer_rows.set(self.db.buffered_rows() as i64);
         m.query_memory_bytes
             .set(self.queries.limits().memory_in_use() as i64);
+        m.compaction_memory_bytes
+            .set(self.db.compaction_memory_in_use() as i64);
         m.subscription_lag_positions.reset();
         m.subscription_consumers.reset();
         for group in self.db.groups().all() {

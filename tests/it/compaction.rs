@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-fn parquet_files(dir: &Path) -> Vec<String> {
+pub(crate) fn parquet_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.join("tables/default")];
     while let Some(d) = stack.pop() {
@@ -94,7 +94,7 @@ fn compact(s: &TestServer, query: &str) -> Value {
 /// A compacted file of a small partition: sorted by `entity_id`, the
 /// unique-valued columns without a dictionary, a bloom filter on
 /// `event_id` only, and a page index.
-fn assert_compacted_layout(path: &str) {
+pub(crate) fn assert_compacted_layout(path: &str) {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let file = std::fs::File::open(path).unwrap();
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();

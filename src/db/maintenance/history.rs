@@ -182,7 +182,7 @@ fn report_from_json(v: &serde_json::Value) -> Option<MaintenanceReport> {
         retention_files_removed: n("retention_files_removed"),
         vacuumed_files: n("vacuumed_files"),
         checkpoint: v["checkpoint"].as_bool().unwrap_or(false),
-        outcome: s("outcome").unwrap_or_default(),
+        outcome: crate::db::maintenance::Outcome::from_text(&s("outcome").unwrap_or_default()),
     })
 }
 
@@ -205,7 +205,7 @@ mod tests {
             retention_files_removed: 0,
             vacuumed_files: 0,
             checkpoint: false,
-            outcome: "nothing to do".into(),
+            outcome: crate::db::maintenance::Outcome::NothingToDo,
         }
     }
 

@@ -26,10 +26,14 @@
 //! [`settings`] each table's retention and schedule.
 
 mod history;
+mod outcome;
+mod rewrite;
 mod schedule;
 mod settings;
 
 pub use history::History;
+pub use outcome::Outcome;
+pub(crate) use rewrite::Rewriter;
 pub(crate) use schedule::MaintenanceSchedule;
 pub use settings::{MAX_RETENTION, SettingsStore, TableSettings, parse_retention};
 
@@ -38,14 +42,10 @@ use super::{Database, Error, Result};
 use crate::ids::{TableName, TenantId};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{col, lit};
-use deltalake::operations::optimize::OptimizeType;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
-use parquet::basic::Compression;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::num::NonZeroU64;
+use rewrite::{compaction_plan, optimize_type, writer_properties};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,8 +68,7 @@ pub struct MaintenanceReport {
     pub retention_files_removed: u64,
     pub vacuumed_files: u64,
     pub checkpoint: bool,
-    /// `done`, `nothing to do`, `dry run`, or what went wrong.
-    pub outcome: String,
+    pub outcome: Outcome,
 }
 
 /// Progress of a run, for the CLI's progress bar.
@@ -94,109 +93,6 @@ pub enum MaintenanceError {
     NoTable(String),
     #[error(transparent)]
     Db(#[from] Error),
-}
-
-/// The Parquet settings of compacted files: LZ4, page statistics (the
-/// page index) over pages of 4,096 rows, so a lookup decodes little, and
-/// row groups of 65,536 rows, so that a `LIMIT` query's dynamic filter can
-/// skip most of a file. The columns whose values are (nearly) unique are
-/// not dictionary-encoded: the writer would give up on the dictionary
-/// anyway, but only after writing a 1 MB dictionary page that every read
-/// of the column must then decode, which made a one-entity lookup read
-/// 30 MB instead of 1.6 MB at 10M events (ARCHITECTURE.md, "Compacted
-/// file layout"). Bloom filters: on `event_id` always; on `entity_id` only
-/// in files not sorted by it, where its statistics cannot prune.
-///
-/// LZ4 rather than zstd: the files are about 1.6 times larger, but the
-/// Parquet reader sets up a new zstd context for every column chunk it
-/// reads, which was a fifth of a point lookup's CPU, and every query the
-/// benches time got faster with LZ4 (ARCHITECTURE.md).
-fn writer_properties(sorted: bool) -> WriterProperties {
-    let mut b = WriterProperties::builder()
-        .set_compression(Compression::LZ4_RAW)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_data_page_row_count_limit(4096)
-        .set_max_row_group_row_count(Some(65_536));
-
-    for column in [
-        crate::schema::EVENT_ID,
-        crate::schema::ENTITY_ID,
-        crate::schema::TIMESTAMP,
-    ] {
-        b = b.set_column_dictionary_enabled(ColumnPath::from(column), false);
-    }
-    b = b.set_column_bloom_filter_enabled(ColumnPath::from(crate::schema::EVENT_ID), true);
-    if !sorted {
-        b = b.set_column_bloom_filter_enabled(ColumnPath::from(crate::schema::ENTITY_ID), true);
-    }
-    b.build()
-}
-
-/// What compaction does to one partition.
-#[derive(Debug)]
-struct PartitionPlan {
-    /// Sizes of the files it rewrites.
-    files: Vec<u64>,
-    /// Rewritten whole and sorted by `entity_id` (the partition fits in
-    /// one target-size file), rather than its small files bin-packed.
-    sorted: bool,
-}
-
-impl PartitionPlan {
-    /// deltalake's optimize mode for this plan.
-    fn optimize_type(&self) -> OptimizeType {
-        if self.sorted {
-            OptimizeType::ZOrder(vec![crate::schema::ENTITY_ID.to_string()])
-        } else {
-            OptimizeType::Compact
-        }
-    }
-}
-
-/// The partitions with more than one file under 3/4 of the target, by
-/// partition value. One whose files together fit in `target` is rewritten
-/// whole, sorted by `entity_id`; a larger one has its small files
-/// bin-packed (sorting it would rewrite its big files every time).
-fn compaction_plan(delta: &DeltaTable, target: u64) -> BTreeMap<String, PartitionPlan> {
-    let mut all: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let Ok(snapshot) = delta.snapshot() else {
-        return BTreeMap::new();
-    };
-    for f in snapshot.log_data().iter() {
-        let partition = f
-            .partition_values_map()
-            .get(crate::storage::PARTITION_COLUMN)
-            .cloned()
-            .flatten()
-            .unwrap_or_default();
-        all.entry(partition)
-            .or_default()
-            .push(f.size().max(0) as u64);
-    }
-    all.into_iter()
-        .filter_map(|(partition, sizes)| {
-            let small: Vec<u64> = sizes
-                .iter()
-                .copied()
-                .filter(|&s| s < target * 3 / 4)
-                .collect();
-            if small.len() < 2 {
-                return None;
-            }
-            let plan = if sizes.iter().sum::<u64>() <= target {
-                PartitionPlan {
-                    files: sizes,
-                    sorted: true,
-                }
-            } else {
-                PartitionPlan {
-                    files: small,
-                    sorted: false,
-                }
-            };
-            Some((partition, plan))
-        })
-        .collect()
 }
 
 /// A deltalake failure on table `label`, as the database reports it.
@@ -289,7 +185,7 @@ impl Database {
             retention_files_removed: 0,
             vacuumed_files: 0,
             checkpoint: false,
-            outcome: String::new(),
+            outcome: Outcome::NothingToDo,
         };
         let result = crate::background::caught(
             "maintenance",
@@ -301,20 +197,16 @@ impl Database {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(table = %table.label(), error = %e, "maintenance failed");
-                report.outcome = format!("failed: {e}");
+                report.outcome = Outcome::Failed(e.to_string());
             }
-            Err(panic) => report.outcome = format!("failed: the run panicked: {panic}"),
+            Err(panic) => report.outcome = Outcome::Failed(format!("the run panicked: {panic}")),
         }
         if !dry_run {
             self.history.record(&report);
             let m = crate::metrics::get();
-            let outcome = match report.outcome.as_str() {
-                "done" => "done",
-                "nothing to do" => "nothing",
-                o if o.starts_with("gave way") => "gave_way",
-                _ => "failed",
-            };
-            m.compactions.with_label_values(&[outcome]).inc();
+            m.compactions
+                .with_label_values(&[report.outcome.metric_label()])
+                .inc();
             m.compaction_files
                 .with_label_values(&["in"])
                 .inc_by(report.files_in);
@@ -336,7 +228,7 @@ impl Database {
         let target = self.config.compaction_target_bytes.max(1 << 20);
         let mut delta = self.storage.refresh(table.delta(), &label).await?;
         if delta.version().is_none() {
-            report.outcome = "nothing to do".into();
+            report.outcome = Outcome::NothingToDo;
             return Ok(());
         }
         let plan = compaction_plan(&delta, target);
@@ -345,9 +237,9 @@ impl Database {
         report.bytes_in = plan.values().flat_map(|p| &p.files).sum();
         if dry_run {
             report.outcome = if plan.is_empty() {
-                "nothing to do".into()
+                Outcome::NothingToDo
             } else {
-                "dry run".into()
+                Outcome::DryRun
             };
             return Ok(());
         }
@@ -363,6 +255,7 @@ impl Database {
                 FilterValue::Scalar(partition.as_str()),
             )];
             let mut attempt = 0;
+            let mut sorted = part.sorted;
             loop {
                 attempt += 1;
                 let run = delta
@@ -370,8 +263,9 @@ impl Database {
                     .optimize()
                     .with_filters(&filters)
                     .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
-                    .with_type(part.optimize_type())
-                    .with_writer_properties(writer_properties(part.sorted))
+                    .with_type(optimize_type(sorted))
+                    .with_writer_properties(writer_properties(sorted))
+                    .with_session_state(self.rewriter.session())
                     .await;
                 match run {
                     Ok((t, metrics)) => {
@@ -390,6 +284,14 @@ impl Database {
                         gave_way.push(partition.clone());
                         delta = self.storage.refresh(delta, &label).await?;
                         break;
+                    }
+                    // A sorted rewrite that fails otherwise (its sort
+                    // could not spill, say) leaves the partition as it
+                    // was; its small files are bin-packed instead.
+                    Err(e) if sorted => {
+                        tracing::warn!(table = %label, %partition, error = %e, "sorted compaction failed; bin-packing the partition instead");
+                        sorted = false;
+                        attempt = 0;
                     }
                     Err(e) => return Err(delta_err(e)),
                 }
@@ -449,14 +351,13 @@ impl Database {
         report.vacuumed_files = self.vacuum(delta, &label).await?;
 
         report.outcome = if !gave_way.is_empty() {
-            format!(
-                "gave way to concurrent commits in {} partition(s); the next run retries them",
-                gave_way.len()
-            )
+            Outcome::GaveWay {
+                partitions: gave_way.len(),
+            }
         } else if changed || report.vacuumed_files > 0 {
-            "done".into()
+            Outcome::Done
         } else {
-            "nothing to do".into()
+            Outcome::NothingToDo
         };
         Ok(())
     }

@@ -53,7 +53,7 @@ impl MaintenanceSchedule {
             }
             self.last_run.insert(t.label(), now);
             match self.db.maintain(&t, false, &mut |_| {}).await {
-                Ok(r) if r.outcome != "nothing to do" => {
+                Ok(r) if r.outcome != crate::db::maintenance::Outcome::NothingToDo => {
                     tracing::info!(table = %t.label(), files_in = r.files_in, files_out = r.files_out,
                         vacuumed = r.vacuumed_files, outcome = %r.outcome, "maintenance");
                 }
@@ -144,7 +144,7 @@ mod tests {
         let runs = db.maintenance_history().runs(&tenant);
         assert_eq!(runs.len(), 1, "{runs:?}");
         assert_eq!(runs[0].started_at, "2020-06-01T01:00:00+00:00");
-        assert_eq!(runs[0].outcome, "done", "{runs:?}");
+        assert_eq!(runs[0].outcome, crate::db::maintenance::Outcome::Done, "{runs:?}");
         drop(worker);
 
         let ids: Vec<String> = runtime.block_on(async {

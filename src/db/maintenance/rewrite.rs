@@ -1,0 +1,205 @@
+//! How compaction rewrites a partition: which files, in what order, with
+//! what Parquet settings, and within what memory.
+//!
+//! A partition small enough to fit in one target-size file is rewritten
+//! whole and sorted by `entity_id`. That sort runs in a DataFusion session
+//! of its own ([`Rewriter`]) whose memory pool holds
+//! `--compaction-memory-limit`: past it the sort spills to
+//! `<spill-dir>/compaction` (capped by `--max-spill-bytes`). Without the
+//! pool, deltalake sorts the whole partition in memory, so the server's
+//! memory grew with the size of the largest partition it compacted.
+
+use super::super::{Error, Result};
+use deltalake::DeltaTable;
+use deltalake::operations::optimize::OptimizeType;
+use datafusion::catalog::Session;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The Parquet settings of compacted files: LZ4, page statistics (the
+/// page index) over pages of 4,096 rows, so a lookup decodes little, and
+/// row groups of 65,536 rows, so that a `LIMIT` query's dynamic filter can
+/// skip most of a file. The columns whose values are (nearly) unique are
+/// not dictionary-encoded: the writer would give up on the dictionary
+/// anyway, but only after writing a 1 MB dictionary page that every read
+/// of the column must then decode, which made a one-entity lookup read
+/// 30 MB instead of 1.6 MB at 10M events (ARCHITECTURE.md, "Compacted
+/// file layout"). Bloom filters: on `event_id` always; on `entity_id` only
+/// in files not sorted by it, where its statistics cannot prune.
+///
+/// LZ4 rather than zstd: the files are about 1.6 times larger, but the
+/// Parquet reader sets up a new zstd context for every column chunk it
+/// reads, which was a fifth of a point lookup's CPU, and every query the
+/// benches time got faster with LZ4 (ARCHITECTURE.md).
+pub(super) fn writer_properties(sorted: bool) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::LZ4_RAW)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_row_count_limit(4096)
+        .set_max_row_group_row_count(Some(65_536));
+
+    for column in [
+        crate::schema::EVENT_ID,
+        crate::schema::ENTITY_ID,
+        crate::schema::TIMESTAMP,
+    ] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    b = b.set_column_bloom_filter_enabled(ColumnPath::from(crate::schema::EVENT_ID), true);
+    if !sorted {
+        b = b.set_column_bloom_filter_enabled(ColumnPath::from(crate::schema::ENTITY_ID), true);
+    }
+    b.build()
+}
+
+/// What compaction does to one partition.
+#[derive(Debug)]
+pub(super) struct PartitionPlan {
+    /// Sizes of the files it rewrites.
+    pub(super) files: Vec<u64>,
+    /// Rewritten whole and sorted by `entity_id` (the partition fits in
+    /// one target-size file), rather than its small files bin-packed.
+    pub(super) sorted: bool,
+}
+
+/// deltalake's optimize mode for a sorted rewrite, or for bin-packing.
+pub(super) fn optimize_type(sorted: bool) -> OptimizeType {
+        if sorted {
+            OptimizeType::ZOrder(vec![crate::schema::ENTITY_ID.to_string()])
+        } else {
+            OptimizeType::Compact
+        }
+}
+
+/// The partitions with more than one file under 3/4 of the target, by
+/// partition value. One whose files together fit in `target` is rewritten
+/// whole, sorted by `entity_id`; a larger one has its small files
+/// bin-packed (sorting it would rewrite its big files every time).
+pub(super) fn compaction_plan(delta: &DeltaTable, target: u64) -> BTreeMap<String, PartitionPlan> {
+    let mut all: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let Ok(snapshot) = delta.snapshot() else {
+        return BTreeMap::new();
+    };
+    for f in snapshot.log_data().iter() {
+        let partition = f
+            .partition_values_map()
+            .get(crate::storage::PARTITION_COLUMN)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        all.entry(partition)
+            .or_default()
+            .push(f.size().max(0) as u64);
+    }
+    all.into_iter()
+        .filter_map(|(partition, sizes)| {
+            let small: Vec<u64> = sizes
+                .iter()
+                .copied()
+                .filter(|&s| s < target * 3 / 4)
+                .collect();
+            if small.len() < 2 {
+                return None;
+            }
+            let plan = if sizes.iter().sum::<u64>() <= target {
+                PartitionPlan {
+                    files: sizes,
+                    sorted: true,
+                }
+            } else {
+                PartitionPlan {
+                    files: small,
+                    sorted: false,
+                }
+            };
+            Some((partition, plan))
+        })
+        .collect()
+}
+
+/// The DataFusion runtime that compaction's sorts run in: one memory pool
+/// for every run of the server, and a spill directory of its own.
+pub(crate) struct Rewriter {
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    memory_limit: usize,
+}
+
+impl std::fmt::Debug for Rewriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rewriter")
+            .field("memory_limit", &self.memory_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where compaction spills, under the server's spill directory.
+fn spill_dir(config: &crate::config::Config) -> PathBuf {
+    config.spill_dir().join("compaction")
+}
+
+impl Rewriter {
+    /// The runtime for `config`: `--compaction-memory-limit` of memory,
+    /// spilling under `<spill-dir>/compaction` up to `--max-spill-bytes`.
+    /// Spill files a killed process left there are removed.
+    pub(crate) fn new(config: &crate::config::Config) -> Result<Self> {
+        let dir = spill_dir(config);
+        let io = |e: std::io::Error| {
+            Error::Internal(format!(
+                "cannot prepare the compaction spill directory {}: {e}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            if entry.path().is_dir() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let disk = match config.max_spill_bytes {
+            0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            cap => DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
+                .with_max_temp_directory_size(cap),
+        };
+        let memory_limit = config.compaction_memory_limit.max(1 << 20);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
+            .with_disk_manager_builder(disk)
+            .build_arc()
+            .map_err(|e| Error::Internal(format!("cannot set up compaction's runtime: {e}")))?;
+        Ok(Rewriter {
+            runtime,
+            memory_limit,
+        })
+    }
+
+    /// A session for one rewrite, on the shared runtime: deltalake's own
+    /// settings, with the reserve each sort keeps for merging its spill
+    /// files scaled to the pool.
+    pub(crate) fn session(&self) -> Arc<dyn Session> {
+        let ctx =
+            deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(self.runtime.clone())
+                .into_inner();
+        let mut state = ctx.state();
+        let reserve = &mut state
+            .config_mut()
+            .options_mut()
+            .execution
+            .sort_spill_reservation_bytes;
+        *reserve = (*reserve).min(self.memory_limit / 16);
+        Arc::new(state)
+    }
+
+    /// Bytes the rewrites running now hold in the pool.
+    pub(crate) fn memory_in_use(&self) -> usize {
+        self.runtime.memory_pool.reserved()
+    }
+}
