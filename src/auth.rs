@@ -349,8 +349,8 @@ impl Verifier {
                 path: path.display().to_string(),
                 source,
             })?;
-            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
-                .map_err(|e| unusable(format!("not a JWKS: {e}")))?;
+            let set: jsonwebtoken::jwk::JwkSet =
+                serde_json::from_str(&text).map_err(|e| unusable(format!("not a JWKS: {e}")))?;
             for jwk in &set.keys {
                 let key = DecodingKey::from_jwk(jwk)
                     .map_err(|e| unusable(format!("unusable key: {e}")))?;

@@ -91,19 +91,19 @@ impl RateLimits {
                         source,
                     }
                 })?;
-                let raw: HashMap<String, TenantRates> = serde_json::from_str(&text)
-                    .map_err(|source| LimitsFileError::Malformed {
+                let raw: HashMap<String, TenantRates> =
+                    serde_json::from_str(&text).map_err(|source| LimitsFileError::Malformed {
                         path: file(),
                         source,
                     })?;
                 raw.into_iter()
                     .map(|(t, r)| {
-                        t.parse::<TenantId>()
-                            .map(|t| (t, r))
-                            .map_err(|source| LimitsFileError::Tenant {
+                        t.parse::<TenantId>().map(|t| (t, r)).map_err(|source| {
+                            LimitsFileError::Tenant {
                                 path: file(),
                                 source,
-                            })
+                            }
+                        })
                     })
                     .collect::<Result<_, _>>()?
             }

@@ -43,9 +43,9 @@ use crate::ids::{TableName, TenantId};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{col, lit};
 use deltalake::{DeltaTable, FilterOp, FilterValue};
+use rewrite::{compaction_plan, optimize_type, writer_properties};
 use serde::Serialize;
 use std::num::NonZeroU64;
-use rewrite::{compaction_plan, optimize_type, writer_properties};
 use std::sync::Arc;
 use std::time::Instant;
 

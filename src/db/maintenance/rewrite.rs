@@ -10,12 +10,12 @@
 //! memory grew with the size of the largest partition it compacted.
 
 use super::super::{Error, Result};
-use deltalake::DeltaTable;
-use deltalake::operations::optimize::OptimizeType;
 use datafusion::catalog::Session;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use deltalake::DeltaTable;
+use deltalake::operations::optimize::OptimizeType;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -71,11 +71,11 @@ pub(super) struct PartitionPlan {
 
 /// deltalake's optimize mode for a sorted rewrite, or for bin-packing.
 pub(super) fn optimize_type(sorted: bool) -> OptimizeType {
-        if sorted {
-            OptimizeType::ZOrder(vec![crate::schema::ENTITY_ID.to_string()])
-        } else {
-            OptimizeType::Compact
-        }
+    if sorted {
+        OptimizeType::ZOrder(vec![crate::schema::ENTITY_ID.to_string()])
+    } else {
+        OptimizeType::Compact
+    }
 }
 
 /// The partitions with more than one file under 3/4 of the target, by
@@ -185,9 +185,10 @@ impl Rewriter {
     /// settings, with the reserve each sort keeps for merging its spill
     /// files scaled to the pool.
     pub(crate) fn session(&self) -> Arc<dyn Session> {
-        let ctx =
-            deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(self.runtime.clone())
-                .into_inner();
+        let ctx = deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(
+            self.runtime.clone(),
+        )
+        .into_inner();
         let mut state = ctx.state();
         let reserve = &mut state
             .config_mut()

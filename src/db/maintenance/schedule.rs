@@ -144,7 +144,11 @@ mod tests {
         let runs = db.maintenance_history().runs(&tenant);
         assert_eq!(runs.len(), 1, "{runs:?}");
         assert_eq!(runs[0].started_at, "2020-06-01T01:00:00+00:00");
-        assert_eq!(runs[0].outcome, crate::db::maintenance::Outcome::Done, "{runs:?}");
+        assert_eq!(
+            runs[0].outcome,
+            crate::db::maintenance::Outcome::Done,
+            "{runs:?}"
+        );
         drop(worker);
 
         let ids: Vec<String> = runtime.block_on(async {
