@@ -99,7 +99,7 @@ pub struct Config {
     /// Memory compaction may use to sort a partition it rewrites whole;
     /// past it the sort spills to `<spill-dir>/compaction` (within
     /// --max-spill-bytes). All compactions running at once share it.
-    #[arg(long, env = "ALLSOURCE_COMPACTION_MEMORY_LIMIT", default_value_t = 512 << 20)]
+    #[arg(long, env = "ALLSOURCE_COMPACTION_MEMORY_LIMIT", default_value_t = 256 << 20)]
     pub compaction_memory_limit: usize,
 
     /// How long files replaced by compaction or deletion are kept before
@@ -230,7 +230,7 @@ impl Default for Config {
             dedup_capacity: 2_000_000,
             maintenance_interval: Duration::from_secs(600),
             compaction_target_bytes: 256 << 20,
-            compaction_memory_limit: 512 << 20,
+            compaction_memory_limit: 256 << 20,
             vacuum_retention: Duration::from_secs(3600),
             retention: None,
             query_memory_limit: 2 << 30,

@@ -95,27 +95,12 @@ fn functions_cannot_take_the_server_past_its_memory_limit() {
     }
 }
 
-/// Compaction sorts a partition it rewrites whole within
-/// `--compaction-memory-limit`, spilling the rest: the server's peak RSS
-/// stays under the limit plus the fixed overhead although the partition
-/// takes about 400 MB in memory, and the file it writes is still sorted.
-#[test]
-fn compaction_sorts_a_large_partition_within_its_memory_limit() {
-    const COMPACTION_LIMIT: u64 = 64 << 20;
-    let mut s = TestServer::start(&[
-        "--compaction-memory-limit",
-        &COMPACTION_LIMIT.to_string(),
-        "--flush-rows",
-        "25000",
-        "--maintenance-interval",
-        "0s",
-    ]);
-    // 100,000 events of 4 KB in one day: unique texts, which compress
-    // well on disk but take their full size in memory.
+/// `n` events of 4 KB in one day, in requests of 5,000: unique texts,
+/// which compress well on disk but take their full size in memory.
+fn wide_events(s: &TestServer, n: usize) {
     let filler = "x".repeat(4000);
-    let events = 100_000;
-    for start in (0..events).step_by(5_000) {
-        let body: Vec<serde_json::Value> = (start..start + 5_000)
+    for start in (0..n).step_by(5_000) {
+        let body: Vec<serde_json::Value> = (start..n.min(start + 5_000))
             .map(|i| {
                 serde_json::json!({
                     "event_id": format!("e{i}"),
@@ -128,25 +113,50 @@ fn compaction_sorts_a_large_partition_within_its_memory_limit() {
             .collect();
         s.ingest(&serde_json::Value::Array(body));
     }
+}
+
+/// Compaction sorts a partition it rewrites whole within
+/// `--compaction-memory-limit`, spilling the rest: the server's peak RSS
+/// grows by less than [`COMPACTION_GROWTH`] although the partition takes
+/// about 400 MB in memory (unbounded, it grew by 435 MiB), and the file it
+/// writes is still sorted.
+#[test]
+fn compaction_sorts_a_large_partition_within_its_memory_limit() {
+    const COMPACTION_LIMIT: u64 = 64 << 20;
+    /// The pool, the sorted copies a sort makes of what it holds before
+    /// it spills them and the batches in flight outside the pool: about
+    /// twice the limit plus 70 MiB (debug build), measured at 16 and
+    /// 64 MiB (ARCHITECTURE.md, "Compacted file layout").
+    const COMPACTION_GROWTH: u64 = 3 * COMPACTION_LIMIT + (64 << 20);
+    let mut s = TestServer::start(&[
+        "--compaction-memory-limit",
+        &COMPACTION_LIMIT.to_string(),
+        "--flush-rows",
+        "25000",
+        "--maintenance-interval",
+        "0s",
+    ]);
+    let events = 100_000;
+    wide_events(&s, events);
     // The restart flushes what is left and starts a process whose peak
     // RSS is the compaction's.
     s.stop();
     s.restart();
-    let before = crate::compaction::parquet_files(&s.data_dir);
-    assert!(before.len() >= 2, "{before:?}");
+    let files = crate::compaction::parquet_files(&s.data_dir);
+    assert!(files.len() >= 2, "{files:?}");
 
+    let before = s.peak_rss();
     let r = s.post("/v1/admin/compact?table=events", "application/json", "");
     assert_eq!(r.status, 200, "{}", r.text());
     let report = &r.json()["reports"][0];
     assert_eq!(report["outcome"], "done", "{report}");
     assert_eq!(report["files_out"], 1, "{report}");
-    let peak = s.peak_rss();
+    let grew = s.peak_rss().saturating_sub(before);
     assert!(
-        peak < COMPACTION_LIMIT + OVERHEAD,
-        "peak RSS {} MiB while compacting, over {} MiB + {} MiB",
-        peak >> 20,
-        COMPACTION_LIMIT >> 20,
-        OVERHEAD >> 20
+        grew < COMPACTION_GROWTH,
+        "the peak RSS grew by {} MiB while compacting, over {} MiB",
+        grew >> 20,
+        COMPACTION_GROWTH >> 20
     );
     assert!(
         !s.log().contains("bin-packing the partition instead"),
@@ -154,11 +164,46 @@ fn compaction_sorts_a_large_partition_within_its_memory_limit() {
         s.log()
     );
     let after = crate::compaction::parquet_files(&s.data_dir);
-    let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
+    let new: Vec<_> = after.iter().filter(|f| !files.contains(f)).collect();
     assert_eq!(new.len(), 1, "{after:?}");
     crate::compaction::assert_compacted_layout(new[0]);
     assert_eq!(
         s.scalar("SELECT count(*) AS n FROM events WHERE length(blob) = 4008"),
+        events
+    );
+}
+
+/// A partition whose sort cannot finish in its memory (spilling off) is
+/// not left as it was: its small files are merged unsorted instead, with
+/// every row kept.
+#[test]
+fn a_sort_that_cannot_finish_falls_back_to_merging() {
+    let mut s = TestServer::start(&[
+        "--compaction-memory-limit",
+        &(8u64 << 20).to_string(),
+        "--max-spill-bytes",
+        "0",
+        "--flush-rows",
+        "5000",
+        "--maintenance-interval",
+        "0s",
+    ]);
+    let events = 20_000;
+    wide_events(&s, events);
+    s.stop();
+    s.restart();
+    let r = s.post("/v1/admin/compact?table=events", "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = &r.json()["reports"][0];
+    assert_eq!(report["outcome"], "done", "{report}");
+    assert_eq!(report["files_out"], 1, "{report}");
+    assert!(
+        s.log().contains("bin-packing the partition instead"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(
+        s.scalar("SELECT count(DISTINCT event_id) AS n FROM events WHERE length(blob) = 4008"),
         events
     );
 }

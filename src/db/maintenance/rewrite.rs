@@ -11,6 +11,7 @@
 
 use super::super::{Error, Result};
 use datafusion::catalog::Session;
+use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -124,6 +125,12 @@ pub(super) fn compaction_plan(delta: &DeltaTable, target: u64) -> BTreeMap<Strin
         .collect()
 }
 
+/// Rows per batch while a partition is rewritten. A sort must hold each
+/// batch it takes (twice, while sorting it) within its pool; with wide
+/// events (kilobytes each) DataFusion's 8,192 rows would need more than a
+/// small pool holds before the first spill.
+const REWRITE_BATCH_ROWS: usize = 1024;
+
 /// The DataFusion runtime that compaction's sorts run in: one memory pool
 /// for every run of the server, and a spill directory of its own.
 pub(crate) struct Rewriter {
@@ -182,20 +189,24 @@ impl Rewriter {
     }
 
     /// A session for one rewrite, on the shared runtime: deltalake's own
-    /// settings, with the reserve each sort keeps for merging its spill
-    /// files scaled to the pool.
+    /// settings, with batches of [`REWRITE_BATCH_ROWS`] and the reserve
+    /// each sort keeps for merging its spill files scaled to the pool.
     pub(crate) fn session(&self) -> Arc<dyn Session> {
         let ctx = deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(
             self.runtime.clone(),
         )
         .into_inner();
         let mut state = ctx.state();
-        let reserve = &mut state
-            .config_mut()
-            .options_mut()
-            .execution
-            .sort_spill_reservation_bytes;
-        *reserve = (*reserve).min(self.memory_limit / 16);
+        let execution = &mut state.config_mut().options_mut().execution;
+        if let Ok(rows) = ConfigNonZeroUsize::try_new(REWRITE_BATCH_ROWS) {
+            execution.batch_size = rows;
+        }
+        // One sort per partition: with several, the merge above them
+        // holds memory that cannot spill, taken from the sorts' pool.
+        execution.target_partitions = 1;
+        execution.sort_spill_reservation_bytes = execution
+            .sort_spill_reservation_bytes
+            .min(self.memory_limit / 16);
         Arc::new(state)
     }
 
