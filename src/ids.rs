@@ -92,6 +92,37 @@ impl GroupName {
     pub fn state_file(&self, root: &std::path::Path, tenant: &TenantId) -> std::path::PathBuf {
         root.join(tenant.as_str()).join(format!("{self}.json"))
     }
+
+    /// Every state file under `root` laid out as [`GroupName::state_file`]
+    /// places them, with the tenant its folder names (folders that are no
+    /// tenant id are skipped). None when `root` does not exist yet.
+    pub fn state_files(
+        root: &std::path::Path,
+    ) -> std::io::Result<Vec<(TenantId, std::path::PathBuf)>> {
+        let tenants = match std::fs::read_dir(root) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut found = Vec::new();
+        for tenant_dir in tenants {
+            let tenant_dir = tenant_dir?.path();
+            let Some(tenant) = tenant_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<TenantId>().ok())
+            else {
+                continue;
+            };
+            for entry in std::fs::read_dir(&tenant_dir)? {
+                let path = entry?.path();
+                if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                    found.push((tenant.clone(), path));
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 impl TenantId {

@@ -169,52 +169,28 @@ impl GroupStore {
     /// the start: progress must not be silently lost.
     pub fn load(dir: PathBuf) -> std::io::Result<GroupStore> {
         let mut groups = BTreeMap::new();
-        let tenants = match std::fs::read_dir(&dir) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(GroupStore {
-                    dir,
-                    groups: Mutex::new(groups),
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        for tenant_dir in tenants {
-            let tenant_dir = tenant_dir?.path();
-            let Some(tenant) = tenant_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<TenantId>().ok())
-            else {
-                continue;
+        for (tenant, path) in GroupName::state_files(&dir)? {
+            let bad = |e: &dyn std::fmt::Display| {
+                std::io::Error::other(format!(
+                    "subscription file {} is unreadable: {e}",
+                    path.display()
+                ))
             };
-            for entry in std::fs::read_dir(&tenant_dir)? {
-                let path = entry?.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                let bad = |e: &dyn std::fmt::Display| {
-                    std::io::Error::other(format!(
-                        "subscription file {} is unreadable: {e}",
-                        path.display()
-                    ))
-                };
-                let text = std::fs::read_to_string(&path)?;
-                let file: File = serde_json::from_str(&text).map_err(|e| bad(&e))?;
-                let name: GroupName = file.name.parse().map_err(|e| bad(&e))?;
-                groups.insert(
-                    (tenant.clone(), name.clone()),
-                    Arc::new(Group {
-                        tenant: tenant.clone(),
-                        name,
-                        def: file.def,
-                        path,
-                        progress: Mutex::new(file.progress),
-                        members: AtomicUsize::new(0),
-                        deleted: AtomicBool::new(false),
-                    }),
-                );
-            }
+            let text = std::fs::read_to_string(&path)?;
+            let file: File = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+            let name: GroupName = file.name.parse().map_err(|e| bad(&e))?;
+            groups.insert(
+                (tenant.clone(), name.clone()),
+                Arc::new(Group {
+                    tenant: tenant.clone(),
+                    name,
+                    def: file.def,
+                    path,
+                    progress: Mutex::new(file.progress),
+                    members: AtomicUsize::new(0),
+                    deleted: AtomicBool::new(false),
+                }),
+            );
         }
         Ok(GroupStore {
             dir,

@@ -2,7 +2,7 @@
 //! `/v1/query`, `as_of(table, position => N)` in SQL, and the
 //! `x-allsource-snapshot` header saying what a query read.
 
-use crate::support::{Reply, TestServer};
+use crate::support::{Reply, TestServer, wait_until};
 use serde_json::{Value, json};
 
 fn batch(prefix: &str, n: usize) -> Value {
@@ -170,7 +170,9 @@ fn delta_version(r: &Reply) -> u64 {
 
 #[test]
 fn a_table_version_reads_its_files_until_vacuum_removes_them() {
-    let mut s = TestServer::start(&["--vacuum-retention", "0s", "--query-timeout", "1s"]);
+    // Vacuum keeps replaced files for the query timeout at least; 3 s
+    // leaves a slow machine's queries time to finish.
+    let mut s = TestServer::start(&["--vacuum-retention", "0s", "--query-timeout", "3s"]);
     let count_sql = "SELECT count(*) AS n FROM events";
     s.ingest(&batch("a", 5));
     s.stop();
@@ -205,13 +207,14 @@ fn a_table_version_reads_its_files_until_vacuum_removes_them() {
     let r = s.post("/v1/admin/compact", "application/json", "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(count(&at(&s, first)), 5, "before vacuum");
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    let r = s.post("/v1/admin/compact", "application/json", "");
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        r.json()["reports"][0]["vacuumed_files"].as_u64().unwrap() > 0,
-        "{}",
-        r.text()
+    wait_until(
+        "vacuum removes the replaced files",
+        std::time::Duration::from_secs(60),
+        || {
+            let r = s.post("/v1/admin/compact", "application/json", "");
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["reports"][0]["vacuumed_files"].as_u64().unwrap() > 0
+        },
     );
     let r = at(&s, first);
     assert_eq!(r.status, 400, "{}", r.text());
