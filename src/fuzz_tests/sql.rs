@@ -118,3 +118,14 @@ fn signed_zeros_sort_alike() {
         true,
     );
 }
+
+/// A filter on the side of an outer join that gets NULLs, under a
+/// grouping by that side's key: one partition returned the key's group
+/// twice.
+#[test]
+fn outer_join_keys_are_not_taken_for_constants() {
+    check_one(
+        "SELECT a.entity_id AS k, count(*) AS x, sum(b.amount) FILTER (WHERE b.vip) AS y FROM events a RIGHT JOIN events b ON a.entity_id = b.entity_id AND a.event_id <> b.event_id AND (b.entity_id = 'u1') GROUP BY a.entity_id",
+        false,
+    );
+}

@@ -12,11 +12,18 @@
 //! ROLLUP(country)` gave three rows instead of two with one target
 //! partition (DataFusion issues 16965 and 24421, fixed upstream after 55).
 //!
+//! Outer joins have the same flaw: a filter on the side that gets NULLs
+//! (`... RIGHT JOIN ... ON ... AND b.entity_id = 'u1'`, pushed below the
+//! join onto its other input) makes DataFusion 55 take that side's key to
+//! be constant in the join's output, which also holds NULLs for the rows
+//! without a match. `GROUP BY a.entity_id` above it then returned the
+//! group 'u1' twice with one target partition (found by the SQL fuzz).
+//!
 //! [`GroupingSetOutputs`] puts a [`GroupingSetOutputExec`] above each such
-//! aggregation before the other physical optimizer rules run. It passes
-//! the batches through and claims no ordering and no constants, so the
-//! final aggregation hashes its groups and no rule drops a sort on the
-//! strength of the false claim.
+//! aggregation and each outer join before the other physical optimizer
+//! rules run. It passes the batches through and claims no ordering and no
+//! constants, so the aggregation above hashes its groups and no rule drops
+//! a sort on the strength of the false claim.
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -33,7 +40,8 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Puts a [`GroupingSetOutputExec`] above every aggregation with grouping
-/// sets. Runs first, on the plan as the physical planner made it.
+/// sets and every outer join. Runs first, on the plan as the physical
+/// planner made it.
 #[derive(Debug, Default)]
 pub(super) struct GroupingSetOutputs;
 
@@ -48,7 +56,7 @@ impl PhysicalOptimizerRule for GroupingSetOutputs {
                 let grouping_sets = node
                     .downcast_ref::<AggregateExec>()
                     .is_some_and(|agg| agg.group_expr().has_grouping_set());
-                if !grouping_sets {
+                if !grouping_sets && !adds_nulls(node.as_ref()) {
                     return Ok(Transformed::no(node));
                 }
                 Ok(Transformed::yes(
@@ -65,6 +73,27 @@ impl PhysicalOptimizerRule for GroupingSetOutputs {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Whether `plan` is a join that fills one side's columns with NULLs for
+/// the other side's rows without a match.
+fn adds_nulls(plan: &dyn ExecutionPlan) -> bool {
+    use datafusion::common::JoinType;
+    use datafusion::physical_plan::joins::{
+        HashJoinExec, NestedLoopJoinExec, SortMergeJoinExec, SymmetricHashJoinExec,
+    };
+    let join_type = if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
+        *j.join_type()
+    } else if let Some(j) = plan.downcast_ref::<NestedLoopJoinExec>() {
+        *j.join_type()
+    } else if let Some(j) = plan.downcast_ref::<SortMergeJoinExec>() {
+        j.join_type()
+    } else if let Some(j) = plan.downcast_ref::<SymmetricHashJoinExec>() {
+        *j.join_type()
+    } else {
+        return false;
+    };
+    matches!(join_type, JoinType::Left | JoinType::Right | JoinType::Full)
 }
 
 /// Passes its input's batches on unchanged, with the input's partitioning
