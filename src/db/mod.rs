@@ -18,6 +18,7 @@ mod claims;
 pub mod groups;
 pub mod maintenance;
 pub mod sequence;
+pub mod spill;
 mod table;
 mod write;
 

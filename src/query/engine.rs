@@ -135,28 +135,9 @@ impl QueryEngine {
 /// their own, capped in size: DataFusion's default (the system temp dir,
 /// up to 100 GB) could fill the disk the WAL needs.
 fn runtime_env(config: &crate::config::Config) -> Result<Arc<RuntimeEnv>, String> {
-    use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
     let dir = config.spill_dir();
-    let io =
-        |e: std::io::Error| format!("cannot prepare the spill directory {}: {e}", dir.display());
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    // Spill directories left by queries of a process that was killed.
-    for entry in std::fs::read_dir(&dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("datafusion-")
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-    let disk = match config.max_spill_bytes {
-        0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        cap => DiskManagerBuilder::default()
-            .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
-            .with_max_temp_directory_size(cap),
-    };
+    let disk = crate::db::spill::spill_disk(&dir, config.max_spill_bytes)
+        .map_err(|e| format!("cannot prepare the spill directory {}: {e}", dir.display()))?;
     datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_disk_manager_builder(disk)
         .build_arc()

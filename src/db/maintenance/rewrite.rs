@@ -12,7 +12,6 @@
 use super::super::{Error, Result};
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigNonZeroUsize;
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::DeltaTable;
@@ -157,25 +156,12 @@ impl Rewriter {
     /// Spill files a killed process left there are removed.
     pub(crate) fn new(config: &crate::config::Config) -> Result<Self> {
         let dir = spill_dir(config);
-        let io = |e: std::io::Error| {
+        let disk = crate::db::spill::spill_disk(&dir, config.max_spill_bytes).map_err(|e| {
             Error::Internal(format!(
                 "cannot prepare the compaction spill directory {}: {e}",
                 dir.display()
             ))
-        };
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            if entry.path().is_dir() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        let disk = match config.max_spill_bytes {
-            0 => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            cap => DiskManagerBuilder::default()
-                .with_mode(DiskManagerMode::Directories(vec![dir.clone()]))
-                .with_max_temp_directory_size(cap),
-        };
+        })?;
         let memory_limit = config.compaction_memory_limit.max(1 << 20);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
