@@ -56,6 +56,8 @@ pub struct DeltaFiles {
     statistics: Statistics,
     store_url: ObjectStoreUrl,
     store: Arc<dyn ObjectStore>,
+    /// The table's directory in the store.
+    base: Path,
 }
 
 impl DeltaFiles {
@@ -153,13 +155,7 @@ impl DeltaFiles {
                 // An absolute URL (a shallow clone): not a layout we write.
                 return Ok(None);
             }
-            let location = Path::from_iter(
-                base.parts().chain(
-                    Path::parse(path.as_ref())
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?
-                        .parts(),
-                ),
-            );
+            let location = file_location(&base, path.as_ref())?;
             let values = file.partition_values_map();
             let partition_values = partition_fields
                 .iter()
@@ -209,8 +205,42 @@ impl DeltaFiles {
             statistics,
             store_url,
             store: log_store.root_object_store(None),
+            base,
         }))
     }
+
+    /// The same scan over only the files at `paths` (relative to the
+    /// table, as the Delta log names them). Fails if one of them is not
+    /// among the scan's files.
+    pub fn only(mut self, paths: &[String]) -> Result<Self> {
+        let wanted = paths
+            .iter()
+            .map(|p| file_location(&self.base, p))
+            .collect::<Result<std::collections::HashSet<_>>>()?;
+        self.files
+            .retain(|f| wanted.contains(&f.object_meta.location));
+        if self.files.len() != wanted.len() {
+            return Err(DataFusionError::Plan(format!(
+                "{} of the {} files asked for are not in the table's version",
+                wanted.len() - self.files.len(),
+                wanted.len()
+            )));
+        }
+        self.statistics = merged_statistics(&self.files, &self.schema)?;
+        Ok(self)
+    }
+}
+
+/// The store location of a data file the Delta log names by `path`, a
+/// path relative to the table's directory `base`.
+fn file_location(base: &Path, path: &str) -> Result<Path> {
+    Ok(Path::from_iter(
+        base.parts().chain(
+            Path::parse(path)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .parts(),
+        ),
+    ))
 }
 
 impl DeltaFiles {

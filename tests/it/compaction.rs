@@ -536,6 +536,51 @@ fn per_table_settings_override_the_flags_and_persist() {
     );
 }
 
+/// The active files' row counts, largest first.
+fn file_rows(s: &TestServer) -> Vec<u64> {
+    s.sql("SELECT rows FROM system.files ORDER BY rows DESC")
+        .iter()
+        .map(|r| r["rows"].as_u64().unwrap())
+        .collect()
+}
+
+/// A scheduled run leaves a partition's largest small file alone while the
+/// newer files together are smaller than it, and merges it with them once
+/// they match it; a requested run merges every small file.
+#[test]
+fn scheduled_compaction_rewrites_a_large_file_only_once_newer_files_match_it() {
+    let mut s = TestServer::start(&["--maintenance-interval", "0s"]);
+    small_files(&mut s, "big", 1, 3000, 1);
+    small_files(&mut s, "new", 3, 10, 1);
+    assert_eq!(file_rows(&s), [3000, 10, 10, 10]);
+    let dry = compact(&s, "?dry_run=true");
+    assert_eq!(dry["reports"][0]["files_in"], json!(4), "{dry}");
+
+    let r = s.client_put(
+        "/v1/admin/tables/events/settings",
+        r#"{"maintenance_interval": "1s"}"#,
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
+    wait_until(
+        "the three new files are merged",
+        Duration::from_secs(30),
+        || file_rows(&s) == [3000, 30],
+    );
+    let runs = s.sql("SELECT files_in FROM system.compactions WHERE files_in > 0");
+    assert_eq!(runs, vec![json!({"files_in": 3})]);
+
+    // Two larger flushes: together with the small file they outweigh the
+    // large one, and all four are merged.
+    small_files(&mut s, "more", 2, 2000, 1);
+    wait_until("everything is merged", Duration::from_secs(30), || {
+        file_rows(&s) == [7030]
+    });
+    assert_eq!(
+        s.scalar("SELECT count(DISTINCT event_id) FROM events"),
+        7030
+    );
+}
+
 /// A query streaming a large result reads its files one after another.
 /// Compaction replaces them all and vacuum runs twice while it is paused
 /// midway: vacuum keeps replaced files for at least the query timeout, so

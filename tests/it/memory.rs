@@ -159,7 +159,7 @@ fn compaction_sorts_a_large_partition_within_its_memory_limit() {
         COMPACTION_GROWTH >> 20
     );
     assert!(
-        !s.log().contains("bin-packing the partition instead"),
+        !s.log().contains("merging the files unsorted instead"),
         "the sorted rewrite gave up: {}",
         s.log()
     );
@@ -198,7 +198,7 @@ fn a_sort_that_cannot_finish_falls_back_to_merging() {
     assert_eq!(report["outcome"], "done", "{report}");
     assert_eq!(report["files_out"], 1, "{report}");
     assert!(
-        s.log().contains("bin-packing the partition instead"),
+        s.log().contains("merging the files unsorted instead"),
         "{}",
         s.log()
     );

@@ -2,8 +2,10 @@
 //! retention and vacuum. Run by the scheduler inside `allsource serve`, by
 //! `POST /v1/admin/compact` and by `allsource compact`.
 //!
-//! Compaction runs partition by partition with deltalake's `optimize`, one
-//! commit each, next to flushes and queries:
+//! Compaction runs partition by partition, one commit each, next to
+//! flushes and queries. [`plan`] chooses the files each partition merges
+//! (all small files when asked for, a logarithmic share when scheduled),
+//! and [`merge`] sorts them into new files:
 //! - a flush commits appends while a partition is rewritten; deltalake's
 //!   conflict check lets a blind append and a rewrite both commit, and a
 //!   rewrite that loses a race is retried, then skipped (it gives way);
@@ -26,13 +28,16 @@
 //! [`settings`] each table's retention and schedule.
 
 mod history;
+mod merge;
 mod outcome;
+mod plan;
 mod rewrite;
 mod schedule;
 mod settings;
 
 pub use history::History;
 pub use outcome::Outcome;
+pub use plan::{Mode, QUIET_AFTER};
 pub(crate) use rewrite::Rewriter;
 pub(crate) use schedule::MaintenanceSchedule;
 pub use settings::{MAX_RETENTION, SettingsStore, TableSettings, parse_retention};
@@ -42,8 +47,10 @@ use super::{Database, Error, Result};
 use crate::ids::{TableName, TenantId};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{col, lit};
+use deltalake::operations::optimize::OptimizeType;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
-use rewrite::{compaction_plan, optimize_type, writer_properties};
+use plan::compaction_plan;
+use rewrite::writer_properties;
 use serde::Serialize;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -150,7 +157,7 @@ impl Database {
         }
         let mut reports = Vec::new();
         for t in tables {
-            match self.maintain(&t, dry_run, progress).await {
+            match self.maintain(&t, Mode::Full, dry_run, progress).await {
                 Ok(r) => reports.push(r),
                 // a scheduled sweep skips a table a manual run is busy with
                 Err(MaintenanceError::Busy(_)) if table.is_none() => continue,
@@ -160,10 +167,12 @@ impl Database {
         Ok(reports)
     }
 
-    /// One run over one table: compaction, checkpoint, retention, vacuum.
+    /// One run over one table: compaction (merging what `mode` says),
+    /// checkpoint, retention, vacuum.
     pub async fn maintain(
         &self,
         table: &Arc<Table>,
+        mode: Mode,
         dry_run: bool,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> std::result::Result<MaintenanceReport, MaintenanceError> {
@@ -189,7 +198,7 @@ impl Database {
         };
         let result = crate::background::caught(
             "maintenance",
-            self.run_maintenance(table, dry_run, progress, &mut report),
+            self.run_maintenance(table, mode, dry_run, progress, &mut report),
         )
         .await;
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -220,6 +229,7 @@ impl Database {
     async fn run_maintenance(
         &self,
         table: &Arc<Table>,
+        mode: Mode,
         dry_run: bool,
         progress: &mut (dyn FnMut(Progress) + Send),
         report: &mut MaintenanceReport,
@@ -231,10 +241,10 @@ impl Database {
             report.outcome = Outcome::NothingToDo;
             return Ok(());
         }
-        let plan = compaction_plan(&delta, target);
+        let plan = compaction_plan(&delta, target, mode, self.clock.now().timestamp_millis());
         report.partitions = plan.len();
         report.files_in = plan.values().map(|p| p.files.len() as u64).sum();
-        report.bytes_in = plan.values().flat_map(|p| &p.files).sum();
+        report.bytes_in = plan.values().map(|p| p.bytes()).sum();
         if dry_run {
             report.outcome = if plan.is_empty() {
                 Outcome::NothingToDo
@@ -255,24 +265,24 @@ impl Database {
                 FilterValue::Scalar(partition.as_str()),
             )];
             let mut attempt = 0;
-            let mut sorted = part.sorted;
+            let mut sorted = true;
             loop {
                 attempt += 1;
-                let run = delta
-                    .clone()
-                    .optimize()
-                    .with_filters(&filters)
-                    .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
-                    .with_type(optimize_type(sorted))
-                    .with_writer_properties(writer_properties(sorted))
-                    .with_session_state(self.rewriter.session())
-                    .await;
+                let run =
+                    match merge::merge(&self.rewriter, &delta, &part.files, target, sorted).await {
+                        Ok(Some((t, m))) => Ok((t, m.files_added, m.bytes_added, m.files_removed)),
+                        Ok(None) => self.bin_pack(&delta, &filters, target).await.map(|(t, m)| {
+                            let bytes = m.files_added.total_size.max(0) as u64;
+                            (t, m.num_files_added, bytes, m.num_files_removed)
+                        }),
+                        Err(e) => Err(e),
+                    };
                 match run {
-                    Ok((t, metrics)) => {
+                    Ok((t, added, bytes, removed)) => {
                         self.storage.make_durable(&t).await?;
-                        report.files_out += metrics.num_files_added;
-                        report.bytes_out += metrics.files_added.total_size.max(0) as u64;
-                        changed |= metrics.num_files_added > 0 || metrics.num_files_removed > 0;
+                        report.files_out += added;
+                        report.bytes_out += bytes;
+                        changed |= added > 0 || removed > 0;
                         delta = t;
                         break;
                     }
@@ -285,11 +295,11 @@ impl Database {
                         delta = self.storage.refresh(delta, &label).await?;
                         break;
                     }
-                    // A sorted rewrite that fails otherwise (its sort
-                    // could not spill, say) leaves the partition as it
-                    // was; its small files are bin-packed instead.
+                    // A sorted merge that fails otherwise (its sort could
+                    // not spill, say) leaves the partition as it was; the
+                    // files are then merged in the order they are read.
                     Err(e) if sorted => {
-                        tracing::warn!(table = %label, %partition, error = %e, "sorted compaction failed; bin-packing the partition instead");
+                        tracing::warn!(table = %label, %partition, error = %e, "sorted compaction failed; merging the files unsorted instead");
                         sorted = false;
                         attempt = 0;
                     }
@@ -297,7 +307,7 @@ impl Database {
                 }
             }
             files_done += part.files.len() as u64;
-            bytes_done += part.files.iter().sum::<u64>();
+            bytes_done += part.bytes();
             progress(Progress {
                 table: label.clone(),
                 partition: partition.clone(),
@@ -360,6 +370,28 @@ impl Database {
             Outcome::NothingToDo
         };
         Ok(())
+    }
+
+    /// deltalake's own bin-packing of a partition's small files, for a
+    /// table the merge cannot scan itself.
+    async fn bin_pack(
+        &self,
+        delta: &DeltaTable,
+        filters: &[(&str, FilterOp, FilterValue<'_>)],
+        target: u64,
+    ) -> std::result::Result<
+        (DeltaTable, deltalake::operations::optimize::Metrics),
+        deltalake::DeltaTableError,
+    > {
+        delta
+            .clone()
+            .optimize()
+            .with_filters(filters)
+            .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
+            .with_type(OptimizeType::Compact)
+            .with_writer_properties(writer_properties(false))
+            .with_session_state(self.rewriter.session())
+            .await
     }
 
     /// Deletes the files replaced more than `--vacuum-retention` ago (on

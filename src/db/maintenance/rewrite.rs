@@ -1,25 +1,19 @@
-//! How compaction rewrites a partition: which files, in what order, with
-//! what Parquet settings, and within what memory.
-//!
-//! A partition small enough to fit in one target-size file is rewritten
-//! whole and sorted by `entity_id`. That sort runs in a DataFusion session
-//! of its own ([`Rewriter`]) whose memory pool holds
-//! `--compaction-memory-limit`: past it the sort spills to
+//! How compaction writes: the Parquet settings of the files it writes, and
+//! the DataFusion session its sorts run in ([`Rewriter`]), whose memory
+//! pool holds `--compaction-memory-limit`: past it a sort spills to
 //! `<spill-dir>/compaction` (capped by `--max-spill-bytes`). Without the
-//! pool, deltalake sorts the whole partition in memory, so the server's
-//! memory grew with the size of the largest partition it compacted.
+//! pool, a sort held the whole of what it merged in memory, so the
+//! server's memory grew with the largest merge.
 
 use super::super::{Error, Result};
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigNonZeroUsize;
+use datafusion::execution::SessionState;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use deltalake::DeltaTable;
-use deltalake::operations::optimize::OptimizeType;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -57,71 +51,6 @@ pub(super) fn writer_properties(sorted: bool) -> WriterProperties {
         b = b.set_column_bloom_filter_enabled(ColumnPath::from(crate::schema::ENTITY_ID), true);
     }
     b.build()
-}
-
-/// What compaction does to one partition.
-#[derive(Debug)]
-pub(super) struct PartitionPlan {
-    /// Sizes of the files it rewrites.
-    pub(super) files: Vec<u64>,
-    /// Rewritten whole and sorted by `entity_id` (the partition fits in
-    /// one target-size file), rather than its small files bin-packed.
-    pub(super) sorted: bool,
-}
-
-/// deltalake's optimize mode for a sorted rewrite, or for bin-packing.
-pub(super) fn optimize_type(sorted: bool) -> OptimizeType {
-    if sorted {
-        OptimizeType::ZOrder(vec![crate::schema::ENTITY_ID.to_string()])
-    } else {
-        OptimizeType::Compact
-    }
-}
-
-/// The partitions with more than one file under 3/4 of the target, by
-/// partition value. One whose files together fit in `target` is rewritten
-/// whole, sorted by `entity_id`; a larger one has its small files
-/// bin-packed (sorting it would rewrite its big files every time).
-pub(super) fn compaction_plan(delta: &DeltaTable, target: u64) -> BTreeMap<String, PartitionPlan> {
-    let mut all: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let Ok(snapshot) = delta.snapshot() else {
-        return BTreeMap::new();
-    };
-    for f in snapshot.log_data().iter() {
-        let partition = f
-            .partition_values_map()
-            .get(crate::storage::PARTITION_COLUMN)
-            .cloned()
-            .flatten()
-            .unwrap_or_default();
-        all.entry(partition)
-            .or_default()
-            .push(f.size().max(0) as u64);
-    }
-    all.into_iter()
-        .filter_map(|(partition, sizes)| {
-            let small: Vec<u64> = sizes
-                .iter()
-                .copied()
-                .filter(|&s| s < target * 3 / 4)
-                .collect();
-            if small.len() < 2 {
-                return None;
-            }
-            let plan = if sizes.iter().sum::<u64>() <= target {
-                PartitionPlan {
-                    files: sizes,
-                    sorted: true,
-                }
-            } else {
-                PartitionPlan {
-                    files: small,
-                    sorted: false,
-                }
-            };
-            Some((partition, plan))
-        })
-        .collect()
 }
 
 /// Rows per batch while a partition is rewritten. A sort must hold each
@@ -178,6 +107,11 @@ impl Rewriter {
     /// settings, with batches of [`REWRITE_BATCH_ROWS`] and the reserve
     /// each sort keeps for merging its spill files scaled to the pool.
     pub(crate) fn session(&self) -> Arc<dyn Session> {
+        Arc::new(self.state())
+    }
+
+    /// The state of [`Rewriter::session`].
+    pub(crate) fn state(&self) -> SessionState {
         let ctx = deltalake::delta_datafusion::DeltaSessionContext::with_runtime_env(
             self.runtime.clone(),
         )
@@ -193,7 +127,7 @@ impl Rewriter {
         execution.sort_spill_reservation_bytes = execution
             .sort_spill_reservation_bytes
             .min(self.memory_limit / 16);
-        Arc::new(state)
+        state
     }
 
     /// Bytes the rewrites running now hold in the pool.

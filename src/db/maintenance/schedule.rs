@@ -52,7 +52,11 @@ impl MaintenanceSchedule {
                 continue;
             }
             self.last_run.insert(t.label(), now);
-            match self.db.maintain(&t, false, &mut |_| {}).await {
+            match self
+                .db
+                .maintain(&t, super::Mode::Incremental, false, &mut |_| {})
+                .await
+            {
                 Ok(r) if r.outcome != crate::db::maintenance::Outcome::NothingToDo => {
                     tracing::info!(table = %t.label(), files_in = r.files_in, files_out = r.files_out,
                         vacuumed = r.vacuumed_files, outcome = %r.outcome, "maintenance");

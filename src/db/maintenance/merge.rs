@@ -1,0 +1,115 @@
+//! One merge: the files a plan chose in one partition, read through the
+//! table's own scan ([`DeltaFiles`]), sorted by `entity_id` then
+//! `position` in the [`Rewriter`]'s session (so the sort spills within
+//! `--compaction-memory-limit`), written as files of at most the target
+//! size, and swapped for the originals in one Delta commit that changes
+//! no data (an `OPTIMIZE` commit: its adds and removes carry
+//! `dataChange: false`, so a concurrent flush's append does not conflict
+//! with it).
+//!
+//! A table this scan cannot read (reader features AllSource never
+//! writes) returns `None`: the caller bin-packs it with deltalake's own
+//! `optimize` instead.
+
+use super::plan::FileRef;
+use super::rewrite::{Rewriter, writer_properties};
+use crate::schema::{ENTITY_ID, POSITION, adapt_batch};
+use crate::storage::PARTITION_COLUMN;
+use crate::storage::scan::DeltaFiles;
+use datafusion::prelude::{SessionContext, col};
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::Action;
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::operations::write::WriterStatsConfig;
+use deltalake::protocol::DeltaOperation;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+/// What a merge wrote.
+#[derive(Debug, Default)]
+pub(super) struct Merged {
+    pub(super) files_added: u64,
+    pub(super) bytes_added: u64,
+    pub(super) files_removed: u64,
+}
+
+fn df_error(e: datafusion::error::DataFusionError) -> DeltaTableError {
+    DeltaTableError::Generic(format!("compaction's scan failed: {e}"))
+}
+
+/// Merges `files` of `delta` into new files of at most `target` bytes,
+/// sorted by `entity_id` and `position` when `sorted`, in one commit.
+/// `None` when the table needs deltalake's reader.
+pub(super) async fn merge(
+    rewriter: &Rewriter,
+    delta: &DeltaTable,
+    files: &[FileRef],
+    target: u64,
+    sorted: bool,
+) -> Result<Option<(DeltaTable, Merged)>, DeltaTableError> {
+    let Some(scan) = DeltaFiles::try_new(delta).map_err(df_error)? else {
+        return Ok(None);
+    };
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let scan = scan.only(&paths).map_err(df_error)?;
+    let ctx = SessionContext::new_with_state(rewriter.state());
+    let mut frame = ctx.read_table(Arc::new(scan)).map_err(df_error)?;
+    if sorted {
+        let schema = frame.schema().clone();
+        let keys = [ENTITY_ID, POSITION]
+            .into_iter()
+            .filter(|c| schema.has_column_with_unqualified_name(c))
+            .map(|c| col(c).sort(true, true))
+            .collect::<Vec<_>>();
+        frame = frame.sort(keys).map_err(df_error)?;
+    }
+    let mut batches = frame.execute_stream().await.map_err(df_error)?;
+
+    let snapshot = delta.snapshot()?;
+    let schema = snapshot.snapshot().arrow_schema();
+    let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
+    let config = WriterConfig::new(
+        schema.clone(),
+        vec![PARTITION_COLUMN.to_string()],
+        Some(writer_properties(sorted)),
+        NonZeroU64::new(target),
+        None,
+        stats.num_indexed_cols,
+        stats.stats_columns,
+    );
+    let mut writer = DeltaWriter::new(delta.log_store().object_store(None), config);
+    while let Some(batch) = batches.next().await {
+        let batch = adapt_batch(&batch.map_err(df_error)?, &schema)?;
+        writer.write(&batch).await?;
+    }
+    let added = writer.close().await?;
+
+    let mut merged = Merged::default();
+    let mut actions = Vec::with_capacity(added.len() + files.len());
+    for mut add in added {
+        add.data_change = false;
+        merged.files_added += 1;
+        merged.bytes_added += add.size.max(0) as u64;
+        actions.push(Action::Add(add));
+    }
+    let chosen: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+    for file in snapshot.log_data().iter() {
+        if chosen.contains(file.path().as_ref()) {
+            merged.files_removed += 1;
+            actions.push(Action::Remove(file.remove_action(false)));
+        }
+    }
+    let operation = DeltaOperation::Optimize {
+        predicate: None,
+        target_size: target.min(i64::MAX as u64) as i64,
+    };
+    let done = CommitBuilder::default()
+        .with_actions(actions)
+        .build(Some(snapshot), delta.log_store(), operation)
+        .await?;
+    let mut table = delta.clone();
+    table.state = Some(done.snapshot);
+    Ok(Some((table, merged)))
+}
