@@ -332,12 +332,23 @@ impl PruningStatistics for FileBounds<'_> {
     }
 }
 
-/// The statistics of a set of files taken together.
+/// The statistics of a set of files taken together: rows and bytes, but
+/// no column bounds. Each file keeps its own bounds, which this scan's file
+/// pruning and DataFusion's ordering of files by statistics read; bounds
+/// for the whole scan would only feed DataFusion's filter selectivity
+/// estimate, whose interval analysis over two timestamp columns can come
+/// out a rounding error above 1, which fails the plan as an internal error.
 fn merged_statistics(files: &[PartitionedFile], schema: &Schema) -> Result<Statistics> {
     if files.is_empty() {
         return Ok(Statistics::new_unknown(schema));
     }
-    Statistics::try_merge_iter(files.iter().filter_map(|f| f.statistics.as_deref()), schema)
+    let mut merged =
+        Statistics::try_merge_iter(files.iter().filter_map(|f| f.statistics.as_deref()), schema)?;
+    for column in &mut merged.column_statistics {
+        column.min_value = Precision::Absent;
+        column.max_value = Precision::Absent;
+    }
+    Ok(merged)
 }
 
 /// One file's bounds of a timestamp column from the log's per-file arrays.
