@@ -579,6 +579,24 @@ fn scheduled_compaction_rewrites_a_large_file_only_once_newer_files_match_it() {
         s.scalar("SELECT count(DISTINCT event_id) FROM events"),
         7030
     );
+    // The partition is still receiving files: its merges concatenate
+    // (a bloom filter on entity_id stands in for the order).
+    let path = s.scalar("SELECT path FROM system.files");
+    let path = s
+        .data_dir
+        .join("tables/default/events")
+        .join(path.as_str().unwrap());
+    let file = std::fs::File::open(&path).unwrap();
+    let meta = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .metadata()
+        .clone();
+    let entity = meta.row_groups()[0]
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "entity_id")
+        .unwrap();
+    assert!(entity.bloom_filter_offset().is_some(), "{path:?}");
 }
 
 /// A query streaming a large result reads its files one after another.

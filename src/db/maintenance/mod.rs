@@ -265,7 +265,7 @@ impl Database {
                 FilterValue::Scalar(partition.as_str()),
             )];
             let mut attempt = 0;
-            let mut sorted = true;
+            let mut sorted = part.sorted;
             loop {
                 attempt += 1;
                 let run =
