@@ -35,6 +35,17 @@ pub(super) struct Merged {
     pub(super) files_removed: u64,
 }
 
+/// Why a merge failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// Reading, sorting or writing the new files failed before the
+    /// commit: the partition is as it was.
+    Write(DeltaTableError),
+    /// The commit failed. It may still have landed (a failure after the
+    /// log entry was written), so the files chosen may be gone.
+    Commit(DeltaTableError),
+}
+
 fn df_error(e: datafusion::error::DataFusionError) -> DeltaTableError {
     DeltaTableError::Generic(format!("compaction's scan failed: {e}"))
 }
@@ -48,7 +59,27 @@ pub(super) async fn merge(
     files: &[FileRef],
     target: u64,
     sorted: bool,
-) -> Result<Option<(DeltaTable, Merged)>, DeltaTableError> {
+) -> Result<Option<(DeltaTable, Merged)>, Failure> {
+    let Some(added) = write(rewriter, delta, files, target, sorted)
+        .await
+        .map_err(Failure::Write)?
+    else {
+        return Ok(None);
+    };
+    commit(delta, files, added, target)
+        .await
+        .map(Some)
+        .map_err(Failure::Commit)
+}
+
+/// The new files of a merge, written but not yet in the table.
+async fn write(
+    rewriter: &Rewriter,
+    delta: &DeltaTable,
+    files: &[FileRef],
+    target: u64,
+    sorted: bool,
+) -> Result<Option<Vec<deltalake::kernel::Add>>, DeltaTableError> {
     let Some(scan) = DeltaFiles::try_new(delta).map_err(df_error)? else {
         return Ok(None);
     };
@@ -84,8 +115,17 @@ pub(super) async fn merge(
         let batch = adapt_batch(&batch.map_err(df_error)?, &schema)?;
         writer.write(&batch).await?;
     }
-    let added = writer.close().await?;
+    Ok(Some(writer.close().await?))
+}
 
+/// Swaps `files` for `added` in one commit of `delta`'s current version.
+async fn commit(
+    delta: &DeltaTable,
+    files: &[FileRef],
+    added: Vec<deltalake::kernel::Add>,
+    target: u64,
+) -> Result<(DeltaTable, Merged), DeltaTableError> {
+    let snapshot = delta.snapshot()?;
     let mut merged = Merged::default();
     let mut actions = Vec::with_capacity(added.len() + files.len());
     for mut add in added {
@@ -94,7 +134,7 @@ pub(super) async fn merge(
         merged.bytes_added += add.size.max(0) as u64;
         actions.push(Action::Add(add));
     }
-    let chosen: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+    let chosen: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     for file in snapshot.log_data().iter() {
         if chosen.contains(file.path().as_ref()) {
             merged.files_removed += 1;
@@ -111,5 +151,5 @@ pub(super) async fn merge(
         .await?;
     let mut table = delta.clone();
     table.state = Some(done.snapshot);
-    Ok(Some((table, merged)))
+    Ok((table, merged))
 }

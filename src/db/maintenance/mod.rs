@@ -49,6 +49,7 @@ use datafusion::common::ScalarValue;
 use datafusion::prelude::{col, lit};
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::{DeltaTable, FilterOp, FilterValue};
+use merge::Failure;
 use plan::compaction_plan;
 use rewrite::writer_properties;
 use serde::Serialize;
@@ -271,10 +272,14 @@ impl Database {
                 let run =
                     match merge::merge(&self.rewriter, &delta, &part.files, target, sorted).await {
                         Ok(Some((t, m))) => Ok((t, m.files_added, m.bytes_added, m.files_removed)),
-                        Ok(None) => self.bin_pack(&delta, &filters, target).await.map(|(t, m)| {
-                            let bytes = m.files_added.total_size.max(0) as u64;
-                            (t, m.num_files_added, bytes, m.num_files_removed)
-                        }),
+                        Ok(None) => self
+                            .bin_pack(&delta, &filters, target)
+                            .await
+                            .map(|(t, m)| {
+                                let bytes = m.files_added.total_size.max(0) as u64;
+                                (t, m.num_files_added, bytes, m.num_files_removed)
+                            })
+                            .map_err(Failure::Commit),
                         Err(e) => Err(e),
                     };
                 match run {
@@ -286,24 +291,29 @@ impl Database {
                         delta = t;
                         break;
                     }
-                    Err(e) if is_conflict(&e) && attempt < 3 => {
+                    Err(Failure::Commit(e)) if is_conflict(&e) && attempt < 3 => {
                         tracing::info!(table = %label, %partition, error = %e, "compaction lost a commit race; retrying");
                         delta = self.storage.refresh(delta, &label).await?;
                     }
-                    Err(e) if is_conflict(&e) => {
+                    Err(Failure::Commit(e)) if is_conflict(&e) => {
                         gave_way.push(partition.clone());
                         delta = self.storage.refresh(delta, &label).await?;
                         break;
                     }
-                    // A sorted merge that fails otherwise (its sort could
-                    // not spill, say) leaves the partition as it was; the
-                    // files are then merged in the order they are read.
-                    Err(e) if sorted => {
+                    // Whether a commit that failed otherwise landed is
+                    // unknown, so nothing is retried from this plan: the
+                    // next run plans from the table as it then is.
+                    Err(Failure::Commit(e)) => return Err(delta_err(e)),
+                    // A sorted merge that failed before its commit (its
+                    // sort could not spill, say) left the partition as it
+                    // was; the files are then merged in the order they
+                    // are read.
+                    Err(Failure::Write(e)) if sorted => {
                         tracing::warn!(table = %label, %partition, error = %e, "sorted compaction failed; merging the files unsorted instead");
                         sorted = false;
                         attempt = 0;
                     }
-                    Err(e) => return Err(delta_err(e)),
+                    Err(Failure::Write(e)) => return Err(delta_err(e)),
                 }
             }
             files_done += part.files.len() as u64;

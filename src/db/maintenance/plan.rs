@@ -22,7 +22,8 @@
 //! leave the sort to the merge once the partition has gone quiet. A sort
 //! made earlier would be undone by the next merge anyway. Under load that
 //! is most of compaction's work: on two cores at 70% of the maximum
-//! ingest, sorted merges handled a third of the files flushed.
+//! ingest, a sorted run took 445 s for 870 files, a concatenating one
+//! 166 s for 930.
 //!
 //! One merge reads at most twice the target: beyond that its largest files
 //! wait for the next run.
