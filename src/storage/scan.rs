@@ -212,22 +212,33 @@ impl DeltaFiles {
     /// The same scan over only the files at `paths` (relative to the
     /// table, as the Delta log names them). Fails if one of them is not
     /// among the scan's files.
-    pub fn only(mut self, paths: &[String]) -> Result<Self> {
+    pub fn only(&self, paths: &[String]) -> Result<Self> {
         let wanted = paths
             .iter()
             .map(|p| file_location(&self.base, p))
             .collect::<Result<std::collections::HashSet<_>>>()?;
-        self.files
-            .retain(|f| wanted.contains(&f.object_meta.location));
-        if self.files.len() != wanted.len() {
+        let files: Vec<PartitionedFile> = self
+            .files
+            .iter()
+            .filter(|f| wanted.contains(&f.object_meta.location))
+            .cloned()
+            .collect();
+        if files.len() != wanted.len() {
             return Err(DataFusionError::Plan(format!(
                 "{} of the {} files asked for are not in the table's version",
-                wanted.len() - self.files.len(),
+                wanted.len() - files.len(),
                 wanted.len()
             )));
         }
-        self.statistics = merged_statistics(&self.files, &self.schema)?;
-        Ok(self)
+        Ok(DeltaFiles {
+            statistics: merged_statistics(&files, &self.schema)?,
+            files,
+            schema: self.schema.clone(),
+            table_schema: self.table_schema.clone(),
+            store_url: self.store_url.clone(),
+            store: self.store.clone(),
+            base: self.base.clone(),
+        })
     }
 }
 

@@ -7,9 +7,9 @@
 //! `dataChange: false`, so a concurrent flush's append does not conflict
 //! with it).
 //!
-//! A table this scan cannot read (reader features AllSource never
-//! writes) returns `None`: the caller bin-packs it with deltalake's own
-//! `optimize` instead.
+//! The caller builds the scan once per run; a table the scan cannot read
+//! (reader features AllSource never writes) is bin-packed with deltalake's
+//! own `optimize` instead.
 
 use super::plan::FileRef;
 use super::rewrite::{Rewriter, writer_properties};
@@ -52,37 +52,33 @@ fn df_error(e: datafusion::error::DataFusionError) -> DeltaTableError {
 
 /// Merges `files` of `delta` into new files of at most `target` bytes,
 /// sorted by `entity_id` and `position` when `sorted`, in one commit.
-/// `None` when the table needs deltalake's reader.
+/// `scan` reads the files: a scan of `delta` or of an earlier version
+/// that holds them.
 pub(super) async fn merge(
     rewriter: &Rewriter,
+    scan: &DeltaFiles,
     delta: &DeltaTable,
     files: &[FileRef],
     target: u64,
     sorted: bool,
-) -> Result<Option<(DeltaTable, Merged)>, Failure> {
-    let Some(added) = write(rewriter, delta, files, target, sorted)
+) -> Result<(DeltaTable, Merged), Failure> {
+    let added = write(rewriter, scan, delta, files, target, sorted)
         .await
-        .map_err(Failure::Write)?
-    else {
-        return Ok(None);
-    };
+        .map_err(Failure::Write)?;
     commit(delta, files, added, target)
         .await
-        .map(Some)
         .map_err(Failure::Commit)
 }
 
 /// The new files of a merge, written but not yet in the table.
 async fn write(
     rewriter: &Rewriter,
+    scan: &DeltaFiles,
     delta: &DeltaTable,
     files: &[FileRef],
     target: u64,
     sorted: bool,
-) -> Result<Option<Vec<deltalake::kernel::Add>>, DeltaTableError> {
-    let Some(scan) = DeltaFiles::try_new(delta).map_err(df_error)? else {
-        return Ok(None);
-    };
+) -> Result<Vec<deltalake::kernel::Add>, DeltaTableError> {
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let scan = scan.only(&paths).map_err(df_error)?;
     let ctx = SessionContext::new_with_state(rewriter.state());
@@ -115,7 +111,7 @@ async fn write(
         let batch = adapt_batch(&batch.map_err(df_error)?, &schema)?;
         writer.write(&batch).await?;
     }
-    Ok(Some(writer.close().await?))
+    writer.close().await
 }
 
 /// Swaps `files` for `added` in one commit of `delta`'s current version.

@@ -259,29 +259,37 @@ impl Database {
         let mut gave_way = Vec::new();
         let (mut files_done, mut bytes_done) = (0u64, 0u64);
         let total = plan.len();
+        // The run's files, listed once: each merge reads its own files
+        // from this version, which holds them all.
+        let scan = if plan.is_empty() {
+            None
+        } else {
+            crate::storage::scan::DeltaFiles::try_new(&delta).map_err(|e| {
+                delta_err(deltalake::DeltaTableError::Generic(format!(
+                    "compaction cannot list the table's files: {e}"
+                )))
+            })?
+        };
         for (i, (partition, part)) in plan.iter().enumerate() {
-            let filters = [(
-                crate::storage::PARTITION_COLUMN,
-                FilterOp::Eq,
-                FilterValue::Scalar(partition.as_str()),
-            )];
             let mut attempt = 0;
             let mut sorted = part.sorted;
             loop {
                 attempt += 1;
-                let run =
-                    match merge::merge(&self.rewriter, &delta, &part.files, target, sorted).await {
-                        Ok(Some((t, m))) => Ok((t, m.files_added, m.bytes_added, m.files_removed)),
-                        Ok(None) => self
-                            .bin_pack(&delta, &filters, target)
+                let run = match &scan {
+                    Some(scan) => {
+                        merge::merge(&self.rewriter, scan, &delta, &part.files, target, sorted)
                             .await
-                            .map(|(t, m)| {
-                                let bytes = m.files_added.total_size.max(0) as u64;
-                                (t, m.num_files_added, bytes, m.num_files_removed)
-                            })
-                            .map_err(Failure::Commit),
-                        Err(e) => Err(e),
-                    };
+                            .map(|(t, m)| (t, m.files_added, m.bytes_added, m.files_removed))
+                    }
+                    None => self
+                        .bin_pack(&delta, partition, target)
+                        .await
+                        .map(|(t, m)| {
+                            let bytes = m.files_added.total_size.max(0) as u64;
+                            (t, m.num_files_added, bytes, m.num_files_removed)
+                        })
+                        .map_err(Failure::Commit),
+                };
                 match run {
                     Ok((t, added, bytes, removed)) => {
                         self.storage.make_durable(&t).await?;
@@ -387,16 +395,21 @@ impl Database {
     async fn bin_pack(
         &self,
         delta: &DeltaTable,
-        filters: &[(&str, FilterOp, FilterValue<'_>)],
+        partition: &str,
         target: u64,
     ) -> std::result::Result<
         (DeltaTable, deltalake::operations::optimize::Metrics),
         deltalake::DeltaTableError,
     > {
+        let filters = [(
+            crate::storage::PARTITION_COLUMN,
+            FilterOp::Eq,
+            FilterValue::Scalar(partition),
+        )];
         delta
             .clone()
             .optimize()
-            .with_filters(filters)
+            .with_filters(&filters)
             .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
             .with_type(OptimizeType::Compact)
             .with_writer_properties(writer_properties(false))
