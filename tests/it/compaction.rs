@@ -561,12 +561,14 @@ fn scheduled_compaction_rewrites_a_large_file_only_once_newer_files_match_it() {
         r#"{"maintenance_interval": "1s"}"#,
     );
     assert_eq!(r.0, 200, "{}", r.1);
+    // A run is recorded once it has ended, after its commit is visible.
+    let merged = "SELECT files_in FROM system.compactions WHERE files_in > 0";
     wait_until(
-        "the three new files are merged",
+        "the three new files are merged and the run recorded",
         Duration::from_secs(30),
-        || file_rows(&s) == [3000, 30],
+        || file_rows(&s) == [3000, 30] && !s.sql(merged).is_empty(),
     );
-    let runs = s.sql("SELECT files_in FROM system.compactions WHERE files_in > 0");
+    let runs = s.sql(merged);
     assert_eq!(runs, vec![json!({"files_in": 3})]);
 
     // Two larger flushes: together with the small file they outweigh the

@@ -355,9 +355,12 @@ fn slow_plans_within_the_bounds_do_not_hold_up_other_tenants() {
             }
         }
     });
+    // A cheap query queued behind a slow plan would wait about as long as
+    // that plan takes alone; the bound scales with it, so a loaded machine
+    // that slows every query alike does not fail the test.
     let worst = fast.iter().max().copied().unwrap_or_default();
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(1).max(one * 3 / 4),
         "one slow plan took {one:?}; while four ran, the slowest of {} cheap queries took {worst:?}",
         fast.len()
     );
