@@ -7,6 +7,9 @@
 //! `dataChange: false`, so a concurrent flush's append does not conflict
 //! with it).
 //!
+//! An unsorted merge of local files copies their encoded row groups
+//! instead ([`super::concat`]) when it can.
+//!
 //! The caller builds the scan once per run; a table the scan cannot read
 //! (reader features AllSource never writes) is bin-packed with deltalake's
 //! own `optimize` instead.
@@ -62,9 +65,19 @@ pub(super) async fn merge(
     target: u64,
     sorted: bool,
 ) -> Result<(DeltaTable, Merged), Failure> {
-    let added = write(rewriter, scan, delta, files, target, sorted)
-        .await
-        .map_err(Failure::Write)?;
+    let copied = if sorted {
+        None
+    } else {
+        super::concat::copy(delta, files, target)
+            .await
+            .map_err(Failure::Write)?
+    };
+    let added = match copied {
+        Some(added) => added,
+        None => write(rewriter, scan, delta, files, target, sorted)
+            .await
+            .map_err(Failure::Write)?,
+    };
     commit(delta, files, added, target)
         .await
         .map_err(Failure::Commit)

@@ -27,6 +27,7 @@
 //! [`history`] keeps past runs (`maintenance.jsonl`, bounded), and
 //! [`settings`] each table's retention and schedule.
 
+mod concat;
 mod history;
 mod merge;
 mod outcome;
