@@ -6,6 +6,7 @@
 //! ```text
 //! cli, server            transports: wire formats in and out
 //! service                the one API: auth, limits, metrics, audit
+//! projection             aggregates kept up to date as events arrive
 //! dsl, query             the read path (sessions, plans, limits)
 //! audit                  the audit log, written through db
 //! db                     tables, WAL, buffers, flusher, maintenance
@@ -33,6 +34,7 @@ pub(crate) const LAYERS: &[&str] = &[
     "audit",
     "query",
     "dsl",
+    "projection",
     "service",
     "server",
     "cli",

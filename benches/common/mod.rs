@@ -193,6 +193,49 @@ pub(crate) fn run_load(
     connections: usize,
     rate: Option<f64>,
 ) -> LoadReport {
+    load(
+        url,
+        bodies,
+        per_body,
+        total_requests,
+        connections,
+        rate,
+        None,
+    )
+}
+
+/// [`run_load`] for `duration` of wall time at `rate`: requests not sent
+/// by then (the server took them more slowly) are not sent at all.
+pub(crate) fn run_load_for(
+    url: &str,
+    bodies: Arc<Vec<Vec<u8>>>,
+    per_body: usize,
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+) -> LoadReport {
+    let deadline = Instant::now() + duration;
+    let requests = (rate * duration.as_secs_f64() / per_body as f64).ceil() as usize;
+    load(
+        url,
+        bodies,
+        per_body,
+        requests,
+        connections,
+        Some(rate),
+        Some(deadline),
+    )
+}
+
+fn load(
+    url: &str,
+    bodies: Arc<Vec<Vec<u8>>>,
+    per_body: usize,
+    total_requests: usize,
+    connections: usize,
+    rate: Option<f64>,
+    deadline: Option<Instant>,
+) -> LoadReport {
     let next = Arc::new(AtomicUsize::new(0));
     let retries = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -209,7 +252,7 @@ pub(crate) fn run_load(
                 let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total_requests {
+                    if i >= total_requests || deadline.is_some_and(|d| Instant::now() >= d) {
                         break;
                     }
                     if let Some(iv) = interval {
@@ -249,7 +292,8 @@ pub(crate) fn run_load(
         latencies.extend(h.join().unwrap());
     }
     LoadReport {
-        events: total_requests * per_body,
+        // One latency per acknowledged request.
+        events: latencies.len() * per_body,
         elapsed: start.elapsed(),
         latencies,
         retries: retries.load(Ordering::Relaxed),
