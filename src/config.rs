@@ -155,6 +155,17 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_SUBSCRIPTIONS", default_value_t = 64)]
     pub max_subscriptions: usize,
 
+    /// Projections (`POST /v1/projections`) one tenant may keep; more get
+    /// 429.
+    #[arg(long, env = "ALLSOURCE_MAX_PROJECTIONS", default_value_t = 32)]
+    pub max_projections: usize,
+
+    /// The most one projection's state may hold, in bytes (estimated: its
+    /// keys and values). A projection that grows past it stops, with the
+    /// reason in `GET /v1/projections/{name}`.
+    #[arg(long, env = "ALLSOURCE_MAX_PROJECTION_STATE_BYTES", default_value_t = 256 << 20)]
+    pub max_projection_state_bytes: usize,
+
     /// Durable subscriptions (consumer groups, `POST /v1/subscriptions`)
     /// one tenant may keep; more get 429.
     #[arg(long, env = "ALLSOURCE_MAX_CONSUMER_GROUPS", default_value_t = 100)]
@@ -242,6 +253,8 @@ impl Default for Config {
             max_concurrent_queries: 16,
             max_subscriptions: 64,
             max_consumer_groups: 100,
+            max_projections: 32,
+            max_projection_state_bytes: 256 << 20,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_prepared_bytes: 64 << 20,
             max_result_bytes: 256 << 20,

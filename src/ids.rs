@@ -82,6 +82,13 @@ name_type!(
     "subscription"
 );
 
+name_type!(
+    /// A projection within a tenant, also its table name in SQL
+    /// (`projections.<name>`).
+    ProjectionName,
+    "projection"
+);
+
 /// The folder of the data directory that holds the durable state of
 /// subscriptions, one folder per tenant inside.
 pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";

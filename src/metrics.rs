@@ -64,6 +64,14 @@ pub struct Metrics {
     pub subscription_lag_positions: IntGaugeVec,
     /// Each durable subscription's connected consumers (set when scraped).
     pub subscription_consumers: IntGaugeVec,
+    /// Each projection's lag: positions of its table past its position
+    /// (set when scraped).
+    pub projection_lag_positions: IntGaugeVec,
+    /// Each projection's rows (groups) and estimated state bytes.
+    pub projection_rows: IntGaugeVec,
+    pub projection_state_bytes: IntGaugeVec,
+    /// 1 for a projection stopped by an error, else 0.
+    pub projection_failed: IntGaugeVec,
 }
 
 fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -119,6 +127,30 @@ pub fn get() -> &'static Metrics {
                 "allsource_subscription_consumers",
                 "Consumers connected to a durable subscription",
                 &["tenant", "subscription"],
+            ),
+            projection_lag_positions: gauges(
+                &r,
+                "allsource_projection_lag_positions",
+                "Positions of a projection's table past the last one it folded",
+                &["tenant", "projection"],
+            ),
+            projection_rows: gauges(
+                &r,
+                "allsource_projection_rows",
+                "Rows (groups) a projection's state holds",
+                &["tenant", "projection"],
+            ),
+            projection_state_bytes: gauges(
+                &r,
+                "allsource_projection_state_bytes",
+                "Estimated bytes a projection's state holds",
+                &["tenant", "projection"],
+            ),
+            projection_failed: gauges(
+                &r,
+                "allsource_projection_failed",
+                "1 for a projection stopped by an error",
+                &["tenant", "projection"],
             ),
             ingest_events: counter(
                 &r,

@@ -16,9 +16,23 @@ use datafusion::prelude::SessionContext;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Tables that layers above the engine keep (projections), offered to a
+/// tenant's sessions as one more schema.
+pub trait ExtraSchema: std::fmt::Debug + Send + Sync {
+    /// The schema's name in the tenant's catalog.
+    fn name(&self) -> &str;
+    /// The tenant's tables in it.
+    fn for_tenant(
+        &self,
+        tenant: &crate::ids::TenantId,
+    ) -> Arc<dyn datafusion::catalog::SchemaProvider>;
+}
+
 /// What every query of the server shares.
 #[derive(Debug)]
 pub struct QueryEngine {
+    /// Set once, by the layer that keeps those tables.
+    extra: std::sync::OnceLock<Arc<dyn ExtraSchema>>,
     db: Arc<Database>,
     limits: QueryLimits,
     /// Spill files and caches; each query gets its own memory pool on top.
@@ -44,11 +58,23 @@ impl QueryEngine {
         let threads = QueryRuntime::new(threads)
             .map_err(|e| format!("cannot start the query threads: {e}"))?;
         Ok(Arc::new(QueryEngine {
+            extra: Default::default(),
             db,
             limits,
             env,
             threads,
         }))
+    }
+
+    /// Offers `schema` in every session from now on (once; a second call
+    /// changes nothing).
+    pub fn add_schema(&self, schema: Arc<dyn ExtraSchema>) {
+        let _ = self.extra.set(schema);
+    }
+
+    /// The schema [`QueryEngine::add_schema`] offered, if any.
+    pub fn extra_schema(&self) -> Option<&Arc<dyn ExtraSchema>> {
+        self.extra.get()
     }
 
     /// The database queries read.

@@ -47,7 +47,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-pub use engine::QueryEngine;
+pub use engine::{ExtraSchema, QueryEngine};
 use object_store::ObjectStore;
 use std::sync::Arc;
 
@@ -265,6 +265,9 @@ pub fn session_with(
             options: options.clone(),
         }),
     )?;
+    if let Some(extra) = engine.extra_schema() {
+        catalog.register_schema(extra.name(), extra.for_tenant(&caller.tenant))?;
+    }
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     udfs::register_all(&mut ctx)?;
     bounded::register(&mut ctx)?;

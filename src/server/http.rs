@@ -61,6 +61,18 @@ pub fn router(state: AppState) -> Router {
             get(super::groups::consume),
         )
         .route(
+            "/v1/projections",
+            post(super::projections::create).get(super::projections::list),
+        )
+        .route(
+            "/v1/projections/{name}",
+            get(super::projections::describe).delete(super::projections::delete),
+        )
+        .route(
+            "/v1/projections/{name}/state",
+            get(super::projections::rows),
+        )
+        .route(
             "/v1/replay",
             post(super::replay::replay).get(super::replay::replay_socket),
         )

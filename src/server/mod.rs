@@ -10,6 +10,7 @@ mod groups;
 pub mod http;
 mod ingest;
 mod live;
+mod projections;
 mod replay;
 mod ws;
 
@@ -84,6 +85,7 @@ pub async fn run(
     let rate_limits = Arc::new(crate::ratelimit::RateLimits::from_config(&config)?);
     let service =
         Service::new(db.clone(), verifier, rate_limits).map_err(|e| Error::Config(e.message))?;
+    service.start_projections().await;
     let state = http::AppState {
         service: service.clone(),
         max_body_bytes: config.max_body_bytes,

@@ -9,6 +9,7 @@
 //! - [`query`]: SQL and DSL queries, and planning without running.
 //! - [`ingest`]: events in, by request or by streamed batches.
 //! - [`admin`]: maintenance runs and table settings.
+//! - [`projections`]: aggregates kept up to date as events arrive.
 
 pub mod admin;
 pub mod backup;
@@ -16,6 +17,7 @@ pub mod caller;
 mod error;
 pub mod groups;
 pub mod ingest;
+pub mod projections;
 pub mod query;
 pub mod replay;
 pub mod stream;
@@ -51,6 +53,11 @@ pub struct Service {
     consumers: groups::Consumers,
     /// Cancelled when the server shuts down: open subscriptions end.
     closing: tokio_util::sync::CancellationToken,
+    /// Every tenant's projections.
+    projections: Arc<crate::projection::Registry>,
+    /// The projections an earlier process stored, until
+    /// [`Service::start_projections`] defines them again.
+    stored_projections: parking_lot::Mutex<Vec<(crate::ids::TenantId, crate::projection::Spec)>>,
 }
 
 impl Service {
@@ -65,7 +72,16 @@ impl Service {
         let config = db.config();
         let ingest_budget =
             IngestBudget::new(config.ingest_memory_budget, config.max_ingest_request_bytes);
+        let (projections, stored) =
+            crate::projection::Registry::open(config.data_dir.join("projections.json"))
+                .map_err(|e| Error::internal(format!("cannot read the projections: {e}")))?;
+        let projections = Arc::new(projections);
+        queries.add_schema(Arc::new(crate::projection::registry::SqlSchema(
+            projections.clone(),
+        )));
         Ok(Arc::new(Service {
+            projections,
+            stored_projections: parking_lot::Mutex::new(stored),
             auditor: Auditor::new(db.clone()),
             db,
             queries,
@@ -144,6 +160,30 @@ impl Service {
             m.subscription_consumers
                 .with_label_values(&labels)
                 .set(info.consumers as i64);
+        }
+        for gauge in [
+            &m.projection_lag_positions,
+            &m.projection_rows,
+            &m.projection_state_bytes,
+            &m.projection_failed,
+        ] {
+            gauge.reset();
+        }
+        for live in self.projections.all() {
+            let info = self.projection_info(&live);
+            let labels = [live.tenant.as_str(), live.name.as_str()];
+            m.projection_lag_positions
+                .with_label_values(&labels)
+                .set(info.lag_positions as i64);
+            m.projection_rows
+                .with_label_values(&labels)
+                .set(info.rows as i64);
+            m.projection_state_bytes
+                .with_label_values(&labels)
+                .set(info.state_bytes as i64);
+            m.projection_failed
+                .with_label_values(&labels)
+                .set(i64::from(info.health != crate::projection::Health::Running));
         }
         Ok(m.render())
     }

@@ -166,7 +166,8 @@ pub struct Subscription {
     /// Whether the last read found more than it could return: the next
     /// reads [`LARGE_PAGE`].
     behind: bool,
-    _open: OwnedSemaphorePermit,
+    /// One of the tenant's subscription slots (not for the server's own).
+    _open: Option<OwnedSemaphorePermit>,
 }
 
 /// The error a subscription ends with when the server shuts down.
@@ -203,10 +204,30 @@ impl Service {
     ) -> Result<Subscription> {
         caller.require(Role::Reader, "subscribe")?;
         self.rate_check(caller, ratelimit::Kind::Queries, 1)?;
-        let table = self.table_of(caller, &request.table)?;
+        self.table_of(caller, &request.table)?;
         let open = self
             .subscriptions
             .admit(&caller.tenant, self.db.config().max_subscriptions.max(1))?;
+        self.open_subscription(caller, request, Some(open)).await
+    }
+
+    /// A subscription the server itself keeps open (a projection's): no
+    /// rate check, and none of the tenant's subscription slots.
+    pub(super) async fn subscribe_internal(
+        self: &Arc<Self>,
+        caller: &Principal,
+        request: Subscribe,
+    ) -> Result<Subscription> {
+        self.open_subscription(caller, request, None).await
+    }
+
+    async fn open_subscription(
+        self: &Arc<Self>,
+        caller: &Principal,
+        request: Subscribe,
+        open: Option<OwnedSemaphorePermit>,
+    ) -> Result<Subscription> {
+        let table = self.table_of(caller, &request.table)?;
         let conditions = self.conditions(caller, &request).await?;
         let sql = [
             Self::page_sql(&request, &conditions, PAGE),

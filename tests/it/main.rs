@@ -23,6 +23,7 @@ mod memory;
 mod metrics;
 mod positions;
 mod power_loss;
+mod projections;
 mod query_bounds;
 mod reliability;
 mod replay;

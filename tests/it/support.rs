@@ -342,6 +342,17 @@ impl TestServer {
         Reply::from(self.client.get(self.url(path)).send().expect("request"))
     }
 
+    /// A GET of `path` with a bearer token: its status and body.
+    pub(crate) fn get_as(&self, path: &str, token: &str) -> Reply {
+        let r = self.client.get(self.url(path)).bearer_auth(token);
+        Reply::from(r.send().expect("request"))
+    }
+
+    /// A DELETE of `path`: its status and body, whatever the status.
+    pub(crate) fn delete(&self, path: &str) -> Reply {
+        Reply::from(self.client.delete(self.url(path)).send().expect("request"))
+    }
+
     /// Starts the server again on the same directory with the same flags.
     pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");

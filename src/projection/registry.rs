@@ -1,0 +1,360 @@
+//! The server's projections: each one's query, state and progress, by
+//! tenant and name; the list of them kept on disk so that they are
+//! defined again at start-up; and the `projections` schema that offers
+//! each tenant's projections to its SQL sessions as tables.
+//!
+//! The state lives in memory. At start-up each projection is folded
+//! again from its table's first event (the events are durable, so the
+//! state after the catch-up reflects every acknowledged event once).
+
+use super::{Definition, State};
+use crate::ids::{ProjectionName, TenantId};
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::Result;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What defines a projection, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub name: String,
+    pub version: u32,
+    /// The SQL query.
+    pub query: String,
+    /// When it was created, in milliseconds since the epoch.
+    pub created_ms: i64,
+}
+
+/// Whether a projection is being kept up to date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "error")]
+pub enum Health {
+    /// Folding events as they are acknowledged.
+    Running,
+    /// Stopped by an error (its state is as of its position).
+    Failed(String),
+}
+
+/// A projection being maintained.
+#[derive(Debug)]
+pub struct Live {
+    pub tenant: TenantId,
+    pub name: ProjectionName,
+    pub spec: Spec,
+    pub table: crate::ids::TableName,
+    definition: Definition,
+    /// The columns folds read, in the order the compiled expressions
+    /// expect them.
+    input: arrow::datatypes::SchemaRef,
+    state: RwLock<State>,
+    /// The last position folded: every event of the table up to here is
+    /// in the state.
+    position: AtomicU64,
+    health: Mutex<Health>,
+    /// Cancelled when the projection is deleted or the server stops.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl Live {
+    pub fn new(
+        tenant: TenantId,
+        name: ProjectionName,
+        spec: Spec,
+        table: crate::ids::TableName,
+        definition: Definition,
+        state: State,
+    ) -> Arc<Live> {
+        Arc::new(Live {
+            tenant,
+            name,
+            spec,
+            table,
+            input: Arc::new(definition.table_schema.as_arrow().clone()),
+            definition,
+            state: RwLock::new(state),
+            position: AtomicU64::new(0),
+            health: Mutex::new(Health::Running),
+            stop: Default::default(),
+        })
+    }
+
+    /// The query taken apart.
+    pub fn definition(&self) -> &Definition {
+        &self.definition
+    }
+
+    /// Folds `batches` (the table's next events, in position order) and
+    /// moves the position to `upto`.
+    pub fn fold(&self, batches: &[RecordBatch], upto: u64) -> Result<()> {
+        let mut state = self.state.write();
+        for batch in batches {
+            let batch = crate::schema::adapt_batch(batch, &self.input)?;
+            state.fold(&batch)?;
+        }
+        self.position.fetch_max(upto, Ordering::Release);
+        Ok(())
+    }
+
+    /// The projection's rows now.
+    pub fn read(&self) -> Result<RecordBatch> {
+        self.state.read().read()
+    }
+
+    /// The projection's rows and the position they reflect.
+    pub fn read_at(&self) -> Result<(RecordBatch, u64)> {
+        let state = self.state.read();
+        Ok((state.read()?, self.position()))
+    }
+
+    /// The rows whose key columns equal `key` (one value per key column,
+    /// compared as text), and the position they reflect.
+    pub fn read_key(&self, key: &[String]) -> Result<(RecordBatch, u64)> {
+        use arrow::array::{Array, BooleanArray, StringArray};
+        use arrow::compute::{and, cast, filter_record_batch, kernels::cmp::eq};
+        let (rows, position) = self.read_at()?;
+        let mut matching = BooleanArray::from(vec![true; rows.num_rows()]);
+        for (i, value) in key.iter().enumerate() {
+            let text = cast(rows.column(i), &arrow::datatypes::DataType::Utf8)?;
+            let equal = eq(&text, &StringArray::new_scalar(value.as_str()))?;
+            matching = and(&matching, &equal)?;
+        }
+        // A null key equals no value.
+        let matching = match matching.nulls() {
+            Some(_) => arrow::compute::prep_null_mask_filter(&matching),
+            None => matching,
+        };
+        Ok((filter_record_batch(&rows, &matching)?, position))
+    }
+
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// Groups held, and their estimated bytes.
+    pub fn size(&self) -> (usize, usize) {
+        let state = self.state.read();
+        (state.groups(), state.bytes())
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().clone()
+    }
+
+    /// Stops the projection with `error`.
+    pub fn fail(&self, error: String) {
+        *self.health.lock() = Health::Failed(error);
+        self.stop.cancel();
+    }
+}
+
+/// Why a projection could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("projection {0:?} exists; delete it first, or give the new one another name")]
+    Exists(String),
+    #[error("tenant {tenant:?} has {cap} projections, the most it may (--max-projections)")]
+    Full { tenant: String, cap: usize },
+    #[error("could not store the list of projections: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Every projection of the server.
+#[derive(Debug)]
+pub struct Registry {
+    path: PathBuf,
+    live: Mutex<BTreeMap<(TenantId, ProjectionName), Arc<Live>>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    tenant: String,
+    #[serde(flatten)]
+    spec: Spec,
+}
+
+impl Registry {
+    /// An empty registry storing its list in `path`, and the specs an
+    /// earlier process stored there.
+    pub fn open(path: PathBuf) -> std::io::Result<(Registry, Vec<(TenantId, Spec)>)> {
+        let specs = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let stored: Vec<Stored> = serde_json::from_slice(&bytes)
+                    .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+                stored
+                    .into_iter()
+                    .filter_map(|s| Some((s.tenant.parse().ok()?, s.spec)))
+                    .collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let registry = Registry {
+            path,
+            live: Default::default(),
+        };
+        Ok((registry, specs))
+    }
+
+    /// Adds `live` (at most `cap` per tenant) and stores the list.
+    pub fn add(&self, live: Arc<Live>, cap: usize) -> std::result::Result<(), AddError> {
+        let mut map = self.live.lock();
+        let key = (live.tenant.clone(), live.name.clone());
+        if map.contains_key(&key) {
+            return Err(AddError::Exists(live.name.to_string()));
+        }
+        let held = map.keys().filter(|(t, _)| *t == live.tenant).count();
+        if held >= cap {
+            return Err(AddError::Full {
+                tenant: live.tenant.to_string(),
+                cap,
+            });
+        }
+        map.insert(key.clone(), live);
+        if let Err(e) = self.store(&map) {
+            map.remove(&key);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Adds `live` as stored by an earlier process (no cap, no store).
+    pub fn restore(&self, live: Arc<Live>) {
+        self.live
+            .lock()
+            .insert((live.tenant.clone(), live.name.clone()), live);
+    }
+
+    /// Removes a projection and stores the list; `None` if there is none.
+    pub fn remove(
+        &self,
+        tenant: &TenantId,
+        name: &ProjectionName,
+    ) -> std::io::Result<Option<Arc<Live>>> {
+        let mut map = self.live.lock();
+        let Some(live) = map.remove(&(tenant.clone(), name.clone())) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.store(&map) {
+            map.insert((tenant.clone(), name.clone()), live);
+            return Err(e);
+        }
+        live.stop.cancel();
+        Ok(Some(live))
+    }
+
+    pub fn get(&self, tenant: &TenantId, name: &ProjectionName) -> Option<Arc<Live>> {
+        self.live
+            .lock()
+            .get(&(tenant.clone(), name.clone()))
+            .cloned()
+    }
+
+    /// The tenant's projections, by name.
+    pub fn of_tenant(&self, tenant: &TenantId) -> Vec<Arc<Live>> {
+        self.live
+            .lock()
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// Every projection.
+    pub fn all(&self) -> Vec<Arc<Live>> {
+        self.live.lock().values().cloned().collect()
+    }
+
+    /// Writes the list: a temporary file, fsynced, renamed over the old
+    /// one, and the directory fsynced.
+    fn store(&self, map: &BTreeMap<(TenantId, ProjectionName), Arc<Live>>) -> std::io::Result<()> {
+        let stored: Vec<Stored> = map
+            .values()
+            .map(|l| Stored {
+                tenant: l.tenant.to_string(),
+                spec: l.spec.clone(),
+            })
+            .collect();
+        write_durably(
+            &self.path,
+            &serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?,
+        )
+    }
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The name of the schema projections are tables of.
+pub const SCHEMA: &str = "projections";
+
+/// The `projections` schema of every tenant's sessions.
+#[derive(Debug)]
+pub struct SqlSchema(pub Arc<Registry>);
+
+impl crate::query::ExtraSchema for SqlSchema {
+    fn name(&self) -> &str {
+        SCHEMA
+    }
+
+    fn for_tenant(&self, tenant: &TenantId) -> Arc<dyn SchemaProvider> {
+        Arc::new(TenantProjections {
+            registry: self.0.clone(),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+/// One tenant's projections as tables: each read is the state when the
+/// query is planned.
+#[derive(Debug)]
+struct TenantProjections {
+    registry: Arc<Registry>,
+    tenant: TenantId,
+}
+
+#[async_trait]
+impl SchemaProvider for TenantProjections {
+    fn table_names(&self) -> Vec<String> {
+        self.registry
+            .of_tenant(&self.tenant)
+            .iter()
+            .map(|l| l.name.to_string())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Ok(name) = name.parse::<ProjectionName>() else {
+            return Ok(None);
+        };
+        let Some(live) = self.registry.get(&self.tenant, &name) else {
+            return Ok(None);
+        };
+        let batch = live.read()?;
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        Ok(Some(Arc::new(table)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name.parse::<ProjectionName>()
+            .is_ok_and(|n| self.registry.get(&self.tenant, &n).is_some())
+    }
+}

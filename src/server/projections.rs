@@ -1,0 +1,126 @@
+//! Projections over HTTP:
+//! - `POST /v1/projections` `{"name", "query", "version"?}` defines one
+//!   (201), or says which part of the query cannot be kept up to date
+//!   (400);
+//! - `GET /v1/projections` lists them, `GET /v1/projections/{name}` shows
+//!   one: its position, lag, rows, state size and status;
+//! - `GET /v1/projections/{name}/state[?key=…]` returns its rows (those
+//!   of one key: one `key` per key column, in order) as a JSON array, with
+//!   the position they reflect in `x-allsource-position`;
+//! - `DELETE /v1/projections/{name}` deletes one (204).
+
+use super::http::AppState;
+use crate::auth::Principal;
+use crate::ids::{InvalidName, ProjectionName};
+use crate::query::output::{Encoder, OutputFormat};
+use crate::service::Error;
+use crate::service::projections::CreateProjection;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+fn name_of(name: &str) -> Result<ProjectionName, Error> {
+    name.parse()
+        .map_err(|e: InvalidName| Error::invalid(e.to_string()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    query: String,
+    version: Option<u32>,
+}
+
+/// `POST /v1/projections`.
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = body.map_err(|e| Error::invalid(e.body_text()))?;
+    let body: CreateBody =
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("request body: {e}")))?;
+    let request = CreateProjection {
+        name: name_of(&body.name)?,
+        version: body.version.unwrap_or(1),
+        query: body.query,
+    };
+    let info = state.service.create_projection(&caller, request).await?;
+    Ok((StatusCode::CREATED, axum::Json(info)).into_response())
+}
+
+/// `GET /v1/projections`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+) -> Result<Response, Error> {
+    let projections = state.service.list_projections(&caller)?;
+    Ok(axum::Json(serde_json::json!({"projections": projections})).into_response())
+}
+
+/// `GET /v1/projections/{name}`.
+pub(super) async fn describe(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    let info = state
+        .service
+        .describe_projection(&caller, &name_of(&name)?)?;
+    Ok(axum::Json(info).into_response())
+}
+
+/// `GET /v1/projections/{name}/state`.
+pub(super) async fn rows(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Error> {
+    let mut key = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "key" => key.push(v.into_owned()),
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown parameter {other:?}; the state takes key=… (once per key column)"
+                )));
+            }
+        }
+    }
+    let key = (!key.is_empty()).then_some(key.as_slice());
+    let (batch, position) = state
+        .service
+        .projection_rows(&caller, &name_of(&name)?, key)?;
+    let schema = batch.schema();
+    let encode = || -> datafusion::error::Result<Vec<u8>> {
+        let mut encoder = Encoder::new(OutputFormat::Json, &schema)?;
+        let mut out = encoder.start()?.to_vec();
+        out.extend_from_slice(&encoder.batch(&batch)?);
+        out.extend_from_slice(&encoder.finish(&schema)?);
+        Ok(out)
+    };
+    let body = encode()?;
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("x-allsource-position", HeaderValue::from(position));
+    Ok(response)
+}
+
+/// `DELETE /v1/projections/{name}`.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    state.service.delete_projection(&caller, &name_of(&name)?)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,260 @@
+//! Projections through HTTP: defined from SQL, kept equal to their query
+//! over every acknowledged event (across `kill -9`), read by key and as
+//! SQL tables, refused with the reason when they cannot be maintained,
+//! and kept apart by tenant.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The query `user_stats` is defined with; the same SQL over `events`
+/// gives what its state must hold.
+const USER_STATS: &str = "SELECT entity_id, count(*) AS events, \
+     sum(amount) FILTER (WHERE event_type = 'order') AS revenue, \
+     max(plan) AS top_plan, count(DISTINCT event_type) AS kinds, \
+     last_value(plan ORDER BY position) AS plan, avg(amount) AS mean \
+     FROM events WHERE event_type <> 'noise' GROUP BY entity_id";
+
+/// `n` events from a seeded generator: amounts in quarters, so that every
+/// sum is exact whatever the order of the additions.
+fn round(seed: u64, n: usize) -> Value {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let types = ["order", "view", "noise", "signup"];
+    let plans = ["free", "pro", "team"];
+    Value::Array(
+        (0..n)
+            .map(|_| {
+                json!({
+                    "event_type": types[next(4) as usize],
+                    "entity_id": format!("u{}", next(9)),
+                    "payload": {
+                        "amount": next(400) as f64 / 4.0,
+                        "plan": plans[next(3) as usize],
+                    },
+                })
+            })
+            .collect(),
+    )
+}
+
+fn define(s: &TestServer, name: &str, query: &str) -> crate::support::Reply {
+    s.post(
+        "/v1/projections",
+        "application/json",
+        json!({"name": name, "query": query}).to_string(),
+    )
+}
+
+/// Waits until the projection has folded every event of `events`.
+fn caught_up(s: &TestServer, name: &str) {
+    let highest = s.scalar("SELECT max(position) FROM events");
+    wait_until("the projection catches up", Duration::from_secs(30), || {
+        let info = s.get(&format!("/v1/projections/{name}")).json();
+        assert_eq!(info["status"], "running", "{info}");
+        info["position"] == highest
+    });
+}
+
+fn state(s: &TestServer, path: &str) -> Vec<Value> {
+    let r = s.get(path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.headers.contains_key("x-allsource-position"));
+    let mut rows = r.json().as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["entity_id"].to_string());
+    rows
+}
+
+/// The state equals the query over the table, by HTTP and as a table.
+fn check(s: &TestServer) {
+    caught_up(s, "user_stats");
+    let expected = s.sql(&format!("{USER_STATS} ORDER BY entity_id"));
+    assert!(!expected.is_empty());
+    assert_eq!(state(s, "/v1/projections/user_stats/state"), expected);
+    let table = s.sql("SELECT * FROM projections.user_stats ORDER BY entity_id");
+    assert_eq!(table, expected);
+}
+
+#[test]
+fn a_projection_equals_its_query_over_every_event_across_kill9() {
+    let mut s = TestServer::start(&[]);
+    s.ingest(&round(1, 50));
+    let r = define(&s, "user_stats", USER_STATS);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["table"], "events");
+    check(&s);
+    for cycle in 0..10u64 {
+        s.ingest(&round(100 + cycle, 40));
+        check(&s);
+        // Acknowledged, then killed before anything is flushed: the state
+        // after the restart still holds these events, once.
+        s.ingest(&round(200 + cycle, 30));
+        s.kill9();
+        s.restart();
+        check(&s);
+    }
+    // One key's row, by key; a joined read.
+    let one = state(&s, "/v1/projections/user_stats/state?key=u3");
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        one[0],
+        s.sql(&format!(
+            "SELECT * FROM ({USER_STATS}) WHERE entity_id = 'u3'"
+        ))[0]
+    );
+    let joined =
+        s.scalar("SELECT count(*) FROM events e JOIN projections.user_stats p USING (entity_id)");
+    assert_eq!(
+        joined,
+        s.scalar("SELECT count(*) FROM events WHERE entity_id IN (SELECT entity_id FROM events WHERE event_type <> 'noise')")
+    );
+    let r = s.get("/v1/projections/user_stats/state?key=u3&key=x");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("1 key column"), "{}", r.error());
+
+    // Deleted, it is gone, also after a restart.
+    assert_eq!(s.delete("/v1/projections/user_stats").status, 204);
+    assert_eq!(s.get("/v1/projections/user_stats").status, 404);
+    s.stop();
+    s.restart();
+    assert_eq!(s.get("/v1/projections").json()["projections"], json!([]));
+}
+
+#[test]
+fn a_global_projection_and_one_defined_before_its_columns_have_values() {
+    let s = TestServer::start(&[]);
+    s.ingest(&round(7, 20));
+    let r = define(
+        &s,
+        "totals",
+        "SELECT count(*) AS n, sum(amount) AS total, min(timestamp) AS first_seen FROM events",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    s.ingest(&round(8, 25));
+    let highest = s.scalar("SELECT max(position) FROM events");
+    wait_until("caught up", Duration::from_secs(30), || {
+        s.get("/v1/projections/totals").json()["position"] == highest
+    });
+    let rows = s.get("/v1/projections/totals/state").json();
+    assert_eq!(
+        rows,
+        json!(s.sql(
+            "SELECT count(*) AS n, sum(amount) AS total, min(timestamp) AS first_seen FROM events"
+        ))
+    );
+    assert_eq!(rows[0]["n"], 45);
+    let info = s.get("/v1/projections").json();
+    assert_eq!(info["projections"][0]["rows"], 1);
+    assert_eq!(info["projections"][0]["lag_positions"], 0);
+    assert_eq!(
+        s.metric(r#"allsource_projection_lag_positions{projection="totals",tenant="default"}"#),
+        0.0
+    );
+    assert_eq!(
+        s.metric(r#"allsource_projection_rows{projection="totals",tenant="default"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn queries_that_cannot_be_maintained_are_refused_with_the_reason() {
+    let s = TestServer::start(&["--max-projections", "2"]);
+    s.ingest(&round(3, 10));
+    for (query, expected) in [
+        (
+            "SELECT entity_id, median(amount) FROM events GROUP BY entity_id",
+            "median cannot be updated from new events alone",
+        ),
+        (
+            "SELECT entity_id, count(*) AS n FROM events GROUP BY entity_id ORDER BY n DESC LIMIT 5",
+            "LIMIT: a projection keeps every group",
+        ),
+        (
+            "SELECT entity_id, count(*), rank() OVER (ORDER BY entity_id) FROM events GROUP BY entity_id",
+            "a window function's value depends on the rows around each row",
+        ),
+        (
+            "SELECT a.entity_id, count(*) FROM events a JOIN events b ON a.event_id = b.event_id GROUP BY a.entity_id",
+            "a join: a projection reads one table",
+        ),
+        ("SELECT entity_id FROM events", "it has no aggregate"),
+        ("SELECT count(*) FROM nope", "nope"),
+        ("SELEC count(*) FROM events", "SELEC"),
+    ] {
+        let r = define(&s, "p", query);
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        assert!(r.error().contains(expected), "{query}: {}", r.error());
+    }
+    let r = define(&s, "Bad-Name", "SELECT count(*) FROM events");
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error().contains("invalid projection name"),
+        "{}",
+        r.error()
+    );
+    let r = s.post("/v1/projections", "application/json", r#"{"name": "p"}"#);
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("missing field `query`"), "{}", r.error());
+    // Names are unique; a tenant's projections are capped.
+    assert_eq!(define(&s, "a", "SELECT count(*) FROM events").status, 201);
+    let r = define(&s, "a", "SELECT count(*) FROM events");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(define(&s, "b", "SELECT count(*) FROM events").status, 201);
+    let r = define(&s, "c", "SELECT count(*) FROM events");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.error().contains("--max-projections"), "{}", r.error());
+    assert_eq!(s.get("/v1/projections/zzz").status, 404);
+    assert_eq!(s.get("/v1/projections/a/state?k=1").status, 400);
+}
+
+#[test]
+fn a_tenants_projections_are_its_own() {
+    let s = hs_server();
+    let (a, b) = (token("acme", "writer"), token("globex", "admin"));
+    let r = s.post_as(
+        "/v1/events",
+        &a,
+        "application/json",
+        &round(5, 10).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = json!({"name": "counts", "query": "SELECT event_type, count(*) AS n FROM events GROUP BY event_type"});
+    let r = s.post_as("/v1/projections", &a, "application/json", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A reader may read but not define.
+    let reader = token("acme", "reader");
+    let r = s.post_as(
+        "/v1/projections",
+        &reader,
+        "application/json",
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(s.get_as("/v1/projections/counts", &reader).status, 200);
+    // Another tenant sees nothing of it.
+    assert_eq!(
+        s.get_as("/v1/projections", &b).json(),
+        json!({"projections": []})
+    );
+    assert_eq!(s.get_as("/v1/projections/counts", &b).status, 404);
+    assert_eq!(s.get_as("/v1/projections/counts/state", &b).status, 404);
+    let r = s.post_as(
+        "/v1/sql",
+        &b,
+        "text/plain",
+        "SELECT * FROM projections.counts",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = s.post_as(
+        "/v1/sql",
+        &a,
+        "text/plain",
+        "SELECT sum(n) AS n FROM projections.counts",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
