@@ -125,6 +125,40 @@ fn a_projection_equals_its_query_over_every_event_across_kill9() {
     assert_eq!(s.get("/v1/projections").json()["projections"], json!([]));
 }
 
+/// The README's example: the seed system's `user-statistics`.
+#[test]
+fn the_readme_user_statistics_example() {
+    let s = TestServer::start(&[]);
+    let event = |kind: &str, user: &str, payload: Value| json!({"event_type": kind, "entity_id": user, "payload": payload});
+    s.ingest(&json!([
+        event("signup", "u42", json!({"plan": "free"})),
+        event("order", "u42", json!({"amount": 30.5})),
+        event("plan_changed", "u42", json!({"plan": "pro"})),
+        event("order", "u7", json!({"amount": 12.0})),
+        event("page_view", "u7", json!({"amount": 99.0})),
+    ]));
+    let query = "SELECT entity_id AS user, count(*) FILTER (WHERE event_type = 'order') AS orders,
+          sum(amount) FILTER (WHERE event_type = 'order') AS revenue,
+          last_value(plan ORDER BY position) FILTER (WHERE plan IS NOT NULL) AS plan,
+          max(timestamp) AS last_seen
+   FROM events WHERE event_type IN ('signup', 'order', 'plan_changed')
+   GROUP BY entity_id";
+    let r = define(&s, "user_stats", query);
+    assert_eq!(r.status, 201, "{}", r.text());
+    s.ingest(&json!([event("order", "u42", json!({"amount": 9.5}))]));
+    let highest = s.scalar("SELECT max(position) FROM events");
+    wait_until("caught up", Duration::from_secs(30), || {
+        s.get("/v1/projections/user_stats").json()["position"] == highest
+    });
+    let row = s.get("/v1/projections/user_stats/state?key=u42").json();
+    assert_eq!(row[0]["orders"], 2);
+    assert_eq!(row[0]["revenue"], 40.0);
+    assert_eq!(row[0]["plan"], "pro");
+    let totals =
+        s.sql("SELECT count(*) AS users, sum(revenue) AS revenue FROM projections.user_stats");
+    assert_eq!(totals, vec![json!({"users": 2, "revenue": 52.0})]);
+}
+
 #[test]
 fn a_global_projection_and_one_defined_before_its_columns_have_values() {
     let s = TestServer::start(&[]);
