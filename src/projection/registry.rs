@@ -306,18 +306,97 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The name of the schema projections are tables of.
 pub const SCHEMA: &str = "projections";
 
-/// The `projections` schema of every tenant's sessions.
+/// The `projections` schema of every tenant's sessions, and
+/// `system.projections`.
 #[derive(Debug)]
-pub struct SqlSchema(pub Arc<Registry>);
+pub struct SqlSchema {
+    pub registry: Arc<Registry>,
+    /// For the tables' highest positions (the lag).
+    pub db: Arc<crate::db::Database>,
+}
 
 impl crate::query::ExtraSchema for SqlSchema {
     fn name(&self) -> &str {
         SCHEMA
     }
 
+    fn system_table_name(&self) -> &str {
+        "projections"
+    }
+
+    fn system_table(&self, tenant: &TenantId) -> Result<Arc<dyn TableProvider>> {
+        use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray, UInt64Array};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let live = self.registry.of_tenant(tenant);
+        let lag = |l: &Live| {
+            self.db
+                .table(&l.tenant, &l.table)
+                .map_or(0, |t| t.highest_position().saturating_sub(l.position()))
+        };
+        let sizes: Vec<(usize, usize)> = live.iter().map(|l| l.size()).collect();
+        let health: Vec<Health> = live.iter().map(|l| l.health()).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("version", DataType::UInt64, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("query", DataType::Utf8, false),
+            Field::new("position", DataType::UInt64, false),
+            Field::new("lag_positions", DataType::UInt64, false),
+            Field::new("rows", DataType::UInt64, false),
+            Field::new("state_bytes", DataType::UInt64, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("error", DataType::Utf8, true),
+            Field::new(
+                "created",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                live.iter().map(|l| l.name.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                live.iter().map(|l| u64::from(l.spec.version)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                live.iter().map(|l| l.table.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                live.iter().map(|l| l.spec.query.as_str()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                live.iter().map(|l| l.position()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(live.iter().map(|l| lag(l)))),
+            Arc::new(UInt64Array::from_iter_values(
+                sizes.iter().map(|s| s.0 as u64),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                sizes.iter().map(|s| s.1 as u64),
+            )),
+            Arc::new(StringArray::from_iter_values(health.iter().map(
+                |h| match h {
+                    Health::Running => "running",
+                    Health::Failed(_) => "failed",
+                },
+            ))),
+            Arc::new(StringArray::from_iter(health.iter().map(|h| match h {
+                Health::Running => None,
+                Health::Failed(e) => Some(e.as_str()),
+            }))),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(live.iter().map(|l| l.spec.created_ms))
+                    .with_timezone("UTC"),
+            ),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
     fn for_tenant(&self, tenant: &TenantId) -> Arc<dyn SchemaProvider> {
         Arc::new(TenantProjections {
-            registry: self.0.clone(),
+            registry: self.registry.clone(),
             tenant: tenant.clone(),
         })
     }

@@ -26,6 +26,13 @@ pub trait ExtraSchema: std::fmt::Debug + Send + Sync {
         &self,
         tenant: &crate::ids::TenantId,
     ) -> Arc<dyn datafusion::catalog::SchemaProvider>;
+    /// The name of the table about them in the `system` schema.
+    fn system_table_name(&self) -> &str;
+    /// That table for the tenant, as it is now.
+    fn system_table(
+        &self,
+        tenant: &crate::ids::TenantId,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>>;
 }
 
 /// What every query of the server shares.

@@ -255,6 +255,7 @@ pub fn session_with(
             db: db.clone(),
             tenant: tenant.clone(),
             admin: caller.is_admin(),
+            extra: engine.extra_schema().cloned(),
         }),
     )?;
     catalog.register_schema(

@@ -1,5 +1,6 @@
 //! The `system` schema of a tenant's catalog: `system.tables`,
-//! `system.files`, `system.compactions`, `system.subscriptions` (and for admins `system.audit`),
+//! `system.files`, `system.compactions`, `system.subscriptions`, the
+//! upper layer's `system.projections` (and for admins `system.audit`),
 //! built from the tables' current
 //! Delta snapshots and the maintenance history when a query names them.
 
@@ -23,6 +24,9 @@ pub(crate) struct SystemSchema {
     pub(crate) tenant: TenantId,
     /// Admins also see `system.audit`, the server's audit log.
     pub(crate) admin: bool,
+    /// The layer above the engine's own system table
+    /// (`system.projections`).
+    pub(crate) extra: Option<Arc<dyn super::ExtraSchema>>,
 }
 
 const NAMES: [&str; 4] = ["tables", "files", "compactions", "subscriptions"];
@@ -274,6 +278,9 @@ impl SystemSchema {
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        if let Some(extra) = &self.extra {
+            names.push(extra.system_table_name().to_string());
+        }
         if self.admin {
             names.push(crate::audit::AUDIT_TABLE.into());
         }
@@ -287,11 +294,21 @@ impl SchemaProvider for SystemSchema {
             "compactions" => self.compactions_table()?,
             "subscriptions" => self.subscriptions_table()?,
             crate::audit::AUDIT_TABLE => return Ok(self.audit_table()),
-            _ => return Ok(None),
+            _ => match &self.extra {
+                Some(extra) if extra.system_table_name() == name => {
+                    extra.system_table(&self.tenant)?
+                }
+                _ => return Ok(None),
+            },
         }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        NAMES.contains(&name) || (name == crate::audit::AUDIT_TABLE && self.admin)
+        NAMES.contains(&name)
+            || (name == crate::audit::AUDIT_TABLE && self.admin)
+            || self
+                .extra
+                .as_ref()
+                .is_some_and(|e| e.system_table_name() == name)
     }
 }

@@ -76,9 +76,10 @@ impl Service {
             crate::projection::Registry::open(config.data_dir.join("projections.json"))
                 .map_err(|e| Error::internal(format!("cannot read the projections: {e}")))?;
         let projections = Arc::new(projections);
-        queries.add_schema(Arc::new(crate::projection::registry::SqlSchema(
-            projections.clone(),
-        )));
+        queries.add_schema(Arc::new(crate::projection::registry::SqlSchema {
+            registry: projections.clone(),
+            db: db.clone(),
+        }));
         Ok(Arc::new(Service {
             projections,
             stored_projections: parking_lot::Mutex::new(stored),

@@ -193,6 +193,14 @@ fn a_global_projection_and_one_defined_before_its_columns_have_values() {
         s.metric(r#"allsource_projection_rows{projection="totals",tenant="default"}"#),
         1.0
     );
+    let system = s
+        .sql("SELECT name, table_name, lag_positions, rows, status, error FROM system.projections");
+    assert_eq!(
+        system,
+        vec![
+            json!({"name": "totals", "table_name": "events", "lag_positions": 0, "rows": 1, "status": "running", "error": null})
+        ]
+    );
 }
 
 #[test]
