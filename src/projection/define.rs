@@ -169,7 +169,7 @@ pub fn define(plan: &LogicalPlan) -> Result<Definition, Refusal> {
             );
         }
         fixed_per_row(key, "GROUP BY")?;
-        keys.push(key.clone());
+        keys.push(unqualified(key.clone()));
     }
     let mut aggregates = Vec::with_capacity(aggregate.aggr_expr.len());
     for expr in &aggregate.aggr_expr {

@@ -114,24 +114,11 @@ impl Live {
         Ok((state.read()?, self.position()))
     }
 
-    /// The rows whose key columns equal `key` (one value per key column,
-    /// compared as text), and the position they reflect.
+    /// The rows of the group whose key equals `key` (one value per key
+    /// expression, as text), and the position they reflect.
     pub fn read_key(&self, key: &[String]) -> Result<(RecordBatch, u64)> {
-        use arrow::array::{Array, BooleanArray, StringArray};
-        use arrow::compute::{and, cast, filter_record_batch, kernels::cmp::eq};
-        let (rows, position) = self.read_at()?;
-        let mut matching = BooleanArray::from(vec![true; rows.num_rows()]);
-        for (i, value) in key.iter().enumerate() {
-            let text = cast(rows.column(i), &arrow::datatypes::DataType::Utf8)?;
-            let equal = eq(&text, &StringArray::new_scalar(value.as_str()))?;
-            matching = and(&matching, &equal)?;
-        }
-        // A null key equals no value.
-        let matching = match matching.nulls() {
-            Some(_) => arrow::compute::prep_null_mask_filter(&matching),
-            None => matching,
-        };
-        Ok((filter_record_batch(&rows, &matching)?, position))
+        let state = self.state.read();
+        Ok((state.read_key(key)?, self.position()))
     }
 
     pub fn position(&self) -> u64 {
@@ -171,6 +158,9 @@ pub enum AddError {
 pub struct Registry {
     path: PathBuf,
     live: Mutex<BTreeMap<(TenantId, ProjectionName), Arc<Live>>>,
+    /// Stored projections that could not be defined again at start-up
+    /// (kept in the list, so that a passing failure loses none).
+    unloaded: Mutex<Vec<(TenantId, Spec)>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -199,6 +189,7 @@ impl Registry {
         let registry = Registry {
             path,
             live: Default::default(),
+            unloaded: Default::default(),
         };
         Ok((registry, specs))
     }
@@ -230,6 +221,12 @@ impl Registry {
         self.live
             .lock()
             .insert((live.tenant.clone(), live.name.clone()), live);
+    }
+
+    /// Keeps a stored projection that could not be defined again in the
+    /// list, so that it is not lost when the list is next written.
+    pub fn keep_unloaded(&self, tenant: TenantId, spec: Spec) {
+        self.unloaded.lock().push((tenant, spec));
     }
 
     /// Removes a projection and stores the list; `None` if there is none.
@@ -275,13 +272,17 @@ impl Registry {
     /// Writes the list: a temporary file, fsynced, renamed over the old
     /// one, and the directory fsynced.
     fn store(&self, map: &BTreeMap<(TenantId, ProjectionName), Arc<Live>>) -> std::io::Result<()> {
-        let stored: Vec<Stored> = map
+        let mut stored: Vec<Stored> = map
             .values()
             .map(|l| Stored {
                 tenant: l.tenant.to_string(),
                 spec: l.spec.clone(),
             })
             .collect();
+        stored.extend(self.unloaded.lock().iter().map(|(t, spec)| Stored {
+            tenant: t.to_string(),
+            spec: spec.clone(),
+        }));
         write_durably(
             &self.path,
             &serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?,

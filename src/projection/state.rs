@@ -60,9 +60,9 @@ impl Value {
     fn heap_size(&self) -> usize {
         match self {
             Value::Scalar(Some(v)) => v.size(),
-            Value::Distinct(set) => {
-                set.iter().map(ScalarValue::size).sum::<usize>() + set.capacity() * 8
-            }
+            // Counted as values are inserted ([`fold_row`]'s result):
+            // summing the set on every row would be quadratic.
+            Value::Distinct(_) => 0,
             Value::Ordered(Some((_, v))) => v.size(),
             _ => 0,
         }
@@ -124,6 +124,11 @@ impl State {
         let mut aggregates = Vec::with_capacity(definition.aggregates.len());
         for (i, a) in definition.aggregates.iter().enumerate() {
             let output = state_schema.field(keys.len() + i).data_type().clone();
+            if a.fold == Fold::Avg && output != DataType::Float64 {
+                return Err(DataFusionError::Plan(format!(
+                    "avg over a value of type {output}: a projection averages integers and floats only"
+                )));
+            }
             aggregates.push(Compiled {
                 fold: a.fold,
                 arg: a.arg.as_ref().map(|e| compile(e, table)).transpose()?,
@@ -257,8 +262,8 @@ impl State {
                 }
                 let value = &mut self.values[g][j];
                 let before = value.heap_size();
-                fold_row(aggregate.fold, value, arg.as_ref(), keys, i)?;
-                self.bytes = (self.bytes + value.heap_size()).saturating_sub(before);
+                let inserted = fold_row(aggregate.fold, value, arg.as_ref(), keys, i)?;
+                self.bytes = (self.bytes + value.heap_size() + inserted).saturating_sub(before);
             }
         }
         Ok(())
@@ -329,7 +334,38 @@ impl State {
 
     /// The projection's rows: its select list over every group.
     pub fn read(&self) -> Result<RecordBatch> {
+        self.output_of(self.state_batch()?)
+    }
+
+    /// The rows of the groups whose key equals `key` (one value per key
+    /// expression, in `GROUP BY` order, compared as text): none or one.
+    pub fn read_key(&self, key: &[String]) -> Result<RecordBatch> {
+        use arrow::array::StringArray;
+        use arrow::compute::kernels::cmp::eq;
+        if key.len() != self.keys.len() {
+            return Err(DataFusionError::Plan(format!(
+                "the projection has {} key column(s); {} value(s) given",
+                self.keys.len(),
+                key.len()
+            )));
+        }
         let state = self.state_batch()?;
+        let mut matching = BooleanArray::from(vec![true; state.num_rows()]);
+        for (i, value) in key.iter().enumerate() {
+            let text = cast(state.column(i), &DataType::Utf8)?;
+            let equal = eq(&text, &StringArray::new_scalar(value.as_str()))?;
+            matching = arrow::compute::and(&matching, &equal)?;
+        }
+        // A null key equals no value.
+        let matching = match matching.nulls() {
+            Some(_) => arrow::compute::prep_null_mask_filter(&matching),
+            None => matching,
+        };
+        self.output_of(filter_record_batch(&state, &matching)?)
+    }
+
+    /// The select list over `state` (rows of the state batch).
+    fn output_of(&self, state: RecordBatch) -> Result<RecordBatch> {
         let columns = self
             .output
             .iter()
@@ -359,14 +395,15 @@ fn mask(predicate: &Expr, batch: &RecordBatch) -> Result<BooleanArray> {
     })
 }
 
-/// Folds row `i` into `value`.
+/// Folds row `i` into `value`; the bytes a distinct value added to its
+/// set.
 fn fold_row(
     fold: Fold,
     value: &mut Value,
     arg: Option<&ArrayRef>,
     keys: Option<&ArrayRef>,
     i: usize,
-) -> Result<()> {
+) -> Result<usize> {
     let scalar = |a: &ArrayRef| ScalarValue::try_from_array(a, i);
     match (fold, value) {
         (Fold::Count, Value::Count(n)) => {
@@ -378,13 +415,17 @@ fn fold_row(
             if let Some(a) = arg
                 && a.is_valid(i)
             {
-                set.insert(scalar(a)?);
+                let v = scalar(a)?;
+                let size = v.size() + 16;
+                if set.insert(v) {
+                    return Ok(size);
+                }
             }
         }
         (Fold::Sum | Fold::Min | Fold::Max, Value::Scalar(current)) => {
-            let Some(a) = arg else { return Ok(()) };
+            let Some(a) = arg else { return Ok(0) };
             if a.is_null(i) {
-                return Ok(());
+                return Ok(0);
             }
             let v = scalar(a)?;
             *current = Some(match current.take() {
@@ -409,7 +450,7 @@ fn fold_row(
             });
         }
         (Fold::Avg, Value::Avg { sum, count }) => {
-            let Some(a) = arg else { return Ok(()) };
+            let Some(a) = arg else { return Ok(0) };
             if a.is_valid(i) {
                 *sum += a.as_primitive::<arrow::datatypes::Float64Type>().value(i);
                 *count += 1;
@@ -417,10 +458,10 @@ fn fold_row(
         }
         (Fold::First(k) | Fold::Last(k), Value::Ordered(current)) => {
             let (Some(a), Some(keys)) = (arg, keys) else {
-                return Ok(());
+                return Ok(0);
             };
             if keys.is_null(i) {
-                return Ok(());
+                return Ok(0);
             }
             let key = match k {
                 OrderKey::Timestamp => keys.as_primitive::<TimestampMicrosecondType>().value(i),
@@ -445,7 +486,7 @@ fn fold_row(
             )));
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The aggregate's result from its fold.

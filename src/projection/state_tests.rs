@@ -171,3 +171,12 @@ async fn keys_may_be_expressions_and_several() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_aliased_table_and_keys_out_of_select_order() {
+    check(
+        "SELECT count(*) AS n, e.entity_id, sum(e.qty) FILTER (WHERE e.qty > 0) AS positive \
+         FROM events e WHERE e.event_type <> 'noise' GROUP BY e.entity_id, event_type",
+    )
+    .await;
+}

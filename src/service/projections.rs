@@ -126,8 +126,8 @@ impl Service {
 
     /// Defines again the projections an earlier process stored, and
     /// starts keeping each from its table's first event. One that cannot
-    /// be defined any more (its table was dropped) is kept in the list,
-    /// failed, with the reason.
+    /// be defined again is logged and kept in the stored list (not
+    /// served), so that a passing failure loses no definition.
     pub async fn start_projections(self: &Arc<Self>) {
         let stored = std::mem::take(&mut *self.stored_projections.lock());
         for (tenant, spec) in stored {
@@ -141,7 +141,8 @@ impl Service {
                     self.spawn_projection(live);
                 }
                 Err(e) => {
-                    tracing::warn!(%tenant, projection = %name, error = %e.message, "a stored projection cannot be defined again");
+                    tracing::warn!(%tenant, projection = %name, error = %e.message, "a stored projection cannot be defined again; it stays in the list");
+                    self.projections.keep_unloaded(tenant, spec);
                 }
             }
         }
@@ -201,7 +202,7 @@ impl Service {
         let keys = live.definition().keys.len();
         if key.len() != keys {
             return Err(Error::invalid(format!(
-                "key: projection {:?} has {keys} key column(s); {} value(s) given",
+                "key: projection {:?} has {keys} key column(s) (its GROUP BY); {} value(s) given",
                 name.as_str(),
                 key.len()
             )));
@@ -274,7 +275,9 @@ impl Service {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) if e.kind == Kind::Unavailable => return,
+                    Err(_) if self.closing.is_cancelled() => return,
+                    // Full buffers, busy memory, a failed read: reopen
+                    // after the last position folded.
                     Err(e) => {
                         tracing::debug!(projection = %live.name, error = %e.message, "projection read failed; reopening");
                         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -193,8 +193,44 @@ fn a_global_projection_and_one_defined_before_its_columns_have_values() {
         s.metric(r#"allsource_projection_rows{projection="totals",tenant="default"}"#),
         1.0
     );
-    let system = s
-        .sql("SELECT name, table_name, lag_positions, rows, status, error FROM system.projections");
+    // A key read finds the group by its GROUP BY values, wherever (and
+    // whether) the select list shows them.
+    let r = define(
+        &s,
+        "by_pair",
+        "SELECT count(*) AS n FROM events GROUP BY entity_id, event_type",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = define(
+        &s,
+        "counts",
+        "SELECT count(*) AS n, entity_id FROM events GROUP BY entity_id",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_until("caught up", Duration::from_secs(30), || {
+        ["by_pair", "counts"]
+            .iter()
+            .all(|p| s.get(&format!("/v1/projections/{p}")).json()["position"] == highest)
+    });
+    let pair = s
+        .get("/v1/projections/by_pair/state?key=u3&key=order")
+        .json();
+    assert_eq!(
+        pair,
+        json!(s.sql(
+            "SELECT count(*) AS n FROM events WHERE entity_id = 'u3' AND event_type = 'order'"
+        ))
+    );
+    let one = s.get("/v1/projections/counts/state?key=u3").json();
+    assert_eq!(
+        one,
+        json!(s.sql(
+            "SELECT count(*) AS n, entity_id FROM events WHERE entity_id = 'u3' GROUP BY entity_id"
+        ))
+    );
+    let r = s.get("/v1/projections/counts/state?key=u3&key=x");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let system = s.sql("SELECT name, table_name, lag_positions, rows, status, error FROM system.projections WHERE name = 'totals'");
     assert_eq!(
         system,
         vec![

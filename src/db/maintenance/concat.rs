@@ -34,6 +34,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The most row groups the inputs of one copy may have together.
+const MAX_COPIED_ROW_GROUPS: usize = 4096;
+
 fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> DeltaTableError {
     DeltaTableError::Generic(format!(
         "compaction could not {what} {}: {e}",
@@ -144,6 +147,7 @@ fn copy_files(
     let Some(columns) = stats_columns(schema.columns(), stats) else {
         return Ok(None);
     };
+    let mut groups = first.meta.num_row_groups();
     for path in &inputs[1..] {
         let other = open(path)?;
         if other.meta.file_metadata().schema_descr().root_schema() != schema.root_schema()
@@ -151,6 +155,12 @@ fn copy_files(
         {
             return Ok(None);
         }
+        groups += other.meta.num_row_groups();
+    }
+    // Copies keep every input's row groups: past this many, the files are
+    // merged by decoding instead, into full row groups.
+    if groups > MAX_COPIED_ROW_GROUPS {
+        return Ok(None);
     }
     let properties = Arc::new(
         WriterProperties::builder()
@@ -260,7 +270,7 @@ impl Output {
                 let slot = &mut self.columns[c];
                 if let Some(aggregate) = slot {
                     match column.statistics() {
-                        Some(s) => aggregate.add(s, column.column_descr()),
+                        Some(s) => aggregate.add(s, column.column_descr(), group.num_rows()),
                         None => *slot = None,
                     }
                 }
@@ -286,11 +296,13 @@ impl Output {
             let (Some(name), Some(a)) = (name, aggregate) else {
                 continue;
             };
-            if let Some(v) = a.min {
-                min.insert(name.clone(), v.json());
-            }
-            if let Some(v) = a.max {
-                max.insert(name.clone(), v.json());
+            if !a.unbounded {
+                if let Some(v) = a.min.as_ref().and_then(Bound::json) {
+                    min.insert(name.clone(), v);
+                }
+                if let Some(v) = a.max.as_ref().and_then(Bound::json) {
+                    max.insert(name.clone(), v);
+                }
             }
             if let Some(n) = a.nulls {
                 nulls.insert(name.clone(), Value::from(n));
@@ -384,22 +396,23 @@ enum Bound {
 
 impl Bound {
     /// The value as Delta statistics hold it: timestamps at millisecond
-    /// precision (truncated, as deltalake writes them), dates as text.
-    fn json(&self) -> Value {
-        match self {
+    /// precision (truncated, as deltalake writes them), dates as text;
+    /// `None` for a date or time outside chrono's range.
+    fn json(&self) -> Option<Value> {
+        Some(match self {
             Bound::Boolean(b) => Value::Bool(*b),
             Bound::Int(i) => Value::from(*i),
             Bound::Float(f) => Value::from(*f),
             Bound::Text(s) => Value::from(s.as_str()),
-            Bound::Timestamp(us) => match DateTime::from_timestamp_micros(*us) {
-                Some(t) => Value::from(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
-                None => Value::Null,
-            },
-            Bound::Date(d) => match chrono::NaiveDate::from_epoch_days(*d) {
-                Some(d) => Value::from(d.format("%Y-%m-%d").to_string()),
-                None => Value::Null,
-            },
-        }
+            Bound::Timestamp(us) => {
+                let t = DateTime::from_timestamp_micros(*us)?;
+                Value::from(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            }
+            Bound::Date(d) => {
+                let d = chrono::NaiveDate::from_epoch_days(*d)?;
+                Value::from(d.format("%Y-%m-%d").to_string())
+            }
+        })
     }
 }
 
@@ -410,11 +423,20 @@ struct Aggregate {
     max: Option<Bound>,
     /// `None` once a row group does not count its nulls.
     nulls: Option<u64>,
+    /// A row group held values without bounds (an infinite or NaN float,
+    /// text that is not UTF-8): the file gets no minimum or maximum.
+    unbounded: bool,
     seen: bool,
 }
 
 impl Aggregate {
-    fn add(&mut self, stats: &Statistics, leaf: &ColumnDescriptor) {
+    fn add(&mut self, stats: &Statistics, leaf: &ColumnDescriptor, rows: i64) {
+        // Values without a minimum or maximum: only a group of nulls may
+        // have none.
+        let all_null = stats.null_count_opt().is_some_and(|n| n as i64 >= rows);
+        if (stats.min_bytes_opt().is_none() || stats.max_bytes_opt().is_none()) && !all_null {
+            self.unbounded = true;
+        }
         self.nulls = match (self.seen, self.nulls, stats.null_count_opt()) {
             (false, _, n) => n,
             (true, Some(a), Some(b)) => Some(a + b),
@@ -461,17 +483,25 @@ impl Aggregate {
                         .ok()
                         .map(|t| Bound::Text(t.to_string()))
                 };
-                (s.min_opt().and_then(text), s.max_opt().and_then(text))
+                let (min, max) = (s.min_opt().and_then(text), s.max_opt().and_then(text));
+                if s.min_opt().is_some() != min.is_some() || s.max_opt().is_some() != max.is_some()
+                {
+                    self.unbounded = true;
+                }
+                (min, max)
             }
             _ => (None, None),
         };
-        let finite = |b: &Bound| !matches!(b, Bound::Float(f) if !f.is_finite());
-        if let Some(v) = min.filter(finite)
+        let finite = |b: &Option<Bound>| !matches!(b, Some(Bound::Float(f)) if !f.is_finite());
+        if !finite(&min) || !finite(&max) {
+            self.unbounded = true;
+        }
+        if let Some(v) = min
             && self.min.as_ref().is_none_or(|m| v < *m)
         {
             self.min = Some(v);
         }
-        if let Some(v) = max.filter(finite)
+        if let Some(v) = max
             && self.max.as_ref().is_none_or(|m| v > *m)
         {
             self.max = Some(v);

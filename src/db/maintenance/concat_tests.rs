@@ -205,3 +205,27 @@ fn a_new_file_begins_at_an_input_boundary_past_the_target() {
     let keys: Vec<&String> = stats["minValues"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["event_id", "n"]);
 }
+
+#[test]
+fn a_column_with_an_infinite_value_gets_no_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.parquet");
+    let b = dir.path().join("b.parquet");
+    write_file(&a, &rows(0, 10, false), 100);
+    let with_inf = rows(10, 10, false);
+    let mut columns = with_inf.columns().to_vec();
+    columns[2] = Arc::new(Float64Array::from_iter_values(
+        (0..10).map(|i| if i == 3 { f64::INFINITY } else { i as f64 }),
+    ));
+    let with_inf = RecordBatch::try_new(with_inf.schema(), columns).unwrap();
+    write_file(&b, &with_inf, 100);
+    let config = WriterStatsConfig::new(DataSkippingNumIndexedCols::AllColumns, None);
+    let written = copy_files(&[a, b], dir.path(), "", u64::MAX, &config)
+        .unwrap()
+        .unwrap();
+    let stats: Value = serde_json::from_str(&written[0].stats).unwrap();
+    assert!(stats["minValues"].get("x").is_none(), "{stats}");
+    assert!(stats["maxValues"].get("x").is_none(), "{stats}");
+    assert_eq!(stats["nullCount"]["x"], 0);
+    assert!(stats["maxValues"].get("n").is_some(), "{stats}");
+}
