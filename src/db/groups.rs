@@ -293,10 +293,20 @@ impl GroupStore {
 }
 
 fn write_file(path: &Path, file: &File) -> std::io::Result<()> {
+    write_durably(
+        path,
+        &serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?,
+    )
+}
+
+/// Replaces the JSON file at `path` with `bytes` so that a crash leaves
+/// the old or the new content: a temporary file, fsynced, renamed over
+/// it, and the directory fsynced.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;

@@ -17,8 +17,7 @@ use datafusion::error::Result;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -283,25 +282,11 @@ impl Registry {
             tenant: t.to_string(),
             spec: spec.clone(),
         }));
-        write_durably(
+        crate::db::groups::write_durably(
             &self.path,
             &serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?,
         )
     }
-}
-
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The name of the schema projections are tables of.

@@ -40,7 +40,7 @@ fn name_of(name: &str) -> Result<GroupName, Error> {
         .map_err(|e: InvalidName| Error::invalid(e.to_string()))
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Error> {
     let body = body.map_err(|e| Error::invalid(e.body_text()))?;

@@ -41,9 +41,7 @@ pub(super) async fn create(
     Extension(caller): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let body = body.map_err(|e| Error::invalid(e.body_text()))?;
-    let body: CreateBody =
-        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("request body: {e}")))?;
+    let body: CreateBody = super::groups::json_body(body)?;
     let request = CreateProjection {
         name: name_of(&body.name)?,
         version: body.version.unwrap_or(1),
