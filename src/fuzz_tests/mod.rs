@@ -53,6 +53,9 @@ fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases,
         failure_persistence: None,
+        // A failing case is reported as found after at most five minutes
+        // of shrinking: a long run's query plans are slow to retry.
+        max_shrink_time: 300_000,
         ..Config::default()
     })
 }

@@ -145,3 +145,13 @@ fn a_selectivity_rounded_above_one_is_not_an_internal_error() {
         }
     }
 }
+
+/// A NaN with its sign bit set (NaN / -NaN) among a grouping set's
+/// inputs to `min`.
+#[test]
+fn min_over_negative_nans_agrees() {
+    check_one(
+        "SELECT amount AS g0, min((amount / nullif((- amount), 0))) AS a0 FROM events GROUP BY ROLLUP(amount)",
+        false,
+    );
+}

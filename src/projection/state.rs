@@ -427,7 +427,7 @@ fn fold_row(
             if a.is_null(i) {
                 return Ok(0);
             }
-            let v = scalar(a)?;
+            let v = udfs::minmax::ordered_scalar(scalar(a)?);
             *current = Some(match current.take() {
                 None => v,
                 Some(c) => match fold {

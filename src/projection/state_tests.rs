@@ -50,7 +50,12 @@ fn events(rng: &mut Rng, first: i64, n: i64) -> RecordBatch {
         entities.push(format!("u{}", rng.below(7)));
         // A permutation of the positions, three days long.
         times.push(1_780_000_000_000_000 + (i * 7919 % 100_003) * 2_592_000);
-        amounts.push((rng.below(5) != 0).then(|| rng.below(10_000) as f64 / 7.0));
+        amounts.push((rng.below(5) != 0).then(|| match rng.below(40) {
+            // NaNs of both signs, which min and max must order as SQL does.
+            0 => f64::NAN,
+            1 => -f64::NAN,
+            _ => rng.below(10_000) as f64 / 7.0,
+        }));
         plan.push((rng.below(4) != 0).then(|| plans[rng.below(3) as usize]));
         qty.push((rng.below(3) != 0).then(|| rng.below(100) as i64 - 20));
     }
@@ -78,7 +83,8 @@ fn events(rng: &mut Rng, first: i64, n: i64) -> RecordBatch {
 fn session(batches: Vec<RecordBatch>) -> SessionContext {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(crate::query::CATALOG, crate::query::SCHEMA);
-    let ctx = SessionContext::new_with_config(config);
+    let mut ctx = SessionContext::new_with_config(config);
+    udfs::register_all(&mut ctx).unwrap();
     let table = MemTable::try_new(schema(), vec![batches]).unwrap();
     ctx.register_table("events", Arc::new(table)).unwrap();
     ctx

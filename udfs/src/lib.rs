@@ -12,6 +12,7 @@ pub mod detect_anomalies;
 mod funnel;
 pub mod funnel_steps;
 pub mod gapfill;
+pub mod minmax;
 pub mod retention;
 pub mod trend;
 pub mod udtf;
@@ -72,10 +73,24 @@ pub fn builtin_aliases() -> Vec<AggregateUDF> {
     ]
 }
 
+/// DataFusion's own aggregates with a different behaviour, under their own
+/// names: `min` and `max` order NaNs alike on every plan
+/// ([`minmax`]).
+pub fn builtin_replacements() -> Vec<AggregateUDF> {
+    vec![
+        minmax::min_udaf_nan_ordered(),
+        minmax::max_udaf_nan_ordered(),
+    ]
+}
+
 /// Registers every AllSource function with `ctx`.
 pub fn register_all(ctx: &mut SessionContext) -> Result<()> {
     datafusion_functions_json::register_all(ctx)?;
-    for f in builtin_aliases().into_iter().chain(aggregate_functions()) {
+    for f in builtin_aliases()
+        .into_iter()
+        .chain(builtin_replacements())
+        .chain(aggregate_functions())
+    {
         ctx.register_udaf(f);
     }
     for f in window_functions() {
