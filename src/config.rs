@@ -166,6 +166,13 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_PROJECTION_STATE_BYTES", default_value_t = 256 << 20)]
     pub max_projection_state_bytes: usize,
 
+    /// How often each projection's state is written to its snapshot (a
+    /// Delta table under `<storage>/<tenant>/_snapshots/`) when it has
+    /// moved on. A restart loads the snapshot and folds only the events
+    /// after it, so this bounds the catch-up; 0 turns snapshots off.
+    #[arg(long, env = "ALLSOURCE_PROJECTION_SNAPSHOT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub projection_snapshot_interval: Duration,
+
     /// Durable subscriptions (consumer groups, `POST /v1/subscriptions`)
     /// one tenant may keep; more get 429.
     #[arg(long, env = "ALLSOURCE_MAX_CONSUMER_GROUPS", default_value_t = 100)]
@@ -255,6 +262,7 @@ impl Default for Config {
             max_consumer_groups: 100,
             max_projections: 32,
             max_projection_state_bytes: 256 << 20,
+            projection_snapshot_interval: Duration::from_secs(60),
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_prepared_bytes: 64 << 20,
             max_result_bytes: 256 << 20,

@@ -336,6 +336,11 @@ impl Database {
         &self.groups
     }
 
+    /// Where the tables (and snapshots) are stored.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// The settings the server runs with.
     pub fn config(&self) -> &Config {
         &self.config

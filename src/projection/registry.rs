@@ -3,9 +3,12 @@
 //! defined again at start-up; and the `projections` schema that offers
 //! each tenant's projections to its SQL sessions as tables.
 //!
-//! The state lives in memory. At start-up each projection is folded
-//! again from its table's first event (the events are durable, so the
-//! state after the catch-up reflects every acknowledged event once).
+//! The state lives in memory, and is written to a snapshot with the
+//! position it covers from time to time (`service::snapshots`). At
+//! start-up each projection is loaded from its snapshot, or from nothing,
+//! and folds its table's events after that position: the events are
+//! durable, so the state after the catch-up reflects every acknowledged
+//! event once.
 
 use super::{Definition, State};
 use crate::ids::{ProjectionName, TenantId};
@@ -57,6 +60,12 @@ pub struct Live {
     /// The last position folded: every event of the table up to here is
     /// in the state.
     position: AtomicU64,
+    /// The position the last snapshot written (or loaded at start-up)
+    /// covers; 0 before the first.
+    snapshot_position: AtomicU64,
+    /// The position the state was loaded at from a snapshot at start-up
+    /// (0 when it was folded from the first event).
+    pub restored_position: u64,
     health: Mutex<Health>,
     /// Cancelled when the projection is deleted or the server stops.
     pub stop: tokio_util::sync::CancellationToken,
@@ -70,6 +79,7 @@ impl Live {
         table: crate::ids::TableName,
         definition: Definition,
         state: State,
+        restored_position: u64,
     ) -> Arc<Live> {
         Arc::new(Live {
             tenant,
@@ -79,7 +89,9 @@ impl Live {
             input: Arc::new(definition.table_schema.as_arrow().clone()),
             definition,
             state: RwLock::new(state),
-            position: AtomicU64::new(0),
+            position: AtomicU64::new(restored_position),
+            snapshot_position: AtomicU64::new(restored_position),
+            restored_position,
             health: Mutex::new(Health::Running),
             stop: Default::default(),
         })
@@ -124,6 +136,34 @@ impl Live {
         self.position.load(Ordering::Acquire)
     }
 
+    /// The state as snapshot rows and the position they cover, or `None`
+    /// when the last snapshot already covers the position.
+    pub fn snapshot(&self) -> Result<Option<(RecordBatch, u64)>> {
+        let state = self.state.read();
+        let position = self.position();
+        if position <= self.snapshot_position() {
+            return Ok(None);
+        }
+        Ok(Some((state.snapshot()?, position)))
+    }
+
+    /// Records that a snapshot covering `position` is durable.
+    pub fn snapshot_written(&self, position: u64) {
+        self.snapshot_position
+            .fetch_max(position, Ordering::Release);
+    }
+
+    pub fn snapshot_position(&self) -> u64 {
+        self.snapshot_position.load(Ordering::Acquire)
+    }
+
+    /// The name of the projection's snapshot: its name and creation time,
+    /// so that a projection deleted and defined again never loads the
+    /// state of the one before.
+    pub fn snapshot_name(&self) -> String {
+        snapshot_name(&self.spec)
+    }
+
     /// Groups held, and their estimated bytes.
     pub fn size(&self) -> (usize, usize) {
         let state = self.state.read();
@@ -139,6 +179,11 @@ impl Live {
         *self.health.lock() = Health::Failed(error);
         self.stop.cancel();
     }
+}
+
+/// The name of the snapshot of the projection `spec` defines.
+pub fn snapshot_name(spec: &Spec) -> String {
+    format!("{}.{}", spec.name, spec.created_ms)
 }
 
 /// Why a projection could not be added.
@@ -330,6 +375,7 @@ impl crate::query::ExtraSchema for SqlSchema {
             Field::new("lag_positions", DataType::UInt64, false),
             Field::new("rows", DataType::UInt64, false),
             Field::new("state_bytes", DataType::UInt64, false),
+            Field::new("snapshot_position", DataType::UInt64, false),
             Field::new("status", DataType::Utf8, false),
             Field::new("error", DataType::Utf8, true),
             Field::new(
@@ -360,6 +406,9 @@ impl crate::query::ExtraSchema for SqlSchema {
             )),
             Arc::new(UInt64Array::from_iter_values(
                 sizes.iter().map(|s| s.1 as u64),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                live.iter().map(|l| l.snapshot_position()),
             )),
             Arc::new(StringArray::from_iter_values(health.iter().map(
                 |h| match h {

@@ -28,6 +28,8 @@ struct Compiled {
     filter: Option<Expr>,
     /// The type the aggregate returns (the state's column type).
     output: DataType,
+    /// The type of the argument's values (what a distinct count keeps).
+    arg_type: Option<DataType>,
 }
 
 /// One fold's value in one group.
@@ -89,6 +91,8 @@ pub struct State {
     state_schema: SchemaRef,
     output: Vec<Expr>,
     output_schema: SchemaRef,
+    /// The columns of [`State::snapshot`].
+    snapshot_schema: SchemaRef,
     /// Estimated bytes of the groups and values.
     bytes: usize,
 }
@@ -129,11 +133,17 @@ impl State {
                     "avg over a value of type {output}: a projection averages integers and floats only"
                 )));
             }
+            let arg = a.arg.as_ref().map(|e| compile(e, table)).transpose()?;
+            let arg_type = arg
+                .as_ref()
+                .map(|e| e.data_type(table.as_arrow()))
+                .transpose()?;
             aggregates.push(Compiled {
                 fold: a.fold,
-                arg: a.arg.as_ref().map(|e| compile(e, table)).transpose()?,
+                arg,
                 filter: a.filter.as_ref().map(|e| compile(e, table)).transpose()?,
                 output,
+                arg_type,
             });
         }
         let column = |name: &str| -> Result<Option<Expr>> {
@@ -168,6 +178,11 @@ impl State {
                 .collect();
             Some(RowConverter::new(fields)?)
         };
+        let key_fields: Vec<arrow::datatypes::Field> = state_schema.fields()[..keys.len()]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let snapshot_schema = snapshot::schema(&key_fields, &aggregates);
         let mut state = State {
             filter,
             keys,
@@ -181,6 +196,7 @@ impl State {
             state_schema,
             output,
             output_schema,
+            snapshot_schema,
             bytes: 0,
         };
         if state.rows.is_none() {
@@ -508,6 +524,9 @@ fn value_of(value: &Value, output: &DataType) -> Result<ScalarValue> {
         },
     })
 }
+
+#[path = "snapshot.rs"]
+mod snapshot;
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

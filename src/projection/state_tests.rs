@@ -143,6 +143,16 @@ async fn check(sql: &str) {
         let got = state.read().unwrap();
         assert_eq!(got.schema(), state.schema());
         assert_eq!(rows(&got), rows(&expected), "{sql} after {next} events");
+        // Folding goes on from a snapshot of the state, restored into a
+        // fresh one, as after a restart.
+        let snapshot = state.snapshot().unwrap();
+        assert_eq!(snapshot.schema(), state.snapshot_schema());
+        assert_eq!(snapshot.num_rows(), state.groups());
+        let mut restored = State::new(&definition, &ctx.state()).unwrap();
+        restored.restore(&[snapshot]).unwrap();
+        assert_eq!(rows(&restored.read().unwrap()), rows(&got));
+        assert_eq!(restored.groups(), state.groups());
+        state = restored;
     }
     assert!(state.bytes() > 0 || state.groups() <= 1);
 }
@@ -152,7 +162,7 @@ async fn grouped_folds_match_the_query_over_every_event() {
     check(
         "SELECT entity_id, count(*) AS n, count(plan) AS with_plan, sum(qty) AS q, \
                 min(amount) AS lo, max(plan) AS hi, avg(amount) AS mean, avg(qty) AS mean_qty, \
-                count(DISTINCT plan) AS plans, \
+                count(DISTINCT plan) AS plans, count(DISTINCT amount) AS amounts, \
                 sum(amount) FILTER (WHERE event_type = 'order') AS revenue, \
                 last_value(plan ORDER BY position) AS current_plan, \
                 first_value(amount ORDER BY timestamp) AS first_amount, \

@@ -124,7 +124,11 @@ pub async fn run(
         Err(_) => tracing::warn!("Flight SQL calls were still running after 30 s; closing them"),
         _ => {}
     }
-    tracing::info!("shutting down: flushing buffers");
+    let snapshots = service.snapshot_projections().await;
+    tracing::info!(
+        snapshots,
+        "shutting down: projections snapshotted, flushing buffers"
+    );
     background.stop().await;
     finish(&db).await?;
     match served {

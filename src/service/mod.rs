@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod projections;
 pub mod query;
 pub mod replay;
+mod snapshots;
 pub mod stream;
 pub mod subscribe;
 

@@ -40,6 +40,11 @@ pub struct ProjectionInfo {
     /// Rows (groups) in the state, and their estimated size.
     pub rows: usize,
     pub state_bytes: usize,
+    /// The position the last snapshot covers (0: none yet).
+    pub snapshot_position: u64,
+    /// The position this process loaded the state at from a snapshot (0:
+    /// it was folded from the table's first event).
+    pub restored_position: u64,
     #[serde(flatten)]
     pub health: Health,
 }
@@ -62,18 +67,21 @@ impl Service {
             lag_positions: highest.saturating_sub(position),
             rows,
             state_bytes,
+            snapshot_position: live.snapshot_position(),
+            restored_position: live.restored_position,
             health: live.health(),
         }
     }
 
     /// Takes `spec`'s query apart for `caller`'s tenant and makes its
-    /// empty state: a 400 naming the part of the query that cannot be
-    /// maintained.
+    /// state: empty, or loaded from its snapshot when `restore` is set. A
+    /// 400 names the part of the query that cannot be maintained.
     async fn live_of(
         &self,
         caller: &Principal,
         name: ProjectionName,
         spec: Spec,
+        restore: bool,
     ) -> Result<Arc<Live>> {
         let ctx = crate::query::session(&self.queries, caller)?;
         let plan = crate::query::plan_sql(&ctx, &spec.query).await?;
@@ -83,7 +91,18 @@ impl Service {
             .parse()
             .map_err(|e: crate::ids::InvalidName| Error::invalid(format!("query: {e}")))?;
         self.table_of(caller, &table)?;
-        let state = State::new(&definition, &ctx.state())?;
+        let session = ctx.state();
+        let restored = match restore {
+            true => {
+                self.load_snapshot(&caller.tenant, &spec, &definition, &session)
+                    .await
+            }
+            false => None,
+        };
+        let (state, position) = match restored {
+            Some(loaded) => loaded,
+            None => (State::new(&definition, &session)?, 0),
+        };
         Ok(Live::new(
             caller.tenant.clone(),
             name,
@@ -91,6 +110,7 @@ impl Service {
             table,
             definition,
             state,
+            position,
         ))
     }
 
@@ -108,7 +128,7 @@ impl Service {
             query: request.query,
             created_ms: chrono::Utc::now().timestamp_millis(),
         };
-        let live = self.live_of(caller, request.name, spec).await?;
+        let live = self.live_of(caller, request.name, spec, false).await?;
         self.projections
             .add(live.clone(), self.config().max_projections)
             .map_err(|e| match e {
@@ -125,17 +145,30 @@ impl Service {
     }
 
     /// Defines again the projections an earlier process stored, and
-    /// starts keeping each from its table's first event. One that cannot
-    /// be defined again is logged and kept in the stored list (not
-    /// served), so that a passing failure loses no definition.
+    /// starts keeping each from its snapshot (or its table's first event).
+    /// One that cannot be defined again is logged and kept in the stored
+    /// list (not served), so that a passing failure loses no definition.
+    /// Then deletes the snapshots no stored projection owns and starts
+    /// writing snapshots.
     pub async fn start_projections(self: &Arc<Self>) {
         let stored = std::mem::take(&mut *self.stored_projections.lock());
+        let mut tenants: Vec<crate::ids::TenantId> =
+            stored.iter().map(|(t, _)| t.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        let owned: Vec<String> = stored
+            .iter()
+            .map(|(t, spec)| format!("{t}/{}", crate::projection::registry::snapshot_name(spec)))
+            .collect();
         for (tenant, spec) in stored {
             let caller = Principal::local_admin(tenant.clone());
             let Ok(name) = spec.name.parse::<ProjectionName>() else {
                 continue;
             };
-            match self.live_of(&caller, name.clone(), spec.clone()).await {
+            match self
+                .live_of(&caller, name.clone(), spec.clone(), true)
+                .await
+            {
                 Ok(live) => {
                     self.projections.restore(live.clone());
                     self.spawn_projection(live);
@@ -146,6 +179,8 @@ impl Service {
                 }
             }
         }
+        self.sweep_snapshots(&tenants, &owned).await;
+        self.spawn_snapshots();
     }
 
     /// The caller's projections.
@@ -214,7 +249,20 @@ impl Service {
     pub fn delete_projection(&self, caller: &Principal, name: &ProjectionName) -> Result<()> {
         caller.require(Role::Writer, "delete projections")?;
         match self.projections.remove(&caller.tenant, name) {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(live)) => {
+                let service = self.db.clone();
+                let snapshot = live.snapshot_name();
+                tokio::spawn(async move {
+                    if let Err(e) = service
+                        .storage()
+                        .delete_snapshot(&live.tenant, &snapshot)
+                        .await
+                    {
+                        tracing::warn!(tenant = %live.tenant, %snapshot, error = %e, "the deleted projection's snapshot was not deleted; the next start-up deletes it");
+                    }
+                });
+                Ok(())
+            }
             Ok(None) => Err(Error::new(
                 Kind::NotFound,
                 format!("projection {:?} does not exist", name.as_str()),

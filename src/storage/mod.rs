@@ -23,6 +23,7 @@ mod discovery;
 mod encoding;
 pub(crate) mod readers;
 pub mod scan;
+pub mod snapshot;
 #[cfg(test)]
 mod test_util;
 mod writer;
@@ -88,10 +89,15 @@ impl Storage {
     /// Opens a table: loaded when it exists, an empty handle (created by
     /// its first write) when it does not.
     pub async fn open(&self, tenant: &TenantId, table: &TableName) -> Result<DeltaTable> {
-        let url = self.table_url(tenant, table);
-        let name = format!("{tenant}.{table}");
+        self.open_url(self.table_url(tenant, table), &format!("{tenant}.{table}"))
+            .await
+    }
+
+    /// Opens the Delta table at `url` (a directory URL under the root),
+    /// as [`Storage::open`] does; `name` labels its errors.
+    async fn open_url(&self, url: Url, name: &str) -> Result<DeltaTable> {
         let delta_err = |source| Error::Delta {
-            table: name.clone(),
+            table: name.to_string(),
             source,
         };
         if let Backend::Local { .. } = self.backend

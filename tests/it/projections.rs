@@ -82,7 +82,9 @@ fn check(s: &TestServer) {
 
 #[test]
 fn a_projection_equals_its_query_over_every_event_across_kill9() {
-    let mut s = TestServer::start(&[]);
+    // Snapshots are written often, so kills land before, during and
+    // after them.
+    let mut s = TestServer::start(&["--projection-snapshot-interval", "50ms"]);
     s.ingest(&round(1, 50));
     let r = define(&s, "user_stats", USER_STATS);
     assert_eq!(r.status, 201, "{}", r.text());
@@ -123,6 +125,110 @@ fn a_projection_equals_its_query_over_every_event_across_kill9() {
     s.stop();
     s.restart();
     assert_eq!(s.get("/v1/projections").json()["projections"], json!([]));
+}
+
+fn info(s: &TestServer, name: &str) -> Value {
+    let r = s.get(&format!("/v1/projections/{name}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// The snapshot directories of the default tenant.
+fn snapshots(s: &TestServer) -> Vec<String> {
+    let dir = s.data_dir.join("tables/default/_snapshots");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_restart_loads_the_snapshot_and_folds_only_the_events_after_it() {
+    let mut s = TestServer::start(&["--projection-snapshot-interval", "1s"]);
+    s.ingest(&round(7, 300));
+    assert_eq!(define(&s, "user_stats", USER_STATS).status, 201);
+    check(&s);
+    let highest = s.scalar("SELECT max(position) FROM events");
+    wait_until("a snapshot", Duration::from_secs(30), || {
+        info(&s, "user_stats")["snapshot_position"] == highest
+    });
+    assert_eq!(snapshots(&s).len(), 1, "{:?}", snapshots(&s));
+    let seen = info(&s, "user_stats")["snapshot_position"]
+        .as_u64()
+        .unwrap();
+
+    // Events after the snapshot, then kill -9: the restart loads the
+    // snapshot and folds only those.
+    s.ingest(&round(8, 120));
+    s.kill9();
+    s.restart();
+    let restored = info(&s, "user_stats")["restored_position"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        restored >= seen,
+        "restored at {restored}, snapshot was at {seen}"
+    );
+    check(&s);
+    let log = s.log();
+    assert!(log.contains("projection loaded from its snapshot"), "{log}");
+
+    // A clean stop snapshots the state as it is: the restart folds nothing.
+    s.ingest(&round(9, 80));
+    check(&s);
+    let highest = s.scalar("SELECT max(position) FROM events");
+    s.stop();
+    s.restart();
+    let i = info(&s, "user_stats");
+    assert_eq!(i["restored_position"], highest, "{i}");
+    check(&s);
+    let row = &s.sql("SELECT snapshot_position, position FROM system.projections")[0];
+    assert_eq!(row["snapshot_position"], highest, "{row}");
+
+    // The snapshot is a Delta table other engines read: one row per group.
+    let dir = s.data_dir.join("tables/default/_snapshots");
+    let name = &snapshots(&s)[0];
+    let out = std::process::Command::new(crate::support::python())
+        .arg("-c")
+        .arg("import sys, deltalake; t = deltalake.DeltaTable(sys.argv[1]); print(t.to_pyarrow_table().num_rows)")
+        .arg(dir.join(name))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let groups = s.scalar(&format!("SELECT count(*) FROM ({USER_STATS})"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        groups.to_string()
+    );
+
+    // A projection deleted and defined again under the same name starts
+    // from nothing, not from the old snapshot; the old snapshot goes.
+    assert_eq!(s.delete("/v1/projections/user_stats").status, 204);
+    wait_until("the snapshot is deleted", Duration::from_secs(10), || {
+        snapshots(&s).is_empty()
+    });
+    let narrower = "SELECT entity_id, count(*) AS events FROM events WHERE event_type = 'order' GROUP BY entity_id";
+    assert_eq!(define(&s, "user_stats", narrower).status, 201);
+    caught_up(&s, "user_stats");
+    s.stop();
+    // A snapshot no projection owns (as a crash between a deletion and
+    // its cleanup leaves) is deleted at start-up.
+    std::fs::create_dir_all(dir.join("gone.123/_delta_log")).unwrap();
+    s.restart();
+    assert_eq!(snapshots(&s).len(), 1, "{:?}", snapshots(&s));
+    let mut got = state(&s, "/v1/projections/user_stats/state");
+    let mut expected = s.sql(&format!("{narrower} ORDER BY entity_id"));
+    got.sort_by_key(|r| r["entity_id"].to_string());
+    expected.sort_by_key(|r| r["entity_id"].to_string());
+    assert_eq!(got, expected);
 }
 
 /// The README's example: the seed system's `user-statistics`.
