@@ -13,9 +13,6 @@
 use super::{Definition, State};
 use crate::ids::{ProjectionName, TenantId};
 use arrow::array::RecordBatch;
-use async_trait::async_trait;
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
 use datafusion::error::Result;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -33,6 +30,10 @@ pub struct Spec {
     pub query: String,
     /// When it was created, in milliseconds since the epoch.
     pub created_ms: i64,
+    /// As a next version: wait for `POST /v1/projections/{name}/promote`
+    /// once caught up, rather than replacing the serving one at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual_promote: bool,
 }
 
 /// Whether a projection is being kept up to date.
@@ -186,25 +187,55 @@ pub fn snapshot_name(spec: &Spec) -> String {
     format!("{}.{}", spec.name, spec.created_ms)
 }
 
+/// Which of a name's projections a definition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The one reads see.
+    #[default]
+    Serving,
+    /// A new version (or a rebuild) folding history in the background,
+    /// which replaces the serving one once it has caught up.
+    Next,
+}
+
 /// Why a projection could not be added.
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
     #[error("projection {0:?} exists; delete it first, or give the new one another name")]
     Exists(String),
+    #[error(
+        "projection {name:?} is at version {serving}; a new version must be higher (or rebuild it with POST /v1/projections/{name}/rebuild)"
+    )]
+    NotNewer { name: String, serving: u32 },
+    #[error("projection {0:?} does not exist")]
+    Missing(String),
     #[error("tenant {tenant:?} has {cap} projections, the most it may (--max-projections)")]
     Full { tenant: String, cap: usize },
     #[error("could not store the list of projections: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// A name's projections: the serving one, and the next while it builds.
+#[derive(Debug, Clone)]
+struct Slot {
+    serving: Arc<Live>,
+    next: Option<Arc<Live>>,
+}
+
+type Key = (TenantId, ProjectionName);
+
+/// A definition as stored: its tenant, spec and role.
+pub type StoredSpec = (TenantId, Spec, Role);
+
 /// Every projection of the server.
 #[derive(Debug)]
 pub struct Registry {
     path: PathBuf,
-    live: Mutex<BTreeMap<(TenantId, ProjectionName), Arc<Live>>>,
+    live: Mutex<BTreeMap<Key, Slot>>,
     /// Stored projections that could not be defined again at start-up
     /// (kept in the list, so that a passing failure loses none).
-    unloaded: Mutex<Vec<(TenantId, Spec)>>,
+    unloaded: Mutex<Vec<StoredSpec>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -212,24 +243,27 @@ struct Stored {
     tenant: String,
     #[serde(flatten)]
     spec: Spec,
+    #[serde(default)]
+    role: Role,
 }
 
 impl Registry {
     /// An empty registry storing its list in `path`, and the specs an
-    /// earlier process stored there.
-    pub fn open(path: PathBuf) -> std::io::Result<(Registry, Vec<(TenantId, Spec)>)> {
-        let specs = match std::fs::read(&path) {
+    /// earlier process stored there (serving ones first).
+    pub fn open(path: PathBuf) -> std::io::Result<(Registry, Vec<StoredSpec>)> {
+        let mut specs: Vec<StoredSpec> = match std::fs::read(&path) {
             Ok(bytes) => {
                 let stored: Vec<Stored> = serde_json::from_slice(&bytes)
                     .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
                 stored
                     .into_iter()
-                    .filter_map(|s| Some((s.tenant.parse().ok()?, s.spec)))
+                    .filter_map(|s| Some((s.tenant.parse().ok()?, s.spec, s.role)))
                     .collect()
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
+        specs.sort_by_key(|(_, _, role)| *role == Role::Next);
         let registry = Registry {
             path,
             live: Default::default(),
@@ -252,7 +286,11 @@ impl Registry {
                 cap,
             });
         }
-        map.insert(key.clone(), live);
+        let slot = Slot {
+            serving: live,
+            next: None,
+        };
+        map.insert(key.clone(), slot);
         if let Err(e) = self.store(&map) {
             map.remove(&key);
             return Err(e.into());
@@ -260,215 +298,192 @@ impl Registry {
         Ok(())
     }
 
+    /// Adds `live` as the next version of the projection of its name
+    /// (which must exist, at a lower version unless `rebuild`), replacing
+    /// a next version already building, and stores the list. Returns the
+    /// replaced next version, stopped.
+    pub fn add_next(
+        &self,
+        live: Arc<Live>,
+        rebuild: bool,
+    ) -> std::result::Result<Option<Arc<Live>>, AddError> {
+        let mut map = self.live.lock();
+        let key = (live.tenant.clone(), live.name.clone());
+        let Some(slot) = map.get_mut(&key) else {
+            return Err(AddError::Missing(live.name.to_string()));
+        };
+        if !rebuild && live.spec.version <= slot.serving.spec.version {
+            return Err(AddError::NotNewer {
+                name: live.name.to_string(),
+                serving: slot.serving.spec.version,
+            });
+        }
+        let replaced = slot.next.replace(live);
+        if let Err(e) = self.store(&map) {
+            map.get_mut(&key).expect("held under the lock").next = replaced;
+            return Err(e.into());
+        }
+        if let Some(r) = &replaced {
+            r.stop.cancel();
+        }
+        Ok(replaced)
+    }
+
+    /// Makes `next` (the next version of its name) the serving one, and
+    /// stores the list. Returns the projection it replaced, stopped;
+    /// `None` when `next` is no longer the next version.
+    pub fn promote(&self, next: &Arc<Live>) -> std::io::Result<Option<Arc<Live>>> {
+        let mut map = self.live.lock();
+        let key = (next.tenant.clone(), next.name.clone());
+        let Some(slot) = map.get_mut(&key) else {
+            return Ok(None);
+        };
+        if !slot.next.as_ref().is_some_and(|n| Arc::ptr_eq(n, next)) {
+            return Ok(None);
+        }
+        let before = slot.clone();
+        slot.serving = slot.next.take().expect("checked above");
+        if let Err(e) = self.store(&map) {
+            map.insert(key, before);
+            return Err(e);
+        }
+        before.serving.stop.cancel();
+        Ok(Some(before.serving))
+    }
+
     /// Adds `live` as stored by an earlier process (no cap, no store).
-    pub fn restore(&self, live: Arc<Live>) {
-        self.live
-            .lock()
-            .insert((live.tenant.clone(), live.name.clone()), live);
+    /// A next version whose serving one was not defined again serves.
+    pub fn restore(&self, live: Arc<Live>, role: Role) {
+        let mut map = self.live.lock();
+        let key = (live.tenant.clone(), live.name.clone());
+        match (map.get_mut(&key), role) {
+            (Some(slot), Role::Next) => slot.next = Some(live),
+            (Some(slot), Role::Serving) => slot.serving = live,
+            (None, _) => {
+                map.insert(
+                    key,
+                    Slot {
+                        serving: live,
+                        next: None,
+                    },
+                );
+            }
+        }
     }
 
     /// Keeps a stored projection that could not be defined again in the
     /// list, so that it is not lost when the list is next written.
-    pub fn keep_unloaded(&self, tenant: TenantId, spec: Spec) {
-        self.unloaded.lock().push((tenant, spec));
+    pub fn keep_unloaded(&self, tenant: TenantId, spec: Spec, role: Role) {
+        self.unloaded.lock().push((tenant, spec, role));
     }
 
-    /// Removes a projection and stores the list; `None` if there is none.
+    /// Removes a projection (and its next version) and stores the list;
+    /// what was removed, stopped, or nothing if there is none.
     pub fn remove(
         &self,
         tenant: &TenantId,
         name: &ProjectionName,
-    ) -> std::io::Result<Option<Arc<Live>>> {
+    ) -> std::io::Result<Vec<Arc<Live>>> {
         let mut map = self.live.lock();
-        let Some(live) = map.remove(&(tenant.clone(), name.clone())) else {
-            return Ok(None);
+        let key = (tenant.clone(), name.clone());
+        let Some(slot) = map.remove(&key) else {
+            return Ok(Vec::new());
         };
         if let Err(e) = self.store(&map) {
-            map.insert((tenant.clone(), name.clone()), live);
+            map.insert(key, slot);
             return Err(e);
         }
-        live.stop.cancel();
-        Ok(Some(live))
+        let removed: Vec<Arc<Live>> = std::iter::once(slot.serving).chain(slot.next).collect();
+        for live in &removed {
+            live.stop.cancel();
+        }
+        Ok(removed)
     }
 
+    /// The serving projection of the name.
     pub fn get(&self, tenant: &TenantId, name: &ProjectionName) -> Option<Arc<Live>> {
         self.live
             .lock()
             .get(&(tenant.clone(), name.clone()))
-            .cloned()
+            .map(|s| s.serving.clone())
     }
 
-    /// The tenant's projections, by name.
+    /// The next version of the name, while it builds.
+    pub fn next(&self, tenant: &TenantId, name: &ProjectionName) -> Option<Arc<Live>> {
+        self.live
+            .lock()
+            .get(&(tenant.clone(), name.clone()))
+            .and_then(|s| s.next.clone())
+    }
+
+    /// Whether `live` is in the registry (serving or next).
+    pub fn contains(&self, live: &Arc<Live>) -> bool {
+        self.live
+            .lock()
+            .get(&(live.tenant.clone(), live.name.clone()))
+            .is_some_and(|s| {
+                Arc::ptr_eq(&s.serving, live)
+                    || s.next.as_ref().is_some_and(|n| Arc::ptr_eq(n, live))
+            })
+    }
+
+    /// Whether `live` is the next version of its name.
+    pub fn is_next(&self, live: &Arc<Live>) -> bool {
+        self.next(&live.tenant, &live.name)
+            .is_some_and(|n| Arc::ptr_eq(&n, live))
+    }
+
+    /// The tenant's serving projections, by name.
     pub fn of_tenant(&self, tenant: &TenantId) -> Vec<Arc<Live>> {
         self.live
             .lock()
             .iter()
             .filter(|((t, _), _)| t == tenant)
-            .map(|(_, l)| l.clone())
+            .map(|(_, s)| s.serving.clone())
             .collect()
     }
 
-    /// Every projection.
+    /// Every serving projection.
     pub fn all(&self) -> Vec<Arc<Live>> {
-        self.live.lock().values().cloned().collect()
+        self.live
+            .lock()
+            .values()
+            .map(|s| s.serving.clone())
+            .collect()
+    }
+
+    /// Every projection, next versions included.
+    pub fn all_with_next(&self) -> Vec<Arc<Live>> {
+        self.live
+            .lock()
+            .values()
+            .flat_map(|s| std::iter::once(s.serving.clone()).chain(s.next.clone()))
+            .collect()
     }
 
     /// Writes the list: a temporary file, fsynced, renamed over the old
     /// one, and the directory fsynced.
-    fn store(&self, map: &BTreeMap<(TenantId, ProjectionName), Arc<Live>>) -> std::io::Result<()> {
-        let mut stored: Vec<Stored> = map
-            .values()
-            .map(|l| Stored {
-                tenant: l.tenant.to_string(),
-                spec: l.spec.clone(),
-            })
-            .collect();
-        stored.extend(self.unloaded.lock().iter().map(|(t, spec)| Stored {
+    fn store(&self, map: &BTreeMap<Key, Slot>) -> std::io::Result<()> {
+        let stored_of = |l: &Live, role| Stored {
+            tenant: l.tenant.to_string(),
+            spec: l.spec.clone(),
+            role,
+        };
+        let mut stored: Vec<Stored> = Vec::new();
+        for slot in map.values() {
+            stored.push(stored_of(&slot.serving, Role::Serving));
+            if let Some(next) = &slot.next {
+                stored.push(stored_of(next, Role::Next));
+            }
+        }
+        stored.extend(self.unloaded.lock().iter().map(|(t, spec, role)| Stored {
             tenant: t.to_string(),
             spec: spec.clone(),
+            role: *role,
         }));
         crate::db::groups::write_durably(
             &self.path,
             &serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?,
         )
-    }
-}
-
-/// The name of the schema projections are tables of.
-pub const SCHEMA: &str = "projections";
-
-/// The `projections` schema of every tenant's sessions, and
-/// `system.projections`.
-#[derive(Debug)]
-pub struct SqlSchema {
-    pub registry: Arc<Registry>,
-    /// For the tables' highest positions (the lag).
-    pub db: Arc<crate::db::Database>,
-}
-
-impl crate::query::ExtraSchema for SqlSchema {
-    fn name(&self) -> &str {
-        SCHEMA
-    }
-
-    fn system_table_name(&self) -> &str {
-        "projections"
-    }
-
-    fn system_table(&self, tenant: &TenantId) -> Result<Arc<dyn TableProvider>> {
-        use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray, UInt64Array};
-        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-        let live = self.registry.of_tenant(tenant);
-        let lag = |l: &Live| {
-            self.db
-                .table(&l.tenant, &l.table)
-                .map_or(0, |t| t.highest_position().saturating_sub(l.position()))
-        };
-        let sizes: Vec<(usize, usize)> = live.iter().map(|l| l.size()).collect();
-        let health: Vec<Health> = live.iter().map(|l| l.health()).collect();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, false),
-            Field::new("version", DataType::UInt64, false),
-            Field::new("table_name", DataType::Utf8, false),
-            Field::new("query", DataType::Utf8, false),
-            Field::new("position", DataType::UInt64, false),
-            Field::new("lag_positions", DataType::UInt64, false),
-            Field::new("rows", DataType::UInt64, false),
-            Field::new("state_bytes", DataType::UInt64, false),
-            Field::new("snapshot_position", DataType::UInt64, false),
-            Field::new("status", DataType::Utf8, false),
-            Field::new("error", DataType::Utf8, true),
-            Field::new(
-                "created",
-                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                false,
-            ),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                live.iter().map(|l| l.name.as_str()),
-            )),
-            Arc::new(UInt64Array::from_iter_values(
-                live.iter().map(|l| u64::from(l.spec.version)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                live.iter().map(|l| l.table.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                live.iter().map(|l| l.spec.query.as_str()),
-            )),
-            Arc::new(UInt64Array::from_iter_values(
-                live.iter().map(|l| l.position()),
-            )),
-            Arc::new(UInt64Array::from_iter_values(live.iter().map(|l| lag(l)))),
-            Arc::new(UInt64Array::from_iter_values(
-                sizes.iter().map(|s| s.0 as u64),
-            )),
-            Arc::new(UInt64Array::from_iter_values(
-                sizes.iter().map(|s| s.1 as u64),
-            )),
-            Arc::new(UInt64Array::from_iter_values(
-                live.iter().map(|l| l.snapshot_position()),
-            )),
-            Arc::new(StringArray::from_iter_values(health.iter().map(
-                |h| match h {
-                    Health::Running => "running",
-                    Health::Failed(_) => "failed",
-                },
-            ))),
-            Arc::new(StringArray::from_iter(health.iter().map(|h| match h {
-                Health::Running => None,
-                Health::Failed(e) => Some(e.as_str()),
-            }))),
-            Arc::new(
-                TimestampMillisecondArray::from_iter_values(live.iter().map(|l| l.spec.created_ms))
-                    .with_timezone("UTC"),
-            ),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
-    }
-
-    fn for_tenant(&self, tenant: &TenantId) -> Arc<dyn SchemaProvider> {
-        Arc::new(TenantProjections {
-            registry: self.registry.clone(),
-            tenant: tenant.clone(),
-        })
-    }
-}
-
-/// One tenant's projections as tables: each read is the state when the
-/// query is planned.
-#[derive(Debug)]
-struct TenantProjections {
-    registry: Arc<Registry>,
-    tenant: TenantId,
-}
-
-#[async_trait]
-impl SchemaProvider for TenantProjections {
-    fn table_names(&self) -> Vec<String> {
-        self.registry
-            .of_tenant(&self.tenant)
-            .iter()
-            .map(|l| l.name.to_string())
-            .collect()
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Ok(name) = name.parse::<ProjectionName>() else {
-            return Ok(None);
-        };
-        let Some(live) = self.registry.get(&self.tenant, &name) else {
-            return Ok(None);
-        };
-        let batch = live.read()?;
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        Ok(Some(Arc::new(table)))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        name.parse::<ProjectionName>()
-            .is_ok_and(|n| self.registry.get(&self.tenant, &n).is_some())
     }
 }

@@ -73,6 +73,14 @@ pub fn router(state: AppState) -> Router {
             get(super::projections::rows),
         )
         .route(
+            "/v1/projections/{name}/rebuild",
+            post(super::projections::rebuild),
+        )
+        .route(
+            "/v1/projections/{name}/promote",
+            post(super::projections::promote),
+        )
+        .route(
             "/v1/replay",
             post(super::replay::replay).get(super::replay::replay_socket),
         )

@@ -7,6 +7,12 @@
 //! - `GET /v1/projections/{name}/state[?key=…]` returns its rows (those
 //!   of one key: one `key` per key column, in order) as a JSON array, with
 //!   the position they reflect in `x-allsource-position`;
+//! - `POST /v1/projections` with a higher `version` of an existing name
+//!   builds that version in the background (202); it replaces the serving
+//!   one once caught up, or on `POST /v1/projections/{name}/promote` when
+//!   defined with `"promote": "manual"`;
+//! - `POST /v1/projections/{name}/rebuild` folds the projection again from
+//!   the first event in the background (202);
 //! - `DELETE /v1/projections/{name}` deletes one (204).
 
 use super::http::AppState;
@@ -14,7 +20,7 @@ use crate::auth::Principal;
 use crate::ids::{InvalidName, ProjectionName};
 use crate::query::output::{Encoder, OutputFormat};
 use crate::service::Error;
-use crate::service::projections::CreateProjection;
+use crate::service::projections::{CreateProjection, Created};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, RawQuery, State};
@@ -33,6 +39,16 @@ struct CreateBody {
     name: String,
     query: String,
     version: Option<u32>,
+    /// `"auto"` (the default) or `"manual"`: how a next version replaces
+    /// the serving one once caught up.
+    promote: Option<Promote>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Promote {
+    Auto,
+    Manual,
 }
 
 /// `POST /v1/projections`.
@@ -46,9 +62,39 @@ pub(super) async fn create(
         name: name_of(&body.name)?,
         version: body.version.unwrap_or(1),
         query: body.query,
+        manual_promote: body.promote == Some(Promote::Manual),
     };
-    let info = state.service.create_projection(&caller, request).await?;
-    Ok((StatusCode::CREATED, axum::Json(info)).into_response())
+    let (info, created) = state.service.create_projection(&caller, request).await?;
+    let status = match created {
+        Created::New => StatusCode::CREATED,
+        Created::NextVersion => StatusCode::ACCEPTED,
+    };
+    Ok((status, axum::Json(info)).into_response())
+}
+
+/// `POST /v1/projections/{name}/rebuild`.
+pub(super) async fn rebuild(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    let info = state
+        .service
+        .rebuild_projection(&caller, &name_of(&name)?)
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(info)).into_response())
+}
+
+/// `POST /v1/projections/{name}/promote`.
+pub(super) async fn promote(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    let info = state
+        .service
+        .promote_projection(&caller, &name_of(&name)?)?;
+    Ok(axum::Json(info).into_response())
 }
 
 /// `GET /v1/projections`.

@@ -23,6 +23,7 @@ pub mod replay;
 mod snapshots;
 pub mod stream;
 pub mod subscribe;
+mod versions;
 
 pub use error::{Error, Kind, Result, is_user_error};
 
@@ -58,7 +59,7 @@ pub struct Service {
     projections: Arc<crate::projection::Registry>,
     /// The projections an earlier process stored, until
     /// [`Service::start_projections`] defines them again.
-    stored_projections: parking_lot::Mutex<Vec<(crate::ids::TenantId, crate::projection::Spec)>>,
+    stored_projections: parking_lot::Mutex<Vec<crate::projection::registry::StoredSpec>>,
 }
 
 impl Service {
@@ -77,7 +78,7 @@ impl Service {
             crate::projection::Registry::open(config.data_dir.join("projections.json"))
                 .map_err(|e| Error::internal(format!("cannot read the projections: {e}")))?;
         let projections = Arc::new(projections);
-        queries.add_schema(Arc::new(crate::projection::registry::SqlSchema {
+        queries.add_schema(Arc::new(crate::projection::sql::SqlSchema {
             registry: projections.clone(),
             db: db.clone(),
         }));

@@ -23,6 +23,30 @@ pub struct CreateProjection {
     pub name: ProjectionName,
     pub version: u32,
     pub query: String,
+    /// As a next version, wait for a promote call once caught up.
+    pub manual_promote: bool,
+}
+
+/// What [`Service::create_projection`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A projection of a new name.
+    New,
+    /// The next version of an existing one, building in the background.
+    NextVersion,
+}
+
+/// The service error of a registry refusal.
+pub(super) fn add_error(e: crate::projection::registry::AddError) -> Error {
+    use crate::projection::registry::AddError;
+    match e {
+        AddError::Exists(_) | AddError::NotNewer { .. } => {
+            Error::new(Kind::Conflict, e.to_string())
+        }
+        AddError::Missing(_) => Error::new(Kind::NotFound, e.to_string()),
+        AddError::Full { .. } => Error::new(Kind::Overloaded, e.to_string()),
+        AddError::Io(_) => Error::internal(e.to_string()),
+    }
 }
 
 /// A projection as its tenant sees it.
@@ -45,6 +69,12 @@ pub struct ProjectionInfo {
     /// The position this process loaded the state at from a snapshot (0:
     /// it was folded from the table's first event).
     pub restored_position: u64,
+    /// Of a next version: whether it has folded as far as the serving one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught_up: Option<bool>,
+    /// The next version (or rebuild) folding history in the background.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<Box<ProjectionInfo>>,
     #[serde(flatten)]
     pub health: Health,
 }
@@ -70,13 +100,26 @@ impl Service {
             snapshot_position: live.snapshot_position(),
             restored_position: live.restored_position,
             health: live.health(),
+            caught_up: None,
+            next: None,
         }
+    }
+
+    /// `live` (a serving projection) with its next version, if one builds.
+    pub(super) fn projection_info_with_next(&self, live: &Live) -> ProjectionInfo {
+        let mut info = self.projection_info(live);
+        if let Some(next) = self.projections.next(&live.tenant, &live.name) {
+            let mut n = self.projection_info(&next);
+            n.caught_up = Some(next.position() >= live.position());
+            info.next = Some(Box::new(n));
+        }
+        info
     }
 
     /// Takes `spec`'s query apart for `caller`'s tenant and makes its
     /// state: empty, or loaded from its snapshot when `restore` is set. A
     /// 400 names the part of the query that cannot be maintained.
-    async fn live_of(
+    pub(super) async fn live_of(
         &self,
         caller: &Principal,
         name: ProjectionName,
@@ -115,33 +158,36 @@ impl Service {
     }
 
     /// Defines a projection (a writer's call) and starts keeping it from
-    /// the table's first event.
+    /// the table's first event. A higher version of an existing one
+    /// builds in the background as its next version
+    /// ([`Created::NextVersion`]).
     pub async fn create_projection(
         self: &Arc<Self>,
         caller: &Principal,
         request: CreateProjection,
-    ) -> Result<ProjectionInfo> {
+    ) -> Result<(ProjectionInfo, Created)> {
         caller.require(Role::Writer, "create projections")?;
         let spec = Spec {
             name: request.name.to_string(),
             version: request.version,
             query: request.query,
             created_ms: chrono::Utc::now().timestamp_millis(),
+            manual_promote: request.manual_promote,
         };
+        if self
+            .projections
+            .get(&caller.tenant, &request.name)
+            .is_some()
+        {
+            let info = self.define_next(caller, request.name, spec, false).await?;
+            return Ok((info, Created::NextVersion));
+        }
         let live = self.live_of(caller, request.name, spec, false).await?;
         self.projections
             .add(live.clone(), self.config().max_projections)
-            .map_err(|e| match e {
-                crate::projection::registry::AddError::Exists(_) => {
-                    Error::new(Kind::Conflict, e.to_string())
-                }
-                crate::projection::registry::AddError::Full { .. } => {
-                    Error::new(Kind::Overloaded, e.to_string())
-                }
-                crate::projection::registry::AddError::Io(_) => Error::internal(e.to_string()),
-            })?;
+            .map_err(add_error)?;
         self.spawn_projection(live.clone());
-        Ok(self.projection_info(&live))
+        Ok((self.projection_info(&live), Created::New))
     }
 
     /// Defines again the projections an earlier process stored, and
@@ -153,14 +199,14 @@ impl Service {
     pub async fn start_projections(self: &Arc<Self>) {
         let stored = std::mem::take(&mut *self.stored_projections.lock());
         let mut tenants: Vec<crate::ids::TenantId> =
-            stored.iter().map(|(t, _)| t.clone()).collect();
+            stored.iter().map(|(t, _, _)| t.clone()).collect();
         tenants.sort();
         tenants.dedup();
         let owned: Vec<String> = stored
             .iter()
-            .map(|(t, spec)| format!("{t}/{}", crate::projection::registry::snapshot_name(spec)))
+            .map(|(t, spec, _)| format!("{t}/{}", crate::projection::registry::snapshot_name(spec)))
             .collect();
-        for (tenant, spec) in stored {
+        for (tenant, spec, role) in stored {
             let caller = Principal::local_admin(tenant.clone());
             let Ok(name) = spec.name.parse::<ProjectionName>() else {
                 continue;
@@ -170,12 +216,12 @@ impl Service {
                 .await
             {
                 Ok(live) => {
-                    self.projections.restore(live.clone());
+                    self.projections.restore(live.clone(), role);
                     self.spawn_projection(live);
                 }
                 Err(e) => {
                     tracing::warn!(%tenant, projection = %name, error = %e.message, "a stored projection cannot be defined again; it stays in the list");
-                    self.projections.keep_unloaded(tenant, spec);
+                    self.projections.keep_unloaded(tenant, spec, role);
                 }
             }
         }
@@ -190,11 +236,11 @@ impl Service {
             .projections
             .of_tenant(&caller.tenant)
             .iter()
-            .map(|l| self.projection_info(l))
+            .map(|l| self.projection_info_with_next(l))
             .collect())
     }
 
-    fn live(&self, caller: &Principal, name: &ProjectionName) -> Result<Arc<Live>> {
+    pub(super) fn live(&self, caller: &Principal, name: &ProjectionName) -> Result<Arc<Live>> {
         self.projections.get(&caller.tenant, name).ok_or_else(|| {
             Error::new(
                 Kind::NotFound,
@@ -203,14 +249,15 @@ impl Service {
         })
     }
 
-    /// One of the caller's projections.
+    /// One of the caller's projections, with its next version if one
+    /// builds.
     pub fn describe_projection(
         &self,
         caller: &Principal,
         name: &ProjectionName,
     ) -> Result<ProjectionInfo> {
         caller.require(Role::Reader, "read projections")?;
-        Ok(self.projection_info(self.live(caller, name)?.as_ref()))
+        Ok(self.projection_info_with_next(self.live(caller, name)?.as_ref()))
     }
 
     /// A projection's rows now, and the position they reflect; only the
@@ -249,21 +296,13 @@ impl Service {
     pub fn delete_projection(&self, caller: &Principal, name: &ProjectionName) -> Result<()> {
         caller.require(Role::Writer, "delete projections")?;
         match self.projections.remove(&caller.tenant, name) {
-            Ok(Some(live)) => {
-                let service = self.db.clone();
-                let snapshot = live.snapshot_name();
-                tokio::spawn(async move {
-                    if let Err(e) = service
-                        .storage()
-                        .delete_snapshot(&live.tenant, &snapshot)
-                        .await
-                    {
-                        tracing::warn!(tenant = %live.tenant, %snapshot, error = %e, "the deleted projection's snapshot was not deleted; the next start-up deletes it");
-                    }
-                });
+            Ok(removed) if !removed.is_empty() => {
+                for live in removed {
+                    self.delete_snapshot_of(live);
+                }
                 Ok(())
             }
-            Ok(None) => Err(Error::new(
+            Ok(_) => Err(Error::new(
                 Kind::NotFound,
                 format!("projection {:?} does not exist", name.as_str()),
             )),
@@ -273,9 +312,21 @@ impl Service {
         }
     }
 
+    /// Deletes the snapshot of `live` (no longer in the registry), in
+    /// the background.
+    pub(super) fn delete_snapshot_of(&self, live: Arc<Live>) {
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let snapshot = live.snapshot_name();
+            if let Err(e) = db.storage().delete_snapshot(&live.tenant, &snapshot).await {
+                tracing::warn!(tenant = %live.tenant, %snapshot, error = %e, "a removed projection's snapshot was not deleted; the next start-up deletes it");
+            }
+        });
+    }
+
     /// Keeps `live` up to date until it is deleted, fails or the server
     /// stops.
-    fn spawn_projection(self: &Arc<Self>, live: Arc<Live>) {
+    pub(super) fn spawn_projection(self: &Arc<Self>, live: Arc<Live>) {
         let service = self.clone();
         tokio::spawn(async move {
             let stop = live.stop.clone();
@@ -289,7 +340,7 @@ impl Service {
 
     /// Reads the table's events after the projection's position and folds
     /// them, for ever; returns when the projection fails.
-    async fn maintain(self: &Arc<Self>, live: &Live) {
+    async fn maintain(self: &Arc<Self>, live: &Arc<Live>) {
         let caller = Principal::local_admin(live.tenant.clone());
         let cap = self.config().max_projection_state_bytes;
         loop {
@@ -307,7 +358,12 @@ impl Service {
                 }
             };
             loop {
-                match subscription.next(Duration::from_secs(5)).await {
+                // A next version checks often whether it has caught up.
+                let wait = match self.projections.is_next(live) {
+                    true => Duration::from_millis(100),
+                    false => Duration::from_secs(5),
+                };
+                match subscription.next(wait).await {
                     Ok(Some(batches)) => {
                         let upto = subscription.position();
                         if let Err(e) = live.fold(&batches, upto) {
@@ -321,8 +377,9 @@ impl Service {
                             ));
                             return;
                         }
+                        self.promote_if_caught_up(live);
                     }
-                    Ok(None) => {}
+                    Ok(None) => self.promote_if_caught_up(live),
                     Err(_) if self.closing.is_cancelled() => return,
                     // Full buffers, busy memory, a failed read: reopen
                     // after the last position folded.

@@ -54,7 +54,7 @@ impl Service {
     /// last one; how many were written.
     pub async fn snapshot_projections(&self) -> usize {
         let mut written = 0;
-        for live in self.projections.all() {
+        for live in self.projections.all_with_next() {
             if self.snapshot_one(&live).await {
                 written += 1;
             }
@@ -62,7 +62,7 @@ impl Service {
         written
     }
 
-    async fn snapshot_one(&self, live: &Live) -> bool {
+    async fn snapshot_one(&self, live: &Arc<Live>) -> bool {
         let (batch, position) = match live.snapshot() {
             Ok(Some(s)) => s,
             Ok(None) => return false,
@@ -73,7 +73,7 @@ impl Service {
         };
         let storage = self.db.storage();
         let name = live.snapshot_name();
-        if self.projections.get(&live.tenant, &live.name).is_none() {
+        if !self.projections.contains(live) {
             return false;
         }
         if let Err(e) = storage
@@ -83,8 +83,8 @@ impl Service {
             tracing::warn!(tenant = %live.tenant, projection = %live.name, error = %e, "the projection's snapshot was not written; trying again at the next interval");
             return false;
         }
-        // Deleted while the snapshot was being written.
-        if self.projections.get(&live.tenant, &live.name).is_none() {
+        // Deleted or replaced while the snapshot was being written.
+        if !self.projections.contains(live) {
             let _ = storage.delete_snapshot(&live.tenant, &name).await;
             return false;
         }

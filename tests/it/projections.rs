@@ -442,3 +442,116 @@ fn a_tenants_projections_are_its_own() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+fn define_version(s: &TestServer, name: &str, query: &str, version: u32, promote: &str) -> Reply {
+    s.post(
+        "/v1/projections",
+        "application/json",
+        json!({"name": name, "query": query, "version": version, "promote": promote}).to_string(),
+    )
+}
+
+/// The projection's rows equal `query`'s over the table.
+fn equals_query(s: &TestServer, name: &str, query: &str) {
+    caught_up(s, name);
+    let expected = s.sql(&format!("{query} ORDER BY entity_id"));
+    assert_eq!(state(s, &format!("/v1/projections/{name}/state")), expected);
+    let table = s.sql(&format!(
+        "SELECT * FROM projections.{name} ORDER BY entity_id"
+    ));
+    assert_eq!(table, expected);
+}
+
+#[test]
+fn a_new_version_builds_in_the_background_and_replaces_the_old_one() {
+    const V1: &str = "SELECT entity_id, count(*) AS events FROM events GROUP BY entity_id";
+    const V3: &str = "SELECT entity_id, max(amount) AS top FROM events GROUP BY entity_id";
+    let mut s = TestServer::start(&["--projection-snapshot-interval", "100ms"]);
+    s.ingest(&round(11, 400));
+    assert_eq!(define(&s, "stats", V1).status, 201);
+    equals_query(&s, "stats", V1);
+
+    // The same version again, or a lower one: refused.
+    for version in [1, 0] {
+        let r = define_version(&s, "stats", V3, version, "auto");
+        assert_eq!(r.status, 409, "{}", r.text());
+        assert!(r.error().contains("at version 1"), "{}", r.error());
+    }
+    let r = s.post(
+        "/v1/projections",
+        "application/json",
+        json!({"name": "stats", "query": V3, "version": 2, "promote": "later"}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // Version 2, promoted by hand: it builds while version 1 serves.
+    let r = define_version(&s, "stats", USER_STATS, 2, "manual");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let i = r.json();
+    assert_eq!(
+        (i["version"].clone(), i["next"]["version"].clone()),
+        (json!(1), json!(2)),
+        "{i}"
+    );
+    wait_until("version 2 catches up", Duration::from_secs(30), || {
+        info(&s, "stats")["next"]["caught_up"] == true
+    });
+    equals_query(&s, "stats", V1);
+
+    // Across kill -9, both versions come back: version 1 serving, version
+    // 2 building, each equal to its query.
+    s.ingest(&round(12, 60));
+    s.kill9();
+    s.restart();
+    let i = info(&s, "stats");
+    assert_eq!(
+        (i["version"].clone(), i["next"]["version"].clone()),
+        (json!(1), json!(2)),
+        "{i}"
+    );
+    equals_query(&s, "stats", V1);
+    wait_until(
+        "version 2 catches up again",
+        Duration::from_secs(30),
+        || info(&s, "stats")["next"]["caught_up"] == true,
+    );
+    let r = s.post("/v1/projections/stats/promote", "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let i = info(&s, "stats");
+    assert_eq!(i["version"], 2, "{i}");
+    assert!(i.get("next").is_none(), "{i}");
+    equals_query(&s, "stats", USER_STATS);
+    let r = s.post("/v1/projections/stats/promote", "application/json", "");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.error().contains("no next version"), "{}", r.error());
+
+    // A rebuild folds the same query again and takes over.
+    let created = info(&s, "stats")["created_ms"].clone();
+    let r = s.post("/v1/projections/stats/rebuild", "application/json", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_until("the rebuild takes over", Duration::from_secs(30), || {
+        let i = info(&s, "stats");
+        i["created_ms"] != created && i.get("next").is_none()
+    });
+    assert_eq!(info(&s, "stats")["version"], 2);
+    equals_query(&s, "stats", USER_STATS);
+
+    // Version 3, promoted as soon as it has caught up.
+    assert_eq!(define_version(&s, "stats", V3, 3, "auto").status, 202);
+    wait_until("version 3 serves", Duration::from_secs(30), || {
+        info(&s, "stats")["version"] == 3
+    });
+    s.ingest(&round(13, 40));
+    equals_query(&s, "stats", V3);
+    // Only the serving version's snapshot is left.
+    wait_until(
+        "replaced snapshots are deleted",
+        Duration::from_secs(30),
+        || snapshots(&s).len() <= 1,
+    );
+    s.stop();
+    s.restart();
+    assert_eq!(info(&s, "stats")["version"], 3);
+    equals_query(&s, "stats", V3);
+    assert_eq!(snapshots(&s).len(), 1, "{:?}", snapshots(&s));
+}
