@@ -13,5 +13,5 @@ pub mod sql;
 pub mod state;
 
 pub use define::{Aggregate, Definition, Fold, OrderKey, Refusal, define};
-pub use registry::{Health, Live, Registry, Role, Spec};
+pub use registry::{Health, Language, Live, Registry, Role, Spec};
 pub use state::State;

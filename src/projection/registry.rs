@@ -26,14 +26,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Spec {
     pub name: String,
     pub version: u32,
-    /// The SQL query.
+    /// The query: SQL text, or a DSL document as JSON text.
     pub query: String,
+    /// Which language `query` is in.
+    #[serde(default, skip_serializing_if = "Language::is_sql")]
+    pub language: Language,
     /// When it was created, in milliseconds since the epoch.
     pub created_ms: i64,
     /// As a next version: wait for `POST /v1/projections/{name}/promote`
     /// once caught up, rather than replacing the serving one at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manual_promote: bool,
+}
+
+/// The language of a projection's query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    #[default]
+    Sql,
+    /// A DSL document (docs/dsl.md); its relative times (`days-ago`) are
+    /// taken from the projection's creation time, once.
+    Dsl,
+}
+
+impl Language {
+    fn is_sql(&self) -> bool {
+        *self == Language::Sql
+    }
 }
 
 /// Whether a projection is being kept up to date.

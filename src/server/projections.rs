@@ -1,5 +1,5 @@
 //! Projections over HTTP:
-//! - `POST /v1/projections` `{"name", "query", "version"?}` defines one
+//! - `POST /v1/projections` `{"name", "query" | "dsl", "version"?}` defines one
 //!   (201), or says which part of the query cannot be kept up to date
 //!   (400);
 //! - `GET /v1/projections` lists them, `GET /v1/projections/{name}` shows
@@ -18,6 +18,7 @@
 use super::http::AppState;
 use crate::auth::Principal;
 use crate::ids::{InvalidName, ProjectionName};
+use crate::projection::Language;
 use crate::query::output::{Encoder, OutputFormat};
 use crate::service::Error;
 use crate::service::projections::{CreateProjection, Created};
@@ -37,7 +38,9 @@ fn name_of(name: &str) -> Result<ProjectionName, Error> {
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
-    query: String,
+    /// SQL text; or `dsl`, a DSL document.
+    query: Option<String>,
+    dsl: Option<serde_json::Value>,
     version: Option<u32>,
     /// `"auto"` (the default) or `"manual"`: how a next version replaces
     /// the serving one once caught up.
@@ -58,10 +61,20 @@ pub(super) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body: CreateBody = super::groups::json_body(body)?;
+    let (query, language) = match (body.query, body.dsl) {
+        (Some(sql), None) => (sql, Language::Sql),
+        (None, Some(doc)) => (doc.to_string(), Language::Dsl),
+        _ => {
+            return Err(Error::invalid(
+                "give the projection's query as \"query\" (SQL text) or \"dsl\" (a DSL document), one of the two",
+            ));
+        }
+    };
     let request = CreateProjection {
         name: name_of(&body.name)?,
         version: body.version.unwrap_or(1),
-        query: body.query,
+        query,
+        language,
         manual_promote: body.promote == Some(Promote::Manual),
     };
     let (info, created) = state.service.create_projection(&caller, request).await?;

@@ -11,7 +11,7 @@ use super::subscribe::{Start, Subscribe};
 use super::{Error, Kind, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::ids::{ProjectionName, TableName};
-use crate::projection::{Health, Live, Spec, State, define};
+use crate::projection::{Health, Language, Live, Spec, State, define};
 use arrow::array::RecordBatch;
 use serde::Serialize;
 use std::sync::Arc;
@@ -22,7 +22,9 @@ use std::time::Duration;
 pub struct CreateProjection {
     pub name: ProjectionName,
     pub version: u32,
+    /// SQL text, or a DSL document's JSON text.
     pub query: String,
+    pub language: Language,
     /// As a next version, wait for a promote call once caught up.
     pub manual_promote: bool,
 }
@@ -55,6 +57,8 @@ pub struct ProjectionInfo {
     pub name: String,
     pub version: u32,
     pub query: String,
+    /// `sql` or `dsl`.
+    pub language: Language,
     pub table: String,
     pub created_ms: i64,
     /// Every event of the table up to here is folded into the state.
@@ -91,6 +95,7 @@ impl Service {
             name: live.name.to_string(),
             version: live.spec.version,
             query: live.spec.query.clone(),
+            language: live.spec.language,
             table: live.table.to_string(),
             created_ms: live.spec.created_ms,
             position,
@@ -127,7 +132,16 @@ impl Service {
         restore: bool,
     ) -> Result<Arc<Live>> {
         let ctx = crate::query::session(&self.queries, caller)?;
-        let plan = crate::query::plan_sql(&ctx, &spec.query).await?;
+        let plan = match spec.language {
+            Language::Sql => crate::query::plan_sql(&ctx, &spec.query).await?,
+            Language::Dsl => {
+                let doc: serde_json::Value = serde_json::from_str(&spec.query)
+                    .map_err(|e| Error::invalid(format!("dsl: {e}")))?;
+                let now = chrono::DateTime::from_timestamp_millis(spec.created_ms)
+                    .unwrap_or_else(chrono::Utc::now);
+                crate::dsl::compile_at(&ctx, &doc, now).await?
+            }
+        };
         let definition = define(&plan).map_err(|r| Error::invalid(format!("query: {r}")))?;
         let table: TableName = definition
             .table
@@ -171,6 +185,7 @@ impl Service {
             name: request.name.to_string(),
             version: request.version,
             query: request.query,
+            language: request.language,
             created_ms: chrono::Utc::now().timestamp_millis(),
             manual_promote: request.manual_promote,
         };

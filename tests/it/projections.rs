@@ -555,3 +555,54 @@ fn a_new_version_builds_in_the_background_and_replaces_the_old_one() {
     equals_query(&s, "stats", V3);
     assert_eq!(snapshots(&s).len(), 1, "{:?}", snapshots(&s));
 }
+
+#[test]
+fn a_projection_defined_as_a_dsl_document() {
+    let mut s = TestServer::start(&[]);
+    s.ingest(&round(21, 300));
+    let doc = json!({
+        "from": "events",
+        "select": ["entity_id", ["as", ["count"], "events"], ["as", ["sum", "amount"], "total"],
+                   ["as", ["max", "plan"], "top_plan"], ["as", ["count-distinct", "event_type"], "kinds"]],
+        "where": ["!=", "event_type", "noise"],
+        "group-by": ["entity_id"],
+    });
+    let r = s.post(
+        "/v1/projections",
+        "application/json",
+        json!({"name": "by_dsl", "dsl": doc}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["language"], "dsl");
+    let batch = |s: &TestServer| {
+        let mut ordered = doc.clone();
+        ordered["order-by"] = json!(["entity_id"]);
+        let r = s.post("/v1/query", "application/json", ordered.to_string());
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json().as_array().unwrap().clone()
+    };
+    caught_up(&s, "by_dsl");
+    assert_eq!(state(&s, "/v1/projections/by_dsl/state"), batch(&s));
+    s.ingest(&round(22, 100));
+    s.kill9();
+    s.restart();
+    caught_up(&s, "by_dsl");
+    assert_eq!(state(&s, "/v1/projections/by_dsl/state"), batch(&s));
+
+    // What the DSL cannot keep is refused with the part, as SQL is.
+    let r = s.post(
+        "/v1/projections",
+        "application/json",
+        json!({"name": "p90", "dsl": {"from": "events", "select": [["percentile", "amount", 0.9]]}})
+            .to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("percentile"), "{}", r.error());
+    let r = s.post(
+        "/v1/projections",
+        "application/json",
+        json!({"name": "both", "query": "SELECT count(*) FROM events", "dsl": doc}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("one of the two"), "{}", r.error());
+}
