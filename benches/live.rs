@@ -54,7 +54,7 @@ fn main() {
         let arrivals = subscribe_and_note(&format!("{ws_base}/v1/stream?table=events&start=now"));
         std::thread::sleep(Duration::from_millis(500));
         let requests = (rate * seconds / BATCH as f64) as usize;
-        let acks = paced_ingest(&url, &bodies, requests, rate);
+        let acks = paced_ingest(&url, &bodies, BATCH, requests, rate);
         std::thread::sleep(Duration::from_secs(1));
         let arrived = arrivals.lock().unwrap().clone();
         let mut latencies = latencies(&acks, &arrived);
@@ -132,52 +132,6 @@ fn main() {
         server.peak_rss() >> 20
     );
     server.stop();
-}
-
-/// Ingests `requests` batches at `rate` events/s over 4 connections;
-/// returns each request's last position and when it was acknowledged.
-fn paced_ingest(
-    url: &str,
-    bodies: &Arc<Vec<Vec<u8>>>,
-    requests: usize,
-    rate: f64,
-) -> Vec<(u64, Instant)> {
-    let start = Instant::now();
-    let interval = Duration::from_secs_f64(BATCH as f64 / rate);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, bodies, next) = (url.to_string(), bodies.clone(), next.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::new();
-                let mut acks = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= requests {
-                        return acks;
-                    }
-                    let due = start + interval * i as u32;
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    let reply: serde_json::Value = http
-                        .post(&url)
-                        .header("content-type", "application/x-ndjson")
-                        .body(bodies[i % bodies.len()].clone())
-                        .send()
-                        .unwrap()
-                        .json()
-                        .unwrap();
-                    let at = Instant::now();
-                    acks.push((reply["last_position"].as_u64().unwrap(), at));
-                }
-            })
-        })
-        .collect();
-    handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect()
 }
 
 /// A subscriber on its own thread, noting the highest position of each

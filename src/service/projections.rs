@@ -115,7 +115,7 @@ impl Service {
         let mut info = self.projection_info(live);
         if let Some(next) = self.projections.next(&live.tenant, &live.name) {
             let mut n = self.projection_info(&next);
-            n.caught_up = Some(next.position() >= live.position());
+            n.caught_up = Some(self.caught_up(&next, live));
             info.next = Some(Box::new(n));
         }
         info

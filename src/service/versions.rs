@@ -70,15 +70,15 @@ impl Service {
                 ),
             ));
         };
-        if next.position() < serving.position() {
+        if !self.caught_up(&next, &serving) {
             return Err(Error::new(
                 Kind::Conflict,
                 format!(
-                    "version {} of projection {:?} has folded up to position {} of {}; promote it once it has caught up",
+                    "version {} of projection {:?} has folded up to position {} of table {:?}; promote it once it has caught up",
                     next.spec.version,
                     name.as_str(),
                     next.position(),
-                    serving.position()
+                    next.table.as_str()
                 ),
             ));
         }
@@ -95,11 +95,25 @@ impl Service {
         let Some(serving) = self.projections.get(&live.tenant, &live.name) else {
             return;
         };
-        if live.position() >= serving.position()
+        if self.caught_up(live, &serving)
             && let Err(e) = self.promote(live)
         {
             tracing::warn!(tenant = %live.tenant, projection = %live.name, error = %e.message, "the next version was not promoted; trying again");
         }
+    }
+
+    /// Whether `next` has folded as far as `serving`: to its position on
+    /// the same table, or to the end of its own table when it reads
+    /// another one.
+    pub(super) fn caught_up(&self, next: &Live, serving: &Live) -> bool {
+        if next.table == serving.table {
+            return next.position() >= serving.position();
+        }
+        let highest = self
+            .db
+            .table(&next.tenant, &next.table)
+            .map_or(0, |t| t.highest_position());
+        next.position() >= highest
     }
 
     fn promote(&self, next: &Arc<Live>) -> Result<()> {

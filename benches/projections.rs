@@ -1,0 +1,299 @@
+//! Projection bench: what keeping aggregates up to date costs and how
+//! fresh they are, against ClickHouse's materialized views (chDB) in the
+//! same run (`chdb_views.py`).
+//!
+//! 1. Ingest rate with 0, 1, 5 and 20 projections on the table (batches of
+//!    1,000 over 4 connections), as a ratio to none; chDB inserts batches
+//!    of 1,000 into a MergeTree table with 0, 1, 5 and 20 materialized
+//!    views of the same aggregates, its ratio to none beside ours. (The
+//!    table grows as the bench goes: each run ingests more on top.)
+//! 2. Lag with one projection at half the maximum rate: a poller reads
+//!    `GET /v1/projections/{name}` every millisecond; a request's lag is
+//!    from its acknowledgement to the first poll whose position covers it
+//!    (the poll's own period is in the figure). chDB updates its views
+//!    inside the INSERT, so it has no lag to compare: its cost is in 1.
+//! 3. Key lookups: `GET /v1/projections/{name}/state?key=…` for random
+//!    keys, p50 and p99; chDB reads one entity's row from its view
+//!    (in-process, no HTTP).
+//! 4. Rebuild speed: `POST /v1/projections/{name}/rebuild` over the whole
+//!    table, events/s until the rebuilt state serves; chDB builds the
+//!    view's table from the same number of rows (INSERT … SELECT).
+//! 5. Start-up with the projection: from its snapshot (a clean stop
+//!    writes one), and with snapshots off (folding the table again).
+//!
+//! cargo bench --bench projections -- [--requests 300] [--seconds 10]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BATCH: usize = 1000;
+
+fn projection_query(i: usize) -> String {
+    format!(
+        "SELECT entity_id, count(*) AS events, sum(amount) AS total, max(amount) AS top, \
+         count(DISTINCT event_type) AS kinds FROM events WHERE event_type <> 'x{i}' GROUP BY entity_id"
+    )
+}
+
+struct Api {
+    http: reqwest::blocking::Client,
+    base: String,
+}
+
+impl Api {
+    fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> u16 {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    fn highest(&self) -> u64 {
+        let sql = "SELECT max(position) AS p FROM events";
+        let rows: Value = serde_json::from_str(&query(&self.http, &self.base, sql)).unwrap();
+        rows[0]["p"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits until every projection has folded the whole table.
+    fn caught_up(&self) {
+        let highest = self.highest();
+        loop {
+            let list = self.get("/v1/projections");
+            let all = list["projections"].as_array().unwrap();
+            if all.iter().all(|p| p["position"].as_u64() == Some(highest)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn main() {
+    let requests: usize = arg("--requests", 300);
+    let seconds: f64 = arg("--seconds", 10.0);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = BenchServer::start(tmp.path(), &[]);
+    let api = Api {
+        http: reqwest::blocking::Client::new(),
+        base: server.base.clone(),
+    };
+    let url = format!("{}/v1/events", server.base);
+    let bodies = Arc::new(
+        (0..64)
+            .map(|i| ndjson_batch((i * BATCH) as u64, BATCH, 10_000, 1))
+            .collect::<Vec<_>>(),
+    );
+
+    // 1. Ingest with 0, 1, 5 and 20 projections.
+    let mut base_rate = 0.0;
+    let mut chdb_base = 0.0;
+    let mut defined = 0;
+    for n in [0, 1, 5, 20] {
+        while defined < n {
+            let body = json!({"name": format!("p{defined}"), "query": projection_query(defined)});
+            assert_eq!(api.post("/v1/projections", body), 201);
+            defined += 1;
+        }
+        api.caught_up();
+        let load = run_load(&url, bodies.clone(), BATCH, requests, 4, None);
+        let t = Instant::now();
+        api.caught_up();
+        let drain = t.elapsed();
+        let rate = load.rate();
+        let peer = python_json(
+            "chdb_views.py",
+            &[
+                "ingest".as_ref(),
+                n.to_string().as_ref(),
+                requests.to_string().as_ref(),
+                BATCH.to_string().as_ref(),
+            ],
+        );
+        let peer_rate = peer["rate"].as_f64().unwrap();
+        if n == 0 {
+            base_rate = rate;
+            chdb_base = peer_rate;
+        }
+        println!(
+            "{n:>2} projections: {rate:.0} events/s ({:.2} of none; caught up {:.0} ms after the last ack) | chDB, {n} views: {peer_rate:.0} rows/s ({:.2} of none)",
+            rate / base_rate,
+            drain.as_secs_f64() * 1e3,
+            peer_rate / chdb_base
+        );
+    }
+    for i in 1..defined {
+        let r = api
+            .http
+            .delete(format!("{}/v1/projections/p{i}", server.base))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+    }
+
+    // 2. Lag with one projection at half the maximum rate.
+    let rate = base_rate / 2.0;
+    let small = Arc::new(
+        (0..64)
+            .map(|i| ndjson_batch((i * 100) as u64, 100, 10_000, 1))
+            .collect::<Vec<_>>(),
+    );
+    let seen = poll_positions(&server.base, "p0");
+    let mut acks = paced_ingest(&url, &small, 100, (rate * seconds / 100.0) as usize, rate);
+    acks.sort_by_key(|(p, _)| *p);
+    std::thread::sleep(Duration::from_millis(500));
+    let (positions, stop) = seen;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let polled = positions.lock().unwrap().clone();
+    let mut lags: Vec<f64> = acks
+        .iter()
+        .filter_map(|(last, acked)| {
+            let i = polled.partition_point(|(p, at)| p < last || at < acked);
+            polled
+                .get(i)
+                .map(|(_, at)| at.duration_since(*acked).as_secs_f64())
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    let at = |p: f64| lags[((lags.len() - 1) as f64 * p).round() as usize] * 1e3;
+    println!(
+        "lag at {rate:.0} events/s (half the maximum, batches of 100, {} requests): p50 {:.2} ms, p99 {:.2} ms (chDB: views are updated inside the INSERT)",
+        acks.len(),
+        at(0.5),
+        at(0.99)
+    );
+
+    // 3. Key lookups.
+    let mut rng = Rng::new(11);
+    let mut times: Vec<f64> = (0..2000)
+        .map(|_| {
+            let key = format!("u{}", rng.below(10_000));
+            let t = Instant::now();
+            let r = api
+                .http
+                .get(format!("{}/v1/projections/p0/state?key={key}", server.base))
+                .send()
+                .unwrap();
+            assert!(r.status().is_success());
+            r.bytes().unwrap();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let at = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize] * 1e3;
+    let peer = python_json(
+        "chdb_views.py",
+        &[
+            "ingest".as_ref(),
+            "1".as_ref(),
+            requests.to_string().as_ref(),
+            BATCH.to_string().as_ref(),
+        ],
+    );
+    let (c50, c99) = (
+        peer["lookup_p50"].as_f64().unwrap() * 1e3,
+        peer["lookup_p99"].as_f64().unwrap() * 1e3,
+    );
+    println!(
+        "key lookup over HTTP: p50 {:.2} ms, p99 {:.2} ms | chDB, one view, in-process: p50 {c50:.2} ms, p99 {c99:.2} ms; ratio p99 {:.2}",
+        at(0.5),
+        at(0.99),
+        at(0.99) / c99
+    );
+
+    // 4. Rebuild.
+    let events = api.highest();
+    let created = api.get("/v1/projections/p0")["created_ms"].clone();
+    let t = Instant::now();
+    assert_eq!(api.post("/v1/projections/p0/rebuild", json!({})), 202);
+    loop {
+        let info = api.get("/v1/projections/p0");
+        if info["created_ms"] != created && info.get("next").is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t.elapsed().as_secs_f64();
+    let peer = python_json(
+        "chdb_views.py",
+        &["rebuild".as_ref(), events.to_string().as_ref()],
+    );
+    let peer_rate = peer["rate"].as_f64().unwrap();
+    println!(
+        "rebuild of {events} events: {:.0} events/s ({took:.2} s) | chDB builds the view's table at {peer_rate:.0} rows/s; ratio {:.3}",
+        events as f64 / took,
+        events as f64 / took / peer_rate
+    );
+
+    // 5. Start-up: from the snapshot a clean stop writes, then folding
+    // the table again with snapshots off.
+    let dir = server.data_dir.clone();
+    server.stop();
+    for (label, extra) in [
+        ("from its snapshot", &[][..]),
+        (
+            "with snapshots off (folds the table)",
+            &["--projection-snapshot-interval", "0"][..],
+        ),
+    ] {
+        let t = Instant::now();
+        let server = BenchServer::start(&dir, extra);
+        let api = Api {
+            http: reqwest::blocking::Client::new(),
+            base: server.base.clone(),
+        };
+        api.caught_up();
+        println!(
+            "start-up with a projection over {events} events, {label}: {:.2} s to ready and caught up",
+            t.elapsed().as_secs_f64()
+        );
+        server.stop();
+    }
+}
+
+type Polled = (
+    Arc<Mutex<Vec<(u64, Instant)>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// Reads the projection's position every millisecond on a thread of its
+/// own, noting each new one and when it was seen.
+fn poll_positions(base: &str, name: &str) -> Polled {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (url, sink, done) = (
+        format!("{base}/v1/projections/{name}"),
+        seen.clone(),
+        stop.clone(),
+    );
+    std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        let mut last = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let info: Value = http.get(&url).send().unwrap().json().unwrap();
+            let at = Instant::now();
+            let p = info["position"].as_u64().unwrap_or(0);
+            if p > last {
+                last = p;
+                sink.lock().unwrap().push((p, at));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    (seen, stop)
+}
