@@ -33,6 +33,10 @@ pub struct Spec {
     pub language: Language,
     /// When it was created, in milliseconds since the epoch.
     pub created_ms: i64,
+    /// Unique to this definition (a UUID): names its snapshot, so that no
+    /// other definition of the name ever loads it.
+    #[serde(default)]
+    pub id: String,
     /// As a next version: wait for `POST /v1/projections/{name}/promote`
     /// once caught up, rather than replacing the serving one at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -90,6 +94,8 @@ pub struct Live {
     health: Mutex<Health>,
     /// Cancelled when the projection is deleted or the server stops.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Held while a snapshot is written: one at a time.
+    pub snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 impl Live {
@@ -115,6 +121,7 @@ impl Live {
             restored_position,
             health: Mutex::new(Health::Running),
             stop: Default::default(),
+            snapshot_lock: Default::default(),
         })
     }
 
@@ -125,11 +132,20 @@ impl Live {
 
     /// Folds `batches` (the table's next events, in position order) and
     /// moves the position to `upto`.
+    ///
+    /// A fold that fails may have folded part of a batch: the projection
+    /// is failed before the state is let go, so that no snapshot is taken
+    /// of it.
     pub fn fold(&self, batches: &[RecordBatch], upto: u64) -> Result<()> {
         let mut state = self.state.write();
         for batch in batches {
-            let batch = crate::schema::adapt_batch(batch, &self.input)?;
-            state.fold(&batch)?;
+            let folded = crate::schema::adapt_batch(batch, &self.input)
+                .map_err(Into::into)
+                .and_then(|batch| state.fold(&batch));
+            if let Err(e) = folded {
+                self.fail(format!("folding events failed: {e}"));
+                return Err(e);
+            }
         }
         self.position.fetch_max(upto, Ordering::Release);
         Ok(())
@@ -159,10 +175,12 @@ impl Live {
 
     /// The state as snapshot rows and the position they cover, or `None`
     /// when the last snapshot already covers the position.
+    /// A failed projection is not snapshotted: its state may hold part of
+    /// a batch past its position.
     pub fn snapshot(&self) -> Result<Option<(RecordBatch, u64)>> {
         let state = self.state.read();
         let position = self.position();
-        if position <= self.snapshot_position() {
+        if position <= self.snapshot_position() || self.health() != Health::Running {
             return Ok(None);
         }
         Ok(Some((state.snapshot()?, position)))
@@ -204,7 +222,10 @@ impl Live {
 
 /// The name of the snapshot of the projection `spec` defines.
 pub fn snapshot_name(spec: &Spec) -> String {
-    format!("{}.{}", spec.name, spec.created_ms)
+    match spec.id.is_empty() {
+        true => format!("{}.{}", spec.name, spec.created_ms),
+        false => format!("{}.{}", spec.name, spec.id),
+    }
 }
 
 /// Which of a name's projections a definition is.
@@ -311,6 +332,7 @@ impl Registry {
             next: None,
         };
         map.insert(key.clone(), slot);
+        self.prune_unloaded(&key);
         if let Err(e) = self.store(&map) {
             map.remove(&key);
             return Err(e.into());
@@ -339,6 +361,7 @@ impl Registry {
             });
         }
         let replaced = slot.next.replace(live);
+        self.prune_unloaded(&key);
         if let Err(e) = self.store(&map) {
             map.get_mut(&key).expect("held under the lock").next = replaced;
             return Err(e.into());
@@ -363,6 +386,7 @@ impl Registry {
         }
         let before = slot.clone();
         slot.serving = slot.next.take().expect("checked above");
+        self.prune_unloaded(&key);
         if let Err(e) = self.store(&map) {
             map.insert(key, before);
             return Err(e);
@@ -376,10 +400,17 @@ impl Registry {
     pub fn restore(&self, live: Arc<Live>, role: Role) {
         let mut map = self.live.lock();
         let key = (live.tenant.clone(), live.name.clone());
-        match (map.get_mut(&key), role) {
-            (Some(slot), Role::Next) => slot.next = Some(live),
-            (Some(slot), Role::Serving) => slot.serving = live,
-            (None, _) => {
+        let replaced = match (map.get_mut(&key), role) {
+            (Some(slot), Role::Next) => slot.next.replace(live),
+            (Some(slot), Role::Serving) => Some(std::mem::replace(&mut slot.serving, live)),
+            (None, role) => {
+                if role == Role::Next {
+                    // Its serving definition failed to load: this one
+                    // serves in its place.
+                    self.unloaded
+                        .lock()
+                        .retain(|(t, spec, _)| !(t == &key.0 && spec.name == key.1.as_str()));
+                }
                 map.insert(
                     key,
                     Slot {
@@ -387,8 +418,20 @@ impl Registry {
                         next: None,
                     },
                 );
+                None
             }
+        };
+        if let Some(r) = replaced {
+            r.stop.cancel();
         }
+    }
+
+    /// Forgets the unloaded definitions of `key`'s name: a definition of
+    /// it was added, promoted or removed since.
+    fn prune_unloaded(&self, key: &Key) {
+        self.unloaded
+            .lock()
+            .retain(|(t, spec, _)| !(t == &key.0 && spec.name == key.1.as_str()));
     }
 
     /// Keeps a stored projection that could not be defined again in the
@@ -409,6 +452,7 @@ impl Registry {
         let Some(slot) = map.remove(&key) else {
             return Ok(Vec::new());
         };
+        self.prune_unloaded(&key);
         if let Err(e) = self.store(&map) {
             map.insert(key, slot);
             return Err(e);

@@ -12,7 +12,9 @@
 //! | first_value, last_value | `a{j}_key` (Int64: the order key), `a{j}` |
 //!
 //! A distinct count keeps its values, not the count, so that folding
-//! resumes from the snapshot exactly.
+//! resumes from the snapshot exactly. Types a Delta table would change
+//! (timestamps other than microseconds, `Date64`) are stored as their
+//! Int64 values and cast back when loaded.
 
 use super::{State, Value};
 use crate::projection::define::Fold;
@@ -28,7 +30,49 @@ use datafusion::error::{DataFusionError, Result};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// The snapshot's columns for a state of these keys and aggregates.
+/// How a column of `data_type` is stored: as itself, or as Int64 when a
+/// Delta table would not keep it exactly.
+fn stored_type(data_type: &DataType) -> DataType {
+    use arrow::datatypes::TimeUnit;
+    match data_type {
+        DataType::Timestamp(unit, _) if *unit != TimeUnit::Microsecond => DataType::Int64,
+        DataType::Date64 => DataType::Int64,
+        DataType::List(item) => DataType::List(Arc::new(Field::new(
+            item.name(),
+            stored_type(item.data_type()),
+            item.is_nullable(),
+        ))),
+        other => other.clone(),
+    }
+}
+
+/// `real` with each column's type as it is stored.
+pub(super) fn stored(real: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        real.fields()
+            .iter()
+            .map(|f| Field::new(f.name(), stored_type(f.data_type()), f.is_nullable()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `batch`'s columns cast to `schema`'s types (same names, same order).
+fn cast_to(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// The snapshot's columns for a state of these keys and aggregates, in
+/// their types in memory.
 pub(super) fn schema(keys: &[Field], aggregates: &[super::Compiled]) -> SchemaRef {
     let mut fields: Vec<Field> = keys
         .iter()
@@ -151,11 +195,12 @@ impl State {
                 }
             }
         }
-        Ok(RecordBatch::try_new_with_options(
-            self.snapshot_schema.clone(),
+        let real = RecordBatch::try_new_with_options(
+            self.snapshot_real.clone(),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(groups)),
-        )?)
+        )?;
+        cast_to(&real, &self.snapshot_schema)
     }
 
     /// Loads `batches` (rows of [`State::snapshot_schema`], as
@@ -169,9 +214,27 @@ impl State {
                 "a snapshot is loaded only into an empty state".into(),
             ));
         }
+        let stored = self.snapshot_schema.clone();
+        let real = self.snapshot_real.clone();
+        let mut expected: Vec<&str> = stored.fields().iter().map(|f| f.name().as_str()).collect();
+        expected.sort_unstable();
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if self.rows.is_none() && rows > 1 {
+            return Err(DataFusionError::Plan(format!(
+                "the snapshot of a projection without GROUP BY has {rows} rows"
+            )));
+        }
         for batch in batches {
-            let batch = crate::schema::adapt_batch(batch, &self.snapshot_schema)?;
-            self.restore_batch(&batch)?;
+            let schema = batch.schema();
+            let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            names.sort_unstable();
+            if names != expected {
+                return Err(DataFusionError::Plan(format!(
+                    "the snapshot's columns {names:?} are not the projection's {expected:?}"
+                )));
+            }
+            let batch = crate::schema::adapt_batch(batch, &stored)?;
+            self.restore_batch(&cast_to(&batch, &real)?)?;
         }
         Ok(())
     }
@@ -180,12 +243,6 @@ impl State {
         let keys = self.keys.len();
         let rows = match &self.rows {
             Some(converter) => Some(converter.convert_columns(&batch.columns()[..keys])?),
-            None if batch.num_rows() > 1 => {
-                return Err(DataFusionError::Plan(format!(
-                    "the snapshot of a projection without GROUP BY has {} rows",
-                    batch.num_rows()
-                )));
-            }
             None => None,
         };
         for i in 0..batch.num_rows() {

@@ -91,8 +91,10 @@ pub struct State {
     state_schema: SchemaRef,
     output: Vec<Expr>,
     output_schema: SchemaRef,
-    /// The columns of [`State::snapshot`].
+    /// The columns of [`State::snapshot`], as stored.
     snapshot_schema: SchemaRef,
+    /// The same columns in the types the state holds.
+    snapshot_real: SchemaRef,
     /// Estimated bytes of the groups and values.
     bytes: usize,
 }
@@ -111,8 +113,18 @@ impl State {
     /// `session` (which gives their functions and type coercion).
     pub fn new(definition: &Definition, session: &SessionState) -> Result<State> {
         let table = definition.table_schema.as_ref();
+        // Simplified first, as a query's plan is: some functions
+        // (`arrow_cast`) exist only to be rewritten by the simplifier.
         let compile = |e: &datafusion::logical_expr::Expr, schema: &DFSchema| {
-            session.create_physical_expr(e.clone(), schema)
+            use datafusion::logical_expr::simplify::SimplifyContext;
+            use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+            let context = SimplifyContext::builder()
+                .with_schema(Arc::new(schema.clone()))
+                .with_config_options(Arc::clone(session.config_options()))
+                .build();
+            let simplifier = ExprSimplifier::new(context);
+            let e = simplifier.simplify(simplifier.coerce(e.clone(), schema)?)?;
+            session.create_physical_expr(e, schema)
         };
         let filter = definition
             .filter
@@ -182,7 +194,8 @@ impl State {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        let snapshot_schema = snapshot::schema(&key_fields, &aggregates);
+        let snapshot_real = snapshot::schema(&key_fields, &aggregates);
+        let snapshot_schema = snapshot::stored(&snapshot_real);
         let mut state = State {
             filter,
             keys,
@@ -197,6 +210,7 @@ impl State {
             output,
             output_schema,
             snapshot_schema,
+            snapshot_real,
             bytes: 0,
         };
         if state.rows.is_none() {

@@ -196,3 +196,14 @@ async fn an_aliased_table_and_keys_out_of_select_order() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn nanosecond_keys_and_values_survive_a_snapshot() {
+    check(
+        "SELECT arrow_cast(date_trunc('hour', timestamp), 'Timestamp(Nanosecond, None)') AS hour, \
+                max(arrow_cast(timestamp, 'Timestamp(Nanosecond, None)')) AS latest, \
+                count(DISTINCT arrow_cast(timestamp, 'Timestamp(Nanosecond, None)')) AS moments \
+         FROM events GROUP BY arrow_cast(date_trunc('hour', timestamp), 'Timestamp(Nanosecond, None)')",
+    )
+    .await;
+}

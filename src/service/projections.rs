@@ -158,7 +158,11 @@ impl Service {
         };
         let (state, position) = match restored {
             Some(loaded) => loaded,
-            None => (State::new(&definition, &session)?, 0),
+            None => {
+                let state = State::new(&definition, &session)
+                    .map_err(|e| Error::invalid(format!("query: {}", e.strip_backtrace())))?;
+                (state, 0)
+            }
         };
         Ok(Live::new(
             caller.tenant.clone(),
@@ -187,6 +191,7 @@ impl Service {
             query: request.query,
             language: request.language,
             created_ms: chrono::Utc::now().timestamp_millis(),
+            id: uuid::Uuid::now_v7().to_string(),
             manual_promote: request.manual_promote,
         };
         if self
@@ -381,8 +386,7 @@ impl Service {
                 match subscription.next(wait).await {
                     Ok(Some(batches)) => {
                         let upto = subscription.position();
-                        if let Err(e) = live.fold(&batches, upto) {
-                            live.fail(format!("folding events failed: {e}"));
+                        if live.fold(&batches, upto).is_err() {
                             return;
                         }
                         let (_, bytes) = live.size();

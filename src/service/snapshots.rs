@@ -63,6 +63,7 @@ impl Service {
     }
 
     async fn snapshot_one(&self, live: &Arc<Live>) -> bool {
+        let _one_at_a_time = live.snapshot_lock.lock().await;
         let (batch, position) = match live.snapshot() {
             Ok(Some(s)) => s,
             Ok(None) => return false,

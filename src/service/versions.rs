@@ -44,8 +44,23 @@ impl Service {
     ) -> Result<ProjectionInfo> {
         caller.require(Role::Writer, "rebuild projections")?;
         let serving = self.live(caller, name)?;
+        if let Some(next) = self.projections.next(&caller.tenant, name)
+            && next.spec.version > serving.spec.version
+        {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "version {} of projection {:?} is building; a rebuild of version {} would replace it (delete the projection, or wait until version {} serves)",
+                    next.spec.version,
+                    name.as_str(),
+                    serving.spec.version,
+                    next.spec.version
+                ),
+            ));
+        }
         let spec = Spec {
             created_ms: chrono::Utc::now().timestamp_millis(),
+            id: uuid::Uuid::now_v7().to_string(),
             manual_promote: false,
             ..serving.spec.clone()
         };

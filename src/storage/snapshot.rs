@@ -109,12 +109,15 @@ impl Storage {
         let Ok(state) = table.snapshot() else {
             return Ok(None);
         };
-        let position = state
+        // Rows without the position they cover are no snapshot.
+        let Some(position) = state
             .transaction_version(table.log_store().as_ref(), SNAPSHOT_APP_ID)
             .await
             .map_err(delta_err)?
-            .unwrap_or(0)
-            .max(0) as u64;
+        else {
+            return Ok(None);
+        };
+        let position = position.max(0) as u64;
         let files: Vec<object_store::path::Path> = state
             .log_data()
             .into_iter()
