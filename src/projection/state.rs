@@ -379,6 +379,16 @@ impl State {
                 key.len()
             )));
         }
+        if let Some(rows) = self.read_key_directly(key)? {
+            return Ok(rows);
+        }
+        self.read_key_by_text(key)
+    }
+
+    /// [`State::read_key`] by comparing every group's key as text.
+    fn read_key_by_text(&self, key: &[String]) -> Result<RecordBatch> {
+        use arrow::array::StringArray;
+        use arrow::compute::kernels::cmp::eq;
         let state = self.state_batch()?;
         let mut matching = BooleanArray::from(vec![true; state.num_rows()]);
         for (i, value) in key.iter().enumerate() {
@@ -392,6 +402,45 @@ impl State {
             None => matching,
         };
         self.output_of(filter_record_batch(&state, &matching)?)
+    }
+
+    /// [`State::read_key`] by the groups' hash map: the key's text is cast
+    /// to the key columns' types and the group looked up. `None` when the
+    /// text does not read back as itself once cast (`01` for the integer
+    /// 1), where comparing every group's key as text decides.
+    fn read_key_directly(&self, key: &[String]) -> Result<Option<RecordBatch>> {
+        use arrow::array::StringArray;
+        let Some(converter) = &self.rows else {
+            return Ok(None);
+        };
+        let mut columns = Vec::with_capacity(key.len());
+        for (value, field) in key.iter().zip(self.state_schema.fields()) {
+            let text: ArrayRef = Arc::new(StringArray::from(vec![value.as_str()]));
+            let strict = arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            let typed = match arrow::compute::cast_with_options(&text, field.data_type(), &strict) {
+                Ok(c) if c.is_valid(0) => c,
+                _ => return Ok(None),
+            };
+            if cast(&typed, &DataType::Utf8)?.as_string::<i32>().value(0) != value {
+                return Ok(None);
+            }
+            columns.push(typed);
+        }
+        let rows = converter.convert_columns(&columns)?;
+        let Some(&group) = self.groups.get(&rows.row(0).owned()) else {
+            let none = RecordBatch::new_empty(self.state_schema.clone());
+            return self.output_of(none).map(Some);
+        };
+        let mut columns = converter.convert_rows([self.group_keys[group].row()])?;
+        for (j, aggregate) in self.aggregates.iter().enumerate() {
+            let value = value_of(&self.values[group][j], &aggregate.output)?;
+            columns.push(cast(&value.to_array()?, &aggregate.output)?);
+        }
+        let state = RecordBatch::try_new(self.state_schema.clone(), columns)?;
+        self.output_of(state).map(Some)
     }
 
     /// The select list over `state` (rows of the state batch).

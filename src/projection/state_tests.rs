@@ -143,6 +143,31 @@ async fn check(sql: &str) {
         let got = state.read().unwrap();
         assert_eq!(got.schema(), state.schema());
         assert_eq!(rows(&got), rows(&expected), "{sql} after {next} events");
+        // A key read finds the same rows by the hash map as by text.
+        if !state.keys.is_empty() {
+            let groups = state.state_batch().unwrap();
+            let text: Vec<ArrayRef> = (0..state.keys.len())
+                .map(|c| cast(groups.column(c), &DataType::Utf8).unwrap())
+                .collect();
+            let mut keys: Vec<Vec<String>> = (0..groups.num_rows().min(25))
+                .filter(|&i| text.iter().all(|t| t.is_valid(i)))
+                .map(|i| {
+                    text.iter()
+                        .map(|t| t.as_string::<i32>().value(i).to_string())
+                        .collect()
+                })
+                .collect();
+            keys.push(vec!["no such key".to_string(); state.keys.len()]);
+            keys.push(vec!["01".to_string(); state.keys.len()]);
+            for key in keys {
+                let direct = state.read_key(&key).unwrap();
+                assert_eq!(
+                    rows(&direct),
+                    rows(&state.read_key_by_text(&key).unwrap()),
+                    "{key:?}"
+                );
+            }
+        }
         // Folding goes on from a snapshot of the state, restored into a
         // fresh one, as after a restart.
         let snapshot = state.snapshot().unwrap();

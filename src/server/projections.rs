@@ -162,6 +162,14 @@ pub(super) async fn rows(
         Ok(out)
     };
     let body = encode()?;
+    if body.len() > state.max_result_bytes {
+        return Err(Error::invalid(format!(
+            "the projection's rows are {} bytes as JSON, more than {} (--max-result-bytes): read one key with ?key=…, or query projections.{} in SQL with a LIMIT or format=arrow",
+            body.len(),
+            state.max_result_bytes,
+            name
+        )));
+    }
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(

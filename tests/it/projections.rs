@@ -606,3 +606,22 @@ fn a_projection_defined_as_a_dsl_document() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("one of the two"), "{}", r.error());
 }
+
+#[test]
+fn a_state_larger_than_the_result_limit_is_refused_and_keys_still_read() {
+    let s = TestServer::start(&["--max-result-bytes", "300"]);
+    s.ingest(&round(31, 50));
+    let q = "SELECT event_id, count(*) AS n FROM events GROUP BY event_id";
+    assert_eq!(define(&s, "per_event", q).status, 201);
+    caught_up(&s, "per_event");
+    let r = s.get("/v1/projections/per_event/state");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("--max-result-bytes"), "{}", r.error());
+    let id = s.scalar("SELECT min(event_id) FROM events");
+    let r = s.get(&format!(
+        "/v1/projections/per_event/state?key={}",
+        id.as_str().unwrap()
+    ));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()[0]["n"], 1);
+}
