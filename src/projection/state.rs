@@ -370,8 +370,6 @@ impl State {
     /// The rows of the groups whose key equals `key` (one value per key
     /// expression, in `GROUP BY` order, compared as text): none or one.
     pub fn read_key(&self, key: &[String]) -> Result<RecordBatch> {
-        use arrow::array::StringArray;
-        use arrow::compute::kernels::cmp::eq;
         if key.len() != self.keys.len() {
             return Err(DataFusionError::Plan(format!(
                 "the projection has {} key column(s); {} value(s) given",
