@@ -155,3 +155,16 @@ fn min_over_negative_nans_agrees() {
         false,
     );
 }
+
+/// Two equal select expressions under DISTINCT, ordered and limited: the
+/// partition-wise TopK sorts on the first alone (they are equal), which
+/// the plan check must accept above the aggregate that groups by both.
+#[test]
+fn distinct_equal_expressions_ordered_and_limited() {
+    for sql in [
+        "SELECT DISTINCT json_get_int(tags, 0) AS c0, json_get_int(tags, 0) AS c1 FROM events WHERE (concat_ws('-', right(event_id, 0), entity_id) >= CAST(substr('it''s', 4, 0) AS VARCHAR)) ORDER BY c0, c1 LIMIT 1",
+        "SELECT DISTINCT timestamp AS c0, timestamp AS c1 FROM events WHERE starts_with(split_part(concat_ws('-', tags, note), '.', 2), 'e') ORDER BY c0, c1 LIMIT 1",
+    ] {
+        check_one(sql, true);
+    }
+}

@@ -12,7 +12,10 @@
 //! plan if every unmet ordering requirement is a merge whose input is a
 //! sort of the same keys (by their rendering, once columns the sort's
 //! input proves equal are written as one), or a union of such sorts.
-//! Anything else is refused as before.
+//! Columns proven equal below an aggregate that groups by them count as
+//! equal: `SELECT DISTINCT x AS a, x AS b … ORDER BY a, b LIMIT 1` sorts
+//! each partition on `a` alone above the aggregate, whose output no longer
+//! proves `a = b`. Anything else is refused as before.
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::error::Result;
@@ -106,17 +109,62 @@ fn sorted_on(plan: &Arc<dyn ExecutionPlan>, keys: &LexOrdering) -> bool {
         };
         return inputs.iter().all(|input| {
             let properties = input.equivalence_properties();
-            let canonical = |o: &LexOrdering| -> Vec<String> {
-                properties
-                    .eq_group()
-                    .normalize_sort_exprs(o.iter().cloned())
-                    .filter(|e| properties.is_expr_constant(&e.expr).is_none())
-                    .map(|e| e.to_string())
-                    .collect()
+            // Columns proven equal below an aggregate that groups by them
+            // are equal in its output too.
+            let sources = match grouped_source(input) {
+                Some(below) => match below.downcast_ref::<UnionExec>() {
+                    Some(union) => union.children().into_iter().cloned().collect(),
+                    None => vec![below],
+                },
+                None => vec![input.clone()],
             };
-            canonical(sort.expr()) == canonical(keys)
+            sources.iter().all(|source| {
+                let equal = source.equivalence_properties();
+                let canonical = |o: &LexOrdering| -> Vec<String> {
+                    let mut seen = Vec::new();
+                    for e in equal.eq_group().normalize_sort_exprs(o.iter().cloned()) {
+                        if properties.is_expr_constant(&e.expr).is_some() {
+                            continue;
+                        }
+                        // A key repeated after itself orders nothing more.
+                        let text = e.to_string();
+                        if !seen.contains(&text) {
+                            seen.push(text);
+                        }
+                    }
+                    seen
+                };
+                canonical(sort.expr()) == canonical(keys)
+            })
         });
     }
     plan.downcast_ref::<UnionExec>().is_some()
         && plan.children().into_iter().all(|c| sorted_on(c, keys))
+}
+
+/// The plan below `plan`, through aggregates that group by exactly their
+/// input's leading columns in order (`c0@0, c1@1, …`, no grouping sets) and
+/// repartitions between them, whose columns are `plan`'s grouping columns
+/// at the same indices: an equality of two of them there holds in every
+/// group `plan` outputs. `None` when `plan` is no such aggregate.
+fn grouped_source(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_plan::aggregates::AggregateExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+        return grouped_source(repartition.input());
+    }
+    let aggregate = plan.downcast_ref::<AggregateExec>()?;
+    let group = aggregate.group_expr();
+    let identity = group.is_single()
+        && group
+            .expr()
+            .iter()
+            .enumerate()
+            .all(|(i, (e, _))| e.downcast_ref::<Column>().is_some_and(|c| c.index() == i));
+    if !identity {
+        return None;
+    }
+    let input = aggregate.input();
+    Some(grouped_source(input).unwrap_or_else(|| input.clone()))
 }
