@@ -164,6 +164,7 @@ fn distinct_equal_expressions_ordered_and_limited() {
     for sql in [
         "SELECT DISTINCT json_get_int(tags, 0) AS c0, json_get_int(tags, 0) AS c1 FROM events WHERE (concat_ws('-', right(event_id, 0), entity_id) >= CAST(substr('it''s', 4, 0) AS VARCHAR)) ORDER BY c0, c1 LIMIT 1",
         "SELECT DISTINCT timestamp AS c0, timestamp AS c1 FROM events WHERE starts_with(split_part(concat_ws('-', tags, note), '.', 2), 'e') ORDER BY c0, c1 LIMIT 1",
+        "SELECT DISTINCT json_get_int(tags, 0) AS c0, json_get_int(tags, 0) AS c1 FROM events WHERE (concat_ws('-', right(event_id, 0), entity_id) >= CAST(substr('it''s', 4, 0) AS VARCHAR)) ORDER BY c0, c1 DESC LIMIT 1",
     ] {
         check_one(sql, true);
     }

@@ -121,18 +121,18 @@ fn sorted_on(plan: &Arc<dyn ExecutionPlan>, keys: &LexOrdering) -> bool {
             sources.iter().all(|source| {
                 let equal = source.equivalence_properties();
                 let canonical = |o: &LexOrdering| -> Vec<String> {
-                    let mut seen = Vec::new();
+                    let mut seen: Vec<(String, String)> = Vec::new();
                     for e in equal.eq_group().normalize_sort_exprs(o.iter().cloned()) {
                         if properties.is_expr_constant(&e.expr).is_some() {
                             continue;
                         }
-                        // A key repeated after itself orders nothing more.
-                        let text = e.to_string();
-                        if !seen.contains(&text) {
-                            seen.push(text);
+                        // A key repeated after itself orders nothing more,
+                        // in either direction.
+                        if !seen.iter().any(|(expr, _)| *expr == e.expr.to_string()) {
+                            seen.push((e.expr.to_string(), e.to_string()));
                         }
                     }
-                    seen
+                    seen.into_iter().map(|(_, key)| key).collect()
                 };
                 canonical(sort.expr()) == canonical(keys)
             })
