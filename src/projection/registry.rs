@@ -407,9 +407,7 @@ impl Registry {
                 if role == Role::Next {
                     // Its serving definition failed to load: this one
                     // serves in its place.
-                    self.unloaded
-                        .lock()
-                        .retain(|(t, spec, _)| !(t == &key.0 && spec.name == key.1.as_str()));
+                    self.prune_unloaded(&key);
                 }
                 map.insert(
                     key,
