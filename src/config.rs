@@ -160,6 +160,10 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_PROJECTIONS", default_value_t = 32)]
     pub max_projections: usize,
 
+    /// Pipelines (`POST /v1/pipelines`) one tenant may keep; more get 429.
+    #[arg(long, env = "ALLSOURCE_MAX_PIPELINES", default_value_t = 32)]
+    pub max_pipelines: usize,
+
     /// The most one projection's state may hold, in bytes (estimated: its
     /// keys and values). A projection that grows past it stops, with the
     /// reason in `GET /v1/projections/{name}`.
@@ -261,6 +265,7 @@ impl Default for Config {
             max_subscriptions: 64,
             max_consumer_groups: 100,
             max_projections: 32,
+            max_pipelines: 32,
             max_projection_state_bytes: 256 << 20,
             projection_snapshot_interval: Duration::from_secs(60),
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,

@@ -89,9 +89,19 @@ name_type!(
     "projection"
 );
 
+name_type!(
+    /// A pipeline within a tenant, also a path component.
+    PipelineName,
+    "pipeline"
+);
+
 /// The folder of the data directory that holds the durable state of
 /// subscriptions, one folder per tenant inside.
 pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";
+
+/// The folder of the data directory that holds each pipeline's definition
+/// and progress, one folder per tenant inside.
+pub const PIPELINES_DIR: &str = "pipelines";
 
 impl GroupName {
     /// Where the durable state of this subscription of `tenant` is kept,
@@ -101,35 +111,51 @@ impl GroupName {
     }
 
     /// Every state file under `root` laid out as [`GroupName::state_file`]
-    /// places them, with the tenant its folder names (folders that are no
-    /// tenant id are skipped). None when `root` does not exist yet.
+    /// places them ([`tenant_json_files`]).
     pub fn state_files(
         root: &std::path::Path,
     ) -> std::io::Result<Vec<(TenantId, std::path::PathBuf)>> {
-        let tenants = match std::fs::read_dir(root) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        tenant_json_files(root)
+    }
+}
+
+impl PipelineName {
+    /// Where `tenant`'s pipeline of this name keeps its definition and
+    /// progress, under `root` (the data directory's [`PIPELINES_DIR`]).
+    pub fn state_file(&self, root: &std::path::Path, tenant: &TenantId) -> std::path::PathBuf {
+        root.join(tenant.as_str()).join(format!("{self}.json"))
+    }
+}
+
+/// Every `<root>/<tenant>/<name>.json`, with the tenant its folder names
+/// (folders that are no tenant id are skipped). None when `root` does not
+/// exist yet.
+pub fn tenant_json_files(
+    root: &std::path::Path,
+) -> std::io::Result<Vec<(TenantId, std::path::PathBuf)>> {
+    let tenants = match std::fs::read_dir(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for tenant_dir in tenants {
+        let tenant_dir = tenant_dir?.path();
+        let Some(tenant) = tenant_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<TenantId>().ok())
+        else {
+            continue;
         };
-        let mut found = Vec::new();
-        for tenant_dir in tenants {
-            let tenant_dir = tenant_dir?.path();
-            let Some(tenant) = tenant_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<TenantId>().ok())
-            else {
-                continue;
-            };
-            for entry in std::fs::read_dir(&tenant_dir)? {
-                let path = entry?.path();
-                if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                    found.push((tenant.clone(), path));
-                }
+        for entry in std::fs::read_dir(&tenant_dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                found.push((tenant.clone(), path));
             }
         }
-        Ok(found)
     }
+    Ok(found)
 }
 
 impl TenantId {

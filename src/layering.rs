@@ -6,6 +6,7 @@
 //! ```text
 //! cli, server            transports: wire formats in and out
 //! service                the one API: auth, limits, metrics, audit
+//! pipeline               operators run on events into another table
 //! projection             aggregates kept up to date as events arrive
 //! dsl, query             the read path (sessions, plans, limits)
 //! audit                  the audit log, written through db
@@ -35,6 +36,7 @@ pub(crate) const LAYERS: &[&str] = &[
     "query",
     "dsl",
     "projection",
+    "pipeline",
     "service",
     "server",
     "cli",

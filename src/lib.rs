@@ -41,6 +41,7 @@ pub mod ingest;
 #[cfg(test)]
 mod layering;
 pub mod metrics;
+pub mod pipeline;
 pub mod projection;
 pub mod query;
 pub mod ratelimit;

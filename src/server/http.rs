@@ -81,6 +81,19 @@ pub fn router(state: AppState) -> Router {
             post(super::projections::promote),
         )
         .route(
+            "/v1/pipelines",
+            post(super::pipelines::create).get(super::pipelines::list),
+        )
+        .route(
+            "/v1/pipelines/{name}",
+            get(super::pipelines::describe).delete(super::pipelines::delete),
+        )
+        .route("/v1/pipelines/{name}/pause", post(super::pipelines::pause))
+        .route(
+            "/v1/pipelines/{name}/resume",
+            post(super::pipelines::resume),
+        )
+        .route(
             "/v1/replay",
             post(super::replay::replay).get(super::replay::replay_socket),
         )

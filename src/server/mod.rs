@@ -10,6 +10,7 @@ mod groups;
 pub mod http;
 mod ingest;
 mod live;
+mod pipelines;
 mod projections;
 mod replay;
 mod ws;
@@ -86,6 +87,7 @@ pub async fn run(
     let service =
         Service::new(db.clone(), verifier, rate_limits).map_err(|e| Error::Config(e.message))?;
     service.start_projections().await;
+    service.start_pipelines();
     let state = http::AppState {
         service: service.clone(),
         max_body_bytes: config.max_body_bytes,

@@ -17,6 +17,7 @@ pub mod caller;
 mod error;
 pub mod groups;
 pub mod ingest;
+pub mod pipelines;
 pub mod projections;
 pub mod query;
 pub mod replay;
@@ -60,6 +61,8 @@ pub struct Service {
     /// The projections an earlier process stored, until
     /// [`Service::start_projections`] defines them again.
     stored_projections: parking_lot::Mutex<Vec<crate::projection::registry::StoredSpec>>,
+    /// Every tenant's pipelines.
+    pipelines: crate::pipeline::PipelineStore,
 }
 
 impl Service {
@@ -78,6 +81,9 @@ impl Service {
             crate::projection::Registry::open(config.data_dir.join("projections.json"))
                 .map_err(|e| Error::internal(format!("cannot read the projections: {e}")))?;
         let projections = Arc::new(projections);
+        let pipelines =
+            crate::pipeline::PipelineStore::load(config.data_dir.join(crate::ids::PIPELINES_DIR))
+                .map_err(|e| Error::internal(format!("cannot read the pipelines: {e}")))?;
         queries.add_schema(Arc::new(crate::projection::sql::SqlSchema {
             registry: projections.clone(),
             db: db.clone(),
@@ -85,6 +91,7 @@ impl Service {
         Ok(Arc::new(Service {
             projections,
             stored_projections: parking_lot::Mutex::new(stored),
+            pipelines,
             auditor: Auditor::new(db.clone()),
             db,
             queries,

@@ -21,6 +21,7 @@ mod live_ws;
 mod maintenance;
 mod memory;
 mod metrics;
+mod pipelines;
 mod positions;
 mod power_loss;
 mod projections;

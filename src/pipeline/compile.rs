@@ -1,0 +1,431 @@
+//! A pipeline's operators as plans DataFusion runs on each micro-batch.
+//!
+//! Each operator becomes one SQL statement over `pipeline.input`, a table
+//! of the operator's input schema registered in the tenant's session, so
+//! that its expressions are parsed, bounded, typed and checked as any
+//! query's are. The statement is planned once (again when the source's
+//! schema grows) and must read nothing but that input, through
+//! projections, filters and unnests: no aggregate, join, window, sort or
+//! subquery. Each micro-batch runs the physical plan with the batch put
+//! in place of the empty input it was planned over; the session runs one
+//! partition, so rows keep their order.
+
+use super::Operator;
+use crate::schema;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The schema the operators' input is registered under.
+const INPUT_SCHEMA: &str = "pipeline";
+/// The input's table name within [`INPUT_SCHEMA`].
+const INPUT_TABLE: &str = "input";
+
+/// Columns an operator may not set, drop or unnest into: the sink makes
+/// its own id, ingest time, date and stream stamps, `position` names the
+/// source event each output row comes from, and `_overflow` is merged
+/// into the payload.
+pub const RESERVED: [&str; 6] = [
+    schema::EVENT_ID,
+    schema::INGESTED_AT,
+    schema::EVENT_DATE,
+    schema::OVERFLOW,
+    schema::POSITION,
+    schema::VERSION,
+];
+
+/// Why an operator cannot run: its index in the list and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("operators[{index}] ({kind}): {message}")]
+pub struct Refusal {
+    pub index: usize,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// One operator, planned for its input schema.
+#[derive(Debug)]
+struct Stage {
+    plan: Arc<dyn ExecutionPlan>,
+    input: SchemaRef,
+}
+
+/// The operators of a pipeline, planned for one source schema.
+#[derive(Debug)]
+pub struct Chain {
+    stages: Vec<Stage>,
+    input: SchemaRef,
+    output: SchemaRef,
+    task: Arc<TaskContext>,
+    /// Output columns that hold JSON text to be stored as JSON values (the
+    /// elements a flat-map makes).
+    pub json_columns: Vec<String>,
+}
+
+/// What one operator did with one micro-batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageRun {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub nanos: u64,
+}
+
+impl Chain {
+    /// Plans `operators` over `input` (the source table's schema) in
+    /// `ctx`, a session of the pipeline's tenant. The session is changed:
+    /// it runs one partition and has the input schema registered.
+    pub async fn plan(
+        ctx: &SessionContext,
+        input: SchemaRef,
+        operators: &[Operator],
+    ) -> std::result::Result<Chain, Refusal> {
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = 1;
+        let inputs = Arc::new(MemorySchemaProvider::new());
+        let catalog = ctx.catalog(crate::query::CATALOG).ok_or_else(|| Refusal {
+            index: 0,
+            kind: "source",
+            message: "the tenant's catalog is missing".into(),
+        })?;
+        catalog
+            .register_schema(INPUT_SCHEMA, inputs.clone())
+            .map_err(|e| Refusal {
+                index: 0,
+                kind: "source",
+                message: e.strip_backtrace().to_string(),
+            })?;
+        let mut stages = Vec::with_capacity(operators.len());
+        let mut schema = input.clone();
+        let mut json_columns: Vec<String> = Vec::new();
+        for (index, op) in operators.iter().enumerate() {
+            let refuse = |message: String| Refusal {
+                index,
+                kind: op.kind(),
+                message,
+            };
+            let sql = statement(op, &schema).map_err(refuse)?;
+            let table = MemTable::try_new(schema.clone(), vec![Vec::new()])
+                .map_err(|e| refuse(e.strip_backtrace().to_string()))?;
+            let _ = inputs.deregister_table(INPUT_TABLE);
+            inputs
+                .register_table(INPUT_TABLE.to_string(), Arc::new(table))
+                .map_err(|e| refuse(e.strip_backtrace().to_string()))?;
+            let plan = match crate::query::plan_sql(ctx, &sql).await {
+                Ok(plan) => plan,
+                Err(e) => return Err(refuse(culprit(ctx, op).await.unwrap_or(message_of(&e)))),
+            };
+            check_plan(&plan).map_err(refuse)?;
+            let physical = ctx
+                .state()
+                .create_physical_plan(&plan)
+                .await
+                .map_err(|e| refuse(message_of(&e)))?;
+            let output = physical.schema();
+            if let Operator::FlatMap { name, .. } = op {
+                json_columns.retain(|c| c != name);
+                json_columns.push(name.clone());
+            }
+            if let Operator::Map { fields, drop } = op {
+                json_columns.retain(|c| !fields.contains_key(c) && !drop.contains(c));
+            }
+            stages.push(Stage {
+                plan: physical,
+                input: schema,
+            });
+            schema = output;
+        }
+        check_output(&schema).map_err(|message| Refusal {
+            index: operators.len().saturating_sub(1),
+            kind: operators.last().map_or("source", Operator::kind),
+            message,
+        })?;
+        Ok(Chain {
+            stages,
+            input,
+            output: schema,
+            task: ctx.task_ctx(),
+            json_columns,
+        })
+    }
+
+    /// The source schema the chain was planned for.
+    pub fn input(&self) -> &SchemaRef {
+        &self.input
+    }
+
+    /// What the last operator makes.
+    pub fn output(&self) -> &SchemaRef {
+        &self.output
+    }
+
+    /// Runs the operators over `batches` (in the input schema), in order;
+    /// with what each operator took in, gave out and spent.
+    pub async fn run(
+        &self,
+        batches: Vec<RecordBatch>,
+    ) -> Result<(Vec<RecordBatch>, Vec<StageRun>)> {
+        let mut runs = Vec::with_capacity(self.stages.len());
+        let mut batches = batches;
+        for stage in &self.stages {
+            let started = Instant::now();
+            let rows_in: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            let out = match rows_in {
+                0 => Vec::new(),
+                _ => {
+                    let plan = with_input(&stage.plan, batches, &stage.input)?;
+                    datafusion::physical_plan::collect(plan, self.task.clone()).await?
+                }
+            };
+            let out: Vec<RecordBatch> = out.into_iter().filter(|b| b.num_rows() > 0).collect();
+            runs.push(StageRun {
+                rows_in: rows_in as u64,
+                rows_out: out.iter().map(|b| b.num_rows() as u64).sum(),
+                nanos: started.elapsed().as_nanos() as u64,
+            });
+            batches = out;
+        }
+        Ok((batches, runs))
+    }
+}
+
+/// The error's text without DataFusion's prefixes and backtrace.
+fn message_of(e: &DataFusionError) -> String {
+    let text = e.strip_backtrace().to_string();
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "External error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text
+}
+
+/// Which of a map's fields makes its statement fail, and why: each is
+/// planned alone. `None` when none does alone (or `op` is no map).
+async fn culprit(ctx: &SessionContext, op: &Operator) -> Option<String> {
+    let Operator::Map { fields, .. } = op else {
+        return None;
+    };
+    for (name, expr) in fields {
+        let sql = format!(
+            "SELECT ({expr}) AS {} FROM {INPUT_SCHEMA}.{INPUT_TABLE}",
+            quote(name)
+        );
+        let problem = match crate::query::plan_sql(ctx, &sql).await {
+            Ok(plan) => check_plan(&plan).err(),
+            Err(e) => Some(message_of(&e)),
+        };
+        if let Some(problem) = problem {
+            return Some(format!("fields.{name}: {problem}"));
+        }
+    }
+    None
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn check_settable(what: &str, name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what}: a field name may not be empty"));
+    }
+    if RESERVED.contains(&name) {
+        return Err(format!(
+            "{what}: {name:?} is set by the sink; an operator may not set, drop or unnest into it"
+        ));
+    }
+    Ok(())
+}
+
+/// The SQL statement of `op` over an input of `schema`.
+fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, String> {
+    let from = format!("FROM {INPUT_SCHEMA}.{INPUT_TABLE}");
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    match op {
+        Operator::Filter { condition } => {
+            if condition.trim().is_empty() {
+                return Err("where: the condition is empty".into());
+            }
+            Ok(format!("SELECT * {from} WHERE ({condition})"))
+        }
+        Operator::Map { fields, drop } => {
+            if fields.is_empty() && drop.is_empty() {
+                return Err("give fields to set or drop, or both".into());
+            }
+            for name in fields.keys() {
+                check_settable("fields", name)?;
+            }
+            for name in drop {
+                check_settable("drop", name)?;
+                if !names.contains(&name.as_str()) {
+                    return Err(format!("drop: there is no field {name:?} to drop"));
+                }
+                if fields.contains_key(name) {
+                    return Err(format!("{name:?} is both set and dropped"));
+                }
+            }
+            let mut select: Vec<String> = Vec::new();
+            for name in &names {
+                if drop.iter().any(|d| d == name) {
+                    continue;
+                }
+                match fields.get(*name) {
+                    Some(expr) => select.push(format!("({expr}) AS {}", quote(name))),
+                    None => select.push(quote(name)),
+                }
+            }
+            for (name, expr) in fields {
+                if !names.contains(&name.as_str()) {
+                    select.push(format!("({expr}) AS {}", quote(name)));
+                }
+            }
+            Ok(format!("SELECT {} {from}", select.join(", ")))
+        }
+        Operator::FlatMap { array, name } => {
+            check_settable("as", name)?;
+            if array.trim().is_empty() {
+                return Err("array: the expression is empty".into());
+            }
+            let mut select: Vec<String> = names
+                .iter()
+                .filter(|n| **n != name.as_str())
+                .map(|n| quote(n))
+                .collect();
+            select.push(format!(
+                "unnest(json_get_array({array})) AS {}",
+                quote(name)
+            ));
+            Ok(format!("SELECT {} {from}", select.join(", ")))
+        }
+    }
+}
+
+/// Refuses a plan that reads anything but the input or does more than
+/// compute, filter and unnest rows one event at a time.
+fn check_plan(plan: &LogicalPlan) -> std::result::Result<(), String> {
+    let mut refusal = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let bad = match node {
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Unnest(_)
+            | LogicalPlan::SubqueryAlias(_) => None,
+            LogicalPlan::TableScan(scan) => match scan.table_name.schema() == Some(INPUT_SCHEMA)
+                && scan.table_name.table() == INPUT_TABLE
+            {
+                true => None,
+                false => Some(format!(
+                    "an operator reads only its input event; this one reads the table {}",
+                    scan.table_name
+                )),
+            },
+            LogicalPlan::Aggregate(_) => {
+                Some("aggregates are not per event; use a window with an aggregate".to_string())
+            }
+            LogicalPlan::Subquery(_) => {
+                Some("subqueries are not allowed in an operator".to_string())
+            }
+            other => Some(format!(
+                "an operator computes each event on its own; {} is not allowed",
+                other
+                    .display()
+                    .to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or("this")
+            )),
+        };
+        match bad {
+            Some(message) => {
+                refusal = Some(message);
+                Ok(TreeNodeRecursion::Stop)
+            }
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    });
+    match refusal {
+        Some(message) => Err(message),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an output that cannot be stored as events: `event_type` and
+/// `entity_id` must be text and `timestamp` a timestamp, and `position`
+/// must remain.
+fn check_output(schema: &SchemaRef) -> std::result::Result<(), String> {
+    use arrow::datatypes::DataType;
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+    for name in [schema::EVENT_TYPE, schema::ENTITY_ID] {
+        match schema.field_with_name(name) {
+            Ok(f) if text(f.data_type()) => {}
+            Ok(f) => {
+                return Err(format!(
+                    "the output's {name} is {}; it must be text to be stored as an event",
+                    f.data_type()
+                ));
+            }
+            Err(_) => return Err(format!("the output has no {name}; events need one")),
+        }
+    }
+    match schema.field_with_name(schema::TIMESTAMP) {
+        Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => {}
+        Ok(f) => {
+            return Err(format!(
+                "the output's timestamp is {}; it must be a timestamp (cast it with to_timestamp)",
+                f.data_type()
+            ));
+        }
+        Err(_) => return Err("the output has no timestamp; events need one".into()),
+    }
+    if schema.field_with_name(schema::POSITION).is_err() {
+        return Err("the output lost the source position".into());
+    }
+    Ok(())
+}
+
+/// `plan` with `batches` in place of the empty input it was planned over.
+fn with_input(
+    plan: &Arc<dyn ExecutionPlan>,
+    batches: Vec<RecordBatch>,
+    schema: &SchemaRef,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let partitions = [batches];
+    plan.clone()
+        .transform_up(|node| {
+            let Some(source) = node.downcast_ref::<DataSourceExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(memory) = source.data_source().downcast_ref::<MemorySourceConfig>() else {
+                return Ok(Transformed::no(node));
+            };
+            let exec = MemorySourceConfig::try_new_exec(
+                &partitions,
+                schema.clone(),
+                memory.projection().clone(),
+            )?;
+            Ok(Transformed::yes(exec as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
+}

@@ -1,0 +1,138 @@
+//! Pipelines: operators run continuously over a table's events, in
+//! position order, writing what they make into another table.
+//!
+//! [`compile`] plans the operators as SQL over each micro-batch; [`sink`]
+//! turns the output into events with ids that make a rerun harmless;
+//! [`store`] keeps each pipeline's definition and progress in a file of
+//! its own, rewritten durably after each micro-batch's output is stored.
+
+pub mod compile;
+pub mod sink;
+pub mod store;
+
+pub use compile::{Chain, Refusal, StageRun};
+pub use store::{Pipeline, PipelineStore, Status};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// One step of a pipeline, configured with SQL expressions over the
+/// fields of the event it is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operator {
+    /// Keeps the events for which `where` is true.
+    Filter {
+        #[serde(rename = "where")]
+        condition: String,
+    },
+    /// Sets fields (new ones, or existing ones changed) from expressions,
+    /// and drops others.
+    Map {
+        #[serde(default)]
+        fields: IndexMap<String, String>,
+        #[serde(default)]
+        drop: Vec<String>,
+    },
+    /// One event per element of the JSON array `array` evaluates to, with
+    /// the element in the field `as`. An event whose value is not an
+    /// array, or is empty, makes none.
+    FlatMap {
+        array: String,
+        #[serde(rename = "as")]
+        name: String,
+    },
+}
+
+impl Operator {
+    /// The operator's name, as its `op` says.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operator::Filter { .. } => "filter",
+            Operator::Map { .. } => "map",
+            Operator::FlatMap { .. } => "flat_map",
+        }
+    }
+}
+
+/// Where a pipeline reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub table: String,
+    /// `earliest`, `now`, `after:N` or an RFC 3339 time, as a
+    /// subscription's start.
+    #[serde(default = "earliest")]
+    pub start: String,
+}
+
+fn earliest() -> String {
+    "earliest".into()
+}
+
+/// Where a pipeline writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    /// A table of the same tenant, created on the first write.
+    pub table: String,
+}
+
+/// A pipeline's definition, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub name: String,
+    pub version: u32,
+    /// Made when the pipeline is defined; the outputs' ids derive from it.
+    pub id: uuid::Uuid,
+    pub created_ms: i64,
+    pub source: Source,
+    pub operators: Vec<Operator>,
+    pub sink: Sink,
+}
+
+/// Most operators one pipeline may have.
+pub const MAX_OPERATORS: usize = 32;
+
+/// What one operator has done, over the pipeline's life.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCounters {
+    pub op: String,
+    pub events_in: u64,
+    pub events_out: u64,
+    /// Time spent running it, in microseconds.
+    pub micros: u64,
+}
+
+/// How far a pipeline has gone, stored with its definition after each
+/// micro-batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Every source event up to here has been run and its output stored.
+    /// `None` until the first micro-batch of a pipeline that starts at a
+    /// time.
+    pub position: Option<u64>,
+    pub paused: bool,
+    /// Source events read.
+    pub events_read: u64,
+    pub operators: Vec<OperatorCounters>,
+    /// Outputs the sink holds (each once, however often it was run).
+    pub events_written: u64,
+    /// Of those, the ones a rerun after a crash found already stored.
+    pub duplicates: u64,
+    /// Output rows without an event type, entity or timestamp, not stored.
+    pub invalid: u64,
+    pub updated_ms: i64,
+}
+
+impl Progress {
+    /// Adds one micro-batch's work.
+    pub fn add(&mut self, read: u64, runs: &[StageRun]) {
+        self.events_read += read;
+        for (c, r) in self.operators.iter_mut().zip(runs) {
+            c.events_in += r.rows_in;
+            c.events_out += r.rows_out;
+            c.micros += r.nanos / 1_000;
+        }
+    }
+}
