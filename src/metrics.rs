@@ -72,6 +72,17 @@ pub struct Metrics {
     pub projection_state_bytes: IntGaugeVec,
     /// 1 for a projection stopped by an error, else 0.
     pub projection_failed: IntGaugeVec,
+    /// Each pipeline's lag: positions of its source past its position.
+    pub pipeline_lag_positions: IntGaugeVec,
+    /// Each pipeline's events by `kind`: `read`, `written`, `duplicate`,
+    /// `invalid` (totals over its life, set when scraped).
+    pub pipeline_events: IntGaugeVec,
+    /// Each operator's events `in` and `out` (`direction`), and the
+    /// microseconds it has run, by `operator` (`<index>:<op>`).
+    pub pipeline_operator_events: IntGaugeVec,
+    pub pipeline_operator_micros: IntGaugeVec,
+    /// 0 running, 1 paused, 2 failed.
+    pub pipeline_status: IntGaugeVec,
 }
 
 fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -151,6 +162,36 @@ pub fn get() -> &'static Metrics {
                 "allsource_projection_failed",
                 "1 for a projection stopped by an error",
                 &["tenant", "projection"],
+            ),
+            pipeline_lag_positions: gauges(
+                &r,
+                "allsource_pipeline_lag_positions",
+                "Positions of a pipeline's source past the last one it ran",
+                &["tenant", "pipeline"],
+            ),
+            pipeline_events: gauges(
+                &r,
+                "allsource_pipeline_events",
+                "A pipeline's events read, written, met as duplicates and invalid, over its life",
+                &["tenant", "pipeline", "kind"],
+            ),
+            pipeline_operator_events: gauges(
+                &r,
+                "allsource_pipeline_operator_events",
+                "Events into and out of a pipeline's operator, over its life",
+                &["tenant", "pipeline", "operator", "direction"],
+            ),
+            pipeline_operator_micros: gauges(
+                &r,
+                "allsource_pipeline_operator_micros",
+                "Microseconds a pipeline's operator has run, over its life",
+                &["tenant", "pipeline", "operator"],
+            ),
+            pipeline_status: gauges(
+                &r,
+                "allsource_pipeline_status",
+                "A pipeline's status: 0 running, 1 paused, 2 failed",
+                &["tenant", "pipeline"],
             ),
             ingest_events: counter(
                 &r,

@@ -11,6 +11,7 @@
 //! partition, so rows keep their order.
 
 use super::Operator;
+use super::window::{StoredWindow, WindowStage, WindowState};
 use crate::schema;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -28,9 +29,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The schema the operators' input is registered under.
-const INPUT_SCHEMA: &str = "pipeline";
+pub(super) const INPUT_SCHEMA: &str = "pipeline";
 /// The input's table name within [`INPUT_SCHEMA`].
-const INPUT_TABLE: &str = "input";
+pub(super) const INPUT_TABLE: &str = "input";
 
 /// Columns an operator may not set, drop or unnest into: the sink makes
 /// its own id, ingest time, date and stream stamps, `position` names the
@@ -54,11 +55,25 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// What one operator runs: a plan over each micro-batch, or a window.
+#[derive(Debug)]
+enum Work {
+    Plan(Arc<dyn ExecutionPlan>),
+    Window(WindowStage),
+}
+
 /// One operator, planned for its input schema.
 #[derive(Debug)]
 struct Stage {
-    plan: Arc<dyn ExecutionPlan>,
+    work: Work,
     input: SchemaRef,
+}
+
+/// The state of a chain's window operators between micro-batches, by
+/// operator index (`None` for the others).
+#[derive(Debug, Default)]
+pub struct ChainState {
+    windows: Vec<Option<WindowState>>,
 }
 
 /// The operators of a pipeline, planned for one source schema.
@@ -78,6 +93,8 @@ pub struct Chain {
 pub struct StageRun {
     pub rows_in: u64,
     pub rows_out: u64,
+    /// Events left out: those a window got after theirs had closed.
+    pub dropped: u64,
     pub nanos: u64,
 }
 
@@ -118,18 +135,31 @@ impl Chain {
                 kind: op.kind(),
                 message,
             };
-            let sql = statement(op, &schema).map_err(refuse)?;
             let table = MemTable::try_new(schema.clone(), vec![Vec::new()])
                 .map_err(|e| refuse(e.strip_backtrace().to_string()))?;
             let _ = inputs.deregister_table(INPUT_TABLE);
             inputs
                 .register_table(INPUT_TABLE.to_string(), Arc::new(table))
                 .map_err(|e| refuse(e.strip_backtrace().to_string()))?;
+            if let Operator::Window(spec) = op {
+                let window = WindowStage::plan(ctx, &schema, spec)
+                    .await
+                    .map_err(refuse)?;
+                let output = window.output().clone();
+                json_columns.clear();
+                stages.push(Stage {
+                    work: Work::Window(window),
+                    input: schema,
+                });
+                schema = output;
+                continue;
+            }
+            let sql = statement(op, &schema).map_err(refuse)?;
             let plan = match crate::query::plan_sql(ctx, &sql).await {
                 Ok(plan) => plan,
                 Err(e) => return Err(refuse(culprit(ctx, op).await.unwrap_or(message_of(&e)))),
             };
-            check_plan(&plan).map_err(refuse)?;
+            check_plan(&plan, false).map_err(refuse)?;
             let physical = ctx
                 .state()
                 .create_physical_plan(&plan)
@@ -144,7 +174,7 @@ impl Chain {
                 json_columns.retain(|c| !fields.contains_key(c) && !drop.contains(c));
             }
             stages.push(Stage {
-                plan: physical,
+                work: Work::Plan(physical),
                 input: schema,
             });
             schema = output;
@@ -173,28 +203,73 @@ impl Chain {
         &self.output
     }
 
+    /// A state for the chain's windows: empty, or as `stored` (by
+    /// operator index) describes it.
+    pub fn state(&self, stored: &[Option<StoredWindow>]) -> Result<ChainState> {
+        let windows = self
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, stage)| match &stage.work {
+                Work::Window(w) => match stored.get(i).and_then(Option::as_ref) {
+                    Some(s) => w.restore(s).map(Some),
+                    None => Ok(Some(WindowState::default())),
+                },
+                Work::Plan(_) => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ChainState { windows })
+    }
+
+    /// `state` as the progress stores it.
+    pub fn store(&self, state: &mut ChainState) -> Result<Vec<Option<StoredWindow>>> {
+        self.stages
+            .iter()
+            .zip(state.windows.iter_mut())
+            .map(|(stage, s)| match (&stage.work, s) {
+                (Work::Window(w), Some(s)) => w.store(s).map(Some),
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
     /// Runs the operators over `batches` (in the input schema), in order;
-    /// with what each operator took in, gave out and spent.
+    /// with what each operator took in, gave out, left out and spent.
     pub async fn run(
         &self,
         batches: Vec<RecordBatch>,
+        state: &mut ChainState,
     ) -> Result<(Vec<RecordBatch>, Vec<StageRun>)> {
         let mut runs = Vec::with_capacity(self.stages.len());
         let mut batches = batches;
-        for stage in &self.stages {
+        for (i, stage) in self.stages.iter().enumerate() {
             let started = Instant::now();
             let rows_in: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let out = match rows_in {
-                0 => Vec::new(),
-                _ => {
-                    let plan = with_input(&stage.plan, batches, &stage.input)?;
+            let mut dropped = 0;
+            let out = match (&stage.work, rows_in) {
+                (_, 0) => Vec::new(),
+                (Work::Plan(plan), _) => {
+                    let plan = with_input(plan, batches, &stage.input)?;
                     datafusion::physical_plan::collect(plan, self.task.clone()).await?
+                }
+                (Work::Window(w), _) => {
+                    let Some(Some(window)) = state.windows.get_mut(i) else {
+                        return Err(DataFusionError::Internal(
+                            "a window operator has no state".into(),
+                        ));
+                    };
+                    let (out, late) = w
+                        .run(batches, window, self.task.clone(), &stage.input)
+                        .await?;
+                    dropped = late;
+                    out
                 }
             };
             let out: Vec<RecordBatch> = out.into_iter().filter(|b| b.num_rows() > 0).collect();
             runs.push(StageRun {
                 rows_in: rows_in as u64,
                 rows_out: out.iter().map(|b| b.num_rows() as u64).sum(),
+                dropped,
                 nanos: started.elapsed().as_nanos() as u64,
             });
             batches = out;
@@ -204,7 +279,7 @@ impl Chain {
 }
 
 /// The error's text without DataFusion's prefixes and backtrace.
-fn message_of(e: &DataFusionError) -> String {
+pub(super) fn message_of(e: &DataFusionError) -> String {
     let text = e.strip_backtrace().to_string();
     for prefix in [
         "Error during planning: ",
@@ -231,7 +306,7 @@ async fn culprit(ctx: &SessionContext, op: &Operator) -> Option<String> {
             quote(name)
         );
         let problem = match crate::query::plan_sql(ctx, &sql).await {
-            Ok(plan) => check_plan(&plan).err(),
+            Ok(plan) => check_plan(&plan, false).err(),
             Err(e) => Some(message_of(&e)),
         };
         if let Some(problem) = problem {
@@ -242,7 +317,7 @@ async fn culprit(ctx: &SessionContext, op: &Operator) -> Option<String> {
 }
 
 /// `name` as a quoted SQL identifier.
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -302,6 +377,7 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
             }
             Ok(format!("SELECT {} {from}", select.join(", ")))
         }
+        Operator::Window(_) => Err("a window is not a statement".into()),
         Operator::FlatMap { array, name } => {
             check_settable("as", name)?;
             if array.trim().is_empty() {
@@ -322,8 +398,9 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
 }
 
 /// Refuses a plan that reads anything but the input or does more than
-/// compute, filter and unnest rows one event at a time.
-fn check_plan(plan: &LogicalPlan) -> std::result::Result<(), String> {
+/// compute, filter and unnest rows one event at a time (and aggregate
+/// them, when `aggregate` is set).
+pub(super) fn check_plan(plan: &LogicalPlan, aggregate: bool) -> std::result::Result<(), String> {
     let mut refusal = None;
     let _ = plan.apply_with_subqueries(|node| {
         let bad = match node {
@@ -340,6 +417,7 @@ fn check_plan(plan: &LogicalPlan) -> std::result::Result<(), String> {
                     scan.table_name
                 )),
             },
+            LogicalPlan::Aggregate(_) if aggregate => None,
             LogicalPlan::Aggregate(_) => {
                 Some("aggregates are not per event; use a window with an aggregate".to_string())
             }
@@ -406,7 +484,7 @@ fn check_output(schema: &SchemaRef) -> std::result::Result<(), String> {
 }
 
 /// `plan` with `batches` in place of the empty input it was planned over.
-fn with_input(
+pub(super) fn with_input(
     plan: &Arc<dyn ExecutionPlan>,
     batches: Vec<RecordBatch>,
     schema: &SchemaRef,

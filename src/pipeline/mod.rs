@@ -4,13 +4,16 @@
 //! [`compile`] plans the operators as SQL over each micro-batch; [`sink`]
 //! turns the output into events with ids that make a rerun harmless;
 //! [`store`] keeps each pipeline's definition and progress in a file of
-//! its own, rewritten durably after each micro-batch's output is stored.
+//! its own, rewritten durably after each micro-batch's output is stored;
+//! [`sql`] offers them as `system.pipelines`.
 
 pub mod compile;
 pub mod sink;
+pub mod sql;
 pub mod store;
+pub mod window;
 
-pub use compile::{Chain, Refusal, StageRun};
+pub use compile::{Chain, ChainState, Refusal, StageRun};
 pub use store::{Pipeline, PipelineStore, Status};
 
 use indexmap::IndexMap;
@@ -42,6 +45,9 @@ pub enum Operator {
         #[serde(rename = "as")]
         name: String,
     },
+    /// Aggregates per key over event-time windows, one event per window
+    /// and key when the window closes ([`window`]).
+    Window(window::WindowSpec),
 }
 
 impl Operator {
@@ -51,6 +57,7 @@ impl Operator {
             Operator::Filter { .. } => "filter",
             Operator::Map { .. } => "map",
             Operator::FlatMap { .. } => "flat_map",
+            Operator::Window(_) => "window",
         }
     }
 }
@@ -100,6 +107,9 @@ pub struct OperatorCounters {
     pub op: String,
     pub events_in: u64,
     pub events_out: u64,
+    /// Events left out: late ones, for a window.
+    #[serde(default)]
+    pub dropped: u64,
     /// Time spent running it, in microseconds.
     pub micros: u64,
 }
@@ -123,6 +133,9 @@ pub struct Progress {
     /// Output rows without an event type, entity or timestamp, not stored.
     pub invalid: u64,
     pub updated_ms: i64,
+    /// The state of each window operator, by operator index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Option<window::StoredWindow>>,
 }
 
 impl Progress {
@@ -132,6 +145,7 @@ impl Progress {
         for (c, r) in self.operators.iter_mut().zip(runs) {
             c.events_in += r.rows_in;
             c.events_out += r.rows_out;
+            c.dropped += r.dropped;
             c.micros += r.nanos / 1_000;
         }
     }

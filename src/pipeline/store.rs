@@ -55,6 +55,18 @@ impl Pipeline {
         self.progress.lock().clone()
     }
 
+    /// Positions of its source table after its position.
+    pub fn lag_positions(&self, db: &crate::db::Database) -> u64 {
+        let position = self.progress.lock().position.unwrap_or(0);
+        self.spec
+            .source
+            .table
+            .parse::<crate::ids::TableName>()
+            .ok()
+            .and_then(|t| db.table(&self.tenant, &t))
+            .map_or(0, |t| t.highest_position().saturating_sub(position))
+    }
+
     pub fn status(&self) -> Status {
         match (self.failure.lock().is_some(), self.progress.lock().paused) {
             (true, _) => Status::Failed,

@@ -35,11 +35,25 @@ pub trait ExtraSchema: std::fmt::Debug + Send + Sync {
     ) -> Result<Arc<dyn datafusion::catalog::TableProvider>>;
 }
 
+/// One more table of the `system` schema, about what a layer above the
+/// engine keeps (`system.pipelines`).
+pub trait SystemTable: std::fmt::Debug + Send + Sync {
+    /// Its name in the `system` schema.
+    fn name(&self) -> &str;
+    /// The table for `tenant`, as it is now.
+    fn for_tenant(
+        &self,
+        tenant: &crate::ids::TenantId,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>>;
+}
+
 /// What every query of the server shares.
 #[derive(Debug)]
 pub struct QueryEngine {
     /// Set once, by the layer that keeps those tables.
     extra: std::sync::OnceLock<Arc<dyn ExtraSchema>>,
+    /// Added by the layers above, at start-up.
+    system_tables: parking_lot::RwLock<Vec<Arc<dyn SystemTable>>>,
     db: Arc<Database>,
     limits: QueryLimits,
     /// Spill files and caches; each query gets its own memory pool on top.
@@ -66,6 +80,7 @@ impl QueryEngine {
             .map_err(|e| format!("cannot start the query threads: {e}"))?;
         Ok(Arc::new(QueryEngine {
             extra: Default::default(),
+            system_tables: Default::default(),
             db,
             limits,
             env,
@@ -82,6 +97,16 @@ impl QueryEngine {
     /// The schema [`QueryEngine::add_schema`] offered, if any.
     pub fn extra_schema(&self) -> Option<&Arc<dyn ExtraSchema>> {
         self.extra.get()
+    }
+
+    /// Offers `table` in every session's `system` schema from now on.
+    pub fn add_system_table(&self, table: Arc<dyn SystemTable>) {
+        self.system_tables.write().push(table);
+    }
+
+    /// The tables [`QueryEngine::add_system_table`] offered.
+    pub fn system_tables(&self) -> Vec<Arc<dyn SystemTable>> {
+        self.system_tables.read().clone()
     }
 
     /// The database queries read.

@@ -47,7 +47,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-pub use engine::{ExtraSchema, QueryEngine};
+pub use engine::{ExtraSchema, QueryEngine, SystemTable};
 use object_store::ObjectStore;
 use std::sync::Arc;
 
@@ -256,6 +256,7 @@ pub fn session_with(
             tenant: tenant.clone(),
             admin: caller.is_admin(),
             extra: engine.extra_schema().cloned(),
+            more: engine.system_tables(),
         }),
     )?;
     catalog.register_schema(

@@ -27,6 +27,8 @@ pub(crate) struct SystemSchema {
     /// The layer above the engine's own system table
     /// (`system.projections`).
     pub(crate) extra: Option<Arc<dyn super::ExtraSchema>>,
+    /// The other tables the layers above offer (`system.pipelines`).
+    pub(crate) more: Vec<Arc<dyn super::SystemTable>>,
 }
 
 const NAMES: [&str; 4] = ["tables", "files", "compactions", "subscriptions"];
@@ -281,6 +283,7 @@ impl SchemaProvider for SystemSchema {
         if let Some(extra) = &self.extra {
             names.push(extra.system_table_name().to_string());
         }
+        names.extend(self.more.iter().map(|t| t.name().to_string()));
         if self.admin {
             names.push(crate::audit::AUDIT_TABLE.into());
         }
@@ -298,7 +301,10 @@ impl SchemaProvider for SystemSchema {
                 Some(extra) if extra.system_table_name() == name => {
                     extra.system_table(&self.tenant)?
                 }
-                _ => return Ok(None),
+                _ => match self.more.iter().find(|t| t.name() == name) {
+                    Some(t) => t.for_tenant(&self.tenant)?,
+                    None => return Ok(None),
+                },
             },
         }))
     }
@@ -310,5 +316,6 @@ impl SchemaProvider for SystemSchema {
                 .extra
                 .as_ref()
                 .is_some_and(|e| e.system_table_name() == name)
+            || self.more.iter().any(|t| t.name() == name)
     }
 }

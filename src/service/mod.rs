@@ -17,6 +17,7 @@ pub mod caller;
 mod error;
 pub mod groups;
 pub mod ingest;
+mod pipeline_task;
 pub mod pipelines;
 pub mod projections;
 pub mod query;
@@ -62,7 +63,7 @@ pub struct Service {
     /// [`Service::start_projections`] defines them again.
     stored_projections: parking_lot::Mutex<Vec<crate::projection::registry::StoredSpec>>,
     /// Every tenant's pipelines.
-    pipelines: crate::pipeline::PipelineStore,
+    pipelines: Arc<crate::pipeline::PipelineStore>,
 }
 
 impl Service {
@@ -81,9 +82,14 @@ impl Service {
             crate::projection::Registry::open(config.data_dir.join("projections.json"))
                 .map_err(|e| Error::internal(format!("cannot read the projections: {e}")))?;
         let projections = Arc::new(projections);
-        let pipelines =
+        let pipelines = Arc::new(
             crate::pipeline::PipelineStore::load(config.data_dir.join(crate::ids::PIPELINES_DIR))
-                .map_err(|e| Error::internal(format!("cannot read the pipelines: {e}")))?;
+                .map_err(|e| Error::internal(format!("cannot read the pipelines: {e}")))?,
+        );
+        queries.add_system_table(Arc::new(crate::pipeline::sql::PipelinesTable {
+            store: pipelines.clone(),
+            db: db.clone(),
+        }));
         queries.add_schema(Arc::new(crate::projection::sql::SqlSchema {
             registry: projections.clone(),
             db: db.clone(),
@@ -195,6 +201,7 @@ impl Service {
                 .with_label_values(&labels)
                 .set(i64::from(info.health != crate::projection::Health::Running));
         }
+        self.pipeline_metrics(m);
         Ok(m.render())
     }
 

@@ -7,27 +7,17 @@
 //! ([`crate::pipeline::sink`]), so a micro-batch run again after a crash
 //! is answered as duplicates: each output is stored once.
 
-use super::subscribe::{Start, Subscribe};
+use super::subscribe::Start;
 use super::{Error, Kind, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::ids::{PipelineName, TableName};
-use crate::pipeline::sink::{Converted, Ordinals, to_events};
 use crate::pipeline::store::AddError;
 use crate::pipeline::{
     Chain, MAX_OPERATORS, Operator, OperatorCounters, Pipeline, Sink, Source, Spec, Status,
 };
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Most events one write to the sink carries.
-const SINK_CHUNK: usize = 10_000;
-
-/// How long a pipeline waits before trying again after an error it can
-/// get past (full buffers, a busy ingest budget, a failed read).
-const RETRY: Duration = Duration::from_millis(200);
 
 /// What makes a pipeline (the body of `POST /v1/pipelines`).
 #[derive(Debug, Clone, Deserialize)]
@@ -80,7 +70,7 @@ fn name_of(name: &str) -> Result<PipelineName> {
         .map_err(|e: crate::ids::InvalidName| Error::invalid(e.to_string()))
 }
 
-fn table_name(what: &str, name: &str) -> Result<TableName> {
+pub(super) fn table_name(what: &str, name: &str) -> Result<TableName> {
     name.parse()
         .map_err(|e: crate::ids::InvalidName| Error::invalid(format!("{what}: {e}")))
 }
@@ -95,10 +85,6 @@ fn no_pipeline(name: &PipelineName) -> Error {
 impl Service {
     fn pipeline_info(&self, p: &Pipeline) -> PipelineInfo {
         let progress = p.progress();
-        let highest = table_name("source", &p.spec.source.table)
-            .ok()
-            .and_then(|t| self.db.table(&p.tenant, &t))
-            .map_or(0, |t| t.highest_position());
         PipelineInfo {
             name: p.spec.name.clone(),
             version: p.spec.version,
@@ -110,7 +96,7 @@ impl Service {
             status: p.status(),
             error: p.error(),
             position: progress.position,
-            lag_positions: highest.saturating_sub(progress.position.unwrap_or(0)),
+            lag_positions: p.lag_positions(&self.db),
             events_read: progress.events_read,
             events_written: progress.events_written,
             duplicates: progress.duplicates,
@@ -130,7 +116,7 @@ impl Service {
 
     /// Plans `operators` over the source table's current schema, on the
     /// query threads.
-    async fn plan_chain(
+    pub(super) async fn plan_chain(
         self: &Arc<Self>,
         caller: &Principal,
         input: SchemaRef,
@@ -147,7 +133,11 @@ impl Service {
     }
 
     /// The schema the source table has in queries now.
-    async fn source_schema(&self, caller: &Principal, table: &TableName) -> Result<SchemaRef> {
+    pub(super) async fn source_schema(
+        &self,
+        caller: &Principal,
+        table: &TableName,
+    ) -> Result<SchemaRef> {
         let ctx = crate::query::session(&self.queries, caller)?;
         let provider = ctx.table_provider(table.as_str()).await.map_err(|_| {
             Error::new(
@@ -335,211 +325,61 @@ impl Service {
         }
     }
 
-    /// Runs `pipeline` until it is paused, deleted or fails, or the
-    /// server stops.
-    fn spawn_pipeline(self: &Arc<Self>, pipeline: Arc<Pipeline>) {
-        let service = self.clone();
-        let stop = pipeline.restart_token();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = service.closing.cancelled() => {}
-                result = service.run_pipeline(&pipeline) => {
-                    if let Err(e) = result {
-                        tracing::warn!(tenant = %pipeline.tenant, pipeline = %pipeline.name, error = %e.message, "pipeline failed");
-                        pipeline.fail(e.message);
-                    }
-                }
-            }
-        });
-    }
-
-    /// Reads the source after the pipeline's position and runs each
-    /// micro-batch, for ever; returns the error that stops it.
-    async fn run_pipeline(self: &Arc<Self>, pipeline: &Arc<Pipeline>) -> Result<()> {
-        let caller = Principal::local_admin(pipeline.tenant.clone());
-        let source = table_name("source.table", &pipeline.spec.source.table)?;
-        let sink = table_name("sink.table", &pipeline.spec.sink.table)?;
-        let mut chain: Option<Chain> = None;
-        loop {
-            let start = match pipeline.progress().position {
-                Some(p) => Start::After(p),
-                None => Start::parse(&pipeline.spec.source.start).map_err(Error::invalid)?,
+    /// Sets the pipelines' series of `m` from their progress.
+    pub(super) fn pipeline_metrics(&self, m: &crate::metrics::Metrics) {
+        for gauge in [
+            &m.pipeline_lag_positions,
+            &m.pipeline_events,
+            &m.pipeline_operator_events,
+            &m.pipeline_operator_micros,
+            &m.pipeline_status,
+        ] {
+            gauge.reset();
+        }
+        for p in self.pipelines.all() {
+            let (tenant, name) = (p.tenant.as_str(), p.name.as_str());
+            let progress = p.progress();
+            let set = |g: &prometheus::IntGaugeVec, labels: &[&str], v: u64| {
+                g.with_label_values(labels)
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
             };
-            let request = Subscribe::new(source.clone(), start);
-            let mut subscription = match self.subscribe_internal(&caller, request).await {
-                Ok(s) => s,
-                Err(e) if e.kind == Kind::NotFound || e.kind == Kind::Invalid => return Err(e),
-                Err(e) => {
-                    pipeline.retrying(e.message);
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
-            loop {
-                match subscription.next(Duration::from_secs(5)).await {
-                    Ok(Some(batches)) => {
-                        let upto = subscription.position();
-                        self.run_batch(pipeline, &caller, &sink, &mut chain, batches, upto)
-                            .await?;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        pipeline.retrying(e.message);
-                        tokio::time::sleep(RETRY).await;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs the operators over one micro-batch (source events up to
-    /// position `upto`), stores the output in `sink`, then the progress.
-    async fn run_batch(
-        self: &Arc<Self>,
-        pipeline: &Arc<Pipeline>,
-        caller: &Principal,
-        sink: &TableName,
-        chain: &mut Option<Chain>,
-        batches: Vec<RecordBatch>,
-        upto: u64,
-    ) -> Result<()> {
-        let read: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let Some(first) = batches.first().map(RecordBatch::schema) else {
-            return pipeline
-                .update(|p| p.position = Some(upto))
-                .map_err(|e| Error::new(Kind::Unavailable, format!("storing its progress: {e}")));
-        };
-        // Planned again when the source has columns the plan lacks.
-        let fits = |c: &Chain| {
-            batches.iter().all(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .all(|f| c.input().field_with_name(f.name()).is_ok())
-            })
-        };
-        if !chain.as_ref().is_some_and(fits) {
-            let source = table_name("source.table", &pipeline.spec.source.table)?;
-            let mut input = self.source_schema(caller, &source).await?;
-            if !batches.iter().all(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .all(|f| input.field_with_name(f.name()).is_ok())
-            }) {
-                input = first;
-            }
-            *chain = Some(loop {
-                match self
-                    .plan_chain(caller, input.clone(), pipeline.spec.operators.clone())
-                    .await
-                {
-                    Ok(c) => break c,
-                    Err(e) if e.kind == Kind::Invalid => return Err(e),
-                    Err(e) => {
-                        pipeline.retrying(e.message);
-                        tokio::time::sleep(RETRY).await;
-                    }
-                }
-            });
-        }
-        let Some(chain) = chain.as_ref() else {
-            return Err(Error::internal("the pipeline has no plan"));
-        };
-        let input = chain.input().clone();
-        let batches = batches
-            .iter()
-            .map(|b| crate::schema::adapt_batch(b, &input))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::internal(format!("reading the source: {e}")))?;
-        let (out, runs) = chain.run(batches).await?;
-        let mut converted = Converted::default();
-        let mut ordinals = Ordinals::default();
-        for batch in &out {
-            to_events(
-                batch,
-                &pipeline.spec.id,
-                &chain.json_columns,
-                &mut ordinals,
-                &mut converted,
-            )
-            .map_err(Error::internal)?;
-        }
-        let (mut written, mut duplicates) = (0u64, 0u64);
-        for chunk in converted.events.chunks(SINK_CHUNK) {
-            let outcome = self.write_sink(pipeline, sink, chunk).await?;
-            // An output a rerun finds stored was written by this
-            // pipeline's earlier run: it counts as written once.
-            written += (outcome.accepted + outcome.duplicates) as u64;
-            duplicates += outcome.duplicates as u64;
-        }
-        let invalid = converted.invalid;
-        pipeline
-            .update(|p| {
-                p.position = Some(upto);
-                p.add(read, &runs);
-                p.events_written += written;
-                p.duplicates += duplicates;
-                p.invalid += invalid;
-            })
-            .map_err(|e| Error::new(Kind::Unavailable, format!("storing its progress: {e}")))?;
-        if let Some(problem) = converted.first_problem {
-            tracing::debug!(pipeline = %pipeline.name, %problem, "pipeline output rows skipped");
-        }
-        Ok(())
-    }
-
-    /// Stores `events` in `sink`, retrying while the buffers or the
-    /// ingest budget are full; an error the events themselves cause
-    /// stops the pipeline.
-    async fn write_sink(
-        &self,
-        pipeline: &Pipeline,
-        sink: &TableName,
-        events: &[crate::ingest::Event],
-    ) -> Result<crate::db::IngestOutcome> {
-        let size: usize = events.iter().map(crate::ingest::Event::memory_size).sum();
-        loop {
-            let mut held = self.ingest_budget.reserve();
-            if let Err(e) = held.grow(size) {
-                let e = super::ingest::budget_refusal(e, "a pipeline's output");
-                if e.kind == Kind::TooLarge {
-                    return Err(e);
-                }
-                pipeline.retrying(e.message);
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-            // Detached, so that stopping the pipeline cannot cancel an
-            // ingest between claiming its event ids and logging them.
-            let (db, tenant, table, batch) = (
-                self.db.clone(),
-                pipeline.tenant.clone(),
-                sink.clone(),
-                events.to_vec(),
+            set(
+                &m.pipeline_lag_positions,
+                &[tenant, name],
+                p.lag_positions(&self.db),
             );
-            let stored = tokio::spawn(async move {
-                let outcome = db.ingest(&tenant, &table, batch).await;
-                drop(held);
-                outcome
-            })
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?;
-            match stored {
-                Ok(outcome) => return Ok(outcome),
-                Err(e) => {
-                    let e = Error::from(e);
-                    if e.kind == Kind::Invalid || e.kind == Kind::TooLarge {
-                        return Err(Error::new(
-                            e.kind,
-                            format!("writing to {sink}: {}", e.message),
-                        ));
-                    }
-                    pipeline.retrying(e.message);
-                    tokio::time::sleep(RETRY).await;
-                }
+            let status = match p.status() {
+                Status::Running => 0,
+                Status::Paused => 1,
+                Status::Failed => 2,
+            };
+            set(&m.pipeline_status, &[tenant, name], status);
+            for (kind, v) in [
+                ("read", progress.events_read),
+                ("written", progress.events_written),
+                ("duplicate", progress.duplicates),
+                ("invalid", progress.invalid),
+            ] {
+                set(&m.pipeline_events, &[tenant, name, kind], v);
+            }
+            for (i, op) in progress.operators.iter().enumerate() {
+                let label = format!("{i}:{}", op.op);
+                let operator = label.as_str();
+                set(
+                    &m.pipeline_operator_events,
+                    &[tenant, name, operator, "in"],
+                    op.events_in,
+                );
+                set(
+                    &m.pipeline_operator_events,
+                    &[tenant, name, operator, "out"],
+                    op.events_out,
+                );
+                set(
+                    &m.pipeline_operator_micros,
+                    &[tenant, name, operator],
+                    op.micros,
+                );
             }
         }
     }

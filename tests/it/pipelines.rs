@@ -11,13 +11,7 @@ use std::time::Duration;
 /// `n` seeded events: orders with amounts in quarters and line items (a
 /// JSON array of objects), views, and signups with a plan.
 fn round(seed: u64, n: usize) -> Value {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut next = seeded(seed);
     let types = ["order", "view", "signup"];
     let plans = ["free", "pro", "team"];
     Value::Array(
@@ -42,18 +36,18 @@ fn round(seed: u64, n: usize) -> Value {
     )
 }
 
-fn create(s: &TestServer, body: Value) -> Reply {
+pub(crate) fn create(s: &TestServer, body: Value) -> Reply {
     s.post("/v1/pipelines", "application/json", body.to_string())
 }
 
-fn info(s: &TestServer, name: &str) -> Value {
+pub(crate) fn info(s: &TestServer, name: &str) -> Value {
     let r = s.get(&format!("/v1/pipelines/{name}"));
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
 
 /// Waits until the pipeline has run every event of `events`.
-fn caught_up(s: &TestServer, name: &str) {
+pub(crate) fn caught_up(s: &TestServer, name: &str) {
     let highest = s.scalar("SELECT max(position) FROM events");
     wait_until("the pipeline catches up", Duration::from_secs(60), || {
         let i = info(s, name);
@@ -63,7 +57,7 @@ fn caught_up(s: &TestServer, name: &str) {
 }
 
 /// The rows of `sql`, which must order them.
-fn rows(s: &TestServer, sql: &str) -> Vec<Value> {
+pub(crate) fn rows(s: &TestServer, sql: &str) -> Vec<Value> {
     s.sql(sql)
 }
 
@@ -168,6 +162,57 @@ fn each_operator_equals_the_same_work_in_batch_sql() {
     assert_eq!(i["lag_positions"], 0, "{i}");
     let listed = s.get("/v1/pipelines").json();
     assert_eq!(listed["pipelines"].as_array().unwrap().len(), 4, "{listed}");
+
+    // The same in SQL and in /metrics.
+    let row = &s.sql(
+        "SELECT status, position, lag_positions, events_read, events_written, sink_table, operators \
+         FROM system.pipelines WHERE name = 'orders'",
+    )[0];
+    assert_eq!(row["status"], "running", "{row}");
+    assert_eq!(row["position"], i["position"], "{row}");
+    assert_eq!(row["lag_positions"], 0, "{row}");
+    assert_eq!(row["events_read"], 600, "{row}");
+    assert_eq!(row["events_written"], expected, "{row}");
+    assert_eq!(row["sink_table"], "big_orders", "{row}");
+    let ops: Value = serde_json::from_str(row["operators"].as_str().unwrap()).unwrap();
+    assert_eq!(ops[0]["events_out"], expected, "{ops}");
+    assert_eq!(s.scalar("SELECT count(*) FROM system.pipelines"), 4);
+    let metrics = s.client_get("/metrics");
+    let series = |needles: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no series with {needles:?}"))
+            .parse()
+            .unwrap()
+    };
+    let written = expected as f64;
+    assert_eq!(
+        series(&[
+            "allsource_pipeline_events{",
+            "pipeline=\"orders\"",
+            "kind=\"written\""
+        ]),
+        written
+    );
+    assert_eq!(
+        series(&[
+            "allsource_pipeline_operator_events{",
+            "pipeline=\"orders\"",
+            "operator=\"0:filter\"",
+            "direction=\"in\""
+        ]),
+        600.0
+    );
+    assert_eq!(
+        series(&["allsource_pipeline_lag_positions{", "pipeline=\"orders\""]),
+        0.0
+    );
+    assert_eq!(
+        series(&["allsource_pipeline_status{", "pipeline=\"orders\""]),
+        0.0
+    );
 }
 
 /// The seed's example: signups, enriched by a map, as events of another
@@ -358,8 +403,8 @@ fn pipelines_that_cannot_run_are_refused_with_the_operator_and_reason() {
         "no field \"ghost\"",
     );
     refused(
-        with("p", json!([{"op": "window", "size": "1h"}]), "o"),
-        "unknown variant `window`",
+        with("p", json!([{"op": "enrich", "table": "users"}]), "o"),
+        "unknown variant `enrich`",
     );
     refused(
         with("p", json!([{"op": "filter", "where": "true"}]), "events"),

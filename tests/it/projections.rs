@@ -18,13 +18,7 @@ const USER_STATS: &str = "SELECT entity_id, count(*) AS events, \
 /// `n` events from a seeded generator: amounts in quarters, so that every
 /// sum is exact whatever the order of the additions.
 fn round(seed: u64, n: usize) -> Value {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut next = seeded(seed);
     let types = ["order", "view", "noise", "signup"];
     let plans = ["free", "pro", "team"];
     Value::Array(

@@ -501,3 +501,15 @@ pub(crate) fn hs_server() -> TestServer {
         "0s",
     ])
 }
+
+/// A seeded xorshift generator: each call gives a number below its
+/// argument, the same sequence for the same seed.
+pub(crate) fn seeded(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    }
+}

@@ -1,0 +1,140 @@
+//! A window operator's state as the pipeline's progress stores it.
+
+use super::{Open, WindowStage, WindowState};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, new_empty_array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema};
+use base64::Engine;
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The state as stored: an Arrow IPC stream in base64 and two numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWindow {
+    pub max_time: Option<i64>,
+    pub late: u64,
+    pub windows: String,
+}
+
+impl WindowStage {
+    /// `state` as stored with the pipeline's progress (`state` is rebuilt
+    /// from it).
+    pub fn store(&self, state: &mut WindowState) -> Result<StoredWindow> {
+        let converter = self.converter()?;
+        let mut fields = vec![
+            Field::new("end", DataType::Int64, false),
+            Field::new("start", DataType::Int64, false),
+        ];
+        for (i, f) in self.key_fields.iter().enumerate() {
+            fields.push(Field::new(format!("k{i}"), f.data_type().clone(), true));
+        }
+        let mut state_fields = Vec::new();
+        for (j, a) in self.aggregates.iter().enumerate() {
+            for (m, f) in a.expr.state_fields()?.iter().enumerate() {
+                state_fields.push(f.data_type().clone());
+                fields.push(Field::new(format!("a{j}_{m}"), f.data_type().clone(), true));
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let open = &mut state.open;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                open.keys().map(|(e, _, _)| *e),
+            )),
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                open.keys().map(|(_, s, _)| *s),
+            )),
+        ];
+        if self.key_plan.is_some() {
+            let parser = converter.parser();
+            columns.extend(converter.convert_rows(open.keys().map(|(_, _, k)| parser.parse(k)))?);
+        }
+        let mut per_field: Vec<Vec<ScalarValue>> = vec![Vec::new(); state_fields.len()];
+        for o in open.values_mut() {
+            let mut f = 0;
+            for acc in o.accumulators.iter_mut() {
+                for v in acc.state()? {
+                    per_field[f].push(v);
+                    f += 1;
+                }
+            }
+        }
+        for (values, t) in per_field.into_iter().zip(&state_fields) {
+            columns.push(match values.is_empty() {
+                true => new_empty_array(t),
+                false => {
+                    let a = ScalarValue::iter_to_array(values)?;
+                    if a.data_type() == t { a } else { cast(&a, t)? }
+                }
+            });
+        }
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let mut bytes = Vec::new();
+        {
+            let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema)?;
+            writer.write(&batch)?;
+            writer.finish()?;
+        }
+        let stored = StoredWindow {
+            max_time: state.max_time,
+            late: state.late,
+            windows: base64::engine::general_purpose::STANDARD.encode(bytes),
+        };
+        // Taking an accumulator's state consumes it: the windows go on
+        // from what was stored.
+        *state = self.restore(&stored)?;
+        Ok(stored)
+    }
+
+    /// The state `stored` describes.
+    pub fn restore(&self, stored: &StoredWindow) -> Result<WindowState> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&stored.windows)
+            .map_err(|e| DataFusionError::Execution(format!("a window state: {e}")))?;
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+        let converter = self.converter()?;
+        let mut state = WindowState {
+            max_time: stored.max_time,
+            late: stored.late,
+            open: BTreeMap::new(),
+        };
+        let keys = self.key_fields.len();
+        for batch in reader {
+            let batch = batch?;
+            let ends = batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            let starts = batch
+                .column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            let rows = match keys {
+                0 => None,
+                _ => Some(converter.convert_columns(&batch.columns()[2..2 + keys])?),
+            };
+            for i in 0..batch.num_rows() {
+                let mut accumulators = self.accumulators()?;
+                let mut c = 2 + keys;
+                for (acc, a) in accumulators.iter_mut().zip(&self.aggregates) {
+                    let width = a.expr.state_fields()?.len();
+                    let states: Vec<ArrayRef> = batch.columns()[c..c + width]
+                        .iter()
+                        .map(|col| col.slice(i, 1))
+                        .collect();
+                    acc.merge_batch(&states)?;
+                    c += width;
+                }
+                let bytes = rows
+                    .as_ref()
+                    .map_or_else(Vec::new, |r| r.row(i).as_ref().to_vec());
+                state.open.insert(
+                    (ends.value(i), starts.value(i), bytes),
+                    Open { accumulators },
+                );
+            }
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,195 @@
+//! Pipeline windows through HTTP: tumbling and sliding windows over
+//! out-of-order events equal the same aggregation in batch SQL with the
+//! watermark's rule, late events are counted, the state survives
+//! `kill -9`, and windows that cannot run are refused with the reason.
+
+use crate::pipelines::{caught_up, create, info, rows};
+use crate::support::*;
+use serde_json::{Value, json};
+
+/// `n` orders and signups a minute apart from `start` (minutes after
+/// 2026-01-01T00:00Z), each moved by up to 40 minutes back or 10
+/// forward: out of order, and some late.
+fn timed(seed: u64, start: u64, n: u64) -> Value {
+    let mut next = seeded(seed);
+    let plans = ["free", "pro", "team"];
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                let minute = (start + i) as i64 - 40 + next(51) as i64;
+                let at = chrono::DateTime::from_timestamp(1_767_225_600 + minute.max(0) * 60, 0)
+                    .unwrap();
+                let kind = ["order", "signup", "view"][next(3) as usize];
+                json!({
+                    "event_type": kind,
+                    "entity_id": format!("u{}", next(7)),
+                    "timestamp": at.to_rfc3339(),
+                    "payload": {"amount": next(400) as f64 / 4.0, "plan": plans[next(3) as usize]},
+                })
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn windows_close_on_the_watermark_count_late_events_and_survive_kill9() {
+    let mut s = TestServer::start(&[]);
+    let tumbling = json!({
+        "name": "hourly",
+        "source": {"table": "events"},
+        "operators": [
+            {"op": "filter", "where": "event_type IN ('order', 'signup')"},
+            {"op": "window", "size": "1h", "lateness": "10m", "key": {"plan": "plan"},
+             "event_type": "hourly_plan",
+             "aggregates": {"n": "count(*)", "revenue": "sum(amount)", "users": "count(DISTINCT entity_id)",
+                            "big": "count(*) FILTER (WHERE amount > 50)", "highest": "max(amount)"}},
+        ],
+        "sink": {"table": "hourly"},
+    });
+    let sliding = json!({
+        "name": "sliding",
+        "source": {"table": "events"},
+        "operators": [
+            {"op": "filter", "where": "event_type IN ('order', 'signup')"},
+            {"op": "window", "kind": "sliding", "size": "2h", "slide": "1h", "lateness": "10m",
+             "aggregates": {"n": "count(*)"}},
+        ],
+        "sink": {"table": "sliding"},
+    });
+    s.ingest(&timed(1, 0, 100));
+    for body in [&tumbling, &sliding] {
+        let r = create(&s, body.clone());
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // Rounds of events, each followed by kill -9 (the windows' state is
+    // restored from the last stored progress) or a clean restart.
+    for round_no in 1..=6u64 {
+        s.ingest(&timed(round_no + 1, round_no * 100, 100));
+        match round_no % 3 {
+            0 => s.stop(),
+            _ => s.kill9(),
+        }
+        s.restart();
+    }
+    caught_up(&s, "hourly");
+    caught_up(&s, "sliding");
+
+    let filtered = "SELECT * FROM events WHERE event_type IN ('order', 'signup')";
+    let seen = |size: &str| {
+        format!(
+            "SELECT *, max(timestamp) OVER (ORDER BY position ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen, \
+             date_bin(INTERVAL '1 hour', timestamp) AS w0, INTERVAL '{size}' AS size FROM ({filtered})"
+        )
+    };
+    let closed_before =
+        format!("(SELECT max(timestamp) FROM ({filtered})) - INTERVAL '10 minutes'");
+    let expected = format!(
+        "SELECT CAST(date_part('epoch', w0) AS BIGINT) AS start, plan, count(*) AS n, sum(amount) AS revenue, \
+         count(DISTINCT entity_id) AS users, count(*) FILTER (WHERE amount > 50) AS big, max(amount) AS highest \
+         FROM ({}) WHERE seen IS NULL OR w0 + size > seen - INTERVAL '10 minutes' \
+         GROUP BY w0, plan HAVING w0 + INTERVAL '1 hour' <= {closed_before} ORDER BY start, plan",
+        seen("1 hour")
+    );
+    let got = "SELECT CAST(date_part('epoch', to_timestamp(window_start)) AS BIGINT) AS start, plan, \
+         CAST(n AS BIGINT) AS n, revenue, CAST(users AS BIGINT) AS users, CAST(big AS BIGINT) AS big, highest \
+         FROM hourly ORDER BY start, plan";
+    let want = rows(&s, &expected);
+    assert!(want.len() > 10, "{}", want.len());
+    assert_eq!(rows(&s, got), want);
+    assert_eq!(
+        s.scalar(
+            "SELECT count(*) FROM hourly WHERE event_type = 'hourly_plan' AND entity_id = plan"
+        ),
+        json!(want.len())
+    );
+    let late = s.scalar(&format!(
+        "SELECT count(*) FROM ({}) WHERE seen IS NOT NULL AND w0 + size <= seen - INTERVAL '10 minutes'",
+        seen("1 hour")
+    ));
+    assert!(late.as_u64().unwrap() > 0, "the data has late events");
+    let i = info(&s, "hourly");
+    assert_eq!(i["operator_stats"][1]["dropped"], late, "{i}");
+
+    // Sliding: an event is in the two windows that cover it; late for a
+    // window that closed before it came.
+    let expected = format!(
+        "SELECT CAST(date_part('epoch', ws) AS BIGINT) AS start, count(*) AS n FROM \
+         (SELECT *, unnest(make_array(w0, w0 - INTERVAL '1 hour')) AS ws FROM ({})) \
+         WHERE seen IS NULL OR ws + size > seen - INTERVAL '10 minutes' \
+         GROUP BY ws HAVING ws + INTERVAL '2 hours' <= {closed_before} ORDER BY start",
+        seen("2 hours")
+    );
+    let got = "SELECT CAST(date_part('epoch', to_timestamp(window_start)) AS BIGINT) AS start, \
+         CAST(n AS BIGINT) AS n FROM sliding ORDER BY start";
+    let want = rows(&s, &expected);
+    assert!(want.len() > 10, "{}", want.len());
+    assert_eq!(rows(&s, got), want);
+    assert_eq!(
+        s.scalar("SELECT count(DISTINCT event_id) FROM sliding"),
+        json!(want.len())
+    );
+}
+
+#[test]
+fn windows_that_cannot_run_are_refused() {
+    let s = TestServer::start(&[]);
+    s.ingest(&timed(9, 0, 10));
+    let refused = |window: Value, needle: &str| {
+        let body = json!({"name": "w", "source": {"table": "events"},
+                          "operators": [window], "sink": {"table": "o"}});
+        let r = create(&s, body.clone());
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let e = r.error();
+        assert!(
+            e.contains(needle),
+            "{body}: {e:?} should mention {needle:?}"
+        );
+        assert!(e.contains("operators[0] (window)"), "{e}");
+    };
+    let n = json!({"n": "count(*)"});
+    refused(
+        json!({"op": "window", "size": "soon", "aggregates": n}),
+        "size",
+    );
+    refused(
+        json!({"op": "window", "size": "1h", "slide": "5m", "aggregates": n}),
+        "only sliding windows",
+    );
+    refused(
+        json!({"op": "window", "kind": "sliding", "size": "1h", "aggregates": n}),
+        "needs one",
+    );
+    refused(
+        json!({"op": "window", "kind": "sliding", "size": "1h", "slide": "2h", "aggregates": n}),
+        "at most the size",
+    );
+    refused(
+        json!({"op": "window", "size": "1h", "aggregates": {}}),
+        "at least one",
+    );
+    refused(
+        json!({"op": "window", "size": "1h", "aggregates": {"n": "amount + 1"}}),
+        "one aggregate call",
+    );
+    refused(
+        json!({"op": "window", "size": "1h", "aggregates": {"n": "count(*) + sum(amount)"}}),
+        "one aggregate call",
+    );
+    refused(
+        json!({"op": "window", "size": "1h", "aggregates": {"n": "sum(nope)"}}),
+        "aggregates.n",
+    );
+    refused(
+        json!({"op": "window", "size": "1h", "aggregates": {"position": "count(*)"}}),
+        "sets itself",
+    );
+    refused(
+        json!({"op": "window", "size": "1h", "key": {"k": "nope"}, "aggregates": n}),
+        "key",
+    );
+    let body = json!({"name": "w", "source": {"table": "events"}, "sink": {"table": "o"},
+                      "operators": [{"op": "window", "size": "1h", "aggregates": n, "extra": 1}]});
+    let r = create(&s, body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("unknown field `extra`"), "{}", r.error());
+}
