@@ -11,7 +11,9 @@
 //! partition, so rows keep their order.
 
 use super::Operator;
-use super::window::{StoredWindow, WindowStage, WindowState};
+use super::StoredState;
+use super::limit::{LimitStage, LimitState};
+use super::window::{WindowStage, WindowState};
 use crate::schema;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -25,6 +27,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use indexmap::IndexMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,6 +63,7 @@ pub struct Refusal {
 enum Work {
     Plan(Arc<dyn ExecutionPlan>),
     Window(WindowStage),
+    Limit(LimitStage),
 }
 
 /// One operator, planned for its input schema.
@@ -69,11 +73,18 @@ struct Stage {
     input: SchemaRef,
 }
 
-/// The state of a chain's window operators between micro-batches, by
+/// One stateful operator's state between micro-batches.
+#[derive(Debug)]
+enum OpState {
+    Window(WindowState),
+    Limit(LimitState),
+}
+
+/// The state of a chain's stateful operators between micro-batches, by
 /// operator index (`None` for the others).
 #[derive(Debug, Default)]
 pub struct ChainState {
-    windows: Vec<Option<WindowState>>,
+    ops: Vec<Option<OpState>>,
 }
 
 /// The operators of a pipeline, planned for one source schema.
@@ -154,6 +165,54 @@ impl Chain {
                 schema = output;
                 continue;
             }
+            let limit = match op {
+                Operator::Deduplicate {
+                    key,
+                    within,
+                    lateness,
+                } => {
+                    let key = IndexMap::from([("key".to_string(), key.clone())]);
+                    Some(
+                        LimitStage::plan(
+                            ctx,
+                            &schema,
+                            &key,
+                            1,
+                            ("within", within),
+                            lateness.as_deref(),
+                        )
+                        .await,
+                    )
+                }
+                Operator::Throttle {
+                    key,
+                    rate,
+                    per,
+                    lateness,
+                } => {
+                    let key: IndexMap<String, String> =
+                        key.iter().map(|k| ("key".to_string(), k.clone())).collect();
+                    Some(
+                        LimitStage::plan(
+                            ctx,
+                            &schema,
+                            &key,
+                            *rate,
+                            ("per", per),
+                            lateness.as_deref(),
+                        )
+                        .await,
+                    )
+                }
+                _ => None,
+            };
+            if let Some(limit) = limit {
+                stages.push(Stage {
+                    work: Work::Limit(limit.map_err(refuse)?),
+                    input: schema.clone(),
+                });
+                continue;
+            }
             let sql = statement(op, &schema).map_err(refuse)?;
             let plan = match crate::query::plan_sql(ctx, &sql).await {
                 Ok(plan) => plan,
@@ -203,31 +262,35 @@ impl Chain {
         &self.output
     }
 
-    /// A state for the chain's windows: empty, or as `stored` (by
-    /// operator index) describes it.
-    pub fn state(&self, stored: &[Option<StoredWindow>]) -> Result<ChainState> {
-        let windows = self
+    /// A state for the chain's stateful operators: empty, or as `stored`
+    /// (by operator index) describes it.
+    pub fn state(&self, stored: &[Option<StoredState>]) -> Result<ChainState> {
+        let ops = self
             .stages
             .iter()
             .enumerate()
-            .map(|(i, stage)| match &stage.work {
-                Work::Window(w) => match stored.get(i).and_then(Option::as_ref) {
-                    Some(s) => w.restore(s).map(Some),
-                    None => Ok(Some(WindowState::default())),
-                },
-                Work::Plan(_) => Ok(None),
+            .map(|(i, stage)| {
+                let stored = stored.get(i).and_then(Option::as_ref);
+                Ok(match (&stage.work, stored) {
+                    (Work::Window(w), Some(s)) => Some(OpState::Window(w.restore(s)?)),
+                    (Work::Window(_), None) => Some(OpState::Window(WindowState::default())),
+                    (Work::Limit(l), Some(s)) => Some(OpState::Limit(l.restore(s)?)),
+                    (Work::Limit(_), None) => Some(OpState::Limit(LimitState::default())),
+                    (Work::Plan(_), _) => None,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ChainState { windows })
+        Ok(ChainState { ops })
     }
 
     /// `state` as the progress stores it.
-    pub fn store(&self, state: &mut ChainState) -> Result<Vec<Option<StoredWindow>>> {
+    pub fn store(&self, state: &mut ChainState) -> Result<Vec<Option<StoredState>>> {
         self.stages
             .iter()
-            .zip(state.windows.iter_mut())
+            .zip(state.ops.iter_mut())
             .map(|(stage, s)| match (&stage.work, s) {
-                (Work::Window(w), Some(s)) => w.store(s).map(Some),
+                (Work::Window(w), Some(OpState::Window(s))) => w.store(s).map(Some),
+                (Work::Limit(l), Some(OpState::Limit(s))) => l.store(s).map(Some),
                 _ => Ok(None),
             })
             .collect()
@@ -253,7 +316,7 @@ impl Chain {
                     datafusion::physical_plan::collect(plan, self.task.clone()).await?
                 }
                 (Work::Window(w), _) => {
-                    let Some(Some(window)) = state.windows.get_mut(i) else {
+                    let Some(Some(OpState::Window(window))) = state.ops.get_mut(i) else {
                         return Err(DataFusionError::Internal(
                             "a window operator has no state".into(),
                         ));
@@ -262,6 +325,18 @@ impl Chain {
                         .run(batches, window, self.task.clone(), &stage.input)
                         .await?;
                     dropped = late;
+                    out
+                }
+                (Work::Limit(l), _) => {
+                    let Some(Some(OpState::Limit(limit))) = state.ops.get_mut(i) else {
+                        return Err(DataFusionError::Internal(
+                            "a deduplicate or throttle operator has no state".into(),
+                        ));
+                    };
+                    let (out, left) = l
+                        .run(batches, limit, self.task.clone(), &stage.input)
+                        .await?;
+                    dropped = left.limited + left.late;
                     out
                 }
             };
@@ -377,7 +452,9 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
             }
             Ok(format!("SELECT {} {from}", select.join(", ")))
         }
-        Operator::Window(_) => Err("a window is not a statement".into()),
+        Operator::Window(_) | Operator::Deduplicate { .. } | Operator::Throttle { .. } => {
+            Err("a stateful operator is not a statement".into())
+        }
         Operator::FlatMap { array, name } => {
             check_settable("as", name)?;
             if array.trim().is_empty() {

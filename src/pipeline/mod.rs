@@ -8,6 +8,8 @@
 //! [`sql`] offers them as `system.pipelines`.
 
 pub mod compile;
+pub mod keys;
+pub mod limit;
 pub mod sink;
 pub mod sql;
 pub mod store;
@@ -48,6 +50,29 @@ pub enum Operator {
     /// Aggregates per key over event-time windows, one event per window
     /// and key when the window closes ([`window`]).
     Window(window::WindowSpec),
+    /// Keeps the first event per `key` in each bucket of event time
+    /// `within` long ([`limit`]).
+    Deduplicate {
+        key: String,
+        within: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lateness: Option<String>,
+    },
+    /// Keeps at most `rate` events per `key` (or in all) in each bucket of
+    /// event time `per` long (a second by default) ([`limit`]).
+    Throttle {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        rate: u64,
+        #[serde(default = "one_second")]
+        per: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lateness: Option<String>,
+    },
+}
+
+fn one_second() -> String {
+    "1s".into()
 }
 
 impl Operator {
@@ -58,6 +83,8 @@ impl Operator {
             Operator::Map { .. } => "map",
             Operator::FlatMap { .. } => "flat_map",
             Operator::Window(_) => "window",
+            Operator::Deduplicate { .. } => "deduplicate",
+            Operator::Throttle { .. } => "throttle",
         }
     }
 }
@@ -98,6 +125,16 @@ pub struct Spec {
     pub sink: Sink,
 }
 
+/// A stateful operator's state as the progress stores it: its rows (an
+/// Arrow IPC stream, base64), the latest event time it has seen and how
+/// many events it found late.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredState {
+    pub max_time: Option<i64>,
+    pub late: u64,
+    pub rows: String,
+}
+
 /// Most operators one pipeline may have.
 pub const MAX_OPERATORS: usize = 32;
 
@@ -133,9 +170,10 @@ pub struct Progress {
     /// Output rows without an event type, entity or timestamp, not stored.
     pub invalid: u64,
     pub updated_ms: i64,
-    /// The state of each window operator, by operator index.
+    /// The state of each stateful operator (window, deduplicate,
+    /// throttle), by operator index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub windows: Vec<Option<window::StoredWindow>>,
+    pub operator_state: Vec<Option<StoredState>>,
 }
 
 impl Progress {

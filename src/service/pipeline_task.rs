@@ -166,7 +166,7 @@ impl Service {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::internal(format!("reading the source: {e}")))?;
         if state.is_none() {
-            *state = Some(chain.state(&pipeline.progress().windows)?);
+            *state = Some(chain.state(&pipeline.progress().operator_state)?);
         }
         let Some(state) = state.as_mut() else {
             return Err(Error::internal("the pipeline has no state"));
@@ -201,7 +201,7 @@ impl Service {
                 p.events_written += written;
                 p.duplicates += duplicates;
                 p.invalid += invalid;
-                p.windows = windows;
+                p.operator_state = windows;
             })
             .map_err(|e| Error::new(Kind::Unavailable, format!("storing its progress: {e}")))?;
         if let Some(problem) = converted.first_problem {

@@ -193,3 +193,109 @@ fn windows_that_cannot_run_are_refused() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("unknown field `extra`"), "{}", r.error());
 }
+
+#[test]
+fn deduplicate_and_throttle_keep_the_first_events_of_each_bucket_across_kill9() {
+    let mut s = TestServer::start(&[]);
+    let dedup = json!({
+        "name": "firsts",
+        "source": {"table": "events"},
+        "operators": [{"op": "deduplicate", "key": "entity_id", "within": "1h", "lateness": "30m"}],
+        "sink": {"table": "firsts"},
+    });
+    let throttle = json!({
+        "name": "calm",
+        "source": {"table": "events"},
+        "operators": [
+            {"op": "filter", "where": "event_type <> 'view'"},
+            {"op": "throttle", "key": "plan", "rate": 3, "per": "10m", "lateness": "30m"},
+        ],
+        "sink": {"table": "calm"},
+    });
+    s.ingest(&timed(21, 0, 100));
+    for body in [&dedup, &throttle] {
+        let r = create(&s, body.clone());
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    for round_no in 1..=5u64 {
+        s.ingest(&timed(round_no + 21, round_no * 100, 100));
+        s.kill9();
+        s.restart();
+    }
+    caught_up(&s, "firsts");
+    caught_up(&s, "calm");
+    // The batch answer: row_number() per key and bucket over the events
+    // that were not late by the watermark's rule.
+    let kept = |source: &str, key: &str, bucket: &str, most: u32| {
+        format!(
+            "SELECT event_type, entity_id, timestamp, amount, plan FROM ( \
+               SELECT *, row_number() OVER (PARTITION BY {key}, b ORDER BY position) AS rn FROM ( \
+                 SELECT *, date_bin(INTERVAL '{bucket}', timestamp) AS b, \
+                   max(timestamp) OVER (ORDER BY position ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen \
+                 FROM ({source})) \
+               WHERE seen IS NULL OR b + INTERVAL '{bucket}' > seen - INTERVAL '30 minutes') \
+             WHERE rn <= {most} ORDER BY position"
+        )
+    };
+    let want = rows(&s, &kept("SELECT * FROM events", "entity_id", "1 hour", 1));
+    let got = rows(
+        &s,
+        "SELECT event_type, entity_id, timestamp, amount, plan FROM firsts ORDER BY position",
+    );
+    assert!(want.len() > 20 && want.len() < 600, "{}", want.len());
+    assert_eq!(got, want);
+    let all = s.scalar("SELECT count(*) FROM events").as_u64().unwrap();
+    let i = info(&s, "firsts");
+    assert_eq!(
+        i["operator_stats"][0]["dropped"],
+        json!(all - want.len() as u64),
+        "{i}"
+    );
+
+    let want = rows(
+        &s,
+        &kept(
+            "SELECT * FROM events WHERE event_type <> 'view'",
+            "plan",
+            "10 minutes",
+            3,
+        ),
+    );
+    let got = rows(
+        &s,
+        "SELECT event_type, entity_id, timestamp, amount, plan FROM calm ORDER BY position",
+    );
+    assert!(want.len() > 20, "{}", want.len());
+    assert_eq!(got, want);
+    let i = info(&s, "calm");
+    let passed = i["operator_stats"][1]["events_in"].as_u64().unwrap();
+    assert_eq!(
+        i["operator_stats"][1]["dropped"],
+        json!(passed - want.len() as u64),
+        "{i}"
+    );
+
+    // Refusals name the operator and the reason.
+    let r = create(
+        &s,
+        json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+               "operators": [{"op": "throttle", "rate": 0}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().contains("operators[0] (throttle): rate"),
+        "{}",
+        r.error()
+    );
+    let r = create(
+        &s,
+        json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+               "operators": [{"op": "deduplicate", "key": "nope", "within": "1h"}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().contains("operators[0] (deduplicate): key"),
+        "{}",
+        r.error()
+    );
+}

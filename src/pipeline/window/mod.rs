@@ -16,20 +16,20 @@
 //! open window; the accumulators' states, the watermark and the late
 //! count are the operator's state, stored with the pipeline's progress.
 
-use super::compile::{INPUT_SCHEMA, INPUT_TABLE, message_of, quote};
+use super::keys::Keys;
 use crate::schema;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt64Array,
 };
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
-use arrow::row::{RowConverter, SortField};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -39,7 +39,6 @@ mod aggregates;
 mod stored;
 
 use std::sync::Arc;
-pub use stored::StoredWindow;
 
 /// Most windows one window operator may hold open at once; past it the
 /// pipeline stops with the reason (a key with too many values, or a
@@ -117,8 +116,7 @@ pub struct WindowStage {
     event_type: String,
     /// Computes the key columns, row for row (`None`: one window per
     /// time span for all events).
-    key_plan: Option<Arc<dyn ExecutionPlan>>,
-    key_fields: Vec<FieldRef>,
+    keys: Keys,
     /// Whether a key is named `entity_id` (it then is the events'
     /// entity); otherwise the keys' values joined by `/`, or `*`.
     entity_key: Option<usize>,
@@ -201,29 +199,7 @@ impl WindowStage {
         if let Some(dup) = spec.key.keys().find(|k| spec.aggregates.contains_key(*k)) {
             return Err(format!("{dup:?} is both a key and an aggregate"));
         }
-        let from = format!("FROM {INPUT_SCHEMA}.{INPUT_TABLE}");
-        let (key_plan, key_fields) = match spec.key.is_empty() {
-            true => (None, Vec::new()),
-            false => {
-                let select: Vec<String> = spec
-                    .key
-                    .iter()
-                    .map(|(n, e)| format!("({e}) AS {}", quote(n)))
-                    .collect();
-                let sql = format!("SELECT {} {from}", select.join(", "));
-                let plan = crate::query::plan_sql(ctx, &sql)
-                    .await
-                    .map_err(|e| format!("key: {}", message_of(&e)))?;
-                super::compile::check_plan(&plan, false).map_err(|e| format!("key: {e}"))?;
-                let physical = ctx
-                    .state()
-                    .create_physical_plan(&plan)
-                    .await
-                    .map_err(|e| format!("key: {}", message_of(&e)))?;
-                let fields = physical.schema().fields().iter().cloned().collect();
-                (Some(physical), fields)
-            }
-        };
+        let keys = Keys::plan(ctx, &spec.key).await?;
         let aggregates = aggregates::plan(ctx, input, &spec.aggregates).await?;
         let entity_key = spec.key.keys().position(|k| k == schema::ENTITY_ID);
         let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
@@ -234,7 +210,7 @@ impl WindowStage {
             Field::new("window_start", ts(), false),
             Field::new("window_end", ts(), false),
         ];
-        for (i, f) in key_fields.iter().enumerate() {
+        for (i, f) in keys.fields.iter().enumerate() {
             if Some(i) != entity_key {
                 fields.push(f.as_ref().clone().with_nullable(true));
             }
@@ -252,8 +228,7 @@ impl WindowStage {
             slide,
             lateness,
             event_type: spec.event_type.clone().unwrap_or_else(|| "window".into()),
-            key_plan,
-            key_fields,
+            keys,
             entity_key,
             aggregates,
             output: Arc::new(Schema::new(fields)),
@@ -265,12 +240,7 @@ impl WindowStage {
     }
 
     fn converter(&self) -> Result<RowConverter> {
-        Ok(RowConverter::new(
-            self.key_fields
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?)
+        self.keys.converter()
     }
 
     fn accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
@@ -306,21 +276,10 @@ impl WindowStage {
             if n == 0 {
                 continue;
             }
-            let keys = match &self.key_plan {
-                Some(plan) => {
-                    let plan = super::compile::with_input(plan, vec![batch.clone()], input)?;
-                    let out = datafusion::physical_plan::collect(plan, task.clone()).await?;
-                    let out =
-                        arrow::compute::concat_batches(&plan_schema(&out, &self.key_fields), &out)?;
-                    if out.num_rows() != n {
-                        return Err(DataFusionError::Execution(
-                            "a window's key must give one value per event".into(),
-                        ));
-                    }
-                    Some(converter.convert_columns(out.columns())?)
-                }
-                None => None,
-            };
+            let keys = self
+                .keys
+                .rows(&converter, &batch, input, task.clone())
+                .await?;
             let times = cast(
                 batch
                     .column_by_name(schema::TIMESTAMP)
@@ -456,13 +415,12 @@ impl WindowStage {
             return Ok(None);
         }
         let n = closed.len();
-        // Keys are kept as row bytes, read back by this stage's converter.
-        let parser = converter.parser();
-        let keys: Option<Vec<ArrayRef>> = match &self.key_plan {
-            Some(_) => Some(
-                converter.convert_rows(closed.iter().map(|(_, (_, _, k), _)| parser.parse(k)))?,
-            ),
-            None => None,
+        let keys: Option<Vec<ArrayRef>> = match self.keys.is_empty() {
+            true => None,
+            false => Some(self.keys.columns(
+                converter,
+                closed.iter().map(|(_, (_, _, k), _)| k.as_slice()),
+            )?),
         };
         let key_text: Vec<ArrayRef> = keys
             .iter()
@@ -517,14 +475,6 @@ impl WindowStage {
         )));
         Ok(Some(RecordBatch::try_new(self.output.clone(), columns)?))
     }
-}
-
-/// The schema of key batches (from the plan, or the fields when none
-/// came back).
-fn plan_schema(out: &[RecordBatch], fields: &[FieldRef]) -> SchemaRef {
-    out.first()
-        .map(RecordBatch::schema)
-        .unwrap_or_else(|| Arc::new(Schema::new(fields.to_vec())))
 }
 
 fn value_text(a: &ArrayRef, i: usize) -> String {

@@ -1,34 +1,26 @@
 //! A window operator's state as the pipeline's progress stores it.
 
 use super::{Open, WindowStage, WindowState};
+use crate::pipeline::StoredState;
 use arrow::array::{ArrayRef, AsArray, RecordBatch, new_empty_array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use base64::Engine;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// The state as stored: an Arrow IPC stream in base64 and two numbers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredWindow {
-    pub max_time: Option<i64>,
-    pub late: u64,
-    pub windows: String,
-}
 
 impl WindowStage {
     /// `state` as stored with the pipeline's progress (`state` is rebuilt
     /// from it).
-    pub fn store(&self, state: &mut WindowState) -> Result<StoredWindow> {
+    pub fn store(&self, state: &mut WindowState) -> Result<StoredState> {
         let converter = self.converter()?;
         let mut fields = vec![
             Field::new("end", DataType::Int64, false),
             Field::new("start", DataType::Int64, false),
         ];
-        for (i, f) in self.key_fields.iter().enumerate() {
+        for (i, f) in self.keys.fields.iter().enumerate() {
             fields.push(Field::new(format!("k{i}"), f.data_type().clone(), true));
         }
         let mut state_fields = Vec::new();
@@ -48,10 +40,10 @@ impl WindowStage {
                 open.keys().map(|(_, s, _)| *s),
             )),
         ];
-        if self.key_plan.is_some() {
-            let parser = converter.parser();
-            columns.extend(converter.convert_rows(open.keys().map(|(_, _, k)| parser.parse(k)))?);
-        }
+        columns.extend(
+            self.keys
+                .columns(&converter, open.keys().map(|(_, _, k)| k.as_slice()))?,
+        );
         let mut per_field: Vec<Vec<ScalarValue>> = vec![Vec::new(); state_fields.len()];
         for o in open.values_mut() {
             let mut f = 0;
@@ -78,10 +70,10 @@ impl WindowStage {
             writer.write(&batch)?;
             writer.finish()?;
         }
-        let stored = StoredWindow {
+        let stored = StoredState {
             max_time: state.max_time,
             late: state.late,
-            windows: base64::engine::general_purpose::STANDARD.encode(bytes),
+            rows: base64::engine::general_purpose::STANDARD.encode(bytes),
         };
         // Taking an accumulator's state consumes it: the windows go on
         // from what was stored.
@@ -90,9 +82,9 @@ impl WindowStage {
     }
 
     /// The state `stored` describes.
-    pub fn restore(&self, stored: &StoredWindow) -> Result<WindowState> {
+    pub fn restore(&self, stored: &StoredState) -> Result<WindowState> {
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&stored.windows)
+            .decode(&stored.rows)
             .map_err(|e| DataFusionError::Execution(format!("a window state: {e}")))?;
         let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
         let converter = self.converter()?;
@@ -101,7 +93,7 @@ impl WindowStage {
             late: stored.late,
             open: BTreeMap::new(),
         };
-        let keys = self.key_fields.len();
+        let keys = self.keys.fields.len();
         for batch in reader {
             let batch = batch?;
             let ends = batch
