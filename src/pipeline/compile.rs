@@ -12,19 +12,20 @@
 
 use super::Operator;
 use super::StoredState;
+use super::checks::{check_output, check_plan};
+use super::enrich::EnrichStage;
 use super::limit::{LimitStage, LimitState};
 use super::window::{WindowStage, WindowState};
 use crate::schema;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use indexmap::IndexMap;
@@ -64,6 +65,7 @@ enum Work {
     Plan(Arc<dyn ExecutionPlan>),
     Window(WindowStage),
     Limit(LimitStage),
+    Enrich(EnrichStage),
 }
 
 /// One operator, planned for its input schema.
@@ -87,6 +89,15 @@ pub struct ChainState {
     ops: Vec<Option<OpState>>,
 }
 
+/// A session, shown by its id.
+struct Session(SessionContext);
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({})", self.0.session_id())
+    }
+}
+
 /// The operators of a pipeline, planned for one source schema.
 #[derive(Debug)]
 pub struct Chain {
@@ -94,6 +105,10 @@ pub struct Chain {
     input: SchemaRef,
     output: SchemaRef,
     task: Arc<TaskContext>,
+    /// The session the chain was planned in and its input schema, for
+    /// the operators planned again for each micro-batch (enrich).
+    ctx: Session,
+    inputs: Arc<MemorySchemaProvider>,
     /// Output columns that hold JSON text to be stored as JSON values (the
     /// elements a flat-map makes).
     pub json_columns: Vec<String>,
@@ -152,6 +167,19 @@ impl Chain {
             inputs
                 .register_table(INPUT_TABLE.to_string(), Arc::new(table))
                 .map_err(|e| refuse(e.strip_backtrace().to_string()))?;
+            if let Operator::Enrich(spec) = op {
+                let enrich = EnrichStage::plan(ctx, &schema, spec)
+                    .await
+                    .map_err(refuse)?;
+                let output = enrich.output().clone();
+                json_columns.retain(|c| !spec.fields.contains_key(c));
+                stages.push(Stage {
+                    work: Work::Enrich(enrich),
+                    input: schema,
+                });
+                schema = output;
+                continue;
+            }
             if let Operator::Window(spec) = op {
                 let window = WindowStage::plan(ctx, &schema, spec)
                     .await
@@ -248,6 +276,8 @@ impl Chain {
             input,
             output: schema,
             task: ctx.task_ctx(),
+            ctx: Session(ctx.clone()),
+            inputs,
             json_columns,
         })
     }
@@ -276,7 +306,7 @@ impl Chain {
                     (Work::Window(_), None) => Some(OpState::Window(WindowState::default())),
                     (Work::Limit(l), Some(s)) => Some(OpState::Limit(l.restore(s)?)),
                     (Work::Limit(_), None) => Some(OpState::Limit(LimitState::default())),
-                    (Work::Plan(_), _) => None,
+                    (Work::Plan(_) | Work::Enrich(_), _) => None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -326,6 +356,10 @@ impl Chain {
                         .await?;
                     dropped = late;
                     out
+                }
+                (Work::Enrich(e), _) => {
+                    e.run(&self.ctx.0, &self.inputs, batches, &stage.input)
+                        .await?
                 }
                 (Work::Limit(l), _) => {
                     let Some(Some(OpState::Limit(limit))) = state.ops.get_mut(i) else {
@@ -452,9 +486,10 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
             }
             Ok(format!("SELECT {} {from}", select.join(", ")))
         }
-        Operator::Window(_) | Operator::Deduplicate { .. } | Operator::Throttle { .. } => {
-            Err("a stateful operator is not a statement".into())
-        }
+        Operator::Window(_)
+        | Operator::Enrich(_)
+        | Operator::Deduplicate { .. }
+        | Operator::Throttle { .. } => Err("a stateful operator is not a statement".into()),
         Operator::FlatMap { array, name } => {
             check_settable("as", name)?;
             if array.trim().is_empty() {
@@ -472,92 +507,6 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
             Ok(format!("SELECT {} {from}", select.join(", ")))
         }
     }
-}
-
-/// Refuses a plan that reads anything but the input or does more than
-/// compute, filter and unnest rows one event at a time (and aggregate
-/// them, when `aggregate` is set).
-pub(super) fn check_plan(plan: &LogicalPlan, aggregate: bool) -> std::result::Result<(), String> {
-    let mut refusal = None;
-    let _ = plan.apply_with_subqueries(|node| {
-        let bad = match node {
-            LogicalPlan::Projection(_)
-            | LogicalPlan::Filter(_)
-            | LogicalPlan::Unnest(_)
-            | LogicalPlan::SubqueryAlias(_) => None,
-            LogicalPlan::TableScan(scan) => match scan.table_name.schema() == Some(INPUT_SCHEMA)
-                && scan.table_name.table() == INPUT_TABLE
-            {
-                true => None,
-                false => Some(format!(
-                    "an operator reads only its input event; this one reads the table {}",
-                    scan.table_name
-                )),
-            },
-            LogicalPlan::Aggregate(_) if aggregate => None,
-            LogicalPlan::Aggregate(_) => {
-                Some("aggregates are not per event; use a window with an aggregate".to_string())
-            }
-            LogicalPlan::Subquery(_) => {
-                Some("subqueries are not allowed in an operator".to_string())
-            }
-            other => Some(format!(
-                "an operator computes each event on its own; {} is not allowed",
-                other
-                    .display()
-                    .to_string()
-                    .split(':')
-                    .next()
-                    .unwrap_or("this")
-            )),
-        };
-        match bad {
-            Some(message) => {
-                refusal = Some(message);
-                Ok(TreeNodeRecursion::Stop)
-            }
-            None => Ok(TreeNodeRecursion::Continue),
-        }
-    });
-    match refusal {
-        Some(message) => Err(message),
-        None => Ok(()),
-    }
-}
-
-/// Refuses an output that cannot be stored as events: `event_type` and
-/// `entity_id` must be text and `timestamp` a timestamp, and `position`
-/// must remain.
-fn check_output(schema: &SchemaRef) -> std::result::Result<(), String> {
-    use arrow::datatypes::DataType;
-    let text =
-        |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
-    for name in [schema::EVENT_TYPE, schema::ENTITY_ID] {
-        match schema.field_with_name(name) {
-            Ok(f) if text(f.data_type()) => {}
-            Ok(f) => {
-                return Err(format!(
-                    "the output's {name} is {}; it must be text to be stored as an event",
-                    f.data_type()
-                ));
-            }
-            Err(_) => return Err(format!("the output has no {name}; events need one")),
-        }
-    }
-    match schema.field_with_name(schema::TIMESTAMP) {
-        Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => {}
-        Ok(f) => {
-            return Err(format!(
-                "the output's timestamp is {}; it must be a timestamp (cast it with to_timestamp)",
-                f.data_type()
-            ));
-        }
-        Err(_) => return Err("the output has no timestamp; events need one".into()),
-    }
-    if schema.field_with_name(schema::POSITION).is_err() {
-        return Err("the output lost the source position".into());
-    }
-    Ok(())
 }
 
 /// `plan` with `batches` in place of the empty input it was planned over.

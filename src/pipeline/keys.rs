@@ -2,7 +2,8 @@
 //! expressions over the operator's input, planned once and computed row
 //! for row, kept in the operators' state as Arrow row bytes.
 
-use super::compile::{INPUT_SCHEMA, INPUT_TABLE, check_plan, message_of, quote, with_input};
+use super::checks::check_plan;
+use super::compile::{INPUT_SCHEMA, INPUT_TABLE, message_of, quote, with_input};
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};

@@ -7,7 +7,9 @@
 //! its own, rewritten durably after each micro-batch's output is stored;
 //! [`sql`] offers them as `system.pipelines`.
 
+mod checks;
 pub mod compile;
+pub mod enrich;
 pub mod keys;
 pub mod limit;
 pub mod sink;
@@ -50,6 +52,9 @@ pub enum Operator {
     /// Aggregates per key over event-time windows, one event per window
     /// and key when the window closes ([`window`]).
     Window(window::WindowSpec),
+    /// Adds fields from the row of a projection whose keys equal
+    /// expressions over the event ([`enrich`]).
+    Enrich(enrich::EnrichSpec),
     /// Keeps the first event per `key` in each bucket of event time
     /// `within` long ([`limit`]).
     Deduplicate {
@@ -83,6 +88,7 @@ impl Operator {
             Operator::Map { .. } => "map",
             Operator::FlatMap { .. } => "flat_map",
             Operator::Window(_) => "window",
+            Operator::Enrich(_) => "enrich",
             Operator::Deduplicate { .. } => "deduplicate",
             Operator::Throttle { .. } => "throttle",
         }

@@ -299,3 +299,93 @@ fn deduplicate_and_throttle_keep_the_first_events_of_each_bucket_across_kill9() 
         r.error()
     );
 }
+
+/// The seed's example: new users' plans kept by a projection; orders
+/// filtered, enriched with the buyer's plan, and counted per plan and
+/// hour.
+#[test]
+fn filter_enrich_and_an_hourly_count_per_plan() {
+    let mut s = TestServer::start(&[]);
+    let plans = ["free", "pro", "team"];
+    let signups: Vec<Value> = (0..6)
+        .map(|u| {
+            json!({"event_type": "user.created", "entity_id": format!("u{u}"),
+                   "timestamp": "2025-12-31T00:00:00Z", "payload": {"plan": plans[u % 3]}})
+        })
+        .collect();
+    s.ingest(&Value::Array(signups));
+    let users = "SELECT entity_id, last_value(plan ORDER BY position) AS plan, count(*) AS signups \
+                 FROM events WHERE event_type = 'user.created' GROUP BY entity_id";
+    let r = s.post(
+        "/v1/projections",
+        "application/json",
+        json!({"name": "user_plans", "query": users}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let highest = s.scalar("SELECT max(position) FROM events");
+    wait_until(
+        "the projection catches up",
+        std::time::Duration::from_secs(30),
+        || s.get("/v1/projections/user_plans").json()["position"] == highest,
+    );
+    let body = json!({
+        "name": "orders_by_plan",
+        "source": {"table": "events"},
+        "operators": [
+            {"op": "filter", "where": "event_type = 'order'"},
+            {"op": "enrich", "projection": "user_plans", "on": {"entity_id": "entity_id"},
+             "fields": {"user_plan": "plan"}},
+            {"op": "window", "size": "1h", "lateness": "15m", "key": {"user_plan": "user_plan"},
+             "aggregates": {"n": "count(*)", "revenue": "sum(amount)"}},
+        ],
+        "sink": {"table": "orders_by_plan"},
+    });
+    // The first orders come before the pipeline (its fields must exist);
+    // u6 never signed up: its orders count under no plan.
+    s.ingest(&timed(40, 0, 100));
+    let r = create(&s, body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    for round_no in 1..4u64 {
+        s.ingest(&timed(round_no + 40, round_no * 100, 100));
+        if round_no == 1 {
+            s.kill9();
+            s.restart();
+        }
+    }
+    caught_up(&s, "orders_by_plan");
+    let source = format!(
+        "SELECT o.*, p.plan AS user_plan FROM (SELECT * FROM events WHERE event_type = 'order') o \
+         LEFT JOIN ({users}) p ON o.entity_id = p.entity_id"
+    );
+    let expected = format!(
+        "SELECT CAST(date_part('epoch', w0) AS BIGINT) AS start, user_plan, count(*) AS n, sum(amount) AS revenue \
+         FROM (SELECT *, date_bin(INTERVAL '1 hour', timestamp) AS w0, \
+                 max(timestamp) OVER (ORDER BY position ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS seen \
+               FROM ({source})) \
+         WHERE seen IS NULL OR w0 + INTERVAL '1 hour' > seen - INTERVAL '15 minutes' \
+         GROUP BY w0, user_plan \
+         HAVING w0 + INTERVAL '1 hour' <= (SELECT max(timestamp) FROM ({source})) - INTERVAL '15 minutes' \
+         ORDER BY start, user_plan"
+    );
+    let want = rows(&s, &expected);
+    assert!(want.len() > 10, "{}", want.len());
+    assert!(
+        want.iter().any(|r| r["user_plan"].is_null()),
+        "some orders have no plan"
+    );
+    let got = rows(
+        &s,
+        "SELECT CAST(date_part('epoch', to_timestamp(window_start)) AS BIGINT) AS start, user_plan, \
+         CAST(n AS BIGINT) AS n, revenue FROM orders_by_plan ORDER BY start, user_plan",
+    );
+    assert_eq!(got, want);
+
+    let r = create(
+        &s,
+        json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+               "operators": [{"op": "enrich", "projection": "nobody", "on": {"entity_id": "entity_id"},
+                              "fields": {"x": "plan"}}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("operators[0] (enrich)"), "{}", r.error());
+}

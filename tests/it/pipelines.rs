@@ -403,8 +403,8 @@ fn pipelines_that_cannot_run_are_refused_with_the_operator_and_reason() {
         "no field \"ghost\"",
     );
     refused(
-        with("p", json!([{"op": "enrich", "table": "users"}]), "o"),
-        "unknown variant `enrich`",
+        with("p", json!([{"op": "partition", "by": "entity_id"}]), "o"),
+        "unknown variant `partition`",
     );
     refused(
         with("p", json!([{"op": "filter", "where": "true"}]), "events"),

@@ -53,7 +53,7 @@ pub(super) async fn plan(
         if !plain {
             return Err(fail(one));
         }
-        crate::pipeline::compile::check_plan(&plan, true).map_err(fail)?;
+        crate::pipeline::checks::check_plan(&plan, true).map_err(fail)?;
         let context =
             datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
         let lowered = datafusion::physical_expr::aggregate::LoweredAggregateBuilder::new(
