@@ -27,7 +27,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BATCH: usize = 1000;
@@ -158,24 +158,15 @@ fn main() {
             .map(|i| ndjson_batch((i * 100) as u64, 100, 10_000, 1))
             .collect::<Vec<_>>(),
     );
-    let seen = poll_positions(&server.base, "p0");
+    let seen = poll_positions(format!("{}/v1/projections/p0", server.base));
     let mut acks = paced_ingest(&url, &small, 100, (rate * seconds / 100.0) as usize, rate);
     acks.sort_by_key(|(p, _)| *p);
     std::thread::sleep(Duration::from_millis(500));
     let (positions, stop) = seen;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let polled = positions.lock().unwrap().clone();
-    let mut lags: Vec<f64> = acks
-        .iter()
-        .filter_map(|(last, acked)| {
-            let i = polled.partition_point(|(p, at)| p < last || at < acked);
-            polled
-                .get(i)
-                .map(|(_, at)| at.duration_since(*acked).as_secs_f64())
-        })
-        .collect();
-    lags.sort_by(f64::total_cmp);
-    let at = |p: f64| lags[((lags.len() - 1) as f64 * p).round() as usize] * 1e3;
+    let lags = ack_lags(&acks, &polled);
+    let at = |p: f64| quantile(&lags, p) * 1e3;
     println!(
         "lag at {rate:.0} events/s (half the maximum, batches of 100, {} requests): p50 {:.2} ms, p99 {:.2} ms (chDB: views are updated inside the INSERT)",
         acks.len(),
@@ -268,36 +259,4 @@ fn main() {
         );
         server.stop();
     }
-}
-
-type Polled = (
-    Arc<Mutex<Vec<(u64, Instant)>>>,
-    Arc<std::sync::atomic::AtomicBool>,
-);
-
-/// Reads the projection's position every millisecond on a thread of its
-/// own, noting each new one and when it was seen.
-fn poll_positions(base: &str, name: &str) -> Polled {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (url, sink, done) = (
-        format!("{base}/v1/projections/{name}"),
-        seen.clone(),
-        stop.clone(),
-    );
-    std::thread::spawn(move || {
-        let http = reqwest::blocking::Client::new();
-        let mut last = 0;
-        while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            let info: Value = http.get(&url).send().unwrap().json().unwrap();
-            let at = Instant::now();
-            let p = info["position"].as_u64().unwrap_or(0);
-            if p > last {
-                last = p;
-                sink.lock().unwrap().push((p, at));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    });
-    (seen, stop)
 }

@@ -433,3 +433,54 @@ pub(crate) fn paced_ingest(
         .flat_map(|h| h.join().unwrap())
         .collect()
 }
+
+pub(crate) type Polled = (
+    Arc<std::sync::Mutex<Vec<(u64, Instant)>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+/// Reads the `position` of the JSON at `url` (a projection or pipeline)
+/// every millisecond on a thread of its own, noting each new one and
+/// when it was seen.
+pub(crate) fn poll_positions(url: String) -> Polled {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (sink, done) = (seen.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        let mut last = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let info: serde_json::Value = http.get(&url).send().unwrap().json().unwrap();
+            let at = Instant::now();
+            let p = info["position"].as_u64().unwrap_or(0);
+            if p > last {
+                last = p;
+                sink.lock().unwrap().push((p, at));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    (seen, stop)
+}
+
+/// For each acknowledged request (its last position, when it was
+/// acknowledged), the seconds until a poll saw a position covering it;
+/// sorted.
+pub(crate) fn ack_lags(acks: &[(u64, Instant)], polled: &[(u64, Instant)]) -> Vec<f64> {
+    let mut lags: Vec<f64> = acks
+        .iter()
+        .filter_map(|(last, acked)| {
+            let i = polled.partition_point(|(p, at)| p < last || at < acked);
+            polled
+                .get(i)
+                .map(|(_, at)| at.duration_since(*acked).as_secs_f64())
+        })
+        .collect();
+    lags.sort_by(f64::total_cmp);
+    lags
+}
+
+/// The `p` quantile of sorted `values`.
+pub(crate) fn quantile(values: &[f64], p: f64) -> f64 {
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}

@@ -333,10 +333,12 @@ impl Service {
     }
 
     /// Deletes the snapshot of `live` (no longer in the registry), in
-    /// the background.
+    /// the background, after any write of it in progress: a write that
+    /// starts later finds it gone from the registry and writes nothing.
     pub(super) fn delete_snapshot_of(&self, live: Arc<Live>) {
         let db = self.db.clone();
         tokio::spawn(async move {
+            let _no_write = live.snapshot_lock.lock().await;
             let snapshot = live.snapshot_name();
             if let Err(e) = db.storage().delete_snapshot(&live.tenant, &snapshot).await {
                 tracing::warn!(tenant = %live.tenant, %snapshot, error = %e, "a removed projection's snapshot was not deleted; the next start-up deletes it");

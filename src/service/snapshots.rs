@@ -82,6 +82,11 @@ impl Service {
             .await
         {
             tracing::warn!(tenant = %live.tenant, projection = %live.name, error = %e, "the projection's snapshot was not written; trying again at the next interval");
+            // A failed write may leave files; a removed projection gets
+            // no next interval to replace them.
+            if !self.projections.contains(live) {
+                let _ = storage.delete_snapshot(&live.tenant, &name).await;
+            }
             return false;
         }
         // Deleted or replaced while the snapshot was being written.
