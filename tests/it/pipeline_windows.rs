@@ -389,3 +389,52 @@ fn filter_enrich_and_an_hourly_count_per_plan() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("operators[0] (enrich)"), "{}", r.error());
 }
+
+#[test]
+fn count_windows_close_at_their_last_event_across_kill9() {
+    let mut s = TestServer::start(&[]);
+    s.ingest(&timed(60, 0, 100));
+    let body = json!({
+        "name": "threes",
+        "source": {"table": "events"},
+        "operators": [{"op": "window", "kind": "count", "size": "3", "key": {"entity_id": "entity_id"},
+                       "aggregates": {"n": "count(*)", "total": "sum(amount)",
+                                      "kinds": "count(DISTINCT event_type)"}}],
+        "sink": {"table": "threes"},
+    });
+    let r = create(&s, body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    for round_no in 1..=3u64 {
+        s.ingest(&timed(round_no + 60, round_no * 100, 100));
+        s.kill9();
+        s.restart();
+    }
+    caught_up(&s, "threes");
+    // Every third event of an entity closes its window; a last window
+    // with fewer stays open.
+    let want = rows(
+        &s,
+        "SELECT entity_id, count(*) AS n, sum(amount) AS total, count(DISTINCT event_type) AS kinds, \
+         CAST(date_part('epoch', min(timestamp)) AS BIGINT) AS first, \
+         CAST(date_part('epoch', max(timestamp)) AS BIGINT) AS last \
+         FROM (SELECT *, (CAST(row_number() OVER (PARTITION BY entity_id ORDER BY position) AS BIGINT) - 1) / 3 AS g FROM events) \
+         GROUP BY entity_id, g HAVING count(*) = 3 ORDER BY entity_id, g",
+    );
+    assert!(want.len() > 50, "{}", want.len());
+    let got = rows(
+        &s,
+        "SELECT entity_id, CAST(n AS BIGINT) AS n, total, CAST(kinds AS BIGINT) AS kinds, \
+         CAST(date_part('epoch', to_timestamp(window_start)) AS BIGINT) AS first, \
+         CAST(date_part('epoch', to_timestamp(window_end)) AS BIGINT) AS last \
+         FROM threes ORDER BY entity_id, position",
+    );
+    assert_eq!(got, want);
+    let r = create(
+        &s,
+        json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+               "operators": [{"op": "window", "kind": "count", "size": "3", "lateness": "1m",
+                              "aggregates": {"n": "count(*)"}}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("no slide or lateness"), "{}", r.error());
+}

@@ -55,6 +55,9 @@ pub enum WindowKind {
     /// `size` long, one starting every `slide`: an event is in each that
     /// covers it.
     Sliding,
+    /// Every `size` events of a key (in position order), whatever their
+    /// times: `size` is a number of events.
+    Count,
 }
 
 /// A window operator as defined.
@@ -110,6 +113,9 @@ struct Aggregate {
 /// A window operator planned for its input schema.
 #[derive(Debug)]
 pub struct WindowStage {
+    /// Count windows: how many events each holds (`size`, `slide` and
+    /// `lateness` then play no part).
+    count: Option<u64>,
     size: i64,
     slide: i64,
     lateness: i64,
@@ -145,6 +151,26 @@ type Closed = (u64, WindowId, Open);
 #[derive(Debug)]
 struct Open {
     accumulators: Vec<Box<dyn Accumulator>>,
+    /// Events in it, and the earliest and latest of their times.
+    events: u64,
+    first: i64,
+    last: i64,
+}
+
+impl Open {
+    fn add(&mut self, t: i64) {
+        self.first = if self.events == 0 {
+            t
+        } else {
+            self.first.min(t)
+        };
+        self.last = if self.events == 0 {
+            t
+        } else {
+            self.last.max(t)
+        };
+        self.events += 1;
+    }
 }
 
 impl WindowStage {
@@ -162,6 +188,21 @@ impl WindowStage {
         if input.field_with_name(schema::POSITION).is_err() {
             return Err("a window needs its input's position".into());
         }
+        if spec.kind == WindowKind::Count {
+            let count: u64 = spec.size.trim().parse().map_err(|_| {
+                format!(
+                    "size: {:?}: a count window's size is a number of events",
+                    spec.size
+                )
+            })?;
+            if count == 0 || count > 1_000_000 {
+                return Err("size: a count window holds 1 to 1,000,000 events".into());
+            }
+            if spec.slide.is_some() || spec.lateness.is_some() {
+                return Err("a count window has no slide or lateness".into());
+            }
+            return Self::planned(ctx, input, spec, Some(count), (1, 1, 0)).await;
+        }
         let size = micros("size", &spec.size)?;
         if size <= 0 {
             return Err("size: a window must last longer than nothing".into());
@@ -175,6 +216,7 @@ impl WindowStage {
                 return Err("slide: a sliding window needs one".into());
             }
             (WindowKind::Sliding, Some(s)) => micros("slide", s)?,
+            (WindowKind::Count, _) => size,
         };
         if slide <= 0 || slide > size {
             return Err("slide: it must be above zero and at most the size".into());
@@ -186,6 +228,18 @@ impl WindowStage {
             Some(l) => micros("lateness", l)?,
             None => 0,
         };
+        Self::planned(ctx, input, spec, None, (size, slide, lateness)).await
+    }
+
+    /// The rest of [`WindowStage::plan`]: keys, aggregates and output, for
+    /// a count window or one of `(size, slide, lateness)`.
+    async fn planned(
+        ctx: &SessionContext,
+        input: &SchemaRef,
+        spec: &WindowSpec,
+        count: Option<u64>,
+        (size, slide, lateness): (i64, i64, i64),
+    ) -> std::result::Result<WindowStage, String> {
         if spec.aggregates.is_empty() {
             return Err("aggregates: give at least one".into());
         }
@@ -224,6 +278,7 @@ impl WindowStage {
         }
         fields.push(Field::new(schema::POSITION, DataType::UInt64, false));
         Ok(WindowStage {
+            count,
             size,
             slide,
             lateness,
@@ -303,10 +358,27 @@ impl WindowStage {
                     continue;
                 }
                 let t = times.value(row);
-                let watermark = state.max_time.map(|m| m.saturating_sub(self.lateness));
                 let key_bytes = keys
                     .as_ref()
                     .map_or_else(Vec::new, |k| k.row(row).as_ref().to_vec());
+                if let Some(count) = self.count {
+                    // One open window per key; it closes at its last event.
+                    let id = (i64::MAX, 0, key_bytes);
+                    let full = {
+                        let open = self.open_window(state, &id)?;
+                        open.add(t);
+                        open.events >= count
+                    };
+                    pending.entry(id.clone()).or_default().push(row as u32);
+                    if full && let Some(mut open) = state.open.remove(&id) {
+                        if let Some(rows) = pending.remove(&id) {
+                            self.update(&mut open, &args, &rows)?;
+                        }
+                        closed.push((positions.value(row), id, open));
+                    }
+                    continue;
+                }
+                let watermark = state.max_time.map(|m| m.saturating_sub(self.lateness));
                 let mut was_late = false;
                 for start in self.starts(t) {
                     let end = start.saturating_add(self.size);
@@ -315,19 +387,7 @@ impl WindowStage {
                         continue;
                     }
                     let id = (end, start, key_bytes.clone());
-                    if !state.open.contains_key(&id) {
-                        if state.open.len() >= MAX_OPEN_WINDOWS {
-                            return Err(DataFusionError::ResourcesExhausted(format!(
-                                "a window operator holds {MAX_OPEN_WINDOWS} open windows, the most it may"
-                            )));
-                        }
-                        state.open.insert(
-                            id.clone(),
-                            Open {
-                                accumulators: self.accumulators()?,
-                            },
-                        );
-                    }
+                    self.open_window(state, &id)?.add(t);
                     pending.entry(id).or_default().push(row as u32);
                 }
                 if was_late {
@@ -354,6 +414,24 @@ impl WindowStage {
         }
         let out = self.emit(&converter, closed)?;
         Ok((out.into_iter().collect(), state.late - late_before))
+    }
+
+    /// The open window `id`, opened now if it is not.
+    fn open_window<'a>(&self, state: &'a mut WindowState, id: &WindowId) -> Result<&'a mut Open> {
+        if !state.open.contains_key(id) && state.open.len() >= MAX_OPEN_WINDOWS {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "a window operator holds {MAX_OPEN_WINDOWS} open windows, the most it may"
+            )));
+        }
+        match state.open.entry(id.clone()) {
+            std::collections::btree_map::Entry::Occupied(o) => Ok(o.into_mut()),
+            std::collections::btree_map::Entry::Vacant(v) => Ok(v.insert(Open {
+                accumulators: self.accumulators()?,
+                events: 0,
+                first: 0,
+                last: 0,
+            })),
+        }
     }
 
     /// Each aggregate's argument columns over `batch`, with its `FILTER`
@@ -441,8 +519,14 @@ impl WindowStage {
         let ts = |v: Vec<i64>| -> ArrayRef {
             Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
         };
-        let starts: Vec<i64> = closed.iter().map(|(_, (_, s, _), _)| *s).collect();
-        let ends: Vec<i64> = closed.iter().map(|(_, (e, _, _), _)| *e).collect();
+        // A count window spans its events' times; a time window its own.
+        let (starts, ends): (Vec<i64>, Vec<i64>) = closed
+            .iter()
+            .map(|(_, (e, s, _), o)| match self.count {
+                Some(_) => (o.first, o.last),
+                None => (*s, *e),
+            })
+            .unzip();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec![self.event_type.as_str(); n])),
             Arc::new(StringArray::from(entity)),

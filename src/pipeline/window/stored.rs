@@ -19,6 +19,9 @@ impl WindowStage {
         let mut fields = vec![
             Field::new("end", DataType::Int64, false),
             Field::new("start", DataType::Int64, false),
+            Field::new("events", DataType::UInt64, false),
+            Field::new("first", DataType::Int64, false),
+            Field::new("last", DataType::Int64, false),
         ];
         for (i, f) in self.keys.fields.iter().enumerate() {
             fields.push(Field::new(format!("k{i}"), f.data_type().clone(), true));
@@ -38,6 +41,15 @@ impl WindowStage {
             )),
             Arc::new(arrow::array::Int64Array::from_iter_values(
                 open.keys().map(|(_, s, _)| *s),
+            )),
+            Arc::new(arrow::array::UInt64Array::from_iter_values(
+                open.values().map(|o| o.events),
+            )),
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                open.values().map(|o| o.first),
+            )),
+            Arc::new(arrow::array::Int64Array::from_iter_values(
+                open.values().map(|o| o.last),
             )),
         ];
         columns.extend(
@@ -102,13 +114,23 @@ impl WindowStage {
             let starts = batch
                 .column(1)
                 .as_primitive::<arrow::datatypes::Int64Type>();
+            let events = batch
+                .column(2)
+                .as_primitive::<arrow::datatypes::UInt64Type>();
+            let firsts = batch
+                .column(3)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            let lasts = batch
+                .column(4)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            const KEYS: usize = 5;
             let rows = match keys {
                 0 => None,
-                _ => Some(converter.convert_columns(&batch.columns()[2..2 + keys])?),
+                _ => Some(converter.convert_columns(&batch.columns()[KEYS..KEYS + keys])?),
             };
             for i in 0..batch.num_rows() {
                 let mut accumulators = self.accumulators()?;
-                let mut c = 2 + keys;
+                let mut c = KEYS + keys;
                 for (acc, a) in accumulators.iter_mut().zip(&self.aggregates) {
                     let width = a.expr.state_fields()?.len();
                     let states: Vec<ArrayRef> = batch.columns()[c..c + width]
@@ -123,7 +145,12 @@ impl WindowStage {
                     .map_or_else(Vec::new, |r| r.row(i).as_ref().to_vec());
                 state.open.insert(
                     (ends.value(i), starts.value(i), bytes),
-                    Open { accumulators },
+                    Open {
+                        accumulators,
+                        events: events.value(i),
+                        first: firsts.value(i),
+                        last: lasts.value(i),
+                    },
                 );
             }
         }
