@@ -180,7 +180,17 @@ impl Chain {
                 schema = output;
                 continue;
             }
-            if let Operator::Window(spec) = op {
+            let batch = match op {
+                Operator::Batch { size, every, key } => Some(
+                    super::window::batch_spec(&schema, *size, every.as_deref(), key)
+                        .map_err(refuse)?,
+                ),
+                _ => None,
+            };
+            if let Some(spec) = batch.as_ref().or(match op {
+                Operator::Window(spec) => Some(spec),
+                _ => None,
+            }) {
                 let window = WindowStage::plan(ctx, &schema, spec)
                     .await
                     .map_err(refuse)?;
@@ -487,6 +497,7 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
             Ok(format!("SELECT {} {from}", select.join(", ")))
         }
         Operator::Window(_)
+        | Operator::Batch { .. }
         | Operator::Enrich(_)
         | Operator::Deduplicate { .. }
         | Operator::Throttle { .. } => Err("a stateful operator is not a statement".into()),

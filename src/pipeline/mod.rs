@@ -52,6 +52,18 @@ pub enum Operator {
     /// Aggregates per key over event-time windows, one event per window
     /// and key when the window closes ([`window`]).
     Window(window::WindowSpec),
+    /// Groups every `size` events of a key, or those of each `every` of
+    /// event time, into one event: `count` and `events`, the grouped
+    /// events' fields as a JSON array (a count or tumbling window with
+    /// `array_agg`).
+    Batch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        every: Option<String>,
+        #[serde(default)]
+        key: IndexMap<String, String>,
+    },
     /// Adds fields from the row of a projection whose keys equal
     /// expressions over the event ([`enrich`]).
     Enrich(enrich::EnrichSpec),
@@ -89,6 +101,7 @@ impl Operator {
             Operator::FlatMap { .. } => "flat_map",
             Operator::Window(_) => "window",
             Operator::Enrich(_) => "enrich",
+            Operator::Batch { .. } => "batch",
             Operator::Deduplicate { .. } => "deduplicate",
             Operator::Throttle { .. } => "throttle",
         }

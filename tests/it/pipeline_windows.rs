@@ -438,3 +438,47 @@ fn count_windows_close_at_their_last_event_across_kill9() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().contains("no slide or lateness"), "{}", r.error());
 }
+
+#[test]
+fn batches_group_every_n_events_of_a_key_into_one() {
+    let mut s = TestServer::start(&[]);
+    s.ingest(&timed(70, 0, 200));
+    let body = json!({
+        "name": "fours",
+        "source": {"table": "events"},
+        "operators": [{"op": "batch", "size": 4, "key": {"entity_id": "entity_id"}}],
+        "sink": {"table": "fours"},
+    });
+    let r = create(&s, body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    s.ingest(&timed(71, 200, 200));
+    s.kill9();
+    s.restart();
+    caught_up(&s, "fours");
+    let want = rows(
+        &s,
+        "SELECT entity_id, count(*) AS n, first_value(amount ORDER BY position) AS first_amount, \
+         last_value(event_type ORDER BY position) AS last_type \
+         FROM (SELECT *, (CAST(row_number() OVER (PARTITION BY entity_id ORDER BY position) AS BIGINT) - 1) / 4 AS g \
+               FROM events) GROUP BY entity_id, g HAVING count(*) = 4 ORDER BY entity_id, g",
+    );
+    assert!(want.len() > 50, "{}", want.len());
+    let got = rows(
+        &s,
+        "SELECT entity_id, CAST(\"count\" AS BIGINT) AS n, json_get_float(events, 0, 'amount') AS first_amount, \
+         json_get_str(events, 3, 'event_type') AS last_type FROM fours ORDER BY entity_id, position",
+    );
+    assert_eq!(got, want);
+    assert_eq!(s.scalar("SELECT min(event_type) FROM fours"), "batch");
+    let r = create(
+        &s,
+        json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+               "operators": [{"op": "batch", "size": 4, "every": "1m"}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().contains("operators[0] (batch): give either"),
+        "{}",
+        r.error()
+    );
+}

@@ -36,7 +36,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 mod aggregates;
+mod batch;
 mod stored;
+
+pub use batch::batch_spec;
 
 use std::sync::Arc;
 
