@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/allsource-target}"
+# Incremental builds keep gigabytes of their own and gain nothing on a
+# fresh machine; set CARGO_INCREMENTAL=1 to keep them when iterating.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 VENV="${ALLSOURCE_VENV:-$HOME/.cache/allsource-venv}"
 
 if [ ! -x "$VENV/bin/python" ]; then
