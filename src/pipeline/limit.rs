@@ -11,13 +11,11 @@
 //! a window's late event is. The counts, the latest time and the late
 //! count are the operator's state, stored with the pipeline's progress.
 
-use super::StoredState;
 use super::keys::Keys;
+use super::{StoredState, column_as, duration_micros};
 use crate::schema;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use base64::Engine;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::prelude::SessionContext;
@@ -61,15 +59,6 @@ pub struct Left {
     pub late: u64,
 }
 
-fn micros(what: &str, text: &str) -> std::result::Result<i64, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{what}: {text:?}: {e}"))?;
-    match i64::try_from(d.as_micros()) {
-        Ok(0) => Err(format!("{what}: it must last longer than nothing")),
-        Ok(us) => Ok(us),
-        Err(_) => Err(format!("{what}: {text:?} is too long")),
-    }
-}
-
 impl LimitStage {
     /// Plans the operator over `input`: `most` events per `key` in each
     /// bucket of `bucket` (a duration), late after `lateness`.
@@ -88,12 +77,13 @@ impl LimitStage {
         if most == 0 {
             return Err("rate: at least one event must pass".into());
         }
-        let bucket = micros(bucket.0, bucket.1)?;
+        let (what, bucket) = bucket;
+        let bucket = duration_micros(what, bucket)?;
+        if bucket == 0 {
+            return Err(format!("{what}: it must last longer than nothing"));
+        }
         let lateness = match lateness {
-            Some(l) => micros("lateness", l).or_else(|e| match l.trim() {
-                "0" | "0s" => Ok(0),
-                _ => Err(e),
-            })?,
+            Some(l) => duration_micros("lateness", l)?,
             None => 0,
         };
         let keys = Keys::plan(ctx, key).await?;
@@ -122,10 +112,9 @@ impl LimitStage {
                 .keys
                 .rows(&converter, &batch, input, task.clone())
                 .await?;
-            let times = cast(
-                batch
-                    .column_by_name(schema::TIMESTAMP)
-                    .ok_or_else(|| DataFusionError::Execution("no timestamp".into()))?,
+            let times = column_as(
+                &batch,
+                schema::TIMESTAMP,
                 &DataType::Timestamp(TimeUnit::Microsecond, None),
             )?;
             let times = times.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
@@ -207,26 +196,12 @@ impl LimitStage {
             self.keys
                 .columns(&converter, ids.map(|(_, _, k)| k.as_slice()))?,
         );
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        let mut bytes = Vec::new();
-        {
-            let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema)?;
-            writer.write(&batch)?;
-            writer.finish()?;
-        }
-        Ok(StoredState {
-            max_time: state.max_time,
-            late: state.late,
-            rows: base64::engine::general_purpose::STANDARD.encode(bytes),
-        })
+        let batch = RecordBatch::try_new(schema, columns)?;
+        StoredState::encode(state.max_time, state.late, &batch)
     }
 
     /// The state `stored` describes.
     pub fn restore(&self, stored: &StoredState) -> Result<LimitState> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&stored.rows)
-            .map_err(|e| DataFusionError::Execution(format!("an operator's state: {e}")))?;
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
         let converter = self.keys.converter()?;
         let mut state = LimitState {
             max_time: stored.max_time,
@@ -234,8 +209,7 @@ impl LimitStage {
             counts: BTreeMap::new(),
         };
         let width = self.keys.fields.len();
-        for batch in reader {
-            let batch = batch?;
+        for batch in stored.batches()? {
             let ends = batch
                 .column(0)
                 .as_primitive::<arrow::datatypes::Int64Type>();

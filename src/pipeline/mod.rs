@@ -154,6 +154,62 @@ pub struct StoredState {
     pub rows: String,
 }
 
+impl StoredState {
+    /// `batch` (the operator's rows) stored with its latest event time
+    /// and late count.
+    pub fn encode(
+        max_time: Option<i64>,
+        late: u64,
+        batch: &arrow::array::RecordBatch,
+    ) -> datafusion::error::Result<StoredState> {
+        use base64::Engine;
+        let mut bytes = Vec::new();
+        {
+            let mut writer =
+                arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &batch.schema())?;
+            writer.write(batch)?;
+            writer.finish()?;
+        }
+        Ok(StoredState {
+            max_time,
+            late,
+            rows: base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    }
+
+    /// The rows [`StoredState::encode`] stored.
+    pub fn batches(&self) -> datafusion::error::Result<Vec<arrow::array::RecordBatch>> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.rows)
+            .map_err(|e| {
+                datafusion::error::DataFusionError::Execution(format!("an operator's state: {e}"))
+            })?;
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// A duration given as text (`1h`, `15m`, `0`), in microseconds; `what`
+/// names the field in the refusal.
+pub(crate) fn duration_micros(what: &str, text: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{what}: {text:?}: {e}"))?;
+    i64::try_from(d.as_micros()).map_err(|_| format!("{what}: {text:?} is too long"))
+}
+
+/// `batch`'s column `name` cast to `to` (an operator's input always has
+/// its timestamp and position).
+pub(crate) fn column_as(
+    batch: &arrow::array::RecordBatch,
+    name: &str,
+    to: &arrow::datatypes::DataType,
+) -> datafusion::error::Result<arrow::array::ArrayRef> {
+    let column = batch.column_by_name(name).ok_or_else(|| {
+        datafusion::error::DataFusionError::Execution(format!("the input has no {name}"))
+    })?;
+    Ok(arrow::compute::cast(column, to)?)
+}
+
 /// Most operators one pipeline may have.
 pub const MAX_OPERATORS: usize = 32;
 

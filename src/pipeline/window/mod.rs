@@ -17,6 +17,7 @@
 //! count are the operator's state, stored with the pipeline's progress.
 
 use super::keys::Keys;
+use super::{column_as, duration_micros};
 use crate::schema;
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -98,12 +99,6 @@ const OWN: [&str; 6] = [
     "window_end",
     schema::EVENT_ID,
 ];
-
-fn micros(what: &str, text: &str) -> std::result::Result<i64, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{what}: {text:?}: {e}"))?;
-    let us = i64::try_from(d.as_micros()).map_err(|_| format!("{what}: {text:?} is too long"))?;
-    Ok(us)
-}
 
 /// One aggregate, planned.
 #[derive(Debug)]
@@ -206,7 +201,7 @@ impl WindowStage {
             }
             return Self::planned(ctx, input, spec, Some(count), (1, 1, 0)).await;
         }
-        let size = micros("size", &spec.size)?;
+        let size = duration_micros("size", &spec.size)?;
         if size <= 0 {
             return Err("size: a window must last longer than nothing".into());
         }
@@ -218,7 +213,7 @@ impl WindowStage {
             (WindowKind::Sliding, None) => {
                 return Err("slide: a sliding window needs one".into());
             }
-            (WindowKind::Sliding, Some(s)) => micros("slide", s)?,
+            (WindowKind::Sliding, Some(s)) => duration_micros("slide", s)?,
             (WindowKind::Count, _) => size,
         };
         if slide <= 0 || slide > size {
@@ -228,7 +223,7 @@ impl WindowStage {
             return Err("slide: an event would be in more than 1,000 windows".into());
         }
         let lateness = match &spec.lateness {
-            Some(l) => micros("lateness", l)?,
+            Some(l) => duration_micros("lateness", l)?,
             None => 0,
         };
         Self::planned(ctx, input, spec, None, (size, slide, lateness)).await
@@ -338,19 +333,13 @@ impl WindowStage {
                 .keys
                 .rows(&converter, &batch, input, task.clone())
                 .await?;
-            let times = cast(
-                batch
-                    .column_by_name(schema::TIMESTAMP)
-                    .ok_or_else(|| DataFusionError::Execution("no timestamp".into()))?,
+            let times = column_as(
+                &batch,
+                schema::TIMESTAMP,
                 &DataType::Timestamp(TimeUnit::Microsecond, None),
             )?;
             let times = times.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-            let positions = cast(
-                batch
-                    .column_by_name(schema::POSITION)
-                    .ok_or_else(|| DataFusionError::Execution("no position".into()))?,
-                &DataType::UInt64,
-            )?;
+            let positions = column_as(&batch, schema::POSITION, &DataType::UInt64)?;
             let positions = positions.as_primitive::<arrow::datatypes::UInt64Type>();
             let args = self.arguments(&batch)?;
             // Rows of this batch for each window, applied when it closes

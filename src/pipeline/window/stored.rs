@@ -5,9 +5,8 @@ use crate::pipeline::StoredState;
 use arrow::array::{ArrayRef, AsArray, RecordBatch, new_empty_array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
-use base64::Engine;
 use datafusion::common::ScalarValue;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -75,18 +74,8 @@ impl WindowStage {
                 }
             });
         }
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        let mut bytes = Vec::new();
-        {
-            let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema)?;
-            writer.write(&batch)?;
-            writer.finish()?;
-        }
-        let stored = StoredState {
-            max_time: state.max_time,
-            late: state.late,
-            rows: base64::engine::general_purpose::STANDARD.encode(bytes),
-        };
+        let batch = RecordBatch::try_new(schema, columns)?;
+        let stored = StoredState::encode(state.max_time, state.late, &batch)?;
         // Taking an accumulator's state consumes it: the windows go on
         // from what was stored.
         *state = self.restore(&stored)?;
@@ -95,10 +84,6 @@ impl WindowStage {
 
     /// The state `stored` describes.
     pub fn restore(&self, stored: &StoredState) -> Result<WindowState> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&stored.rows)
-            .map_err(|e| DataFusionError::Execution(format!("a window state: {e}")))?;
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
         let converter = self.converter()?;
         let mut state = WindowState {
             max_time: stored.max_time,
@@ -106,8 +91,7 @@ impl WindowStage {
             open: BTreeMap::new(),
         };
         let keys = self.keys.fields.len();
-        for batch in reader {
-            let batch = batch?;
+        for batch in stored.batches()? {
             let ends = batch
                 .column(0)
                 .as_primitive::<arrow::datatypes::Int64Type>();
