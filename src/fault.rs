@@ -5,7 +5,9 @@
 //! a full disk would. Without the feature every point is a no-op.
 //!
 //! Points: `wal-before-write` (pause or panic), `wal-write`, `wal-fsync`,
-//! `wal-rotate`, `flush-write`, `flush-after-commit`, `flush-fsync`.
+//! `wal-rotate`, `flush-write`, `flush-after-commit`, `flush-fsync`; and
+//! `pipeline-sink-delay=return(MS)`, which makes each write of a
+//! pipeline's output wait MS milliseconds first (a slow sink).
 
 /// The error injected at `point`, if the test set one: `return(enospc)`
 /// is a full disk, any other `return` a generic I/O error.
@@ -17,6 +19,16 @@ pub(crate) fn injected(point: &str) -> std::io::Result<()> {
     }));
     let _ = point;
     Ok(())
+}
+
+/// The wait a test set at `point` with `return(MS)`, if any.
+pub(crate) fn delay(point: &str) -> Option<std::time::Duration> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(point, |ms| ms
+        .and_then(|ms| ms.parse().ok())
+        .map(std::time::Duration::from_millis));
+    let _ = point;
+    None
 }
 
 /// Records that `path` is durable up to `len` bytes (a file) or in full

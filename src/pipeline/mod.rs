@@ -114,14 +114,42 @@ impl Operator {
 pub struct Source {
     pub table: String,
     /// `earliest`, `now`, `after:N` or an RFC 3339 time, as a
-    /// subscription's start.
-    #[serde(default = "earliest")]
-    pub start: String,
+    /// subscription's start; `earliest` when not given (a new version
+    /// continues where the one it replaces stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
 }
 
-fn earliest() -> String {
-    "earliest".into()
+impl Source {
+    /// Where it starts.
+    pub fn start(&self) -> &str {
+        self.start.as_deref().unwrap_or("earliest")
+    }
 }
+
+/// What a pipeline does when it cannot keep up with its source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Backpressure {
+    /// It falls behind and catches up by reading storage; ingest never
+    /// waits for it.
+    #[default]
+    Block,
+    /// It reads ahead of its operators into memory, at most `max_events`
+    /// events; when that is full it behaves like `block`.
+    Buffer { max_events: u64 },
+    /// When more than `max_lag` positions of its source are past its
+    /// position, it skips the oldest of them so that `max_lag` are left,
+    /// and counts the events it skipped.
+    Drop { max_lag: u64 },
+}
+
+/// Most events a `buffer` pipeline may hold.
+pub const MAX_BUFFERED_EVENTS: u64 = 1_000_000;
+
+/// Most skipped ranges of positions a pipeline's progress lists (the
+/// count of skipped events covers them all).
+pub const MAX_SKIPPED_RANGES: usize = 100;
 
 /// Where a pipeline writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +170,8 @@ pub struct Spec {
     pub source: Source,
     pub operators: Vec<Operator>,
     pub sink: Sink,
+    #[serde(default)]
+    pub backpressure: Backpressure,
 }
 
 /// A stateful operator's state as the progress stores it: its rows (an
@@ -244,6 +274,13 @@ pub struct Progress {
     pub duplicates: u64,
     /// Output rows without an event type, entity or timestamp, not stored.
     pub invalid: u64,
+    /// Source events skipped unread by `drop` backpressure.
+    #[serde(default)]
+    pub skipped: u64,
+    /// The latest ranges of positions skipped, first and last of each
+    /// (at most [`MAX_SKIPPED_RANGES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_ranges: Vec<[u64; 2]>,
     pub updated_ms: i64,
     /// The state of each stateful operator (window, deduplicate,
     /// throttle), by operator index.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 
 /// Where a pipeline is in its life.
@@ -46,10 +46,37 @@ pub struct Pipeline {
     retrying: Mutex<Option<String>>,
     /// Stops its task (pause, delete, shutdown); a new one each start.
     stop: Mutex<CancellationToken>,
+    /// Held by its task while it runs, so that a new task starts only
+    /// after the last one ended, and a stop can wait for the end.
+    running: Arc<tokio::sync::Mutex<()>>,
+    /// Events read ahead and not yet run (`buffer` backpressure).
+    buffered: AtomicU64,
     deleted: AtomicBool,
 }
 
 impl Pipeline {
+    fn new(
+        tenant: TenantId,
+        name: PipelineName,
+        spec: Spec,
+        path: PathBuf,
+        progress: Progress,
+    ) -> Pipeline {
+        Pipeline {
+            tenant,
+            name,
+            spec,
+            path,
+            progress: Mutex::new(progress),
+            failure: Mutex::new(None),
+            retrying: Mutex::new(None),
+            stop: Mutex::new(CancellationToken::new()),
+            running: Arc::new(tokio::sync::Mutex::new(())),
+            buffered: AtomicU64::new(0),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
     /// Its progress as last stored.
     pub fn progress(&self) -> Progress {
         self.progress.lock().clone()
@@ -126,9 +153,54 @@ impl Pipeline {
         self.stop.lock().cancel();
     }
 
+    /// Held while its task runs: a new task waits for it first.
+    pub async fn run_slot(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.running.clone().lock_owned().await
+    }
+
+    /// Stops its task and waits up to `wait` for it to end (tasks stop
+    /// between micro-batches); whether it did.
+    pub async fn stop_and_wait(&self, wait: std::time::Duration) -> bool {
+        self.stop_task();
+        tokio::time::timeout(wait, self.running.lock())
+            .await
+            .is_ok()
+    }
+
+    /// Events read ahead and not yet run.
+    pub fn buffered(&self) -> u64 {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more events read ahead (or, negative, run).
+    pub fn add_buffered(&self, n: i64) {
+        if n >= 0 {
+            self.buffered.fetch_add(n as u64, Ordering::Relaxed);
+        } else {
+            self.buffered.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
     /// Stores `paused` in its progress.
     pub fn set_paused(&self, paused: bool) -> std::io::Result<()> {
         self.update(|p| p.paused = paused)
+    }
+}
+
+/// The progress of a pipeline that has run nothing yet.
+fn fresh_progress(spec: &Spec, position: Option<u64>) -> Progress {
+    Progress {
+        position,
+        operators: spec
+            .operators
+            .iter()
+            .map(|o| OperatorCounters {
+                op: o.kind().to_string(),
+                ..OperatorCounters::default()
+            })
+            .collect(),
+        updated_ms: chrono::Utc::now().timestamp_millis(),
+        ..Progress::default()
     }
 }
 
@@ -148,6 +220,8 @@ fn write(path: &std::path::Path, spec: &Spec, progress: &Progress) -> std::io::R
 pub enum AddError {
     #[error("pipeline {0:?} already exists")]
     Exists(String),
+    #[error("pipeline {0:?} was changed or deleted meanwhile; try again")]
+    Changed(String),
     #[error("tenant {tenant:?} has {cap} pipelines, the most it may (--max-pipelines)")]
     Full { tenant: String, cap: usize },
     #[error("cannot store the pipeline: {0}")]
@@ -178,17 +252,13 @@ impl PipelineStore {
             let name: PipelineName = file.spec.name.parse().map_err(|e| bad(&e))?;
             pipelines.insert(
                 (tenant.clone(), name.clone()),
-                Arc::new(Pipeline {
-                    tenant: tenant.clone(),
+                Arc::new(Pipeline::new(
+                    tenant.clone(),
                     name,
-                    spec: file.spec,
+                    file.spec,
                     path,
-                    progress: Mutex::new(file.progress),
-                    failure: Mutex::new(None),
-                    retrying: Mutex::new(None),
-                    stop: Mutex::new(CancellationToken::new()),
-                    deleted: AtomicBool::new(false),
-                }),
+                    file.progress,
+                )),
             );
         }
         Ok(PipelineStore {
@@ -243,19 +313,7 @@ impl PipelineStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let progress = Progress {
-            position,
-            operators: spec
-                .operators
-                .iter()
-                .map(|o| OperatorCounters {
-                    op: o.kind().to_string(),
-                    ..OperatorCounters::default()
-                })
-                .collect(),
-            updated_ms: chrono::Utc::now().timestamp_millis(),
-            ..Progress::default()
-        };
+        let progress = fresh_progress(&spec, position);
         write(&path, &spec, &progress)?;
         // The folders may be new too.
         for dir in [Some(self.dir.as_path()), self.dir.parent()]
@@ -264,17 +322,44 @@ impl PipelineStore {
         {
             std::fs::File::open(dir)?.sync_all()?;
         }
-        let pipeline = Arc::new(Pipeline {
-            tenant: tenant.clone(),
-            name: name.clone(),
+        let pipeline = Arc::new(Pipeline::new(
+            tenant.clone(),
+            name.clone(),
             spec,
             path,
-            progress: Mutex::new(progress),
-            failure: Mutex::new(None),
-            retrying: Mutex::new(None),
-            stop: Mutex::new(CancellationToken::new()),
-            deleted: AtomicBool::new(false),
-        });
+            progress,
+        ));
+        pipelines.insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Puts `spec` in place of `old` (whose task has ended), starting
+    /// from `position`, in one durable replacement of its file: after a
+    /// crash the file holds one version or the other, never neither.
+    pub fn replace(
+        &self,
+        old: &Arc<Pipeline>,
+        spec: Spec,
+        position: Option<u64>,
+    ) -> Result<Arc<Pipeline>, AddError> {
+        let mut pipelines = self.pipelines.lock();
+        let key = (old.tenant.clone(), old.name.clone());
+        if !pipelines.get(&key).is_some_and(|p| Arc::ptr_eq(p, old)) {
+            return Err(AddError::Changed(old.name.to_string()));
+        }
+        let progress = fresh_progress(&spec, position);
+        {
+            let _held = old.progress.lock();
+            write(&old.path, &spec, &progress)?;
+            old.deleted.store(true, Ordering::Relaxed);
+        }
+        let pipeline = Arc::new(Pipeline::new(
+            old.tenant.clone(),
+            old.name.clone(),
+            spec,
+            old.path.clone(),
+            progress,
+        ));
         pipelines.insert(key, pipeline.clone());
         Ok(pipeline)
     }
@@ -325,7 +410,7 @@ mod tests {
             created_ms: 1,
             source: Source {
                 table: "events".into(),
-                start: "earliest".into(),
+                start: None,
             },
             operators: vec![Operator::Filter {
                 condition: "true".into(),
@@ -333,6 +418,7 @@ mod tests {
             sink: Sink {
                 table: "out".into(),
             },
+            backpressure: Default::default(),
         }
     }
 

@@ -53,7 +53,7 @@ pub(super) async fn pause(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Response, Error> {
-    Ok(axum::Json(state.service.pause_pipeline(&caller, &name)?).into_response())
+    Ok(axum::Json(state.service.pause_pipeline(&caller, &name).await?).into_response())
 }
 
 /// `POST /v1/pipelines/{name}/resume`.
@@ -71,6 +71,6 @@ pub(super) async fn delete(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Response, Error> {
-    state.service.delete_pipeline(&caller, &name)?;
+    state.service.delete_pipeline(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -5,6 +5,7 @@
 //! derive from the source positions ([`crate::pipeline::sink`]), so a
 //! micro-batch run again after a crash is answered as duplicates.
 
+use super::pipeline_feed::Feed;
 use super::pipelines::table_name;
 use super::subscribe::{Start, Subscribe};
 use super::{Error, Kind, Result, Service};
@@ -16,6 +17,7 @@ use arrow::array::RecordBatch;
 use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Most events one write to the sink carries.
 const SINK_CHUNK: usize = 10_000;
@@ -43,15 +45,20 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 impl Service {
     /// Runs `pipeline` until it is paused, deleted or fails, or the
-    /// server stops.
+    /// server stops. The task starts once the pipeline's previous task
+    /// has ended, and a stop takes effect between micro-batches, so that
+    /// a new version starts at a position boundary.
     pub(super) fn spawn_pipeline(self: &Arc<Self>, pipeline: Arc<Pipeline>) {
         let service = self.clone();
         let stop = pipeline.restart_token();
         tokio::spawn(async move {
+            let _slot = pipeline.run_slot().await;
+            if stop.is_cancelled() {
+                return;
+            }
             tokio::select! {
-                _ = stop.cancelled() => {}
                 _ = service.closing.cancelled() => {}
-                result = std::panic::AssertUnwindSafe(service.run_pipeline(&pipeline)).catch_unwind() => {
+                result = std::panic::AssertUnwindSafe(service.run_pipeline(&pipeline, &stop)).catch_unwind() => {
                     let message = match result {
                         Ok(Ok(())) => return,
                         Ok(Err(e)) => e.message,
@@ -65,43 +72,65 @@ impl Service {
     }
 
     /// Reads the source after the pipeline's position and runs each
-    /// micro-batch, for ever; returns the error that stops it.
-    async fn run_pipeline(self: &Arc<Self>, pipeline: &Arc<Pipeline>) -> Result<()> {
+    /// micro-batch until `stop`; returns the error that stops it.
+    async fn run_pipeline(
+        self: &Arc<Self>,
+        pipeline: &Arc<Pipeline>,
+        stop: &CancellationToken,
+    ) -> Result<()> {
         let caller = Principal::local_admin(pipeline.tenant.clone());
         let source = table_name("source.table", &pipeline.spec.source.table)?;
         let sink = table_name("sink.table", &pipeline.spec.sink.table)?;
         let mut plan = Planned::default();
-        loop {
+        let pause = || async {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        };
+        while !stop.is_cancelled() {
             let start = match pipeline.progress().position {
                 Some(p) => Start::After(p),
-                None => Start::parse(&pipeline.spec.source.start).map_err(Error::invalid)?,
+                None => Start::parse(pipeline.spec.source.start()).map_err(Error::invalid)?,
             };
             let request = Subscribe::new(source.clone(), start);
-            let mut subscription = match self.subscribe_internal(&caller, request).await {
+            let subscription = match self.subscribe_internal(&caller, request).await {
                 Ok(s) => s,
                 Err(e) if e.kind == Kind::NotFound || e.kind == Kind::Invalid => return Err(e),
                 Err(e) => {
                     pipeline.retrying(e.message);
-                    tokio::time::sleep(RETRY).await;
+                    pause().await;
                     continue;
                 }
             };
+            let mut feed = Feed::open(pipeline, subscription);
             loop {
-                match subscription.next(Duration::from_secs(5)).await {
-                    Ok(Some(batches)) => {
-                        let upto = subscription.position();
-                        self.run_batch(pipeline, &caller, &sink, &mut plan, batches, upto)
-                            .await?;
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    next = feed.next(self, pipeline, &caller, &source) => next,
+                };
+                match next {
+                    Ok(Some(micro)) => {
+                        self.run_batch(
+                            pipeline,
+                            &caller,
+                            &sink,
+                            &mut plan,
+                            micro.batches,
+                            micro.upto,
+                        )
+                        .await?;
                     }
                     Ok(None) => {}
                     Err(e) => {
                         pipeline.retrying(e.message);
-                        tokio::time::sleep(RETRY).await;
+                        pause().await;
                         break;
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// Runs the operators over one micro-batch (source events up to
@@ -220,6 +249,9 @@ impl Service {
         events: &[crate::ingest::Event],
     ) -> Result<crate::db::IngestOutcome> {
         let size: usize = events.iter().map(crate::ingest::Event::memory_size).sum();
+        if let Some(wait) = crate::fault::delay("pipeline-sink-delay") {
+            tokio::time::sleep(wait).await;
+        }
         loop {
             let mut held = self.ingest_budget.reserve();
             if let Err(e) = held.grow(size) {

@@ -13,7 +13,8 @@ use crate::auth::{Principal, Role};
 use crate::ids::{PipelineName, TableName};
 use crate::pipeline::store::AddError;
 use crate::pipeline::{
-    Chain, MAX_OPERATORS, Operator, OperatorCounters, Pipeline, Sink, Source, Spec, Status,
+    Backpressure, Chain, MAX_BUFFERED_EVENTS, MAX_OPERATORS, Operator, OperatorCounters, Pipeline,
+    Sink, Source, Spec, Status,
 };
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,28 @@ pub struct CreatePipeline {
     #[serde(default)]
     pub operators: Vec<Operator>,
     pub sink: Sink,
+    #[serde(default)]
+    pub backpressure: Backpressure,
+}
+
+/// How long a new version, a pause or a delete waits for the running
+/// task to finish its micro-batch.
+const REPLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn check_backpressure(b: &Backpressure) -> Result<()> {
+    match *b {
+        Backpressure::Block => Ok(()),
+        Backpressure::Buffer { max_events } if !(1..=MAX_BUFFERED_EVENTS).contains(&max_events) => {
+            Err(Error::invalid(format!(
+                "backpressure.max_events: {max_events}; give 1 to {MAX_BUFFERED_EVENTS}"
+            )))
+        }
+        Backpressure::Buffer { .. } => Ok(()),
+        Backpressure::Drop { max_lag: 0 } => Err(Error::invalid(
+            "backpressure.max_lag: must be at least 1 (0 would skip every event)",
+        )),
+        Backpressure::Drop { .. } => Ok(()),
+    }
 }
 
 fn first_version() -> u32 {
@@ -46,6 +69,7 @@ pub struct PipelineInfo {
     pub source: Source,
     pub operators: Vec<Operator>,
     pub sink: Sink,
+    pub backpressure: Backpressure,
     pub status: Status,
     /// Why it failed, or the error it is retrying past.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +84,12 @@ pub struct PipelineInfo {
     /// Of those, the ones a rerun after a crash found already stored.
     pub duplicates: u64,
     pub invalid: u64,
+    /// Source events skipped unread (`drop` backpressure), and the latest
+    /// ranges of positions skipped.
+    pub skipped: u64,
+    pub skipped_ranges: Vec<[u64; 2]>,
+    /// Events read ahead and not yet run (`buffer` backpressure).
+    pub buffered: u64,
     /// Per operator, in order: events in and out, time spent.
     pub operator_stats: Vec<OperatorCounters>,
     pub updated_ms: i64,
@@ -93,6 +123,7 @@ impl Service {
             source: p.spec.source.clone(),
             operators: p.spec.operators.clone(),
             sink: p.spec.sink.clone(),
+            backpressure: p.spec.backpressure,
             status: p.status(),
             error: p.error(),
             position: progress.position,
@@ -101,6 +132,9 @@ impl Service {
             events_written: progress.events_written,
             duplicates: progress.duplicates,
             invalid: progress.invalid,
+            skipped: progress.skipped,
+            skipped_ranges: progress.skipped_ranges,
+            buffered: p.buffered(),
             operator_stats: progress.operators,
             updated_ms: progress.updated_ms,
         }
@@ -179,24 +213,35 @@ impl Service {
                 "sink.table: writing into {sink:?} would feed this pipeline's own source through {path}"
             )));
         }
-        if self.pipelines.get(&caller.tenant, &name).is_some() {
+        check_backpressure(&request.backpressure)?;
+        let old = self.pipelines.get(&caller.tenant, &name);
+        if let Some(old) = &old
+            && request.version <= old.spec.version
+        {
             return Err(Error::new(
                 Kind::Conflict,
-                format!("pipeline {:?} already exists", name.as_str()),
+                format!(
+                    "pipeline {:?} exists at version {}; a new version must have a higher number",
+                    name.as_str(),
+                    old.spec.version
+                ),
             ));
         }
-        let start = Start::parse(&request.source.start).map_err(Error::invalid)?;
+        let start = match &request.source.start {
+            Some(text) => Some(Start::parse(text).map_err(Error::invalid)?),
+            None => None,
+        };
         let table = self.table_of(caller, &source)?;
         let input = self.source_schema(caller, &source).await?;
         self.plan_chain(caller, input, request.operators.clone())
             .await?;
-        let position = match start {
+        let position_of = |start: &Start| match start {
             Start::Earliest => Some(0),
             Start::Now => Some(table.highest_position()),
-            Start::After(n) => Some(n),
+            Start::After(n) => Some(*n),
             Start::Since(_) => None,
         };
-        let spec = Spec {
+        let mut spec = Spec {
             name: name.to_string(),
             version: request.version,
             id: uuid::Uuid::now_v7(),
@@ -204,21 +249,54 @@ impl Service {
             source: request.source,
             operators: request.operators,
             sink: request.sink,
+            backpressure: request.backpressure,
         };
-        let pipeline = self
-            .pipelines
-            .add(
+        let added = match old {
+            None => self.pipelines.add(
                 &caller.tenant,
                 &name,
                 spec,
-                position,
+                position_of(start.as_ref().unwrap_or(&Start::Earliest)),
                 self.config().max_pipelines,
-            )
-            .map_err(|e| match e {
-                AddError::Exists(_) => Error::new(Kind::Conflict, e.to_string()),
-                AddError::Full { .. } => Error::new(Kind::Overloaded, e.to_string()),
-                AddError::Io(_) => Error::internal(e.to_string()),
-            })?;
+            ),
+            Some(old) => {
+                // The running version ends its micro-batch first; the new
+                // one starts after the position it stored.
+                if !old.stop_and_wait(REPLACE_WAIT).await {
+                    self.spawn_pipeline(old.clone());
+                    return Err(Error::new(
+                        Kind::Unavailable,
+                        format!(
+                            "version {} of pipeline {:?} did not finish its micro-batch within {} s; try again",
+                            old.spec.version,
+                            name.as_str(),
+                            REPLACE_WAIT.as_secs()
+                        ),
+                    ));
+                }
+                let position = match &start {
+                    Some(start) => position_of(start),
+                    None => {
+                        let at = old.progress().position;
+                        spec.source.start = Some(match at {
+                            Some(p) => format!("after:{p}"),
+                            None => old.spec.source.start().to_string(),
+                        });
+                        at
+                    }
+                };
+                let replaced = self.pipelines.replace(&old, spec, position);
+                if replaced.is_err() && !old.progress().paused {
+                    self.spawn_pipeline(old.clone());
+                }
+                replaced
+            }
+        };
+        let pipeline = added.map_err(|e| match e {
+            AddError::Exists(_) | AddError::Changed(_) => Error::new(Kind::Conflict, e.to_string()),
+            AddError::Full { .. } => Error::new(Kind::Overloaded, e.to_string()),
+            AddError::Io(_) => Error::internal(e.to_string()),
+        })?;
         self.spawn_pipeline(pipeline.clone());
         Ok(self.pipeline_info(&pipeline))
     }
@@ -281,10 +359,12 @@ impl Service {
     }
 
     /// Stops a pipeline where it is, for good until it is resumed.
-    pub fn pause_pipeline(&self, caller: &Principal, name: &str) -> Result<PipelineInfo> {
+    pub async fn pause_pipeline(&self, caller: &Principal, name: &str) -> Result<PipelineInfo> {
         caller.require(Role::Writer, "pause pipelines")?;
         let pipeline = self.pipeline(caller, name)?;
-        pipeline.stop_task();
+        // A task still writing carries on to the end of its micro-batch
+        // and stops there.
+        pipeline.stop_and_wait(REPLACE_WAIT).await;
         pipeline
             .set_paused(true)
             .map_err(|e| Error::internal(format!("cannot store the pipeline: {e}")))?;
@@ -306,9 +386,12 @@ impl Service {
         Ok(self.pipeline_info(&pipeline))
     }
 
-    pub fn delete_pipeline(&self, caller: &Principal, name: &str) -> Result<()> {
+    pub async fn delete_pipeline(&self, caller: &Principal, name: &str) -> Result<()> {
         caller.require(Role::Writer, "delete pipelines")?;
         let name = name_of(name)?;
+        if let Some(pipeline) = self.pipelines.get(&caller.tenant, &name) {
+            pipeline.stop_and_wait(REPLACE_WAIT).await;
+        }
         match self.pipelines.delete(&caller.tenant, &name) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(no_pipeline(&name)),

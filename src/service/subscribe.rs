@@ -377,6 +377,14 @@ impl Subscription {
         self.after
     }
 
+    /// Passes over the positions up to `position` unread.
+    pub fn skip_to(&mut self, position: u64) {
+        if position > self.after {
+            self.after = position;
+            self.behind = true;
+        }
+    }
+
     /// How many positions of the table (matching or not) are past the
     /// last one delivered or passed over.
     pub fn lag(&self) -> u64 {

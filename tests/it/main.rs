@@ -21,6 +21,7 @@ mod live_ws;
 mod maintenance;
 mod memory;
 mod metrics;
+mod pipeline_control;
 mod pipeline_windows;
 mod pipelines;
 mod positions;

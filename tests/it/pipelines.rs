@@ -61,6 +61,19 @@ pub(crate) fn rows(s: &TestServer, sql: &str) -> Vec<Value> {
     s.sql(sql)
 }
 
+/// Asserts that `got` and `want` (both ordered) give the same rows,
+/// naming the first that differs rather than printing them all.
+pub(crate) fn same_rows(s: &TestServer, got: &str, want: &str) {
+    let (a, b) = (rows(s, got), rows(s, want));
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        panic!(
+            "row {i} differs: {} against {}\n  {got}\n  {want}",
+            a[i], b[i]
+        );
+    }
+    assert_eq!(a.len(), b.len(), "row counts differ\n  {got}\n  {want}");
+}
+
 #[test]
 fn each_operator_equals_the_same_work_in_batch_sql() {
     let s = TestServer::start(&[]);

@@ -1,0 +1,309 @@
+//! Pipelines under load and change: a slow sink under each backpressure
+//! mode leaves ingest at its rate, `drop` counts exactly what it skipped,
+//! `buffer` holds no more than it may, and a new version takes over at a
+//! position boundary with every source event run exactly once, across a
+//! `kill -9`.
+
+use crate::pipelines::{caught_up, create, info, same_rows};
+use crate::support::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Bodies of `n` ingest requests of `size` events each, made up front so
+/// that a timed ingest measures the server.
+fn bodies(seed: u64, n: usize, size: usize) -> Vec<String> {
+    let mut next = seeded(seed);
+    (0..n)
+        .map(|_| {
+            let events: Vec<Value> = (0..size)
+                .map(|_| {
+                    json!({
+                        "event_type": (["order", "view"])[next(2) as usize],
+                        "entity_id": format!("u{}", next(50)),
+                        "payload": {"amount": next(1000)},
+                    })
+                })
+                .collect();
+            Value::Array(events).to_string()
+        })
+        .collect()
+}
+
+/// Events per second of ingesting `bodies`, one request after another.
+fn ingest_rate(s: &TestServer, bodies: &[String]) -> f64 {
+    let started = Instant::now();
+    let mut events = 0usize;
+    for body in bodies {
+        let r = s.post("/v1/events", "application/json", body.clone());
+        assert_eq!(r.status, 200, "{}", r.text());
+        events += r.json()["accepted"].as_u64().unwrap() as usize;
+    }
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
+fn set_paused(s: &TestServer, names: &[&str], paused: bool) {
+    for name in names {
+        let verb = if paused { "pause" } else { "resume" };
+        let r = s.post(
+            &format!("/v1/pipelines/{name}/{verb}"),
+            "application/json",
+            "",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+const FILTER: &str = "event_type = 'order' AND amount >= 300";
+
+#[test]
+fn slow_sinks_leave_ingest_at_its_rate_and_drop_counts_exactly_what_it_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every write of a pipeline's output waits a second: a sink far
+    // slower than ingest.
+    let s = TestServer::start_in_with_env(
+        dir.path(),
+        &[],
+        &[("FAILPOINTS", "pipeline-sink-delay=return(1000)")],
+    );
+    for body in bodies(99, 1, 100) {
+        assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
+    }
+    let names = ["blocked", "dropping", "buffered"];
+    for (name, backpressure) in [
+        ("blocked", json!({"mode": "block"})),
+        ("dropping", json!({"mode": "drop", "max_lag": 2000})),
+        ("buffered", json!({"mode": "buffer", "max_events": 3000})),
+    ] {
+        let r = create(
+            &s,
+            json!({
+                "name": name,
+                "source": {"table": "events"},
+                "operators": [{"op": "filter", "where": FILTER}],
+                "sink": {"table": format!("{name}_out")},
+                "backpressure": backpressure,
+            }),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.json()["backpressure"], backpressure);
+    }
+
+    // The buffer's fill, watched while the rest goes on.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (base, watching) = (s.url("/v1/pipelines/buffered"), watching.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut most = 0;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(reply) = client.get(&base).send() else {
+                    break;
+                };
+                let i: Value = reply.json().unwrap_or_default();
+                most = most.max(i["buffered"].as_u64().unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    // Ingest alternately with the pipelines paused and running; the best
+    // of each is compared, so that a noisy neighbour hurts both alike.
+    let (mut alone, mut with) = (0f64, 0f64);
+    for round in 0..5u64 {
+        set_paused(&s, &names, true);
+        alone = alone.max(ingest_rate(&s, &bodies(round * 2, 10, 1000)));
+        set_paused(&s, &names, false);
+        with = with.max(ingest_rate(&s, &bodies(round * 2 + 1, 10, 1000)));
+    }
+    eprintln!("ingest: {alone:.0} events/s with the pipelines paused, {with:.0} running");
+    assert!(
+        with >= 0.9 * alone,
+        "slow pipelines cut ingest from {alone:.0} to {with:.0} events/s"
+    );
+    // Each catches up; `block` and `buffer` ran every event.
+    for name in names {
+        caught_up(&s, name);
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most_buffered = watcher.join().unwrap();
+    assert!(most_buffered > 0, "the buffer was used");
+    assert!(
+        most_buffered <= 3000,
+        "the buffer held {most_buffered} events, more than its 3000"
+    );
+
+    let total = s.scalar("SELECT count(*) FROM events").as_u64().unwrap();
+    let batch = |table: &str, except: &str| {
+        format!(
+            "SELECT entity_id, timestamp, amount FROM {table} WHERE {FILTER}{except} ORDER BY position"
+        )
+    };
+    for name in ["blocked", "buffered"] {
+        let i = info(&s, name);
+        assert_eq!(i["skipped"], 0, "{i}");
+        assert_eq!(i["events_read"].as_u64(), Some(total), "{i}");
+        same_rows(&s, &batch(&format!("{name}_out"), ""), &batch("events", ""));
+    }
+    assert_eq!(info(&s, "buffered")["buffered"], 0);
+
+    // `drop` skipped whole ranges of positions, counted exactly, and ran
+    // every event outside them.
+    let i = info(&s, "dropping");
+    let skipped = i["skipped"].as_u64().unwrap();
+    let ranges: Vec<(u64, u64)> = i["skipped_ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_u64().unwrap()))
+        .collect();
+    assert!(skipped > 0, "the slow sink made it skip: {i}");
+    assert!(ranges.len() < 100, "every range is listed: {i}");
+    assert_eq!(skipped + i["events_read"].as_u64().unwrap(), total, "{i}");
+    let outside: String = ranges
+        .iter()
+        .map(|(a, b)| format!(" AND position NOT BETWEEN {a} AND {b}"))
+        .collect();
+    let inside = ranges
+        .iter()
+        .map(|(a, b)| format!("position BETWEEN {a} AND {b}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    assert_eq!(
+        s.scalar(&format!("SELECT count(*) FROM events WHERE {inside}")),
+        json!(skipped)
+    );
+    same_rows(&s, &batch("dropping_out", ""), &batch("events", &outside));
+
+    // A deleted pipeline has stopped when the delete returns.
+    for name in names {
+        assert_eq!(s.delete(&format!("/v1/pipelines/{name}")).status, 204);
+    }
+    let stored = s.scalar("SELECT count(*) FROM blocked_out");
+    for body in bodies(7, 3, 1000) {
+        assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(s.scalar("SELECT count(*) FROM blocked_out"), stored);
+}
+
+#[test]
+fn a_new_version_takes_over_at_a_position_boundary_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in(dir.path(), &[]);
+    let version = |v: u32, start: Option<&str>, sink: &str| {
+        let mut source = json!({"table": "events"});
+        if let Some(start) = start {
+            source["start"] = json!(start);
+        }
+        json!({
+            "name": "tagged",
+            "version": v,
+            "source": source,
+            "operators": [{"op": "map", "fields": {"v": format!("'v{v}'")}}],
+            "sink": {"table": sink},
+        })
+    };
+    s.ingest(&events("first", 10));
+    assert_eq!(create(&s, version(1, None, "tagged")).status, 201);
+    let mut bodies = bodies(11, 30, 200).into_iter();
+    for body in bodies.by_ref().take(10) {
+        assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
+    }
+    // Version 2 replaces it while events keep coming.
+    let base = s.url("");
+    let rest: Vec<String> = bodies.collect();
+    let writer = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        for body in rest {
+            let r = client
+                .post(format!("{base}/v1/events"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let r = create(&s, version(2, None, "tagged"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v2 = r.json();
+    assert_eq!(v2["version"], 2);
+    let boundary: u64 = v2["source"]["start"]
+        .as_str()
+        .and_then(|s| s.strip_prefix("after:"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("version 2 continues after a position: {v2}"));
+    assert_eq!(v2["position"].as_u64(), Some(boundary));
+    writer.join().unwrap();
+
+    // Not higher than the running version: refused.
+    for v in [1, 2] {
+        let r = create(&s, version(v, None, "tagged"));
+        assert_eq!(r.status, 409, "{}", r.text());
+        assert!(r.error().contains("at version 2"), "{}", r.error());
+    }
+    caught_up(&s, "tagged");
+    // Survives a crash as version 2, and goes on.
+    s.kill9();
+    s.restart();
+    assert_eq!(info(&s, "tagged")["version"], 2);
+    s.ingest(&events("after", 50));
+    caught_up(&s, "tagged");
+
+    // Each source event once: version 1's up to the boundary, 2's after.
+    same_rows(
+        &s,
+        "SELECT entity_id, timestamp, v FROM tagged ORDER BY position",
+        &format!(
+            "SELECT entity_id, timestamp, CASE WHEN position <= {boundary} THEN 'v1' ELSE 'v2' END AS v \
+             FROM events ORDER BY position"
+        ),
+    );
+
+    // A version that gives a start backfills from there.
+    let r = create(&s, version(3, Some("earliest"), "all_again"));
+    assert_eq!(r.status, 201, "{}", r.text());
+    caught_up(&s, "tagged");
+    same_rows(
+        &s,
+        "SELECT entity_id, timestamp, v FROM all_again ORDER BY position",
+        "SELECT entity_id, timestamp, 'v3' AS v FROM events ORDER BY position",
+    );
+}
+
+#[test]
+fn backpressure_settings_are_checked() {
+    let s = TestServer::start(&[]);
+    s.ingest(&events("e", 5));
+    for (backpressure, problem) in [
+        (
+            json!({"mode": "buffer", "max_events": 0}),
+            "backpressure.max_events",
+        ),
+        (
+            json!({"mode": "buffer", "max_events": 5_000_000}),
+            "backpressure.max_events",
+        ),
+        (
+            json!({"mode": "drop", "max_lag": 0}),
+            "backpressure.max_lag",
+        ),
+        (json!({"mode": "spill"}), "spill"),
+        (json!({"mode": "drop"}), "max_lag"),
+    ] {
+        let r = create(
+            &s,
+            json!({
+                "name": "p",
+                "source": {"table": "events"},
+                "sink": {"table": "out"},
+                "operators": [{"op": "filter", "where": "true"}],
+                "backpressure": backpressure,
+            }),
+        );
+        assert_eq!(r.status, 400, "{backpressure}: {}", r.text());
+        assert!(r.error().contains(problem), "{backpressure}: {}", r.error());
+    }
+}
