@@ -40,6 +40,11 @@ enum Command {
     /// Deliver a stored range of events again: printed as NDJSON, or
     /// written to another table.
     Replay(cli::replay::ReplayArgs),
+    /// Define, list, show and delete projections, read one's state, and
+    /// rebuild or promote one.
+    Projections(cli::projections::ProjectionsArgs),
+    /// Define, list, show and delete pipelines, and pause or resume one.
+    Pipelines(cli::pipelines::PipelinesArgs),
     /// Mint a JWT for local use, signed with the server's HS256 secret
     /// (or an RS256/ES256 private key), and print it.
     Token(cli::token::TokenArgs),
@@ -60,6 +65,8 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(args) => ("replay", cli::replay::run(&args)),
         Command::Backup(args) => ("backup", cli::backup::run(&args)),
         Command::Restore(args) => ("restore", cli::backup::restore(&args)),
+        Command::Projections(args) => ("projections", cli::projections::run(&args)),
+        Command::Pipelines(args) => ("pipelines", cli::pipelines::run(&args)),
         Command::Token(args) => ("token", cli::token::run(&args)),
     };
     // A client command's failure is one line on stderr and a failing

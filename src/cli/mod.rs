@@ -8,33 +8,47 @@
 //! - [`stream`]: reads one entity's events from `/v1/streams`.
 //! - [`backup`]: asks the server for a backup, checks one on disk, or
 //!   restores one into a new data directory.
+//! - [`projections`] and [`pipelines`]: define, list, show and delete
+//!   them, and the verbs of each (a projection's state, a pipeline's pause
+//!   and resume); [`resources`] holds what the two share.
 //! - [`token`]: mints a JWT locally; no server involved.
 //! - [`telemetry`]: logs and traces, for every command.
 //!
-//! The commands that talk to a server share [`ClientArgs`], [`post`] and
-//! [`get`].
+//! The commands that talk to a server share [`ClientArgs`], [`post`],
+//! [`get`] and [`delete`]; those that take a JSON document read it with
+//! [`read_input`].
 
 pub(crate) mod backup;
 pub(crate) mod compact;
+pub(crate) mod pipelines;
 mod progress;
+pub(crate) mod projections;
 pub(crate) mod query;
 pub(crate) mod replay;
+mod resources;
 pub(crate) mod serve;
 pub(crate) mod stream;
 pub(crate) mod telemetry;
 pub(crate) mod token;
 
-/// How the client commands reach the server.
+/// How the client commands reach the server. The flags are global, so a
+/// command with subcommands (`projections list`) takes them after the
+/// subcommand too.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ClientArgs {
     /// The server's base URL.
-    #[arg(long, env = "ALLSOURCE_URL", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "ALLSOURCE_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
     url: String,
     /// Bearer token (see `allsource token`), when the server has auth on.
-    #[arg(long, env = "ALLSOURCE_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "ALLSOURCE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Act on this tenant (admin tokens; others may name only their own).
-    #[arg(long, env = "ALLSOURCE_TENANT")]
+    #[arg(long, global = true, env = "ALLSOURCE_TENANT")]
     tenant: Option<String>,
 }
 
@@ -60,6 +74,24 @@ fn get(client: &ClientArgs, url: &str) -> anyhow::Result<reqwest::blocking::Resp
     send(client, reqwest::Method::GET, url, None)
 }
 
+/// DELETEs `url` on the server, like [`post`].
+fn delete(client: &ClientArgs, url: &str) -> anyhow::Result<reqwest::blocking::Response> {
+    send(client, reqwest::Method::DELETE, url, None)
+}
+
+/// The bytes of `file`, or of standard input when it is `-`.
+fn read_input(file: &str) -> anyhow::Result<Vec<u8>> {
+    if file == "-" {
+        let mut doc = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut doc)?;
+        Ok(doc)
+    } else {
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))
+    }
+}
+
+/// Sends one request to the server; a refusal becomes an error carrying
+/// its status and the server's message (its JSON `error`, else its text).
 fn send(
     client: &ClientArgs,
     method: reqwest::Method,

@@ -1,7 +1,7 @@
 //! `allsource query`: runs a query document (docs/dsl.md) on a server.
 
-use super::{ClientArgs, post};
-use std::io::{Read, Write};
+use super::{ClientArgs, post, read_input};
+use std::io::Write;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct QueryArgs {
@@ -18,13 +18,7 @@ pub(crate) struct QueryArgs {
 /// Posts the document to `/v1/query` and copies the answer to stdout; a
 /// refusal goes to stderr with a failing exit status.
 pub(crate) fn run(args: &QueryArgs) -> anyhow::Result<()> {
-    let mut doc = Vec::new();
-    if args.file == "-" {
-        std::io::stdin().read_to_end(&mut doc)?;
-    } else {
-        doc = std::fs::read(&args.file)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file))?;
-    }
+    let doc = read_input(&args.file)?;
     let url = args
         .client
         .url(&format!("/v1/query?format={}", args.format));

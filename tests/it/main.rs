@@ -5,6 +5,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod backup;
+mod cli_resources;
 mod compaction;
 mod crash;
 mod delta_interop;
