@@ -11,11 +11,11 @@
 //! partition, so rows keep their order.
 
 use super::Operator;
-use super::StoredState;
 use super::checks::{check_output, check_plan};
 use super::enrich::EnrichStage;
-use super::limit::{LimitStage, LimitState};
-use super::window::{WindowStage, WindowState};
+use super::limit::LimitStage;
+use super::partition::PartitionStage;
+use super::window::WindowStage;
 use crate::schema;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -30,7 +30,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use indexmap::IndexMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The schema the operators' input is registered under.
 pub(super) const INPUT_SCHEMA: &str = "pipeline";
@@ -59,38 +58,26 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// What one operator runs: a plan over each micro-batch, or a window.
+/// What one operator runs: a plan over each micro-batch, or a stateful
+/// operator of its own.
 #[derive(Debug)]
-enum Work {
+pub(super) enum Work {
     Plan(Arc<dyn ExecutionPlan>),
     Window(WindowStage),
     Limit(LimitStage),
     Enrich(EnrichStage),
+    Partition(PartitionStage),
 }
 
 /// One operator, planned for its input schema.
 #[derive(Debug)]
-struct Stage {
-    work: Work,
-    input: SchemaRef,
-}
-
-/// One stateful operator's state between micro-batches.
-#[derive(Debug)]
-enum OpState {
-    Window(WindowState),
-    Limit(LimitState),
-}
-
-/// The state of a chain's stateful operators between micro-batches, by
-/// operator index (`None` for the others).
-#[derive(Debug, Default)]
-pub struct ChainState {
-    ops: Vec<Option<OpState>>,
+pub(super) struct Stage {
+    pub work: Work,
+    pub input: SchemaRef,
 }
 
 /// A session, shown by its id.
-struct Session(SessionContext);
+pub(super) struct Session(pub SessionContext);
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,30 +85,29 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// What a chain's operators share, and the workers of a partition with
+/// them.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub stages: Vec<Stage>,
+    pub task: Arc<TaskContext>,
+    /// The session the chain was planned in and its input schema, for
+    /// the operators planned again for each micro-batch (enrich).
+    pub ctx: Session,
+    pub inputs: Arc<MemorySchemaProvider>,
+}
+
 /// The operators of a pipeline, planned for one source schema.
 #[derive(Debug)]
 pub struct Chain {
-    stages: Vec<Stage>,
+    pub(super) shared: Arc<Shared>,
+    /// The index of the partition operator, if there is one.
+    pub(super) partition: Option<usize>,
     input: SchemaRef,
     output: SchemaRef,
-    task: Arc<TaskContext>,
-    /// The session the chain was planned in and its input schema, for
-    /// the operators planned again for each micro-batch (enrich).
-    ctx: Session,
-    inputs: Arc<MemorySchemaProvider>,
     /// Output columns that hold JSON text to be stored as JSON values (the
     /// elements a flat-map makes).
     pub json_columns: Vec<String>,
-}
-
-/// What one operator did with one micro-batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StageRun {
-    pub rows_in: u64,
-    pub rows_out: u64,
-    /// Events left out: those a window got after theirs had closed.
-    pub dropped: u64,
-    pub nanos: u64,
 }
 
 impl Chain {
@@ -155,6 +141,7 @@ impl Chain {
         let mut stages = Vec::with_capacity(operators.len());
         let mut schema = input.clone();
         let mut json_columns: Vec<String> = Vec::new();
+        let mut partition = None;
         for (index, op) in operators.iter().enumerate() {
             let refuse = |message: String| Refusal {
                 index,
@@ -167,6 +154,24 @@ impl Chain {
             inputs
                 .register_table(INPUT_TABLE.to_string(), Arc::new(table))
                 .map_err(|e| refuse(e.strip_backtrace().to_string()))?;
+            if let Operator::Partition { key, workers } = op {
+                if partition.is_some() {
+                    return Err(refuse(
+                        "a pipeline is partitioned once; its workers run every operator after it"
+                            .into(),
+                    ));
+                }
+                partition = Some(index);
+                stages.push(Stage {
+                    work: Work::Partition(
+                        PartitionStage::plan(ctx, key, *workers)
+                            .await
+                            .map_err(refuse)?,
+                    ),
+                    input: schema.clone(),
+                });
+                continue;
+            }
             if let Operator::Enrich(spec) = op {
                 let enrich = EnrichStage::plan(ctx, &schema, spec)
                     .await
@@ -282,12 +287,15 @@ impl Chain {
             message,
         })?;
         Ok(Chain {
-            stages,
+            shared: Arc::new(Shared {
+                stages,
+                task: ctx.task_ctx(),
+                ctx: Session(ctx.clone()),
+                inputs,
+            }),
+            partition,
             input,
             output: schema,
-            task: ctx.task_ctx(),
-            ctx: Session(ctx.clone()),
-            inputs,
             json_columns,
         })
     }
@@ -300,100 +308,6 @@ impl Chain {
     /// What the last operator makes.
     pub fn output(&self) -> &SchemaRef {
         &self.output
-    }
-
-    /// A state for the chain's stateful operators: empty, or as `stored`
-    /// (by operator index) describes it.
-    pub fn state(&self, stored: &[Option<StoredState>]) -> Result<ChainState> {
-        let ops = self
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, stage)| {
-                let stored = stored.get(i).and_then(Option::as_ref);
-                Ok(match (&stage.work, stored) {
-                    (Work::Window(w), Some(s)) => Some(OpState::Window(w.restore(s)?)),
-                    (Work::Window(_), None) => Some(OpState::Window(WindowState::default())),
-                    (Work::Limit(l), Some(s)) => Some(OpState::Limit(l.restore(s)?)),
-                    (Work::Limit(_), None) => Some(OpState::Limit(LimitState::default())),
-                    (Work::Plan(_) | Work::Enrich(_), _) => None,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ChainState { ops })
-    }
-
-    /// `state` as the progress stores it.
-    pub fn store(&self, state: &mut ChainState) -> Result<Vec<Option<StoredState>>> {
-        self.stages
-            .iter()
-            .zip(state.ops.iter_mut())
-            .map(|(stage, s)| match (&stage.work, s) {
-                (Work::Window(w), Some(OpState::Window(s))) => w.store(s).map(Some),
-                (Work::Limit(l), Some(OpState::Limit(s))) => l.store(s).map(Some),
-                _ => Ok(None),
-            })
-            .collect()
-    }
-
-    /// Runs the operators over `batches` (in the input schema), in order;
-    /// with what each operator took in, gave out, left out and spent.
-    pub async fn run(
-        &self,
-        batches: Vec<RecordBatch>,
-        state: &mut ChainState,
-    ) -> Result<(Vec<RecordBatch>, Vec<StageRun>)> {
-        let mut runs = Vec::with_capacity(self.stages.len());
-        let mut batches = batches;
-        for (i, stage) in self.stages.iter().enumerate() {
-            let started = Instant::now();
-            let rows_in: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let mut dropped = 0;
-            let out = match (&stage.work, rows_in) {
-                (_, 0) => Vec::new(),
-                (Work::Plan(plan), _) => {
-                    let plan = with_input(plan, batches, &stage.input)?;
-                    datafusion::physical_plan::collect(plan, self.task.clone()).await?
-                }
-                (Work::Window(w), _) => {
-                    let Some(Some(OpState::Window(window))) = state.ops.get_mut(i) else {
-                        return Err(DataFusionError::Internal(
-                            "a window operator has no state".into(),
-                        ));
-                    };
-                    let (out, late) = w
-                        .run(batches, window, self.task.clone(), &stage.input)
-                        .await?;
-                    dropped = late;
-                    out
-                }
-                (Work::Enrich(e), _) => {
-                    e.run(&self.ctx.0, &self.inputs, batches, &stage.input)
-                        .await?
-                }
-                (Work::Limit(l), _) => {
-                    let Some(Some(OpState::Limit(limit))) = state.ops.get_mut(i) else {
-                        return Err(DataFusionError::Internal(
-                            "a deduplicate or throttle operator has no state".into(),
-                        ));
-                    };
-                    let (out, left) = l
-                        .run(batches, limit, self.task.clone(), &stage.input)
-                        .await?;
-                    dropped = left.limited + left.late;
-                    out
-                }
-            };
-            let out: Vec<RecordBatch> = out.into_iter().filter(|b| b.num_rows() > 0).collect();
-            runs.push(StageRun {
-                rows_in: rows_in as u64,
-                rows_out: out.iter().map(|b| b.num_rows() as u64).sum(),
-                dropped,
-                nanos: started.elapsed().as_nanos() as u64,
-            });
-            batches = out;
-        }
-        Ok((batches, runs))
     }
 }
 
@@ -499,6 +413,7 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
         Operator::Window(_)
         | Operator::Batch { .. }
         | Operator::Enrich(_)
+        | Operator::Partition { .. }
         | Operator::Deduplicate { .. }
         | Operator::Throttle { .. } => Err("a stateful operator is not a statement".into()),
         Operator::FlatMap { array, name } => {

@@ -40,6 +40,9 @@ pub struct EnrichSpec {
 pub struct EnrichStage {
     sql: String,
     output: SchemaRef,
+    /// Held while the input is registered and the statement planned: the
+    /// workers of a partition share the session.
+    planning: tokio::sync::Mutex<()>,
 }
 
 impl EnrichStage {
@@ -98,7 +101,11 @@ impl EnrichStage {
             .map_err(|e| message_of(&e))?;
         check(&plan, projection.as_str())?;
         let output = Arc::new(plan.schema().as_arrow().clone());
-        Ok(EnrichStage { sql, output })
+        Ok(EnrichStage {
+            sql,
+            output,
+            planning: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn output(&self) -> &SchemaRef {
@@ -116,12 +123,18 @@ impl EnrichStage {
     ) -> Result<Vec<RecordBatch>> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let table = MemTable::try_new(input.clone(), vec![batches])?;
-        let _ = inputs.deregister_table(INPUT_TABLE);
-        inputs.register_table(INPUT_TABLE.to_string(), Arc::new(table))?;
-        let plan = crate::query::plan_sql(ctx, &self.sql).await?;
-        let physical = ctx.state().create_physical_plan(&plan).await?;
+        let physical = {
+            let _held = self.planning.lock().await;
+            let _ = inputs.deregister_table(INPUT_TABLE);
+            inputs.register_table(INPUT_TABLE.to_string(), Arc::new(table))?;
+            let planned = match crate::query::plan_sql(ctx, &self.sql).await {
+                Ok(plan) => ctx.state().create_physical_plan(&plan).await,
+                Err(e) => Err(e),
+            };
+            let _ = inputs.deregister_table(INPUT_TABLE);
+            planned?
+        };
         let out = datafusion::physical_plan::collect(physical, ctx.task_ctx()).await?;
-        let _ = inputs.deregister_table(INPUT_TABLE);
         let got: usize = out.iter().map(RecordBatch::num_rows).sum();
         if got != rows {
             return Err(DataFusionError::Execution(

@@ -12,12 +12,15 @@ pub mod compile;
 pub mod enrich;
 pub mod keys;
 pub mod limit;
+pub mod partition;
+mod run;
 pub mod sink;
 pub mod sql;
 pub mod store;
 pub mod window;
 
-pub use compile::{Chain, ChainState, Refusal, StageRun};
+pub use compile::{Chain, Refusal};
+pub use run::{ChainState, StageRun};
 pub use store::{Pipeline, PipelineStore, Status};
 
 use indexmap::IndexMap;
@@ -86,6 +89,18 @@ pub enum Operator {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lateness: Option<String>,
     },
+    /// Routes each event by `key` to one of `workers` that run the
+    /// operators after it in parallel, keeping each key's order
+    /// ([`partition`]).
+    Partition {
+        key: String,
+        #[serde(default = "four")]
+        workers: u32,
+    },
+}
+
+fn four() -> u32 {
+    4
 }
 
 fn one_second() -> String {
@@ -104,6 +119,7 @@ impl Operator {
             Operator::Batch { .. } => "batch",
             Operator::Deduplicate { .. } => "deduplicate",
             Operator::Throttle { .. } => "throttle",
+            Operator::Partition { .. } => "partition",
         }
     }
 }
@@ -286,6 +302,10 @@ pub struct Progress {
     /// throttle), by operator index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operator_state: Vec<Option<StoredState>>,
+    /// After a partition, each worker's state of each stateful operator,
+    /// by worker and then operator index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_state: Vec<Vec<Option<StoredState>>>,
 }
 
 impl Progress {

@@ -195,13 +195,14 @@ impl Service {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::internal(format!("reading the source: {e}")))?;
         if state.is_none() {
-            *state = Some(chain.state(&pipeline.progress().operator_state)?);
+            let progress = pipeline.progress();
+            *state = Some(chain.state(&progress.operator_state, &progress.worker_state)?);
         }
         let Some(state) = state.as_mut() else {
             return Err(Error::internal("the pipeline has no state"));
         };
         let (out, runs) = chain.run(batches, state).await?;
-        let windows = chain.store(state)?;
+        let (stored, workers) = chain.store(state)?;
         let mut converted = Converted::default();
         let mut ordinals = Ordinals::default();
         for batch in &out {
@@ -230,7 +231,8 @@ impl Service {
                 p.events_written += written;
                 p.duplicates += duplicates;
                 p.invalid += invalid;
-                p.operator_state = windows;
+                p.operator_state = stored;
+                p.worker_state = workers;
             })
             .map_err(|e| Error::new(Kind::Unavailable, format!("storing its progress: {e}")))?;
         if let Some(problem) = converted.first_problem {

@@ -23,6 +23,7 @@ mod maintenance;
 mod memory;
 mod metrics;
 mod pipeline_control;
+mod pipeline_partition;
 mod pipeline_windows;
 mod pipelines;
 mod positions;

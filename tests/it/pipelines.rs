@@ -416,8 +416,8 @@ fn pipelines_that_cannot_run_are_refused_with_the_operator_and_reason() {
         "no field \"ghost\"",
     );
     refused(
-        with("p", json!([{"op": "partition", "by": "entity_id"}]), "o"),
-        "unknown variant `partition`",
+        with("p", json!([{"op": "sort", "by": "entity_id"}]), "o"),
+        "unknown variant `sort`",
     );
     refused(
         with("p", json!([{"op": "filter", "where": "true"}]), "events"),
