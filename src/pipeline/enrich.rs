@@ -1,12 +1,16 @@
 //! The `enrich` operator: adds fields to each event from the row of a
-//! projection whose keys equal expressions over the event.
+//! projection whose keys equal expressions over the event, or from the
+//! latest event of a table with those keys as of the event's time.
 //!
-//! It is one SQL statement, a left join of the input with the
-//! projection's state ordered by position, planned again for each
-//! micro-batch so that it reads the state as it is then (a projection's
-//! table is its state when a query is planned). Each event must meet at
-//! most one row: a micro-batch that would give an event several fails
-//! the pipeline with the reason.
+//! It is one SQL statement, a left join of the input with the lookup,
+//! planned again for each micro-batch so that it reads the lookup as it
+//! is then (a projection's table is its state when a query is planned).
+//! From a projection, each event must meet at most one row: a micro-batch
+//! that would give an event several fails the pipeline with the reason.
+//! From a table, each event takes the row with the latest timestamp not
+//! after its own (the latest position among equal times), numbered by
+//! `row_number()` over the event's place in the micro-batch; an event
+//! with none gets nulls.
 
 use super::checks::{kind_of, reads_input, walk};
 use super::compile::{INPUT_SCHEMA, INPUT_TABLE, RESERVED, message_of, quote};
@@ -26,13 +30,23 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichSpec {
-    /// A projection of the tenant.
-    pub projection: String,
-    /// Each of the projection's key columns to the SQL expression over the
+    /// A projection of the tenant (or give `table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<String>,
+    /// A table of the tenant, read as of each event's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Each of the lookup's key columns to the SQL expression over the
     /// event it must equal.
     pub on: IndexMap<String, String>,
-    /// Output field name to the projection's column it takes.
+    /// Output field name to the lookup's column it takes.
     pub fields: IndexMap<String, String>,
+}
+
+/// What an enrich operator looks up in.
+enum Lookup {
+    Projection(crate::ids::ProjectionName),
+    Table(crate::ids::TableName),
 }
 
 /// An enrich operator, planned.
@@ -53,12 +67,19 @@ impl EnrichStage {
         input: &SchemaRef,
         spec: &EnrichSpec,
     ) -> std::result::Result<EnrichStage, String> {
-        let projection: crate::ids::ProjectionName = spec
-            .projection
-            .parse()
-            .map_err(|e: crate::ids::InvalidName| format!("projection: {e}"))?;
+        let lookup = match (&spec.projection, &spec.table) {
+            (Some(name), None) => Lookup::Projection(
+                name.parse()
+                    .map_err(|e: crate::ids::InvalidName| format!("projection: {e}"))?,
+            ),
+            (None, Some(name)) => Lookup::Table(
+                name.parse()
+                    .map_err(|e: crate::ids::InvalidName| format!("table: {e}"))?,
+            ),
+            _ => return Err("give a projection or a table to look up in, one of them".into()),
+        };
         if spec.on.is_empty() {
-            return Err("on: give the projection's key columns and what they equal".into());
+            return Err("on: give the lookup's key columns and what they equal".into());
         }
         if spec.fields.is_empty() {
             return Err("fields: give at least one".into());
@@ -74,32 +95,60 @@ impl EnrichStage {
             .filter(|n| !spec.fields.contains_key(**n))
             .map(|n| format!("i.{}", quote(n)))
             .collect();
-        let mut lookup = Vec::new();
+        let mut columns = Vec::new();
         let mut keys = Vec::new();
         let mut join = Vec::new();
         for (j, (column, expr)) in spec.on.iter().enumerate() {
             keys.push(format!("({expr}) AS __k{j}"));
-            lookup.push(format!("{} AS __k{j}", quote(column)));
+            columns.push(format!("{} AS __k{j}", quote(column)));
             join.push(format!("i.__k{j} = l.__k{j}"));
         }
         for (j, (name, column)) in spec.fields.iter().enumerate() {
-            lookup.push(format!("{} AS __f{j}", quote(column)));
+            columns.push(format!("{} AS __f{j}", quote(column)));
             select.push(format!("l.__f{j} AS {}", quote(name)));
         }
-        let sql = format!(
-            "SELECT {} FROM (SELECT *, {} FROM {INPUT_SCHEMA}.{INPUT_TABLE}) i \
-             LEFT JOIN (SELECT {} FROM projections.{}) l ON {} ORDER BY i.{}",
-            select.join(", "),
-            keys.join(", "),
-            lookup.join(", "),
-            quote(projection.as_str()),
-            join.join(" AND "),
-            quote(schema::POSITION),
+        let input_rows = format!(
+            "SELECT *, {} FROM {INPUT_SCHEMA}.{INPUT_TABLE}",
+            keys.join(", ")
         );
+        let position = quote(schema::POSITION);
+        let sql = match &lookup {
+            Lookup::Projection(name) => format!(
+                "SELECT {} FROM ({input_rows}) i \
+                 LEFT JOIN (SELECT {} FROM projections.{}) l ON {} ORDER BY i.{position}",
+                select.join(", "),
+                columns.join(", "),
+                quote(name.as_str()),
+                join.join(" AND "),
+            ),
+            Lookup::Table(name) => {
+                let time = quote(schema::TIMESTAMP);
+                let outer: Vec<String> = select
+                    .iter()
+                    .map(|c| match c.rsplit_once(" AS ") {
+                        Some((_, alias)) => alias.to_string(),
+                        None => c.trim_start_matches("i.").to_string(),
+                    })
+                    .collect();
+                format!(
+                    "SELECT {} FROM (SELECT {}, i.__n, row_number() OVER (PARTITION BY i.__n \
+                     ORDER BY l.__t DESC NULLS LAST, l.__p DESC NULLS LAST) AS __rank \
+                     FROM (SELECT *, row_number() OVER () AS __n FROM ({input_rows})) i \
+                     LEFT JOIN (SELECT {}, {time} AS __t, {position} AS __p FROM {}) l \
+                     ON {} AND l.__t <= i.{time}) \
+                     WHERE __rank = 1 ORDER BY __n",
+                    outer.join(", "),
+                    select.join(", "),
+                    columns.join(", "),
+                    quote(name.as_str()),
+                    join.join(" AND "),
+                )
+            }
+        };
         let plan = crate::query::plan_sql(ctx, &sql)
             .await
             .map_err(|e| message_of(&e))?;
-        check(&plan, projection.as_str())?;
+        check(&plan, &lookup)?;
         let output = Arc::new(plan.schema().as_arrow().clone());
         Ok(EnrichStage {
             sql,
@@ -145,21 +194,29 @@ impl EnrichStage {
     }
 }
 
-/// Refuses a plan that reads anything but the input and the projection.
-fn check(plan: &LogicalPlan, projection: &str) -> std::result::Result<(), String> {
+/// Refuses a plan that reads anything but the input and the lookup.
+fn check(plan: &LogicalPlan, lookup: &Lookup) -> std::result::Result<(), String> {
+    let (schema, table, what) = match lookup {
+        Lookup::Projection(p) => (Some("projections"), p.as_str(), "projection"),
+        Lookup::Table(t) => (None, t.as_str(), "table"),
+    };
+    let as_of = matches!(lookup, Lookup::Table(_));
     walk(plan, |node| match node {
         LogicalPlan::Projection(_)
         | LogicalPlan::Filter(_)
         | LogicalPlan::Join(_)
         | LogicalPlan::Sort(_)
         | LogicalPlan::SubqueryAlias(_) => None,
+        LogicalPlan::Window(_) if as_of => None,
         LogicalPlan::TableScan(scan) => {
             let name = &scan.table_name;
-            let lookup = name.schema() == Some("projections") && name.table() == projection;
+            let lookup = name.table() == table
+                && (schema.is_none() || name.schema() == schema)
+                && !reads_input(node);
             match reads_input(node) || lookup {
                 true => None,
                 false => Some(format!(
-                    "it reads only its input and the projection, not {name}"
+                    "it reads only its input and the {what}, not {name}"
                 )),
             }
         }

@@ -1,7 +1,8 @@
 //! Partitioned pipelines through HTTP: the operators after a partition
 //! run per worker with the state of their own keys, each key keeps its
 //! order, the output comes back in source position order, and a worker's
-//! state survives `kill -9`.
+//! state survives `kill -9`. And enrich from a table, as of each event's
+//! time.
 
 use crate::pipelines::{caught_up, create, info, rows, same_rows};
 use crate::support::*;
@@ -125,5 +126,119 @@ fn partitions_that_cannot_run_are_refused() {
         );
         assert_eq!(r.status, 400, "{operators}: {}", r.text());
         assert!(r.error().contains(problem), "{operators}: {}", r.error());
+    }
+}
+
+#[test]
+fn enrich_from_a_table_takes_the_latest_row_as_of_each_event() {
+    let mut s = TestServer::start(&[]);
+    let at = |minute: i64| {
+        chrono::DateTime::from_timestamp(1_767_225_600 + minute * 60, 0)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let plans = ["free", "pro", "team"];
+    // Each user's plan changes at known times; u4 has none until late,
+    // u5 never.
+    let mut changes: Vec<(String, i64, &str)> = Vec::new();
+    for u in 0..5i64 {
+        let first = if u == 4 { 150 } else { 5 * u };
+        for (k, minute) in [first, first + 60, first + 120].into_iter().enumerate() {
+            changes.push((format!("u{u}"), minute, plans[(u as usize + k) % 3]));
+        }
+    }
+    let body: Vec<Value> = changes
+        .iter()
+        .map(|(u, m, plan)| {
+            json!({"event_type": "plan.changed", "entity_id": u, "timestamp": at(*m),
+                   "payload": {"plan": plan}})
+        })
+        .collect();
+    let r = s.post(
+        "/v1/events?table=users",
+        "application/json",
+        Value::Array(body).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut next = seeded(90);
+    let orders: Vec<(String, i64)> = (0..240)
+        .map(|_| (format!("u{}", next(6)), next(300) as i64))
+        .collect();
+    let order_events = |part: &[(String, i64)]| {
+        Value::Array(
+            part.iter()
+                .map(|(u, m)| {
+                    json!({"event_type": "order", "entity_id": u, "timestamp": at(*m),
+                           "payload": {"amount": 1}})
+                })
+                .collect(),
+        )
+    };
+    s.ingest(&order_events(&orders[..80]));
+    let r = create(
+        &s,
+        json!({
+            "name": "plans",
+            "source": {"table": "events"},
+            "operators": [
+                {"op": "enrich", "table": "users", "on": {"entity_id": "entity_id"},
+                 "fields": {"user_plan": "plan"}},
+            ],
+            "sink": {"table": "orders_with_plan"},
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    s.ingest(&order_events(&orders[80..160]));
+    s.kill9();
+    s.restart();
+    s.ingest(&order_events(&orders[160..]));
+    caught_up(&s, "plans");
+
+    // The plan each order should carry: the user's latest change at or
+    // before the order's time.
+    let want: Vec<Value> = orders
+        .iter()
+        .map(|(u, m)| {
+            let plan = changes
+                .iter()
+                .filter(|(cu, cm, _)| cu == u && cm <= m)
+                .max_by_key(|(_, cm, _)| *cm)
+                .map(|(_, _, p)| json!(p))
+                .unwrap_or(Value::Null);
+            json!({"entity_id": u, "user_plan": plan})
+        })
+        .collect();
+    assert!(want.iter().any(|w| w["user_plan"].is_null()));
+    let got = rows(
+        &s,
+        "SELECT entity_id, user_plan FROM orders_with_plan ORDER BY position",
+    );
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "order {i} ({:?})", orders[i]);
+    }
+
+    for (operator, problem) in [
+        (
+            json!({"op": "enrich", "on": {"entity_id": "entity_id"}, "fields": {"p": "plan"}}),
+            "give a projection or a table",
+        ),
+        (
+            json!({"op": "enrich", "table": "nowhere", "on": {"entity_id": "entity_id"}, "fields": {"p": "plan"}}),
+            "nowhere",
+        ),
+        (
+            json!({"op": "enrich", "table": "users", "projection": "x", "on": {"entity_id": "entity_id"},
+                "fields": {"p": "plan"}}),
+            "one of them",
+        ),
+    ] {
+        let r = create(
+            &s,
+            json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+                   "operators": [operator]}),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.error().contains(problem), "{}", r.error());
     }
 }
