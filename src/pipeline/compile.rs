@@ -372,6 +372,9 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     match op {
         Operator::Filter { condition } => {
+            let super::Condition::Sql(condition) = condition else {
+                return Err("a DSL condition is compiled to SQL before planning".into());
+            };
             if condition.trim().is_empty() {
                 return Err("where: the condition is empty".into());
             }

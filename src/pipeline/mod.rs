@@ -34,7 +34,7 @@ pub enum Operator {
     /// Keeps the events for which `where` is true.
     Filter {
         #[serde(rename = "where")]
-        condition: String,
+        condition: Condition,
     },
     /// Sets fields (new ones, or existing ones changed) from expressions,
     /// and drops others.
@@ -101,6 +101,16 @@ pub enum Operator {
 
 fn four() -> u32 {
     4
+}
+
+/// A filter's condition: SQL text, or a DSL condition (a JSON array such
+/// as `["=", "event_type", "order"]`), which the service compiles to SQL
+/// over the source table when the pipeline is defined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Condition {
+    Sql(String),
+    Dsl(serde_json::Value),
 }
 
 fn one_second() -> String {

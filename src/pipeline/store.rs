@@ -413,7 +413,7 @@ mod tests {
                 start: None,
             },
             operators: vec![Operator::Filter {
-                condition: "true".into(),
+                condition: crate::pipeline::Condition::Sql("true".into()),
             }],
             sink: Sink {
                 table: "out".into(),

@@ -13,8 +13,8 @@ use crate::auth::{Principal, Role};
 use crate::ids::{PipelineName, TableName};
 use crate::pipeline::store::AddError;
 use crate::pipeline::{
-    Backpressure, Chain, MAX_BUFFERED_EVENTS, MAX_OPERATORS, Operator, OperatorCounters, Pipeline,
-    Sink, Source, Spec, Status,
+    Backpressure, Chain, Condition, MAX_BUFFERED_EVENTS, MAX_OPERATORS, Operator, OperatorCounters,
+    Pipeline, Sink, Source, Spec, Status,
 };
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
@@ -214,6 +214,9 @@ impl Service {
             )));
         }
         check_backpressure(&request.backpressure)?;
+        let mut request = request;
+        self.compile_conditions(caller, &source, &mut request.operators)
+            .await?;
         let old = self.pipelines.get(&caller.tenant, &name);
         if let Some(old) = &old
             && request.version <= old.spec.version
@@ -299,6 +302,37 @@ impl Service {
         })?;
         self.spawn_pipeline(pipeline.clone());
         Ok(self.pipeline_info(&pipeline))
+    }
+
+    /// `operators` with each filter's DSL condition compiled to SQL over
+    /// the source table.
+    async fn compile_conditions(
+        &self,
+        caller: &Principal,
+        source: &TableName,
+        operators: &mut [Operator],
+    ) -> Result<()> {
+        for (i, op) in operators.iter_mut().enumerate() {
+            let Operator::Filter {
+                condition: Condition::Dsl(dsl),
+            } = op
+            else {
+                continue;
+            };
+            let sql = crate::dsl::where_sql(&self.queries, caller, source.as_str(), dsl)
+                .await
+                .map_err(|e| {
+                    let e = Error::from(e);
+                    Error::new(
+                        e.kind,
+                        format!("operators[{i}] (filter): where: {}", e.message),
+                    )
+                })?;
+            *op = Operator::Filter {
+                condition: Condition::Sql(sql),
+            };
+        }
+        Ok(())
     }
 
     /// The chain of existing pipelines by which events written into

@@ -341,3 +341,44 @@ fn backpressure_settings_are_checked() {
         assert!(r.error().contains(problem), "{backpressure}: {}", r.error());
     }
 }
+
+#[test]
+fn a_filter_may_be_a_dsl_condition() {
+    let s = TestServer::start(&[]);
+    for body in bodies(31, 3, 200) {
+        assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
+    }
+    let r = create(
+        &s,
+        json!({
+            "name": "dsl",
+            "source": {"table": "events"},
+            "operators": [{"op": "filter",
+                           "where": ["and", ["=", "event_type", "order"], [">=", "amount", 300]]}],
+            "sink": {"table": "dsl_out"},
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The definition shows the SQL it runs.
+    let shown = r.json()["operators"][0]["where"].clone();
+    assert!(shown.is_string(), "{shown}");
+    caught_up(&s, "dsl");
+    same_rows(
+        &s,
+        "SELECT entity_id, timestamp, amount FROM dsl_out ORDER BY position",
+        &format!(
+            "SELECT entity_id, timestamp, amount FROM events WHERE {FILTER} ORDER BY position"
+        ),
+    );
+    let r = create(
+        &s,
+        json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+               "operators": [{"op": "filter", "where": ["=", "no_such_field", 1]}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().starts_with("operators[0] (filter): where:"),
+        "{}",
+        r.error()
+    );
+}
