@@ -28,6 +28,34 @@ use tokio_util::task::AbortOnDropHandle;
 /// How long one read waits for new events before the task looks around.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// Most events a pipeline that is behind gathers from several reads into
+/// one micro-batch: each micro-batch costs a synced sink write and a
+/// synced progress write, so a backlog goes faster in large ones.
+const GATHER_EVENTS: u64 = 32_768;
+
+fn rows_of(batches: &[RecordBatch]) -> u64 {
+    batches.iter().map(|b| b.num_rows() as u64).sum()
+}
+
+/// The next events of `subscription`, waiting up to [`WAIT`] for the
+/// first and then taking what is already there, up to [`GATHER_EVENTS`].
+async fn gather(subscription: &mut Subscription) -> Result<Option<Vec<RecordBatch>>> {
+    let Some(mut batches) = subscription.next(WAIT).await? else {
+        return Ok(None);
+    };
+    let mut rows = rows_of(&batches);
+    while rows < GATHER_EVENTS && subscription.lag() > 0 {
+        match subscription.next(Duration::ZERO).await? {
+            Some(more) => {
+                rows += rows_of(&more);
+                batches.extend(more);
+            }
+            None => break,
+        }
+    }
+    Ok(Some(batches))
+}
+
 /// Source events up to position `upto`, to be run as one micro-batch.
 #[derive(Debug)]
 pub(super) struct MicroBatch {
@@ -115,7 +143,7 @@ impl Feed {
                         subscription.skip_to(to);
                     }
                 }
-                let got = subscription.next(WAIT).await?;
+                let got = gather(subscription).await?;
                 Ok(got.map(|batches| MicroBatch {
                     batches,
                     upto: subscription.position(),
@@ -143,7 +171,7 @@ async fn read_ahead(
         usize::try_from(max_events).unwrap_or(Semaphore::MAX_PERMITS),
     ));
     loop {
-        let batches = match subscription.next(WAIT).await {
+        let batches = match gather(&mut subscription).await {
             Ok(Some(batches)) => batches,
             Ok(None) => continue,
             Err(e) => {
@@ -154,7 +182,7 @@ async fn read_ahead(
         let upto = subscription.position();
         let mut chunks = split(batches, max_events).into_iter().peekable();
         while let Some(chunk) = chunks.next() {
-            let rows: u64 = chunk.iter().map(|b| b.num_rows() as u64).sum();
+            let rows = rows_of(&chunk);
             // Every event up to a chunk's last one is in it or before it.
             let upto = match chunks.peek() {
                 None => upto,
