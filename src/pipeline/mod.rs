@@ -181,8 +181,15 @@ pub const MAX_SKIPPED_RANGES: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sink {
-    /// A table of the same tenant, created on the first write.
+    /// A table of the same tenant, created on the first write (the
+    /// subscription's name when only that is given).
+    #[serde(default)]
     pub table: String,
+    /// A named subscription (a consumer group) on the sink table from its
+    /// first position, made with the pipeline, or with the table when
+    /// that does not exist yet: WebSocket consumers read every output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 /// A pipeline's definition, as stored.

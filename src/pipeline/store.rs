@@ -417,6 +417,7 @@ mod tests {
             }],
             sink: Sink {
                 table: "out".into(),
+                subscription: None,
             },
             backpressure: Default::default(),
         }

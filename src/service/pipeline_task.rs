@@ -223,6 +223,15 @@ impl Service {
             written += (outcome.accepted + outcome.duplicates) as u64;
             duplicates += outcome.duplicates as u64;
         }
+        // Made before the position moves past its first outputs, so that
+        // a reader who sees the position finds the subscription.
+        let unmade = match written > 0 && pipeline.spec.sink.subscription.is_some() {
+            true => self
+                .make_sink_subscription(&pipeline.tenant, &pipeline.spec.sink)
+                .await
+                .err(),
+            false => None,
+        };
         let invalid = converted.invalid;
         pipeline
             .update(|p| {
@@ -235,6 +244,11 @@ impl Service {
                 p.worker_state = workers;
             })
             .map_err(|e| Error::new(Kind::Unavailable, format!("storing its progress: {e}")))?;
+        if let Some(e) = unmade {
+            // The outputs are stored; the subscription is tried again
+            // after the next micro-batch.
+            pipeline.retrying(format!("making its sink subscription: {}", e.message));
+        }
         if let Some(problem) = converted.first_problem {
             tracing::debug!(pipeline = %pipeline.name, %problem, "pipeline output rows skipped");
         }

@@ -7,10 +7,11 @@
 //! ([`crate::pipeline::sink`]), so a micro-batch run again after a crash
 //! is answered as duplicates: each output is stored once.
 
+use super::groups::CreateGroup;
 use super::subscribe::Start;
 use super::{Error, Kind, Result, Service};
 use crate::auth::{Principal, Role};
-use crate::ids::{PipelineName, TableName};
+use crate::ids::{GroupName, PipelineName, TableName};
 use crate::pipeline::store::AddError;
 use crate::pipeline::{
     Backpressure, Chain, Condition, MAX_BUFFERED_EVENTS, MAX_OPERATORS, Operator, OperatorCounters,
@@ -201,8 +202,20 @@ impl Service {
                 request.operators.len()
             )));
         }
+        let mut request = request;
+        if request.sink.table.is_empty() {
+            match &request.sink.subscription {
+                Some(name) => request.sink.table = name.clone(),
+                None => {
+                    return Err(Error::invalid(
+                        "sink: give a table, a subscription, or both",
+                    ));
+                }
+            }
+        }
         let source = table_name("source.table", &request.source.table)?;
         let sink = table_name("sink.table", &request.sink.table)?;
+        self.check_sink_subscription(caller, &request.sink)?;
         if source == sink {
             return Err(Error::invalid(
                 "sink.table: a pipeline may not write into the table it reads",
@@ -214,7 +227,6 @@ impl Service {
             )));
         }
         check_backpressure(&request.backpressure)?;
-        let mut request = request;
         self.compile_conditions(caller, &source, &mut request.operators)
             .await?;
         let old = self.pipelines.get(&caller.tenant, &name);
@@ -253,6 +265,15 @@ impl Service {
             operators: request.operators,
             sink: request.sink,
             backpressure: request.backpressure,
+        };
+        // The sink subscription is made now when its table exists, else
+        // with the first output.
+        let made = match self.table_of(caller, &sink) {
+            Ok(_) => {
+                self.make_sink_subscription(&caller.tenant, &spec.sink)
+                    .await?
+            }
+            Err(_) => None,
         };
         let added = match old {
             None => self.pipelines.add(
@@ -295,6 +316,11 @@ impl Service {
                 replaced
             }
         };
+        if added.is_err()
+            && let Some(name) = made
+        {
+            let _ = self.delete_group(caller, &name).await;
+        }
         let pipeline = added.map_err(|e| match e {
             AddError::Exists(_) | AddError::Changed(_) => Error::new(Kind::Conflict, e.to_string()),
             AddError::Full { .. } => Error::new(Kind::Overloaded, e.to_string()),
@@ -302,6 +328,60 @@ impl Service {
         })?;
         self.spawn_pipeline(pipeline.clone());
         Ok(self.pipeline_info(&pipeline))
+    }
+
+    /// Refuses a sink subscription whose name is taken by one on another
+    /// table.
+    fn check_sink_subscription(&self, caller: &Principal, sink: &Sink) -> Result<()> {
+        let Some(name) = &sink.subscription else {
+            return Ok(());
+        };
+        let name: GroupName = name.parse().map_err(|e: crate::ids::InvalidName| {
+            Error::invalid(format!("sink.subscription: {e}"))
+        })?;
+        match self.db.groups().get(&caller.tenant, &name) {
+            Some(group) if group.def.table != sink.table => Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "sink.subscription: subscription {:?} reads table {:?}, not {:?}",
+                    name.as_str(),
+                    group.def.table,
+                    sink.table
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes `sink`'s subscription, from the sink table's first position,
+    /// unless it is there (the table must exist); its name if this made it.
+    pub(super) async fn make_sink_subscription(
+        self: &Arc<Self>,
+        tenant: &crate::ids::TenantId,
+        sink: &Sink,
+    ) -> Result<Option<GroupName>> {
+        let Some(name) = &sink.subscription else {
+            return Ok(None);
+        };
+        let name: GroupName = name.parse().map_err(|e: crate::ids::InvalidName| {
+            Error::invalid(format!("sink.subscription: {e}"))
+        })?;
+        if self.db.groups().get(tenant, &name).is_some() {
+            return Ok(None);
+        }
+        let caller = Principal::local_admin(tenant.clone());
+        let request = CreateGroup {
+            name: name.clone(),
+            table: table_name("sink.table", &sink.table)?,
+            filter: None,
+            where_dsl: None,
+            start: Start::Earliest,
+        };
+        match self.create_group(&caller, request).await {
+            Ok(_) => Ok(Some(name)),
+            Err(e) if e.kind == Kind::Conflict => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `operators` with each filter's DSL condition compiled to SQL over

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn consume_url(s: &TestServer, name: &str) -> String {
+pub(crate) fn consume_url(s: &TestServer, name: &str) -> String {
     format!(
         "{}/v1/subscriptions/{name}/consume?heartbeat_ms=200",
         s.base.replacen("http://", "ws://", 1)
@@ -21,14 +21,14 @@ fn consume_url(s: &TestServer, name: &str) -> String {
 
 /// A consumer process (`ws_client.py consume`), its output lines parsed as
 /// they come.
-struct Consumer {
+pub(crate) struct Consumer {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Consumer {
-    fn start(url: &str, idle_beats: u32) -> Consumer {
+    pub(crate) fn start(url: &str, idle_beats: u32) -> Consumer {
         let mut child = Command::new(support::python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -61,7 +61,7 @@ impl Consumer {
 
     /// Waits for the process to end (it stops when idle or disconnected);
     /// returns its lines.
-    fn finish(mut self) -> Vec<Value> {
+    pub(crate) fn finish(mut self) -> Vec<Value> {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "the consumer failed");
         self.reader.take().unwrap().join().unwrap();
@@ -82,7 +82,7 @@ impl Consumer {
 }
 
 /// The (position, entity) of every event in `lines`, in order.
-fn delivered(lines: &[Value]) -> Vec<(u64, String)> {
+pub(crate) fn delivered(lines: &[Value]) -> Vec<(u64, String)> {
     lines
         .iter()
         .filter_map(|l| l.get("events"))

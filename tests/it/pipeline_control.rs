@@ -382,3 +382,74 @@ fn a_filter_may_be_a_dsl_condition() {
         r.error()
     );
 }
+
+#[test]
+fn a_sink_subscription_delivers_every_output_to_websocket_consumers() {
+    use crate::groups::{Consumer, consume_url, delivered};
+    let s = TestServer::start(&[]);
+    for body in bodies(41, 2, 200) {
+        assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
+    }
+    let r = create(
+        &s,
+        json!({
+            "name": "alerts",
+            "source": {"table": "events"},
+            "operators": [{"op": "filter", "where": FILTER}],
+            "sink": {"subscription": "alerts"},
+        }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json()["sink"],
+        json!({"table": "alerts", "subscription": "alerts"})
+    );
+    for body in bodies(42, 2, 200) {
+        assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
+    }
+    caught_up(&s, "alerts");
+    let group = s.get("/v1/subscriptions/alerts");
+    assert_eq!(group.status, 200, "{}", group.text());
+    assert_eq!(group.json()["table"], "alerts");
+
+    // A consumer reads every output once, in order.
+    let lines = Consumer::start(&consume_url(&s, "alerts"), 5).finish();
+    let got: Vec<u64> = delivered(&lines).iter().map(|(p, _)| *p).collect();
+    let want: Vec<u64> = s
+        .sql("SELECT position FROM alerts ORDER BY position")
+        .iter()
+        .map(|r| r["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        want.len() as u64,
+        s.scalar(&format!("SELECT count(*) FROM events WHERE {FILTER}"))
+            .as_u64()
+            .unwrap()
+    );
+    assert_eq!(got, want);
+
+    // A subscription name another table's subscription holds, and a sink
+    // with neither table nor subscription, are refused.
+    let r = s.post(
+        "/v1/subscriptions",
+        "application/json",
+        json!({"name": "taken", "table": "events"}).to_string(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    for (sink, status, problem) in [
+        (
+            json!({"table": "x", "subscription": "taken"}),
+            409,
+            "reads table \"events\"",
+        ),
+        (json!({}), 400, "give a table, a subscription, or both"),
+    ] {
+        let r = create(
+            &s,
+            json!({"name": "bad", "source": {"table": "events"}, "sink": sink,
+                   "operators": [{"op": "filter", "where": "true"}]}),
+        );
+        assert_eq!(r.status, status, "{}", r.text());
+        assert!(r.error().contains(problem), "{}", r.error());
+    }
+}
