@@ -210,6 +210,58 @@ pub async fn run_with(
         .await
 }
 
+/// The SQL text of one DSL expression over `table`'s columns, per row
+/// (an aggregate is refused), for callers that plan it inside SQL of
+/// their own (pipeline operators). Errors name the place under `select`.
+pub async fn expr_sql(
+    engine: &Arc<crate::query::QueryEngine>,
+    caller: &Principal,
+    table: &str,
+    expr: &Value,
+) -> Result<String, QueryError> {
+    let ctx = crate::query::session_with(engine, caller, &Default::default())?;
+    let mut doc = serde_json::Map::new();
+    doc.insert(Clause::From.word().into(), Value::from(table));
+    doc.insert(
+        Clause::Select.word().into(),
+        Value::Array(vec![expr.clone()]),
+    );
+    let plan = compile(&ctx, &Value::Object(doc)).await?;
+    let mut found = None;
+    let mut aggregate = false;
+    plan.apply(|node| {
+        match node {
+            LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) => aggregate = true,
+            LogicalPlan::Projection(p) if found.is_none() => found = p.expr.first().cloned(),
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if aggregate {
+        return Err(DataFusionError::Plan(
+            "select: an aggregate or window is not computed per event".into(),
+        )
+        .into());
+    }
+    let Some(found) = found else {
+        return Err(DataFusionError::Plan("select: no expression".into()).into());
+    };
+    let found = bare_columns(found.unalias_nested().data)?;
+    Ok(datafusion::sql::unparser::expr_to_sql(&found)?.to_string())
+}
+
+/// `expr` with its columns unqualified: the caller's SQL names the table.
+fn bare_columns(expr: Expr) -> Result<Expr, DataFusionError> {
+    Ok(expr
+        .transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                c.name,
+            )))),
+            e => Ok(Transformed::no(e)),
+        })?
+        .data)
+}
+
 /// The SQL text of a DSL `where` condition over `table`, for callers that
 /// run it inside SQL of their own (live streams). Relative times (`ago`)
 /// are fixed at the moment of the call. Errors name the place in the
@@ -238,14 +290,7 @@ pub async fn where_sql(
         return Ok("TRUE".into());
     };
     // Bare column names: the caller's query names the table itself.
-    let predicate = predicate
-        .transform(|e| match e {
-            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
-                c.name,
-            )))),
-            e => Ok(Transformed::no(e)),
-        })?
-        .data;
+    let predicate = bare_columns(predicate)?;
     let sql = datafusion::sql::unparser::expr_to_sql(&predicate)?;
     Ok(sql.to_string())
 }

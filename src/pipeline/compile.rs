@@ -334,6 +334,7 @@ async fn culprit(ctx: &SessionContext, op: &Operator) -> Option<String> {
         return None;
     };
     for (name, expr) in fields {
+        let expr = expr.sql().ok()?;
         let sql = format!(
             "SELECT ({expr}) AS {} FROM {INPUT_SCHEMA}.{INPUT_TABLE}",
             quote(name)
@@ -372,9 +373,7 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     match op {
         Operator::Filter { condition } => {
-            let super::Condition::Sql(condition) = condition else {
-                return Err("a DSL condition is compiled to SQL before planning".into());
-            };
+            let condition = condition.sql()?;
             if condition.trim().is_empty() {
                 return Err("where: the condition is empty".into());
             }
@@ -402,13 +401,13 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
                     continue;
                 }
                 match fields.get(*name) {
-                    Some(expr) => select.push(format!("({expr}) AS {}", quote(name))),
+                    Some(expr) => select.push(format!("({}) AS {}", expr.sql()?, quote(name))),
                     None => select.push(quote(name)),
                 }
             }
             for (name, expr) in fields {
                 if !names.contains(&name.as_str()) {
-                    select.push(format!("({expr}) AS {}", quote(name)));
+                    select.push(format!("({}) AS {}", expr.sql()?, quote(name)));
                 }
             }
             Ok(format!("SELECT {} {from}", select.join(", ")))

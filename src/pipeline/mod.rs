@@ -40,7 +40,7 @@ pub enum Operator {
     /// and drops others.
     Map {
         #[serde(default)]
-        fields: IndexMap<String, String>,
+        fields: IndexMap<String, Condition>,
         #[serde(default)]
         drop: Vec<String>,
     },
@@ -103,14 +103,25 @@ fn four() -> u32 {
     4
 }
 
-/// A filter's condition: SQL text, or a DSL condition (a JSON array such
-/// as `["=", "event_type", "order"]`), which the service compiles to SQL
-/// over the source table when the pipeline is defined.
+/// A filter's condition or a map's expression: SQL text, or a DSL form
+/// (a JSON array such as `["=", "event_type", "order"]` or `["*",
+/// "amount", 100]`), which the service compiles to SQL over the source
+/// table when the pipeline is defined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Condition {
     Sql(String),
     Dsl(serde_json::Value),
+}
+
+impl Condition {
+    /// The SQL text; a DSL form must have been compiled first.
+    pub fn sql(&self) -> Result<&str, String> {
+        match self {
+            Condition::Sql(sql) => Ok(sql),
+            Condition::Dsl(_) => Err("a DSL form is compiled to SQL before planning".into()),
+        }
+    }
 }
 
 fn one_second() -> String {

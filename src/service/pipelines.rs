@@ -384,8 +384,8 @@ impl Service {
         }
     }
 
-    /// `operators` with each filter's DSL condition compiled to SQL over
-    /// the source table.
+    /// `operators` with each DSL form (a filter's condition, a map's
+    /// fields) compiled to SQL over the source table.
     async fn compile_conditions(
         &self,
         caller: &Principal,
@@ -393,24 +393,37 @@ impl Service {
         operators: &mut [Operator],
     ) -> Result<()> {
         for (i, op) in operators.iter_mut().enumerate() {
-            let Operator::Filter {
-                condition: Condition::Dsl(dsl),
-            } = op
-            else {
-                continue;
+            let kind = op.kind();
+            let located = |place: &str, e: crate::dsl::QueryError| {
+                let e = Error::from(e);
+                Error::new(
+                    e.kind,
+                    format!("operators[{i}] ({kind}): {place}: {}", e.message),
+                )
             };
-            let sql = crate::dsl::where_sql(&self.queries, caller, source.as_str(), dsl)
-                .await
-                .map_err(|e| {
-                    let e = Error::from(e);
-                    Error::new(
-                        e.kind,
-                        format!("operators[{i}] (filter): where: {}", e.message),
-                    )
-                })?;
-            *op = Operator::Filter {
-                condition: Condition::Sql(sql),
-            };
+            match op {
+                Operator::Filter { condition } => {
+                    if let Condition::Dsl(dsl) = condition {
+                        let sql =
+                            crate::dsl::where_sql(&self.queries, caller, source.as_str(), dsl)
+                                .await
+                                .map_err(|e| located("where", e))?;
+                        *condition = Condition::Sql(sql);
+                    }
+                }
+                Operator::Map { fields, .. } => {
+                    for (name, expr) in fields.iter_mut() {
+                        if let Condition::Dsl(dsl) = expr {
+                            let sql =
+                                crate::dsl::expr_sql(&self.queries, caller, source.as_str(), dsl)
+                                    .await
+                                    .map_err(|e| located(&format!("fields.{name}"), e))?;
+                            *expr = Condition::Sql(sql);
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

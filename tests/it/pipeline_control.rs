@@ -343,7 +343,7 @@ fn backpressure_settings_are_checked() {
 }
 
 #[test]
-fn a_filter_may_be_a_dsl_condition() {
+fn filters_and_maps_may_be_dsl_forms() {
     let s = TestServer::start(&[]);
     for body in bodies(31, 3, 200) {
         assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
@@ -354,7 +354,8 @@ fn a_filter_may_be_a_dsl_condition() {
             "name": "dsl",
             "source": {"table": "events"},
             "operators": [{"op": "filter",
-                           "where": ["and", ["=", "event_type", "order"], [">=", "amount", 300]]}],
+                           "where": ["and", ["=", "event_type", "order"], [">=", "amount", 300]]},
+                          {"op": "map", "fields": {"cents": ["*", "amount", 100], "half": "amount / 2"}}],
             "sink": {"table": "dsl_out"},
         }),
     );
@@ -378,6 +379,17 @@ fn a_filter_may_be_a_dsl_condition() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
         r.error().starts_with("operators[0] (filter): where:"),
+        "{}",
+        r.error()
+    );
+    let r = create(
+        &s,
+        json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
+               "operators": [{"op": "map", "fields": {"n": ["sum", "amount"]}}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().starts_with("operators[0] (map): fields.n:"),
         "{}",
         r.error()
     );
