@@ -7,7 +7,8 @@
 //! Points: `wal-before-write` (pause or panic), `wal-write`, `wal-fsync`,
 //! `wal-rotate`, `flush-write`, `flush-after-commit`, `flush-fsync`; and
 //! `pipeline-sink-delay=return(MS)`, which makes each write of a
-//! pipeline's output wait MS milliseconds first (a slow sink).
+//! pipeline's output wait MS milliseconds per 1,000 events first (a sink
+//! that takes so many events a second).
 
 /// The error injected at `point`, if the test set one: `return(enospc)`
 /// is a full disk, any other `return` a generic I/O error.

@@ -172,7 +172,7 @@ pub fn get() -> &'static Metrics {
             pipeline_events: gauges(
                 &r,
                 "allsource_pipeline_events",
-                "A pipeline's events read, written, met as duplicates and invalid, over its life",
+                "A pipeline's events read, written, met as duplicates and invalid, and skipped by drop backpressure, over its life; and held in its read-ahead buffer now",
                 &["tenant", "pipeline", "kind"],
             ),
             pipeline_operator_events: gauges(

@@ -40,6 +40,8 @@ impl crate::query::SystemTable for PipelinesTable {
             Field::new("events_written", DataType::UInt64, false),
             Field::new("duplicates", DataType::UInt64, false),
             Field::new("invalid", DataType::UInt64, false),
+            Field::new("skipped", DataType::UInt64, false),
+            Field::new("buffered", DataType::UInt64, false),
             Field::new("operators", DataType::Utf8, false),
             Field::new("created", ms(), false),
             Field::new("updated", ms(), false),
@@ -74,6 +76,8 @@ impl crate::query::SystemTable for PipelinesTable {
             count(&|i| progress[i].events_written),
             count(&|i| progress[i].duplicates),
             count(&|i| progress[i].invalid),
+            count(&|i| progress[i].skipped),
+            count(&|i| pipelines[i].buffered()),
             text(&|i| serde_json::to_string(&progress[i].operators).unwrap_or_default()),
             Arc::new(
                 TimestampMillisecondArray::from_iter_values(

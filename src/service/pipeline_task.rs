@@ -266,7 +266,7 @@ impl Service {
     ) -> Result<crate::db::IngestOutcome> {
         let size: usize = events.iter().map(crate::ingest::Event::memory_size).sum();
         if let Some(wait) = crate::fault::delay("pipeline-sink-delay") {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(wait.mul_f64(events.len() as f64 / 1000.0)).await;
         }
         loop {
             let mut held = self.ingest_budget.reserve();

@@ -569,6 +569,8 @@ impl Service {
                 ("written", progress.events_written),
                 ("duplicate", progress.duplicates),
                 ("invalid", progress.invalid),
+                ("skipped", progress.skipped),
+                ("buffered", p.buffered()),
             ] {
                 set(&m.pipeline_events, &[tenant, name, kind], v);
             }

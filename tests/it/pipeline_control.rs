@@ -29,42 +29,14 @@ fn bodies(seed: u64, n: usize, size: usize) -> Vec<String> {
         .collect()
 }
 
-/// Events stored by ingesting `bodies`, one request after another, and
-/// the seconds it took.
-fn ingest_timed(s: &TestServer, bodies: &[String]) -> (usize, f64) {
-    let started = Instant::now();
-    let mut events = 0usize;
-    for body in bodies {
-        let r = s.post("/v1/events", "application/json", body.clone());
-        assert_eq!(r.status, 200, "{}", r.text());
-        events += r.json()["accepted"].as_u64().unwrap() as usize;
-    }
-    (events, started.elapsed().as_secs_f64())
-}
-
-fn set_paused(s: &TestServer, names: &[&str], paused: bool) {
-    for name in names {
-        let verb = if paused { "pause" } else { "resume" };
-        let r = s.post(
-            &format!("/v1/pipelines/{name}/{verb}"),
-            "application/json",
-            "",
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-}
-
 const FILTER: &str = "event_type = 'order' AND amount >= 300";
 
-/// A server whose pipeline outputs each wait two seconds before they are
-/// written (a sink far slower than ingest), with a filter pipeline under
-/// each backpressure mode.
-fn slow_sinks(dir: &std::path::Path) -> TestServer {
-    let s = TestServer::start_in_with_env(
-        dir,
-        &[],
-        &[("FAILPOINTS", "pipeline-sink-delay=return(2000)")],
-    );
+/// A server whose pipelines' sinks take `ms` milliseconds per 1,000
+/// outputs (far slower than ingest), with a filter pipeline under each
+/// backpressure mode.
+fn slow_sinks(dir: &std::path::Path, ms: u32) -> TestServer {
+    let failpoint = format!("pipeline-sink-delay=return({ms})");
+    let s = TestServer::start_in_with_env(dir, &[], &[("FAILPOINTS", failpoint.as_str())]);
     for body in bodies(99, 1, 100) {
         assert_eq!(s.post("/v1/events", "application/json", body).status, 200);
     }
@@ -94,34 +66,39 @@ const MODES: [&str; 3] = ["blocked", "dropping", "buffered"];
 #[test]
 fn slow_sinks_leave_ingest_at_its_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let s = slow_sinks(dir.path());
-    // Ingest in turns of about a second, the pipelines paused and running
-    // by turns, and compare the totals: a noisy neighbour hurts both
-    // sides alike. Each running turn starts once the resumed pipelines
-    // are at work on what they missed.
-    // `block` and `drop` run by turns; `buffer` (a read-ahead of at most
-    // its size) stays paused here and is checked in the next test.
-    let timed = ["blocked", "dropping"];
-    set_paused(&s, &["buffered"], true);
+    // 500 outputs a second.
+    let s = slow_sinks(dir.path(), 2000);
+    // Ingest by turns into a table no pipeline reads and into the
+    // pipelines' source, and compare the totals: the only difference is
+    // the pipelines' work, and a noisy neighbour hurts both sides alike.
+    let into = |table: &str, bodies: &[String]| {
+        let started = Instant::now();
+        let mut events = 0usize;
+        for body in bodies {
+            let r = s.post(
+                &format!("/v1/events?table={table}"),
+                "application/json",
+                body.clone(),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            events += r.json()["accepted"].as_u64().unwrap() as usize;
+        }
+        (events, started.elapsed().as_secs_f64())
+    };
     let (mut alone, mut with) = ((0usize, 0f64), (0usize, 0f64));
     for turn in 0..4u64 {
-        set_paused(&s, &timed, true);
-        let (n, secs) = ingest_timed(&s, &bodies(turn * 2, 40, 1000));
+        let (n, secs) = into("elsewhere", &bodies(turn * 2, 40, 1000));
         alone = (alone.0 + n, alone.1 + secs);
-        set_paused(&s, &timed, false);
-        std::thread::sleep(Duration::from_millis(2500));
-        let (n, secs) = ingest_timed(&s, &bodies(turn * 2 + 1, 40, 1000));
+        let (n, secs) = into("events", &bodies(turn * 2 + 1, 40, 1000));
         with = (with.0 + n, with.1 + secs);
     }
     let (alone, with) = (alone.0 as f64 / alone.1, with.0 as f64 / with.1);
-    eprintln!("ingest: {alone:.0} events/s with the pipelines paused, {with:.0} running");
-    // The target is within 10%; this debug build in a busy suite has
-    // measured 6-9%, so the bound leaves room for the suite's noise.
+    eprintln!("ingest: {alone:.0} events/s where no pipeline reads, {with:.0} into their source");
     assert!(
-        with >= 0.85 * alone,
+        with >= 0.9 * alone,
         "slow pipelines cut ingest from {alone:.0} to {with:.0} events/s"
     );
-    for name in timed {
+    for name in MODES {
         let i = info(&s, name);
         assert_eq!(i["status"], "running", "{i}");
         assert!(i["lag_positions"].as_u64().unwrap() > 0, "{i}");
@@ -131,7 +108,8 @@ fn slow_sinks_leave_ingest_at_its_rate() {
 #[test]
 fn drop_counts_exactly_what_it_skipped_and_buffer_holds_no_more_than_it_may() {
     let dir = tempfile::tempdir().unwrap();
-    let s = slow_sinks(dir.path());
+    // 2,000 outputs a second.
+    let s = slow_sinks(dir.path(), 500);
     let names = MODES;
     // The buffer's fill, watched while the rest goes on.
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -207,6 +185,20 @@ fn drop_counts_exactly_what_it_skipped_and_buffer_holds_no_more_than_it_may() {
         json!(skipped)
     );
     same_rows(&s, &batch("dropping_out", ""), &batch("events", &outside));
+    let metric = s
+        .client_get("/metrics")
+        .lines()
+        .find(|l| {
+            l.starts_with("allsource_pipeline_events{")
+                && l.contains("pipeline=\"dropping\"")
+                && l.contains("kind=\"skipped\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(metric, Some(skipped));
+    assert_eq!(
+        s.scalar("SELECT skipped FROM system.pipelines WHERE name = 'dropping'"),
+        json!(skipped)
+    );
 
     // A deleted pipeline has stopped when the delete returns.
     for name in names {
