@@ -210,6 +210,21 @@ pub async fn run_with(
         .await
 }
 
+/// The plan of a document of `table` with one `clause` besides `from`.
+async fn compile_clause(
+    engine: &Arc<crate::query::QueryEngine>,
+    caller: &Principal,
+    table: &str,
+    clause: Clause,
+    value: Value,
+) -> Result<LogicalPlan, QueryError> {
+    let ctx = crate::query::session_with(engine, caller, &Default::default())?;
+    let mut doc = serde_json::Map::new();
+    doc.insert(Clause::From.word().into(), Value::from(table));
+    doc.insert(clause.word().into(), value);
+    compile(&ctx, &Value::Object(doc)).await
+}
+
 /// The SQL text of one DSL expression over `table`'s columns, per row
 /// (an aggregate is refused), for callers that plan it inside SQL of
 /// their own (pipeline operators). Errors name the place under `select`.
@@ -219,14 +234,8 @@ pub async fn expr_sql(
     table: &str,
     expr: &Value,
 ) -> Result<String, QueryError> {
-    let ctx = crate::query::session_with(engine, caller, &Default::default())?;
-    let mut doc = serde_json::Map::new();
-    doc.insert(Clause::From.word().into(), Value::from(table));
-    doc.insert(
-        Clause::Select.word().into(),
-        Value::Array(vec![expr.clone()]),
-    );
-    let plan = compile(&ctx, &Value::Object(doc)).await?;
+    let select = Value::Array(vec![expr.clone()]);
+    let plan = compile_clause(engine, caller, table, Clause::Select, select).await?;
     let mut found = None;
     let mut aggregate = false;
     plan.apply(|node| {
@@ -272,12 +281,7 @@ pub async fn where_sql(
     table: &str,
     condition: &Value,
 ) -> Result<String, QueryError> {
-    let ctx = crate::query::session_with(engine, caller, &Default::default())?;
-    let mut doc = serde_json::Map::new();
-    doc.insert(Clause::From.word().into(), Value::from(table));
-    doc.insert(Clause::Where.word().into(), condition.clone());
-    let doc = Value::Object(doc);
-    let plan = compile(&ctx, &doc).await?;
+    let plan = compile_clause(engine, caller, table, Clause::Where, condition.clone()).await?;
     let mut predicate = None;
     plan.apply(|node| {
         if let LogicalPlan::Filter(filter) = node {
