@@ -183,11 +183,13 @@ impl Database {
             })?;
             {
                 let mut reg = table.registry.lock();
+                // By name: a record written before a fixed column existed
+                // has fewer of them.
                 for field in batch
                     .schema()
                     .fields()
                     .iter()
-                    .skip(crate::schema::FIXED_COLUMNS.len())
+                    .filter(|f| !crate::schema::FIXED_COLUMNS.contains(&f.name().as_str()))
                 {
                     let ok = ColumnKind::from_data_type(field.data_type())
                         .is_some_and(|kind| reg.adopt(field.name(), kind));

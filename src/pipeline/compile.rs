@@ -334,7 +334,6 @@ async fn culprit(ctx: &SessionContext, op: &Operator) -> Option<String> {
         return None;
     };
     for (name, expr) in fields {
-        let expr = expr.sql().ok()?;
         let sql = format!(
             "SELECT ({expr}) AS {} FROM {INPUT_SCHEMA}.{INPUT_TABLE}",
             quote(name)
@@ -373,7 +372,6 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     match op {
         Operator::Filter { condition } => {
-            let condition = condition.sql()?;
             if condition.trim().is_empty() {
                 return Err("where: the condition is empty".into());
             }
@@ -401,13 +399,13 @@ fn statement(op: &Operator, schema: &SchemaRef) -> std::result::Result<String, S
                     continue;
                 }
                 match fields.get(*name) {
-                    Some(expr) => select.push(format!("({}) AS {}", expr.sql()?, quote(name))),
+                    Some(expr) => select.push(format!("({expr}) AS {}", quote(name))),
                     None => select.push(quote(name)),
                 }
             }
             for (name, expr) in fields {
                 if !names.contains(&name.as_str()) {
-                    select.push(format!("({}) AS {}", expr.sql()?, quote(name)));
+                    select.push(format!("({expr}) AS {}", quote(name)));
                 }
             }
             Ok(format!("SELECT {} {from}", select.join(", ")))

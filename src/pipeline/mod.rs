@@ -34,13 +34,13 @@ pub enum Operator {
     /// Keeps the events for which `where` is true.
     Filter {
         #[serde(rename = "where")]
-        condition: Condition,
+        condition: String,
     },
     /// Sets fields (new ones, or existing ones changed) from expressions,
     /// and drops others.
     Map {
         #[serde(default)]
-        fields: IndexMap<String, Condition>,
+        fields: IndexMap<String, String>,
         #[serde(default)]
         drop: Vec<String>,
     },
@@ -101,27 +101,6 @@ pub enum Operator {
 
 fn four() -> u32 {
     4
-}
-
-/// A filter's condition or a map's expression: SQL text, or a DSL form
-/// (a JSON array such as `["=", "event_type", "order"]` or `["*",
-/// "amount", 100]`), which the service compiles to SQL over the source
-/// table when the pipeline is defined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Condition {
-    Sql(String),
-    Dsl(serde_json::Value),
-}
-
-impl Condition {
-    /// The SQL text; a DSL form must have been compiled first.
-    pub fn sql(&self) -> Result<&str, String> {
-        match self {
-            Condition::Sql(sql) => Ok(sql),
-            Condition::Dsl(_) => Err("a DSL form is compiled to SQL before planning".into()),
-        }
-    }
 }
 
 fn one_second() -> String {

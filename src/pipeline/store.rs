@@ -413,7 +413,7 @@ mod tests {
                 start: None,
             },
             operators: vec![Operator::Filter {
-                condition: crate::pipeline::Condition::Sql("true".into()),
+                condition: "true".into(),
             }],
             sink: Sink {
                 table: "out".into(),

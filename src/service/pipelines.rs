@@ -14,8 +14,8 @@ use crate::auth::{Principal, Role};
 use crate::ids::{GroupName, PipelineName, TableName};
 use crate::pipeline::store::AddError;
 use crate::pipeline::{
-    Backpressure, Chain, Condition, MAX_BUFFERED_EVENTS, MAX_OPERATORS, Operator, OperatorCounters,
-    Pipeline, Sink, Source, Spec, Status,
+    Backpressure, Chain, MAX_BUFFERED_EVENTS, MAX_OPERATORS, Operator, OperatorCounters, Pipeline,
+    Sink, Source, Spec, Status,
 };
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
@@ -29,8 +29,10 @@ pub struct CreatePipeline {
     #[serde(default = "first_version")]
     pub version: u32,
     pub source: Source,
+    /// The operators as sent: each is read once its DSL forms are
+    /// compiled to SQL ([`Service::operators_of`]).
     #[serde(default)]
-    pub operators: Vec<Operator>,
+    pub operators: Vec<serde_json::Value>,
     pub sink: Sink,
     #[serde(default)]
     pub backpressure: Backpressure,
@@ -227,7 +229,8 @@ impl Service {
             )));
         }
         check_backpressure(&request.backpressure)?;
-        self.compile_conditions(caller, &source, &mut request.operators)
+        let operators = self
+            .operators_of(caller, &source, std::mem::take(&mut request.operators))
             .await?;
         let old = self.pipelines.get(&caller.tenant, &name);
         if let Some(old) = &old
@@ -248,8 +251,7 @@ impl Service {
         };
         let table = self.table_of(caller, &source)?;
         let input = self.source_schema(caller, &source).await?;
-        self.plan_chain(caller, input, request.operators.clone())
-            .await?;
+        self.plan_chain(caller, input, operators.clone()).await?;
         let position_of = |start: &Start| match start {
             Start::Earliest => Some(0),
             Start::Now => Some(table.highest_position()),
@@ -262,7 +264,7 @@ impl Service {
             id: uuid::Uuid::now_v7(),
             created_ms: chrono::Utc::now().timestamp_millis(),
             source: request.source,
-            operators: request.operators,
+            operators,
             sink: request.sink,
             backpressure: request.backpressure,
         };
@@ -384,16 +386,22 @@ impl Service {
         }
     }
 
-    /// `operators` with each DSL form (a filter's condition, a map's
-    /// fields) compiled to SQL over the source table.
-    async fn compile_conditions(
+    /// The operators of a definition, each read after its DSL forms (a
+    /// JSON array where an expression goes) are compiled to SQL over the
+    /// source table, so that the pipeline keeps and plans SQL only.
+    async fn operators_of(
         &self,
         caller: &Principal,
         source: &TableName,
-        operators: &mut [Operator],
-    ) -> Result<()> {
-        for (i, op) in operators.iter_mut().enumerate() {
-            let kind = op.kind();
+        raw: Vec<serde_json::Value>,
+    ) -> Result<Vec<Operator>> {
+        let mut operators = Vec::with_capacity(raw.len());
+        for (i, mut op) in raw.into_iter().enumerate() {
+            let kind = op
+                .get("op")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let located = |place: &str, e: crate::dsl::QueryError| {
                 let e = Error::from(e);
                 Error::new(
@@ -401,31 +409,44 @@ impl Service {
                     format!("operators[{i}] ({kind}): {place}: {}", e.message),
                 )
             };
-            match op {
-                Operator::Filter { condition } => {
-                    if let Condition::Dsl(dsl) = condition {
-                        let sql =
-                            crate::dsl::where_sql(&self.queries, caller, source.as_str(), dsl)
-                                .await
-                                .map_err(|e| located("where", e))?;
-                        *condition = Condition::Sql(sql);
+            // Where each operator takes expressions: one field, or each
+            // value of a map; a filter's is a condition.
+            let (field, each) = match kind.as_str() {
+                "filter" => ("where", false),
+                "map" => ("fields", true),
+                "flat_map" => ("array", false),
+                "deduplicate" | "throttle" | "partition" => ("key", false),
+                "window" | "batch" => ("key", true),
+                "enrich" => ("on", true),
+                _ => ("", false),
+            };
+            let mut places: Vec<(String, &mut serde_json::Value)> = Vec::new();
+            match (op.get_mut(field), each) {
+                (Some(serde_json::Value::Object(map)), true) => {
+                    for (name, value) in map.iter_mut() {
+                        places.push((format!("{field}.{name}"), value));
                     }
                 }
-                Operator::Map { fields, .. } => {
-                    for (name, expr) in fields.iter_mut() {
-                        if let Condition::Dsl(dsl) = expr {
-                            let sql =
-                                crate::dsl::expr_sql(&self.queries, caller, source.as_str(), dsl)
-                                    .await
-                                    .map_err(|e| located(&format!("fields.{name}"), e))?;
-                            *expr = Condition::Sql(sql);
-                        }
-                    }
-                }
+                (Some(value), false) => places.push((field.to_string(), value)),
                 _ => {}
             }
+            for (place, value) in places {
+                if !value.is_array() {
+                    continue;
+                }
+                let table = source.as_str();
+                let sql = match kind.as_str() {
+                    "filter" => crate::dsl::where_sql(&self.queries, caller, table, value).await,
+                    _ => crate::dsl::expr_sql(&self.queries, caller, table, value).await,
+                }
+                .map_err(|e| located(&place, e))?;
+                *value = serde_json::Value::String(sql);
+            }
+            let op: Operator = serde_json::from_value(op)
+                .map_err(|e| Error::invalid(format!("operators[{i}]: {e}")))?;
+            operators.push(op);
         }
-        Ok(())
+        Ok(operators)
     }
 
     /// The chain of existing pipelines by which events written into

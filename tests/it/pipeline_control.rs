@@ -374,6 +374,39 @@ fn filters_and_maps_may_be_dsl_forms() {
         "{}",
         r.error()
     );
+    // Keys in DSL forms make the same pipeline as in SQL.
+    let keyed = |name: &str, dsl: bool| {
+        let form = |sql: &str, dsl_form: Value| if dsl { dsl_form } else { json!(sql) };
+        json!({
+            "name": name,
+            "source": {"table": "events"},
+            "operators": [
+                {"op": "partition", "key": form("amount % 3", json!(["%", "amount", 3])), "workers": 2},
+                {"op": "deduplicate", "key": form("amount % 50", json!(["%", "amount", 50])), "within": "1h"},
+                {"op": "window", "kind": "count", "size": "2",
+                 "key": {"bucket": form("amount % 4", json!(["%", "amount", 4]))},
+                 "aggregates": {"n": "count(*)", "total": "sum(amount)"}},
+            ],
+            "sink": {"table": format!("{name}_out")},
+        })
+    };
+    for (name, dsl) in [("keyed_sql", false), ("keyed_dsl", true)] {
+        let r = create(&s, keyed(name, dsl));
+        assert_eq!(r.status, 201, "{}", r.text());
+        caught_up(&s, name);
+    }
+    let out = |name: &str| {
+        format!(
+            "SELECT entity_id, bucket, n, total, window_start, window_end FROM {name}_out ORDER BY position"
+        )
+    };
+    assert!(
+        s.scalar("SELECT count(*) FROM keyed_sql_out")
+            .as_u64()
+            .unwrap()
+            > 5
+    );
+    same_rows(&s, &out("keyed_dsl"), &out("keyed_sql"));
     let r = create(
         &s,
         json!({"name": "bad", "source": {"table": "events"}, "sink": {"table": "o"},
