@@ -28,6 +28,7 @@ mod pipeline_windows;
 mod pipelines;
 mod positions;
 mod power_loss;
+mod projection_versions;
 mod projections;
 mod query_bounds;
 mod reliability;

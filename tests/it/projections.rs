@@ -17,7 +17,7 @@ const USER_STATS: &str = "SELECT entity_id, count(*) AS events, \
 
 /// `n` events from a seeded generator: amounts in quarters, so that every
 /// sum is exact whatever the order of the additions.
-fn round(seed: u64, n: usize) -> Value {
+pub(crate) fn round(seed: u64, n: usize) -> Value {
     let mut next = seeded(seed);
     let types = ["order", "view", "noise", "signup"];
     let plans = ["free", "pro", "team"];
@@ -55,7 +55,7 @@ fn caught_up(s: &TestServer, name: &str) {
     });
 }
 
-fn state(s: &TestServer, path: &str) -> Vec<Value> {
+pub(crate) fn state(s: &TestServer, path: &str) -> Vec<Value> {
     let r = s.get(path);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.headers.contains_key("x-allsource-position"));
