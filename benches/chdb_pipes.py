@@ -14,22 +14,11 @@ Usage:
 """
 
 import json
-import shutil
 import sys
-import tempfile
-import time
 
-from chdb import session
+from chdb_bench import close, fill, insert_rate, open_db, timed_rate
 
-ENTITIES = 10_000
-
-
-def rows(first, n):
-    return f"""SELECT ['page_view', 'click', 'signup', 'purchase', 'search', 'logout'][number % 6 + 1] AS event_type,
-          concat('u', toString(cityHash64(number) % {ENTITIES})) AS entity_id,
-          toDateTime64('2026-01-01 00:00:00', 3) + number AS ts,
-          (cityHash64(number, 1) % 100000) / 100 AS amount, number AS seq
-          FROM numbers({first}, {n})"""
+KINDS = ["page_view", "click", "signup", "purchase", "search", "logout"]
 
 
 def view_select(i):
@@ -46,42 +35,22 @@ def out_table(name):
     )
 
 
-def open_db():
-    path = tempfile.mkdtemp()
-    s = session.Session(path)
-    s.query("CREATE DATABASE IF NOT EXISTS b")
-    s.query(
-        "CREATE TABLE b.events (event_type String, entity_id String, ts DateTime64(3), "
-        "amount Float64, seq UInt64) ENGINE = MergeTree ORDER BY (entity_id, ts)"
-    )
-    return s, path
-
-
 def ingest(views, batches, batch):
     s, path = open_db()
     for i in range(views):
         s.query(out_table(f"out{i}"))
         s.query(f"CREATE MATERIALIZED VIEW b.v{i} TO b.out{i} AS {view_select(i)}")
-    t = time.perf_counter()
-    for i in range(batches):
-        s.query(f"INSERT INTO b.events {rows(i * batch, batch)}")
-    out = {"rate": batches * batch / (time.perf_counter() - t)}
-    s.close()
-    shutil.rmtree(path, ignore_errors=True)
+    out = {"rate": insert_rate(s, batches, batch, KINDS)}
+    close(s, path)
     return out
 
 
 def backfill(n):
     s, path = open_db()
-    step = 1_000_000
-    for first in range(0, n, step):
-        s.query(f"INSERT INTO b.events {rows(first, min(step, n - first))}")
+    fill(s, n, KINDS)
     s.query(out_table("out"))
-    t = time.perf_counter()
-    s.query(f"INSERT INTO b.out {view_select(0)}")
-    out = {"rate": n / (time.perf_counter() - t)}
-    s.close()
-    shutil.rmtree(path, ignore_errors=True)
+    out = {"rate": timed_rate(s, f"INSERT INTO b.out {view_select(0)}", n)}
+    close(s, path)
     return out
 
 

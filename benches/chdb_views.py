@@ -17,39 +17,18 @@ Usage:
 
 import json
 import random
-import shutil
 import sys
-import tempfile
 import time
 
-from chdb import session
+from chdb_bench import ENTITIES, close, fill, insert_rate, open_db, timed_rate
 
-ENTITIES = 10_000
-
-
-def rows(first, n):
-    return f"""SELECT ['page_view', 'click', 'signup', 'purchase', 'noise'][number % 5 + 1] AS event_type,
-          concat('u', toString(cityHash64(number) % {ENTITIES})) AS entity_id,
-          toDateTime64('2026-01-01 00:00:00', 3) + number AS ts,
-          (cityHash64(number, 1) % 100000) / 100 AS amount, number AS seq
-          FROM numbers({first}, {n})"""
+KINDS = ["page_view", "click", "signup", "purchase", "noise"]
 
 
 def view_select(i):
     return f"""SELECT entity_id, countState() AS events, sumState(amount) AS total,
           maxState(amount) AS top, uniqExactState(event_type) AS kinds
           FROM b.events WHERE event_type != 'x{i}' GROUP BY entity_id"""
-
-
-def open_db():
-    path = tempfile.mkdtemp()
-    s = session.Session(path)
-    s.query("CREATE DATABASE IF NOT EXISTS b")
-    s.query(
-        "CREATE TABLE b.events (event_type String, entity_id String, ts DateTime64(3), "
-        "amount Float64, seq UInt64) ENGINE = MergeTree ORDER BY (entity_id, ts)"
-    )
-    return s, path
 
 
 def pct(values, p):
@@ -64,10 +43,7 @@ def ingest(views, batches, batch):
             f"CREATE MATERIALIZED VIEW b.v{i} ENGINE = AggregatingMergeTree "
             f"ORDER BY entity_id AS {view_select(i)}"
         )
-    t = time.perf_counter()
-    for i in range(batches):
-        s.query(f"INSERT INTO b.events {rows(i * batch, batch)}")
-    out = {"rate": batches * batch / (time.perf_counter() - t)}
+    out = {"rate": insert_rate(s, batches, batch, KINDS)}
     if views:
         rng = random.Random(7)
         times = []
@@ -82,26 +58,20 @@ def ingest(views, batches, batch):
             times.append(time.perf_counter() - t)
         out["lookup_p50"] = pct(times, 0.5)
         out["lookup_p99"] = pct(times, 0.99)
-    s.close()
-    shutil.rmtree(path, ignore_errors=True)
+    close(s, path)
     return out
 
 
 def rebuild(n):
     s, path = open_db()
-    step = 1_000_000
-    for first in range(0, n, step):
-        s.query(f"INSERT INTO b.events {rows(first, min(step, n - first))}")
+    fill(s, n, KINDS)
     s.query(
         "CREATE TABLE b.state (entity_id String, events AggregateFunction(count), "
         "total AggregateFunction(sum, Float64), top AggregateFunction(max, Float64), "
         "kinds AggregateFunction(uniqExact, String)) ENGINE = AggregatingMergeTree ORDER BY entity_id"
     )
-    t = time.perf_counter()
-    s.query(f"INSERT INTO b.state {view_select(0)}")
-    out = {"rate": n / (time.perf_counter() - t)}
-    s.close()
-    shutil.rmtree(path, ignore_errors=True)
+    out = {"rate": timed_rate(s, f"INSERT INTO b.state {view_select(0)}", n)}
+    close(s, path)
     return out
 
 

@@ -44,69 +44,12 @@ fn pipeline(name: &str, i: usize, start: &str) -> Value {
     })
 }
 
-struct Api {
-    http: reqwest::blocking::Client,
-    base: String,
-}
-
-impl Api {
-    fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-
-    fn create(&self, body: Value) {
-        let r = self
-            .http
-            .post(format!("{}/v1/pipelines", self.base))
-            .json(&body)
-            .send()
-            .unwrap();
-        let status = r.status().as_u16();
-        assert_eq!(status, 201, "{}", r.text().unwrap());
-    }
-
-    fn highest(&self) -> u64 {
-        let (status, text) = post_sql(
-            &self.http,
-            &self.base,
-            "SELECT max(position) AS p FROM events",
-        );
-        if status != 200 {
-            return 0;
-        }
-        let rows: Value = serde_json::from_str(&text).unwrap();
-        rows[0]["p"].as_u64().unwrap_or(0)
-    }
-
-    /// Waits until every pipeline has run the whole table.
-    fn caught_up(&self) {
-        let highest = self.highest();
-        loop {
-            let list = self.get("/v1/pipelines");
-            let all = list["pipelines"].as_array().unwrap();
-            assert!(all.iter().all(|p| p["status"] == "running"), "{list}");
-            if all.iter().all(|p| p["position"].as_u64() == Some(highest)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 fn main() {
     let requests: usize = arg("--requests", 300);
     let seconds: f64 = arg("--seconds", 10.0);
     let tmp = tempfile::tempdir().unwrap();
     let server = BenchServer::start(tmp.path(), &[]);
-    let api = Api {
-        http: reqwest::blocking::Client::new(),
-        base: server.base.clone(),
-    };
+    let api = Readers::new(&server.base, "pipelines");
     let url = format!("{}/v1/events", server.base);
     let bodies = Arc::new(
         (0..64)
@@ -115,53 +58,25 @@ fn main() {
     );
 
     // 1. Ingest with 0, 1 and 5 pipelines.
-    let (mut base_rate, mut chdb_base, mut defined) = (0.0, 0.0, 0);
-    for n in [0, 1, 5] {
-        while defined < n {
-            api.create(pipeline(&format!("p{defined}"), defined, "now"));
-            defined += 1;
-        }
-        let load = run_load(&url, bodies.clone(), BATCH, requests, 4, None);
-        let t = Instant::now();
-        if n > 0 {
-            api.caught_up();
-        }
-        let drain = t.elapsed();
-        let rate = load.rate();
-        let peer = python_json(
-            "chdb_pipes.py",
-            &[
-                "ingest".as_ref(),
-                n.to_string().as_ref(),
-                requests.to_string().as_ref(),
-                BATCH.to_string().as_ref(),
-            ],
-        );
-        let peer_rate = peer["rate"].as_f64().unwrap();
-        if n == 0 {
-            base_rate = rate;
-            chdb_base = peer_rate;
-        }
-        println!(
-            "{n} pipelines: {rate:.0} events/s ({:.2} of none; caught up {:.0} ms after the last ack) | chDB, {n} views into tables: {peer_rate:.0} rows/s ({:.2} of none)",
-            rate / base_rate,
-            drain.as_secs_f64() * 1e3,
-            peer_rate / chdb_base
-        );
-    }
-    for i in 1..defined {
-        let r = api
-            .http
-            .delete(format!("{}/v1/pipelines/p{i}", server.base))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 204);
-    }
+    let run = IngestCost {
+        url: &url,
+        bodies: bodies.clone(),
+        batch: BATCH,
+        requests,
+        script: "chdb_pipes.py",
+        peer: "views into tables",
+    };
+    let base_rate = ingest_cost(
+        &api,
+        &[0, 1, 5],
+        |i| pipeline(&format!("p{i}"), i, "now"),
+        &run,
+    );
 
     // 2. Throughput over the whole table.
     let events = api.highest();
     let t = Instant::now();
-    api.create(pipeline("history", 99, "earliest"));
+    api.define(pipeline("history", 99, "earliest"), 201);
     loop {
         let info = api.get("/v1/pipelines/history");
         assert_eq!(info["status"], "running", "{info}");
@@ -183,15 +98,7 @@ fn main() {
         events as f64 / took,
         events as f64 / took / peer_rate
     );
-    assert_eq!(
-        api.http
-            .delete(format!("{}/v1/pipelines/history", server.base))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16(),
-        204
-    );
+    api.delete("history");
 
     // 3. End-to-end latency with one pipeline at half the rate it keeps
     // up with: half the maximum ingest, or half its throughput over

@@ -26,7 +26,7 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,65 +39,12 @@ fn projection_query(i: usize) -> String {
     )
 }
 
-struct Api {
-    http: reqwest::blocking::Client,
-    base: String,
-}
-
-impl Api {
-    fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-
-    fn post(&self, path: &str, body: Value) -> u16 {
-        self.http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    fn highest(&self) -> u64 {
-        let sql = "SELECT max(position) AS p FROM events";
-        // No table before the first event.
-        let (status, text) = post_sql(&self.http, &self.base, sql);
-        if status != 200 {
-            return 0;
-        }
-        let rows: Value = serde_json::from_str(&text).unwrap();
-        rows[0]["p"].as_u64().unwrap_or(0)
-    }
-
-    /// Waits until every projection has folded the whole table.
-    fn caught_up(&self) {
-        let highest = self.highest();
-        loop {
-            let list = self.get("/v1/projections");
-            let all = list["projections"].as_array().unwrap();
-            if all.iter().all(|p| p["position"].as_u64() == Some(highest)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 fn main() {
     let requests: usize = arg("--requests", 300);
     let seconds: f64 = arg("--seconds", 10.0);
     let tmp = tempfile::tempdir().unwrap();
     let server = BenchServer::start(tmp.path(), &[]);
-    let api = Api {
-        http: reqwest::blocking::Client::new(),
-        base: server.base.clone(),
-    };
+    let api = Readers::new(&server.base, "projections");
     let url = format!("{}/v1/events", server.base);
     let bodies = Arc::new(
         (0..64)
@@ -106,50 +53,20 @@ fn main() {
     );
 
     // 1. Ingest with 0, 1, 5 and 20 projections.
-    let mut base_rate = 0.0;
-    let mut chdb_base = 0.0;
-    let mut defined = 0;
-    for n in [0, 1, 5, 20] {
-        while defined < n {
-            let body = json!({"name": format!("p{defined}"), "query": projection_query(defined)});
-            assert_eq!(api.post("/v1/projections", body), 201);
-            defined += 1;
-        }
-        api.caught_up();
-        let load = run_load(&url, bodies.clone(), BATCH, requests, 4, None);
-        let t = Instant::now();
-        api.caught_up();
-        let drain = t.elapsed();
-        let rate = load.rate();
-        let peer = python_json(
-            "chdb_views.py",
-            &[
-                "ingest".as_ref(),
-                n.to_string().as_ref(),
-                requests.to_string().as_ref(),
-                BATCH.to_string().as_ref(),
-            ],
-        );
-        let peer_rate = peer["rate"].as_f64().unwrap();
-        if n == 0 {
-            base_rate = rate;
-            chdb_base = peer_rate;
-        }
-        println!(
-            "{n:>2} projections: {rate:.0} events/s ({:.2} of none; caught up {:.0} ms after the last ack) | chDB, {n} views: {peer_rate:.0} rows/s ({:.2} of none)",
-            rate / base_rate,
-            drain.as_secs_f64() * 1e3,
-            peer_rate / chdb_base
-        );
-    }
-    for i in 1..defined {
-        let r = api
-            .http
-            .delete(format!("{}/v1/projections/p{i}", server.base))
-            .send()
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 204);
-    }
+    let run = IngestCost {
+        url: &url,
+        bodies: bodies.clone(),
+        batch: BATCH,
+        requests,
+        script: "chdb_views.py",
+        peer: "views",
+    };
+    let base_rate = ingest_cost(
+        &api,
+        &[0, 1, 5, 20],
+        |i| json!({"name": format!("p{i}"), "query": projection_query(i)}),
+        &run,
+    );
 
     // 2. Lag with one projection at half the maximum rate.
     let rate = base_rate / 2.0;
@@ -216,7 +133,7 @@ fn main() {
     let events = api.highest();
     let created = api.get("/v1/projections/p0")["created_ms"].clone();
     let t = Instant::now();
-    assert_eq!(api.post("/v1/projections/p0/rebuild", json!({})), 202);
+    assert_eq!(api.post("/v1/projections/p0/rebuild", json!({})).0, 202);
     loop {
         let info = api.get("/v1/projections/p0");
         if info["created_ms"] != created && info.get("next").is_none() {
@@ -247,11 +164,7 @@ fn main() {
         let t = Instant::now();
         let server = BenchServer::start(&dir, &["--projection-snapshot-interval", "0"]);
         let ready = t.elapsed();
-        let api = Api {
-            http: reqwest::blocking::Client::new(),
-            base: server.base.clone(),
-        };
-        api.caught_up();
+        Readers::new(&server.base, "projections").caught_up();
         println!(
             "start-up with a projection over {events} events, {label}: ready in {:.2} s, caught up in {:.2} s",
             ready.as_secs_f64(),

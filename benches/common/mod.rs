@@ -2,6 +2,11 @@
 
 #![allow(dead_code)]
 
+mod readers;
+// Not every bench uses them.
+#[allow(unused_imports)]
+pub(crate) use readers::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
