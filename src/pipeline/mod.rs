@@ -263,6 +263,11 @@ pub(crate) fn column_as(
     Ok(arrow::compute::cast(column, to)?)
 }
 
+/// How many rows `batches` hold.
+pub fn rows_of(batches: &[arrow::array::RecordBatch]) -> u64 {
+    batches.iter().map(|b| b.num_rows() as u64).sum()
+}
+
 /// Most operators one pipeline may have.
 pub const MAX_OPERATORS: usize = 32;
 

@@ -2,11 +2,11 @@
 //! and after a partition operator, the rest in one task per worker, in
 //! parallel, each with the state of its own events.
 
-use super::StoredState;
 use super::compile::{Chain, Shared, Work, with_input};
 use super::limit::LimitState;
 use super::partition::merge;
 use super::window::WindowState;
+use super::{StoredState, rows_of};
 use arrow::array::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use std::ops::Range;
@@ -47,10 +47,6 @@ impl StageRun {
         self.dropped += other.dropped;
         self.nanos += other.nanos;
     }
-}
-
-fn rows_of(batches: &[RecordBatch]) -> u64 {
-    batches.iter().map(|b| b.num_rows() as u64).sum()
 }
 
 impl Shared {

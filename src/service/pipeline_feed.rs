@@ -18,7 +18,7 @@ use super::subscribe::{Subscription, last_position};
 use super::{Error, Result, Service};
 use crate::auth::Principal;
 use crate::ids::TableName;
-use crate::pipeline::{Backpressure, MAX_SKIPPED_RANGES, Pipeline};
+use crate::pipeline::{Backpressure, MAX_SKIPPED_RANGES, Pipeline, rows_of};
 use arrow::array::RecordBatch;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,10 +32,6 @@ const WAIT: Duration = Duration::from_secs(5);
 /// one micro-batch: each micro-batch costs a synced sink write and a
 /// synced progress write, so a backlog goes faster in large ones.
 const GATHER_EVENTS: u64 = 32_768;
-
-fn rows_of(batches: &[RecordBatch]) -> u64 {
-    batches.iter().map(|b| b.num_rows() as u64).sum()
-}
 
 /// The next events of `subscription`, waiting up to [`WAIT`] for the
 /// first and then taking what is already there, up to [`GATHER_EVENTS`].

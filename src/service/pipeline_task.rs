@@ -145,7 +145,7 @@ impl Service {
         upto: u64,
     ) -> Result<()> {
         let Planned { chain, state } = plan;
-        let read: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let read = crate::pipeline::rows_of(&batches);
         let Some(first) = batches.first().map(RecordBatch::schema) else {
             return pipeline
                 .update(|p| p.position = Some(upto))

@@ -58,6 +58,18 @@ fn check_backpressure(b: &Backpressure) -> Result<()> {
     }
 }
 
+/// The name of `sink`'s subscription, if it has one.
+fn sink_group(sink: &Sink) -> Result<Option<GroupName>> {
+    sink.subscription
+        .as_deref()
+        .map(|name| {
+            name.parse().map_err(|e: crate::ids::InvalidName| {
+                Error::invalid(format!("sink.subscription: {e}"))
+            })
+        })
+        .transpose()
+}
+
 fn first_version() -> u32 {
     1
 }
@@ -191,7 +203,7 @@ impl Service {
     pub async fn create_pipeline(
         self: &Arc<Self>,
         caller: &Principal,
-        request: CreatePipeline,
+        mut request: CreatePipeline,
     ) -> Result<PipelineInfo> {
         caller.require(Role::Writer, "create pipelines")?;
         let name = name_of(&request.name)?;
@@ -204,7 +216,6 @@ impl Service {
                 request.operators.len()
             )));
         }
-        let mut request = request;
         if request.sink.table.is_empty() {
             match &request.sink.subscription {
                 Some(name) => request.sink.table = name.clone(),
@@ -335,12 +346,9 @@ impl Service {
     /// Refuses a sink subscription whose name is taken by one on another
     /// table.
     fn check_sink_subscription(&self, caller: &Principal, sink: &Sink) -> Result<()> {
-        let Some(name) = &sink.subscription else {
+        let Some(name) = sink_group(sink)? else {
             return Ok(());
         };
-        let name: GroupName = name.parse().map_err(|e: crate::ids::InvalidName| {
-            Error::invalid(format!("sink.subscription: {e}"))
-        })?;
         match self.db.groups().get(&caller.tenant, &name) {
             Some(group) if group.def.table != sink.table => Err(Error::new(
                 Kind::Conflict,
@@ -362,12 +370,9 @@ impl Service {
         tenant: &crate::ids::TenantId,
         sink: &Sink,
     ) -> Result<Option<GroupName>> {
-        let Some(name) = &sink.subscription else {
+        let Some(name) = sink_group(sink)? else {
             return Ok(None);
         };
-        let name: GroupName = name.parse().map_err(|e: crate::ids::InvalidName| {
-            Error::invalid(format!("sink.subscription: {e}"))
-        })?;
         if self.db.groups().get(tenant, &name).is_some() {
             return Ok(None);
         }
