@@ -151,24 +151,20 @@ impl Service {
                 .update(|p| p.position = Some(upto))
                 .map_err(|e| Error::new(Kind::Unavailable, format!("storing its progress: {e}")));
         };
-        // Planned again when the source has columns the plan lacks.
-        let fits = |c: &Chain| {
+        // Whether `schema` has every column of the micro-batch: the plan
+        // is made again when the source has columns it lacks.
+        let covers = |schema: &arrow::datatypes::SchemaRef| {
             batches.iter().all(|b| {
                 b.schema()
                     .fields()
                     .iter()
-                    .all(|f| c.input().field_with_name(f.name()).is_ok())
+                    .all(|f| schema.field_with_name(f.name()).is_ok())
             })
         };
-        if !chain.as_ref().is_some_and(fits) {
+        if !chain.as_ref().is_some_and(|c| covers(c.input())) {
             let source = table_name("source.table", &pipeline.spec.source.table)?;
             let mut input = self.source_schema(caller, &source).await?;
-            if !batches.iter().all(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .all(|f| input.field_with_name(f.name()).is_ok())
-            }) {
+            if !covers(&input) {
                 input = first;
             }
             *chain = Some(loop {
