@@ -164,6 +164,29 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_PIPELINES", default_value_t = 32)]
     pub max_pipelines: usize,
 
+    /// Tables one tenant may govern with schemas and rules
+    /// (`/v1/schemas`); more get 429.
+    #[arg(long, env = "ALLSOURCE_MAX_GOVERNED_TABLES", default_value_t = 64)]
+    pub max_governed_tables: usize,
+
+    /// Schema versions one event type of a table may have; more get 429.
+    #[arg(long, env = "ALLSOURCE_MAX_SCHEMA_VERSIONS", default_value_t = 64)]
+    pub max_schema_versions: usize,
+
+    /// Validation rules one table may have over its event types' latest
+    /// versions (each field check and each SQL rule counts one); more get
+    /// 429.
+    #[arg(long, env = "ALLSOURCE_MAX_VALIDATION_RULES", default_value_t = 256)]
+    pub max_validation_rules: usize,
+
+    /// Event types one table may have schemas for; more get 429.
+    #[arg(
+        long,
+        env = "ALLSOURCE_MAX_GOVERNED_EVENT_TYPES",
+        default_value_t = 256
+    )]
+    pub max_governed_event_types: usize,
+
     /// The most one projection's state may hold, in bytes (estimated: its
     /// keys and values). A projection that grows past it stops, with the
     /// reason in `GET /v1/projections/{name}`.
@@ -266,6 +289,10 @@ impl Default for Config {
             max_consumer_groups: 100,
             max_projections: 32,
             max_pipelines: 32,
+            max_governed_tables: 64,
+            max_schema_versions: 64,
+            max_validation_rules: 256,
+            max_governed_event_types: 256,
             max_projection_state_bytes: 256 << 20,
             projection_snapshot_interval: Duration::from_secs(60),
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,

@@ -103,6 +103,9 @@ pub const SUBSCRIPTIONS_DIR: &str = "subscriptions";
 /// and progress, one folder per tenant inside.
 pub const PIPELINES_DIR: &str = "pipelines";
 
+/// Where table schemas and rules are kept, under the data directory.
+pub const SCHEMAS_DIR: &str = "schemas";
+
 impl GroupName {
     /// Where the durable state of this subscription of `tenant` is kept,
     /// under `root` (the data directory's [`SUBSCRIPTIONS_DIR`]).

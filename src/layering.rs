@@ -35,6 +35,7 @@ pub(crate) const LAYERS: &[&str] = &[
     "audit",
     "query",
     "dsl",
+    "governance",
     "projection",
     "pipeline",
     "service",

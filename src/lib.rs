@@ -36,6 +36,7 @@ pub mod dsl;
 mod fault;
 #[cfg(test)]
 mod fuzz_tests;
+pub mod governance;
 pub mod ids;
 pub mod ingest;
 #[cfg(test)]

@@ -20,6 +20,11 @@ pub struct Metrics {
     pub ingest_requests: IntCounterVec,
     /// Bytes of ingest request bodies, by tenant.
     pub ingest_bytes: IntCounterVec,
+    /// Validation rules broken, by tenant, table, rule and mode (bounded
+    /// by the rules a table may have).
+    pub validation_violations: IntCounterVec,
+    /// Events refused for breaking a rule, by tenant and table.
+    pub validation_rejected: IntCounterVec,
     /// Ingest latency, request to acknowledgement.
     pub ingest_seconds: HistogramVec,
     /// WAL fdatasync latency.
@@ -210,6 +215,18 @@ pub fn get() -> &'static Metrics {
                 "allsource_ingest_bytes_total",
                 "Ingest body bytes",
                 &["tenant"],
+            ),
+            validation_violations: counter(
+                &r,
+                "allsource_validation_violations_total",
+                "Validation rules broken by ingested events",
+                &["tenant", "table", "rule", "mode"],
+            ),
+            validation_rejected: counter(
+                &r,
+                "allsource_validation_rejected_total",
+                "Events refused for breaking a validation rule",
+                &["tenant", "table"],
             ),
             ingest_seconds: histogram(
                 &r,

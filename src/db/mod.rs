@@ -17,6 +17,7 @@ mod backup;
 mod claims;
 pub mod groups;
 pub mod maintenance;
+pub mod schemas;
 pub mod sequence;
 pub mod spill;
 mod table;
@@ -57,6 +58,9 @@ pub enum Error {
     ShuttingDown,
     #[error(transparent)]
     Conflict(sequence::Conflict),
+    /// Events broke their table's rules; nothing was stored.
+    #[error("{}", .0.summary())]
+    Rejected(Box<crate::schema::governed::Violations>),
     #[error("{0}")]
     VersionUnavailable(String),
     #[error(transparent)]
@@ -82,6 +86,8 @@ pub struct IngestOutcome {
     /// a retry, those of the stored original). `None` for a retry of an
     /// event stored before positions existed.
     pub stamps: Vec<Option<crate::dedup::Stamp>>,
+    /// The `warn` rules the stored events broke.
+    pub warnings: Option<crate::schema::governed::Violations>,
 }
 
 impl IngestOutcome {
@@ -120,6 +126,11 @@ pub struct Database {
     clock: Arc<dyn Clock>,
     /// The memory and spill space compaction's sorts run in.
     rewriter: maintenance::Rewriter,
+    /// Tables' schemas and rules, as stored.
+    schemas: schemas::SchemaStore,
+    /// The compiled rules of governed tables, run on every batch built
+    /// for them.
+    checks: schemas::Checks,
 }
 
 impl Database {
@@ -135,6 +146,8 @@ impl Database {
             maintenance::SettingsStore::load(config.data_dir.join("table-settings.json"));
         let groups = groups::GroupStore::load(config.data_dir.join(crate::ids::SUBSCRIPTIONS_DIR))
             .map_err(|e| Error::Internal(format!("cannot load subscriptions: {e}")))?;
+        let schemas = schemas::SchemaStore::load(config.data_dir.join(crate::ids::SCHEMAS_DIR))
+            .map_err(|e| Error::Internal(format!("cannot load table schemas: {e}")))?;
         let storage = Storage::new(&config)?;
         let rewriter = maintenance::Rewriter::new(&config)?;
         let mut tables = BTreeMap::new();
@@ -168,6 +181,8 @@ impl Database {
             groups,
             clock,
             rewriter,
+            schemas,
+            checks: Default::default(),
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -214,6 +229,11 @@ impl Database {
         if replayed > 0 {
             tracing::info!(events = replayed, "replayed events from the WAL");
         }
+        for (tenant, name, gov) in db.schemas.all() {
+            db.govern_table(&tenant, &name, &gov)
+                .await
+                .map_err(|e| Error::Internal(format!("table {tenant}.{name}: {e}")))?;
+        }
         let tables: Vec<_> = db.tables.read().values().cloned().collect();
         for t in tables {
             t.restore_dedup(db.config.dedup_window, db.config.dedup_capacity)
@@ -222,7 +242,11 @@ impl Database {
         Ok(db)
     }
 
-    async fn load_table(&self, tenant: &TenantId, name: &TableName) -> Result<Arc<Table>> {
+    pub(crate) async fn load_table(
+        &self,
+        tenant: &TenantId,
+        name: &TableName,
+    ) -> Result<Arc<Table>> {
         let table = Arc::new(open_table(&self.storage, &self.config, tenant, name).await?);
         // Two requests may create the same new table at once: the first
         // one in wins, the other's handle is dropped before it holds data.

@@ -5,7 +5,9 @@ use super::claims::Claims;
 use super::sequence::{self, Stamps};
 use super::{Database, Error, IngestOutcome, Result, Table, encode_ipc, now_micros};
 use crate::ids::{TableName, TenantId, WalSeq};
-use crate::ingest::{self, Event, ExpectedVersion};
+use crate::ingest::{self, BatchCheck, Event, ExpectedVersion, Facts};
+use crate::schema::RegistryMark;
+use crate::schema::governed::Violations;
 use crate::wal;
 use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
@@ -80,27 +82,37 @@ impl Database {
             .filter(|(_, k)| !**k)
             .filter_map(|(e, _)| e.event_id.clone())
             .collect();
-        let stamps = match accepted {
-            0 => None,
+        let check = self.check_of(tenant, name);
+        let (stamps, warnings) = match accepted {
+            0 => (None, None),
             _ => {
                 let t = table.clone();
                 let (events, keep) = (events, keep.clone());
-                let batch = tokio::task::spawn_blocking(move || {
-                    ingest::build_batch(&events, &keep, &ids, &t.registry, now)
+                let (batch, warnings) = tokio::task::spawn_blocking(move || {
+                    let built = ingest::build(&events, &keep, &ids, &t.registry, now)?;
+                    let index: Vec<u64> = (keep.iter().enumerate())
+                        .filter(|(_, k)| **k)
+                        .map(|(i, _)| i as u64)
+                        .collect();
+                    run_check(
+                        &t,
+                        check.as_deref(),
+                        built.batch,
+                        &built.facts,
+                        built.placed,
+                        &index,
+                    )
                 })
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??;
                 let (stamps, logged) = self.sequence(&table, batch, expected, claims).await?;
                 logged.await?;
-                Some(stamps)
+                (Some(stamps), warnings)
             }
         };
-        Ok(IngestOutcome::new(
-            &table,
-            &keep,
-            &duplicate_ids,
-            stamps.as_ref(),
-        ))
+        let mut outcome = IngestOutcome::new(&table, &keep, &duplicate_ids, stamps.as_ref());
+        outcome.warnings = warnings;
+        Ok(outcome)
     }
 
     /// Stamps a built batch with positions and versions, checks its
@@ -203,11 +215,21 @@ impl Database {
             .map(|i| column.value(i).to_string())
             .collect();
         let kept = keep.clone();
-        let batch = tokio::task::spawn_blocking(move || -> Result<_> {
-            Ok(match kept.iter().all(|k| *k) {
-                true => batch,
-                false => arrow::compute::filter_record_batch(&batch, &kept.into())?,
-            })
+        let check = self.check_of(tenant, name);
+        let (facts, placed, t) = (converted.facts, converted.placed, table.clone());
+        let (batch, warnings) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let (batch, facts) = match kept.iter().all(|k| *k) {
+                true => (batch, facts),
+                false => (
+                    arrow::compute::filter_record_batch(&batch, &kept.clone().into())?,
+                    facts.filter(&kept),
+                ),
+            };
+            let index: Vec<u64> = (kept.iter().enumerate())
+                .filter(|(_, k)| **k)
+                .map(|(i, _)| first_row + i as u64)
+                .collect();
+            run_check(&t, check.as_deref(), batch, &facts, placed, &index)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
@@ -223,6 +245,7 @@ impl Database {
             table,
             keep,
             duplicate_ids,
+            warnings,
         })
     }
 }
@@ -234,6 +257,7 @@ pub struct PendingIngest {
     /// Per row, whether it is new (not a retry of a stored event).
     keep: Vec<bool>,
     duplicate_ids: Vec<String>,
+    warnings: Option<Violations>,
 }
 
 type Logged = std::pin::Pin<Box<dyn Future<Output = Result<WalSeq>> + Send>>;
@@ -259,12 +283,14 @@ impl PendingIngest {
                 Some(stamps)
             }
         };
-        Ok(IngestOutcome::new(
+        let mut outcome = IngestOutcome::new(
             &self.table,
             &self.keep,
             &self.duplicate_ids,
             stamps.as_ref(),
-        ))
+        );
+        outcome.warnings = self.warnings;
+        Ok(outcome)
     }
 }
 
@@ -297,6 +323,50 @@ impl IngestOutcome {
             accepted: row,
             duplicates: dup,
             stamps,
+            warnings: None,
+        }
+    }
+}
+
+/// Runs `check` (if the table has one) over a built batch whose row `i`
+/// is the request's event `index[i]`. A refused batch takes back the
+/// columns it placed, so refused events leave no trace in the table.
+fn run_check(
+    table: &Table,
+    check: Option<&dyn BatchCheck>,
+    batch: RecordBatch,
+    facts: &Facts,
+    (before, after): (RegistryMark, RegistryMark),
+    index: &[u64],
+) -> Result<(RecordBatch, Option<Violations>)> {
+    let Some(check) = check else {
+        return Ok((batch, None));
+    };
+    let result = check.check(batch, facts, index);
+    let m = crate::metrics::get();
+    let (tenant, name) = (table.tenant.as_str(), table.name.as_str());
+    let found = match &result {
+        Ok(checked) => checked.warnings.as_ref(),
+        Err(violations) => {
+            m.validation_rejected
+                .with_label_values(&[tenant, name])
+                .inc_by(violations.rejected);
+            Some(violations)
+        }
+    };
+    if let Some(found) = found {
+        for (rule, n) in &found.by_rule {
+            let mode = found.modes.get(rule).map_or("reject", |m| m.as_str());
+            m.validation_violations
+                .with_label_values(&[tenant, name, rule, mode])
+                .inc_by(*n);
+        }
+    }
+    match result {
+        Ok(checked) => Ok((checked.batch, checked.warnings)),
+        Err(violations) => {
+            table.registry.lock().retract(before, after);
+            Err(Error::Rejected(Box::new(violations)))
         }
     }
 }

@@ -11,8 +11,8 @@
 //! checked before anything is logged.
 
 use super::parse::{ExpectedVersion, MAX_ID_LEN, in_range, parse_expected};
-use super::{Error, MAX_CELLS, MICROS_PER_DAY, Result, check_days, event_batch};
-use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
+use super::{Error, Facts, MAX_CELLS, MICROS_PER_DAY, Result, check_days, event_batch};
+use crate::schema::{self, ColumnKind, ColumnRegistry, Placement, RegistryMark};
 use arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringBuilder,
 };
@@ -42,6 +42,10 @@ pub struct Converted {
     /// What each row requires of its entity's stream; empty when the
     /// batch had no `expected_version` column.
     pub expected: Vec<ExpectedVersion>,
+    /// What the batch's columns no longer show.
+    pub facts: Facts,
+    /// The registry before and after the batch placed its columns.
+    pub placed: (RegistryMark, RegistryMark),
 }
 
 /// The column of optimistic-concurrency requirements.
@@ -510,14 +514,17 @@ pub fn convert(
         .iter()
         .map(|(name, array)| kind_of_type(name, array.data_type()))
         .collect::<Result<Vec<_>>>()?;
-    let placements: Vec<Placement> = {
+    let (placements, placed) = {
         let mut reg = registry.lock();
-        payload
+        let before = reg.mark();
+        let placements: Vec<Placement> = payload
             .iter()
             .zip(&kinds)
             .map(|((name, _), kind)| reg.place(name, *kind))
-            .collect()
+            .collect();
+        (placements, (before, reg.mark()))
     };
+    let mut facts = Facts::default();
 
     let mut overflow = incoming_overflow(batch, first_row)?;
     let mut fields = schema::fixed_fields();
@@ -530,6 +537,10 @@ pub fn convert(
         };
         match placement {
             Placement::Column(column) if Some(*column) == *kind => {
+                if is_json_text(array.data_type()) {
+                    let rows = (0..rows).filter(|r| array.is_valid(*r)).map(|r| r as u32);
+                    facts.nested.insert(name.clone(), rows.collect());
+                }
                 let (values, inexact) = to_kind(array, *column)?;
                 for (row, v) in inexact {
                     to_overflow(row, v);
@@ -577,6 +588,8 @@ pub fn convert(
         batch,
         client_ids,
         expected,
+        facts,
+        placed,
     })
 }
 

@@ -9,12 +9,15 @@
 //! take, known before it is built.
 
 pub mod budget;
+pub mod check;
 pub mod from_arrow;
 mod parse;
 
+pub use check::{BatchCheck, Checked, Facts};
+pub(crate) use parse::json_kind;
 pub use parse::{BodyFormat, Event, ExpectedVersion, parse_events, parse_events_within};
 
-use crate::schema::{self, ColumnKind, ColumnRegistry, Placement};
+use crate::schema::{self, ColumnKind, ColumnRegistry, Placement, RegistryMark};
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Array, Float64Builder, Int64Array, RecordBatch, StringArray,
     StringBuilder, TimestampMicrosecondArray,
@@ -97,6 +100,27 @@ pub fn build_batch(
     registry: &parking_lot::Mutex<ColumnRegistry>,
     now: i64,
 ) -> Result<RecordBatch> {
+    Ok(build(events, keep, ids, registry, now)?.batch)
+}
+
+/// A built batch, with what building it learnt.
+#[derive(Debug)]
+pub struct Built {
+    pub batch: RecordBatch,
+    pub facts: Facts,
+    /// The registry before and after this batch placed its columns, to
+    /// take them back if the batch is refused.
+    pub placed: (RegistryMark, RegistryMark),
+}
+
+/// [`build_batch`], with the facts a [`BatchCheck`] needs.
+pub fn build(
+    events: &[Event],
+    keep: &[bool],
+    ids: &[String],
+    registry: &parking_lot::Mutex<ColumnRegistry>,
+    now: i64,
+) -> Result<Built> {
     // Payload keys in order of first appearance, with the kind of their
     // first non-null value.
     let mut keys: Vec<(&str, Option<ColumnKind>)> = Vec::new();
@@ -131,10 +155,13 @@ pub fn build_batch(
     // rather than after building and encoding it.
     let estimate = BatchEstimate::new(rows, keys.len(), kept().map(Event::fixed_text_len).sum());
     estimate.check(crate::wal::MAX_RECORD_BYTES, "the largest WAL record")?;
-    let placements: Vec<Placement> = {
+    let (placements, placed) = {
         let mut reg = registry.lock();
-        keys.iter().map(|(k, kind)| reg.place(k, *kind)).collect()
+        let before = reg.mark();
+        let placements: Vec<Placement> = keys.iter().map(|(k, kind)| reg.place(k, *kind)).collect();
+        (placements, (before, reg.mark()))
     };
+    let mut facts = Facts::default();
 
     let mut overflow: Vec<Option<Map<String, Value>>> = vec![None; rows];
     let mut fields = schema::fixed_fields();
@@ -188,11 +215,13 @@ pub fn build_batch(
                     }
                     ColumnKind::Text => {
                         let mut b = StringBuilder::with_capacity(rows, rows * 8);
+                        let mut nested = Vec::new();
                         for (row, v) in values.enumerate() {
                             match v {
                                 None | Some(Value::Null) => b.append_null(),
                                 Some(Value::String(s)) => b.append_value(s),
                                 Some(v @ (Value::Array(_) | Value::Object(_))) => {
+                                    nested.push(row as u32);
                                     b.append_value(v.to_string())
                                 }
                                 Some(other) => {
@@ -200,6 +229,9 @@ pub fn build_batch(
                                     b.append_null();
                                 }
                             }
+                        }
+                        if !nested.is_empty() {
+                            facts.nested.insert(key.to_string(), nested);
                         }
                         Arc::new(b.finish())
                     }
@@ -211,7 +243,7 @@ pub fn build_batch(
     }
 
     let kept_ids = ids.iter().zip(keep).filter(|(_, k)| **k).map(|(id, _)| id);
-    event_batch(
+    let batch = event_batch(
         [
             Arc::new(StringArray::from_iter_values(kept_ids)),
             Arc::new(StringArray::from_iter_values(kept().map(|e| &e.event_type))),
@@ -222,7 +254,12 @@ pub fn build_batch(
         overflow,
         fields,
         payload_columns,
-    )
+    )?;
+    Ok(Built {
+        batch,
+        facts,
+        placed,
+    })
 }
 
 /// What a batch of events will take in memory, known from its rows and

@@ -160,7 +160,7 @@ impl BufferRead {
 /// Whether `expr` gives the same answer whenever it is evaluated on the
 /// same row: no subquery, no function that reads the clock or a random
 /// source (its value in a query is fixed when the query is planned).
-fn always_the_same(expr: &Expr) -> bool {
+pub fn always_the_same(expr: &Expr) -> bool {
     let mut same = true;
     let _ = expr.apply(|e| {
         let fixed = match e {

@@ -16,6 +16,7 @@
 //! ([`adapt_batch`]), which both the flush and the query layer use.
 
 mod adapt;
+pub mod governed;
 
 pub use adapt::{adapt_batch, query_schema, query_type};
 
@@ -112,7 +113,7 @@ pub fn fixed_fields() -> Vec<Field> {
 const FORBIDDEN_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '='];
 
 /// Why a payload field cannot have a column of its own.
-fn unusable_name(name: &str) -> bool {
+pub(crate) fn unusable_name(name: &str) -> bool {
     name.is_empty()
         || name.len() > 128
         || name.contains(FORBIDDEN_IN_NAMES)
@@ -129,6 +130,13 @@ pub struct ColumnRegistry {
     /// Lower-cased name → index, because Delta compares names ignoring case.
     by_lower: HashMap<String, usize>,
     /// Bumped on every change, so readers can cache the schema.
+    version: u64,
+}
+
+/// How many columns a registry had, at which version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryMark {
+    len: usize,
     version: u64,
 }
 
@@ -165,7 +173,8 @@ impl ColumnRegistry {
     /// when the name is free. `kind` is `None` when only nulls were seen,
     /// which creates nothing.
     pub fn place(&mut self, name: &str, kind: Option<ColumnKind>) -> Placement {
-        if FIXED_COLUMNS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+        let reserved = FIXED_COLUMNS.iter().chain(&governed::RESERVED_COLUMNS);
+        if reserved.into_iter().any(|f| f.eq_ignore_ascii_case(name)) {
             return Placement::Overflow;
         }
         if let Some(&i) = self.by_lower.get(&name.to_lowercase()) {
@@ -200,6 +209,65 @@ impl ColumnRegistry {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The kind of column `name`, if the table has one of exactly that
+    /// name.
+    pub fn kind_of(&self, name: &str) -> Option<ColumnKind> {
+        let (existing, kind) = self.column_like(name)?;
+        (existing == name).then_some(kind)
+    }
+
+    /// The column whose name equals `name` ignoring case, if any.
+    pub fn column_like(&self, name: &str) -> Option<(&str, ColumnKind)> {
+        let &i = self.by_lower.get(&name.to_lowercase())?;
+        let (existing, kind) = &self.columns[i];
+        Some((existing, *kind))
+    }
+
+    /// Declares payload field `name` with `kind` ahead of any value, so
+    /// that values of another kind can never fix the column's. Refused
+    /// with the kind the column already has, or `None` when the name is
+    /// taken another way (a fixed or reserved name, the same name in
+    /// another case, or no room).
+    pub fn declare(&mut self, name: &str, kind: ColumnKind) -> Result<(), Option<ColumnKind>> {
+        match self.place(name, Some(kind)) {
+            Placement::Column(k) if k == kind => Ok(()),
+            Placement::Column(k) => Err(Some(k)),
+            Placement::Overflow => Err(None),
+        }
+    }
+
+    /// Gives the table the columns governance writes (they are reserved,
+    /// so no payload can place them).
+    pub fn govern(&mut self) {
+        if !self.by_lower.contains_key(governed::VIOLATIONS) {
+            self.insert(governed::VIOLATIONS, ColumnKind::Text);
+        }
+    }
+
+    /// Where the registry stands, to [`ColumnRegistry::retract`] to.
+    pub fn mark(&self) -> RegistryMark {
+        RegistryMark {
+            len: self.columns.len(),
+            version: self.version,
+        }
+    }
+
+    /// Forgets the columns placed since `before`, when the registry is
+    /// still as `after` left it (nobody placed a column since): the
+    /// placements of a request that was refused. Returns whether it did.
+    pub fn retract(&mut self, before: RegistryMark, after: RegistryMark) -> bool {
+        if self.mark() != after || after.len <= before.len {
+            return false;
+        }
+        for (name, _) in self.columns.drain(before.len..) {
+            self.by_lower.remove(&name.to_lowercase());
+        }
+        // Readers cache the schema by version, so it moves on rather than
+        // back.
+        self.version += 1;
+        true
     }
 
     /// The full table schema: fixed columns, then payload columns.
@@ -254,5 +322,45 @@ mod tests {
         assert_eq!(reg.schema().fields().len(), FIXED_COLUMNS.len() + 1);
         let round = ColumnRegistry::from_schema(&reg.schema());
         assert_eq!(round.schema(), reg.schema());
+        // reserved names of governed tables
+        assert_eq!(
+            reg.place("_Violations", Some(ColumnKind::Text)),
+            Placement::Overflow
+        );
+        assert_eq!(
+            reg.place("schema_version", Some(ColumnKind::Double)),
+            Placement::Overflow
+        );
+    }
+
+    #[test]
+    fn declarations_and_retraction() {
+        let mut reg = ColumnRegistry::default();
+        reg.place("amount", Some(ColumnKind::Double));
+        assert_eq!(reg.declare("amount", ColumnKind::Double), Ok(()));
+        assert_eq!(
+            reg.declare("amount", ColumnKind::Text),
+            Err(Some(ColumnKind::Double))
+        );
+        assert_eq!(reg.declare("AMOUNT", ColumnKind::Double), Err(None));
+        reg.govern();
+        assert_eq!(reg.kind_of("_violations"), Some(ColumnKind::Text));
+        let before = reg.mark();
+        reg.place("junk", Some(ColumnKind::Text));
+        let after = reg.mark();
+        // someone else placed since: kept
+        reg.place("other", Some(ColumnKind::Text));
+        assert!(!reg.retract(before, after));
+        let (before, _) = (reg.mark(), ());
+        reg.place("junk2", Some(ColumnKind::Boolean));
+        let after = reg.mark();
+        let version = reg.version();
+        assert!(reg.retract(before, after));
+        assert_eq!(reg.kind_of("junk2"), None);
+        assert!(reg.version() > version);
+        assert_eq!(
+            reg.place("junk2", Some(ColumnKind::Text)),
+            Placement::Column(ColumnKind::Text)
+        );
     }
 }

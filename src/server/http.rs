@@ -97,6 +97,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/replay",
             post(super::replay::replay).get(super::replay::replay_socket),
         )
+        .route("/v1/schemas", get(super::schemas::list))
+        .route(
+            "/v1/schemas/{table}",
+            get(super::schemas::describe).put(super::schemas::put_table),
+        )
+        .route(
+            "/v1/schemas/{table}/{event_type}",
+            post(super::schemas::register).get(super::schemas::versions),
+        )
+        .route("/v1/validate", post(super::schemas::validate))
         .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/backup", post(backup))
         .route(

@@ -186,36 +186,15 @@ enum ReplyShape {
     Counts,
 }
 
-pub(super) async fn ingest_events(
-    state: State<AppState>,
-    Extension(caller): Extension<Principal>,
-    params: Query<IngestParams>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Error> {
-    let started = std::time::Instant::now();
-    let service = state.service.clone();
-    let result = ingest_events_inner(state, &caller, params, headers, body).await;
-    service.observe_ingest(&caller, started, &result);
-    result
-}
-
-async fn ingest_events_inner(
-    State(state): State<AppState>,
+/// Reads, decodes and parses an ingest body (JSON or NDJSON, by its
+/// content type) within the ingest budget: the events, and the budget
+/// they and their batch hold until they are stored.
+pub(super) async fn read_events(
+    state: &AppState,
     caller: &Principal,
-    Query(params): Query<IngestParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, Error> {
-    // A caller without the role, or a tenant already over its rate, is
-    // refused before any reading or parsing, so a flood costs little.
-    state.service.admit_ingest(caller)?;
-    let table = match params.table.as_deref() {
-        None => TableName::default_table(),
-        Some(name) => name
-            .parse::<TableName>()
-            .map_err(|e| Error::invalid(format!("query parameter table: {e}")))?,
-    };
+) -> Result<(Vec<ingest::Event>, Reservation), Error> {
     let format = match mime(&headers).as_deref() {
         Some("application/json") => BodyFormat::Json,
         Some("application/x-ndjson" | "application/jsonl" | "application/x-jsonlines") => {
@@ -276,6 +255,40 @@ async fn ingest_events_inner(
     })
     .await
     .map_err(internal)??;
+    Ok((events, reservation))
+}
+
+pub(super) async fn ingest_events(
+    state: State<AppState>,
+    Extension(caller): Extension<Principal>,
+    params: Query<IngestParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let started = std::time::Instant::now();
+    let service = state.service.clone();
+    let result = ingest_events_inner(state, &caller, params, headers, body).await;
+    service.observe_ingest(&caller, started, &result);
+    result
+}
+
+async fn ingest_events_inner(
+    State(state): State<AppState>,
+    caller: &Principal,
+    Query(params): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    // A caller without the role, or a tenant already over its rate, is
+    // refused before any reading or parsing, so a flood costs little.
+    state.service.admit_ingest(caller)?;
+    let table = match params.table.as_deref() {
+        None => TableName::default_table(),
+        Some(name) => name
+            .parse::<TableName>()
+            .map_err(|e| Error::invalid(format!("query parameter table: {e}")))?,
+    };
+    let (events, reservation) = read_events(&state, caller, headers, body).await?;
     let outcome = state
         .service
         .ingest(caller, table, events, reservation)
@@ -310,6 +323,13 @@ async fn ingest_events_inner(
             }
         }
         reply.push(']');
+    }
+    if let Some(w) = &outcome.warnings {
+        let _ = write!(
+            reply,
+            ",\"warnings\":{}",
+            serde_json::to_string(&w.warnings()).unwrap_or_default()
+        );
     }
     reply.push('}');
     Ok((

@@ -13,6 +13,7 @@ mod live;
 mod pipelines;
 mod projections;
 mod replay;
+mod schemas;
 mod ws;
 
 use crate::config::Config;

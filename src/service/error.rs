@@ -137,6 +137,10 @@ impl From<db::Error> for Error {
                 });
                 return Error::new(Kind::Conflict, e.to_string()).with_details(details);
             }
+            db::Error::Rejected(v) => {
+                let details = serde_json::to_value(v).unwrap_or_default();
+                return Error::invalid(e.to_string()).with_details(details);
+            }
             db::Error::BufferFull { .. } | db::Error::ShuttingDown => {
                 return Error::new(Kind::Unavailable, e.to_string()).retry_after(1);
             }

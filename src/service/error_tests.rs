@@ -233,6 +233,13 @@ fn lower_errors_are_classified_by_type() {
             None,
         ),
         (
+            "rules broken",
+            crate::db::Error::Rejected(Box::new(crate::schema::governed::Violations::new("t")))
+                .into(),
+            Kind::Invalid,
+            None,
+        ),
+        (
             "maintenance busy",
             MaintenanceError::Busy("t".into()).into(),
             Kind::Conflict,

@@ -23,6 +23,7 @@ pub mod pipelines;
 pub mod projections;
 pub mod query;
 pub mod replay;
+pub mod schemas;
 mod snapshots;
 pub mod stream;
 pub mod subscribe;
@@ -65,6 +66,9 @@ pub struct Service {
     stored_projections: parking_lot::Mutex<Vec<crate::projection::registry::StoredSpec>>,
     /// Every tenant's pipelines.
     pipelines: Arc<crate::pipeline::PipelineStore>,
+    /// Held while a table's schemas change, so changes are compiled,
+    /// stored and installed in the order they were made.
+    governing: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -95,7 +99,8 @@ impl Service {
             registry: projections.clone(),
             db: db.clone(),
         }));
-        Ok(Arc::new(Service {
+        let service = Arc::new(Service {
+            governing: Default::default(),
             projections,
             stored_projections: parking_lot::Mutex::new(stored),
             pipelines,
@@ -108,7 +113,9 @@ impl Service {
             subscriptions: Default::default(),
             consumers: Default::default(),
             closing: Default::default(),
-        }))
+        });
+        service.start_schemas();
+        Ok(service)
     }
 
     /// Ends every open subscription: the server is shutting down.

@@ -1,0 +1,464 @@
+//! Table governance compiled: a [`TableChecker`] holds, per governed event
+//! type, the rules of its latest schema version, ready to run over a built
+//! batch (the database calls it through [`BatchCheck`] before logging).
+//!
+//! A check groups the batch's rows by event type (one hash per run of
+//! equal types), runs each rule as one pass over one column, and gathers
+//! every violation of the request with its path. Any `reject` violation
+//! refuses the whole batch; otherwise rows with `warn` violations carry
+//! the rules' names in `_violations`.
+
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use crate::ingest::{BatchCheck, Checked, Facts};
+use crate::schema::governed::{
+    self, Additional, FieldType, Mode, SchemaVersion, TableGovernance, Violation, Violations,
+};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::session_state::SessionState;
+use rules::{Kind, Rows, Rule};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A table's rules, compiled.
+#[derive(Debug)]
+pub struct TableChecker {
+    table: String,
+    allowed: Option<Allowed>,
+    types: HashMap<String, Arc<VersionChecker>>,
+}
+
+#[derive(Debug)]
+struct Allowed {
+    types: HashSet<String>,
+    mode: Mode,
+    listed: String,
+}
+
+/// The rules of one version of one event type.
+#[derive(Debug)]
+struct VersionChecker {
+    event_type: String,
+    version: u32,
+    label: String,
+    declared: HashSet<String>,
+    rules: Vec<Rule>,
+    sql_input: SchemaRef,
+}
+
+/// The columns every SQL rule may read besides the declared fields.
+const SQL_FIXED: [&str; 4] = [
+    crate::schema::EVENT_ID,
+    crate::schema::EVENT_TYPE,
+    crate::schema::ENTITY_ID,
+    crate::schema::TIMESTAMP,
+];
+
+impl TableChecker {
+    /// Compiles `gov`, the governance of table `table`. SQL rules are
+    /// planned in `session` (its functions). The error names the place:
+    /// `purchase.v2.rules[0].check: …`.
+    pub fn compile(
+        table: &str,
+        gov: &TableGovernance,
+        session: &SessionState,
+    ) -> Result<Self, String> {
+        let allowed = gov.event_types.as_ref().map(|a| Allowed {
+            types: a.allowed.iter().cloned().collect(),
+            mode: a.mode,
+            listed: a.allowed.iter().cloned().collect::<Vec<_>>().join(", "),
+        });
+        let mut types = HashMap::new();
+        for (event_type, versions) in &gov.types {
+            let Some(latest) = versions.last() else {
+                continue;
+            };
+            let checker = VersionChecker::compile(event_type, latest, session)?;
+            types.insert(event_type.clone(), Arc::new(checker));
+        }
+        Ok(TableChecker {
+            table: table.to_string(),
+            allowed,
+            types,
+        })
+    }
+
+    /// Every violation in `batch` (row `i` is the request's event
+    /// `index[i]`), and the `_violations` column its rows get.
+    pub fn inspect(
+        &self,
+        batch: &RecordBatch,
+        facts: &Facts,
+        index: &[u64],
+    ) -> (Violations, Option<ArrayRef>) {
+        let rows = batch.num_rows();
+        let types = batch.column(1).as_string::<i32>();
+        // (batch row, order of the rule, violation)
+        let mut found: Vec<(u32, usize, Violation)> = Vec::new();
+        let mut groups: Vec<(Arc<VersionChecker>, Vec<u32>)> = Vec::new();
+        let mut slot_of: HashMap<&str, Option<usize>> = HashMap::new();
+        let mut last: Option<(&str, Option<usize>)> = None;
+        for row in 0..rows {
+            let event_type = types.value(row);
+            if let Some(allowed) = &self.allowed
+                && !allowed.types.contains(event_type)
+            {
+                found.push((
+                    row as u32,
+                    0,
+                    Violation {
+                        index: index[row],
+                        path: format!("$[{}].event_type", index[row]),
+                        rule: "event_types".into(),
+                        mode: allowed.mode,
+                        event_type: event_type.to_string(),
+                        schema_version: None,
+                        message: format!(
+                            "{} is not an event type of table {} (allowed: {})",
+                            rules::shown(&serde_json::Value::from(event_type)),
+                            self.table,
+                            allowed.listed
+                        ),
+                        fields: Vec::new(),
+                    },
+                ));
+            }
+            let slot = match last {
+                Some((t, slot)) if t == event_type => slot,
+                _ => {
+                    let slot = *slot_of.entry(event_type).or_insert_with(|| {
+                        self.types.get(event_type).map(|checker| {
+                            groups.push((checker.clone(), Vec::new()));
+                            groups.len() - 1
+                        })
+                    });
+                    last = Some((event_type, slot));
+                    slot
+                }
+            };
+            if let Some(slot) = slot {
+                groups[slot].1.push(row as u32);
+            }
+        }
+        let overflow = rules::overflow_of(batch);
+        for (checker, members) in &groups {
+            let part;
+            let view = match members.len() == rows {
+                true => batch,
+                false => {
+                    let take = UInt32Array::from(members.clone());
+                    match arrow::compute::take_record_batch(batch, &take) {
+                        Ok(b) => {
+                            part = b;
+                            &part
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let view = Rows {
+                batch: view,
+                batch_rows: members,
+                overflow: &overflow,
+                nested: &facts.nested,
+                declared: &checker.declared,
+                label: &checker.label,
+                sql_input: &checker.sql_input,
+            };
+            for (order, rule) in checker.rules.iter().enumerate() {
+                for broken in rule.run(&view) {
+                    let batch_row = members[broken.row];
+                    let at = index[batch_row as usize];
+                    found.push((
+                        batch_row,
+                        order + 1,
+                        Violation {
+                            index: at,
+                            path: format!("$[{at}]{}", broken.at),
+                            rule: rule.name.clone(),
+                            mode: rule.mode,
+                            event_type: checker.event_type.clone(),
+                            schema_version: Some(checker.version),
+                            message: broken.message,
+                            fields: broken.fields,
+                        },
+                    ));
+                }
+            }
+        }
+        found.sort_by(|a, b| (a.2.index, a.1, &a.2.path).cmp(&(b.2.index, b.1, &b.2.path)));
+        let mut out = Violations::new(&self.table);
+        let mut marks: HashMap<u32, Vec<String>> = HashMap::new();
+        let mut i = 0;
+        while i < found.len() {
+            let index = found[i].2.index;
+            let mut rejects = false;
+            while i < found.len() && found[i].2.index == index {
+                let (row, _, v) = &found[i];
+                match v.mode {
+                    Mode::Reject => rejects = true,
+                    Mode::Warn => {
+                        let names = marks.entry(*row).or_default();
+                        if !names.contains(&v.rule) {
+                            names.push(v.rule.clone());
+                        }
+                    }
+                }
+                out.push(v.clone());
+                i += 1;
+            }
+            match rejects {
+                true => out.rejected += 1,
+                false => out.warned += 1,
+            }
+        }
+        let column = (!marks.is_empty()).then(|| {
+            let text: StringArray = (0..rows as u32)
+                .map(|r| {
+                    marks
+                        .get(&r)
+                        .map(|names| serde_json::Value::from(names.clone()).to_string())
+                })
+                .collect();
+            Arc::new(text) as ArrayRef
+        });
+        (out, column)
+    }
+}
+
+impl BatchCheck for TableChecker {
+    fn check(
+        &self,
+        batch: RecordBatch,
+        facts: &Facts,
+        index: &[u64],
+    ) -> Result<Checked, Violations> {
+        let (violations, marks) = self.inspect(&batch, facts, index);
+        if violations.refuses() {
+            return Err(violations);
+        }
+        let Some(marks) = marks else {
+            return Ok(Checked {
+                batch,
+                warnings: None,
+            });
+        };
+        let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(
+            governed::VIOLATIONS,
+            DataType::Utf8,
+            true,
+        )));
+        let mut columns = batch.columns().to_vec();
+        columns.push(marks);
+        // The column is built for this batch's rows, so it fits; were it
+        // not to, the rows are stored unmarked (the reply still warns).
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap_or(batch);
+        Ok(Checked {
+            batch,
+            warnings: Some(violations),
+        })
+    }
+}
+
+impl VersionChecker {
+    fn compile(
+        event_type: &str,
+        v: &SchemaVersion,
+        session: &SessionState,
+    ) -> Result<Self, String> {
+        let def = &v.def;
+        let at = |rest: &str| format!("{event_type}.v{}.{rest}", v.version);
+        let mut rules = Vec::new();
+        let mut sql_fields: Vec<Field> = SQL_FIXED
+            .iter()
+            .map(|name| {
+                let fixed = crate::schema::fixed_fields();
+                fixed
+                    .into_iter()
+                    .find(|f| f.name() == name)
+                    .expect("a fixed column")
+                    .with_nullable(true)
+            })
+            .collect();
+        for (field, spec) in &def.fields {
+            let mode = |check: &str| def.mode_of(field, spec, check);
+            let rule = |check: &str, kind: Kind| Rule {
+                name: governed::rule_name(field, check),
+                mode: mode(check),
+                kind,
+            };
+            if spec.required {
+                rules.push(rule("required", Kind::Required(field.clone())));
+            }
+            if let Some(kind) = spec.field_type.column_kind() {
+                rules.push(rule("type", Kind::Type(field.clone(), spec.field_type)));
+                sql_fields.push(Field::new(field, kind.data_type(), true));
+            }
+            let low = spec
+                .min
+                .map(|b| (b, false))
+                .or(spec.exclusive_min.map(|b| (b, true)));
+            if let Some((bound, exclusive)) = low {
+                rules.push(rule(
+                    "min",
+                    Kind::Min {
+                        field: field.clone(),
+                        bound,
+                        exclusive,
+                    },
+                ));
+            }
+            let high = spec
+                .max
+                .map(|b| (b, false))
+                .or(spec.exclusive_max.map(|b| (b, true)));
+            if let Some((bound, exclusive)) = high {
+                rules.push(rule(
+                    "max",
+                    Kind::Max {
+                        field: field.clone(),
+                        bound,
+                        exclusive,
+                    },
+                ));
+            }
+            if let Some(values) = &spec.one_of {
+                let shown = values
+                    .iter()
+                    .map(rules::shown)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let field = field.clone();
+                let kind = match spec.field_type {
+                    FieldType::String => Kind::EnumText {
+                        field,
+                        values: values
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect(),
+                        shown,
+                    },
+                    FieldType::Boolean => Kind::EnumBool {
+                        field,
+                        values: values.iter().filter_map(|v| v.as_bool()).collect(),
+                        shown,
+                    },
+                    _ => Kind::EnumNumber {
+                        field,
+                        values: values.iter().filter_map(|v| v.as_f64()).collect(),
+                        shown,
+                    },
+                };
+                rules.push(rule("enum", kind));
+            }
+            if let Some(pattern) = &spec.pattern {
+                let regex = regex::RegexBuilder::new(pattern)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| format!("{}: {e}", at(&format!("fields.{field}.pattern"))))?;
+                rules.push(rule(
+                    "pattern",
+                    Kind::Pattern {
+                        field: field.clone(),
+                        regex,
+                    },
+                ));
+            }
+            if spec.min_length.is_some() || spec.max_length.is_some() {
+                let kind = Kind::Length {
+                    field: field.clone(),
+                    min: spec.min_length,
+                    max: spec.max_length,
+                };
+                rules.push(rule("length", kind));
+            }
+        }
+        if def.additional_fields != Additional::Allow {
+            rules.push(Rule {
+                name: "additional_fields".into(),
+                mode: match def.additional_fields {
+                    Additional::Warn => Mode::Warn,
+                    _ => Mode::Reject,
+                },
+                kind: Kind::Additional,
+            });
+        }
+        let sql_input = Arc::new(Schema::new(sql_fields));
+        for (i, custom) in def.rules.iter().enumerate() {
+            let (expr, fields) = sql_rule(&custom.check, &sql_input, session)
+                .map_err(|e| format!("{}: {e}", at(&format!("rules[{i}].check"))))?;
+            rules.push(Rule {
+                name: custom.name.clone(),
+                mode: custom.mode.unwrap_or(def.mode),
+                kind: Kind::Sql {
+                    expr,
+                    check: custom.check.clone(),
+                    message: custom.message.clone(),
+                    fields,
+                },
+            });
+        }
+        Ok(VersionChecker {
+            event_type: event_type.to_string(),
+            version: v.version,
+            label: format!("{event_type} v{}", v.version),
+            declared: def.fields.keys().cloned().collect(),
+            rules,
+            sql_input,
+        })
+    }
+}
+
+/// A custom rule's SQL as an expression over `input`, with the columns it
+/// reads: boolean, and the same for the same row (no subquery, aggregate,
+/// window or function of the clock).
+fn sql_rule(
+    check: &str,
+    input: &SchemaRef,
+    session: &SessionState,
+) -> Result<
+    (
+        Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        Vec<String>,
+    ),
+    String,
+> {
+    use datafusion::logical_expr::ExprSchemable;
+    use datafusion::logical_expr::simplify::SimplifyContext;
+    use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+    let schema = DFSchema::try_from(input.as_ref().clone()).map_err(|e| e.to_string())?;
+    let expr = session
+        .create_logical_expr(check, &schema)
+        .map_err(|e| e.to_string())?;
+    if !crate::query::live::always_the_same(&expr) {
+        return Err(
+            "a rule must give the same answer for the same event: no subquery, aggregate, window, placeholder or function of the clock or chance".into(),
+        );
+    }
+    let ty = expr.get_type(&schema).map_err(|e| e.to_string())?;
+    if !matches!(ty, DataType::Boolean | DataType::Null) {
+        return Err(format!("must be a boolean expression; it gives {ty}"));
+    }
+    let mut fields: Vec<String> = expr
+        .column_refs()
+        .into_iter()
+        .map(|c| c.name.clone())
+        .collect();
+    fields.sort();
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .with_config_options(Arc::clone(session.config_options()))
+        .build();
+    let simplifier = ExprSimplifier::new(context);
+    let expr = simplifier
+        .coerce(expr, &schema)
+        .and_then(|e| simplifier.simplify(e))
+        .and_then(|e| session.create_physical_expr(e, &schema))
+        .map_err(|e| e.to_string())?;
+    Ok((expr, fields))
+}

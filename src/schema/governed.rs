@@ -1,0 +1,606 @@
+//! What a table's governance says, as data: the event types it allows,
+//! and per event type a list of schema versions, each with its declared
+//! fields and rules. Also what a check finds: [`Violation`]s, gathered
+//! into [`Violations`] when a request is refused, or a [`WarnSummary`]
+//! when it is stored with warnings.
+//!
+//! This module holds no logic beyond the checks of a definition's shape
+//! ([`VersionDef::check_shape`]); rules are compiled and run above the
+//! database, which only knows them through [`crate::ingest::BatchCheck`].
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Columns a governed table gets from the server, never from a payload:
+/// a payload field of one of these names goes to `_overflow`.
+pub const SCHEMA_VERSION: &str = "schema_version";
+/// Per row, the names of the `warn` rules it broke (a JSON array), or
+/// null when it broke none.
+pub const VIOLATIONS: &str = "_violations";
+/// Both reserved names.
+pub const RESERVED_COLUMNS: [&str; 2] = [SCHEMA_VERSION, VIOLATIONS];
+
+/// What happens to an event that breaks a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The whole request is refused, and nothing of it stored.
+    #[default]
+    Reject,
+    /// The event is stored, and the rule's name kept in its
+    /// `_violations`, counted and shown in the reply.
+    Warn,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Reject => "reject",
+            Mode::Warn => "warn",
+        }
+    }
+}
+
+/// What happens to payload fields a version does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Additional {
+    #[default]
+    Allow,
+    Warn,
+    Reject,
+}
+
+/// The type a declared field's values must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Object,
+    Array,
+    /// Any JSON value; only `required` applies.
+    Any,
+}
+
+impl FieldType {
+    /// The type's name with its article, for messages.
+    pub fn described(self) -> &'static str {
+        match self {
+            FieldType::String => "a string",
+            FieldType::Number => "a number",
+            FieldType::Integer => "an integer",
+            FieldType::Boolean => "a boolean",
+            FieldType::Object => "an object",
+            FieldType::Array => "an array",
+            FieldType::Any => "any value",
+        }
+    }
+
+    /// The column kind its values are stored in; `None` for `any`.
+    pub fn column_kind(self) -> Option<super::ColumnKind> {
+        use super::ColumnKind;
+        match self {
+            FieldType::Number | FieldType::Integer => Some(ColumnKind::Double),
+            FieldType::Boolean => Some(ColumnKind::Boolean),
+            FieldType::String | FieldType::Object | FieldType::Array => Some(ColumnKind::Text),
+            FieldType::Any => None,
+        }
+    }
+
+    fn is_numeric(self) -> bool {
+        matches!(self, FieldType::Number | FieldType::Integer)
+    }
+}
+
+/// One declared payload field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive_max: Option<f64>,
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u32>,
+    /// The mode of this field's rules, over the version's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// A rule written as an SQL boolean expression over the event: it fails
+/// where the expression is false (null passes, as in a CHECK constraint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRule {
+    pub name: String,
+    pub check: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a schema version says, as registered.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionDef {
+    /// The mode of every rule that does not say otherwise.
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub fields: IndexMap<String, FieldSpec>,
+    #[serde(default)]
+    pub additional_fields: Additional,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<CustomRule>,
+    /// Modes of single built-in rules by name (`amount.max`), over the
+    /// field's and the version's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modes: BTreeMap<String, Mode>,
+}
+
+/// A stored version of an event type's schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    pub version: u32,
+    pub created_ms: i64,
+    #[serde(flatten)]
+    pub def: VersionDef,
+}
+
+/// The event types a table accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedTypes {
+    pub allowed: BTreeSet<String>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Everything a table's governance says.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TableGovernance {
+    /// Bumped on every change.
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_types: Option<AllowedTypes>,
+    /// Per event type, its versions in ascending order.
+    #[serde(default)]
+    pub types: BTreeMap<String, Vec<SchemaVersion>>,
+}
+
+impl TableGovernance {
+    /// The version events of `event_type` are checked against.
+    pub fn latest(&self, event_type: &str) -> Option<&SchemaVersion> {
+        self.types.get(event_type)?.last()
+    }
+
+    /// Compiled rules the table has: built-in ones per field and custom
+    /// ones, over every type's latest version.
+    pub fn rule_count(&self) -> usize {
+        self.types
+            .values()
+            .filter_map(|v| v.last())
+            .map(|v| v.def.rule_count())
+            .sum()
+    }
+}
+
+/// The names of the built-in checks of a field; a rule is named
+/// `<field>.<check>`.
+pub const CHECKS: [&str; 7] = [
+    "required", "type", "min", "max", "enum", "pattern", "length",
+];
+
+/// The rule name of built-in `check` on `field`.
+pub fn rule_name(field: &str, check: &str) -> String {
+    format!("{field}.{check}")
+}
+
+/// Most characters of a custom rule's SQL.
+pub const MAX_CHECK_CHARS: usize = 4096;
+/// Most values of one `enum`.
+pub const MAX_ENUM_VALUES: usize = 1024;
+/// Most characters of one `pattern`.
+pub const MAX_PATTERN_CHARS: usize = 1024;
+
+impl VersionDef {
+    /// Rules this version compiles to.
+    pub fn rule_count(&self) -> usize {
+        let per_field: usize = self
+            .fields
+            .values()
+            .map(|f| {
+                usize::from(f.required)
+                    + usize::from(f.field_type != FieldType::Any)
+                    + usize::from(f.min.is_some() || f.exclusive_min.is_some())
+                    + usize::from(f.max.is_some() || f.exclusive_max.is_some())
+                    + usize::from(f.one_of.is_some())
+                    + usize::from(f.pattern.is_some())
+                    + usize::from(f.min_length.is_some() || f.max_length.is_some())
+            })
+            .sum();
+        per_field + self.rules.len() + usize::from(self.additional_fields != Additional::Allow)
+    }
+
+    /// The mode of built-in rule `check` on `field`.
+    pub fn mode_of(&self, field: &str, spec: &FieldSpec, check: &str) -> Mode {
+        self.modes
+            .get(&rule_name(field, check))
+            .copied()
+            .or(spec.mode)
+            .unwrap_or(self.mode)
+    }
+
+    /// Checks what a definition can be checked for without the table:
+    /// names, bounds, enums, patterns and lengths. The error names the
+    /// place (`fields.amount.min`) and the problem.
+    pub fn check_shape(&self) -> Result<(), String> {
+        for (name, spec) in &self.fields {
+            let at = format!("fields.{name}");
+            check_field_name(name).map_err(|e| format!("{at}: {e}"))?;
+            spec.check_shape().map_err(|e| format!("{at}.{e}"))?;
+        }
+        let mut seen = BTreeSet::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if !valid_rule_name(&rule.name) {
+                return Err(format!(
+                    "{at}.name: {:?} is not a rule name (a lower-case letter, then up to 63 lower-case letters, digits or _)",
+                    rule.name
+                ));
+            }
+            if !seen.insert(rule.name.as_str()) {
+                return Err(format!("{at}.name: {:?} is used twice", rule.name));
+            }
+            if rule.check.trim().is_empty() {
+                return Err(format!("{at}.check: is empty"));
+            }
+            if rule.check.chars().count() > MAX_CHECK_CHARS {
+                return Err(format!(
+                    "{at}.check: longer than {MAX_CHECK_CHARS} characters"
+                ));
+            }
+        }
+        for name in self.modes.keys() {
+            let known = name.split_once('.').is_some_and(|(field, check)| {
+                self.fields.contains_key(field) && CHECKS.contains(&check)
+            });
+            if !known {
+                return Err(format!(
+                    "modes.{name}: not a built-in rule of a declared field (<field>.<{}>)",
+                    CHECKS.join("|")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_rule_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Why `name` cannot be a declared field.
+fn check_field_name(name: &str) -> Result<(), String> {
+    if super::FIXED_COLUMNS
+        .iter()
+        .chain(&RESERVED_COLUMNS)
+        .any(|f| f.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "{name:?} is a column the server sets; a payload field cannot have that name"
+        ));
+    }
+    if super::unusable_name(name) {
+        return Err(format!(
+            "{name:?} cannot be a column name (1 to 128 characters, none of space , ; {{ }} ( ) = or control characters)"
+        ));
+    }
+    Ok(())
+}
+
+impl FieldSpec {
+    fn check_shape(&self) -> Result<(), String> {
+        let ty = self.field_type;
+        let numeric = [
+            ("min", self.min),
+            ("max", self.max),
+            ("exclusive_min", self.exclusive_min),
+            ("exclusive_max", self.exclusive_max),
+        ];
+        for (what, bound) in numeric {
+            if bound.is_some() && !ty.is_numeric() {
+                return Err(format!(
+                    "{what}: only number and integer fields have bounds (this one is {})",
+                    ty.described()
+                ));
+            }
+        }
+        if self.min.is_some() && self.exclusive_min.is_some() {
+            return Err("exclusive_min: give min or exclusive_min, not both".into());
+        }
+        if self.max.is_some() && self.exclusive_max.is_some() {
+            return Err("exclusive_max: give max or exclusive_max, not both".into());
+        }
+        let low = self.min.or(self.exclusive_min);
+        let high = self.max.or(self.exclusive_max);
+        if let (Some(lo), Some(hi)) = (low, high)
+            && lo > hi
+        {
+            return Err(format!("max: {hi} is below the minimum {lo}"));
+        }
+        if (self.pattern.is_some() || self.min_length.is_some() || self.max_length.is_some())
+            && ty != FieldType::String
+        {
+            return Err(format!(
+                "pattern: patterns and lengths are for string fields (this one is {})",
+                ty.described()
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (self.min_length, self.max_length)
+            && lo > hi
+        {
+            return Err(format!("max_length: {hi} is below min_length {lo}"));
+        }
+        if let Some(p) = &self.pattern
+            && p.chars().count() > MAX_PATTERN_CHARS
+        {
+            return Err(format!(
+                "pattern: longer than {MAX_PATTERN_CHARS} characters"
+            ));
+        }
+        if let Some(values) = &self.one_of {
+            if values.is_empty() || values.len() > MAX_ENUM_VALUES {
+                return Err(format!("enum: give 1 to {MAX_ENUM_VALUES} values"));
+            }
+            for (i, v) in values.iter().enumerate() {
+                let fits = match ty {
+                    FieldType::String => v.is_string(),
+                    FieldType::Number => v.is_number(),
+                    FieldType::Integer => v.as_f64().is_some_and(|f| f.fract() == 0.0),
+                    FieldType::Boolean => v.is_boolean(),
+                    FieldType::Object | FieldType::Array | FieldType::Any => {
+                        return Err(format!(
+                            "enum: only string, number, integer and boolean fields take an enum (this one is {})",
+                            ty.described()
+                        ));
+                    }
+                };
+                if !fits {
+                    return Err(format!("enum[{i}]: {v} is not {}", ty.described()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One broken rule of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The event's 0-based place in the request.
+    pub index: u64,
+    /// Where in the event: `$[3].payload.amount`.
+    pub path: String,
+    pub rule: String,
+    pub mode: Mode,
+    pub event_type: String,
+    pub schema_version: Option<u32>,
+    pub message: String,
+    /// For a custom rule, the columns it reads.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+/// Most violations listed in a refusal or a report; the counts are exact.
+pub const MAX_LISTED: usize = 1000;
+/// Most warnings listed in an accepted request's reply.
+pub const MAX_WARNINGS_LISTED: usize = 20;
+
+/// Everything a check found in one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Violations {
+    pub table: String,
+    /// Events with at least one `reject` violation.
+    pub rejected: u64,
+    /// Events with `warn` violations only.
+    pub warned: u64,
+    /// Violations in all.
+    pub total: u64,
+    /// Whether [`Violations::violations`] leaves some out.
+    pub truncated: bool,
+    pub by_rule: BTreeMap<String, u64>,
+    /// In request order, then rule order; at most [`MAX_LISTED`].
+    pub violations: Vec<Violation>,
+    /// Each broken rule's mode (a rule has one).
+    #[serde(skip)]
+    pub modes: BTreeMap<String, Mode>,
+}
+
+impl Violations {
+    pub fn new(table: impl Into<String>) -> Self {
+        Violations {
+            table: table.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds `v`, counting it whether or not it is listed.
+    pub fn push(&mut self, v: Violation) {
+        self.total += 1;
+        *self.by_rule.entry(v.rule.clone()).or_default() += 1;
+        self.modes.entry(v.rule.clone()).or_insert(v.mode);
+        if self.violations.len() < MAX_LISTED {
+            self.violations.push(v);
+        } else {
+            self.truncated = true;
+        }
+    }
+
+    /// Whether any violation refuses the request.
+    pub fn refuses(&self) -> bool {
+        self.rejected > 0
+    }
+
+    /// One line naming the first few violations, for an error message.
+    pub fn summary(&self) -> String {
+        const SHOWN: usize = 5;
+        let listed: Vec<String> = self
+            .violations
+            .iter()
+            .take(SHOWN)
+            .map(|v| format!("{} {}: {}", v.path, v.rule, v.message))
+            .collect();
+        let more = self.total.saturating_sub(listed.len() as u64);
+        let more = match more {
+            0 => String::new(),
+            n => format!(" … and {n} more (details.violations)"),
+        };
+        format!(
+            "{} event{} break{} rules of table {:?}; nothing was stored: {}{more}",
+            self.rejected,
+            if self.rejected == 1 { "" } else { "s" },
+            if self.rejected == 1 { "s" } else { "" },
+            self.table,
+            listed.join("; "),
+        )
+    }
+
+    /// What a stored request's reply says of its warnings.
+    pub fn warnings(&self) -> WarnSummary {
+        WarnSummary {
+            total: self.total,
+            by_rule: self.by_rule.clone(),
+            violations: self
+                .violations
+                .iter()
+                .take(MAX_WARNINGS_LISTED)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// The warnings of a stored request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct WarnSummary {
+    pub total: u64,
+    pub by_rule: BTreeMap<String, u64>,
+    /// The first [`MAX_WARNINGS_LISTED`].
+    pub violations: Vec<Violation>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(json: serde_json::Value) -> Result<VersionDef, String> {
+        let d: VersionDef = serde_json::from_value(json).map_err(|e| e.to_string())?;
+        d.check_shape().map(|_| d)
+    }
+
+    #[test]
+    fn definitions_round_trip_and_count_their_rules() {
+        let d = def(serde_json::json!({
+            "fields": {"amount": {"type": "number", "required": true, "min": 0, "max": 10},
+                       "sku": {"type": "string", "pattern": "^A", "max_length": 4, "mode": "warn"}},
+            "additional_fields": "warn",
+            "rules": [{"name": "small", "check": "amount < 5"}],
+            "modes": {"amount.max": "warn"}
+        }))
+        .unwrap();
+        assert_eq!(d.rule_count(), 4 + 3 + 1 + 1);
+        let spec = &d.fields["amount"];
+        assert_eq!(d.mode_of("amount", spec, "max"), Mode::Warn);
+        assert_eq!(d.mode_of("amount", spec, "min"), Mode::Reject);
+        assert_eq!(d.mode_of("sku", &d.fields["sku"], "pattern"), Mode::Warn);
+        let stored = SchemaVersion {
+            version: 2,
+            created_ms: 5,
+            def: d,
+        };
+        let text = serde_json::to_string(&stored).unwrap();
+        let back: SchemaVersion = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, stored);
+        // declared order is kept
+        assert_eq!(
+            back.def.fields.keys().collect::<Vec<_>>(),
+            ["amount", "sku"]
+        );
+    }
+
+    #[test]
+    fn bad_shapes_name_their_place() {
+        let refused = |json: serde_json::Value, needle: &str| {
+            let e = def(json).unwrap_err();
+            assert!(e.contains(needle), "{e} lacks {needle}");
+        };
+        refused(
+            serde_json::json!({"fields": {"a": {"type": "text"}}}),
+            "unknown variant",
+        );
+        refused(
+            serde_json::json!({"fields": {"position": {"type": "number"}}}),
+            "fields.position",
+        );
+        refused(
+            serde_json::json!({"fields": {"_violations": {"type": "string"}}}),
+            "server sets",
+        );
+        refused(
+            serde_json::json!({"fields": {"a": {"type": "string", "min": 1}}}),
+            "fields.a.min",
+        );
+        refused(
+            serde_json::json!({"fields": {"a": {"type": "number", "min": 3, "max": 1}}}),
+            "fields.a.max",
+        );
+        refused(
+            serde_json::json!({"fields": {"a": {"type": "number", "pattern": "x"}}}),
+            "fields.a.pattern",
+        );
+        refused(
+            serde_json::json!({"fields": {"a": {"type": "string", "enum": [1]}}}),
+            "fields.a.enum[0]",
+        );
+        refused(
+            serde_json::json!({"fields": {"a": {"type": "integer", "enum": [1.5]}}}),
+            "enum[0]",
+        );
+        refused(
+            serde_json::json!({"rules": [{"name": "Bad", "check": "true"}]}),
+            "rules[0].name",
+        );
+        refused(
+            serde_json::json!({"rules": [{"name": "a", "check": "true"}, {"name": "a", "check": "x"}]}),
+            "rules[1].name",
+        );
+        refused(
+            serde_json::json!({"modes": {"b.max": "warn"}}),
+            "modes.b.max",
+        );
+        refused(serde_json::json!({"migration": []}), "unknown field");
+    }
+}

@@ -1,0 +1,103 @@
+//! Table schemas and validation rules over HTTP:
+//! - `GET /v1/schemas` lists the governed tables;
+//! - `GET /v1/schemas/{table}` shows one table's governance, `PUT` sets
+//!   the event types it accepts (`{"event_types": {"allowed": [...],
+//!   "mode": "reject"|"warn"} | null}`);
+//! - `POST /v1/schemas/{table}/{event_type}` registers the type's next
+//!   schema version (201), `GET` lists its versions;
+//! - `POST /v1/validate?table=` checks events (the bodies `/v1/events`
+//!   takes) against the rules without storing them.
+
+use super::http::AppState;
+use crate::auth::Principal;
+use crate::schema::governed::VersionDef;
+use crate::service::Error;
+use crate::service::schemas::TableSettings;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+/// `GET /v1/schemas`.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+) -> Result<Response, Error> {
+    let tables = state.service.list_schemas(&caller)?;
+    Ok(axum::Json(serde_json::json!({ "tables": tables })).into_response())
+}
+
+/// `GET /v1/schemas/{table}`.
+pub(super) async fn describe(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(table): Path<String>,
+) -> Result<Response, Error> {
+    let gov = state.service.table_schemas(&caller, &table)?;
+    Ok(axum::Json(gov.as_ref()).into_response())
+}
+
+/// `PUT /v1/schemas/{table}`.
+pub(super) async fn put_table(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(table): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let settings: TableSettings = super::groups::json_body(body)?;
+    let gov = state
+        .service
+        .set_table_schemas(&caller, &table, settings)
+        .await?;
+    Ok(axum::Json(gov.as_ref()).into_response())
+}
+
+/// `POST /v1/schemas/{table}/{event_type}`.
+pub(super) async fn register(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path((table, event_type)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let def: VersionDef = super::groups::json_body(body)?;
+    let version = state
+        .service
+        .register_schema(&caller, &table, &event_type, def)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(version)).into_response())
+}
+
+/// `GET /v1/schemas/{table}/{event_type}`.
+pub(super) async fn versions(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path((table, event_type)): Path<(String, String)>,
+) -> Result<Response, Error> {
+    let versions = state
+        .service
+        .schema_versions(&caller, &table, &event_type)?;
+    Ok(axum::Json(serde_json::json!({ "versions": versions })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ValidateParams {
+    table: Option<String>,
+}
+
+/// `POST /v1/validate?table=`.
+pub(super) async fn validate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Query(params): Query<ValidateParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    caller.require(crate::auth::Role::Writer, "validate events")?;
+    let table = params.table.unwrap_or_else(|| "events".to_string());
+    let (events, reservation) = super::ingest::read_events(&state, &caller, headers, body).await?;
+    let report = state.service.validate(&caller, &table, events).await?;
+    drop(reservation);
+    Ok(axum::Json(report).into_response())
+}
