@@ -7,8 +7,8 @@ use super::groups::{sync_dir, write_durably};
 use super::{Database, Table};
 use crate::ids::{TableName, TenantId};
 use crate::ingest::BatchCheck;
-use crate::schema::ColumnRegistry;
 use crate::schema::governed::{FieldType, TableGovernance};
+use crate::schema::{ColumnKind, ColumnRegistry};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -178,7 +178,11 @@ fn conflict(registry: &ColumnRegistry, gov: &TableGovernance, table: &str) -> Re
             Some((_, k)) if k != kind => {
                 return Err(format!(
                     "{event_type}.fields.{name}: table {table:?} already has a {} column {name:?}; {} field cannot be stored in it (declare its type to match, or use another name)",
-                    crate::schema::query_type(&k.data_type()),
+                    match k {
+                        ColumnKind::Double => "DOUBLE",
+                        ColumnKind::Boolean => "BOOLEAN",
+                        ColumnKind::Text => "VARCHAR",
+                    },
                     ty.described(),
                 ));
             }

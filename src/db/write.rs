@@ -351,7 +351,7 @@ fn run_check(
             m.validation_rejected
                 .with_label_values(&[tenant, name])
                 .inc_by(violations.rejected);
-            Some(violations)
+            Some(violations.as_ref())
         }
     };
     if let Some(found) = found {
@@ -366,7 +366,7 @@ fn run_check(
         Ok(checked) => Ok((checked.batch, checked.warnings)),
         Err(violations) => {
             table.registry.lock().retract(before, after);
-            Err(Error::Rejected(Box::new(violations)))
+            Err(Error::Rejected(violations))
         }
     }
 }

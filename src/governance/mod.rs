@@ -102,7 +102,7 @@ impl TableChecker {
         let mut groups: Vec<(Arc<VersionChecker>, Vec<u32>)> = Vec::new();
         let mut slot_of: HashMap<&str, Option<usize>> = HashMap::new();
         let mut last: Option<(&str, Option<usize>)> = None;
-        for row in 0..rows {
+        for (row, &at) in index.iter().enumerate().take(rows) {
             let event_type = types.value(row);
             if let Some(allowed) = &self.allowed
                 && !allowed.types.contains(event_type)
@@ -111,8 +111,8 @@ impl TableChecker {
                     row as u32,
                     0,
                     Violation {
-                        index: index[row],
-                        path: format!("$[{}].event_type", index[row]),
+                        index: at,
+                        path: format!("$[{at}].event_type"),
                         rule: "event_types".into(),
                         mode: allowed.mode,
                         event_type: event_type.to_string(),
@@ -236,10 +236,10 @@ impl BatchCheck for TableChecker {
         batch: RecordBatch,
         facts: &Facts,
         index: &[u64],
-    ) -> Result<Checked, Violations> {
+    ) -> Result<Checked, Box<Violations>> {
         let (violations, marks) = self.inspect(&batch, facts, index);
         if violations.refuses() {
-            return Err(violations);
+            return Err(Box::new(violations));
         }
         let Some(marks) = marks else {
             return Ok(Checked {

@@ -267,7 +267,7 @@ impl Rule {
                 };
                 for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
                     let v = column.value(row);
-                    if !values.contains(v) {
+                    if !rows.is_nested(row, field) && !values.contains(v) {
                         broke(
                             row,
                             field_at(field),

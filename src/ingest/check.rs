@@ -59,5 +59,5 @@ pub trait BatchCheck: Send + Sync + std::fmt::Debug {
         batch: RecordBatch,
         facts: &Facts,
         index: &[u64],
-    ) -> Result<Checked, Violations>;
+    ) -> Result<Checked, Box<Violations>>;
 }

@@ -247,10 +247,9 @@ impl Service {
                 Ok(())
             })
             .await?;
-        Ok(gov
-            .latest(event_type)
+        gov.latest(event_type)
             .cloned()
-            .ok_or_else(|| Error::internal("the registered version is missing"))?)
+            .ok_or_else(|| Error::internal("the registered version is missing"))
     }
 
     /// Changes `table`'s governance with `change`, then compiles, stores
@@ -360,7 +359,7 @@ impl BatchCheck for Broken {
         _batch: arrow::array::RecordBatch,
         _facts: &crate::ingest::Facts,
         index: &[u64],
-    ) -> std::result::Result<crate::ingest::Checked, Violations> {
+    ) -> std::result::Result<crate::ingest::Checked, Box<Violations>> {
         let mut v = Violations::new(&self.table);
         v.rejected = index.len() as u64;
         v.push(crate::schema::governed::Violation {
@@ -376,6 +375,6 @@ impl BatchCheck for Broken {
             ),
             fields: Vec::new(),
         });
-        Err(v)
+        Err(Box::new(v))
     }
 }

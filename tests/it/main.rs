@@ -13,6 +13,7 @@ mod dsl;
 mod entity_streams;
 mod flight;
 mod flight_limits;
+mod governance;
 mod groups;
 mod ingest;
 mod ingest_memory;
