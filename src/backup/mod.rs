@@ -14,7 +14,8 @@
 //!
 //! The manifest also holds each durable subscription's state (a few
 //! hundred bytes each), which a restore writes back where the server
-//! keeps them: `<data-dir>/subscriptions/<tenant>/<name>.json`.
+//! keeps them: `<data-dir>/subscriptions/<tenant>/<name>.json`; and each
+//! governed table's schemas and rules (`<data-dir>/schemas/…`).
 //!
 //! Delta files never change once written (data files have unique names;
 //! log entries are immutable), so a file an earlier manifest lists with
@@ -89,6 +90,18 @@ pub struct Manifest {
     /// backed up).
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionEntry>,
+    /// Governed tables' schemas and rules, as the server stores them.
+    #[serde(default)]
+    pub schemas: Vec<SchemaEntry>,
+}
+
+/// One governed table's schemas and rules in a backup: the file the
+/// server keeps them in, `<data-dir>/schemas/<tenant>/<table>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaEntry {
+    pub tenant: String,
+    pub table: String,
+    pub state: serde_json::Value,
 }
 
 /// One durable subscription in a backup: its state as the server stores
@@ -243,6 +256,24 @@ pub fn restore(from: &Location, data_dir: &Path) -> Result<Manifest, Error> {
             serde_json::to_vec_pretty(&entry.state).map_err(|e| bad("state", e.to_string()))?;
         std::fs::write(&path, text).map_err(io(&path))?;
     }
+    for entry in &manifest.schemas {
+        let bad = |what: &str, e: String| {
+            Error::Invalid(format!(
+                "{from}/manifest.json: schemas of table {:?}: {what}: {e}",
+                entry.table
+            ))
+        };
+        let tenant = (entry.tenant.parse::<crate::ids::TenantId>())
+            .map_err(|e| bad("tenant", e.to_string()))?;
+        let table = (entry.table.parse::<crate::ids::TableName>())
+            .map_err(|e| bad("table", e.to_string()))?;
+        let dir = data_dir.join(crate::ids::SCHEMAS_DIR).join(tenant.as_str());
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(format!("{table}.json"));
+        let text =
+            serde_json::to_vec_pretty(&entry.state).map_err(|e| bad("state", e.to_string()))?;
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
     Ok(manifest)
 }
 
@@ -269,6 +300,7 @@ mod tests {
             format: FORMAT,
             created_at: "2026-11-28T00:00:00Z".into(),
             subscriptions: Vec::new(),
+            schemas: Vec::new(),
             tables: vec![TableEntry {
                 tenant: "t".into(),
                 table: "x".into(),

@@ -91,11 +91,23 @@ impl Database {
                 }
             })
             .collect();
+        let schemas = self
+            .schemas()
+            .all()
+            .into_iter()
+            .filter(|(t, _, _)| tenant.is_none_or(|want| t == want))
+            .map(|(t, table, gov)| backup::SchemaEntry {
+                tenant: t.to_string(),
+                table: table.to_string(),
+                state: super::schemas::file_state(&table, &gov),
+            })
+            .collect();
         let manifest = Manifest {
             format: backup::FORMAT,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             tables: entries,
             subscriptions,
+            schemas,
         };
         let (m, at) = (manifest.clone(), place.clone());
         tokio::task::spawn_blocking(move || m.write(&at))

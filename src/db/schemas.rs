@@ -21,6 +21,15 @@ struct File {
     governance: TableGovernance,
 }
 
+/// What the store keeps in a table's file, as JSON (backups carry it).
+pub fn file_state(table: &TableName, gov: &TableGovernance) -> serde_json::Value {
+    let file = File {
+        table: table.to_string(),
+        governance: gov.clone(),
+    };
+    serde_json::to_value(&file).unwrap_or_default()
+}
+
 /// Why a change was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {

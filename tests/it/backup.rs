@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-fn backup(s: &TestServer, name: &str) -> Value {
+pub(crate) fn backup(s: &TestServer, name: &str) -> Value {
     let r = s.post(
         "/v1/admin/backup",
         "application/json",
@@ -26,7 +26,7 @@ fn restore(from: &std::path::Path, to: &std::path::Path) -> std::process::Output
 
 /// `allsource restore --from FROM` into a new directory in a temporary
 /// one (kept as long as the returned handle); it must succeed.
-fn restore_fresh(from: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn restore_fresh(from: &std::path::Path) -> (tempfile::TempDir, std::path::PathBuf) {
     let target = tempfile::tempdir().unwrap();
     let data = target.path().join("restored");
     let out = restore(from, &data);

@@ -558,3 +558,32 @@ fn rules_survive_kill9_and_refuse_flight_uploads_and_pipeline_outputs() {
     );
     assert_eq!(s.scalar("SELECT count(*) FROM capped"), 0);
 }
+
+#[test]
+fn a_restored_backup_keeps_its_rules() {
+    let mut s = TestServer::start(&[]);
+    govern(&s, "orders", "reject");
+    let good = json!([{"event_type": "purchase", "entity_id": "u", "payload": good_payload()}]);
+    let r = s.post(
+        "/v1/events?table=orders",
+        "application/json",
+        good.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    crate::backup::backup(&s, "b1");
+    s.stop();
+    let (_target, data) = crate::backup::restore_fresh(&s.data_dir.join("backups/default/b1"));
+    let restored = TestServer::start_in(&data, &[]);
+    assert_eq!(
+        restored.get("/v1/schemas/orders").json()["types"]["purchase"][0]["version"],
+        1
+    );
+    let r = restored.post(
+        "/v1/events?table=orders",
+        "application/json",
+        Value::from(bad_events()).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(listed(&r.json()["details"]["violations"]), expected());
+    assert_eq!(restored.scalar("SELECT count(*) FROM orders"), 1);
+}
