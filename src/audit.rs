@@ -117,6 +117,7 @@ impl AuditEntry {
             timestamp: None,
             payload,
             expected_version: Default::default(),
+            schema_version: None,
         }
     }
 }

@@ -45,6 +45,12 @@ enum Command {
     Projections(cli::projections::ProjectionsArgs),
     /// Define, list, show and delete pipelines, and pause or resume one.
     Pipelines(cli::pipelines::PipelinesArgs),
+    /// List, show and register tables' schemas and validation rules, and
+    /// set the event types a table accepts.
+    Schemas(cli::schemas::SchemasArgs),
+    /// Check a file of events against a table's rules without storing
+    /// them; fails when any would be refused.
+    Validate(cli::schemas::ValidateArgs),
     /// Mint a JWT for local use, signed with the server's HS256 secret
     /// (or an RS256/ES256 private key), and print it.
     Token(cli::token::TokenArgs),
@@ -67,6 +73,8 @@ fn main() -> anyhow::Result<()> {
         Command::Restore(args) => ("restore", cli::backup::restore(&args)),
         Command::Projections(args) => ("projections", cli::projections::run(&args)),
         Command::Pipelines(args) => ("pipelines", cli::pipelines::run(&args)),
+        Command::Schemas(args) => ("schemas", cli::schemas::run(&args)),
+        Command::Validate(args) => ("validate", cli::schemas::validate(&args)),
         Command::Token(args) => ("token", cli::token::run(&args)),
     };
     // A client command's failure is one line on stderr and a failing

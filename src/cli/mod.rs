@@ -11,6 +11,8 @@
 //! - [`projections`] and [`pipelines`]: define, list, show and delete
 //!   them, and the verbs of each (a projection's state, a pipeline's pause
 //!   and resume); [`resources`] holds what the two share.
+//! - [`schemas`]: tables' schemas and validation rules, and checking a
+//!   file of events against them.
 //! - [`token`]: mints a JWT locally; no server involved.
 //! - [`telemetry`]: logs and traces, for every command.
 //!
@@ -26,6 +28,7 @@ pub(crate) mod projections;
 pub(crate) mod query;
 pub(crate) mod replay;
 mod resources;
+pub(crate) mod schemas;
 pub(crate) mod serve;
 pub(crate) mod stream;
 pub(crate) mod telemetry;
@@ -98,6 +101,16 @@ fn send(
     url: &str,
     json: Option<Vec<u8>>,
 ) -> anyhow::Result<reqwest::blocking::Response> {
+    send_as(client, method, url, json.map(|b| (b, "application/json")))
+}
+
+/// [`send`] with a body of the given content type.
+fn send_as(
+    client: &ClientArgs,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<(Vec<u8>, &str)>,
+) -> anyhow::Result<reqwest::blocking::Response> {
     let base = &client.url;
     let mut request = reqwest::blocking::Client::builder()
         .timeout(None)
@@ -109,10 +122,8 @@ fn send(
     if let Some(tenant) = &client.tenant {
         request = request.header("x-allsource-tenant", tenant);
     }
-    if let Some(body) = json {
-        request = request
-            .header("content-type", "application/json")
-            .body(body);
+    if let Some((body, content_type)) = body {
+        request = request.header("content-type", content_type).body(body);
     }
     let response = request
         .send()

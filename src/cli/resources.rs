@@ -174,7 +174,7 @@ fn indent(json: &[u8]) -> Vec<u8> {
 /// `items` as an aligned table under `columns`' headers, two spaces
 /// between columns. A column whose values are all numbers (or missing) is
 /// aligned right; a missing or null value shows as `-`.
-fn table(columns: &[(&str, &str)], items: &[Value]) -> String {
+pub(super) fn table(columns: &[(&str, &str)], items: &[Value]) -> String {
     let cell = |v: Option<&Value>| match v {
         None | Some(Value::Null) => "-".to_string(),
         Some(Value::String(s)) => s.clone(),

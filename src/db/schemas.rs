@@ -191,6 +191,7 @@ fn conflict(registry: &ColumnRegistry, gov: &TableGovernance, table: &str) -> Re
                         ColumnKind::Double => "DOUBLE",
                         ColumnKind::Boolean => "BOOLEAN",
                         ColumnKind::Text => "VARCHAR",
+                        ColumnKind::Integer => "BIGINT",
                     },
                     ty.described(),
                 ));

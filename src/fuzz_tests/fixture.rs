@@ -169,6 +169,7 @@ fn event(rng: &mut StdRng, i: usize, late: bool) -> Event {
         timestamp: Some(ms * 1000),
         payload,
         expected_version: Default::default(),
+        schema_version: None,
     }
 }
 

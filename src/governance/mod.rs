@@ -16,8 +16,8 @@ use crate::ingest::{BatchCheck, Checked, Facts};
 use crate::schema::governed::{
     self, Additional, FieldType, Mode, SchemaVersion, TableGovernance, Violation, Violations,
 };
-use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
 use rules::{Kind, Rows, Rule};
@@ -29,7 +29,27 @@ use std::sync::Arc;
 pub struct TableChecker {
     table: String,
     allowed: Option<Allowed>,
-    types: HashMap<String, Arc<VersionChecker>>,
+    types: HashMap<String, TypeChecker>,
+}
+
+/// The live versions of one event type.
+#[derive(Debug)]
+struct TypeChecker {
+    latest: u32,
+    versions: HashMap<u32, Arc<VersionChecker>>,
+    /// `1, 2, 3`, for messages.
+    listed: String,
+}
+
+/// Where a row's rules come from.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Its type has no schema.
+    Ungoverned,
+    /// The version it declares is not a live one.
+    Unknown,
+    /// The group of rows checked against one version.
+    Group(usize),
 }
 
 #[derive(Debug)]
@@ -73,12 +93,24 @@ impl TableChecker {
             listed: a.allowed.iter().cloned().collect::<Vec<_>>().join(", "),
         });
         let mut types = HashMap::new();
-        for (event_type, versions) in &gov.types {
-            let Some(latest) = versions.last() else {
+        for event_type in gov.types.keys() {
+            let mut versions = HashMap::new();
+            for v in gov.live(event_type) {
+                let checker = VersionChecker::compile(event_type, v, session)?;
+                versions.insert(v.version, Arc::new(checker));
+            }
+            let Some(latest) = gov.latest(event_type) else {
                 continue;
             };
-            let checker = VersionChecker::compile(event_type, latest, session)?;
-            types.insert(event_type.clone(), Arc::new(checker));
+            let listed = gov.live(event_type).map(|v| v.version.to_string());
+            types.insert(
+                event_type.clone(),
+                TypeChecker {
+                    latest: latest.version,
+                    versions,
+                    listed: listed.collect::<Vec<_>>().join(", "),
+                },
+            );
         }
         Ok(TableChecker {
             table: table.to_string(),
@@ -88,20 +120,32 @@ impl TableChecker {
     }
 
     /// Every violation in `batch` (row `i` is the request's event
-    /// `index[i]`), and the `_violations` column its rows get.
+    /// `index[i]`), the `_violations` column its rows get (when any row
+    /// broke a `warn` rule) and its `schema_version` column: each row's
+    /// declared version, or its type's latest, or null when its type has
+    /// no schema.
     pub fn inspect(
         &self,
         batch: &RecordBatch,
         facts: &Facts,
         index: &[u64],
-    ) -> (Violations, Option<ArrayRef>) {
+    ) -> (Violations, Option<ArrayRef>, ArrayRef) {
         let rows = batch.num_rows();
         let types = batch.column(1).as_string::<i32>();
+        let declared = batch
+            .column_by_name(governed::SCHEMA_VERSION)
+            .and_then(|c| c.as_primitive_opt::<Int64Type>());
+        let declared_of = |row: usize| {
+            declared
+                .filter(|d| d.is_valid(row))
+                .map(|d| u32::try_from(d.value(row)).unwrap_or(u32::MAX))
+        };
         // (batch row, order of the rule, violation)
         let mut found: Vec<(u32, usize, Violation)> = Vec::new();
         let mut groups: Vec<(Arc<VersionChecker>, Vec<u32>)> = Vec::new();
-        let mut slot_of: HashMap<&str, Option<usize>> = HashMap::new();
-        let mut last: Option<(&str, Option<usize>)> = None;
+        let mut stamped: Vec<Option<i64>> = Vec::with_capacity(rows);
+        let mut slot_of: HashMap<(&str, Option<u32>), Slot> = HashMap::new();
+        let mut last: Option<((&str, Option<u32>), Slot)> = None;
         for (row, &at) in index.iter().enumerate().take(rows) {
             let event_type = types.value(row);
             if let Some(allowed) = &self.allowed
@@ -110,59 +154,73 @@ impl TableChecker {
                 found.push((
                     row as u32,
                     0,
-                    Violation {
-                        index: at,
-                        path: format!("$[{at}].event_type"),
-                        rule: "event_types".into(),
-                        mode: allowed.mode,
-                        event_type: event_type.to_string(),
-                        schema_version: None,
-                        message: format!(
+                    self.violation(at, "event_type", "event_types", allowed.mode, event_type, {
+                        format!(
                             "{} is not an event type of table {} (allowed: {})",
                             rules::shown(&serde_json::Value::from(event_type)),
                             self.table,
                             allowed.listed
-                        ),
-                        fields: Vec::new(),
-                    },
+                        )
+                    }),
                 ));
             }
+            let key = (event_type, declared_of(row));
             let slot = match last {
-                Some((t, slot)) if t == event_type => slot,
+                Some((k, slot)) if k == key => slot,
                 _ => {
-                    let slot = *slot_of.entry(event_type).or_insert_with(|| {
-                        self.types.get(event_type).map(|checker| {
-                            groups.push((checker.clone(), Vec::new()));
-                            groups.len() - 1
-                        })
+                    let slot = *slot_of.entry(key).or_insert_with(|| {
+                        let Some(t) = self.types.get(event_type) else {
+                            return Slot::Ungoverned;
+                        };
+                        match t.versions.get(&key.1.unwrap_or(t.latest)) {
+                            Some(checker) => {
+                                groups.push((checker.clone(), Vec::new()));
+                                Slot::Group(groups.len() - 1)
+                            }
+                            None => Slot::Unknown,
+                        }
                     });
-                    last = Some((event_type, slot));
+                    last = Some((key, slot));
                     slot
                 }
             };
-            if let Some(slot) = slot {
-                groups[slot].1.push(row as u32);
+            match slot {
+                Slot::Group(g) => {
+                    groups[g].1.push(row as u32);
+                    stamped.push(Some(i64::from(groups[g].0.version)));
+                }
+                Slot::Ungoverned => stamped.push(None),
+                Slot::Unknown => {
+                    stamped.push(None);
+                    let t = &self.types[event_type];
+                    let message = format!(
+                        "{event_type} has no version {} (live: {})",
+                        key.1.unwrap_or(0),
+                        t.listed
+                    );
+                    found.push((
+                        row as u32,
+                        0,
+                        self.violation(
+                            at,
+                            "schema_version",
+                            "schema_version",
+                            Mode::Reject,
+                            event_type,
+                            message,
+                        ),
+                    ));
+                }
             }
         }
         let overflow = rules::overflow_of(batch);
         for (checker, members) in &groups {
-            let part;
-            let view = match members.len() == rows {
-                true => batch,
-                false => {
-                    let take = UInt32Array::from(members.clone());
-                    match arrow::compute::take_record_batch(batch, &take) {
-                        Ok(b) => {
-                            part = b;
-                            &part
-                        }
-                        Err(_) => continue,
-                    }
-                }
-            };
+            let all = members.len() == rows;
+            let take = (!all).then(|| UInt32Array::from(members.clone()));
             let view = Rows {
-                batch: view,
-                batch_rows: members,
+                batch,
+                members,
+                take: take.as_ref(),
                 overflow: &overflow,
                 nested: &facts.nested,
                 declared: &checker.declared,
@@ -216,6 +274,7 @@ impl TableChecker {
                 false => out.warned += 1,
             }
         }
+        let stamped = Arc::new(Int64Array::from(stamped)) as ArrayRef;
         let column = (!marks.is_empty()).then(|| {
             let text: StringArray = (0..rows as u32)
                 .map(|r| {
@@ -226,7 +285,29 @@ impl TableChecker {
                 .collect();
             Arc::new(text) as ArrayRef
         });
-        (out, column)
+        (out, column, stamped)
+    }
+
+    /// A violation of a rule of the table rather than of a version.
+    fn violation(
+        &self,
+        at: u64,
+        key: &str,
+        rule: &str,
+        mode: Mode,
+        event_type: &str,
+        message: String,
+    ) -> Violation {
+        Violation {
+            index: at,
+            path: format!("$[{at}].{key}"),
+            rule: rule.into(),
+            mode,
+            event_type: event_type.to_string(),
+            schema_version: None,
+            message,
+            fields: Vec::new(),
+        }
     }
 }
 
@@ -237,31 +318,35 @@ impl BatchCheck for TableChecker {
         facts: &Facts,
         index: &[u64],
     ) -> Result<Checked, Box<Violations>> {
-        let (violations, marks) = self.inspect(&batch, facts, index);
+        let (violations, marks, stamped) = self.inspect(&batch, facts, index);
         if violations.refuses() {
             return Err(Box::new(violations));
         }
-        let Some(marks) = marks else {
-            return Ok(Checked {
-                batch,
-                warnings: None,
-            });
-        };
+        let warnings = (violations.total > 0).then_some(violations);
         let mut fields: Vec<Arc<Field>> = batch.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(
-            governed::VIOLATIONS,
-            DataType::Utf8,
-            true,
-        )));
         let mut columns = batch.columns().to_vec();
-        columns.push(marks);
-        // The column is built for this batch's rows, so it fits; were it
-        // not to, the rows are stored unmarked (the reply still warns).
+        let mut set = |name: &str, column: ArrayRef| {
+            let field = Arc::new(Field::new(name, column.data_type().clone(), true));
+            match fields.iter().position(|f| f.name() == name) {
+                Some(i) => {
+                    fields[i] = field;
+                    columns[i] = column;
+                }
+                None => {
+                    fields.push(field);
+                    columns.push(column);
+                }
+            }
+        };
+        set(governed::SCHEMA_VERSION, stamped);
+        if let Some(marks) = marks {
+            set(governed::VIOLATIONS, marks);
+        }
+        // The columns are built for this batch's rows, so they fit; were
+        // they not to, the rows are stored unmarked (the reply still
+        // warns).
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap_or(batch);
-        Ok(Checked {
-            batch,
-            warnings: Some(violations),
-        })
+        Ok(Checked { batch, warnings })
     }
 }
 

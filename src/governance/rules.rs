@@ -3,7 +3,7 @@
 //! only for a row that breaks it.
 
 use crate::schema::governed::{FieldType, Mode};
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::physical_expr::PhysicalExpr;
 use serde_json::{Map, Value};
@@ -77,11 +77,15 @@ pub(super) struct Broken {
     pub(super) fields: Vec<String>,
 }
 
-/// What a rule runs over: the rows of one event type and version.
+/// What a rule runs over: the rows of one event type and version, read
+/// in place from the built batch.
 pub(super) struct Rows<'a> {
     pub(super) batch: &'a RecordBatch,
-    /// Per row, its row in the built batch.
-    pub(super) batch_rows: &'a [u32],
+    /// The rows, in the built batch.
+    pub(super) members: &'a [u32],
+    /// `members` as an index array, for taking the columns SQL rules read;
+    /// `None` when they are every row of the batch, in order.
+    pub(super) take: Option<&'a UInt32Array>,
     /// Per built-batch row, the fields that went to `_overflow`.
     pub(super) overflow: &'a HashMap<u32, Map<String, Value>>,
     /// Per column, the built-batch rows whose text is nested JSON.
@@ -99,14 +103,24 @@ impl Rows<'_> {
         self.batch.column_by_name(field)
     }
 
-    fn overflowed(&self, row: usize, field: &str) -> Option<&Value> {
-        self.overflow.get(&self.batch_rows[row])?.get(field)
+    fn overflowed(&self, row: u32, field: &str) -> Option<&Value> {
+        self.overflow.get(&row)?.get(field)
     }
 
-    fn is_nested(&self, row: usize, field: &str) -> bool {
+    fn is_nested(&self, row: u32, field: &str) -> bool {
         self.nested
             .get(field)
-            .is_some_and(|rows| rows.binary_search(&self.batch_rows[row]).is_ok())
+            .is_some_and(|rows| rows.binary_search(&row).is_ok())
+    }
+
+    /// `(j, row)` for each member whose value in `array` is not null: `j`
+    /// its place among the members, `row` its row in the batch.
+    fn valid<'b>(&'b self, array: &'b dyn Array) -> impl Iterator<Item = (usize, u32)> + 'b {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| array.is_valid(**r as usize))
+            .map(|(j, r)| (j, *r))
     }
 }
 
@@ -143,20 +157,23 @@ impl Rule {
                 fields: Vec::new(),
             })
         };
-        let n = rows.batch.num_rows();
+        let n = rows.members.len();
         match &self.kind {
             Kind::Required(field) => {
                 let column = rows.column(field);
-                for row in 0..n {
-                    let present = column.is_some_and(|c| c.is_valid(row))
+                for (j, &row) in rows.members.iter().enumerate() {
+                    let present = column.is_some_and(|c| c.is_valid(row as usize))
                         || rows.overflowed(row, field).is_some();
                     if !present {
-                        broke(row, field_at(field), "required field is missing".into());
+                        broke(j, field_at(field), "required field is missing".into());
                     }
                 }
             }
             Kind::Type(field, ty) => {
-                for row in 0..n {
+                for (j, &row) in rows.members.iter().enumerate() {
+                    if rows.overflow.is_empty() {
+                        break;
+                    }
                     if let Some(v) = rows.overflowed(row, field) {
                         let found = crate::ingest::json_kind(v);
                         let message = match v.is_number()
@@ -167,7 +184,7 @@ impl Rule {
                                 format!("expected {}, found {found} ({})", ty.described(), shown(v))
                             }
                         };
-                        broke(row, field_at(field), message);
+                        broke(j, field_at(field), message);
                     }
                 }
                 let Some(column) = rows.column(field) else {
@@ -176,11 +193,11 @@ impl Rule {
                 match ty {
                     FieldType::Integer if column.data_type() == &DataType::Float64 => {
                         let values = column.as_primitive::<Float64Type>();
-                        for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
-                            let v = values.value(row);
+                        for (j, row) in rows.valid(values) {
+                            let v = values.value(row as usize);
                             if v.fract() != 0.0 || !v.is_finite() {
                                 broke(
-                                    row,
+                                    j,
                                     field_at(field),
                                     format!("expected an integer, found {}", number(v)),
                                 );
@@ -191,8 +208,13 @@ impl Rule {
                         if column.data_type() == &DataType::Utf8 =>
                     {
                         let values = column.as_string::<i32>();
-                        for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
-                            let text = values.value(row);
+                        let nested = rows.nested.contains_key(field.as_str());
+                        for (j, row) in rows.valid(values) {
+                            // Most text columns hold only strings.
+                            if !nested && *ty == FieldType::String {
+                                break;
+                            }
+                            let text = values.value(row as usize);
                             let found = match rows.is_nested(row, field) {
                                 false => FieldType::String,
                                 true if text.starts_with('[') => FieldType::Array,
@@ -206,7 +228,7 @@ impl Rule {
                                     _ => String::new(),
                                 };
                                 broke(
-                                    row,
+                                    j,
                                     field_at(field),
                                     format!(
                                         "expected {}, found {}{value}",
@@ -237,8 +259,8 @@ impl Rule {
                     return out;
                 };
                 let is_min = matches!(self.kind, Kind::Min { .. });
-                for row in (0..values.len()).filter(|r| values.is_valid(*r)) {
-                    let v = values.value(row);
+                for (j, row) in rows.valid(values) {
+                    let v = values.value(row as usize);
                     let message = match (is_min, exclusive) {
                         (true, false) if v < *bound => {
                             format!("{} is below the minimum {}", number(v), number(*bound))
@@ -254,7 +276,7 @@ impl Rule {
                         }
                         _ => continue,
                     };
-                    broke(row, field_at(field), message);
+                    broke(j, field_at(field), message);
                 }
             }
             Kind::EnumText {
@@ -265,11 +287,11 @@ impl Rule {
                 let Some(column) = rows.column(field).and_then(|c| c.as_string_opt::<i32>()) else {
                     return out;
                 };
-                for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
-                    let v = column.value(row);
-                    if !rows.is_nested(row, field) && !values.contains(v) {
+                for (j, row) in rows.valid(column) {
+                    let v = column.value(row as usize);
+                    if !values.contains(v) && !rows.is_nested(row, field) {
                         broke(
-                            row,
+                            j,
                             field_at(field),
                             format!("{} is not one of {listed}", shown(&Value::from(v))),
                         );
@@ -287,11 +309,11 @@ impl Rule {
                 else {
                     return out;
                 };
-                for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
-                    let v = column.value(row);
+                for (j, row) in rows.valid(column) {
+                    let v = column.value(row as usize);
                     if !values.contains(&v) {
                         broke(
-                            row,
+                            j,
                             field_at(field),
                             format!("{} is not one of {listed}", number(v)),
                         );
@@ -306,10 +328,10 @@ impl Rule {
                 let Some(column) = rows.column(field).and_then(|c| c.as_boolean_opt()) else {
                     return out;
                 };
-                for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
-                    let v = column.value(row);
+                for (j, row) in rows.valid(column) {
+                    let v = column.value(row as usize);
                     if !values.contains(&v) {
-                        broke(row, field_at(field), format!("{v} is not one of {listed}"));
+                        broke(j, field_at(field), format!("{v} is not one of {listed}"));
                     }
                 }
             }
@@ -317,11 +339,11 @@ impl Rule {
                 let Some(column) = rows.column(field).and_then(|c| c.as_string_opt::<i32>()) else {
                     return out;
                 };
-                for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
-                    let v = column.value(row);
-                    if !rows.is_nested(row, field) && !regex.is_match(v) {
+                for (j, row) in rows.valid(column) {
+                    let v = column.value(row as usize);
+                    if !regex.is_match(v) && !rows.is_nested(row, field) {
                         broke(
-                            row,
+                            j,
                             field_at(field),
                             format!(
                                 "{} does not match {}",
@@ -336,16 +358,13 @@ impl Rule {
                 let Some(column) = rows.column(field).and_then(|c| c.as_string_opt::<i32>()) else {
                     return out;
                 };
-                for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
-                    if rows.is_nested(row, field) {
-                        continue;
-                    }
-                    let v = column.value(row);
+                for (j, row) in rows.valid(column) {
+                    let v = column.value(row as usize);
                     // Bytes bound characters from above: most values need
                     // no count.
                     let long = max.is_some_and(|m| v.len() > m as usize);
                     let short = min.is_some_and(|m| v.len() < 4 * m as usize);
-                    if !long && !short {
+                    if (!long && !short) || rows.is_nested(row, field) {
                         continue;
                     }
                     let chars = v.chars().count() as u64;
@@ -358,7 +377,7 @@ impl Rule {
                         }
                         _ => continue,
                     };
-                    broke(row, field_at(field), message);
+                    broke(j, field_at(field), message);
                 }
             }
             Kind::Additional => {
@@ -372,18 +391,21 @@ impl Rule {
                     {
                         continue;
                     }
-                    for row in (0..column.len()).filter(|r| column.is_valid(*r)) {
+                    for (j, _) in rows.valid(column) {
                         let message = format!("field {name:?} is not declared in {}", rows.label);
-                        broke(row, field_at(name), message);
+                        broke(j, field_at(name), message);
                     }
                 }
-                for row in 0..n {
-                    let Some(extra) = rows.overflow.get(&rows.batch_rows[row]) else {
+                for (j, row) in rows.members.iter().enumerate() {
+                    if rows.overflow.is_empty() {
+                        break;
+                    }
+                    let Some(extra) = rows.overflow.get(row) else {
                         continue;
                     };
                     for name in extra.keys().filter(|k| !rows.declared.contains(*k)) {
                         let message = format!("field {name:?} is not declared in {}", rows.label);
-                        broke(row, field_at(name), message);
+                        broke(j, field_at(name), message);
                     }
                 }
             }
@@ -396,7 +418,7 @@ impl Rule {
                 let message = message
                     .clone()
                     .unwrap_or_else(|| format!("check failed: {check}"));
-                let failed = match sql_input(rows)
+                let failed = match sql_input(rows, fields)
                     .and_then(|input| expr.evaluate(&input)?.into_array(input.num_rows()))
                 {
                     Ok(result) => match result.as_boolean_opt() {
@@ -432,19 +454,25 @@ fn failing(ok: &BooleanArray) -> Vec<(usize, String)> {
         .collect()
 }
 
-/// The columns SQL rules read, from the rows: fixed ones, then the
-/// declared fields (null where the rows have none of the declared kind).
-fn sql_input(rows: &Rows<'_>) -> datafusion::error::Result<RecordBatch> {
-    let n = rows.batch.num_rows();
-    let columns: Vec<ArrayRef> = rows
+/// The columns SQL rules may read, for the rows: fixed ones, then the
+/// declared fields (null where the batch has none of the declared kind).
+/// Only the columns `reads` names are taken; the others are null.
+fn sql_input(rows: &Rows<'_>, reads: &[String]) -> datafusion::error::Result<RecordBatch> {
+    let n = rows.members.len();
+    let columns = rows
         .sql_input
         .fields()
         .iter()
         .map(|f| match rows.batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => c.clone(),
-            _ => arrow::array::new_null_array(f.data_type(), n),
+            Some(c) if c.data_type() == f.data_type() && reads.contains(f.name()) => {
+                match rows.take {
+                    None => Ok(c.clone()),
+                    Some(take) => arrow::compute::take(c, take, None),
+                }
+            }
+            _ => Ok(arrow::array::new_null_array(f.data_type(), n)),
         })
-        .collect();
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
     Ok(RecordBatch::try_new(rows.sql_input.clone(), columns)?)
 }
 

@@ -15,6 +15,7 @@ fn governance(types: serde_json::Value) -> TableGovernance {
             .push(SchemaVersion {
                 version: 1,
                 created_ms: 0,
+                removed_ms: None,
                 def,
             });
     }
@@ -32,7 +33,8 @@ fn check(gov: &TableGovernance, body: &str) -> (Violations, Option<ArrayRef>) {
     let ids: Vec<String> = (0..events.len()).map(|i| format!("id{i}")).collect();
     let built = build(&events, &vec![true; events.len()], &ids, &registry, 0).unwrap();
     let index: Vec<u64> = (0..events.len() as u64).collect();
-    checker.inspect(&built.batch, &built.facts, &index)
+    let (v, marks, _) = checker.inspect(&built.batch, &built.facts, &index);
+    (v, marks)
 }
 
 fn rules_of(v: &Violations) -> Vec<(u64, &str)> {

@@ -93,6 +93,32 @@ fn expected_versions(array: &ArrayRef, first_row: u64) -> Result<Vec<ExpectedVer
     ))
 }
 
+/// The `schema_version` column: an integer one, each value from 1 (null:
+/// the latest).
+fn schema_versions(array: &ArrayRef, first_row: u64) -> Result<ArrayRef> {
+    let name = schema::governed::SCHEMA_VERSION;
+    if !array.data_type().is_integer() {
+        return Err(column_error(
+            name,
+            format!("must be an integer column; it is {}", array.data_type()),
+        ));
+    }
+    let values = cast(array, &DataType::Int64)?;
+    let ints = values.as_primitive::<Int64Type>();
+    for row in 0..ints.len() {
+        if ints.is_valid(row) && !(1..=i64::from(u32::MAX)).contains(&ints.value(row)) {
+            return Err(row_error(
+                first_row + row as u64,
+                format!(
+                    "column {name:?} must hold versions from 1; found {}",
+                    ints.value(row)
+                ),
+            ));
+        }
+    }
+    Ok(values)
+}
+
 fn column_error(column: &str, reason: impl Into<String>) -> Error {
     Error::InvalidColumn {
         column: column.to_string(),
@@ -334,6 +360,7 @@ fn to_kind(array: &ArrayRef, kind: ColumnKind) -> Result<(ArrayRef, Vec<(usize, 
     match kind {
         ColumnKind::Double => to_doubles(array),
         ColumnKind::Boolean => Ok((cast(array, &DataType::Boolean)?, Vec::new())),
+        ColumnKind::Integer => Ok((cast(array, &DataType::Int64)?, Vec::new())),
         ColumnKind::Text => {
             if !is_json_text(array.data_type()) {
                 return Ok((cast(array, &DataType::Utf8)?, Vec::new()));
@@ -360,6 +387,7 @@ fn payload_columns(batch: &RecordBatch) -> Result<Vec<(String, ArrayRef)>> {
             schema::TIMESTAMP,
             schema::OVERFLOW,
             EXPECTED_VERSION,
+            schema::governed::SCHEMA_VERSION,
         ]
         .contains(&name)
             || SERVER_COLUMNS.contains(&name)
@@ -502,6 +530,10 @@ pub fn convert(
         Some(array) => expected_versions(array, first_row)?,
         None => Vec::new(),
     };
+    let declared = match batch.column_by_name(schema::governed::SCHEMA_VERSION) {
+        Some(array) => Some(schema_versions(array, first_row)?),
+        None => None,
+    };
     let payload = payload_columns(batch)?;
     let cells = rows.saturating_mul(payload.len() + schema::FIXED_COLUMNS.len());
     if cells > MAX_CELLS {
@@ -514,7 +546,7 @@ pub fn convert(
         .iter()
         .map(|(name, array)| kind_of_type(name, array.data_type()))
         .collect::<Result<Vec<_>>>()?;
-    let (placements, placed) = {
+    let (placements, placed, governed) = {
         let mut reg = registry.lock();
         let before = reg.mark();
         let placements: Vec<Placement> = payload
@@ -522,7 +554,7 @@ pub fn convert(
             .zip(&kinds)
             .map(|((name, _), kind)| reg.place(name, *kind))
             .collect();
-        (placements, (before, reg.mark()))
+        (placements, (before, reg.mark()), reg.governed())
     };
     let mut facts = Facts::default();
 
@@ -569,6 +601,19 @@ pub fn convert(
         }
     }
 
+    // A governed table keeps the schema version each row was written
+    // with: the writer's, here; its rules' check fills in the rest.
+    if governed {
+        fields.push(Field::new(
+            schema::governed::SCHEMA_VERSION,
+            DataType::Int64,
+            true,
+        ));
+        columns.push(match declared {
+            Some(d) => d,
+            None => arrow::array::new_null_array(&DataType::Int64, rows),
+        });
+    }
     let client_ids = given_ids
         .as_ref()
         .map(|ids| (0..rows).map(|i| ids.is_valid(i)).collect::<Vec<bool>>());

@@ -19,8 +19,8 @@ pub use parse::{BodyFormat, Event, ExpectedVersion, parse_events, parse_events_w
 
 use crate::schema::{self, ColumnKind, ColumnRegistry, Placement, RegistryMark};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Array, Float64Builder, Int64Array, RecordBatch, StringArray,
-    StringBuilder, TimestampMicrosecondArray,
+    ArrayRef, BooleanBuilder, Date32Array, Float64Builder, Int64Array, Int64Builder, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Field, Schema};
 use serde_json::{Map, Value};
@@ -155,11 +155,11 @@ pub fn build(
     // rather than after building and encoding it.
     let estimate = BatchEstimate::new(rows, keys.len(), kept().map(Event::fixed_text_len).sum());
     estimate.check(crate::wal::MAX_RECORD_BYTES, "the largest WAL record")?;
-    let (placements, placed) = {
+    let (placements, placed, governed) = {
         let mut reg = registry.lock();
         let before = reg.mark();
         let placements: Vec<Placement> = keys.iter().map(|(k, kind)| reg.place(k, *kind)).collect();
-        (placements, (before, reg.mark()))
+        (placements, (before, reg.mark()), reg.governed())
     };
     let mut facts = Facts::default();
 
@@ -213,6 +213,22 @@ pub fn build(
                         }
                         Arc::new(b.finish())
                     }
+                    ColumnKind::Integer => {
+                        let mut b = Int64Builder::with_capacity(rows);
+                        for (row, v) in values.enumerate() {
+                            match v {
+                                None | Some(Value::Null) => b.append_null(),
+                                Some(Value::Number(n)) if n.as_i64().is_some() => {
+                                    b.append_option(n.as_i64())
+                                }
+                                Some(other) => {
+                                    add_overflow(row, other);
+                                    b.append_null();
+                                }
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
                     ColumnKind::Text => {
                         let mut b = StringBuilder::with_capacity(rows, rows * 8);
                         let mut nested = Vec::new();
@@ -242,6 +258,17 @@ pub fn build(
         }
     }
 
+    // A governed table keeps the schema version each event was written
+    // with: the writer's, here; its rules' check fills in the rest.
+    if governed {
+        let declared: Int64Array = kept().map(|e| e.schema_version.map(i64::from)).collect();
+        fields.push(Field::new(
+            schema::governed::SCHEMA_VERSION,
+            arrow::datatypes::DataType::Int64,
+            true,
+        ));
+        payload_columns.push(Arc::new(declared));
+    }
     let kept_ids = ids.iter().zip(keep).filter(|(_, k)| **k).map(|(id, _)| id);
     let batch = event_batch(
         [

@@ -26,6 +26,9 @@ pub struct Event {
     /// What the entity's stream must look like for the event to be
     /// appended (optimistic concurrency).
     pub expected_version: ExpectedVersion,
+    /// The schema version of its event type the writer wrote it with;
+    /// `None` means the latest (only governed tables keep it).
+    pub schema_version: Option<u32>,
 }
 
 /// What an event requires of its entity's stream just before it is
@@ -321,6 +324,7 @@ fn event_from_value(value: Value) -> Result<Event, String> {
     let mut entity_id = None;
     let mut timestamp = None;
     let mut expected_version = ExpectedVersion::Any;
+    let mut schema_version = None;
     let mut payload = Map::new();
     for (key, value) in obj {
         match key.as_str() {
@@ -329,6 +333,7 @@ fn event_from_value(value: Value) -> Result<Event, String> {
             "entity_id" => entity_id = optional_string("entity_id", value)?,
             "timestamp" => timestamp = parse_timestamp(value)?,
             "expected_version" => expected_version = parse_expected(value)?,
+            "schema_version" => schema_version = parse_schema_version(value)?,
             "payload" => match value {
                 Value::Object(map) => payload = map,
                 Value::Null => {}
@@ -341,7 +346,7 @@ fn event_from_value(value: Value) -> Result<Event, String> {
             },
             other => {
                 return Err(format!(
-                    "unknown field {:?}: an event has event_type, entity_id, timestamp, event_id, expected_version and payload (put your own fields under \"payload\")",
+                    "unknown field {:?}: an event has event_type, entity_id, timestamp, event_id, expected_version, schema_version and payload (put your own fields under \"payload\")",
                     truncate(other, 64)
                 ));
             }
@@ -356,7 +361,25 @@ fn event_from_value(value: Value) -> Result<Event, String> {
         timestamp,
         payload,
         expected_version,
+        schema_version,
     })
+}
+
+/// A declared schema version: an integer from 1, or null for the latest.
+pub(super) fn parse_schema_version(value: Value) -> Result<Option<u32>, String> {
+    match &value {
+        Value::Null => Ok(None),
+        Value::Number(n) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
+            Some(v) if v >= 1 => Ok(Some(v)),
+            _ => Err(format!(
+                "field \"schema_version\" must be a version (an integer from 1); found {n}"
+            )),
+        },
+        other => Err(format!(
+            "field \"schema_version\" must be a version (an integer from 1); found {}",
+            json_kind(other)
+        )),
+    }
 }
 
 pub(super) fn parse_expected(value: Value) -> Result<ExpectedVersion, String> {

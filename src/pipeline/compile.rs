@@ -39,14 +39,17 @@ pub(super) const INPUT_TABLE: &str = "input";
 /// Columns an operator may not set, drop or unnest into: the sink makes
 /// its own id, ingest time, date and stream stamps, `position` names the
 /// source event each output row comes from, and `_overflow` is merged
-/// into the payload.
-pub const RESERVED: [&str; 6] = [
+/// into the payload. A governed sink sets its own `_violations` and
+/// `schema_version`.
+pub const RESERVED: [&str; 8] = [
     schema::EVENT_ID,
     schema::INGESTED_AT,
     schema::EVENT_DATE,
     schema::OVERFLOW,
     schema::POSITION,
     schema::VERSION,
+    schema::governed::VIOLATIONS,
+    schema::governed::SCHEMA_VERSION,
 ];
 
 /// Why an operator cannot run: its index in the list and the reason.

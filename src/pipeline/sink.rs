@@ -154,6 +154,7 @@ pub fn to_events(
             timestamp: Some(ts),
             payload: fields,
             expected_version: ExpectedVersion::Any,
+            schema_version: None,
         });
     }
     Ok(())

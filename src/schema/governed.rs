@@ -155,6 +155,49 @@ pub struct VersionDef {
     /// field's and the version's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub modes: BTreeMap<String, Mode>,
+    /// How an event of the previous version becomes one of this version,
+    /// applied when events are read; stored events are never rewritten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migration: Vec<MigrationStep>,
+}
+
+/// One step of a migration from the previous version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MigrationStep {
+    /// The field `from` is now called `to`.
+    Rename { from: String, to: String },
+    /// A new field, `default` where the event has no value for it.
+    Add {
+        field: String,
+        default: serde_json::Value,
+    },
+    /// The field is gone.
+    Remove(String),
+    /// The field's new value: an SQL expression over the event's fields
+    /// (as the steps before left them).
+    Transform { field: String, sql: String },
+}
+
+impl MigrationStep {
+    /// The field the step writes.
+    pub fn target(&self) -> &str {
+        match self {
+            MigrationStep::Rename { to, .. } => to,
+            MigrationStep::Add { field, .. } | MigrationStep::Transform { field, .. } => field,
+            MigrationStep::Remove(field) => field,
+        }
+    }
+
+    /// Its kind's name: `rename`, `add`, `remove`, `transform`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MigrationStep::Rename { .. } => "rename",
+            MigrationStep::Add { .. } => "add",
+            MigrationStep::Remove(_) => "remove",
+            MigrationStep::Transform { .. } => "transform",
+        }
+    }
 }
 
 /// A stored version of an event type's schema.
@@ -162,8 +205,18 @@ pub struct VersionDef {
 pub struct SchemaVersion {
     pub version: u32,
     pub created_ms: i64,
+    /// When it was rolled back: its rules and migration no longer apply,
+    /// and its number is never given again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_ms: Option<i64>,
     #[serde(flatten)]
     pub def: VersionDef,
+}
+
+impl SchemaVersion {
+    pub fn is_live(&self) -> bool {
+        self.removed_ms.is_none()
+    }
 }
 
 /// The event types a table accepts.
@@ -188,19 +241,40 @@ pub struct TableGovernance {
 }
 
 impl TableGovernance {
-    /// The version events of `event_type` are checked against.
+    /// The live versions of `event_type`, oldest first. Versions are rolled
+    /// back from the newest down, so they are 1, 2, … up to the latest.
+    pub fn live(&self, event_type: &str) -> impl Iterator<Item = &SchemaVersion> {
+        self.types
+            .get(event_type)
+            .into_iter()
+            .flatten()
+            .filter(|v| v.is_live())
+    }
+
+    /// The version events of `event_type` are checked against unless they
+    /// say otherwise.
     pub fn latest(&self, event_type: &str) -> Option<&SchemaVersion> {
-        self.types.get(event_type)?.last()
+        self.live(event_type).last()
     }
 
     /// Compiled rules the table has: built-in ones per field and custom
-    /// ones, over every type's latest version.
+    /// ones, over every live version of every type.
     pub fn rule_count(&self) -> usize {
         self.types
             .values()
-            .filter_map(|v| v.last())
+            .flatten()
+            .filter(|v| v.is_live())
             .map(|v| v.def.rule_count())
             .sum()
+    }
+
+    /// Whether reading the table changes any event: some live version
+    /// above the first has a migration.
+    pub fn migrates(&self) -> bool {
+        self.types
+            .values()
+            .flatten()
+            .any(|v| v.is_live() && !v.def.migration.is_empty())
     }
 }
 
@@ -278,6 +352,66 @@ impl VersionDef {
                 return Err(format!(
                     "{at}.check: longer than {MAX_CHECK_CHARS} characters"
                 ));
+            }
+        }
+        for (i, step) in self.migration.iter().enumerate() {
+            let at = format!("migration[{i}].{}", step.kind());
+            let target = step.target();
+            check_field_name(target).map_err(|e| format!("{at}: {e}"))?;
+            match step {
+                MigrationStep::Rename { from, to } => {
+                    check_field_name(from).map_err(|e| format!("{at}: {e}"))?;
+                    if from == to {
+                        return Err(format!("{at}: renames {from:?} to itself"));
+                    }
+                    if !self.fields.contains_key(to) {
+                        return Err(format!(
+                            "{at}: {to:?} is not a declared field of this version"
+                        ));
+                    }
+                }
+                MigrationStep::Add { field, default } => {
+                    let Some(spec) = self.fields.get(field) else {
+                        return Err(format!(
+                            "{at}: {field:?} is not a declared field of this version"
+                        ));
+                    };
+                    let fits = match spec.field_type {
+                        FieldType::String => default.is_string(),
+                        FieldType::Number => default.is_number(),
+                        FieldType::Integer => default.as_f64().is_some_and(|f| f.fract() == 0.0),
+                        FieldType::Boolean => default.is_boolean(),
+                        FieldType::Object => default.is_object(),
+                        FieldType::Array => default.is_array(),
+                        FieldType::Any => !default.is_null(),
+                    };
+                    if !fits {
+                        return Err(format!(
+                            "{at}.default: {} is not {}",
+                            default,
+                            spec.field_type.described()
+                        ));
+                    }
+                }
+                MigrationStep::Remove(field) => {
+                    if self.fields.contains_key(field) {
+                        return Err(format!(
+                            "{at}: {field:?} is declared in this version; a removed field may not be"
+                        ));
+                    }
+                }
+                MigrationStep::Transform { field, sql } => {
+                    if !self.fields.contains_key(field) {
+                        return Err(format!(
+                            "{at}: {field:?} is not a declared field of this version"
+                        ));
+                    }
+                    if sql.trim().is_empty() || sql.chars().count() > MAX_CHECK_CHARS {
+                        return Err(format!(
+                            "{at}.sql: give an SQL expression of 1 to {MAX_CHECK_CHARS} characters"
+                        ));
+                    }
+                }
             }
         }
         for name in self.modes.keys() {
@@ -528,7 +662,10 @@ mod tests {
                        "sku": {"type": "string", "pattern": "^A", "max_length": 4, "mode": "warn"}},
             "additional_fields": "warn",
             "rules": [{"name": "small", "check": "amount < 5"}],
-            "modes": {"amount.max": "warn"}
+            "modes": {"amount.max": "warn"},
+            "migration": [{"rename": {"from": "amt", "to": "amount"}}, {"remove": "old"},
+                          {"add": {"field": "sku", "default": "A"}},
+                          {"transform": {"field": "amount", "sql": "amount / 100"}}]
         }))
         .unwrap();
         assert_eq!(d.rule_count(), 4 + 3 + 1 + 1);
@@ -539,6 +676,7 @@ mod tests {
         let stored = SchemaVersion {
             version: 2,
             created_ms: 5,
+            removed_ms: None,
             def: d,
         };
         let text = serde_json::to_string(&stored).unwrap();
@@ -601,6 +739,18 @@ mod tests {
             serde_json::json!({"modes": {"b.max": "warn"}}),
             "modes.b.max",
         );
-        refused(serde_json::json!({"migration": []}), "unknown field");
+        refused(serde_json::json!({"migrations": []}), "unknown field");
+        refused(
+            serde_json::json!({"migration": [{"rename": {"from": "a", "to": "b"}}]}),
+            "migration[0].rename",
+        );
+        refused(
+            serde_json::json!({"fields": {"b": {"type": "number"}}, "migration": [{"add": {"field": "b", "default": "x"}}]}),
+            "migration[0].add.default",
+        );
+        refused(
+            serde_json::json!({"fields": {"b": {"type": "number"}}, "migration": [{"remove": "b"}]}),
+            "migration[0].remove",
+        );
     }
 }

@@ -70,6 +70,9 @@ pub enum ColumnKind {
     Boolean,
     /// Strings, and the JSON text of nested values.
     Text,
+    /// 64-bit integers: only columns the server sets (`schema_version`);
+    /// JSON numbers make `Double` columns.
+    Integer,
 }
 
 impl ColumnKind {
@@ -78,6 +81,7 @@ impl ColumnKind {
             ColumnKind::Double => DataType::Float64,
             ColumnKind::Boolean => DataType::Boolean,
             ColumnKind::Text => DataType::Utf8,
+            ColumnKind::Integer => DataType::Int64,
         }
     }
 
@@ -87,6 +91,7 @@ impl ColumnKind {
             DataType::Float64 => Some(ColumnKind::Double),
             DataType::Boolean => Some(ColumnKind::Boolean),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(ColumnKind::Text),
+            DataType::Int64 => Some(ColumnKind::Integer),
             _ => None,
         }
     }
@@ -244,6 +249,14 @@ impl ColumnRegistry {
         if !self.by_lower.contains_key(governed::VIOLATIONS) {
             self.insert(governed::VIOLATIONS, ColumnKind::Text);
         }
+        if !self.by_lower.contains_key(governed::SCHEMA_VERSION) {
+            self.insert(governed::SCHEMA_VERSION, ColumnKind::Integer);
+        }
+    }
+
+    /// Whether the table has the columns governance writes.
+    pub fn governed(&self) -> bool {
+        self.kind_of(governed::SCHEMA_VERSION) == Some(ColumnKind::Integer)
     }
 
     /// Where the registry stands, to [`ColumnRegistry::retract`] to.
@@ -345,6 +358,8 @@ mod tests {
         assert_eq!(reg.declare("AMOUNT", ColumnKind::Double), Err(None));
         reg.govern();
         assert_eq!(reg.kind_of("_violations"), Some(ColumnKind::Text));
+        assert_eq!(reg.kind_of("schema_version"), Some(ColumnKind::Integer));
+        assert!(reg.governed());
         let before = reg.mark();
         reg.place("junk", Some(ColumnKind::Text));
         let after = reg.mark();

@@ -212,6 +212,11 @@ impl Service {
                 let next = gov.types.get(event_type).and_then(|v| v.last()).map_or(1, |v| v.version + 1);
                 def.check_shape()
                     .map_err(|e| Error::invalid(format!("{event_type}.v{next}.{e}")))?;
+                if next == 1 && !def.migration.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "{event_type}.v1.migration: the first version has no earlier one to migrate from"
+                    )));
+                }
                 if versions >= caps.0 {
                     return Err(Error::new(
                         Kind::Overloaded,
@@ -232,6 +237,7 @@ impl Service {
                 gov.types.entry(event_type.to_string()).or_default().push(SchemaVersion {
                     version: next,
                     created_ms,
+                    removed_ms: None,
                     def,
                 });
                 if gov.rule_count() > caps.2 {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Runs `allsource <args> --url <server>`, with `stdin` on its standard
 /// input.
-fn cli(s: &TestServer, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn cli(s: &TestServer, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(server_bin())
         .args(args)
         .args(["--url", &s.base])
@@ -29,7 +29,7 @@ fn cli(s: &TestServer, args: &[&str], stdin: &str) -> Output {
 }
 
 /// Runs a command that must succeed; its standard output.
-fn ok(s: &TestServer, args: &[&str]) -> String {
+pub(crate) fn ok(s: &TestServer, args: &[&str]) -> String {
     let out = cli(s, args, "");
     assert!(
         out.status.success(),
@@ -40,7 +40,7 @@ fn ok(s: &TestServer, args: &[&str]) -> String {
 }
 
 /// Runs a command that must fail; its standard error.
-fn refused(s: &TestServer, args: &[&str], stdin: &str) -> String {
+pub(crate) fn refused(s: &TestServer, args: &[&str], stdin: &str) -> String {
     let out = cli(s, args, stdin);
     assert!(
         !out.status.success(),
@@ -56,7 +56,7 @@ fn has_line(text: &str, line: &str) -> bool {
     text.lines().any(|l| l == line)
 }
 
-fn json_of(text: &str) -> Value {
+pub(crate) fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 

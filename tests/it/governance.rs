@@ -417,7 +417,13 @@ fn registration_refusals_name_the_path() {
         400,
         &["fields.a.min"],
     );
-    refused("p", json!({"migration": []}), 400, &["unknown field"]);
+    refused("p", json!({"migrations": []}), 400, &["unknown field"]);
+    refused(
+        "p",
+        json!({"fields": {"a": {"type": "number"}}, "migration": [{"add": {"field": "a", "default": 1}}]}),
+        400,
+        &["p.v1.migration", "no earlier one"],
+    );
     // Caps: rules per table and versions per type.
     let four = json!({"fields": {"a": {"type": "number", "required": true, "min": 0, "max": 5}}});
     let r = s.post("/v1/schemas/events/p", "application/json", four.to_string());
@@ -586,4 +592,97 @@ fn a_restored_backup_keeps_its_rules() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(listed(&r.json()["details"]["violations"]), expected());
     assert_eq!(restored.scalar("SELECT count(*) FROM orders"), 1);
+}
+
+#[test]
+fn cli_registers_shows_and_validates() {
+    use crate::cli_resources::{cli, json_of, ok, refused};
+    let s = TestServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("purchase.json");
+    std::fs::write(&file, purchase_schema("reject").to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let version = json_of(&ok(
+        &s,
+        &["schemas", "register", "orders", "purchase", "-f", file],
+    ));
+    assert_eq!(version["version"], 1);
+    ok(
+        &s,
+        &[
+            "schemas",
+            "event-types",
+            "orders",
+            "--allow",
+            "purchase,refund",
+        ],
+    );
+    let list = ok(&s, &["schemas", "list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines[0].starts_with("TABLE") && lines[0].contains("SCHEMAS"),
+        "{list}"
+    );
+    assert!(
+        lines[1].starts_with("orders") && lines[1].contains("purchase v1"),
+        "{list}"
+    );
+    assert!(lines[1].contains("purchase,refund"), "{list}");
+    let shown = json_of(&ok(&s, &["schemas", "show", "orders", "purchase"]));
+    assert_eq!(shown["versions"][0]["fields"]["amount"]["max"], 10000.0);
+    // A refused registration fails with the server's message.
+    let err = refused(
+        &s,
+        &["schemas", "register", "orders", "purchase", "-f", "-"],
+        r#"{"fields":{"a":{"type":"text"}}}"#,
+    );
+    assert!(
+        err.contains("400") && err.contains("unknown variant"),
+        "{err}"
+    );
+    // validate: one line per violation, failing when any is refused.
+    let events = dir.path().join("events.json");
+    std::fs::write(&events, Value::from(bad_events()).to_string()).unwrap();
+    let out = cli(
+        &s,
+        &["validate", "--table", "orders", events.to_str().unwrap()],
+        "",
+    );
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let listed: Vec<(String, String)> = stdout
+        .lines()
+        .filter(|l| l.starts_with("$["))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('\t').collect();
+            (cells[0].to_string(), cells[1].to_string())
+        })
+        .collect();
+    let want: Vec<(String, String)> = expected()
+        .into_iter()
+        .map(|(_, path, rule)| (path, rule))
+        .collect();
+    assert_eq!(listed, want, "{stdout}");
+    assert!(
+        stdout.contains("12 events: 12 would be refused"),
+        "{stdout}"
+    );
+    let good = format!(
+        "{}\n{}\n",
+        json!({"event_type": "purchase", "entity_id": "a", "payload": good_payload()}),
+        json!({"event_type": "refund", "entity_id": "a"})
+    );
+    let out = cli(&s, &["validate", "--table", "orders", "-"], &good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("2 events: 0 would be refused")
+    );
+    assert_eq!(s.scalar("SELECT count(*) FROM orders"), 0);
 }

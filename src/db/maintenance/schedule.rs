@@ -119,6 +119,7 @@ mod tests {
                     timestamp: Some((start - chrono::Duration::days(days_ago)).timestamp_micros()),
                     payload: Default::default(),
                     expected_version: Default::default(),
+                    schema_version: None,
                 })
                 .to_vec();
             db.ingest(&tenant, &name, events).await.unwrap();
