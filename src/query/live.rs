@@ -13,7 +13,8 @@
 //! they are evaluated (immutable functions, no subqueries), and it declines
 //! (`None`) every read it cannot answer exactly as the SQL would: a range
 //! reaching into the stored files, a table whose schema changed since, an
-//! evaluation error. The caller then runs the SQL.
+//! evaluation error, a table whose events read through schema migrations.
+//! The caller then runs the SQL.
 
 use super::QueryEngine;
 use crate::auth::Principal;
@@ -41,6 +42,25 @@ pub struct BufferRead {
     filter: Option<Arc<dyn PhysicalExpr>>,
     /// The columns returned, by index into `full` (`None`: all).
     projection: Option<Vec<usize>>,
+    /// Where to learn whether the table's events read through schema
+    /// migrations, which only the SQL applies.
+    governance: Governance,
+}
+
+#[derive(Debug)]
+struct Governance {
+    db: Arc<crate::db::Database>,
+    tenant: crate::ids::TenantId,
+    table: Option<crate::ids::TableName>,
+}
+
+impl Governance {
+    fn migrates(&self) -> bool {
+        self.table
+            .as_ref()
+            .and_then(|t| self.db.schemas().get(&self.tenant, t))
+            .is_some_and(|g| g.migrates())
+    }
 }
 
 impl BufferRead {
@@ -56,6 +76,14 @@ impl BufferRead {
         columns: Option<&[String]>,
         conditions: &str,
     ) -> Option<BufferRead> {
+        let governance = Governance {
+            db: engine.db().clone(),
+            tenant: caller.tenant.clone(),
+            table: table.parse().ok(),
+        };
+        if governance.migrates() {
+            return None;
+        }
         let full = query_schema(stored);
         let projection = match columns {
             None => None,
@@ -83,6 +111,7 @@ impl BufferRead {
             full,
             filter,
             projection,
+            governance,
         })
     }
 
@@ -107,7 +136,7 @@ impl BufferRead {
             (Some(_), Some(stored)) => after >= stored,
             (Some(_), None) => false,
         };
-        if !in_buffer || !self.compiled_for(&view.schema) {
+        if !in_buffer || !self.compiled_for(&view.schema) || self.governance.migrates() {
             return None;
         }
         let mut pages = Vec::new();

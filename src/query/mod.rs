@@ -23,6 +23,7 @@ mod positions;
 mod sanity;
 mod system;
 pub mod table;
+pub mod upcast;
 mod zeros;
 
 use crate::auth::Principal;
@@ -75,17 +76,21 @@ pub struct QueryOptions {
     /// own filter): buffered batches wholly at or below it are not even
     /// taken into the tables' views. Live streams set it.
     pub after: Option<u64>,
+    /// Read events as they were written, without their schema
+    /// migrations.
+    pub raw: bool,
 }
 
 impl QueryOptions {
-    /// Options reading as of `pin` and recording what is read, with the
-    /// record.
-    pub fn recording(pin: Option<pin::Pin>) -> (QueryOptions, Arc<pin::ReadLog>) {
+    /// Options reading as of `pin` (and, when `raw`, without schema
+    /// migrations) and recording what is read, with the record.
+    pub fn recording(pin: Option<pin::Pin>, raw: bool) -> (QueryOptions, Arc<pin::ReadLog>) {
         let reads = Arc::new(pin::ReadLog::default());
         let options = QueryOptions {
             pin,
             reads: Some(reads.clone()),
             after: None,
+            raw,
         };
         (options, reads)
     }
@@ -127,14 +132,20 @@ impl SchemaProvider for TenantSchema {
                 },
             });
         }
-        let table: Arc<dyn TableProvider> = Arc::new(table::EventTable::from_view(view));
-        let Some(filter) = pin.and_then(pin::Pin::filter) else {
-            return Ok(Some(table));
-        };
-        let plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(table), None)?
-            .filter(filter)?
-            .build()?;
-        Ok(Some(Arc::new(ViewTable::new(plan, None))))
+        let mut table: Arc<dyn TableProvider> = Arc::new(table::EventTable::from_view(view));
+        if let Some(filter) = pin.and_then(pin::Pin::filter) {
+            let plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(table), None)?
+                .filter(filter)?
+                .build()?;
+            table = Arc::new(ViewTable::new(plan, None));
+        }
+        if !self.options.raw
+            && let Some(gov) = self.db.schemas().get(&self.tenant, &name)
+            && gov.migrates()
+        {
+            table = Arc::new(upcast::UpcastTable::new(table, gov, name.as_str()));
+        }
+        Ok(Some(table))
     }
 
     fn table_exist(&self, name: &str) -> bool {

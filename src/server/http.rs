@@ -106,6 +106,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/schemas/{table}/{event_type}",
             post(super::schemas::register).get(super::schemas::versions),
         )
+        .route(
+            "/v1/schemas/{table}/{event_type}/versions/{version}",
+            axum::routing::delete(super::schemas::rollback),
+        )
         .route("/v1/validate", post(super::schemas::validate))
         .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/backup", post(backup))
@@ -279,6 +283,9 @@ struct SqlParams {
     format: Option<String>,
     /// Reads every table as of `position:N` or an RFC 3339 time.
     as_of: Option<String>,
+    /// Reads events as they were written, without schema migrations.
+    #[serde(default)]
+    raw: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,7 +333,7 @@ async fn sql(
     let pin = pin_of(&params)?;
     let (stream, reads) = state
         .service
-        .sql_read(&caller, &text, None, pin, Interface::Sql)
+        .sql_read(&caller, &text, None, pin, params.raw, Interface::Sql)
         .await?;
     with_snapshot(
         stream_response(stream, format, state.max_result_bytes).await?,
@@ -349,7 +356,10 @@ async fn dsl_query(
     let format = output_format(params.format.as_deref(), &headers)?;
     let pin = pin_of(&params)?;
     let body = body_bytes(body)?;
-    let (stream, reads) = state.service.dsl_read(&caller, &body, pin).await?;
+    let (stream, reads) = state
+        .service
+        .dsl_read(&caller, &body, pin, params.raw)
+        .await?;
     with_snapshot(
         stream_response(stream, format, state.max_result_bytes).await?,
         &reads,
@@ -385,6 +395,8 @@ struct StreamParams {
     #[serde(default)]
     direction: Direction,
     format: Option<String>,
+    #[serde(default)]
+    raw: bool,
 }
 
 /// `GET /v1/streams/{table}/{entity}?from_version=&limit=&direction=`:
@@ -407,6 +419,7 @@ async fn read_stream(
         from_version: params.from_version,
         limit: params.limit,
         direction: params.direction,
+        raw: params.raw,
     };
     let stream = state.service.stream(&caller, read).await?;
     stream_response(stream, format, state.max_result_bytes).await

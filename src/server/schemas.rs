@@ -5,6 +5,8 @@
 //!   "mode": "reject"|"warn"} | null}`);
 //! - `POST /v1/schemas/{table}/{event_type}` registers the type's next
 //!   schema version (201), `GET` lists its versions;
+//! - `DELETE /v1/schemas/{table}/{event_type}/versions/{n}` rolls the
+//!   newest version back (`?force=true` when events were written at it);
 //! - `POST /v1/validate?table=` checks events (the bodies `/v1/events`
 //!   takes) against the rules without storing them.
 
@@ -79,6 +81,26 @@ pub(super) async fn versions(
         .service
         .schema_versions(&caller, &table, &event_type)?;
     Ok(axum::Json(serde_json::json!({ "versions": versions })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RollbackParams {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `DELETE /v1/schemas/{table}/{event_type}/versions/{n}[?force=true]`.
+pub(super) async fn rollback(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path((table, event_type, version)): Path<(String, String, u32)>,
+    Query(params): Query<RollbackParams>,
+) -> Result<Response, Error> {
+    let version = state
+        .service
+        .rollback_schema(&caller, &table, &event_type, version, params.force)
+        .await?;
+    Ok(axum::Json(version).into_response())
 }
 
 #[derive(Debug, Deserialize)]

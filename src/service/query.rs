@@ -59,22 +59,26 @@ impl Service {
         params: Option<RecordBatch>,
         interface: Interface,
     ) -> Result<SendableRecordBatchStream> {
-        let (stream, _) = self.sql_read(caller, sql, params, None, interface).await?;
+        let (stream, _) = self
+            .sql_read(caller, sql, params, None, false, interface)
+            .await?;
         Ok(stream)
     }
 
     /// [`Service::sql`] reading every table as of `pin` (all it holds
-    /// when `None`); also returns what the query read of each table.
+    /// when `None`), and as written when `raw` (without schema
+    /// migrations); also returns what the query read of each table.
     pub async fn sql_read(
         &self,
         caller: &Principal,
         sql: &str,
         params: Option<RecordBatch>,
         pin: Option<Pin>,
+        raw: bool,
         interface: Interface,
     ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
         let started = Instant::now();
-        let (options, reads) = QueryOptions::recording(pin);
+        let (options, reads) = QueryOptions::recording(pin, raw);
         let result = self.sql_with(caller, sql, params, options).await;
         observe(interface, started, &result);
         result.map(|stream| (stream, reads))
@@ -101,20 +105,21 @@ impl Service {
     /// Runs a DSL document (docs/dsl.md) for `caller`, given as its JSON
     /// text.
     pub async fn dsl(&self, caller: &Principal, doc: &[u8]) -> Result<SendableRecordBatchStream> {
-        let (stream, _) = self.dsl_read(caller, doc, None).await?;
+        let (stream, _) = self.dsl_read(caller, doc, None, false).await?;
         Ok(stream)
     }
 
-    /// [`Service::dsl`] reading every table as of `pin`; also returns
-    /// what the query read of each table.
+    /// [`Service::dsl`] reading every table as of `pin`, and as written
+    /// when `raw`; also returns what the query read of each table.
     pub async fn dsl_read(
         &self,
         caller: &Principal,
         doc: &[u8],
         pin: Option<Pin>,
+        raw: bool,
     ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
         let started = Instant::now();
-        let (options, reads) = QueryOptions::recording(pin);
+        let (options, reads) = QueryOptions::recording(pin, raw);
         let result = self.dsl_with(caller, doc, &options).await;
         observe(Interface::Dsl, started, &result);
         result.map(|stream| (stream, reads))

@@ -176,10 +176,16 @@ impl Service {
                 )));
             }
         }
-        self.change_schemas(caller, &name, format!("event types of {name}"), |gov| {
-            gov.event_types = settings.event_types;
-            Ok(())
-        })
+        self.change_schemas(
+            caller,
+            &name,
+            format!("event types of {name}"),
+            None,
+            |gov| {
+                gov.event_types = settings.event_types;
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -207,7 +213,7 @@ impl Service {
         );
         let created_ms = chrono::Utc::now().timestamp_millis();
         let gov = self
-            .change_schemas(caller, &name, format!("schema of {event_type} in {name}"), |gov| {
+            .change_schemas(caller, &name, format!("schema of {event_type} in {name}"), Some(event_type), |gov| {
                 let versions = gov.types.get(event_type).map_or(0, Vec::len);
                 let next = gov.types.get(event_type).and_then(|v| v.last()).map_or(1, |v| v.version + 1);
                 def.check_shape()
@@ -260,11 +266,14 @@ impl Service {
 
     /// Changes `table`'s governance with `change`, then compiles, stores
     /// and installs it, one change at a time.
-    async fn change_schemas(
+    /// With `added`, the change added a version of that event type, whose
+    /// migration is tried on the stored events first.
+    pub(super) async fn change_schemas(
         &self,
         caller: &Principal,
         table: &TableName,
         what: String,
+        added: Option<&str>,
         change: impl FnOnce(&mut TableGovernance) -> Result<()>,
     ) -> Result<Arc<TableGovernance>> {
         let _one_at_a_time = self.governing.lock().await;
@@ -276,6 +285,13 @@ impl Service {
             .governance_conflict(tenant, table, &next)
             .map_err(Error::invalid)?;
         let checker = self.compile_rules(tenant, table, &next)?;
+        if let Some(event_type) = added
+            && let Some(v) = next.types.get(event_type).and_then(|v| v.last())
+        {
+            let version = v.version;
+            self.check_migrations(tenant, table, &next, event_type, version)
+                .await?;
+        }
         let stored = self
             .db
             .schemas()

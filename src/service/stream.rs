@@ -36,6 +36,8 @@ pub struct StreamRead {
     pub from_version: Option<u64>,
     pub limit: Option<u64>,
     pub direction: Direction,
+    /// The events as written, without schema migrations.
+    pub raw: bool,
 }
 
 impl Service {
@@ -88,7 +90,16 @@ impl Service {
         );
         let params = RecordBatch::try_new(Arc::new(Schema::new(fields)), values)
             .map_err(|e| Error::internal(e.to_string()))?;
-        self.sql(caller, &sql, Some(params), Interface::Stream)
-            .await
+        let (stream, _) = self
+            .sql_read(
+                caller,
+                &sql,
+                Some(params),
+                None,
+                read.raw,
+                Interface::Stream,
+            )
+            .await?;
+        Ok(stream)
     }
 }

@@ -39,3 +39,4 @@ mod s3;
 mod sql;
 mod support;
 mod time_travel;
+mod upcast;
