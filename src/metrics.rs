@@ -25,6 +25,12 @@ pub struct Metrics {
     pub validation_violations: IntCounterVec,
     /// Events refused for breaking a rule, by tenant and table.
     pub validation_rejected: IntCounterVec,
+    /// Per stored event, its ingest time minus its event time (0 for an
+    /// event time in the future), by tenant and table: timeliness.
+    pub ingest_event_lag: HistogramVec,
+    /// Events a request repeated (their `event_id` was already stored),
+    /// by tenant and table: answered, not stored again.
+    pub ingest_duplicates: IntCounterVec,
     /// Ingest latency, request to acknowledgement.
     pub ingest_seconds: HistogramVec,
     /// WAL fdatasync latency.
@@ -226,6 +232,27 @@ pub fn get() -> &'static Metrics {
                 &r,
                 "allsource_validation_rejected_total",
                 "Events refused for breaking a validation rule",
+                &["tenant", "table"],
+            ),
+            ingest_event_lag: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "allsource_ingest_event_lag_seconds",
+                        "Ingest time minus event time of stored events",
+                    )
+                    .buckets(vec![
+                        0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 604800.0,
+                    ]),
+                    &["tenant", "table"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            ingest_duplicates: counter(
+                &r,
+                "allsource_ingest_duplicate_events_total",
+                "Events whose event_id was already stored: answered, not stored again",
                 &["tenant", "table"],
             ),
             ingest_seconds: histogram(

@@ -105,11 +105,17 @@ impl Database {
                 })
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))??;
-                let (stamps, logged) = self.sequence(&table, batch, expected, claims).await?;
+                let (stamps, logged) = self
+                    .sequence(&table, batch.clone(), expected, claims)
+                    .await?;
                 logged.await?;
+                observe_quality(&table, Some(&batch), duplicate_ids.len(), now);
                 (Some(stamps), warnings)
             }
         };
+        if stamps.is_none() {
+            observe_quality(&table, None, duplicate_ids.len(), now);
+        }
         let mut outcome = IngestOutcome::new(&table, &keep, &duplicate_ids, stamps.as_ref());
         outcome.warnings = warnings;
         Ok(outcome)
@@ -233,6 +239,7 @@ impl Database {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+        let stored = batch.clone();
         let logged = match batch.num_rows() {
             0 => None,
             _ => {
@@ -246,6 +253,7 @@ impl Database {
             keep,
             duplicate_ids,
             warnings,
+            stored: (stored, now),
         })
     }
 }
@@ -258,6 +266,8 @@ pub struct PendingIngest {
     keep: Vec<bool>,
     duplicate_ids: Vec<String>,
     warnings: Option<Violations>,
+    /// The rows handed to the WAL and when, for the ingest metrics.
+    stored: (RecordBatch, i64),
 }
 
 type Logged = std::pin::Pin<Box<dyn Future<Output = Result<WalSeq>> + Send>>;
@@ -283,6 +293,8 @@ impl PendingIngest {
                 Some(stamps)
             }
         };
+        let (stored, now) = &self.stored;
+        observe_quality(&self.table, Some(stored), self.duplicate_ids.len(), *now);
         let mut outcome = IngestOutcome::new(
             &self.table,
             &self.keep,
@@ -325,6 +337,28 @@ impl IngestOutcome {
             stamps,
             warnings: None,
         }
+    }
+}
+
+/// Counts what ingest sees of a stored batch's quality: each event's
+/// ingest time minus its event time, and the events a request repeated.
+fn observe_quality(table: &Table, batch: Option<&RecordBatch>, duplicates: usize, now: i64) {
+    let m = crate::metrics::get();
+    let labels = [table.tenant.as_str(), table.name.as_str()];
+    if duplicates > 0 {
+        m.ingest_duplicates
+            .with_label_values(&labels)
+            .inc_by(duplicates as u64);
+    }
+    let Some(times) = batch
+        .and_then(|b| b.column_by_name(crate::schema::TIMESTAMP))
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>())
+    else {
+        return;
+    };
+    let lag = m.ingest_event_lag.with_label_values(&labels);
+    for t in times.values() {
+        lag.observe((now - t).max(0) as f64 / 1e6);
     }
 }
 

@@ -20,6 +20,7 @@ pub mod output;
 pub mod partition;
 pub mod pin;
 mod positions;
+pub mod quality;
 mod sanity;
 mod system;
 pub mod table;
@@ -165,6 +166,7 @@ pub const TABLE_FUNCTIONS: &[&str] = &[
     "gapfill",
     "trend",
     "cohorts",
+    "data_quality",
 ];
 
 /// A session that sees `caller`'s tenant's tables and nothing else, with
@@ -285,6 +287,7 @@ pub fn session_with(
     udfs::register_all(&mut ctx)?;
     bounded::register(&mut ctx)?;
     ctx.register_udf(partition::udf());
+    ctx.register_udtf("data_quality", Arc::new(quality::DataQuality));
     #[cfg(debug_assertions)]
     {
         let state = ctx.state_ref();

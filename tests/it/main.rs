@@ -31,6 +31,7 @@ mod positions;
 mod power_loss;
 mod projection_versions;
 mod projections;
+mod quality;
 mod query_bounds;
 mod reliability;
 mod replay;

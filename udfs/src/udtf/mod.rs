@@ -248,7 +248,7 @@ impl std::fmt::Debug for InnerQueryParser {
 }
 
 /// Plans `sql` in the caller's session, refusing anything but a query.
-pub(crate) fn plan_inner(func: &str, session: &dyn Session, sql: &str) -> Result<LogicalPlan> {
+pub fn plan_inner(func: &str, session: &dyn Session, sql: &str) -> Result<LogicalPlan> {
     let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
         return plan_err!("{func} can only be called from a DataFusion session");
     };
