@@ -8,6 +8,7 @@
 //! refuses the whole batch; otherwise rows with `warn` violations carry
 //! the rules' names in `_violations`.
 
+mod migrating;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,9 @@ pub struct TableChecker {
     table: String,
     allowed: Option<Allowed>,
     types: HashMap<String, TypeChecker>,
+    /// The table's migrations, run over events declared at an older
+    /// version.
+    migrating: Option<migrating::Migrating>,
 }
 
 /// The live versions of one event type.
@@ -116,6 +120,7 @@ impl TableChecker {
             table: table.to_string(),
             allowed,
             types,
+            migrating: migrating::Migrating::new(gov, session),
         })
     }
 
@@ -215,6 +220,21 @@ impl TableChecker {
         }
         let overflow = rules::overflow_of(batch);
         for (checker, members) in &groups {
+            let older = self.types[&checker.event_type].latest > checker.version;
+            if let Some(m) = self.migrating.as_ref().filter(|_| older) {
+                for (row, why) in m.failures(batch, members) {
+                    let at = index[row as usize];
+                    let mut v = self.violation(at, "payload", "migration", Mode::Reject, &checker.event_type, {
+                        format!(
+                            "an event of {} v{} must read at the latest version, and its migration fails: {why}",
+                            checker.event_type, checker.version
+                        )
+                    });
+                    v.path = format!("$[{at}]");
+                    v.schema_version = Some(checker.version);
+                    found.push((row, usize::MAX, v));
+                }
+            }
             let all = members.len() == rows;
             let take = (!all).then(|| UInt32Array::from(members.clone()));
             let view = Rows {
@@ -514,8 +534,6 @@ fn sql_rule(
     String,
 > {
     use datafusion::logical_expr::ExprSchemable;
-    use datafusion::logical_expr::simplify::SimplifyContext;
-    use datafusion::optimizer::simplify_expressions::ExprSimplifier;
     let schema = DFSchema::try_from(input.as_ref().clone()).map_err(|e| e.to_string())?;
     let expr = session
         .create_logical_expr(check, &schema)
@@ -535,15 +553,26 @@ fn sql_rule(
         .map(|c| c.name.clone())
         .collect();
     fields.sort();
+    let expr = physical(expr, &schema, session).map_err(|e| e.to_string())?;
+    Ok((expr, fields))
+}
+
+/// `expr` over `schema` as a physical expression: coerced and simplified
+/// first, as a query's plan is (some functions, `coalesce` and
+/// `arrow_cast` among them, exist only to be rewritten by the
+/// simplifier).
+fn physical(
+    expr: datafusion::logical_expr::Expr,
+    schema: &DFSchema,
+    session: &SessionState,
+) -> datafusion::error::Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+    use datafusion::logical_expr::simplify::SimplifyContext;
+    use datafusion::optimizer::simplify_expressions::ExprSimplifier;
     let context = SimplifyContext::builder()
         .with_schema(Arc::new(schema.clone()))
         .with_config_options(Arc::clone(session.config_options()))
         .build();
     let simplifier = ExprSimplifier::new(context);
-    let expr = simplifier
-        .coerce(expr, &schema)
-        .and_then(|e| simplifier.simplify(e))
-        .and_then(|e| session.create_physical_expr(e, &schema))
-        .map_err(|e| e.to_string())?;
-    Ok((expr, fields))
+    let expr = simplifier.simplify(simplifier.coerce(expr, schema)?)?;
+    session.create_physical_expr(expr, schema)
 }

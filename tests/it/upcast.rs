@@ -526,3 +526,57 @@ fn a_migration_failing_on_a_stored_event_is_refused() {
         r.error()
     );
 }
+
+#[test]
+fn an_old_version_event_whose_migration_would_fail_is_refused_at_ingest() {
+    let s = TestServer::start(&[]);
+    register(
+        &s,
+        "clean",
+        "purchase",
+        json!({"fields": {"note": {"type": "string"}}}),
+    );
+    let notes = json!([
+        purchase("a", json!({"note": "1"})),
+        purchase("b", json!({"note": "2"}))
+    ]);
+    assert_eq!(post(&s, "clean", notes).status, 200);
+    // Every stored note is a number: the sample passes.
+    register(
+        &s,
+        "clean",
+        "purchase",
+        json!({"fields": {"note": {"type": "string"}, "price": {"type": "number"}},
+               "migration": [{"transform": {"field": "price", "sql": "CAST(note AS DOUBLE)"}}]}),
+    );
+    // A writer still on v1 sends a note the migration cannot read.
+    let mut old = purchase("c", json!({"note": "ten"}));
+    old["schema_version"] = json!(1);
+    let mut fine = purchase("d", json!({"note": "3"}));
+    fine["schema_version"] = json!(1);
+    let r = post(&s, "clean", json!([fine.clone(), old]));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = &r.json()["details"]["violations"];
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(
+        (
+            v[0]["index"].clone(),
+            v[0]["rule"].clone(),
+            v[0]["path"].clone()
+        ),
+        (json!(1), json!("migration"), json!("$[1]"))
+    );
+    assert!(v[0]["message"].as_str().unwrap().contains("ten"), "{v}");
+    // Reads keep working, and the good one is taken alone.
+    assert_eq!(post(&s, "clean", json!([fine])).status, 200);
+    let prices: Vec<Value> = rows(&s, "SELECT price FROM clean ORDER BY position", false)
+        .into_iter()
+        .map(|r| r["price"].clone())
+        .collect();
+    assert_eq!(prices, [json!(1.0), json!(2.0), json!(3.0)]);
+    // At v2 there is nothing to migrate: the same note is stored.
+    assert_eq!(
+        post(&s, "clean", json!([purchase("e", json!({"note": "ten"}))])).status,
+        200
+    );
+}
