@@ -53,6 +53,9 @@ pub(super) struct StreamParams {
     on_slow: Option<String>,
     /// With `on_slow=drop`: how far behind (in positions) is too far.
     max_lag: Option<u64>,
+    /// The events as written, without schema migrations.
+    #[serde(default)]
+    raw: bool,
     // Read by authentication, for clients that cannot send headers.
     #[allow(dead_code)]
     token: Option<String>,
@@ -131,6 +134,7 @@ impl StreamParams {
         request.filter = self.filter;
         request.where_dsl = where_dsl;
         request.columns = columns;
+        request.raw = self.raw;
         Ok(StreamOptions {
             request,
             heartbeat,

@@ -101,6 +101,8 @@ pub struct Subscribe {
     pub part: Option<(u32, u32)>,
     /// Only the events up to this position.
     pub until: Option<u64>,
+    /// The events as written, without schema migrations.
+    pub raw: bool,
 }
 
 impl Subscribe {
@@ -114,6 +116,7 @@ impl Subscribe {
             start,
             part: None,
             until: None,
+            raw: false,
         }
     }
 }
@@ -452,6 +455,7 @@ impl Subscription {
                 Some(params),
                 QueryOptions {
                     after: Some(after),
+                    raw: self.request.raw,
                     ..QueryOptions::default()
                 },
             )

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 /// The frames of an open stream, one parsed line at a time.
-struct Frames(std::io::Lines<BufReader<reqwest::blocking::Response>>);
+pub(crate) struct Frames(std::io::Lines<BufReader<reqwest::blocking::Response>>);
 
-fn open(s: &TestServer, query: &str) -> Frames {
+pub(crate) fn open(s: &TestServer, query: &str) -> Frames {
     let r = reqwest::blocking::Client::builder()
         .timeout(None)
         .build()
@@ -24,7 +24,7 @@ fn open(s: &TestServer, query: &str) -> Frames {
 }
 
 impl Frames {
-    fn next(&mut self) -> Value {
+    pub(crate) fn next(&mut self) -> Value {
         let line = self.0.next().expect("the stream ended").unwrap();
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
     }

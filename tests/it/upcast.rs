@@ -343,6 +343,62 @@ fn the_latest_shape_holds_on_every_read_path() {
         (raw[0]["amount"].clone(), raw[0]["amt"].clone()),
         (Value::Null, json!(0.0))
     );
+    // Flight SQL, and with `x-allsource-raw: true` as written; the raw
+    // flag travels in the sealed ticket, and prepared statements too.
+    let flight = |raw: bool| {
+        crate::flight::runtime().block_on(async {
+            let mut client = crate::flight::connect(&s).await;
+            if raw {
+                client.set_header("x-allsource-raw", "true");
+            }
+            let batches = crate::flight::query(
+                &mut client,
+                "SELECT sum(amount) AS a, sum(amt) AS b FROM shop",
+            )
+            .await
+            .unwrap();
+            let mut prepared = client
+                .prepare("SELECT count(currency) AS c FROM shop".into(), None)
+                .await
+                .unwrap();
+            let info = prepared.execute().await.unwrap();
+            let counted = crate::flight::fetch(&mut client, info).await.unwrap();
+            let batch = &batches[0];
+            let value = |i: usize| {
+                use arrow::array::{Array, AsArray};
+                let c = batch
+                    .column(i)
+                    .as_primitive::<arrow::datatypes::Float64Type>();
+                (!c.is_null(0)).then(|| c.value(0))
+            };
+            (value(0), value(1), crate::flight::int(&counted, "c"))
+        })
+    };
+    assert_eq!(flight(false), (Some(15.0), None, 6));
+    assert_eq!(flight(true), (None, Some(15.0), 0));
+    // A live stream, from the buffer and as events arrive; raw as written.
+    let first_event = |frames: &mut crate::live::Frames| loop {
+        let frame = frames.next();
+        if let Some(event) = frame.get("event") {
+            return event.clone();
+        }
+    };
+    let mut live = crate::live::open(&s, "table=shop&start=earliest");
+    let event = first_event(&mut live);
+    assert_eq!(
+        (
+            event["amount"].clone(),
+            event["amt"].clone(),
+            event["currency"].clone()
+        ),
+        (json!(0.0), Value::Null, json!("EUR"))
+    );
+    let mut raw_live = crate::live::open(&s, "table=shop&start=after:5&raw=true");
+    let event = first_event(&mut raw_live);
+    assert_eq!(
+        (event["amount"].clone(), event["amt"].clone()),
+        (Value::Null, json!(5.0))
+    );
     // A table function's inner query.
     let gapfilled = rows(
         &s,

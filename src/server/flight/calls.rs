@@ -8,7 +8,7 @@ use super::ingest::table_name;
 use super::prepared::{Prepared, read_parameters};
 use super::results::{DoGetResult, built, flight_info, ipc_schema, stream_results, wire_schema};
 use super::tickets::decode_params;
-use super::{FlightSql, df_status, handshake_token, invalid, require};
+use super::{FlightSql, df_status, handshake_token, invalid, raw_of, require};
 use crate::auth::Role;
 use crate::query::{CATALOG, SCHEMA};
 use crate::service::query::Interface;
@@ -82,7 +82,7 @@ impl FlightSqlService for FlightSql {
             return Err(invalid("transactions are not supported"));
         }
         let planned = self.plan(&caller, &query.query, None).await?;
-        let ticket = self.statement_ticket(&caller, &query.query, None)?;
+        let ticket = self.statement_ticket(&caller, &query.query, None, raw_of(&request))?;
         flight_info(&planned.dataset, ticket, request.into_inner())
     }
 
@@ -101,7 +101,8 @@ impl FlightSqlService for FlightSql {
                 })?;
         let params = prepared.params.map(|p| p.batch);
         let planned = self.plan(&caller, &prepared.sql, params.clone()).await?;
-        let ticket = self.statement_ticket(&caller, &prepared.sql, params.as_ref())?;
+        let ticket =
+            self.statement_ticket(&caller, &prepared.sql, params.as_ref(), raw_of(&request))?;
         flight_info(&planned.dataset, ticket, request.into_inner())
     }
 
@@ -119,9 +120,16 @@ impl FlightSqlService for FlightSql {
             ));
         }
         let params = body.params.as_deref().map(decode_params).transpose()?;
-        let stream = self
+        let (stream, _) = self
             .service()
-            .sql(&caller, &body.sql, params, Interface::Flight)
+            .sql_read(
+                &caller,
+                &body.sql,
+                params,
+                None,
+                body.raw,
+                Interface::Flight,
+            )
             .await?;
         Ok(Response::new(stream_results(stream)))
     }

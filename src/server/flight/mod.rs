@@ -151,6 +151,16 @@ impl FlightSql {
     }
 }
 
+/// Whether the request asks to read events as written, without schema
+/// migrations (metadata `x-allsource-raw: true`).
+pub(super) fn raw_of<T>(request: &Request<T>) -> bool {
+    request
+        .metadata()
+        .get("x-allsource-raw")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 impl FlightSql {
     /// A caller of the catalog calls (every role may browse).
     fn browser<T>(&self, request: &Request<T>, method: &str) -> Result<Principal, Status> {

@@ -26,16 +26,20 @@ impl FlightSql {
         Ok(planned)
     }
 
+    /// The ticket of a statement: sealed, so that what it reads (the
+    /// statement, its parameters, `raw`) cannot be changed by the client.
     pub(super) fn statement_ticket(
         &self,
         caller: &Principal,
         sql: &str,
         params: Option<&RecordBatch>,
+        raw: bool,
     ) -> Result<Bytes, Status> {
         let body = TicketBody {
             tenant: caller.tenant.to_string(),
             sql: sql.to_string(),
             params: params.map(encode_params).transpose()?,
+            raw,
         };
         let handle = self.inner.tickets.seal(&body)?;
         Ok(TicketStatementQuery {

@@ -29,6 +29,9 @@ pub(super) struct TicketBody {
     /// Bound parameters: one row, as an Arrow IPC stream in base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) params: Option<String>,
+    /// Read events as written, without schema migrations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) raw: bool,
 }
 
 impl TicketKey {
