@@ -72,6 +72,8 @@ struct VersionChecker {
     declared: HashSet<String>,
     rules: Vec<Rule>,
     sql_input: SchemaRef,
+    /// The columns its SQL rules read.
+    sql_reads: Vec<String>,
 }
 
 /// The columns every SQL rule may read besides the declared fields.
@@ -149,7 +151,8 @@ impl TableChecker {
         let mut found: Vec<(u32, usize, Violation)> = Vec::new();
         let mut groups: Vec<(Arc<VersionChecker>, Vec<u32>)> = Vec::new();
         let mut stamped: Vec<Option<i64>> = Vec::with_capacity(rows);
-        let mut slot_of: HashMap<(&str, Option<u32>), Slot> = HashMap::new();
+        let mut slot_of: HashMap<(&str, Option<u32>), Slot, foldhash::fast::RandomState> =
+            HashMap::default();
         let mut last: Option<((&str, Option<u32>), Slot)> = None;
         for (row, &at) in index.iter().enumerate().take(rows) {
             let event_type = types.value(row);
@@ -246,6 +249,8 @@ impl TableChecker {
                 declared: &checker.declared,
                 label: &checker.label,
                 sql_input: &checker.sql_input,
+                sql_reads: &checker.sql_reads,
+                sql_batch: Default::default(),
             };
             for (order, rule) in checker.rules.iter().enumerate() {
                 for broken in rule.run(&view) {
@@ -508,6 +513,15 @@ impl VersionChecker {
                 },
             });
         }
+        let mut sql_reads: Vec<String> = rules
+            .iter()
+            .flat_map(|r| match &r.kind {
+                Kind::Sql { fields, .. } => fields.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        sql_reads.sort();
+        sql_reads.dedup();
         Ok(VersionChecker {
             event_type: event_type.to_string(),
             version: v.version,
@@ -515,6 +529,7 @@ impl VersionChecker {
             declared: def.fields.keys().cloned().collect(),
             rules,
             sql_input,
+            sql_reads,
         })
     }
 }

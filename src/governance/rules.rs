@@ -96,6 +96,10 @@ pub(super) struct Rows<'a> {
     pub(super) label: &'a str,
     /// The input of SQL rules: its schema.
     pub(super) sql_input: &'a arrow::datatypes::SchemaRef,
+    /// The columns the version's SQL rules read.
+    pub(super) sql_reads: &'a [String],
+    /// The input of SQL rules for these rows, taken once for all of them.
+    pub(super) sql_batch: std::cell::OnceCell<Result<RecordBatch, String>>,
 }
 
 impl Rows<'_> {
@@ -418,9 +422,17 @@ impl Rule {
                 let message = message
                     .clone()
                     .unwrap_or_else(|| format!("check failed: {check}"));
-                let failed = match sql_input(rows, fields)
-                    .and_then(|input| expr.evaluate(&input)?.into_array(input.num_rows()))
-                {
+                let input = rows
+                    .sql_batch
+                    .get_or_init(|| sql_input(rows).map_err(|e| e.to_string()));
+                let evaluated = match input {
+                    Ok(input) => expr
+                        .evaluate(input)
+                        .and_then(|v| v.into_array(input.num_rows()))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.clone()),
+                };
+                let failed = match evaluated {
                     Ok(result) => match result.as_boolean_opt() {
                         Some(ok) => failing(ok),
                         None => (0..n)
@@ -456,8 +468,9 @@ fn failing(ok: &BooleanArray) -> Vec<(usize, String)> {
 
 /// The columns SQL rules may read, for the rows: fixed ones, then the
 /// declared fields (null where the batch has none of the declared kind).
-/// Only the columns `reads` names are taken; the others are null.
-fn sql_input(rows: &Rows<'_>, reads: &[String]) -> datafusion::error::Result<RecordBatch> {
+/// Only the columns the rules read are taken; the others are null.
+fn sql_input(rows: &Rows<'_>) -> datafusion::error::Result<RecordBatch> {
+    let reads = rows.sql_reads;
     let n = rows.members.len();
     let columns = rows
         .sql_input

@@ -17,6 +17,7 @@
 
 mod adapt;
 pub mod governed;
+mod violations;
 
 pub use adapt::{adapt_batch, query_schema, query_type};
 
