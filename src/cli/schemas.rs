@@ -1,11 +1,11 @@
-//! `allsource schemas`: lists, shows and registers tables' schemas and
-//! validation rules (`/v1/schemas`), and sets the event types a table
-//! accepts; `allsource validate`: checks a file of events against a
+//! `allsource schemas`: lists, shows, registers and rolls back tables'
+//! schemas and validation rules (`/v1/schemas`), and sets the event types
+//! a table accepts; `allsource validate`: checks a file of events against a
 //! table's rules without storing them (`/v1/validate`), one line per
 //! violation, failing when any would be refused.
 
 use super::resources::{print_json, table};
-use super::{ClientArgs, get, post, read_input, send_as};
+use super::{ClientArgs, delete, get, post, read_input, send_as};
 use serde_json::{Value, json};
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +37,16 @@ enum SchemaCommand {
         /// The definition: a JSON file, or `-` for standard input.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: String,
+    },
+    /// Roll back the newest version of an event type's schema: its rules
+    /// and migration stop applying; stored events are untouched.
+    Rollback {
+        table: String,
+        event_type: String,
+        version: u32,
+        /// Roll it back even though events were written at it.
+        #[arg(long)]
+        force: bool,
     },
     /// Set the event types a table accepts (or, with --clear, accept any).
     EventTypes {
@@ -127,6 +137,20 @@ pub(crate) fn run(args: &SchemasArgs) -> anyhow::Result<()> {
         } => {
             let path = format!("/v1/schemas/{}/{}", encoded(table), encoded(event_type));
             print_json(post(client, &client.url(&path), Some(read_input(file)?))?)
+        }
+        SchemaCommand::Rollback {
+            table,
+            event_type,
+            version,
+            force,
+        } => {
+            let path = format!(
+                "/v1/schemas/{}/{}/versions/{version}{}",
+                encoded(table),
+                encoded(event_type),
+                if *force { "?force=true" } else { "" }
+            );
+            print_json(delete(client, &client.url(&path))?)
         }
         SchemaCommand::EventTypes {
             table,

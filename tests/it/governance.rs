@@ -685,4 +685,16 @@ fn cli_registers_shows_and_validates() {
             .contains("2 events: 0 would be refused")
     );
     assert_eq!(s.scalar("SELECT count(*) FROM orders"), 0);
+    // Rolled back, the version is a tombstone and its rules stop applying.
+    let err = refused(&s, &["schemas", "rollback", "orders", "purchase", "2"], "");
+    assert!(err.contains("404"), "{err}");
+    let gone = json_of(&ok(&s, &["schemas", "rollback", "orders", "purchase", "1"]));
+    assert!(gone["removed_ms"].is_i64(), "{gone}");
+    let out = cli(
+        &s,
+        &["validate", "--table", "orders", events.to_str().unwrap()],
+        "",
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("12 events: 1 would be refused"), "{stdout}");
 }
