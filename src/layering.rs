@@ -28,6 +28,7 @@ pub(crate) const LAYERS: &[&str] = &[
     "auth",
     "config",
     "ratelimit",
+    "policy",
     "wal",
     "storage",
     "ingest",

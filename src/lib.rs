@@ -43,6 +43,7 @@ pub mod ingest;
 mod layering;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod projection;
 pub mod query;
 pub mod ratelimit;
