@@ -1,6 +1,8 @@
 //! Table schemas and validation rules over HTTP:
 //! - `GET /v1/schemas` lists the governed tables;
-//! - `GET /v1/schemas/{table}` shows one table's governance, `PUT` sets
+//! - `GET /v1/schemas/{table}` shows one table's governance (with
+//!   `upcast`: each column a migration changes and the SQL it reads as),
+//!   `PUT` sets
 //!   the event types it accepts (`{"event_types": {"allowed": [...],
 //!   "mode": "reject"|"warn"} | null}`);
 //! - `POST /v1/schemas/{table}/{event_type}` registers the type's next
@@ -38,7 +40,11 @@ pub(super) async fn describe(
     Path(table): Path<String>,
 ) -> Result<Response, Error> {
     let gov = state.service.table_schemas(&caller, &table)?;
-    Ok(axum::Json(gov.as_ref()).into_response())
+    let mut body =
+        serde_json::to_value(gov.as_ref()).map_err(|e| Error::internal(e.to_string()))?;
+    body["upcast"] = serde_json::to_value(state.service.upcasts(&caller, &table)?)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(axum::Json(body).into_response())
 }
 
 /// `PUT /v1/schemas/{table}`.

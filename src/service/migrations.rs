@@ -31,7 +31,50 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// How one column of a table reads, when a migration changes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Upcast {
+    pub column: String,
+    /// The expression it reads as, in SQL.
+    pub sql: String,
+}
+
 impl Service {
+    /// The columns `table`'s migrations change, each with the expression
+    /// it reads as (none when nothing migrates or the table has no rows
+    /// yet).
+    pub fn upcasts(&self, caller: &Principal, table: &str) -> Result<Vec<Upcast>> {
+        caller.require(Role::Reader, "read schemas")?;
+        let name = super::pipelines::table_name("table", table)?;
+        let Some(gov) = self.db.schemas().get(&caller.tenant, &name) else {
+            return Ok(Vec::new());
+        };
+        let Some(t) = self.db.table(&caller.tenant, &name) else {
+            return Ok(Vec::new());
+        };
+        let schema = query_schema(&t.registry.lock().schema());
+        let columns = DFSchema::try_from_qualified_schema(name.as_str(), &schema)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let ctx = crate::query::session(&self.queries, caller)?;
+        let state = ctx.state();
+        let parse = |sql: &str, s: &DFSchema| state.create_logical_expr(sql, s);
+        let composed =
+            compose(&gov, &columns, &parse).map_err(|e| Error::invalid(e.to_string()))?;
+        Ok(composed
+            .into_iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Expr::Alias(a) => Some((a.name, *a.expr)),
+                _ => None,
+            })
+            .map(|(column, expr)| Upcast {
+                column,
+                sql: datafusion::sql::unparser::expr_to_sql(&expr)
+                    .map_or_else(|_| expr.to_string(), |e| e.to_string()),
+            })
+            .collect())
+    }
+
     /// Refuses `next`, the table's governance with version `version` of
     /// `event_type` added, when its migrations do not compose over the
     /// table's columns or fail on a sample of the stored events.

@@ -17,7 +17,7 @@ pub mod caller;
 mod error;
 pub mod groups;
 pub mod ingest;
-mod migrations;
+pub mod migrations;
 mod pipeline_feed;
 mod pipeline_task;
 pub mod pipelines;

@@ -77,6 +77,30 @@ fn each_migration_kind_applies_on_read_and_raw_reads_as_written() {
     assert_eq!(post(&s, "shop", json!([old("c", 12.0)])).status, 200);
     let v = register(&s, "shop", "purchase", v2());
     assert_eq!(v["version"], 2);
+    // The table shows how each changed column reads.
+    let upcast = s.get("/v1/schemas/shop").json()["upcast"].clone();
+    let changed: Vec<&str> = upcast
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["column"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changed,
+        ["amt", "cents", "legacy", "amount", "currency"],
+        "{upcast}"
+    );
+    let amount = upcast
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["column"] == "amount")
+        .unwrap();
+    let sql = amount["sql"].as_str().unwrap();
+    assert!(
+        sql.starts_with("CASE WHEN") && sql.contains("'purchase'") && sql.contains("amt"),
+        "{sql}"
+    );
     let r = post(
         &s,
         "shop",
