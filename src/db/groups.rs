@@ -34,6 +34,9 @@ pub struct GroupDef {
     pub where_dsl: Option<serde_json::Value>,
     /// When it was created, in milliseconds since the epoch.
     pub created_ms: i64,
+    /// Deliver events as written, without schema migrations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw: bool,
 }
 
 /// How far a group has come.
@@ -335,6 +338,7 @@ mod tests {
             filter: Some("x > 1".into()),
             where_dsl: None,
             created_ms: 1,
+            raw: false,
         };
         let group = store.create(&tenant, &name, def.clone(), 7, 2).unwrap();
         assert!(matches!(

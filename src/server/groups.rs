@@ -61,6 +61,9 @@ struct CreateBody {
     where_dsl: Option<serde_json::Value>,
     /// `earliest`, `now` (the default), `after:N` or an RFC 3339 time.
     start: Option<String>,
+    /// Deliver events as written, without schema migrations.
+    #[serde(default)]
+    raw: bool,
 }
 
 /// `POST /v1/subscriptions`.
@@ -79,6 +82,7 @@ pub(super) async fn create(
         filter: body.filter,
         where_dsl: body.where_dsl,
         start: start_of(body.start.as_deref())?,
+        raw: body.raw,
     };
     let info = state.service.create_group(&caller, request).await?;
     Ok((StatusCode::CREATED, axum::Json(info)).into_response())

@@ -30,6 +30,8 @@ pub struct CreateGroup {
     pub filter: Option<String>,
     pub where_dsl: Option<serde_json::Value>,
     pub start: Start,
+    /// Deliver events as written, without schema migrations.
+    pub raw: bool,
 }
 
 /// A group as its owner sees it.
@@ -41,6 +43,8 @@ pub struct GroupInfo {
     #[serde(rename = "where")]
     pub where_dsl: Option<serde_json::Value>,
     pub created_ms: i64,
+    /// Whether it delivers events as written, without schema migrations.
+    pub raw: bool,
     /// Every matching event up to here is acknowledged.
     pub committed_position: u64,
     pub generation: u64,
@@ -220,6 +224,7 @@ impl Service {
             filter: request.filter,
             where_dsl: request.where_dsl,
             created_ms: chrono::Utc::now().timestamp_millis(),
+            raw: request.raw,
         };
         let (service, tenant, name) = (self.clone(), caller.tenant.clone(), request.name);
         let cap = self.config().max_consumer_groups.max(1);
@@ -257,6 +262,7 @@ impl Service {
             filter: group.def.filter.clone(),
             where_dsl: group.def.where_dsl.clone(),
             created_ms: group.def.created_ms,
+            raw: group.def.raw,
             committed_position: done,
             generation: progress.generation,
             consumers: group.member_count(),
@@ -470,6 +476,7 @@ impl Member {
         let mut request = Subscribe::new(table, Start::After(after));
         request.filter = group.def.filter.clone();
         request.where_dsl = group.def.where_dsl.clone();
+        request.raw = group.def.raw;
         request.part = Some((part as u32, members.max(1) as u32));
         self.subscription = Some(self.service.subscribe(&self.caller, request).await?);
         self.generation = generation;

@@ -27,6 +27,7 @@ fn an_acknowledgement_of_an_older_generation_changes_nothing() {
                 filter: None,
                 where_dsl: None,
                 start: Start::Earliest,
+                raw: false,
             },
         )
         .await

@@ -383,6 +383,7 @@ impl Service {
             filter: None,
             where_dsl: None,
             start: Start::Earliest,
+            raw: false,
         };
         match self.create_group(&caller, request).await {
             Ok(_) => Ok(Some(name)),

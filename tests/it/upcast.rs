@@ -454,6 +454,24 @@ fn the_latest_shape_holds_on_every_read_path() {
                     .is_some_and(|r| r.first().is_some_and(|r| r["total"] == 25.0))
         },
     );
+    // Consumer groups: a filter on a migrated column, and raw.
+    for (name, raw) in [("shaped", false), ("as_written", true)] {
+        let r = s.post(
+            "/v1/subscriptions",
+            "application/json",
+            json!({"name": name, "table": "shop", "filter": "amount >= 0", "start": "earliest", "raw": raw})
+                .to_string(),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(r.json()["raw"], raw);
+    }
+    let consumed = |name: &str| {
+        let lines =
+            crate::groups::Consumer::start(&crate::groups::consume_url(&s, name), 3).finish();
+        crate::groups::delivered(&lines).len()
+    };
+    assert_eq!(consumed("shaped"), 7);
+    assert_eq!(consumed("as_written"), 0);
     // A pipeline filtering on a migrated column.
     let r = s.post(
         "/v1/pipelines",
