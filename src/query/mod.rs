@@ -192,7 +192,11 @@ pub fn session_with(
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)
         .with_extension(bounds)
-        .with_extension(Arc::new(inner));
+        .with_extension(Arc::new(inner))
+        .with_extension(Arc::new(quality::Declared {
+            db: db.clone(),
+            tenant: caller.tenant.clone(),
+        }));
     // Each sort partition keeps this much for merging its spill files
     // (DataFusion's default: 10 MB). A small budget must leave the sorts
     // room to hold batches, so the reserve is a sixteenth of the budget

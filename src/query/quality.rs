@@ -6,7 +6,7 @@
 //! | measure | per | value |
 //! |---|---|---|
 //! | `events` | event type | events in the window |
-//! | `completeness` | event type, field | share of the type's events with a value for the field (fields seen at least once) |
+//! | `completeness` | event type, field | share of the type's events with a value for the field (fields seen at least once, and every field the type's schema declares) |
 //! | `violations` | event type, rule | events stored with the `warn` rule broken (`_violations`) |
 //! | `duplicate_event_ids` | event type | events whose `event_id` an earlier one in the window has |
 //! | `duplicate_payloads` | event type | events repeating an earlier one's entity and payload exactly |
@@ -35,6 +35,40 @@ const USAGE: &str =
 /// The table function.
 #[derive(Debug, Default)]
 pub struct DataQuality;
+
+/// Where the function learns which fields a governed table's event types
+/// declare: their completeness is reported even when no event has them.
+#[derive(Debug)]
+pub struct Declared {
+    pub db: std::sync::Arc<crate::db::Database>,
+    pub tenant: crate::ids::TenantId,
+}
+
+impl Declared {
+    /// (event type, field) of every field the live versions of `table`'s
+    /// event types declare.
+    fn of(&self, table: &str) -> Vec<(String, String)> {
+        let Ok(name) = table.parse::<crate::ids::TableName>() else {
+            return Vec::new();
+        };
+        let Some(gov) = self.db.schemas().get(&self.tenant, &name) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = gov
+            .types
+            .iter()
+            .flat_map(|(t, versions)| {
+                versions
+                    .iter()
+                    .filter(|v| v.is_live())
+                    .flat_map(move |v| v.def.fields.keys().map(move |f| (t.clone(), f.clone())))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
 
 /// An identifier quoted for SQL.
 fn ident(name: &str) -> String {
@@ -123,14 +157,43 @@ impl TableFunctionImpl for DataQuality {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let sql = statement(&table, &columns, &window, &late);
+        let declared = session
+            .as_any()
+            .downcast_ref::<datafusion::execution::session_state::SessionState>()
+            .and_then(|s| s.config().get_extension::<Declared>())
+            .map(|d| d.of(&table))
+            .unwrap_or_default();
+        let sql = statement(&table, &columns, &declared, &window, &late);
         let plan = udfs::udtf::plan_inner(NAME, session, &sql)?;
         Ok(Arc::new(ViewTable::new(plan, None)))
     }
 }
 
+/// ` OR (event_type, field) is declared`, for the declared fields the
+/// table has columns for.
+fn declared_clause(declared: &[(String, String)], payload: &[&String]) -> String {
+    let pairs: Vec<String> = declared
+        .iter()
+        .filter(|(_, f)| payload.iter().any(|c| *c == f))
+        .map(|(t, f)| text(&format!("{t}\u{1f}{f}")))
+        .collect();
+    match pairs.is_empty() {
+        true => String::new(),
+        false => format!(
+            " OR concat(event_type, chr(31), field) IN ({})",
+            pairs.join(", ")
+        ),
+    }
+}
+
 /// The measures' SQL over `table`, whose columns are `columns`.
-fn statement(table: &str, columns: &[String], window: &str, late: &str) -> String {
+fn statement(
+    table: &str,
+    columns: &[String],
+    declared: &[(String, String)],
+    window: &str,
+    late: &str,
+) -> String {
     let payload: Vec<&String> = columns
         .iter()
         .filter(|c| !FIXED_COLUMNS.contains(&c.as_str()) && !RESERVED_COLUMNS.contains(&c.as_str()))
@@ -181,9 +244,10 @@ fn statement(table: &str, columns: &[String], window: &str, late: &str) -> Strin
             "SELECT event_type, field, 'completeness', share FROM \
              (SELECT event_type, unnest(names) AS field, unnest(shares) AS share FROM \
               (SELECT event_type, make_array({}) AS names, make_array({}) AS shares FROM w GROUP BY event_type)) \
-             WHERE share > 0",
+             WHERE share > 0{}",
             names.join(", "),
-            shares.join(", ")
+            shares.join(", "),
+            declared_clause(declared, &payload)
         ));
     }
     if columns.iter().any(|c| c == VIOLATIONS) {

@@ -19,7 +19,8 @@ out = {}
 def put(t, f, m, v):
     out[f"{t or ''}|{f or ''}|{m}"] = float(v)
 types = sorted({r["event_type"] for r in rows})
-payload = ["amount", "coupon", "page"]
+payload = ["amount", "coupon", "page", "gift"]
+declared = {("order", "amount"), ("order", "coupon"), ("order", "gift")}
 for t in types:
     rs = [r for r in rows if r["event_type"] == t]
     put(t, None, "events", len(rs))
@@ -36,7 +37,7 @@ for t in types:
     put(t, None, "duplicate_payloads", sum(n - 1 for n in seen.values()))
     for c in payload:
         share = sum(r[c] is not None for r in rs) / len(rs)
-        if share > 0:
+        if share > 0 or (t, c) in declared:
             put(t, c, "completeness", share)
     rules = {}
     for r in rs:
@@ -124,7 +125,7 @@ fn data_quality_agrees_with_numpy_on_seeded_defects() {
         "/v1/schemas/events/order",
         "application/json",
         json!({"fields": {"amount": {"type": "number", "required": true, "max": 250},
-                          "coupon": {"type": "string"}},
+                          "coupon": {"type": "string"}, "gift": {"type": "boolean"}},
                "mode": "warn", "additional_fields": "warn"})
         .to_string(),
     );
@@ -152,7 +153,7 @@ fn data_quality_agrees_with_numpy_on_seeded_defects() {
         })
         .collect();
     let rows = Value::from(s.sql(
-        "SELECT event_id, event_type, entity_id, position, version, amount, coupon, page, _violations, \
+        "SELECT event_id, event_type, entity_id, position, version, amount, coupon, page, gift, _violations, \
          CAST(\"timestamp\" AS BIGINT) AS ts_us, CAST(ingested_at AS BIGINT) AS ing_us FROM events",
     ));
     let want = numpy(&rows);
@@ -173,6 +174,8 @@ fn data_quality_agrees_with_numpy_on_seeded_defects() {
     assert!(want["order|amount.required|violations"].as_f64().unwrap() > 0.0);
     assert!(want["order|amount.max|violations"].as_f64().unwrap() > 0.0);
     assert!(want["||out_of_order"].as_f64().unwrap() > 0.0);
+    // A declared field no event has is reported, empty.
+    assert_eq!(got["order|gift|completeness"], 0.0);
     // Bad calls are refused with the usage.
     for (sql, needle) in [
         ("SELECT * FROM data_quality('events')", "expects"),
