@@ -174,7 +174,7 @@ impl TableFunctionImpl for DataQuality {
 fn declared_clause(declared: &[(String, String)], payload: &[&String]) -> String {
     let pairs: Vec<String> = declared
         .iter()
-        .filter(|(_, f)| payload.iter().any(|c| *c == f))
+        .filter(|(_, f)| payload.contains(&f))
         .map(|(t, f)| text(&format!("{t}\u{1f}{f}")))
         .collect();
     match pairs.is_empty() {
