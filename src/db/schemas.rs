@@ -248,11 +248,7 @@ impl Database {
     }
 
     /// The check batches of `tenant`'s table `name` go through, if any.
-    pub(super) fn check_of(
-        &self,
-        tenant: &TenantId,
-        name: &TableName,
-    ) -> Option<Arc<dyn BatchCheck>> {
+    pub fn check_of(&self, tenant: &TenantId, name: &TableName) -> Option<Arc<dyn BatchCheck>> {
         let checks = self.checks.read();
         if checks.is_empty() {
             return None;

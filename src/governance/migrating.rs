@@ -8,6 +8,7 @@ use crate::schema::governed::TableGovernance;
 use arrow::array::{RecordBatch, UInt32Array};
 use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
+use datafusion::physical_expr::PhysicalExpr;
 use std::sync::Arc;
 
 /// A table's migrations, ready to try on ingested rows.
@@ -28,46 +29,49 @@ impl Migrating {
     }
 
     /// The rows of `batch` among `rows` whose migration to the latest
-    /// versions fails, each with why.
+    /// versions fails, each with why. The migrations are planned once,
+    /// over the rows with a null column for every declared field they
+    /// lack; only an evaluation error counts: a migration that cannot be
+    /// planned over them (it reads a column they lack and no version
+    /// declares) is not this check's to judge, as reads plan it over the
+    /// whole table.
     pub(super) fn failures(&self, batch: &RecordBatch, rows: &[u32]) -> Vec<(u32, String)> {
         let take = UInt32Array::from(rows.to_vec());
         let part = match arrow::compute::take_record_batch(batch, &take) {
-            Ok(p) => p,
+            Ok(p) => self.with_declared(&p),
             Err(e) => return rows.iter().map(|r| (*r, e.to_string())).collect(),
         };
-        if self.run(&part).is_ok() {
+        let Some(exprs) = self.plan(&part) else {
+            return Vec::new();
+        };
+        let run = |batch: &RecordBatch| -> Result<(), String> {
+            for expr in &exprs {
+                expr.evaluate(batch)
+                    .map_err(|e| crate::query::first_line(&e.to_string()))?;
+            }
+            Ok(())
+        };
+        if run(&part).is_ok() {
             return Vec::new();
         }
         // Row by row, to name each one that fails: rows written at an
         // older version are few.
         rows.iter()
             .enumerate()
-            .filter_map(|(i, row)| self.run(&part.slice(i, 1)).err().map(|e| (*row, e)))
+            .filter_map(|(i, row)| run(&part.slice(i, 1)).err().map(|e| (*row, e)))
             .collect()
     }
 
-    /// Runs the migrations over `batch`. Only an evaluation error counts:
-    /// a migration that cannot be planned over the batch (it reads a
-    /// column the batch lacks and no version declares) is not this
-    /// check's to judge; reads plan it over the whole table.
-    fn run(&self, batch: &RecordBatch) -> Result<(), String> {
-        let batch = &self.with_declared(batch);
-        let Ok(schema) = DFSchema::try_from(batch.schema().as_ref().clone()) else {
-            return Ok(());
-        };
+    /// The migrations over `batch`'s columns as physical expressions;
+    /// `None` when they change nothing or cannot be planned over them.
+    fn plan(&self, batch: &RecordBatch) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+        let schema = DFSchema::try_from(batch.schema().as_ref().clone()).ok()?;
         let parse = |sql: &str, s: &DFSchema| self.session.create_logical_expr(sql, s);
-        let Ok(Some(exprs)) = compose(&self.gov, &schema, &parse) else {
-            return Ok(());
-        };
-        for expr in exprs {
-            let Ok(physical) = super::physical(expr, &schema, &self.session) else {
-                return Ok(());
-            };
-            physical
-                .evaluate(batch)
-                .map_err(|e| first_line(&e.to_string()))?;
-        }
-        Ok(())
+        let exprs = compose(&self.gov, &schema, &parse).ok()??;
+        exprs
+            .into_iter()
+            .map(|e| super::physical(e, &schema, &self.session).ok())
+            .collect()
     }
 }
 
@@ -105,8 +109,4 @@ impl Migrating {
         RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
             .unwrap_or_else(|_| batch.clone())
     }
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_string()
 }

@@ -174,10 +174,12 @@ impl Rule {
                 }
             }
             Kind::Type(field, ty) => {
-                for (j, &row) in rows.members.iter().enumerate() {
-                    if rows.overflow.is_empty() {
-                        break;
-                    }
+                // Values of the wrong kind were kept in `_overflow`.
+                let members = match rows.overflow.is_empty() {
+                    true => &[][..],
+                    false => rows.members,
+                };
+                for (j, &row) in members.iter().enumerate() {
                     if let Some(v) = rows.overflowed(row, field) {
                         let found = crate::ingest::json_kind(v);
                         let message = match v.is_number()
@@ -400,10 +402,11 @@ impl Rule {
                         broke(j, field_at(name), message);
                     }
                 }
-                for (j, row) in rows.members.iter().enumerate() {
-                    if rows.overflow.is_empty() {
-                        break;
-                    }
+                let members = match rows.overflow.is_empty() {
+                    true => &[][..],
+                    false => rows.members,
+                };
+                for (j, row) in members.iter().enumerate() {
                     let Some(extra) = rows.overflow.get(row) else {
                         continue;
                     };

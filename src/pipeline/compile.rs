@@ -352,10 +352,7 @@ async fn culprit(ctx: &SessionContext, op: &Operator) -> Option<String> {
     None
 }
 
-/// `name` as a quoted SQL identifier.
-pub(super) fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub(super) use crate::query::quote_ident as quote;
 
 fn check_settable(what: &str, name: &str) -> std::result::Result<(), String> {
     if name.is_empty() {

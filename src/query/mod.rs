@@ -53,6 +53,22 @@ pub use engine::{ExtraSchema, QueryEngine, SystemTable};
 use object_store::ObjectStore;
 use std::sync::Arc;
 
+/// A name as an SQL identifier: in double quotes, any inside doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Text as an SQL string literal: in single quotes, any inside doubled.
+pub fn quote_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The first line of an error's text, for messages that name a place
+/// before it.
+pub fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
 /// Catalog and schema names under which a tenant's tables appear.
 pub const CATALOG: &str = "allsource";
 pub const SCHEMA: &str = "public";

@@ -19,6 +19,7 @@
 //! tenant's own table, read as the caller reads it), built from the
 //! table's columns when the call is planned.
 
+use super::{quote_ident as ident, quote_text as text};
 use crate::schema::FIXED_COLUMNS;
 use crate::schema::governed::{RESERVED_COLUMNS, VIOLATIONS};
 use datafusion::catalog::view::ViewTable;
@@ -68,16 +69,6 @@ impl Declared {
         out.dedup();
         out
     }
-}
-
-/// An identifier quoted for SQL.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A string quoted for SQL.
-fn text(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// The SQL interval of a constant argument: an interval literal or a

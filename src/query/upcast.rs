@@ -143,7 +143,8 @@ pub fn compose(
                         }
                         MigrationStep::Transform { field, sql } => {
                             let Some(dt) = type_of(field) else { continue };
-                            let parsed = parse(sql, raw).map_err(|e| fail(first_line(&e)))?;
+                            let parsed = parse(sql, raw)
+                                .map_err(|e| fail(super::first_line(&e.to_string())))?;
                             let substituted = parsed
                                 .transform(|e| match &e {
                                     Expr::Column(c) => match env.get(&c.name) {
@@ -201,10 +202,6 @@ pub fn compose(
         })
         .collect();
     Ok(Some(exprs))
-}
-
-fn first_line(e: &DataFusionError) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// A table read through its migrations.

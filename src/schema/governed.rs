@@ -6,7 +6,8 @@
 //!
 //! This module holds no logic beyond the checks of a definition's shape
 //! ([`VersionDef::check_shape`]); rules are compiled and run above the
-//! database, which only knows them through [`crate::ingest::BatchCheck`].
+//! database, which only knows them through the ingest layer's
+//! `BatchCheck` trait.
 
 pub use super::violations::{MAX_LISTED, MAX_WARNINGS_LISTED, Violation, Violations, WarnSummary};
 

@@ -9,8 +9,8 @@ use super::{Error, Kind, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::db::schemas::lay_out;
 use crate::ids::{TableName, TenantId};
-use crate::query::QueryOptions;
 use crate::query::upcast::compose;
+use crate::query::{QueryOptions, quote_text};
 use crate::schema::governed::{SchemaVersion, TableGovernance};
 use crate::schema::{EVENT_ID, POSITION, adapt_batch, query_schema};
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -25,11 +25,6 @@ use std::sync::Arc;
 /// Stored events a new migration is tried on: the oldest and the newest
 /// half of this many events of its type.
 const MIGRATION_SAMPLE: usize = 10_000;
-
-/// A string as an SQL literal.
-fn quoted(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
 
 /// How one column of a table reads, when a migration changes it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -147,7 +142,7 @@ impl Service {
         let select = |order: &str| {
             format!(
                 "(SELECT * FROM \"{table}\" WHERE event_type = {} ORDER BY position {order} LIMIT {half})",
-                quoted(event_type)
+                quote_text(event_type)
             )
         };
         let sql = format!("{} UNION ALL {}", select("ASC"), select("DESC"));
@@ -244,7 +239,7 @@ impl Service {
     ) -> Result<u64> {
         let sql = format!(
             "SELECT count(*) AS n FROM \"{table}\" WHERE event_type = {} AND schema_version = {version}",
-            quoted(event_type)
+            quote_text(event_type)
         );
         let options = QueryOptions {
             raw: true,

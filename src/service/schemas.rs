@@ -336,7 +336,12 @@ impl Service {
                 violations: Violations::new(name.as_str()),
             });
         };
-        let checker = self.compile_rules(&caller.tenant, &name, &gov)?;
+        // The check ingest runs, as installed.
+        let check: Arc<dyn BatchCheck> = match self.db.check_of(&caller.tenant, &name) {
+            Some(check) => check,
+            None => self.compile_rules(&caller.tenant, &name, &gov)?,
+        };
+        let table_name = name.to_string();
         let mut registry = self.db.scratch_registry(&caller.tenant, &name);
         lay_out(&mut registry, &gov, name.as_str()).map_err(Error::invalid)?;
         let violations = tokio::task::spawn_blocking(move || -> Result<Violations> {
@@ -355,7 +360,13 @@ impl Service {
             let built = crate::ingest::build(&events, &keep, &ids, &registry, now)
                 .map_err(|e| Error::invalid(e.to_string()))?;
             let index: Vec<u64> = (0..events.len() as u64).collect();
-            Ok(checker.inspect(&built.batch, &built.facts, &index).0)
+            // Refused or stored, the check lists every violation it found.
+            Ok(match check.check(built.batch, &built.facts, &index) {
+                Err(violations) => *violations,
+                Ok(checked) => checked
+                    .warnings
+                    .unwrap_or_else(|| Violations::new(table_name)),
+            })
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))??;

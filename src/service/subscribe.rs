@@ -20,8 +20,8 @@ use super::{Error, Kind, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::db::Table;
 use crate::ids::{TableName, TenantId};
-use crate::query::QueryOptions;
 use crate::query::live::BufferRead;
+use crate::query::{QueryOptions, quote_ident};
 use crate::ratelimit;
 use crate::schema;
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch};
@@ -338,10 +338,10 @@ impl Service {
         let columns = match &request.columns {
             None => "*".to_string(),
             Some(names) => {
-                let mut list = vec![quoted(schema::POSITION)];
+                let mut list = vec![quote_ident(schema::POSITION)];
                 for name in names {
                     if name != schema::POSITION {
-                        list.push(quoted(name));
+                        list.push(quote_ident(name));
                     }
                 }
                 list.join(", ")
@@ -536,11 +536,6 @@ impl Subscription {
             }
         }
     }
-}
-
-/// `name` as a SQL identifier.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The highest position in `batch`, if it has one.
