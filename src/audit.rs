@@ -36,6 +36,9 @@ pub enum AuditKind {
     DdlRefused,
     /// The server started.
     ServerStart,
+    /// Requests a policy refused (403, or 429 for a quota), merged: one
+    /// record counts the same refusal repeated within a second.
+    PolicyDenied,
 }
 
 impl AuditKind {
@@ -46,6 +49,7 @@ impl AuditKind {
             AuditKind::Admin => "admin",
             AuditKind::DdlRefused => "ddl_refused",
             AuditKind::ServerStart => "server_start",
+            AuditKind::PolicyDenied => "policy_denied",
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct AuditEntry {
     pub status: u16,
     pub detail: String,
     pub request_id: Option<String>,
+    /// How many requests the record stands for, when it merges several.
+    pub count: Option<u64>,
 }
 
 /// Writes audit records into the log of one database. The rate of
@@ -74,6 +80,7 @@ pub struct AuditEntry {
 pub struct Auditor {
     db: Arc<Database>,
     refusals: DefaultDirectRateLimiter,
+    denials: Arc<DenialLog>,
 }
 
 impl AuditEntry {
@@ -94,6 +101,7 @@ impl AuditEntry {
             status,
             detail,
             request_id: None,
+            count: None,
         }
     }
 
@@ -110,6 +118,9 @@ impl AuditEntry {
         put("detail", Some(self.detail));
         put("request_id", self.request_id);
         payload.insert("status".into(), Value::from(self.status));
+        if let Some(count) = self.count {
+            payload.insert("count".into(), Value::from(count));
+        }
         Event {
             event_id: None,
             event_type: self.kind.as_str().to_string(),
@@ -145,9 +156,15 @@ impl Auditor {
     pub fn new(db: Arc<Database>) -> Self {
         let per_second = NonZeroU32::new(Self::REFUSALS_PER_SECOND).expect("non-zero");
         Auditor {
+            denials: Arc::new(DenialLog::new(db.clone())),
             db,
             refusals: RateLimiter::direct(Quota::per_second(per_second)),
         }
+    }
+
+    /// Where policy refusals are recorded.
+    pub fn denials(&self) -> &Arc<DenialLog> {
+        &self.denials
     }
 
     /// Records `entry` in the audit log in the background, never holding
@@ -163,19 +180,127 @@ impl Auditor {
             dropped("buffer_full");
             return;
         }
-        let db = self.db.clone();
-        let (tenant, table) = location();
-        tokio::spawn(async move {
-            // The same admission as clients' ingest: a buffer that filled
-            // up meanwhile refuses the record too.
-            match db.ingest(&tenant, &table, vec![entry.into_event()]).await {
-                Ok(_) => {}
-                Err(crate::db::Error::BufferFull { .. }) => dropped("buffer_full"),
-                Err(e) => {
-                    dropped("error");
-                    tracing::warn!(error = %e, "could not write an audit record");
-                }
+        write(self.db.clone(), vec![entry.into_event()]);
+    }
+}
+
+/// Stores `events` in the log in the background.
+fn write(db: Arc<Database>, events: Vec<Event>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        dropped("error");
+        return;
+    };
+    let (tenant, table) = location();
+    runtime.spawn(async move {
+        // The same admission as clients' ingest: a buffer that filled up
+        // meanwhile refuses the record too.
+        match db.ingest(&tenant, &table, events).await {
+            Ok(_) => {}
+            Err(crate::db::Error::BufferFull { .. }) => dropped("buffer_full"),
+            Err(e) => {
+                dropped("error");
+                tracing::warn!(error = %e, "could not write an audit record");
             }
-        });
+        }
+    });
+}
+
+/// Policy refusals, every one counted in a record: the same refusal
+/// (caller, action and reason) repeated within a second is one record
+/// with its `count`; past [`DenialLog::RECORDS_PER_SECOND`] different
+/// ones in a second, the rest are counted together in one more record.
+#[derive(Debug)]
+pub struct DenialLog {
+    db: Arc<Database>,
+    /// The refusals of the current second, with their counts, in order;
+    /// `None` when no second is open.
+    pending: parking_lot::Mutex<Option<Vec<(AuditEntry, u64)>>>,
+}
+
+impl DenialLog {
+    /// Records written per second, at most (one more counts the rest).
+    pub const RECORDS_PER_SECOND: usize = 200;
+
+    fn new(db: Arc<Database>) -> Self {
+        DenialLog {
+            db,
+            pending: Default::default(),
+        }
+    }
+
+    /// Records one refusal: `entry.kind` is set to
+    /// [`AuditKind::PolicyDenied`].
+    pub fn record(self: &Arc<Self>, mut entry: AuditEntry) {
+        entry.kind = AuditKind::PolicyDenied;
+        crate::metrics::get()
+            .policy_denials
+            .with_label_values(&[
+                entry.tenant.as_deref().unwrap_or(""),
+                entry.action.split(' ').next().unwrap_or(""),
+            ])
+            .inc();
+        let mut pending = self.pending.lock();
+        let open = pending.is_some();
+        let list = pending.get_or_insert_with(Vec::new);
+        let same = |(e, _): &&mut (AuditEntry, u64)| {
+            e.actor == entry.actor
+                && e.tenant == entry.tenant
+                && e.role == entry.role
+                && e.action == entry.action
+                && e.status == entry.status
+                && e.detail == entry.detail
+        };
+        match list.iter_mut().find(same) {
+            Some((_, n)) => *n += 1,
+            None => list.push((entry, 1)),
+        }
+        if !open {
+            let log = self.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    log.flush();
+                });
+            }
+        }
+    }
+
+    /// Writes the second's records.
+    fn flush(&self) {
+        let Some(list) = self.pending.lock().take() else {
+            return;
+        };
+        let mut events: Vec<Event> = Vec::new();
+        let (mut rest, mut callers) = (0u64, std::collections::BTreeSet::new());
+        for (i, (mut entry, n)) in list.into_iter().enumerate() {
+            if i < Self::RECORDS_PER_SECOND {
+                entry.count = Some(n);
+                events.push(entry.into_event());
+            } else {
+                rest += n;
+                callers.insert((entry.tenant.clone(), entry.actor.clone()));
+            }
+        }
+        if rest > 0 {
+            events.push(
+                AuditEntry {
+                    kind: AuditKind::PolicyDenied,
+                    action: "many".into(),
+                    status: 403,
+                    detail: format!(
+                        "{rest} more refusals of {} callers, not itemised",
+                        callers.len()
+                    ),
+                    count: Some(rest),
+                    ..Default::default()
+                }
+                .into_event(),
+            );
+        }
+        if self.db.buffered_bytes() >= self.db.config().max_buffer_bytes {
+            dropped("buffer_full");
+            return;
+        }
+        write(self.db.clone(), events);
     }
 }

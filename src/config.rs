@@ -164,6 +164,11 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_PIPELINES", default_value_t = 32)]
     pub max_pipelines: usize,
 
+    /// Policies one tenant may keep (`/v1/policies`, the defaults
+    /// included); more get 429.
+    #[arg(long, env = "ALLSOURCE_MAX_POLICIES", default_value_t = 256)]
+    pub max_policies: usize,
+
     /// Tables one tenant may govern with schemas and rules
     /// (`/v1/schemas`); more get 429.
     #[arg(long, env = "ALLSOURCE_MAX_GOVERNED_TABLES", default_value_t = 64)]
@@ -289,6 +294,7 @@ impl Default for Config {
             max_consumer_groups: 100,
             max_projections: 32,
             max_pipelines: 32,
+            max_policies: 256,
             max_governed_tables: 64,
             max_schema_versions: 64,
             max_validation_rules: 256,

@@ -106,6 +106,9 @@ pub const PIPELINES_DIR: &str = "pipelines";
 /// Where table schemas and rules are kept, under the data directory.
 pub const SCHEMAS_DIR: &str = "schemas";
 
+/// Where each tenant's policies are kept, under the data directory.
+pub const POLICIES_DIR: &str = "policies";
+
 impl GroupName {
     /// Where the durable state of this subscription of `tenant` is kept,
     /// under `root` (the data directory's [`SUBSCRIPTIONS_DIR`]).

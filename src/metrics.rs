@@ -25,6 +25,8 @@ pub struct Metrics {
     pub validation_violations: IntCounterVec,
     /// Events refused for breaking a rule, by tenant and table.
     pub validation_rejected: IntCounterVec,
+    /// Requests a policy refused, by tenant and action.
+    pub policy_denials: IntCounterVec,
     /// Per stored event, its ingest time minus its event time (0 for an
     /// event time in the future), by tenant and table: timeliness.
     pub ingest_event_lag: HistogramVec,
@@ -233,6 +235,12 @@ pub fn get() -> &'static Metrics {
                 "allsource_validation_rejected_total",
                 "Events refused for breaking a validation rule",
                 &["tenant", "table"],
+            ),
+            policy_denials: counter(
+                &r,
+                "allsource_policy_denials_total",
+                "Requests refused by a policy",
+                &["tenant", "action"],
             ),
             ingest_event_lag: {
                 let h = HistogramVec::new(

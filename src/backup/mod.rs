@@ -93,6 +93,18 @@ pub struct Manifest {
     /// Governed tables' schemas and rules, as the server stores them.
     #[serde(default)]
     pub schemas: Vec<SchemaEntry>,
+    /// Each tenant's policies (with the salt of its hash masks), as the
+    /// server stores them; tenants still on the defaults have none.
+    #[serde(default)]
+    pub policies: Vec<PolicyEntry>,
+}
+
+/// One tenant's policies in a backup: the file the server keeps them in,
+/// `<data-dir>/policies/<tenant>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyEntry {
+    pub tenant: String,
+    pub state: serde_json::Value,
 }
 
 /// One governed table's schemas and rules in a backup: the file the
@@ -274,6 +286,20 @@ pub fn restore(from: &Location, data_dir: &Path) -> Result<Manifest, Error> {
             serde_json::to_vec_pretty(&entry.state).map_err(|e| bad("state", e.to_string()))?;
         std::fs::write(&path, text).map_err(io(&path))?;
     }
+    for entry in &manifest.policies {
+        let tenant = (entry.tenant.parse::<crate::ids::TenantId>()).map_err(|e| {
+            Error::Invalid(format!(
+                "{from}/manifest.json: policies of tenant {:?}: {e}",
+                entry.tenant
+            ))
+        })?;
+        let dir = data_dir.join(crate::ids::POLICIES_DIR);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(format!("{tenant}.json"));
+        let text = serde_json::to_vec_pretty(&entry.state)
+            .map_err(|e| Error::Invalid(format!("{from}/manifest.json: policies: {e}")))?;
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
     Ok(manifest)
 }
 
@@ -301,6 +327,7 @@ mod tests {
             created_at: "2026-11-28T00:00:00Z".into(),
             subscriptions: Vec::new(),
             schemas: Vec::new(),
+            policies: Vec::new(),
             tables: vec![TableEntry {
                 tenant: "t".into(),
                 table: "x".into(),

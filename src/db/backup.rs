@@ -102,12 +102,23 @@ impl Database {
                 state: super::schemas::file_state(&table, &gov),
             })
             .collect();
+        let policies = self
+            .policies()
+            .all()
+            .into_iter()
+            .filter(|(t, _)| tenant.is_none_or(|want| t == want))
+            .map(|(t, p)| backup::PolicyEntry {
+                tenant: t.to_string(),
+                state: serde_json::to_value(&*p).unwrap_or_default(),
+            })
+            .collect();
         let manifest = Manifest {
             format: backup::FORMAT,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             tables: entries,
             subscriptions,
             schemas,
+            policies,
         };
         let (m, at) = (manifest.clone(), place.clone());
         tokio::task::spawn_blocking(move || m.write(&at))

@@ -17,6 +17,7 @@ mod backup;
 mod claims;
 pub mod groups;
 pub mod maintenance;
+pub mod policies;
 pub mod schemas;
 pub mod sequence;
 pub mod spill;
@@ -131,6 +132,8 @@ pub struct Database {
     /// The compiled rules of governed tables, run on every batch built
     /// for them.
     checks: schemas::Checks,
+    /// Each tenant's policies, as stored.
+    policies: policies::PolicyStore,
 }
 
 impl Database {
@@ -148,6 +151,8 @@ impl Database {
             .map_err(|e| Error::Internal(format!("cannot load subscriptions: {e}")))?;
         let schemas = schemas::SchemaStore::load(config.data_dir.join(crate::ids::SCHEMAS_DIR))
             .map_err(|e| Error::Internal(format!("cannot load table schemas: {e}")))?;
+        let policies = policies::PolicyStore::load(config.data_dir.join(crate::ids::POLICIES_DIR))
+            .map_err(|e| Error::Internal(format!("cannot load policies: {e}")))?;
         let storage = Storage::new(&config)?;
         let rewriter = maintenance::Rewriter::new(&config)?;
         let mut tables = BTreeMap::new();
@@ -183,6 +188,7 @@ impl Database {
             rewriter,
             schemas,
             checks: Default::default(),
+            policies,
         });
         let mut replayed = 0usize;
         for rec in records {

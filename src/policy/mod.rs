@@ -68,7 +68,9 @@ fn any_matches(globs: &[Glob], text: &str) -> bool {
 }
 
 /// What a request does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Store events: HTTP, Flight, validate, replay into a table,
@@ -76,6 +78,7 @@ pub enum Action {
     Ingest,
     /// Read with a query: SQL, the DSL, Flight, table functions,
     /// projections.
+    #[default]
     Query,
     /// Read a stream: entity streams, live streams, subscriptions,
     /// replay.
@@ -385,6 +388,65 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// The fields a policy of each kind may have.
+const COMMON_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "enabled",
+    "principals",
+    "tables",
+    "except_tables",
+    "kind",
+];
+
+fn kind_fields(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "access" => &["effect", "actions", "event_types"],
+        "row_filter" => &["filter", "actions"],
+        "mask" => &["masks", "actions"],
+        "quota" => &[
+            "scope",
+            "events_per_second",
+            "queries_per_second",
+            "events_per_day",
+            "queries_per_day",
+        ],
+        _ => return None,
+    })
+}
+
+/// A policy from its JSON, with every field known to its kind (a
+/// misspelt `principals` must not widen a policy to everyone) and its
+/// shape checked. The error names the field.
+pub fn parse(value: serde_json::Value) -> Result<Policy, String> {
+    let serde_json::Value::Object(fields) = &value else {
+        return Err("a policy is a JSON object".into());
+    };
+    let kind = match fields.get("kind") {
+        Some(serde_json::Value::String(k)) => k.as_str(),
+        Some(_) => return Err("kind: give one of access, row_filter, mask, quota".into()),
+        None => return Err("kind: missing; give one of access, row_filter, mask, quota".into()),
+    };
+    let Some(own) = kind_fields(kind) else {
+        return Err(format!(
+            "kind: {kind:?} is not one of access, row_filter, mask, quota"
+        ));
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+    {
+        return Err(format!(
+            "{unknown}: not a field of a {kind} policy (it has {}, {})",
+            COMMON_FIELDS.join(", "),
+            own.join(", ")
+        ));
+    }
+    let policy: Policy = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    policy.check_shape()?;
+    Ok(policy)
 }
 
 fn check_sql(what: &str, sql: &str) -> Result<(), String> {

@@ -54,6 +54,9 @@ pub struct QueryEngine {
     extra: std::sync::OnceLock<Arc<dyn ExtraSchema>>,
     /// Added by the layers above, at start-up.
     system_tables: parking_lot::RwLock<Vec<Arc<dyn SystemTable>>>,
+    /// Where reads refused by policies are recorded; set once, by the
+    /// layer that keeps the audit log.
+    denials: std::sync::OnceLock<Arc<crate::audit::DenialLog>>,
     db: Arc<Database>,
     limits: QueryLimits,
     /// Spill files and caches; each query gets its own memory pool on top.
@@ -81,6 +84,7 @@ impl QueryEngine {
         Ok(Arc::new(QueryEngine {
             extra: Default::default(),
             system_tables: Default::default(),
+            denials: Default::default(),
             db,
             limits,
             env,
@@ -97,6 +101,16 @@ impl QueryEngine {
     /// The schema [`QueryEngine::add_schema`] offered, if any.
     pub fn extra_schema(&self) -> Option<&Arc<dyn ExtraSchema>> {
         self.extra.get()
+    }
+
+    /// Records reads refused by policies in `log` from now on.
+    pub fn set_denials(&self, log: Arc<crate::audit::DenialLog>) {
+        let _ = self.denials.set(log);
+    }
+
+    /// Where reads refused by policies are recorded, once set.
+    pub fn denials(&self) -> Option<&Arc<crate::audit::DenialLog>> {
+        self.denials.get()
     }
 
     /// Offers `table` in every session's `system` schema from now on.

@@ -52,6 +52,9 @@ struct Governance {
     db: Arc<crate::db::Database>,
     tenant: crate::ids::TenantId,
     table: Option<crate::ids::TableName>,
+    /// The generation of the tenant's policies when this was compiled:
+    /// under any other, only the SQL applies them.
+    policies: u64,
 }
 
 impl Governance {
@@ -76,12 +79,29 @@ impl BufferRead {
         columns: Option<&[String]>,
         conditions: &str,
     ) -> Option<BufferRead> {
+        let policies = engine.db().policies().get(&caller.tenant);
         let governance = Governance {
             db: engine.db().clone(),
             tenant: caller.tenant.clone(),
             table: table.parse().ok(),
+            policies: policies.generation,
         };
         if governance.migrates() {
+            return None;
+        }
+        // A read the policies restrict (or refuse) goes by the SQL, which
+        // applies them.
+        let decision = crate::policy::decide::decide(
+            &policies.policies,
+            &crate::policy::decide::Request {
+                role: caller.role,
+                subject: caller.subject.as_deref().unwrap_or(""),
+                action: crate::policy::Action::Stream,
+                table,
+                event_type: None,
+            },
+        );
+        if !decision.allowed || !decision.restriction.is_none() {
             return None;
         }
         let full = query_schema(stored);
@@ -136,7 +156,15 @@ impl BufferRead {
             (Some(_), Some(stored)) => after >= stored,
             (Some(_), None) => false,
         };
-        if !in_buffer || !self.compiled_for(&view.schema) || self.governance.migrates() {
+        let policies_changed = self.governance.policies
+            != (self.governance.db.policies())
+                .get(&self.governance.tenant)
+                .generation;
+        if !in_buffer
+            || !self.compiled_for(&view.schema)
+            || self.governance.migrates()
+            || policies_changed
+        {
             return None;
         }
         let mut pages = Vec::new();

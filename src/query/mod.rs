@@ -19,6 +19,7 @@ pub mod live;
 pub mod output;
 pub mod partition;
 pub mod pin;
+pub mod policy;
 mod positions;
 pub mod quality;
 mod sanity;
@@ -79,6 +80,9 @@ struct TenantSchema {
     db: Arc<Database>,
     tenant: TenantId,
     options: QueryOptions,
+    /// Whose policies decide what the tables read as.
+    caller: Principal,
+    denials: Option<Arc<crate::audit::DenialLog>>,
 }
 
 /// How a session reads its tables.
@@ -96,6 +100,8 @@ pub struct QueryOptions {
     /// Read events as they were written, without their schema
     /// migrations.
     pub raw: bool,
+    /// What the reads are for, as policies see them: a query or a stream.
+    pub action: crate::policy::Action,
 }
 
 impl QueryOptions {
@@ -108,6 +114,7 @@ impl QueryOptions {
             reads: Some(reads.clone()),
             after: None,
             raw,
+            action: Default::default(),
         };
         (options, reads)
     }
@@ -116,7 +123,10 @@ impl QueryOptions {
 #[async_trait]
 impl SchemaProvider for TenantSchema {
     fn table_names(&self) -> Vec<String> {
-        self.db.table_names(&self.tenant)
+        let policies = self.db.policies().get(&self.tenant);
+        let mut names = self.db.table_names(&self.tenant);
+        names.retain(|t| self.decide(&policies, t).allowed);
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -130,6 +140,11 @@ impl SchemaProvider for TenantSchema {
         let Some(t) = self.db.table(&self.tenant, &name) else {
             return Ok(None);
         };
+        let policies = self.db.policies().get(&self.tenant);
+        let decision = self.decide(&policies, name.as_str());
+        if !decision.allowed {
+            return Err(self.denied(name.as_str(), decision.because));
+        }
         let view = match pin {
             Some(pin::Pin::TableVersion(v)) => self
                 .db
@@ -162,6 +177,14 @@ impl SchemaProvider for TenantSchema {
         {
             table = Arc::new(upcast::UpcastTable::new(table, gov, name.as_str()));
         }
+        if !decision.restriction.is_none() {
+            table = Arc::new(policy::PolicyTable::new(
+                table,
+                name.as_str(),
+                decision.restriction,
+                policies.salt_bytes(),
+            ));
+        }
         Ok(Some(table))
     }
 
@@ -169,6 +192,44 @@ impl SchemaProvider for TenantSchema {
         name.parse::<TableName>()
             .ok()
             .is_some_and(|n| self.db.table(&self.tenant, &n).is_some())
+    }
+}
+
+impl TenantSchema {
+    fn decide(
+        &self,
+        policies: &crate::db::policies::TenantPolicies,
+        table: &str,
+    ) -> crate::policy::decide::Decision {
+        crate::policy::decide::decide(
+            &policies.policies,
+            &crate::policy::decide::Request {
+                role: self.caller.role,
+                subject: self.caller.subject.as_deref().unwrap_or(""),
+                action: self.options.action,
+                table,
+                event_type: None,
+            },
+        )
+    }
+
+    /// The error of a refused read, recorded in the audit log.
+    fn denied(&self, table: &str, because: String) -> DataFusionError {
+        let action = self.options.action;
+        if let Some(log) = &self.denials {
+            log.record(crate::audit::AuditEntry::by(
+                &self.caller,
+                crate::audit::AuditKind::PolicyDenied,
+                format!("{} {table}", action.as_str()),
+                403,
+                because.clone(),
+            ));
+        }
+        DataFusionError::External(Box::new(policy::PolicyDenied {
+            table: table.to_string(),
+            action,
+            because,
+        }))
     }
 }
 
@@ -298,6 +359,8 @@ pub fn session_with(
             db,
             tenant,
             options: options.clone(),
+            caller: caller.clone(),
+            denials: engine.denials().cloned(),
         }),
     )?;
     if let Some(extra) = engine.extra_schema() {
@@ -307,6 +370,9 @@ pub fn session_with(
     udfs::register_all(&mut ctx)?;
     bounded::register(&mut ctx)?;
     ctx.register_udf(partition::udf());
+    for f in policy::masks::caller_functions(caller) {
+        ctx.register_udf(f);
+    }
     ctx.register_udtf("data_quality", Arc::new(quality::DataQuality));
     #[cfg(debug_assertions)]
     {

@@ -111,6 +111,18 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(super::schemas::rollback),
         )
         .route("/v1/validate", post(super::schemas::validate))
+        .route(
+            "/v1/policies",
+            get(super::policies::list).post(super::policies::create),
+        )
+        .route("/v1/policies/defaults", post(super::policies::defaults))
+        .route("/v1/policies/evaluate", post(super::policies::evaluate))
+        .route(
+            "/v1/policies/{name}",
+            get(super::policies::show)
+                .put(super::policies::put)
+                .delete(super::policies::delete),
+        )
         .route("/v1/admin/compact", post(compact))
         .route("/v1/admin/backup", post(backup))
         .route(

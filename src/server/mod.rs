@@ -11,6 +11,7 @@ pub mod http;
 mod ingest;
 mod live;
 mod pipelines;
+mod policies;
 mod projections;
 mod replay;
 mod schemas;

@@ -7,6 +7,7 @@ use crate::auth::{Principal, Role};
 use crate::db::Table;
 use crate::db::maintenance::{MaintenanceError, MaintenanceReport, Progress, TableSettings};
 use crate::ids::TableName;
+use crate::policy::Action;
 use std::sync::Arc;
 
 /// A maintenance run a caller asked for.
@@ -30,6 +31,7 @@ impl Service {
         action: String,
     ) -> Result<Compaction> {
         caller.require(Role::Admin, "run maintenance")?;
+        self.allowed_by_policies(caller, Action::Admin, table.unwrap_or("*"), None, None)?;
         self.audit(AuditEntry::by(
             caller,
             AuditKind::Admin,
@@ -109,6 +111,7 @@ impl Service {
 
     fn admin_table(&self, caller: &Principal, table: &str) -> Result<Arc<Table>> {
         caller.require(Role::Admin, "change table settings")?;
+        self.allowed_by_policies(caller, Action::Admin, table, None, None)?;
         let name = table
             .parse::<TableName>()
             .map_err(|e| Error::invalid(e.to_string()))?;

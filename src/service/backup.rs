@@ -32,6 +32,7 @@ impl Service {
         scope: BackupScope,
     ) -> Result<BackupReport> {
         caller.require(Role::Admin, "take a backup")?;
+        self.allowed_by_policies(caller, crate::policy::Action::Admin, "*", None, None)?;
         let valid = !name.is_empty()
             && name.len() <= MAX_NAME
             && name != "."

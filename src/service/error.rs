@@ -219,6 +219,9 @@ impl From<DataFusionError> for Error {
         if let Some(refusal) = crate::query::read_only_refusal(&e) {
             return Error::invalid(refusal.to_string());
         }
+        if let Some(denied) = crate::query::policy::policy_denied(&e) {
+            return Error::new(Kind::Forbidden, denied.to_string());
+        }
         if let DataFusionError::ResourcesExhausted(m) = e.find_root()
             && m.contains(SERVER_MEMORY_BUSY)
         {
@@ -256,7 +259,9 @@ pub fn is_user_error(e: &DataFusionError) -> bool {
         DataFusionError::Diagnostic(_, inner) => is_user_error(inner),
         DataFusionError::Shared(inner) => is_user_error(inner),
         DataFusionError::External(inner) => {
-            if inner.is::<crate::query::ReadOnlyRefusal>() {
+            if inner.is::<crate::query::ReadOnlyRefusal>()
+                || inner.is::<crate::query::policy::PolicyDenied>()
+            {
                 return true;
             }
             match inner.downcast_ref::<DataFusionError>() {

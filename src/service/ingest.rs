@@ -22,6 +22,32 @@ const UPLOAD_IN_FLIGHT: usize = 8;
 /// upload slows down rather than fails) before it is refused.
 const UPLOAD_BUFFER_WAIT: Duration = Duration::from_secs(30);
 
+impl Upload<'_> {
+    /// Whether the policies let the caller ingest the batch's event
+    /// types.
+    fn check_types(&self, batch: &RecordBatch) -> Result<()> {
+        let Some(types) = batch.column_by_name(crate::schema::EVENT_TYPE) else {
+            return (self.service)
+                .ingest_allowed(&self.caller, self.table.as_str(), [], |_| String::new());
+        };
+        let types = arrow::compute::cast(types, &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| Error::invalid(format!("column event_type: {e}")))?;
+        let Some(types) = types.as_any().downcast_ref::<arrow::array::StringArray>() else {
+            return Ok(());
+        };
+        let first = self.rows;
+        self.service.ingest_allowed(
+            &self.caller,
+            self.table.as_str(),
+            types
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.map(|t| (i, t))),
+            |i| format!("row {}", first + i as u64),
+        )
+    }
+}
+
 impl Service {
     /// What an ingest needs before its body is read: the writer role and
     /// room in the tenant's event rate, so that a flood costs little.
@@ -42,6 +68,12 @@ impl Service {
         held: Reservation,
     ) -> Result<IngestOutcome> {
         let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        self.ingest_allowed(
+            caller,
+            table.as_str(),
+            events.iter().map(|e| e.event_type.as_str()).enumerate(),
+            |i| format!("$[{i}]"),
+        )?;
         self.rate_check(caller, ratelimit::Kind::Events, n.saturating_sub(1))?;
         // Detached, so that a client hanging up mid-request cannot cancel
         // an ingest between claiming its event ids and logging them; the
@@ -172,6 +204,7 @@ impl Upload<'_> {
             return Ok(());
         }
         let n = batch.num_rows() as u64;
+        self.check_types(&batch)?;
         // Room for the batch: the upload's own batches in flight give
         // theirs back first; only a batch that fits in no room is refused.
         let held = batch.get_array_memory_size().saturating_mul(3);

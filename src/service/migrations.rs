@@ -170,6 +170,7 @@ impl Service {
         force: bool,
     ) -> Result<SchemaVersion> {
         caller.require(Role::Admin, "manage schemas")?;
+        self.allowed_by_policies(caller, crate::policy::Action::Admin, table, None, None)?;
         let name = super::pipelines::table_name("table", table)?;
         let gov = self
             .db

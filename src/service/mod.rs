@@ -21,6 +21,7 @@ pub mod migrations;
 mod pipeline_feed;
 mod pipeline_task;
 pub mod pipelines;
+pub mod policies;
 pub mod projections;
 pub mod query;
 pub mod replay;
@@ -81,6 +82,8 @@ impl Service {
         rate_limits: Arc<RateLimits>,
     ) -> Result<Arc<Self>> {
         let queries = QueryEngine::new(db.clone()).map_err(Error::internal)?;
+        let auditor = Auditor::new(db.clone());
+        queries.set_denials(auditor.denials().clone());
         let config = db.config();
         let ingest_budget =
             IngestBudget::new(config.ingest_memory_budget, config.max_ingest_request_bytes);
@@ -105,7 +108,7 @@ impl Service {
             projections,
             stored_projections: parking_lot::Mutex::new(stored),
             pipelines,
-            auditor: Auditor::new(db.clone()),
+            auditor,
             db,
             queries,
             verifier,

@@ -37,6 +37,14 @@ impl Interface {
             Interface::Subscription => "subscription",
         }
     }
+
+    /// What its reads are, as policies see them.
+    fn action(self) -> crate::policy::Action {
+        match self {
+            Interface::Sql | Interface::Dsl | Interface::Flight => crate::policy::Action::Query,
+            Interface::Stream | Interface::Subscription => crate::policy::Action::Stream,
+        }
+    }
 }
 
 /// What planning a statement tells a client before it runs.
@@ -78,7 +86,8 @@ impl Service {
         interface: Interface,
     ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
         let started = Instant::now();
-        let (options, reads) = QueryOptions::recording(pin, raw);
+        let (mut options, reads) = QueryOptions::recording(pin, raw);
+        options.action = interface.action();
         let result = self.sql_with(caller, sql, params, options).await;
         observe(interface, started, &result);
         result.map(|stream| (stream, reads))

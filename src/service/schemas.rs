@@ -161,6 +161,7 @@ impl Service {
         settings: TableSettings,
     ) -> Result<Arc<TableGovernance>> {
         caller.require(Role::Admin, "manage schemas")?;
+        self.allowed_by_policies(caller, crate::policy::Action::Admin, table, None, None)?;
         let name = table_of(table)?;
         if let Some(a) = &settings.event_types {
             if a.allowed.is_empty() {
@@ -199,6 +200,7 @@ impl Service {
         def: VersionDef,
     ) -> Result<SchemaVersion> {
         caller.require(Role::Admin, "manage schemas")?;
+        self.allowed_by_policies(caller, crate::policy::Action::Admin, table, None, None)?;
         let name = table_of(table)?;
         if event_type.is_empty() || event_type.chars().count() > MAX_EVENT_TYPE_CHARS {
             return Err(Error::invalid(format!(

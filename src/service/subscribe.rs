@@ -456,6 +456,7 @@ impl Subscription {
                 QueryOptions {
                     after: Some(after),
                     raw: self.request.raw,
+                    action: crate::policy::Action::Stream,
                     ..QueryOptions::default()
                 },
             )

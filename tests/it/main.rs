@@ -27,6 +27,7 @@ mod pipeline_control;
 mod pipeline_partition;
 mod pipeline_windows;
 mod pipelines;
+mod policies;
 mod positions;
 mod power_loss;
 mod projection_versions;

@@ -1,0 +1,638 @@
+//! Policies through their real interfaces: created over HTTP by an admin,
+//! enforced on SQL (joins, subqueries, CTEs, windows, table functions),
+//! the DSL, Flight SQL, entity streams and ingest, explained by
+//! `evaluate`, audited, and kept across a restart. The escape corpus
+//! tries to get hidden rows and unmasked values past a row filter and a
+//! mask; every reply, errors included, is scanned for them.
+
+use crate::flight::{connect, runtime};
+use crate::support::{AUDIENCE, ISSUER, Reply, SECRET, TestServer, hs, hs_server, now, wait_until};
+use arrow::array::{Array, AsArray};
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const TENANT: &str = "acme";
+/// Rows of each region.
+const N: usize = 40;
+
+fn token_of(role: &str, sub: &str) -> String {
+    hs(
+        json!({"tenant": TENANT, "role": role, "sub": sub, "exp": now() + 600,
+               "iss": ISSUER, "aud": AUDIENCE}),
+        SECRET,
+        None,
+    )
+}
+
+struct Who {
+    admin: String,
+    alice: String,
+    bob: String,
+    hr: String,
+}
+
+fn send(s: &TestServer, method: &str, path: &str, token: &str, body: Option<&Value>) -> Reply {
+    let client = reqwest::blocking::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = client.request(method, s.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    Reply::from(r.send().unwrap())
+}
+
+fn sql(s: &TestServer, token: &str, q: &str) -> Reply {
+    s.post_as("/v1/sql", token, "text/plain", q)
+}
+
+/// Whether `text` holds anything only hidden rows or unmasked values
+/// have.
+fn leaks(text: &str) -> Option<&'static str> {
+    let hidden_entity = (0..N).any(|i| text.contains(&format!("\"h{i}\"")));
+    if hidden_entity {
+        return Some("a hidden entity");
+    }
+    ["CANARY", "987654321", "@canary.test", "NOTE-", "US"]
+        .into_iter()
+        .find(|m| text.contains(m))
+}
+
+/// The rows of `q` as alice; fails on any status but 200 and on a leak.
+fn rows(s: &TestServer, who: &Who, q: &str) -> Vec<Value> {
+    let r = sql(s, &who.alice, q);
+    let text = r.text();
+    assert_eq!(r.status, 200, "{q}: {text}");
+    assert_eq!(leaks(&text), None, "{q} leaks: {text}");
+    r.json().as_array().cloned().unwrap_or_default()
+}
+
+/// `q` as alice may fail, but not with anything hidden in its message.
+fn no_leak(s: &TestServer, who: &Who, q: &str) -> Reply {
+    let r = sql(s, &who.alice, q);
+    let text = r.text();
+    assert_eq!(leaks(&text), None, "{q} leaks: {text}");
+    assert!(r.status == 200 || r.status == 400, "{q}: {text}");
+    r
+}
+
+fn setup() -> (TestServer, Who) {
+    let s = hs_server();
+    let who = Who {
+        admin: token_of("admin", "ops-1"),
+        alice: token_of("reader", "alice"),
+        bob: token_of("writer", "bob"),
+        hr: token_of("reader", "hr-1"),
+    };
+    let mut events = Vec::new();
+    for i in 0..N {
+        events.push(json!({"event_type": "order", "entity_id": format!("u{i}"),
+            "payload": {"region": "EU", "secret": format!("{}", 100 + i), "amount": 10 * i as i64,
+                        "email": format!("u{i}@canary.test"), "note": format!("NOTE-{i}"),
+                        "phone": format!("+49{i:07}")}}));
+        events.push(json!({"event_type": "order", "entity_id": format!("h{i}"),
+            "payload": {"region": "US", "secret": format!("CANARY-({i}"), "amount": 987654321,
+                        "email": format!("h{i}@canary.test"), "note": format!("NOTE-h{i}"),
+                        "phone": format!("+1{i:09}")}}));
+    }
+    let r = s.post_as(
+        "/v1/events?table=orders",
+        &who.admin,
+        "application/json",
+        &Value::Array(events).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.post_as(
+        "/v1/events?table=payroll",
+        &who.admin,
+        "application/json",
+        &json!([{"event_type": "salary", "entity_id": "e1", "payload": {"amount": 5}}]).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let policies = [
+        json!({"name": "eu_only", "kind": "row_filter", "description": "readers and writers see EU orders",
+               "principals": {"roles": ["reader", "writer"]}, "tables": ["orders"],
+               "filter": "region = 'EU'"}),
+        json!({"name": "pii", "kind": "mask", "principals": {"roles": ["reader", "writer"]},
+               "tables": ["orders"],
+               "masks": {"email": "hash", "note": "null", "phone": {"redact": {"keep": 3}}}}),
+        json!({"name": "hr_only", "kind": "access", "effect": "deny", "actions": ["query", "stream"],
+               "principals": {"except_subjects": ["hr-*", "ops-*"]}, "tables": ["payroll"]}),
+        json!({"name": "no_salary_writes", "kind": "access", "effect": "deny", "actions": ["ingest"],
+               "principals": {"roles": ["writer"]}, "tables": ["hr"],
+               "event_types": ["salary_*"]}),
+    ];
+    for p in &policies {
+        let r = send(&s, "POST", "/v1/policies", &who.admin, Some(p));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    (s, who)
+}
+
+#[test]
+fn policies_are_managed_checked_and_explained() {
+    let (mut s, who) = setup();
+    // The list: the five defaults and the four added.
+    let list = send(&s, "GET", "/v1/policies", &who.admin, None).json();
+    assert_eq!(list["generation"], 4);
+    assert_eq!(list["stored"], true);
+    assert_eq!(list["policies"].as_array().unwrap().len(), 9);
+    // Only admins manage them.
+    let r = send(&s, "GET", "/v1/policies", &who.alice, None);
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Bad policies get a 400 naming the field.
+    let bad = [
+        (
+            json!({"name": "x", "kind": "row_filter", "principal": {"roles": ["reader"]}, "filter": "true"}),
+            "principal",
+        ),
+        (
+            json!({"name": "x", "kind": "row_filter", "filter": "region IN (SELECT 1)"}),
+            "filter",
+        ),
+        (
+            json!({"name": "x", "kind": "row_filter", "filter": "count(*) > 1"}),
+            "filter",
+        ),
+        (
+            json!({"name": "x", "kind": "row_filter", "filter": "random() > 0.5"}),
+            "filter",
+        ),
+        (
+            json!({"name": "x", "kind": "mask", "masks": {"position": "null"}}),
+            "masks.position",
+        ),
+        (
+            json!({"name": "default_x", "kind": "access", "effect": "allow", "actions": ["query"]}),
+            "reserved",
+        ),
+        (
+            json!({"name": "Bad", "kind": "access", "effect": "allow", "actions": ["query"]}),
+            "name",
+        ),
+        (json!({"name": "x", "kind": "nope"}), "kind"),
+    ];
+    for (body, names) in bad {
+        let r = send(&s, "POST", "/v1/policies", &who.admin, Some(&body));
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.error().contains(names), "{body}: {}", r.error());
+    }
+    let r = send(
+        &s,
+        "POST",
+        "/v1/policies",
+        &who.admin,
+        Some(&json!({"name": "eu_only",
+        "kind": "row_filter", "filter": "true"})),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    // A change based on an old generation is refused.
+    let r = send(
+        &s,
+        "PUT",
+        "/v1/policies/eu_only",
+        &who.admin,
+        Some(&json!({"generation": 1,
+        "kind": "row_filter", "filter": "true"})),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.error().contains("generation 4"), "{}", r.error());
+
+    // evaluate explains an allow with its restriction...
+    let eval =
+        |token: &str, body: Value| send(&s, "POST", "/v1/policies/evaluate", token, Some(&body));
+    let r = eval(
+        &who.admin,
+        json!({"principal": {"role": "reader", "subject": "alice"},
+        "action": "query", "table": "orders"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["decision"], "allow", "{e}");
+    let matched: Vec<&str> = e["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        matched,
+        ["default_read", "default_subject_quota", "eu_only", "pii"],
+        "{e}"
+    );
+    assert_eq!(e["row_filter"], "(region = 'EU')");
+    assert_eq!(e["masks"]["email"]["with"], "hash");
+    assert_eq!(e["masks"]["email"]["policy"], "pii");
+    // ...and a deny, with the policy that decided.
+    let e = eval(
+        &who.admin,
+        json!({"principal": {"role": "reader", "subject": "alice"},
+        "action": "query", "table": "payroll"}),
+    )
+    .json();
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert!(e["because"].as_str().unwrap().contains("hr_only"), "{e}");
+    assert!(
+        e["because"]
+            .as_str()
+            .unwrap()
+            .contains("overrides the allow of default_read"),
+        "{e}"
+    );
+    let e = eval(
+        &who.admin,
+        json!({"principal": {"role": "writer", "subject": "bob"},
+        "action": "ingest", "table": "hr", "event_type": "salary_change"}),
+    )
+    .json();
+    assert_eq!(e["decision"], "deny", "{e}");
+    assert!(
+        e["because"].as_str().unwrap().contains("no_salary_writes"),
+        "{e}"
+    );
+    let e = eval(
+        &who.admin,
+        json!({"principal": {"role": "writer", "subject": "bob"},
+        "action": "ingest", "table": "hr", "event_type": "leave"}),
+    )
+    .json();
+    assert_eq!(e["decision"], "allow", "{e}");
+    // A reader evaluates only itself, and sees no policy text.
+    let r = eval(
+        &who.alice,
+        json!({"principal": {"role": "reader", "subject": "hr-1"},
+        "action": "query", "table": "payroll"}),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let e = eval(&who.alice, json!({"action": "query", "table": "orders"})).json();
+    assert_eq!(e["decision"], "allow", "{e}");
+    assert!(!e.to_string().contains("'EU'"), "{e}");
+
+    // Policies, and the hashes they give, survive a restart.
+    let before = rows(
+        &s,
+        &who,
+        "SELECT email FROM orders ORDER BY entity_id LIMIT 3",
+    );
+    s.stop();
+    s.restart();
+    let after = rows(
+        &s,
+        &who,
+        "SELECT email FROM orders ORDER BY entity_id LIMIT 3",
+    );
+    assert_eq!(before, after);
+    assert_eq!(
+        rows(&s, &who, "SELECT count(*) AS n FROM orders")[0]["n"],
+        N
+    );
+    // Deleting the row filter shows every row again; the defaults come
+    // back when asked.
+    let r = send(&s, "DELETE", "/v1/policies/eu_only", &who.admin, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = sql(&s, &who.alice, "SELECT count(*) AS n FROM orders");
+    assert_eq!(r.json()[0]["n"], 2 * N, "{}", r.text());
+    let r = send(&s, "DELETE", "/v1/policies/default_read", &who.admin, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = sql(&s, &who.alice, "SELECT count(*) FROM orders");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.error().contains("no policy allows query"),
+        "{}",
+        r.error()
+    );
+    let r = send(&s, "POST", "/v1/policies/defaults", &who.admin, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        sql(&s, &who.alice, "SELECT count(*) AS n FROM orders").status,
+        200
+    );
+}
+
+#[test]
+fn access_policies_refuse_reads_and_writes_and_are_audited() {
+    let (s, who) = setup();
+    // hr_only: alice may not read payroll, by any path; hr-1 may.
+    for q in [
+        "SELECT * FROM payroll",
+        "SELECT * FROM orders o JOIN payroll p ON o.entity_id = p.entity_id",
+        "SELECT (SELECT count(*) FROM payroll)",
+        "SELECT * FROM \"payroll@p1\"",
+    ] {
+        let r = sql(&s, &who.alice, q);
+        assert_eq!(r.status, 403, "{q}: {}", r.text());
+        assert!(r.error().contains("hr_only"), "{q}: {}", r.error());
+    }
+    let r = sql(&s, &who.hr, "SELECT count(*) AS n FROM payroll");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()[0]["n"], 1);
+    // The catalog does not list what alice may not read.
+    let tables = rows(
+        &s,
+        &who,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+    );
+    let names: Vec<&str> = tables
+        .iter()
+        .map(|t| t["table_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["orders"]);
+    // The DSL does not find it at all.
+    let r = s.post_as(
+        "/v1/query",
+        &who.alice,
+        "application/json",
+        &json!({"from": "payroll"}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().contains("unknown table \"payroll\""),
+        "{}",
+        r.error()
+    );
+    let r = s.get_as("/v1/streams/payroll/e1", &who.alice);
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // no_salary_writes: the whole request is refused at the event.
+    let body = json!([
+        {"event_type": "leave", "entity_id": "e1", "payload": {}},
+        {"event_type": "salary_change", "entity_id": "e1", "payload": {"amount": 1}},
+    ]);
+    let r = s.post_as(
+        "/v1/events?table=hr",
+        &who.bob,
+        "application/json",
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.error().contains("no_salary_writes") && r.error().contains("$[1]"),
+        "{}",
+        r.error()
+    );
+    let n = sql(&s, &who.admin, "SELECT count(*) AS n FROM hr");
+    assert!(n.status == 400 || n.json()[0]["n"] == 0, "{}", n.text());
+    let body = json!([{"event_type": "leave", "entity_id": "e1", "payload": {}}]);
+    let r = s.post_as(
+        "/v1/events?table=hr",
+        &who.bob,
+        "application/json",
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Every refusal is in the audit log, counted.
+    wait_until("the refusals are audited", Duration::from_secs(20), || {
+        let r = sql(
+            &s,
+            &who.admin,
+            "SELECT sum(CAST(json_get_str(_overflow, 'count') AS BIGINT)) AS n, count(*) AS records FROM system.audit WHERE event_type = 'policy_denied'",
+        );
+        r.status == 200 && r.json()[0]["records"].as_i64().unwrap_or(0) >= 2
+    });
+    let r = sql(
+        &s,
+        &who.admin,
+        "SELECT entity_id, action, detail FROM system.audit WHERE event_type = 'policy_denied' ORDER BY entity_id",
+    );
+    let text = r.text();
+    assert!(
+        text.contains("alice") && text.contains("query payroll"),
+        "{text}"
+    );
+    assert!(text.contains("bob") && text.contains("ingest hr"), "{text}");
+}
+
+/// Attempts to see hidden rows (region US) or unmasked values past
+/// `eu_only` and `pii`.
+#[test]
+fn escape_corpus() {
+    let (s, who) = setup();
+    let visible_sum: i64 = (0..N as i64).map(|i| 10 * i).sum();
+    let visible_max = 10 * (N as i64 - 1);
+    // 1: everything, and aggregates.
+    let all = rows(&s, &who, "SELECT * FROM orders");
+    assert_eq!(all.len(), N);
+    for r in &all {
+        assert_eq!(r["region"], "EU");
+        assert_eq!(r["email"].as_str().unwrap().len(), 32, "{r}");
+        assert!(r["note"].is_null(), "{r}");
+        assert!(r["phone"].as_str().unwrap().ends_with("***"), "{r}");
+        assert!(r.get("_overflow").is_none_or(Value::is_null), "{r}");
+    }
+    let a = &rows(
+        &s,
+        &who,
+        "SELECT count(*) AS n, sum(amount) AS s, max(amount) AS m FROM orders",
+    )[0];
+    assert_eq!(
+        (a["n"].as_i64(), a["s"].as_f64(), a["m"].as_f64()),
+        (
+            Some(N as i64),
+            Some(visible_sum as f64),
+            Some(visible_max as f64)
+        ),
+        "{a}"
+    );
+    let count = |q: &str| rows(&s, &who, q).len();
+    // 2: conditions that would reach hidden rows.
+    assert_eq!(count("SELECT * FROM orders WHERE region = 'US'"), 0);
+    assert_eq!(
+        count("SELECT * FROM orders WHERE region = 'US' OR 1 = 1"),
+        N
+    );
+    assert_eq!(count("SELECT * FROM orders WHERE NOT (region = 'EU')"), 0);
+    assert_eq!(count("SELECT * FROM orders WHERE amount > 1000"), 0);
+    // 3: other names of the table.
+    for q in [
+        "SELECT * FROM public.orders",
+        "SELECT * FROM allsource.public.orders",
+        "SELECT * FROM \"orders\"",
+        "SELECT o.* FROM orders AS o",
+        "SELECT * FROM \"orders@p1000000\"",
+        "SELECT * FROM as_of(orders, position => 1000000)",
+    ] {
+        let r = no_leak(&s, &who, q);
+        if r.status == 200 {
+            assert_eq!(r.json().as_array().unwrap().len(), N, "{q}");
+        }
+    }
+    // 4-8: joins, subqueries, CTEs, set operations.
+    assert_eq!(
+        count("SELECT a.entity_id FROM orders a JOIN orders b ON a.entity_id = b.entity_id"),
+        N
+    );
+    assert_eq!(
+        count("SELECT * FROM (SELECT * FROM orders) t WHERE region = 'US'"),
+        0
+    );
+    let m = &rows(&s, &who, "SELECT (SELECT max(amount) FROM orders) AS m")[0];
+    assert_eq!(m["m"].as_f64(), Some(visible_max as f64));
+    assert_eq!(
+        count(
+            "SELECT 1 FROM orders WHERE entity_id IN (SELECT entity_id FROM orders WHERE region = 'US')"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            "SELECT 1 FROM orders o WHERE EXISTS (SELECT 1 FROM orders p WHERE p.amount = 987654321)"
+        ),
+        0
+    );
+    assert_eq!(count("WITH t AS (SELECT * FROM orders) SELECT * FROM t"), N);
+    assert_eq!(
+        count(
+            "WITH RECURSIVE r(n, e) AS (SELECT 1, entity_id FROM orders UNION ALL SELECT n + 1, e FROM r WHERE n < 2) SELECT * FROM r"
+        ),
+        2 * N
+    );
+    assert_eq!(
+        count("SELECT entity_id FROM orders UNION SELECT 'x'"),
+        N + 1
+    );
+    assert_eq!(
+        count("SELECT email FROM orders INTERSECT SELECT email FROM orders"),
+        N
+    );
+    // 9-10: windows and aggregates over masked columns.
+    let w = rows(
+        &s,
+        &who,
+        "SELECT count(*) OVER () AS n, lag(email) OVER (ORDER BY entity_id) AS prev, first_value(amount) OVER (ORDER BY amount DESC) AS top FROM orders",
+    );
+    assert!(
+        w.iter()
+            .all(|r| r["n"] == N && r["top"].as_f64() == Some(visible_max as f64)),
+        "{w:?}"
+    );
+    rows(
+        &s,
+        &who,
+        "SELECT email, count(*) FROM orders GROUP BY email",
+    );
+    rows(
+        &s,
+        &who,
+        "SELECT min(email), string_agg(email, ','), approx_distinct(email) FROM orders",
+    );
+    // 11-15: expressions that fail on hidden values must not run on them.
+    for q in [
+        "SELECT * FROM orders WHERE CAST(secret AS INT) > 0",
+        "SELECT * FROM orders WHERE 1 / (amount - 987654321) < 1",
+        "SELECT region, CAST(secret AS INT) AS s FROM orders",
+        "SELECT * FROM orders ORDER BY CAST(secret AS INT) LIMIT 5",
+        "SELECT * FROM orders WHERE regexp_like('x', secret)",
+        "SELECT arrow_cast(secret, 'Int32') FROM orders",
+    ] {
+        let r = rows(&s, &who, q);
+        assert!(r.len() <= N, "{q}");
+    }
+    // 16-17: masked values cannot be matched or recovered.
+    assert_eq!(
+        count("SELECT * FROM orders WHERE email = 'u1@canary.test'"),
+        0
+    );
+    assert_eq!(count("SELECT * FROM orders WHERE email LIKE '%canary%'"), 0);
+    assert_eq!(count("SELECT * FROM orders WHERE length(email) = 16"), 0);
+    assert_eq!(count("SELECT * FROM orders WHERE note IS NOT NULL"), 0);
+    assert_eq!(
+        count("SELECT _overflow FROM orders WHERE _overflow IS NOT NULL"),
+        0
+    );
+    // 18-19: table functions' inner queries and data quality.
+    rows(
+        &s,
+        &who,
+        "SELECT * FROM detect_anomalies('SELECT amount AS n FROM orders', 'n', 'mad')",
+    );
+    let q = rows(
+        &s,
+        &who,
+        "SELECT * FROM data_quality('orders', INTERVAL '1 day')",
+    );
+    assert!(
+        q.iter().any(|r| r.to_string().contains(&format!("{N}"))),
+        "{q:?}"
+    );
+    // 21: the catalog shows masked types.
+    let cols = rows(
+        &s,
+        &who,
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'email'",
+    );
+    assert_eq!(cols[0]["data_type"], "Utf8");
+    // 23: EXPLAIN shows the barrier, not the filter.
+    for q in [
+        "EXPLAIN SELECT * FROM orders",
+        "EXPLAIN ANALYZE SELECT * FROM orders",
+    ] {
+        let r = sql(&s, &who.alice, q);
+        let text = r.text();
+        assert_eq!(r.status, 200, "{text}");
+        assert!(
+            text.contains("PolicyExec: table=orders, policies=[eu_only, pii]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("EU") && !text.contains(&format!("{}", 2 * N)),
+            "{q}: {text}"
+        );
+    }
+    // 24: raw reads are restricted the same.
+    let r = s.post_as(
+        "/v1/sql?raw=true",
+        &who.alice,
+        "text/plain",
+        "SELECT count(*) AS n FROM orders",
+    );
+    assert_eq!(r.json()[0]["n"], N, "{}", r.text());
+    // 26: the DSL.
+    let dsl = |doc: Value| {
+        let r = s.post_as(
+            "/v1/query",
+            &who.alice,
+            "application/json",
+            &doc.to_string(),
+        );
+        assert_eq!(r.status, 200, "{doc}: {}", r.text());
+        assert_eq!(leaks(&r.text()), None, "{doc}: {}", r.text());
+        r.json()
+    };
+    let d = dsl(json!({"from": "orders", "where": ["=", "region", "US"]}));
+    assert_eq!(d.as_array().map_or(0, Vec::len), 0, "{d}");
+    let d = dsl(json!({"from": "orders", "select": [["as", ["sum", "amount"], "s"]]}));
+    assert_eq!(d[0]["s"].as_f64(), Some(visible_sum as f64), "{d}");
+    // 27: Flight SQL.
+    runtime().block_on(async {
+        let mut client: FlightSqlServiceClient<_> = connect(&s).await;
+        client.set_header("authorization", format!("Bearer {}", who.alice));
+        let batches = crate::flight::query(&mut client, "SELECT email, region FROM orders")
+            .await
+            .unwrap();
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(n, N);
+        for b in &batches {
+            let emails = b.column(0).as_string::<i32>();
+            assert!((0..emails.len()).all(|i| emails.value(i).len() == 32));
+            let regions = b.column(1).as_string::<i32>();
+            assert!((0..regions.len()).all(|i| regions.value(i) == "EU"));
+        }
+    });
+    // 29: entity streams.
+    let r = s.get_as("/v1/streams/orders/h1", &who.alice);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(leaks(&r.text()), None, "{}", r.text());
+    let r = s.get_as("/v1/streams/orders/u1", &who.alice);
+    assert_eq!(leaks(&r.text()), None, "{}", r.text());
+    assert!(r.text().contains("u1"), "{}", r.text());
+    // The admin, whom no policy restricts, sees everything.
+    let r = sql(
+        &s,
+        &who.admin,
+        "SELECT count(*) AS n FROM orders WHERE email LIKE '%canary%'",
+    );
+    assert_eq!(r.json()[0]["n"], 2 * N, "{}", r.text());
+}
