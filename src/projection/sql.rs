@@ -106,6 +106,11 @@ impl crate::query::ExtraSchema for SqlSchema {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 
+    fn source_of(&self, tenant: &TenantId, table: &str) -> Option<String> {
+        let name = table.parse::<ProjectionName>().ok()?;
+        Some(self.registry.get(tenant, &name)?.table.to_string())
+    }
+
     fn for_tenant(&self, tenant: &TenantId) -> Arc<dyn SchemaProvider> {
         Arc::new(TenantProjections {
             registry: self.registry.clone(),

@@ -26,6 +26,11 @@ pub trait ExtraSchema: std::fmt::Debug + Send + Sync {
         &self,
         tenant: &crate::ids::TenantId,
     ) -> Arc<dyn datafusion::catalog::SchemaProvider>;
+    /// The event table `table` of `tenant` holds rows of, if any: a
+    /// caller whose policies restrict that table may not read it.
+    fn source_of(&self, _tenant: &crate::ids::TenantId, _table: &str) -> Option<String> {
+        None
+    }
     /// The name of the table about them in the `system` schema.
     fn system_table_name(&self) -> &str;
     /// That table for the tenant, as it is now.

@@ -30,7 +30,9 @@ mod zeros;
 
 use crate::auth::Principal;
 use crate::db::Database;
+use crate::db::policies::TenantPolicies;
 use crate::ids::{TableName, TenantId};
+use crate::policy::decide::Decision;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use async_trait::async_trait;
@@ -123,9 +125,8 @@ impl QueryOptions {
 #[async_trait]
 impl SchemaProvider for TenantSchema {
     fn table_names(&self) -> Vec<String> {
-        let policies = self.db.policies().get(&self.tenant);
         let mut names = self.db.table_names(&self.tenant);
-        names.retain(|t| self.decide(&policies, t).allowed);
+        names.retain(|t| self.decide(t).1.allowed);
         names
     }
 
@@ -140,8 +141,7 @@ impl SchemaProvider for TenantSchema {
         let Some(t) = self.db.table(&self.tenant, &name) else {
             return Ok(None);
         };
-        let policies = self.db.policies().get(&self.tenant);
-        let decision = self.decide(&policies, name.as_str());
+        let (policies, decision) = self.decide(name.as_str());
         if !decision.allowed {
             return Err(self.denied(name.as_str(), decision.because));
         }
@@ -196,40 +196,13 @@ impl SchemaProvider for TenantSchema {
 }
 
 impl TenantSchema {
-    fn decide(
-        &self,
-        policies: &crate::db::policies::TenantPolicies,
-        table: &str,
-    ) -> crate::policy::decide::Decision {
-        crate::policy::decide::decide(
-            &policies.policies,
-            &crate::policy::decide::Request {
-                role: self.caller.role,
-                subject: self.caller.subject.as_deref().unwrap_or(""),
-                action: self.options.action,
-                table,
-                event_type: None,
-            },
-        )
+    fn decide(&self, table: &str) -> (Arc<TenantPolicies>, Decision) {
+        policy::decide_for(&self.db, &self.caller, self.options.action, table)
     }
 
-    /// The error of a refused read, recorded in the audit log.
     fn denied(&self, table: &str, because: String) -> DataFusionError {
-        let action = self.options.action;
-        if let Some(log) = &self.denials {
-            log.record(crate::audit::AuditEntry::by(
-                &self.caller,
-                crate::audit::AuditKind::PolicyDenied,
-                format!("{} {table}", action.as_str()),
-                403,
-                because.clone(),
-            ));
-        }
-        DataFusionError::External(Box::new(policy::PolicyDenied {
-            table: table.to_string(),
-            action,
-            because,
-        }))
+        let (denials, action) = (self.denials.as_ref(), self.options.action);
+        policy::denial(denials, &self.caller, action, table, because)
     }
 }
 
@@ -364,7 +337,15 @@ pub fn session_with(
         }),
     )?;
     if let Some(extra) = engine.extra_schema() {
-        catalog.register_schema(extra.name(), extra.for_tenant(&caller.tenant))?;
+        let guarded = policy::GuardedSchema {
+            inner: extra.for_tenant(&caller.tenant),
+            extra: extra.clone(),
+            db: engine.db().clone(),
+            caller: caller.clone(),
+            action: options.action,
+            denials: engine.denials().cloned(),
+        };
+        catalog.register_schema(extra.name(), Arc::new(guarded))?;
     }
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     udfs::register_all(&mut ctx)?;

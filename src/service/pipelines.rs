@@ -206,6 +206,7 @@ impl Service {
         mut request: CreatePipeline,
     ) -> Result<PipelineInfo> {
         caller.require(Role::Writer, "create pipelines")?;
+        self.source_unrestricted(caller, &request.source.table, "pipeline")?;
         let name = name_of(&request.name)?;
         if request.version == 0 {
             return Err(Error::invalid("version: versions start at 1"));
@@ -243,6 +244,19 @@ impl Service {
         let operators = self
             .operators_of(caller, &source, std::mem::take(&mut request.operators))
             .await?;
+        for op in &operators {
+            if let Operator::Enrich(e) = op {
+                if let Some(table) = &e.table {
+                    self.source_unrestricted(caller, table, "pipeline")?;
+                }
+                let live = (e.projection.as_ref())
+                    .and_then(|p| p.parse().ok())
+                    .and_then(|p| self.projections.get(&caller.tenant, &p));
+                if let Some(live) = live {
+                    self.source_unrestricted(caller, live.table.as_str(), "pipeline")?;
+                }
+            }
+        }
         let old = self.pipelines.get(&caller.tenant, &name);
         if let Some(old) = &old
             && request.version <= old.spec.version

@@ -148,6 +148,9 @@ impl Service {
             .parse()
             .map_err(|e: crate::ids::InvalidName| Error::invalid(format!("query: {e}")))?;
         self.table_of(caller, &table)?;
+        if !restore {
+            self.source_unrestricted(caller, table.as_str(), "projection")?;
+        }
         let session = ctx.state();
         let restored = match restore {
             true => {
@@ -277,7 +280,9 @@ impl Service {
         name: &ProjectionName,
     ) -> Result<ProjectionInfo> {
         caller.require(Role::Reader, "read projections")?;
-        Ok(self.projection_info_with_next(self.live(caller, name)?.as_ref()))
+        let live = self.live(caller, name)?;
+        self.projection_readable(caller, &live)?;
+        Ok(self.projection_info_with_next(live.as_ref()))
     }
 
     /// A projection's rows now, and the position they reflect; only the
@@ -292,6 +297,7 @@ impl Service {
         caller.require(Role::Reader, "read projections")?;
         self.rate_check(caller, crate::ratelimit::Kind::Queries, 1)?;
         let live = self.live(caller, name)?;
+        self.projection_readable(caller, &live)?;
         if let Health::Failed(e) = live.health() {
             return Err(Error::new(
                 Kind::Conflict,
@@ -310,6 +316,14 @@ impl Service {
             )));
         }
         Ok(live.read_key(key)?)
+    }
+
+    /// Whether the policies let `caller` read `live`: the projection
+    /// itself, and its table unrestricted.
+    fn projection_readable(&self, caller: &Principal, live: &Live) -> Result<()> {
+        let name = format!("{}.{}", crate::projection::sql::SCHEMA, live.name);
+        self.allowed_by_policies(caller, crate::policy::Action::Query, &name, None, None)?;
+        self.source_unrestricted(caller, live.table.as_str(), "projection")
     }
 
     /// Deletes one of the caller's projections (a writer's call).

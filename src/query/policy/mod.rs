@@ -11,8 +11,11 @@
 //! from inside (only the policies' own expressions can fail there) are
 //! reported without their text, which could quote a hidden value.
 
+mod guarded;
 pub mod masks;
 pub mod safe;
+
+pub use guarded::{GuardedSchema, decide_for, denial};
 
 use crate::policy::Mask;
 use crate::policy::decide::Restriction;

@@ -1,0 +1,126 @@
+//! Decisions where tables are resolved, shared by the tenant's event
+//! tables and the schemas other layers add (`projections`).
+
+use super::PolicyDenied;
+use crate::audit::{AuditEntry, AuditKind, DenialLog};
+use crate::auth::Principal;
+use crate::db::Database;
+use crate::db::policies::TenantPolicies;
+use crate::policy::Action;
+use crate::policy::decide::{Decision, Request, decide};
+use crate::query::engine::ExtraSchema;
+use async_trait::async_trait;
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::TableProvider;
+use datafusion::error::{DataFusionError, Result};
+use std::sync::Arc;
+
+/// The decision of `caller`'s tenant's policies on `action` over `table`,
+/// with the policies.
+pub fn decide_for(
+    db: &Database,
+    caller: &Principal,
+    action: Action,
+    table: &str,
+) -> (Arc<TenantPolicies>, Decision) {
+    let policies = db.policies().get(&caller.tenant);
+    let decision = decide(
+        &policies.policies,
+        &Request {
+            role: caller.role,
+            subject: caller.subject.as_deref().unwrap_or(""),
+            action,
+            table,
+            event_type: None,
+        },
+    );
+    (policies, decision)
+}
+
+/// The error of a refused read, recorded in the audit log.
+pub fn denial(
+    denials: Option<&Arc<DenialLog>>,
+    caller: &Principal,
+    action: Action,
+    table: &str,
+    because: String,
+) -> DataFusionError {
+    if let Some(log) = denials {
+        log.record(AuditEntry::by(
+            caller,
+            AuditKind::PolicyDenied,
+            format!("{} {table}", action.as_str()),
+            403,
+            because.clone(),
+        ));
+    }
+    DataFusionError::External(Box::new(PolicyDenied {
+        table: table.to_string(),
+        action,
+        because,
+    }))
+}
+
+/// A schema another layer adds, read under the caller's policies: each
+/// table is decided as `<schema>.<table>`, and one that holds rows of an
+/// event table the caller's policies restrict is refused (its rows were
+/// gathered unrestricted).
+#[derive(Debug)]
+pub struct GuardedSchema {
+    pub inner: Arc<dyn SchemaProvider>,
+    pub extra: Arc<dyn ExtraSchema>,
+    pub db: Arc<Database>,
+    pub caller: Principal,
+    pub action: Action,
+    pub denials: Option<Arc<DenialLog>>,
+}
+
+impl GuardedSchema {
+    /// Why `table` may not be read, if it may not.
+    fn refusal(&self, table: &str) -> Option<String> {
+        let qualified = format!("{}.{table}", self.extra.name());
+        let (_, decision) = decide_for(&self.db, &self.caller, self.action, &qualified);
+        if !decision.allowed {
+            return Some(decision.because);
+        }
+        let source = self.extra.source_of(&self.caller.tenant, table)?;
+        let (_, over) = decide_for(&self.db, &self.caller, self.action, &source);
+        match (over.allowed, over.restriction.is_none()) {
+            (true, true) => None,
+            (false, _) => Some(over.because),
+            (true, false) => Some(format!(
+                "{qualified} holds events of table {source:?}, which policies restrict for this caller"
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for GuardedSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.retain(|t| self.refusal(t).is_none());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if !self.inner.table_exist(name) {
+            return Ok(None);
+        }
+        if let Some(because) = self.refusal(name) {
+            let qualified = format!("{}.{name}", self.extra.name());
+            return Err(denial(
+                self.denials.as_ref(),
+                &self.caller,
+                self.action,
+                &qualified,
+                because,
+            ));
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
