@@ -324,6 +324,9 @@ pub fn session_with(
             admin: caller.is_admin(),
             extra: engine.extra_schema().cloned(),
             more: engine.system_tables(),
+            caller: caller.clone(),
+            action: options.action,
+            denials: engine.denials().cloned(),
         }),
     )?;
     catalog.register_schema(

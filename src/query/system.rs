@@ -29,11 +29,35 @@ pub(crate) struct SystemSchema {
     pub(crate) extra: Option<Arc<dyn super::ExtraSchema>>,
     /// The other tables the layers above offer (`system.pipelines`).
     pub(crate) more: Vec<Arc<dyn super::SystemTable>>,
+    /// Whose policies decide which system tables, and which tables' rows
+    /// in them, the session sees.
+    pub(crate) caller: crate::auth::Principal,
+    pub(crate) action: crate::policy::Action,
+    pub(crate) denials: Option<Arc<crate::audit::DenialLog>>,
 }
 
 const NAMES: [&str; 4] = ["tables", "files", "compactions", "subscriptions"];
 
 impl SystemSchema {
+    /// The tenant's tables whose rows the caller reads unrestricted: the
+    /// only ones the system tables describe (their counts, files and
+    /// runs would tell of hidden rows).
+    fn described(&self) -> Vec<String> {
+        let mut names = self.db.table_names(&self.tenant);
+        names.retain(|t| {
+            let (_, d) = super::policy::decide_for(&self.db, &self.caller, self.action, t);
+            d.allowed && d.restriction.is_none()
+        });
+        names
+    }
+
+    /// Why `system.<name>` may not be read, if it may not.
+    fn refusal(&self, name: &str) -> Option<String> {
+        let qualified = format!("system.{name}");
+        let (_, d) = super::policy::decide_for(&self.db, &self.caller, self.action, &qualified);
+        (!d.allowed).then_some(d.because)
+    }
+
     /// The audit log as a query sees it now (buffer and Delta together).
     fn audit_table(&self) -> Option<Arc<dyn TableProvider>> {
         if !self.admin {
@@ -69,7 +93,7 @@ struct FileRow {
 impl SystemSchema {
     fn files(&self) -> Vec<FileRow> {
         let mut out = Vec::new();
-        for name in self.db.table_names(&self.tenant) {
+        for name in self.described() {
             let Ok(n) = name.parse() else { continue };
             let Some(t) = self.db.table(&self.tenant, &n) else {
                 continue;
@@ -128,7 +152,7 @@ impl SystemSchema {
     fn tables_table(&self) -> Result<Arc<dyn TableProvider>> {
         let files = self.files();
         let history = self.db.maintenance_history().runs(&self.tenant);
-        let names = self.db.table_names(&self.tenant);
+        let names = self.described();
         // file count, bytes, rows, partitions, buffered rows
         let mut counts: [Vec<u64>; 5] = Default::default();
         let mut last: Vec<Option<i64>> = Vec::new();
@@ -179,7 +203,9 @@ impl SystemSchema {
 
     /// The tenant's durable subscriptions and how far behind they are.
     fn subscriptions_table(&self) -> Result<Arc<dyn TableProvider>> {
-        let groups = self.db.groups().list(&self.tenant);
+        let described = self.described();
+        let mut groups = self.db.groups().list(&self.tenant);
+        groups.retain(|g| described.iter().any(|t| *t == g.def.table.as_str()));
         let progress: Vec<_> = groups.iter().map(|g| g.progress()).collect();
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
@@ -226,7 +252,9 @@ impl SystemSchema {
     }
 
     fn compactions_table(&self) -> Result<Arc<dyn TableProvider>> {
-        let runs = self.db.maintenance_history().runs(&self.tenant);
+        let described = self.described();
+        let mut runs = self.db.maintenance_history().runs(&self.tenant);
+        runs.retain(|r| described.contains(&r.table));
         let started: Vec<Option<i64>> = runs
             .iter()
             .map(|r| {
@@ -287,10 +315,23 @@ impl SchemaProvider for SystemSchema {
         if self.admin {
             names.push(crate::audit::AUDIT_TABLE.into());
         }
+        names.retain(|n| self.refusal(n).is_none());
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.table_exist(name)
+            && let Some(because) = self.refusal(name)
+        {
+            let qualified = format!("system.{name}");
+            return Err(super::policy::denial(
+                self.denials.as_ref(),
+                &self.caller,
+                self.action,
+                &qualified,
+                because,
+            ));
+        }
         Ok(Some(match name {
             "tables" => self.tables_table()?,
             "files" => self.files_table()?,

@@ -383,6 +383,22 @@ fn access_policies_refuse_reads_and_writes_and_are_audited() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 
+    // The system tables describe only what a caller reads unrestricted.
+    let described = |token: &str| {
+        let r = sql(&s, token, "SELECT table_name FROM system.tables ORDER BY 1");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["table_name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(described(&who.alice), ["hr"]);
+    assert_eq!(described(&who.hr), ["hr", "payroll"]);
+    assert_eq!(described(&who.admin), ["hr", "orders", "payroll"]);
+    assert!(rows(&s, &who, "SELECT * FROM system.files").is_empty());
+
     // Every refusal is in the audit log, counted.
     wait_until("the refusals are audited", Duration::from_secs(20), || {
         let r = sql(
@@ -703,4 +719,81 @@ fn projections_and_pipelines_do_not_carry_hidden_rows_out() {
         "kind": "quota", "queries_per_second": 5})),
     );
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+/// A live stream under a row filter and masks: the events stored before
+/// and those ingested while it is open, EU only and masked, with the
+/// caller's own condition run on visible rows only.
+#[test]
+fn live_streams_apply_the_policies_to_every_page() {
+    use std::io::BufRead;
+    let (s, who) = setup();
+    let filter = "CAST(secret AS INT) >= 100";
+    let url = s.url(&format!(
+        "/v1/stream?table=orders&start=earliest&heartbeat_ms=100&filter={}",
+        filter
+            .replace(' ', "%20")
+            .replace('>', "%3E")
+            .replace('=', "%3D")
+    ));
+    let r = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .unwrap()
+        .get(url)
+        .bearer_auth(&who.alice)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut lines = std::io::BufReader::new(r).lines();
+    let mut seen: Vec<Value> = Vec::new();
+    let mut more = |seen: &mut Vec<Value>, want: usize, quiet: Duration| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut settled: Option<std::time::Instant> = None;
+        loop {
+            let line = lines.next().expect("the stream ended").unwrap();
+            assert_eq!(leaks(&line), None, "{line}");
+            let frame: Value = serde_json::from_str(&line).unwrap();
+            if let Some(e) = frame.get("event") {
+                seen.push(e.clone());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} events came",
+                seen.len()
+            );
+            if seen.len() >= want {
+                let since = *settled.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= quiet {
+                    return;
+                }
+            }
+        }
+    };
+    more(&mut seen, N, Duration::from_millis(500));
+    assert_eq!(seen.len(), N);
+    // Events ingested while the stream is open: half of them hidden.
+    let mut live = Vec::new();
+    for i in N..N + 10 {
+        live.push(json!({"event_type": "order", "entity_id": format!("u{i}"),
+            "payload": {"region": "EU", "secret": format!("{}", 100 + i), "amount": 1,
+                        "email": format!("u{i}@canary.test"), "note": "NOTE-x"}}));
+        live.push(json!({"event_type": "order", "entity_id": format!("h{i}"),
+            "payload": {"region": "US", "secret": format!("CANARY-({i}"), "amount": 987654321,
+                        "email": format!("h{i}@canary.test")}}));
+    }
+    let r = s.post_as(
+        "/v1/events?table=orders",
+        &who.admin,
+        "application/json",
+        &Value::Array(live).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    more(&mut seen, N + 10, Duration::from_secs(1));
+    assert_eq!(seen.len(), N + 10);
+    for e in &seen {
+        assert_eq!(e["region"], "EU", "{e}");
+        assert_eq!(e["email"].as_str().unwrap().len(), 32, "{e}");
+        assert!(e["note"].is_null(), "{e}");
+    }
 }
