@@ -13,32 +13,7 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-const QUERIES: &[(&str, &str)] = &[
-    (
-        "count by type and day",
-        "SELECT event_type, event_date, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY 1, 2",
-    ),
-    (
-        "distinct entities",
-        "SELECT count(DISTINCT entity_id) FROM events",
-    ),
-    (
-        "p95 of amount",
-        "SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY amount) FROM events",
-    ),
-    (
-        "top 10 entities",
-        "SELECT entity_id, count(*) AS n FROM events GROUP BY 1 ORDER BY n DESC, entity_id LIMIT 10",
-    ),
-    (
-        "latest 10 events",
-        "SELECT event_id, event_type, entity_id, timestamp FROM events ORDER BY timestamp DESC LIMIT 10",
-    ),
-    (
-        "one entity's events",
-        "SELECT event_type, timestamp, amount FROM events WHERE entity_id = 'u4242' ORDER BY timestamp",
-    ),
-];
+const QUERIES: &[(&str, &str)] = COMPARE_QUERIES;
 
 fn main() {
     let events: usize = arg("--events", 10_000_000);

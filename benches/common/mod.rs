@@ -14,6 +14,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// The queries the query benches time, each over `events`.
+pub(crate) const COMPARE_QUERIES: &[(&str, &str)] = &[
+    (
+        "count by type and day",
+        "SELECT event_type, event_date, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
+    (
+        "distinct entities",
+        "SELECT count(DISTINCT entity_id) FROM events",
+    ),
+    (
+        "p95 of amount",
+        "SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY amount) FROM events",
+    ),
+    (
+        "top 10 entities",
+        "SELECT entity_id, count(*) AS n FROM events GROUP BY 1 ORDER BY n DESC, entity_id LIMIT 10",
+    ),
+    (
+        "latest 10 events",
+        "SELECT event_id, event_type, entity_id, timestamp FROM events ORDER BY timestamp DESC LIMIT 10",
+    ),
+    (
+        "one entity's events",
+        "SELECT event_type, timestamp, amount FROM events WHERE entity_id = 'u4242' ORDER BY timestamp",
+    ),
+];
+
 /// A server process for a bench run.
 pub(crate) struct BenchServer {
     pub(crate) child: Child,
