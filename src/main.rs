@@ -51,6 +51,9 @@ enum Command {
     /// Check a file of events against a table's rules without storing
     /// them; fails when any would be refused.
     Validate(cli::schemas::ValidateArgs),
+    /// List, show, apply and delete policies, put the defaults back, and
+    /// explain a decision.
+    Policies(cli::policies::PoliciesArgs),
     /// Mint a JWT for local use, signed with the server's HS256 secret
     /// (or an RS256/ES256 private key), and print it.
     Token(cli::token::TokenArgs),
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pipelines(args) => ("pipelines", cli::pipelines::run(&args)),
         Command::Schemas(args) => ("schemas", cli::schemas::run(&args)),
         Command::Validate(args) => ("validate", cli::schemas::validate(&args)),
+        Command::Policies(args) => ("policies", cli::policies::run(&args)),
         Command::Token(args) => ("token", cli::token::run(&args)),
     };
     // A client command's failure is one line on stderr and a failing

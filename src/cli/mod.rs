@@ -23,6 +23,7 @@
 pub(crate) mod backup;
 pub(crate) mod compact;
 pub(crate) mod pipelines;
+pub(crate) mod policies;
 mod progress;
 pub(crate) mod projections;
 pub(crate) mod query;

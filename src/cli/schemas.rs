@@ -75,7 +75,7 @@ pub(crate) struct ValidateArgs {
     client: ClientArgs,
 }
 
-fn encoded(part: &str) -> String {
+pub(crate) fn encoded(part: &str) -> String {
     percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -51,6 +51,8 @@ pub struct Service {
     verifier: Option<Arc<Verifier>>,
     /// Per-tenant event and query rates.
     rate_limits: Arc<RateLimits>,
+    /// The buckets of quota policies.
+    quotas: ratelimit::QuotaBuckets,
     /// Memory that ingest requests in flight may take together, and one
     /// of them alone (`--ingest-memory-budget`,
     /// `--max-ingest-request-bytes`).
@@ -113,6 +115,7 @@ impl Service {
             queries,
             verifier,
             rate_limits,
+            quotas: Default::default(),
             ingest_budget,
             subscriptions: Default::default(),
             consumers: Default::default(),
@@ -235,7 +238,8 @@ impl Service {
     /// refuses: overloaded (retry later), or too large when the request
     /// alone is over the tenant's burst.
     pub fn rate_check(&self, caller: &Principal, kind: ratelimit::Kind, n: u32) -> Result<()> {
-        Ok(self.rate_limits.check(&caller.tenant, kind, n)?)
+        self.rate_limits.check(&caller.tenant, kind, n)?;
+        self.quota_check(caller, kind, n)
     }
 }
 

@@ -145,26 +145,7 @@ impl Service {
                     }
                 }
             }
-            Rule::Quota {
-                events_per_second,
-                queries_per_second,
-                events_per_day,
-                queries_per_day,
-                ..
-            } => {
-                let rates = [
-                    events_per_second.map(u64::from),
-                    queries_per_second.map(u64::from),
-                    *events_per_day,
-                    *queries_per_day,
-                ];
-                if rates.iter().any(Option::is_some) {
-                    return Err(Error::invalid(
-                        "quota policies with rates are not enforced yet: leave the rates unset, and use --rate-limit-events and --rate-limit-queries for per-tenant rates",
-                    ));
-                }
-            }
-            Rule::Access { .. } => {}
+            Rule::Access { .. } | Rule::Quota { .. } => {}
         }
         Ok(policy)
     }
@@ -548,5 +529,73 @@ impl Service {
             ));
         }
         Err(Error::new(Kind::Forbidden, because))
+    }
+}
+
+impl Service {
+    /// Takes `n` units of `kind` from every quota policy that counts
+    /// `caller`: a refusal is 429 with Retry-After, naming the policy,
+    /// and audited.
+    pub(super) fn quota_check(
+        &self,
+        caller: &Principal,
+        kind: crate::ratelimit::Kind,
+        n: u32,
+    ) -> Result<()> {
+        use crate::ratelimit::{Kind as Rate, Period, QuotaKey};
+        let policies = self.policies_of(caller);
+        let subject = caller.subject.as_deref().unwrap_or("");
+        for p in &policies.policies {
+            let Rule::Quota {
+                scope,
+                events_per_second,
+                queries_per_second,
+                events_per_day,
+                queries_per_day,
+            } = &p.rule
+            else {
+                continue;
+            };
+            if !p.enabled || p.principals.mismatch(caller.role, subject).is_some() {
+                continue;
+            }
+            let day = |v: &Option<u64>| v.map(|d| d.min(u64::from(u32::MAX)) as u32);
+            let amounts = match kind {
+                Rate::Events => [
+                    (*events_per_second, Period::Second),
+                    (day(events_per_day), Period::Day),
+                ],
+                Rate::Queries => [
+                    (*queries_per_second, Period::Second),
+                    (day(queries_per_day), Period::Day),
+                ],
+            };
+            for (amount, period) in amounts {
+                let Some(amount) = amount else { continue };
+                let key = QuotaKey {
+                    tenant: caller.tenant.clone(),
+                    policy: p.name.clone(),
+                    subject: match scope {
+                        crate::policy::QuotaScope::Subject => Some(subject.to_string()),
+                        crate::policy::QuotaScope::Shared => None,
+                    },
+                    kind,
+                    period,
+                };
+                if let Err(limited) = self.quotas.check(key, amount, n) {
+                    if let Some(log) = self.queries.denials() {
+                        log.record(AuditEntry::by(
+                            caller,
+                            AuditKind::PolicyDenied,
+                            format!("{} quota", kind.label()),
+                            429,
+                            limited.message.clone(),
+                        ));
+                    }
+                    return Err(limited.into());
+                }
+            }
+        }
+        Ok(())
     }
 }

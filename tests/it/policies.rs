@@ -709,16 +709,71 @@ fn projections_and_pipelines_do_not_carry_hidden_rows_out() {
         "SELECT region FROM projections.by_region ORDER BY region",
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    // A quota with rates is refused until quotas are enforced.
+}
+
+#[test]
+fn quotas_cap_each_subject_and_are_audited() {
+    let (s, who) = setup();
     let r = send(
         &s,
         "POST",
         "/v1/policies",
         &who.admin,
-        Some(&json!({"name": "q",
-        "kind": "quota", "queries_per_second": 5})),
+        Some(&json!({"name": "bot_quota",
+        "kind": "quota", "principals": {"subjects": ["bot-*"]}, "queries_per_second": 5,
+        "events_per_day": 3})),
     );
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let bot1 = token_of("writer", "bot-1");
+    let bot2 = token_of("writer", "bot-2");
+    let statuses: Vec<u16> = (0..8).map(|_| sql(&s, &bot1, "SELECT 1").status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    let r = sql(&s, &bot1, "SELECT 1");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        r.error()
+            .contains("policy \"bot_quota\" allows subject \"bot-1\" 5 queries per second"),
+        "{}",
+        r.error()
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    // Each subject has its own; others have none.
+    assert_eq!(sql(&s, &bot2, "SELECT 1").status, 200);
+    assert!((0..10).all(|_| sql(&s, &who.alice, "SELECT 1").status == 200));
+    // A day's amount of events: 3, then 429; a request larger than it, 413.
+    let one = json!([{"event_type": "x", "entity_id": "b", "payload": {}}]).to_string();
+    let ingest = |body: &str| s.post_as("/v1/events?table=bots", &bot2, "application/json", body);
+    let two = json!([{"event_type": "x", "entity_id": "b"}, {"event_type": "x", "entity_id": "c"}]);
+    assert_eq!(ingest(&two.to_string()).status, 200);
+    assert_eq!(ingest(&one).status, 200);
+    let r = ingest(&one);
+    assert_eq!(r.status, 429, "{}", r.text());
+    let five: Vec<Value> = (0..5)
+        .map(|i| json!({"event_type": "x", "entity_id": format!("b{i}")}))
+        .collect();
+    let r = s.post_as(
+        "/v1/events?table=bots",
+        &token_of("writer", "bot-3"),
+        "application/json",
+        &Value::Array(five).to_string(),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    wait_until(
+        "the quota refusals are audited",
+        Duration::from_secs(20),
+        || {
+            let r = sql(
+                &s,
+                &who.admin,
+                "SELECT count(*) AS n FROM system.audit WHERE event_type = 'policy_denied' AND status = 429",
+            );
+            r.status == 200 && r.json()[0]["n"].as_i64().unwrap_or(0) >= 2
+        },
+    );
 }
 
 /// A live stream under a row filter and masks: the events stored before
@@ -796,4 +851,88 @@ fn live_streams_apply_the_policies_to_every_page() {
         assert_eq!(e["email"].as_str().unwrap().len(), 32, "{e}");
         assert!(e["note"].is_null(), "{e}");
     }
+}
+
+#[test]
+fn the_cli_manages_and_evaluates_policies() {
+    use crate::cli_resources::{cli, json_of, ok, refused};
+    let (s, who) = setup();
+    let admin = ["--token", who.admin.as_str()];
+    let with = |args: &[&'static str]| -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string())
+            .chain(admin.iter().map(|a| a.to_string()))
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&s, &args)
+    };
+    let listed = run(with(&["policies", "list"]));
+    assert!(
+        listed.contains("eu_only") && listed.contains("row_filter"),
+        "{listed}"
+    );
+    assert!(listed.contains("generation 4"), "{listed}");
+    // evaluate: one line per matching policy; a deny fails.
+    let args = with(&[
+        "policies",
+        "evaluate",
+        "--action",
+        "query",
+        "--table",
+        "orders",
+        "--role",
+        "reader",
+        "--subject",
+        "alice",
+    ]);
+    let out = run(args);
+    assert!(
+        out.contains("eu_only\trow_filter") && out.contains("row filter: (region = 'EU')"),
+        "{out}"
+    );
+    assert!(
+        out.contains("allow: query on \"orders\" is allowed by default_read"),
+        "{out}"
+    );
+    let args = with(&[
+        "policies",
+        "evaluate",
+        "--action",
+        "query",
+        "--table",
+        "payroll",
+        "--role",
+        "reader",
+        "--subject",
+        "alice",
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = refused(&s, &args, "");
+    assert!(err.contains("denied by hr_only"), "{err}");
+    // apply from standard input, show, delete, defaults.
+    let policy = json!({"name": "no_notes", "kind": "mask", "tables": ["orders"], "masks": {"note": "null"}});
+    let args = with(&["policies", "apply", "-f", "-"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cli(&s, &args, &policy.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json_of(&String::from_utf8_lossy(&out.stdout))["generation"],
+        5
+    );
+    let shown = json_of(&run(with(&["policies", "show", "no_notes"])));
+    assert_eq!(shown["masks"]["note"], "null");
+    let stale = with(&["policies", "delete", "no_notes", "--generation", "1"]);
+    let stale: Vec<&str> = stale.iter().map(String::as_str).collect();
+    assert!(refused(&s, &stale, "").contains("changed meanwhile"));
+    run(with(&["policies", "delete", "no_notes"]));
+    run(with(&["policies", "defaults"]));
+    // A reader may not manage policies.
+    let err = refused(&s, &["policies", "list", "--token", &who.alice], "");
+    assert!(err.contains("403") || err.contains("may not"), "{err}");
 }
