@@ -308,6 +308,7 @@ pub fn session_with(
         .with_runtime_env(runtime)
         .with_default_features()
         .with_analyzer_rules(analyzer)
+        .with_optimizer_rule(Arc::new(policy::TopInside))
         .with_optimizer_rule(Arc::new(zeros::SignlessSortKeys))
         .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))

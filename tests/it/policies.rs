@@ -597,6 +597,42 @@ fn escape_corpus() {
             "{q}: {text}"
         );
     }
+    // The first rows in an order of plain columns are taken inside the
+    // barrier, and are the first visible ones.
+    let top = rows(
+        &s,
+        &who,
+        "SELECT entity_id, amount FROM orders ORDER BY amount DESC, entity_id LIMIT 3",
+    );
+    let ids: Vec<&str> = top
+        .iter()
+        .map(|r| r["entity_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            format!("u{}", N - 1),
+            format!("u{}", N - 2),
+            format!("u{}", N - 3)
+        ]
+    );
+    let r = sql(
+        &s,
+        &who.alice,
+        "EXPLAIN SELECT entity_id FROM orders ORDER BY amount DESC LIMIT 3",
+    );
+    assert!(
+        r.text()
+            .contains("masked=[_overflow, email, note, phone], top=3"),
+        "{}",
+        r.text()
+    );
+    let r = sql(
+        &s,
+        &who.alice,
+        "EXPLAIN SELECT entity_id FROM orders ORDER BY email LIMIT 3",
+    );
+    assert!(!r.text().contains("top="), "{}", r.text());
     // 24: raw reads are restricted the same.
     let r = s.post_as(
         "/v1/sql?raw=true",

@@ -14,8 +14,10 @@
 mod guarded;
 pub mod masks;
 pub mod safe;
+mod top;
 
 pub use guarded::{GuardedSchema, decide_for, denial};
+pub use top::TopInside;
 
 use crate::policy::Mask;
 use crate::policy::decide::Restriction;
@@ -76,6 +78,8 @@ pub struct PolicyTable {
     /// The tenant's hash-mask key.
     key: [u8; 32],
     schema: SchemaRef,
+    /// The query's order and limit, applied inside the barrier.
+    top: Option<top::Top>,
 }
 
 impl PolicyTable {
@@ -103,6 +107,19 @@ impl PolicyTable {
             restriction,
             key,
             schema: Arc::new(Schema::new_with_metadata(fields, raw.metadata().clone())),
+            top: None,
+        }
+    }
+
+    /// The same read, taking only the first rows in `top`'s order.
+    fn topped(&self, top: top::Top) -> PolicyTable {
+        PolicyTable {
+            inner: self.inner.clone(),
+            name: self.name.clone(),
+            restriction: self.restriction.clone(),
+            key: self.key,
+            schema: self.schema.clone(),
+            top: Some(top),
         }
     }
 
@@ -118,8 +135,12 @@ impl PolicyTable {
             .filter(|n| mask_of(&self.restriction, n).is_some())
             .collect();
         let policies: Vec<&str> = policies.into_iter().collect();
+        let top = match &self.top {
+            Some(t) => format!(", top={}", t.fetch),
+            None => String::new(),
+        };
         format!(
-            "table={}, policies=[{}], masked=[{}]",
+            "table={}, policies=[{}], masked=[{}]{top}",
             self.name,
             policies.join(", "),
             masked.join(", ")
@@ -226,6 +247,9 @@ impl TableProvider for PolicyTable {
         }
         if let Some(all) = conditions.into_iter().reduce(Expr::and) {
             plan = plan.filter(all)?;
+        }
+        if let Some(top) = &self.top {
+            plan = plan.sort_with_limit(top.keys.clone(), Some(top.fetch))?;
         }
         let mut outputs = Vec::with_capacity(raw.fields().len());
         for f in raw.fields() {
