@@ -49,8 +49,12 @@ enum PolicyCommand {
         /// ingest, query, stream or admin.
         #[arg(long)]
         action: String,
+        /// The table to decide on.
+        #[arg(long, required_unless_present = "sql", conflicts_with = "sql")]
+        table: Option<String>,
+        /// Or a statement: every table it names is decided on.
         #[arg(long)]
-        table: String,
+        sql: Option<String>,
         /// For ingest: the events' type.
         #[arg(long)]
         event_type: Option<String>,
@@ -127,11 +131,13 @@ pub(crate) fn run(args: &PoliciesArgs) -> anyhow::Result<()> {
         PolicyCommand::Evaluate {
             action,
             table,
+            sql,
             event_type,
             role,
             subject,
         } => {
-            let mut body = json!({"action": action, "table": table, "event_type": event_type});
+            let mut body = json!({"action": action, "table": table, "sql": sql,
+                                  "event_type": event_type});
             if let Some(role) = role {
                 body["principal"] = json!({"role": role, "subject": subject});
             }
@@ -144,40 +150,55 @@ pub(crate) fn run(args: &PoliciesArgs) -> anyhow::Result<()> {
                 Some((body, "application/json")),
             )?
             .json()?;
-            for m in e["matched"].as_array().into_iter().flatten() {
-                let why: Vec<&str> = (m["why"].as_array().into_iter().flatten())
-                    .filter_map(Value::as_str)
-                    .collect();
-                let effect = m["effect"]
-                    .as_str()
-                    .map(|e| format!(" {e}"))
-                    .unwrap_or_default();
-                println!(
-                    "{}\t{}{effect}\t{}",
-                    m["policy"].as_str().unwrap_or("?"),
-                    m["kind"].as_str().unwrap_or("?"),
-                    why.join("; ")
-                );
+            match e["tables"].as_array() {
+                Some(tables) => tables.iter().for_each(print_evaluation),
+                None => print_evaluation(&e),
             }
-            if let Some(filter) = e["row_filter"].as_str() {
-                println!("row filter: {filter}");
-            }
-            if let Some(masks) = e["masks"].as_object().filter(|m| !m.is_empty()) {
-                let listed: Vec<String> = masks
-                    .iter()
-                    .map(|(c, m)| format!("{c}={}", m["with"]))
-                    .collect();
-                println!("masks: {}", listed.join(", "));
-            }
-            println!(
-                "{}: {}",
-                e["decision"].as_str().unwrap_or("?"),
-                e["because"].as_str().unwrap_or("")
-            );
             if e["decision"] != "allow" {
-                anyhow::bail!("denied: {}", e["because"].as_str().unwrap_or(""));
+                let because = e["because"]
+                    .as_str()
+                    .unwrap_or("a table the statement names is denied");
+                anyhow::bail!("denied: {because}");
             }
             Ok(())
         }
     }
+}
+
+/// One table's decision: a line per matching policy, the restriction, the
+/// verdict.
+fn print_evaluation(e: &Value) {
+    if let Some(table) = e["table"].as_str() {
+        println!("table {table}:");
+    }
+    for m in e["matched"].as_array().into_iter().flatten() {
+        let why: Vec<&str> = (m["why"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .collect();
+        let effect = m["effect"]
+            .as_str()
+            .map(|e| format!(" {e}"))
+            .unwrap_or_default();
+        println!(
+            "{}\t{}{effect}\t{}",
+            m["policy"].as_str().unwrap_or("?"),
+            m["kind"].as_str().unwrap_or("?"),
+            why.join("; ")
+        );
+    }
+    if let Some(filter) = e["row_filter"].as_str() {
+        println!("row filter: {filter}");
+    }
+    if let Some(masks) = e["masks"].as_object().filter(|m| !m.is_empty()) {
+        let listed: Vec<String> = masks
+            .iter()
+            .map(|(c, m)| format!("{c}={}", m["with"]))
+            .collect();
+        println!("masks: {}", listed.join(", "));
+    }
+    println!(
+        "{}: {}",
+        e["decision"].as_str().unwrap_or("?"),
+        e["because"].as_str().unwrap_or("")
+    );
 }

@@ -37,6 +37,10 @@ pub struct GroupDef {
     /// Deliver events as written, without schema migrations.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub raw: bool,
+    /// A digest of what the creator's policies hid of the table (none:
+    /// nothing): every consumer must see the same events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<String>,
 }
 
 /// How far a group has come.
@@ -334,6 +338,7 @@ mod tests {
         let tenant = TenantId::default_tenant();
         let name: GroupName = "billing".parse().unwrap();
         let def = GroupDef {
+            policies: None,
             table: "events".into(),
             filter: Some("x > 1".into()),
             where_dsl: None,

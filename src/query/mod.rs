@@ -463,6 +463,38 @@ pub async fn start(
 /// Plans a read-only statement within the session's [`bounds`].
 /// Placeholders may be `$1`, `$2`, ... or `?`, which are numbered in the
 /// order they appear in the text (the form JDBC and ADBC send).
+/// The tables `sql` names, as policies name them: the tenant's tables by
+/// name (without a pin), the others with their schema (`system.audit`,
+/// `projections.p`). Common table expressions are left out; table
+/// functions' inner queries are not looked into.
+pub fn tables_named(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
+    let state = ctx.state();
+    let bounds = state
+        .config()
+        .get_extension::<bounds::SessionBounds>()
+        .unwrap_or_else(|| Arc::new(bounds::SessionBounds::new(Default::default())));
+    let mut statement = bounds.parse(&state, sql)?;
+    if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
+        pin::rewrite_as_of(inner.as_mut()).map_err(DataFusionError::Plan)?;
+    }
+    let mut names: Vec<String> = state
+        .resolve_table_references(&statement)?
+        .into_iter()
+        .map(|r| match r.schema() {
+            None | Some(SCHEMA) => {
+                let table = r.table();
+                pin::Pin::split_name(table)
+                    .map_or(table, |(n, _)| n)
+                    .to_string()
+            }
+            Some(schema) => format!("{schema}.{}", r.table()),
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     let state = ctx.state();
     let bounds = state

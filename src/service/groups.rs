@@ -225,6 +225,7 @@ impl Service {
             where_dsl: request.where_dsl,
             created_ms: chrono::Utc::now().timestamp_millis(),
             raw: request.raw,
+            policies: self.read_fingerprint(caller, request.table.as_str()),
         };
         let (service, tenant, name) = (self.clone(), caller.tenant.clone(), request.name);
         let cap = self.config().max_consumer_groups.max(1);
@@ -349,6 +350,7 @@ impl Service {
     ) -> Result<Member> {
         caller.require(Role::Reader, "consume subscriptions")?;
         let group = self.group(caller, name)?;
+        self.same_view(caller, name.as_str(), &group.def)?;
         let live = self.consumers.live(&group);
         let id = self.consumers.next_id.fetch_add(1, Ordering::Relaxed);
         let joining = live.clone();

@@ -40,9 +40,22 @@ pub struct Evaluate {
     /// another).
     pub principal: Option<Someone>,
     pub action: Action,
-    pub table: String,
+    /// The table decided on; or give `sql`.
+    pub table: Option<String>,
     /// For ingest: the events' type.
     pub event_type: Option<String>,
+    /// A statement whose every table is decided on (it is not run).
+    pub sql: Option<String>,
+}
+
+/// The answer of `evaluate` for a statement: one evaluation per table it
+/// names.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementEvaluation {
+    /// `allow` when every table is allowed.
+    pub decision: &'static str,
+    pub generation: u64,
+    pub tables: Vec<Evaluation>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,9 +333,46 @@ impl Service {
     }
 
     /// Explains what the policies decide for a principal (the caller by
-    /// default) and a request. Acts on nothing.
-    pub fn evaluate_policy(&self, caller: &Principal, request: Evaluate) -> Result<Evaluation> {
+    /// default) and a request on a table, or on every table a statement
+    /// names. Acts on nothing.
+    pub fn evaluate_policy(
+        &self,
+        caller: &Principal,
+        request: Evaluate,
+    ) -> Result<serde_json::Value> {
         caller.require(Role::Reader, "evaluate policies")?;
+        fn json(v: impl Serialize) -> Result<serde_json::Value> {
+            serde_json::to_value(v).map_err(|e| Error::internal(e.to_string()))
+        }
+        match (&request.table, &request.sql) {
+            (Some(table), None) => json(self.evaluate_table(caller, &request, table)?),
+            (None, Some(sql)) => {
+                self.check_size("the SQL text", sql.len())?;
+                let session = crate::query::session(&self.queries, caller)?;
+                let tables = crate::query::tables_named(&session, sql)?;
+                let mut out = Vec::with_capacity(tables.len());
+                for table in &tables {
+                    out.push(self.evaluate_table(caller, &request, table)?);
+                }
+                let all = out.iter().all(|e| e.detail.allowed);
+                json(StatementEvaluation {
+                    decision: if all { "allow" } else { "deny" },
+                    generation: self.policies_of(caller).generation,
+                    tables: out,
+                })
+            }
+            _ => Err(Error::invalid(
+                "give either \"table\" or \"sql\" (the tables a statement names)",
+            )),
+        }
+    }
+
+    fn evaluate_table(
+        &self,
+        caller: &Principal,
+        request: &Evaluate,
+        table: &str,
+    ) -> Result<Evaluation> {
         let (role, subject) = match &request.principal {
             None => (caller.role, caller.subject.clone()),
             Some(someone) => {
@@ -346,7 +396,7 @@ impl Service {
                 role,
                 subject: subject.as_deref().unwrap_or(""),
                 action: request.action,
-                table: &request.table,
+                table,
                 event_type: request.event_type.as_deref(),
             },
         );
@@ -390,7 +440,7 @@ impl Service {
         Ok(Evaluation {
             decision: if decision.allowed { "allow" } else { "deny" },
             generation: policies.generation,
-            table: request.table,
+            table: table.to_string(),
             action: request.action,
             detail: decision,
             row_filter,
@@ -597,5 +647,52 @@ impl Service {
             }
         }
         Ok(())
+    }
+}
+
+impl Service {
+    /// A digest of what `caller`'s policies hide of `table` from streams,
+    /// or `None` when they hide nothing.
+    pub(super) fn read_fingerprint(&self, caller: &Principal, table: &str) -> Option<String> {
+        let policies = self.policies_of(caller);
+        let decision = decide(
+            &policies.policies,
+            &Request {
+                role: caller.role,
+                subject: caller.subject.as_deref().unwrap_or(""),
+                action: Action::Stream,
+                table,
+                event_type: None,
+            },
+        );
+        (!decision.restriction.is_none()).then(|| decision.restriction.fingerprint())
+    }
+
+    /// Refuses a consumer of subscription `name` whose policies hide
+    /// other events of its table than its creator's did: consumers share
+    /// one position, which would pass over events one of them cannot see.
+    pub(super) fn same_view(
+        &self,
+        caller: &Principal,
+        name: &str,
+        def: &crate::db::groups::GroupDef,
+    ) -> Result<()> {
+        if self.read_fingerprint(caller, &def.table) == def.policies {
+            return Ok(());
+        }
+        let because = format!(
+            "subscription {name:?} was created under other policies on table {:?} than this caller's; its consumers share one position, so they must see the same events (create a subscription of your own, or delete this one and create it again after a policy change)",
+            def.table
+        );
+        if let Some(log) = self.queries.denials() {
+            log.record(AuditEntry::by(
+                caller,
+                AuditKind::PolicyDenied,
+                format!("stream {} (subscription {name})", def.table),
+                403,
+                because.clone(),
+            ));
+        }
+        Err(Error::new(Kind::Forbidden, because))
     }
 }

@@ -259,6 +259,26 @@ fn policies_are_managed_checked_and_explained() {
     )
     .json();
     assert_eq!(e["decision"], "allow", "{e}");
+    // A statement: each table it names.
+    let e = eval(
+        &who.admin,
+        json!({"principal": {"role": "reader", "subject": "alice"}, "action": "query",
+               "sql": "WITH t AS (SELECT * FROM orders) SELECT * FROM t JOIN \"payroll@p1\" p ON true"}),
+    )
+    .json();
+    assert_eq!(e["decision"], "deny", "{e}");
+    let per: Vec<(&str, &str)> = e["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap(),
+                t["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per, [("orders", "allow"), ("payroll", "deny")], "{e}");
     // A reader evaluates only itself, and sees no policy text.
     let r = eval(
         &who.alice,
@@ -270,24 +290,40 @@ fn policies_are_managed_checked_and_explained() {
     assert_eq!(e["decision"], "allow", "{e}");
     assert!(!e.to_string().contains("'EU'"), "{e}");
 
-    // Policies, and the hashes they give, survive a restart.
-    let before = rows(
-        &s,
-        &who,
-        "SELECT email FROM orders ORDER BY entity_id LIMIT 3",
-    );
-    s.stop();
+    // Policies, and the hashes they give, survive kill -9 and a backup
+    // restored into a new directory.
+    let emails = "SELECT email FROM orders ORDER BY entity_id LIMIT 3";
+    let before = rows(&s, &who, emails);
+    s.kill9();
     s.restart();
-    let after = rows(
-        &s,
-        &who,
-        "SELECT email FROM orders ORDER BY entity_id LIMIT 3",
-    );
-    assert_eq!(before, after);
+    assert_eq!(rows(&s, &who, emails), before);
     assert_eq!(
         rows(&s, &who, "SELECT count(*) AS n FROM orders")[0]["n"],
         N
     );
+    let r = send(
+        &s,
+        "POST",
+        "/v1/admin/backup",
+        &who.admin,
+        Some(&json!({"to": "p1"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (_target, data) =
+        crate::backup::restore_fresh(&s.data_dir.join(format!("backups/{TENANT}/p1")));
+    let flags = [
+        "--jwt-secret",
+        SECRET,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-audience",
+        AUDIENCE,
+    ];
+    let restored = TestServer::start_in(&data, &flags);
+    assert_eq!(rows(&restored, &who, emails), before);
+    let listed = send(&restored, "GET", "/v1/policies", &who.admin, None).json();
+    assert_eq!(listed["generation"], 4, "{listed}");
+    drop(restored);
     // Deleting the row filter shows every row again; the defaults come
     // back when asked.
     let r = send(&s, "DELETE", "/v1/policies/eu_only", &who.admin, None);
@@ -657,10 +693,27 @@ fn escape_corpus() {
     assert_eq!(d.as_array().map_or(0, Vec::len), 0, "{d}");
     let d = dsl(json!({"from": "orders", "select": [["as", ["sum", "amount"], "s"]]}));
     assert_eq!(d[0]["s"].as_f64(), Some(visible_sum as f64), "{d}");
-    // 27: Flight SQL.
+    // 27: Flight SQL, its catalog too.
     runtime().block_on(async {
         let mut client: FlightSqlServiceClient<_> = connect(&s).await;
         client.set_header("authorization", format!("Bearer {}", who.alice));
+        let info = client
+            .get_tables(arrow_flight::sql::CommandGetTables {
+                include_schema: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let batches = crate::flight::fetch(&mut client, info).await.unwrap();
+        let names = batches[0]
+            .column_by_name("table_name")
+            .unwrap()
+            .as_string::<i32>();
+        let names: Vec<&str> = (0..names.len()).map(|i| names.value(i)).collect();
+        assert!(
+            names.contains(&"orders") && !names.contains(&"payroll"),
+            "{names:?}"
+        );
         let batches = crate::flight::query(&mut client, "SELECT email, region FROM orders")
             .await
             .unwrap();
@@ -947,6 +1000,26 @@ fn the_cli_manages_and_evaluates_policies() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = refused(&s, &args, "");
     assert!(err.contains("denied by hr_only"), "{err}");
+    let args = with(&[
+        "policies",
+        "evaluate",
+        "--action",
+        "query",
+        "--sql",
+        "SELECT * FROM orders, payroll",
+        "--role",
+        "reader",
+        "--subject",
+        "alice",
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cli(&s, &args, "");
+    assert!(!out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("table orders:") && printed.contains("table payroll:"),
+        "{printed}"
+    );
     // apply from standard input, show, delete, defaults.
     let policy = json!({"name": "no_notes", "kind": "mask", "tables": ["orders"], "masks": {"note": "null"}});
     let args = with(&["policies", "apply", "-f", "-"]);
@@ -971,4 +1044,52 @@ fn the_cli_manages_and_evaluates_policies() {
     // A reader may not manage policies.
     let err = refused(&s, &["policies", "list", "--token", &who.alice], "");
     assert!(err.contains("403") || err.contains("may not"), "{err}");
+}
+
+/// The first text frame but heartbeats a consumer of subscription
+/// `name` gets.
+fn first_frame(s: &TestServer, name: &str, token: &str) -> String {
+    use futures::StreamExt;
+    let url = format!("{}&token={token}", crate::groups::consume_url(s, name));
+    runtime().block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        loop {
+            match ws.next().await.expect("a frame").unwrap() {
+                tokio_tungstenite::tungstenite::Message::Text(t)
+                    if !t.contains("heartbeat") && !t.contains("\"assigned\"") =>
+                {
+                    return t.to_string();
+                }
+                tokio_tungstenite::tungstenite::Message::Close(c) => {
+                    return format!("{c:?}");
+                }
+                _ => continue,
+            }
+        }
+    })
+}
+
+/// Consumers of one subscription share its position: one whose policies
+/// hide other events than its creator's may not join it.
+#[test]
+fn a_subscription_is_consumed_only_under_its_creators_policies() {
+    let (s, who) = setup();
+    for (token, name) in [(&who.admin, "all_orders"), (&who.bob, "bobs_orders")] {
+        let body = json!({"name": name, "table": "orders", "start": "earliest"});
+        let r = send(&s, "POST", "/v1/subscriptions", token, Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let refused = first_frame(&s, "all_orders", &who.alice);
+    assert!(
+        refused.contains("created under other policies"),
+        "{refused}"
+    );
+    assert_eq!(leaks(&refused), None, "{refused}");
+    // bob and alice are under the same policies: alice may consume bob's,
+    // and sees EU orders only, masked.
+    let page = first_frame(&s, "bobs_orders", &who.alice);
+    assert!(page.contains("u0") && !page.contains("error"), "{page}");
+    assert_eq!(leaks(&page), None, "{page}");
+    let page = first_frame(&s, "all_orders", &who.admin);
+    assert!(page.contains("canary.test"), "{page}");
 }
