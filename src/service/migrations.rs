@@ -162,7 +162,7 @@ impl Service {
     /// written at it (they then read as written). The tombstone stays, so
     /// the number is never given again.
     pub async fn rollback_schema(
-        &self,
+        self: &Arc<Self>,
         caller: &Principal,
         table: &str,
         event_type: &str,

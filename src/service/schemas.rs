@@ -155,7 +155,7 @@ impl Service {
 
     /// Sets the event types `table` accepts.
     pub async fn set_table_schemas(
-        &self,
+        self: &Arc<Self>,
         caller: &Principal,
         table: &str,
         settings: TableSettings,
@@ -193,7 +193,7 @@ impl Service {
     /// Registers the next version of `event_type`'s schema in `table`:
     /// checked, compiled, stored, then run on every batch from now on.
     pub async fn register_schema(
-        &self,
+        self: &Arc<Self>,
         caller: &Principal,
         table: &str,
         event_type: &str,
@@ -271,7 +271,7 @@ impl Service {
     /// With `added`, the change added a version of that event type, whose
     /// migration is tried on the stored events first.
     pub(super) async fn change_schemas(
-        &self,
+        self: &Arc<Self>,
         caller: &Principal,
         table: &TableName,
         what: String,
@@ -317,7 +317,23 @@ impl Service {
             200,
             format!("{what}: generation {}", stored.generation),
         ));
+        if live_migrations(&current) != live_migrations(&stored) {
+            self.rebuild_projections_over(caller, table).await;
+        }
         Ok(stored)
+    }
+
+    /// Folds again every projection over `table`, whose state was folded
+    /// from events read through other migrations.
+    async fn rebuild_projections_over(self: &Arc<Self>, caller: &Principal, table: &TableName) {
+        for live in self.projections.of_tenant(&caller.tenant) {
+            if live.table != *table {
+                continue;
+            }
+            if let Err(e) = self.rebuild_projection(caller, &live.name).await {
+                tracing::warn!(projection = %live.name, error = %e.message, "a projection over a migrated table could not be rebuilt");
+            }
+        }
     }
 
     /// Checks `events` against `table`'s rules as an ingest would, storing
@@ -412,4 +428,19 @@ impl BatchCheck for Broken {
         });
         Err(Box::new(v))
     }
+}
+
+/// The migrations a table's events are read through, as text to compare.
+fn live_migrations(gov: &TableGovernance) -> String {
+    let live: Vec<(&String, u32, &Vec<crate::schema::governed::MigrationStep>)> = gov
+        .types
+        .iter()
+        .flat_map(|(t, versions)| {
+            versions
+                .iter()
+                .filter(|v| v.is_live())
+                .map(move |v| (t, v.version, &v.def.migration))
+        })
+        .collect();
+    serde_json::to_string(&live).unwrap_or_default()
 }

@@ -940,6 +940,45 @@ fn live_streams_apply_the_policies_to_every_page() {
         assert_eq!(e["email"].as_str().unwrap().len(), 32, "{e}");
         assert!(e["note"].is_null(), "{e}");
     }
+    // The same stream over a WebSocket: every EU event, none other.
+    let url = format!(
+        "{}/v1/stream?table=orders&start=earliest&heartbeat_ms=100&token={}",
+        s.base.replacen("http://", "ws://", 1),
+        who.alice
+    );
+    let got = runtime().block_on(async {
+        use futures::StreamExt;
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut got: Vec<Value> = Vec::new();
+        // Until every expected event came and then a second more (the
+        // heartbeats keep coming), or a minute.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut settled: Option<std::time::Instant> = None;
+        while std::time::Instant::now() < deadline
+            && settled.is_none_or(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            let wait = Duration::from_millis(500);
+            let Ok(Some(frame)) = tokio::time::timeout(wait, ws.next()).await else {
+                continue;
+            };
+            let tokio_tungstenite::tungstenite::Message::Text(t) = frame.unwrap() else {
+                continue;
+            };
+            assert_eq!(leaks(&t), None, "{t}");
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert!(v.get("error").is_none(), "{v}");
+            got.extend(v["events"].as_array().cloned().unwrap_or_default());
+            if got.len() >= N + 10 && settled.is_none() {
+                settled = Some(std::time::Instant::now());
+            }
+        }
+        got
+    });
+    assert_eq!(got.len(), N + 10, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|e| e["region"] == "EU" && e["email"].as_str().unwrap().len() == 32)
+    );
 }
 
 #[test]
