@@ -129,6 +129,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/tables/{table}/settings",
             get(get_settings).put(put_settings),
         )
+        .nest_service(
+            "/mcp",
+            super::mcp::service(state.service.clone(), state.service.closing()),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

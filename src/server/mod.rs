@@ -10,6 +10,7 @@ mod groups;
 pub mod http;
 mod ingest;
 mod live;
+mod mcp;
 mod pipelines;
 mod policies;
 mod projections;

@@ -125,6 +125,16 @@ impl Service {
         Ok(service)
     }
 
+    /// Whether requests must carry a token.
+    pub fn auth_enabled(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Cancelled when the server shuts down.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing.clone()
+    }
+
     /// Ends every open subscription: the server is shutting down.
     pub fn close_subscriptions(&self) {
         self.closing.cancel();

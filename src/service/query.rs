@@ -21,6 +21,8 @@ pub enum Interface {
     Sql,
     Dsl,
     Flight,
+    /// A tool call over MCP.
+    Mcp,
     /// An entity stream read.
     Stream,
     /// A subscription's read of new events.
@@ -33,6 +35,7 @@ impl Interface {
             Interface::Sql => "sql",
             Interface::Dsl => "dsl",
             Interface::Flight => "flight",
+            Interface::Mcp => "mcp",
             Interface::Stream => "stream",
             Interface::Subscription => "subscription",
         }
@@ -41,7 +44,9 @@ impl Interface {
     /// What its reads are, as policies see them.
     fn action(self) -> crate::policy::Action {
         match self {
-            Interface::Sql | Interface::Dsl | Interface::Flight => crate::policy::Action::Query,
+            Interface::Sql | Interface::Dsl | Interface::Flight | Interface::Mcp => {
+                crate::policy::Action::Query
+            }
             Interface::Stream | Interface::Subscription => crate::policy::Action::Stream,
         }
     }

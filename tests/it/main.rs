@@ -21,6 +21,7 @@ mod limits;
 mod live;
 mod live_ws;
 mod maintenance;
+mod mcp;
 mod memory;
 mod metrics;
 mod pipeline_control;
