@@ -273,6 +273,109 @@ fn every_tool_answers_as_http_does() {
     assert!(ok(&out, 15)["projections"].as_array().is_some());
     assert_eq!(ok(&out, 16)["status"], "ok");
 
+    // replay_events: the first events in position order; execute_pipeline
+    // copies the purchases; resources and prompts.
+    let out = session(
+        &s,
+        &writer,
+        &[
+            (
+                "replay_events",
+                json!({"table": "shop", "from": "earliest", "filter": "event_type = 'purchase'", "limit": 4}),
+            ),
+            (
+                "execute_pipeline",
+                json!({"pipeline": {"name": "buys", "source": {"table": "shop", "start": "earliest"},
+                "operators": [{"op": "filter", "where": "event_type = 'purchase'"}], "sink": {"table": "buys"}}}),
+            ),
+            ("resources/list", json!({})),
+            ("resources/read", json!({"uri": "allsource://tables/shop"})),
+            ("resources/read", json!({"uri": "allsource://functions"})),
+            ("prompts/list", json!({})),
+            (
+                "prompts/get",
+                json!({"name": "investigate_conversion_drop", "arguments": {"table": "shop", "steps": "page_view,signup,purchase"}}),
+            ),
+            ("resources/read", json!({"uri": "allsource://tables/nope"})),
+        ],
+    );
+    let replayed = ok(&out, 0);
+    let ids: Vec<Value> = replayed["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["event_id"].clone())
+        .collect();
+    let expected: Vec<Value> = sql(
+        &s,
+        &writer,
+        "SELECT event_id FROM shop WHERE event_type = 'purchase' ORDER BY position LIMIT 4",
+    )
+    .into_iter()
+    .map(|r| r["event_id"].clone())
+    .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(replayed["range"]["more"], true, "{replayed}");
+    assert_eq!(ok(&out, 1)["name"], "buys");
+    crate::support::wait_until(
+        "the pipeline copies the purchases",
+        std::time::Duration::from_secs(30),
+        || {
+            let r = s.post_as(
+                "/v1/sql",
+                &writer,
+                "text/plain",
+                "SELECT count(*) AS n FROM buys",
+            );
+            r.status == 200 && r.json()[0]["n"] == 9
+        },
+    );
+    let listed: Vec<&str> = out["results"][2]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&"allsource://functions") && listed.contains(&"allsource://tables/shop"),
+        "{listed:?}"
+    );
+    assert!(
+        out["results"][3]["text"]
+            .as_str()
+            .unwrap()
+            .contains("\"event_type\""),
+        "{}",
+        out["results"][3]
+    );
+    assert!(
+        out["results"][4]["text"]
+            .as_str()
+            .unwrap()
+            .contains("window_funnel")
+    );
+    let prompts: Vec<&str> = out["results"][5]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    assert!(
+        out["results"][6]["text"]
+            .as_str()
+            .unwrap()
+            .contains("funnel_analysis with steps [page_view,signup,purchase]")
+    );
+    assert!(
+        out["results"][7]["protocol_error"]
+            .as_str()
+            .unwrap()
+            .contains("no table"),
+        "{}",
+        out["results"][7]
+    );
+
     // The projection's state, once folded, is what SQL says.
     crate::support::wait_until(
         "the projection folds",

@@ -3,7 +3,8 @@ Python SDK (`mcp`).
 
 Usage: python mcp_client.py URL TOKEN CALLS_JSON
 TOKEN may be "" (no Authorization header). CALLS_JSON is a JSON list of
-[tool, arguments]. Prints one JSON object:
+[tool, arguments]; a name with a slash is another request: resources/list,
+resources/read {uri}, prompts/list or prompts/get {name, arguments}. Prints one JSON object:
 {"tools": [{"name", "description", "input_schema"}],
  "results": [{"is_error", "text", "structured"} or {"protocol_error", "code"}]}"""
 
@@ -14,6 +15,26 @@ import sys
 import httpx2
 from mcp import ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
+
+
+async def other(session: ClientSession, name: str, args: dict) -> dict:
+    """resources/list, resources/read {uri}, prompts/list, prompts/get {name, arguments}."""
+    try:
+        if name == "resources/list":
+            r = await session.list_resources()
+            return {"items": [{"uri": str(x.uri), "name": x.name} for x in r.resources]}
+        if name == "resources/read":
+            r = await session.read_resource(args["uri"])
+            return {"text": "".join(getattr(c, "text", "") for c in r.contents)}
+        if name == "prompts/list":
+            r = await session.list_prompts()
+            return {"items": [{"name": p.name, "description": p.description} for p in r.prompts]}
+        if name == "prompts/get":
+            r = await session.get_prompt(args["name"], args.get("arguments"))
+            return {"text": "".join(getattr(m.content, "text", "") for m in r.messages)}
+    except MCPError as e:
+        return {"protocol_error": e.error.message, "code": e.error.code}
+    raise ValueError(name)
 
 
 async def main(url: str, token: str, calls: list) -> None:
@@ -29,6 +50,9 @@ async def main(url: str, token: str, calls: list) -> None:
                     for t in listed.tools
                 ]
                 for name, args in calls:
+                    if "/" in name:
+                        out["results"].append(await other(session, name, args))
+                        continue
                     try:
                         r = await session.call_tool(name, args)
                         texts = [c.text for c in r.content if getattr(c, "text", None) is not None]

@@ -132,3 +132,43 @@ pub(crate) struct ProjectionArgs {
     /// The version (default 1); a higher one replaces the serving version once built.
     pub(crate) version: Option<u32>,
 }
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct ReplayArgs {
+    /// The table.
+    pub(crate) table: String,
+    /// Where to start: "earliest" (default), "after:N" (a position) or an RFC 3339 time.
+    pub(crate) from: Option<String>,
+    /// Where to stop: "position:N" or an RFC 3339 time; the last stored event when absent.
+    pub(crate) to: Option<String>,
+    /// An SQL condition on the events, e.g. "event_type = 'purchase'".
+    pub(crate) filter: Option<String>,
+    /// Events to return (default 100, at most 1000).
+    pub(crate) limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct PipelineArg {
+    /// The pipeline, as POST /v1/pipelines takes it, e.g. {"name": "big_orders",
+    /// "source": {"table": "events", "start": "earliest"}, "operators": [{"op": "filter",
+    /// "where": "amount > 100"}], "sink": {"table": "big_orders"}}.
+    pub(crate) pipeline: Value,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct ConversionArgs {
+    /// The table of events.
+    pub(crate) table: String,
+    /// The funnel's event types in order, comma-separated.
+    pub(crate) steps: String,
+    /// How many days back to look (default 30).
+    pub(crate) days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct SeriesPromptArgs {
+    /// The table of events.
+    pub(crate) table: String,
+    /// The bucket width, e.g. "1 hour" (the default) or "1 day".
+    pub(crate) interval: Option<String>,
+}

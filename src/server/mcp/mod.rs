@@ -7,6 +7,8 @@
 //! with the same rows as structured content.
 
 mod args;
+mod flows;
+mod guide;
 mod tools;
 
 use crate::auth::Principal;

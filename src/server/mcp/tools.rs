@@ -9,23 +9,32 @@ use crate::service::query::Interface;
 use crate::service::{Error, Service};
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
+use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::model::{
+    CallToolResult, Implementation, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler, prompt_handler, tool, tool_handler,
+    tool_router,
+};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::args::*;
 
-type Parts = axum::http::request::Parts;
+pub(super) type Parts = axum::http::request::Parts;
 
 /// The tools, for one MCP session.
 #[derive(Clone)]
 pub(crate) struct Tools {
     service: Arc<Service>,
     tool_router: ToolRouter<Self>,
+    prompt_router: PromptRouter<Self>,
 }
 
 /// A duration as SQL interval text, refused when it is not one.
@@ -47,8 +56,13 @@ impl Tools {
     pub(crate) fn new(service: Arc<Service>) -> Self {
         Tools {
             service,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::flow_tools(),
+            prompt_router: Self::prompt_router(),
         }
+    }
+
+    pub(super) fn service(&self) -> &Arc<Service> {
+        &self.service
     }
 
     /// Runs `sql` as `caller`: the columns, the first `limit` rows, and
@@ -67,7 +81,7 @@ impl Tools {
     }
 
     /// Runs `call` as the request's caller; an error is a tool error.
-    async fn run<F, Fut>(&self, parts: &Parts, call: F) -> CallToolResult
+    pub(super) async fn run<F, Fut>(&self, parts: &Parts, call: F) -> CallToolResult
     where
         F: FnOnce(Principal) -> Fut,
         Fut: std::future::Future<Output = Result<CallToolResult, Error>>,
@@ -579,7 +593,7 @@ impl Tools {
     }
 
     #[tool(
-        description = "Whether the server is healthy, and its tables' sizes and projections' lag as the caller sees them.",
+        description = "Whether the server is healthy; the tables' sizes and last compaction, projections' and subscriptions' lag, and events ingested since the server started, as the caller sees them.",
         annotations(read_only_hint = true)
     )]
     async fn health(
@@ -602,7 +616,16 @@ impl Tools {
                 .iter()
                 .map(|p| json!({"name": p.name, "table": p.table, "lag_positions": p.lag_positions, "rows": p.rows}))
                 .collect();
-            let v = json!({"status": status, "tables": tables, "projections": projections});
+            let (_, subscriptions, _) = self
+                .sql(&caller, "SELECT name, table_name, consumers, committed_position, lag_positions FROM system.subscriptions ORDER BY 1", 1000)
+                .await?;
+            let ingested = crate::metrics::get()
+                .ingest_events
+                .with_label_values(&[caller.tenant.as_str()])
+                .get();
+            let v = json!({"status": status, "tables": tables, "projections": projections,
+                           "subscriptions": subscriptions,
+                           "events_ingested_since_start": ingested});
             Ok(value(v, &format!("status: {status}")))
         })
         .await
@@ -613,9 +636,31 @@ impl Tools {
 const MAX_SERIES: usize = 1000;
 
 #[tool_handler(router = self.tool_router)]
+#[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for Tools {
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.resources(&context).await
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.resource(request, &context).await
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_prompts()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("allsource", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "AllSource stores events (event_type, entity_id, timestamp, payload fields as columns) in tables. Start with list_tables and describe_table; answer questions with advanced_query (SQL), time_series_analysis, funnel_analysis and detect_anomalies. Every tool runs with the caller's token: its tenant, role and policies.",
