@@ -246,6 +246,21 @@ fn every_tool_answers_as_http_does() {
         .map(|r| r["entities"].as_i64().unwrap())
         .collect();
     assert_eq!(reached, [100, 60, 45, 9]);
+    let levels = sql(
+        &s,
+        &admin,
+        "SELECT level, count(*) AS n FROM (SELECT entity_id, window_funnel(INTERVAL '1 day', timestamp, event_type = 'page_view', event_type = 'signup', event_type = 'add_to_cart', event_type = 'purchase') AS level FROM shop GROUP BY entity_id) GROUP BY level",
+    );
+    let by_sql: Vec<i64> = (1..=4)
+        .map(|l| {
+            levels
+                .iter()
+                .filter(|r| r["level"].as_i64().unwrap() >= l)
+                .map(|r| r["n"].as_i64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(reached, by_sql);
     assert_eq!(funnel["biggest_drop"]["from"], "add_to_cart");
     assert_eq!(funnel["biggest_drop"]["to"], "purchase");
     // detect_anomalies: the busy hour first, flagged.
@@ -256,6 +271,12 @@ fn every_tool_answers_as_http_does() {
         anomalies.iter().filter(|r| r["is_anomaly"] == true).count(),
         1
     );
+    let busiest = sql(
+        &s,
+        &admin,
+        "SELECT date_bin(INTERVAL '1 hour', timestamp) AS hour FROM metrics GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
+    );
+    assert_eq!(anomalies[0]["hour"], busiest[0]["hour"]);
     assert_eq!(ok(&out, 10)["valid"], true);
     let policies = ok(&out, 11)["policies"].as_array().unwrap().len();
     assert_eq!(policies, 5);
@@ -449,6 +470,15 @@ fn bad_arguments_roles_and_tenants_get_tool_errors() {
             "validate_events",
             json!({"table": "shop", "events": [{"entity_id": "no type"}]}),
         ),
+        ("sample_events", json!({"table": "nope"})),
+        ("list_event_types", json!({"table": "nope"})),
+        ("explain_query", json!({"sql": "SELEC 1"})),
+        ("replay_events", json!({"table": "shop", "from": "bogus"})),
+        ("execute_pipeline", json!({"pipeline": {"name": "x"}})),
+        (
+            "time_series_analysis",
+            json!({"table": "metrics", "interval": "fortnightly"}),
+        ),
     ];
     let out = session(&s, &reader, &calls);
     let expect = [
@@ -467,6 +497,12 @@ fn bad_arguments_roles_and_tenants_get_tool_errors() {
         "403",
         "403",
         "event_type",
+        "nope",
+        "nope",
+        "400",
+        "bogus",
+        "pipeline",
+        "time-series.interval",
     ];
     for (i, want) in expect.iter().enumerate() {
         let r = result(&out, i);
