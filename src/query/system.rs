@@ -51,6 +51,40 @@ impl SystemSchema {
         names
     }
 
+    /// `table` (another layer's system table) with only the rows about
+    /// tables the caller reads unrestricted: those whose `table_name`,
+    /// `source_table` and `sink_table` (whichever it has) are all such.
+    fn describing_only(&self, table: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, in_list, lit};
+        let schema = table.schema();
+        let columns: Vec<&str> = ["table_name", "source_table", "sink_table"]
+            .into_iter()
+            .filter(|c| schema.index_of(c).is_ok())
+            .collect();
+        let described = self.described();
+        // A caller who reads every table unrestricted sees every row
+        // (a pipeline's sink may be a table not made yet).
+        if columns.is_empty() || described.len() == self.db.table_names(&self.tenant).len() {
+            return Ok(table);
+        }
+        let described: Vec<Expr> = described.into_iter().map(lit).collect();
+        let condition = columns
+            .into_iter()
+            .map(|c| match described.is_empty() {
+                true => lit(false),
+                false => in_list(col(c), described.clone(), false),
+            })
+            .reduce(Expr::and)
+            .unwrap_or(lit(true));
+        let source = datafusion::datasource::provider_as_source(table);
+        let plan = LogicalPlanBuilder::scan("system_rows", source, None)?
+            .filter(condition)?
+            .build()?;
+        Ok(Arc::new(datafusion::catalog::view::ViewTable::new(
+            plan, None,
+        )))
+    }
+
     /// Why `system.<name>` may not be read, if it may not.
     fn refusal(&self, name: &str) -> Option<String> {
         let qualified = format!("system.{name}");
@@ -340,10 +374,10 @@ impl SchemaProvider for SystemSchema {
             crate::audit::AUDIT_TABLE => return Ok(self.audit_table()),
             _ => match &self.extra {
                 Some(extra) if extra.system_table_name() == name => {
-                    extra.system_table(&self.tenant)?
+                    self.describing_only(extra.system_table(&self.tenant)?)?
                 }
                 _ => match self.more.iter().find(|t| t.name() == name) {
-                    Some(t) => t.for_tenant(&self.tenant)?,
+                    Some(t) => self.describing_only(t.for_tenant(&self.tenant)?)?,
                     None => return Ok(None),
                 },
             },

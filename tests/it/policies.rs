@@ -788,6 +788,9 @@ fn projections_and_pipelines_do_not_carry_hidden_rows_out() {
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'projections'",
     );
     assert!(listed.is_empty(), "{listed:?}");
+    assert!(rows(&s, &who, "SELECT * FROM system.projections").is_empty());
+    let r = sql(&s, &who.admin, "SELECT name FROM system.projections");
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.text());
     // hr-1 reads orders unfiltered? No: readers are under eu_only, so
     // hr-1 may not read it either; the admin may.
     let r = sql(&s, &who.hr, "SELECT * FROM projections.by_region");
