@@ -303,3 +303,85 @@ impl QuotaBuckets {
         }
     }
 }
+
+/// Seconds a [`Meters`] remembers.
+const METER_SECONDS: usize = 60;
+
+/// One second's counts: (the second since the epoch, events, queries).
+type MeterSlot = (u64, u64, u64);
+
+/// Each tenant's admitted events and queries per second over the last
+/// minute, for monitoring.
+#[derive(Debug, Default)]
+pub struct Meters {
+    /// Per tenant: a slot per second of the last minute.
+    tenants: Mutex<HashMap<TenantId, [MeterSlot; METER_SECONDS]>>,
+}
+
+fn now_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Meters {
+    /// Counts `n` of `kind` for `tenant` now.
+    pub fn record(&self, tenant: &TenantId, kind: Kind, n: u64) {
+        let second = now_second();
+        let mut tenants = self.tenants.lock();
+        let ring = tenants
+            .entry(tenant.clone())
+            .or_insert([(0, 0, 0); METER_SECONDS]);
+        let slot = &mut ring[(second % METER_SECONDS as u64) as usize];
+        if slot.0 != second {
+            *slot = (second, 0, 0);
+        }
+        match kind {
+            Kind::Events => slot.1 += n,
+            Kind::Queries => slot.2 += n,
+        }
+    }
+
+    /// `tenant`'s events and queries per second over the last minute
+    /// (the current second left out).
+    pub fn per_second(&self, tenant: &TenantId) -> (f64, f64) {
+        let second = now_second();
+        let tenants = self.tenants.lock();
+        let Some(ring) = tenants.get(tenant) else {
+            return (0.0, 0.0);
+        };
+        let window = (METER_SECONDS - 1) as u64;
+        let (events, queries) = ring
+            .iter()
+            .filter(|(s, _, _)| *s < second && second - *s <= window)
+            .fold((0, 0), |(e, q), (_, se, sq)| (e + se, q + sq));
+        (
+            events as f64 / window as f64,
+            queries as f64 / window as f64,
+        )
+    }
+}
+
+#[cfg(test)]
+mod meter_tests {
+    use super::*;
+
+    #[test]
+    fn meters_count_the_last_minute_by_kind() {
+        let m = Meters::default();
+        let t = TenantId::default_tenant();
+        // Counted now: the current second is left out of the rate.
+        m.record(&t, Kind::Events, 590);
+        m.record(&t, Kind::Queries, 59);
+        assert_eq!(m.per_second(&t), (0.0, 0.0));
+        let mut tenants = m.tenants.lock();
+        let ring = tenants.get_mut(&t).unwrap();
+        for slot in ring.iter_mut() {
+            if slot.0 != 0 {
+                slot.0 -= 1;
+            }
+        }
+        drop(tenants);
+        assert_eq!(m.per_second(&t), (10.0, 1.0));
+    }
+}

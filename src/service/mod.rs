@@ -53,6 +53,8 @@ pub struct Service {
     rate_limits: Arc<RateLimits>,
     /// The buckets of quota policies.
     quotas: ratelimit::QuotaBuckets,
+    /// Admitted events and queries per second, per tenant.
+    meters: ratelimit::Meters,
     /// Memory that ingest requests in flight may take together, and one
     /// of them alone (`--ingest-memory-budget`,
     /// `--max-ingest-request-bytes`).
@@ -116,6 +118,7 @@ impl Service {
             verifier,
             rate_limits,
             quotas: Default::default(),
+            meters: Default::default(),
             ingest_budget,
             subscriptions: Default::default(),
             consumers: Default::default(),
@@ -249,7 +252,15 @@ impl Service {
     /// alone is over the tenant's burst.
     pub fn rate_check(&self, caller: &Principal, kind: ratelimit::Kind, n: u32) -> Result<()> {
         self.rate_limits.check(&caller.tenant, kind, n)?;
-        self.quota_check(caller, kind, n)
+        self.quota_check(caller, kind, n)?;
+        self.meters.record(&caller.tenant, kind, u64::from(n));
+        Ok(())
+    }
+
+    /// The caller's tenant's admitted events and queries per second over
+    /// the last minute.
+    pub fn rates(&self, caller: &Principal) -> (f64, f64) {
+        self.meters.per_second(&caller.tenant)
     }
 }
 

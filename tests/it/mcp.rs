@@ -406,13 +406,34 @@ fn every_tool_answers_as_http_does() {
             r.status == 200 && r.json()[0]["n"].as_i64() == Some(4)
         },
     );
+    // A second on, the seeded events count in the last minute's rate.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = session(
         &s,
         &reader,
-        &[(
-            "get_projection_state",
-            json!({"name": "spend", "key": ["u1"]}),
-        )],
+        &[
+            (
+                "get_projection_state",
+                json!({"name": "spend", "key": ["u1"]}),
+            ),
+            ("health", json!({})),
+        ],
+    );
+    let seeded = sql(
+        &s,
+        &reader,
+        "SELECT (SELECT count(*) FROM shop) + (SELECT count(*) FROM metrics) AS n",
+    )[0]["n"]
+        .as_f64()
+        .unwrap();
+    let rates = &ok(&out, 1)["last_minute"];
+    assert!(
+        rates["events_per_second"].as_f64().unwrap() * 59.0 >= seeded - 0.5,
+        "{rates}"
+    );
+    assert!(
+        rates["queries_per_second"].as_f64().unwrap() > 0.0,
+        "{rates}"
     );
     let state = ok(&out, 0);
     let expected = sql(

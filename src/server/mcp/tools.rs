@@ -593,7 +593,7 @@ impl Tools {
     }
 
     #[tool(
-        description = "Whether the server is healthy; the tables' sizes and last compaction, projections' and subscriptions' lag, and events ingested since the server started, as the caller sees them.",
+        description = "Whether the server is healthy; the tables' sizes and last compaction, projections' and subscriptions' lag, events ingested since the server started, and the tenant's events and queries per second over the last minute.",
         annotations(read_only_hint = true)
     )]
     async fn health(
@@ -623,9 +623,12 @@ impl Tools {
                 .ingest_events
                 .with_label_values(&[caller.tenant.as_str()])
                 .get();
+            let (events_per_second, queries_per_second) = self.service.rates(&caller);
             let v = json!({"status": status, "tables": tables, "projections": projections,
                            "subscriptions": subscriptions,
-                           "events_ingested_since_start": ingested});
+                           "events_ingested_since_start": ingested,
+                           "last_minute": {"events_per_second": events_per_second,
+                                           "queries_per_second": queries_per_second}});
             Ok(value(v, &format!("status: {status}")))
         })
         .await
