@@ -79,7 +79,8 @@ impl BufferRead {
         columns: Option<&[String]>,
         conditions: &str,
     ) -> Option<BufferRead> {
-        let policies = engine.db().policies().get(&caller.tenant);
+        let (policies, decision) =
+            super::policy::decide_for(engine.db(), caller, crate::policy::Action::Stream, table);
         let governance = Governance {
             db: engine.db().clone(),
             tenant: caller.tenant.clone(),
@@ -91,16 +92,6 @@ impl BufferRead {
         }
         // A read the policies restrict (or refuse) goes by the SQL, which
         // applies them.
-        let decision = crate::policy::decide::decide(
-            &policies.policies,
-            &crate::policy::decide::Request {
-                role: caller.role,
-                subject: caller.subject.as_deref().unwrap_or(""),
-                action: crate::policy::Action::Stream,
-                table,
-                event_type: None,
-            },
-        );
         if !decision.allowed || !decision.restriction.is_none() {
             return None;
         }

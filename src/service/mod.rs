@@ -22,6 +22,7 @@ mod pipeline_feed;
 mod pipeline_task;
 pub mod pipelines;
 pub mod policies;
+mod policy_checks;
 pub mod projections;
 pub mod query;
 pub mod replay;

@@ -15,13 +15,24 @@ use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use std::sync::Arc;
 
-/// The decision of `caller`'s tenant's policies on `action` over `table`,
-/// with the policies.
+/// The decision of `caller`'s tenant's policies on `action` over `table`
+/// as a whole, with the policies.
 pub fn decide_for(
     db: &Database,
     caller: &Principal,
     action: Action,
     table: &str,
+) -> (Arc<TenantPolicies>, Decision) {
+    decide_on(db, caller, action, table, None)
+}
+
+/// [`decide_for`] for events of `event_type` (ingest), when given.
+pub fn decide_on(
+    db: &Database,
+    caller: &Principal,
+    action: Action,
+    table: &str,
+    event_type: Option<&str>,
 ) -> (Arc<TenantPolicies>, Decision) {
     let policies = db.policies().get(&caller.tenant);
     let decision = decide(
@@ -31,7 +42,7 @@ pub fn decide_for(
             subject: caller.subject.as_deref().unwrap_or(""),
             action,
             table,
-            event_type: None,
+            event_type,
         },
     );
     (policies, decision)
