@@ -4,7 +4,7 @@
 //! `current_tenant()`, which a row filter may name and which are fixed
 //! for a session (the simplifier turns them into literals).
 
-use arrow::array::{Array, ArrayRef, StringArray, StringBuilder};
+use arrow::array::{Array, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::common::cast::as_string_array;
@@ -19,37 +19,62 @@ use std::sync::Arc;
 /// many characters).
 const HASH_BYTES: usize = 16;
 
-fn text_array(args: &ScalarFunctionArgs) -> Result<(ArrayRef, bool)> {
-    let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-    let array = args.args[0].to_array(args.number_rows)?;
-    let array = match array.data_type() {
-        DataType::Utf8 => array,
-        _ => arrow::compute::cast(&array, &DataType::Utf8)?,
-    };
-    Ok((array, scalar))
-}
-
-fn text_result(out: StringArray, scalar: bool) -> Result<ColumnarValue> {
-    Ok(match scalar {
-        true => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
-        false => ColumnarValue::Array(Arc::new(out)),
-    })
-}
-
-/// Text → hex of a keyed hash: equal values mask equally within a
-/// tenant (so grouping and joins on them still work), and the key keeps
-/// other tenants and guessers without it from reversing them.
+/// How a [`TextMask`] shows a value.
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct HashMask {
-    key: [u8; 32],
-    /// The column's type, hashed with the value: 1 and '1' differ.
-    tag: String,
+enum Shown {
+    /// Hex of a keyed hash: equal values mask equally within a tenant
+    /// (so grouping and joins on them still work), and the key keeps
+    /// other tenants and guessers without it from reversing them.
+    Hash {
+        key: [u8; 32],
+        /// The column's type, hashed with the value: 1 and '1' differ.
+        tag: String,
+    },
+    /// The first `keep` characters, then `***` (the length is not kept).
+    Redact { keep: usize },
+}
+
+/// A mask over a value as text; NULL stays NULL.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TextMask {
+    shown: Shown,
     signature: Signature,
 }
 
-impl ScalarUDFImpl for HashMask {
+impl TextMask {
+    fn show(&self, value: &str, out: &mut StringBuilder) {
+        match &self.shown {
+            Shown::Hash { key, tag } => {
+                let mut hasher = blake3::Hasher::new_keyed(key);
+                hasher.update(tag.as_bytes());
+                hasher.update(&[0]);
+                hasher.update(value.as_bytes());
+                let hex = hasher.finalize().to_hex();
+                out.append_value(&hex[..HASH_BYTES * 2]);
+            }
+            Shown::Redact { keep } => {
+                let kept: String = value.chars().take(*keep).collect();
+                out.append_value(format!("{kept}***"));
+            }
+        }
+    }
+
+    /// `expr` read through this mask.
+    fn over(shown: Shown, expr: Expr) -> Expr {
+        let udf = ScalarUDF::new_from_impl(TextMask {
+            shown,
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+        });
+        udf.call(vec![cast(expr, DataType::Utf8)])
+    }
+}
+
+impl ScalarUDFImpl for TextMask {
     fn name(&self) -> &str {
-        "masked_hash"
+        match self.shown {
+            Shown::Hash { .. } => "masked_hash",
+            Shown::Redact { .. } => "masked_redact",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -61,81 +86,38 @@ impl ScalarUDFImpl for HashMask {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (array, scalar) = text_array(&args)?;
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let array = args.args[0].to_array(args.number_rows)?;
+        let array = match array.data_type() {
+            DataType::Utf8 => array,
+            _ => arrow::compute::cast(&array, &DataType::Utf8)?,
+        };
         let text = as_string_array(&array)?;
         let mut out = StringBuilder::with_capacity(text.len(), text.len() * HASH_BYTES * 2);
         for value in text.iter() {
             match value {
                 None => out.append_null(),
-                Some(v) => {
-                    let mut hasher = blake3::Hasher::new_keyed(&self.key);
-                    hasher.update(self.tag.as_bytes());
-                    hasher.update(&[0]);
-                    hasher.update(v.as_bytes());
-                    let hex = hasher.finalize().to_hex();
-                    out.append_value(&hex[..HASH_BYTES * 2]);
-                }
+                Some(v) => self.show(v, &mut out),
             }
         }
-        text_result(out.finish(), scalar)
+        let out = out.finish();
+        Ok(match scalar {
+            true => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+            false => ColumnarValue::Array(Arc::new(out)),
+        })
     }
 }
 
 /// `expr` (of type `dt`) read through a hash mask keyed by `key`.
 pub fn hash_mask(expr: Expr, dt: &DataType, key: [u8; 32]) -> Expr {
-    let udf = ScalarUDF::new_from_impl(HashMask {
-        key,
-        tag: dt.to_string(),
-        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
-    });
-    udf.call(vec![cast(expr, DataType::Utf8)])
-}
-
-/// Text → its first `keep` characters, then `***` (the length is not
-/// kept).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct RedactMask {
-    keep: usize,
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for RedactMask {
-    fn name(&self) -> &str {
-        "masked_redact"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (array, scalar) = text_array(&args)?;
-        let text = as_string_array(&array)?;
-        let mut out = StringBuilder::with_capacity(text.len(), text.len() * (self.keep + 3));
-        for value in text.iter() {
-            match value {
-                None => out.append_null(),
-                Some(v) => {
-                    let kept: String = v.chars().take(self.keep).collect();
-                    out.append_value(format!("{kept}***"));
-                }
-            }
-        }
-        text_result(out.finish(), scalar)
-    }
+    let tag = dt.to_string();
+    TextMask::over(Shown::Hash { key, tag }, expr)
 }
 
 /// `expr` read through a redaction that keeps `keep` characters.
 pub fn redact_mask(expr: Expr, keep: u8) -> Expr {
-    let udf = ScalarUDF::new_from_impl(RedactMask {
-        keep: keep.into(),
-        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
-    });
-    udf.call(vec![cast(expr, DataType::Utf8)])
+    let keep = keep.into();
+    TextMask::over(Shown::Redact { keep }, expr)
 }
 
 /// One fact about the session's caller, as a function of no arguments.
