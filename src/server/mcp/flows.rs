@@ -84,8 +84,7 @@ impl Tools {
             let request: CreatePipeline = serde_json::from_value(args.pipeline)
                 .map_err(|e| Error::invalid(format!("pipeline: {e}")))?;
             let info = self.service().create_pipeline(&caller, request).await?;
-            let v = serde_json::to_value(&info).map_err(|e| Error::internal(e.to_string()))?;
-            Ok(value(v, "started; it runs in the background"))
+            value(&info, "started; it runs in the background")
         })
         .await
     }

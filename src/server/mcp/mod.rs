@@ -67,14 +67,15 @@ fn failed(e: Error) -> CallToolResult {
 }
 
 /// A value as a tool result: its JSON as text and as structured content.
-fn value(v: Value, summary: &str) -> CallToolResult {
+fn value(v: impl serde::Serialize, summary: &str) -> Result<CallToolResult, Error> {
+    let v = serde_json::to_value(v).map_err(|e| Error::internal(e.to_string()))?;
     let text = match summary.is_empty() {
         true => v.to_string(),
         false => format!("{summary}\n{v}"),
     };
     let mut r = CallToolResult::structured(v);
     r.content = vec![ContentBlock::text(text)];
-    r
+    Ok(r)
 }
 
 /// Record batches as JSON rows.

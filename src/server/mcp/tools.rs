@@ -445,7 +445,6 @@ impl Tools {
             let events = crate::ingest::parse_events(&body, crate::ingest::BodyFormat::Json)
                 .map_err(|e| Error::invalid(e.to_string()))?;
             let report = self.service.validate(&caller, &args.table, events).await?;
-            let v = serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?;
             let summary = format!(
                 "{} events: {}",
                 report.events,
@@ -455,7 +454,7 @@ impl Tools {
                     "some would be refused"
                 }
             );
-            Ok(value(v, &summary))
+            value(&report, &summary)
         })
         .await
     }
@@ -467,8 +466,7 @@ impl Tools {
     async fn list_policies(&self, Extension(parts): Extension<Parts>) -> CallToolResult {
         self.run(&parts, |caller| async move {
             let list = self.service.list_policies(&caller)?;
-            let v = serde_json::to_value(&list).map_err(|e| Error::internal(e.to_string()))?;
-            Ok(value(v, &format!("{} policies", list.policies.len())))
+            value(&list, &format!("{} policies", list.policies.len()))
         })
         .await
     }
@@ -481,8 +479,7 @@ impl Tools {
     ) -> CallToolResult {
         self.run(&parts, |caller| async move {
             let changed = self.service.create_policy(&caller, args.policy)?;
-            let v = serde_json::to_value(&changed).map_err(|e| Error::internal(e.to_string()))?;
-            Ok(value(v, "created"))
+            value(&changed, "created")
         })
         .await
     }
@@ -510,7 +507,7 @@ impl Tools {
                 v["decision"].as_str().unwrap_or("?"),
                 v["because"].as_str().unwrap_or("see tables")
             );
-            Ok(value(v, &summary))
+            value(v, &summary)
         })
         .await
     }
@@ -522,11 +519,8 @@ impl Tools {
     async fn list_projections(&self, Extension(parts): Extension<Parts>) -> CallToolResult {
         self.run(&parts, |caller| async move {
             let list = self.service.list_projections(&caller)?;
-            let v = serde_json::to_value(&list).map_err(|e| Error::internal(e.to_string()))?;
-            Ok(value(
-                json!({"projections": v}),
-                &format!("{} projections", list.len()),
-            ))
+            let summary = format!("{} projections", list.len());
+            value(json!({"projections": list}), &summary)
         })
         .await
     }
@@ -583,11 +577,10 @@ impl Tools {
                 manual_promote: false,
             };
             let (info, _) = self.service.create_projection(&caller, request).await?;
-            let v = serde_json::to_value(&info).map_err(|e| Error::internal(e.to_string()))?;
-            Ok(value(
-                v,
+            value(
+                &info,
                 "created; it folds the table's events in the background",
-            ))
+            )
         })
         .await
     }
@@ -629,7 +622,7 @@ impl Tools {
                            "events_ingested_since_start": ingested,
                            "last_minute": {"events_per_second": events_per_second,
                                            "queries_per_second": queries_per_second}});
-            Ok(value(v, &format!("status: {status}")))
+            value(v, &format!("status: {status}"))
         })
         .await
     }
