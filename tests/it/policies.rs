@@ -78,16 +78,12 @@ fn no_leak(s: &TestServer, who: &Who, q: &str) -> Reply {
     r
 }
 
-fn setup() -> (TestServer, Who) {
-    let s = hs_server();
-    let who = Who {
-        admin: token_of("admin", "ops-1"),
-        alice: token_of("reader", "alice"),
-        bob: token_of("writer", "bob"),
-        hr: token_of("reader", "hr-1"),
-    };
+/// For each `i`: an EU order (visible to alice and bob, its secret a
+/// number, its amount 10·i) and a US one (hidden: its secret, amount,
+/// email, note and entity are canaries).
+fn orders(range: std::ops::Range<usize>) -> Value {
     let mut events = Vec::new();
-    for i in 0..N {
+    for i in range {
         events.push(json!({"event_type": "order", "entity_id": format!("u{i}"),
             "payload": {"region": "EU", "secret": format!("{}", 100 + i), "amount": 10 * i as i64,
                         "email": format!("u{i}@canary.test"), "note": format!("NOTE-{i}"),
@@ -97,11 +93,22 @@ fn setup() -> (TestServer, Who) {
                         "email": format!("h{i}@canary.test"), "note": format!("NOTE-h{i}"),
                         "phone": format!("+1{i:09}")}}));
     }
+    Value::Array(events)
+}
+
+fn setup() -> (TestServer, Who) {
+    let s = hs_server();
+    let who = Who {
+        admin: token_of("admin", "ops-1"),
+        alice: token_of("reader", "alice"),
+        bob: token_of("writer", "bob"),
+        hr: token_of("reader", "hr-1"),
+    };
     let r = s.post_as(
         "/v1/events?table=orders",
         &who.admin,
         "application/json",
-        &Value::Array(events).to_string(),
+        &orders(0..N).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let r = s.post_as(
@@ -920,20 +927,11 @@ fn live_streams_apply_the_policies_to_every_page() {
     more(&mut seen, N, Duration::from_millis(500));
     assert_eq!(seen.len(), N);
     // Events ingested while the stream is open: half of them hidden.
-    let mut live = Vec::new();
-    for i in N..N + 10 {
-        live.push(json!({"event_type": "order", "entity_id": format!("u{i}"),
-            "payload": {"region": "EU", "secret": format!("{}", 100 + i), "amount": 1,
-                        "email": format!("u{i}@canary.test"), "note": "NOTE-x"}}));
-        live.push(json!({"event_type": "order", "entity_id": format!("h{i}"),
-            "payload": {"region": "US", "secret": format!("CANARY-({i}"), "amount": 987654321,
-                        "email": format!("h{i}@canary.test")}}));
-    }
     let r = s.post_as(
         "/v1/events?table=orders",
         &who.admin,
         "application/json",
-        &Value::Array(live).to_string(),
+        &orders(N..N + 10).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     more(&mut seen, N + 10, Duration::from_secs(1));
