@@ -193,6 +193,20 @@ fn exprs(p: &'static str, depth: usize) -> Exprs {
     (0..depth).fold(leaves(p), |e, _| grow(p, &e))
 }
 
+/// A numeric input of a spread (`stddev`, `var_pop`, `covar_samp`), which
+/// may not hold epoch seconds. Their magnitude (1.8e9) dwarfs their spread
+/// (the fixture writes `ingested_at` within milliseconds), so each
+/// deviation from the mean keeps only a few significant digits, and one
+/// partition and four differ by 1e-4 of the result and more: a limit of
+/// doubles that the comparison cannot bound without knowing the inputs.
+/// Spreads of every other input still check that partial states merge
+/// right.
+fn spread_input(n: &S) -> S {
+    n.clone()
+        .prop_filter("epoch seconds", |x| !x.contains("'epoch'"))
+        .boxed()
+}
+
 /// An aggregate over `e` (whose columns have prefix `p`).
 fn aggregate(p: &'static str, e: &Exprs) -> S {
     let (n, any) = (&e.num, e.any());
@@ -200,7 +214,9 @@ fn aggregate(p: &'static str, e: &Exprs) -> S {
         3 => Just("count(*)".to_string()),
         2 => any.clone().prop_map(|x| format!("count({x})")),
         2 => any.clone().prop_map(|x| format!("count(DISTINCT {x})")),
-        3 => (pick(&["sum", "avg", "min", "max", "median", "stddev", "var_pop"]), n.clone())
+        3 => (pick(&["sum", "avg", "min", "max", "median"]), n.clone())
+            .prop_map(|(f, x)| format!("{f}({x})")),
+        1 => (pick(&["stddev", "var_pop"]), spread_input(n))
             .prop_map(|(f, x)| format!("{f}({x})")),
         1 => n.clone().prop_map(|x| format!("sum(DISTINCT {x})")),
         2 => (pick(&["min", "max"]), any.clone()).prop_map(|(f, x)| format!("{f}({x})")),
@@ -214,7 +230,7 @@ fn aggregate(p: &'static str, e: &Exprs) -> S {
         // Not corr or regr_slope: over a (nearly) constant column they are
         // NULL, NaN or a huge number depending on whether the merged
         // variance rounds to exactly 0, so partitioning changes them.
-        1 => (n.clone(), n.clone()).prop_map(|(x, y)| format!("covar_samp({x}, {y})")),
+        1 => (spread_input(n), spread_input(n)).prop_map(|(x, y)| format!("covar_samp({x}, {y})")),
         1 => (n.clone(), pick(&["0.5", "0.9", "0"])).prop_map(|(x, q)| format!("percentile_cont({x}, {q})")),
         1 => (e.boolean.clone(), e.boolean.clone())
             .prop_map(move |(a, b)| format!("window_funnel(INTERVAL '1 day', {p}timestamp, {a}, {b})")),
