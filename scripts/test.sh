@@ -14,16 +14,21 @@ VENV="${ALLSOURCE_VENV:-$HOME/.cache/allsource-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, cryptography, adbc_driver_flightsql.dbapi, websockets" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, cryptography, adbc_driver_flightsql.dbapi, websockets, mcp, psycopg" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export ALLSOURCE_TEST_PYTHON="$VENV/bin/python"
-# promtool lints the /metrics output (Debian package prometheus).
-if ! command -v promtool >/dev/null 2>&1; then
+# promtool lints the /metrics output (Debian package prometheus); psql
+# talks to the PostgreSQL port (postgresql-client).
+missing=""
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
+command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
+if [ -n "$missing" ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 echo "== cargo fmt --check"

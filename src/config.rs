@@ -23,6 +23,15 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_FLIGHT_ADDR", default_value = "127.0.0.1:7071")]
     pub flight_addr: SocketAddr,
 
+    /// Address the PostgreSQL wire protocol listens on (port 0 picks a
+    /// free port; `off` serves none).
+    #[arg(long, env = "ALLSOURCE_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pub pg_addr: Listen,
+
+    /// Most PostgreSQL connections one tenant may hold open.
+    #[arg(long, env = "ALLSOURCE_PG_MAX_CONNECTIONS", default_value_t = 32)]
+    pub pg_max_connections: usize,
+
     /// Where the Delta tables live: a local path or file:// URL, or
     /// s3://bucket/prefix (credentials from the standard AWS_* variables).
     /// Default: <data-dir>/tables.
@@ -216,8 +225,9 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_QUERY_BYTES", default_value_t = DEFAULT_MAX_QUERY_BYTES)]
     pub max_query_bytes: usize,
 
-    /// Memory one tenant's open Flight SQL prepared statements may hold
-    /// together (their SQL text and bound parameters).
+    /// Memory one tenant's open prepared statements may hold together
+    /// (their SQL text and bound parameters), on Flight SQL and, apart, on
+    /// the PostgreSQL port.
     #[arg(long, env = "ALLSOURCE_MAX_PREPARED_BYTES", default_value_t = 64 << 20)]
     pub max_prepared_bytes: usize,
 
@@ -265,6 +275,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
             flight_addr: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            pg_addr: Listen::At(SocketAddr::from(([127, 0, 0, 1], 5433))),
+            pg_max_connections: 32,
             storage_url: None,
             s3_endpoint: None,
             s3_allow_http: false,
@@ -322,6 +334,7 @@ impl Config {
             data_dir: dir.to_path_buf(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             flight_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pg_addr: Listen::At(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Config::default()
         }
     }
@@ -374,4 +387,35 @@ pub fn parse_retention(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// Where a protocol listens: an address, or nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+impl Listen {
+    /// The address, unless the protocol is off.
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(Listen::Off),
+            other => other
+                .parse()
+                .map(Listen::At)
+                .map_err(|e| format!("{other:?} is neither an address (host:port) nor `off`: {e}")),
+        }
+    }
 }

@@ -62,6 +62,7 @@ impl BenchServer {
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
             .args(["--flight-addr", "127.0.0.1:0"])
+            .args(["--pg-addr", "127.0.0.1:0"])
             .args(extra)
             .env("ALLSOURCE_LOG", "warn")
             .stdout(Stdio::piped())

@@ -67,6 +67,8 @@ pub struct QueryEngine {
     /// Spill files and caches; each query gets its own memory pool on top.
     env: Arc<RuntimeEnv>,
     threads: QueryRuntime,
+    /// Each caller's `pg_catalog`, for the PostgreSQL wire protocol.
+    pg_catalogs: super::pg_catalog::PgCatalogs,
 }
 
 impl QueryEngine {
@@ -94,6 +96,7 @@ impl QueryEngine {
             limits,
             env,
             threads,
+            pg_catalogs: Default::default(),
         }))
     }
 
@@ -152,6 +155,10 @@ impl QueryEngine {
     /// AllSource function registered.
     pub fn session(&self, caller: &Principal) -> Result<SessionContext> {
         super::session(self, caller)
+    }
+
+    pub(super) fn pg_catalogs(&self) -> &super::pg_catalog::PgCatalogs {
+        &self.pg_catalogs
     }
 
     /// Plans `sql` (with `params` bound to its placeholders, if given) and

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod live;
 pub mod output;
 pub mod partition;
+mod pg_catalog;
 pub mod pin;
 pub mod policy;
 mod positions;
@@ -104,6 +105,9 @@ pub struct QueryOptions {
     pub raw: bool,
     /// What the reads are for, as policies see them: a query or a stream.
     pub action: crate::policy::Action,
+    /// The session also offers PostgreSQL's catalog (`pg_catalog`) and
+    /// the functions its clients call, for the wire protocol.
+    pub pg_catalog: bool,
 }
 
 impl QueryOptions {
@@ -117,6 +121,7 @@ impl QueryOptions {
             after: None,
             raw,
             action: Default::default(),
+            pg_catalog: false,
         };
         (options, reads)
     }
@@ -371,6 +376,9 @@ pub fn session_with(
             offered, vetted,
             "the table functions on offer are not the vetted list"
         );
+    }
+    if options.pg_catalog {
+        pg_catalog::install(engine, &ctx, caller)?;
     }
     Ok(ctx)
 }

@@ -11,6 +11,7 @@ pub mod http;
 mod ingest;
 mod live;
 mod mcp;
+mod pg;
 mod pipelines;
 mod policies;
 mod projections;
@@ -61,9 +62,16 @@ pub async fn run(
     let verifier = crate::auth::Verifier::from_config(&config.auth)?.map(Arc::new);
     let (listener, addr) = bind(config.http_addr).await?;
     let (flight_listener, flight_addr) = bind(config.flight_addr).await?;
+    let pg_listener = match config.pg_addr.addr() {
+        Some(pg_addr) => Some(bind(pg_addr).await?),
+        None => None,
+    };
     // Tests and scripts read these lines to learn the ports.
     println!("allsource listening on http://{addr}");
     println!("allsource flight sql listening on grpc://{flight_addr}");
+    if let Some((_, pg_addr)) = &pg_listener {
+        println!("allsource postgres listening on postgres://{pg_addr}");
+    }
     tracing::info!(%addr, %flight_addr, data_dir = %config.data_dir.display(), "serving HTTP and Flight SQL");
     let current = Arc::new(parking_lot::RwLock::new(http::starting_router()));
     let stop = CancellationToken::new();
@@ -109,6 +117,15 @@ pub async fn run(
                 flight_stop.clone().cancelled_owned(),
             ),
     );
+    let pg_stop = CancellationToken::new();
+    if let Some((pg_listener, _)) = pg_listener {
+        tokio::spawn(pg::serve(
+            pg_listener,
+            service.clone(),
+            config.pg_max_connections,
+            pg_stop.clone(),
+        ));
+    }
     *current.write() = http::router(state);
     service.audit(crate::audit::AuditEntry {
         kind: crate::audit::AuditKind::ServerStart,
@@ -122,6 +139,7 @@ pub async fn run(
     service.close_subscriptions();
     stop.cancel();
     flight_stop.cancel();
+    pg_stop.cancel();
     let served = serving.await;
     // In-flight calls finish; a stuck client does not hold the shutdown.
     match tokio::time::timeout(std::time::Duration::from_secs(30), flight_serving).await {
@@ -159,7 +177,10 @@ fn check_exposure(config: &Config) -> Result<()> {
     if config.auth.enabled() || config.auth.insecure {
         return Ok(());
     }
-    for addr in [config.http_addr, config.flight_addr] {
+    let addrs = [config.http_addr, config.flight_addr]
+        .into_iter()
+        .chain(config.pg_addr.addr());
+    for addr in addrs {
         if !addr.ip().is_loopback() {
             return Err(Error::Config(format!(
                 "refusing to listen on {addr} without authentication: anyone who can reach it could read, write and delete every tenant's data. Configure a JWT key (--jwt-secret, --jwt-public-key or --jwt-jwks), listen on 127.0.0.1, or pass --insecure to accept the risk"

@@ -23,6 +23,9 @@ pub enum Interface {
     Flight,
     /// A tool call over MCP.
     Mcp,
+    /// A statement over the PostgreSQL wire protocol, which also sees
+    /// PostgreSQL's catalog (`pg_catalog`).
+    Postgres,
     /// An entity stream read.
     Stream,
     /// A subscription's read of new events.
@@ -36,6 +39,7 @@ impl Interface {
             Interface::Dsl => "dsl",
             Interface::Flight => "flight",
             Interface::Mcp => "mcp",
+            Interface::Postgres => "postgres",
             Interface::Stream => "stream",
             Interface::Subscription => "subscription",
         }
@@ -44,9 +48,11 @@ impl Interface {
     /// What its reads are, as policies see them.
     fn action(self) -> crate::policy::Action {
         match self {
-            Interface::Sql | Interface::Dsl | Interface::Flight | Interface::Mcp => {
-                crate::policy::Action::Query
-            }
+            Interface::Sql
+            | Interface::Dsl
+            | Interface::Flight
+            | Interface::Mcp
+            | Interface::Postgres => crate::policy::Action::Query,
             Interface::Stream | Interface::Subscription => crate::policy::Action::Stream,
         }
     }
@@ -93,6 +99,7 @@ impl Service {
         let started = Instant::now();
         let (mut options, reads) = QueryOptions::recording(pin, raw);
         options.action = interface.action();
+        options.pg_catalog = interface == Interface::Postgres;
         let result = self.sql_with(caller, sql, params, options).await;
         observe(interface, started, &result);
         result.map(|stream| (stream, reads))
@@ -166,10 +173,16 @@ impl Service {
         caller: &Principal,
         sql: &str,
         params: Option<RecordBatch>,
+        interface: Interface,
     ) -> Result<Planned> {
         self.admit_query(caller)?;
         self.check_size("the SQL text", sql.len())?;
-        let ctx = self.queries.session(caller)?;
+        let options = QueryOptions {
+            action: interface.action(),
+            pg_catalog: interface == Interface::Postgres,
+            ..Default::default()
+        };
+        let ctx = crate::query::session_with(&self.queries, caller, &options)?;
         let text = sql.to_string();
         let planned = self
             .queries

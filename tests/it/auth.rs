@@ -342,30 +342,26 @@ fn rs256_keys_rotate_by_kid_and_refuse_hs_confusion() {
 #[test]
 fn refuses_to_listen_on_the_network_without_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(crate::support::server_bin())
-        .args(["serve", "--http-addr", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("without authentication") && err.contains("--insecure"),
-        "{err}"
-    );
-    // The Flight SQL port too.
-    let out = Command::new(crate::support::server_bin())
-        .args(["serve", "--http-addr", "127.0.0.1:0"])
-        .args(["--flight-addr", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("0.0.0.0") && err.contains("without authentication"),
-        "{err}"
-    );
+    // Each port in turn (HTTP, Flight SQL, PostgreSQL) on the network.
+    let loopback = ["127.0.0.1:0"; 3];
+    for port in 0..3 {
+        let mut addrs = loopback;
+        addrs[port] = "0.0.0.0:0";
+        let out = Command::new(crate::support::server_bin())
+            .args(["serve", "--http-addr", addrs[0], "--flight-addr", addrs[1]])
+            .args(["--pg-addr", addrs[2], "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("0.0.0.0")
+                && err.contains("without authentication")
+                && err.contains("--insecure"),
+            "{err}"
+        );
+    }
     // The token command mints what the server accepts.
     let out = Command::new(crate::support::server_bin())
         .args([

@@ -24,6 +24,7 @@ mod maintenance;
 mod mcp;
 mod memory;
 mod metrics;
+mod pg;
 mod pipeline_control;
 mod pipeline_partition;
 mod pipeline_windows;

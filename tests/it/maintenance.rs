@@ -39,6 +39,7 @@ fn a_retention_beyond_the_maximum_is_refused_where_it_is_given() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+        .args(["--pg-addr", "127.0.0.1:0"])
         .args(["--retention", "300000years"])
         .output()
         .unwrap();

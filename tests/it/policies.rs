@@ -318,15 +318,7 @@ fn policies_are_managed_checked_and_explained() {
     assert_eq!(r.status, 200, "{}", r.text());
     let (_target, data) =
         crate::backup::restore_fresh(&s.data_dir.join(format!("backups/{TENANT}/p1")));
-    let flags = [
-        "--jwt-secret",
-        SECRET,
-        "--jwt-issuer",
-        ISSUER,
-        "--jwt-audience",
-        AUDIENCE,
-    ];
-    let restored = TestServer::start_in(&data, &flags);
+    let restored = TestServer::start_in(&data, &crate::support::HS_FLAGS);
     assert_eq!(rows(&restored, &who, emails), before);
     let listed = send(&restored, "GET", "/v1/policies", &who.admin, None).json();
     assert_eq!(listed["generation"], 4, "{listed}");

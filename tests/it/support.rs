@@ -16,6 +16,8 @@ pub(crate) struct TestServer {
     pub(crate) base: String,
     /// The Flight SQL endpoint, `http://127.0.0.1:<port>`.
     pub(crate) flight: String,
+    /// The PostgreSQL port's `host:port`.
+    pub(crate) pg: String,
     pub(crate) data_dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -85,6 +87,7 @@ impl TestServer {
             child: None,
             base: String::new(),
             flight: String::new(),
+            pg: String::new(),
             data_dir: dir.to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
             _tmp: None,
@@ -116,6 +119,7 @@ impl TestServer {
             .arg(&self.data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
             .args(["--flight-addr", "127.0.0.1:0"])
+            .args(["--pg-addr", "127.0.0.1:0"])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
@@ -137,10 +141,14 @@ impl TestServer {
                 if let Some(addr) = line.strip_prefix("allsource flight sql listening on grpc://") {
                     let _ = tx.send(format!("http://{addr}"));
                 }
+                if let Some(addr) = line.strip_prefix("allsource postgres listening on postgres://")
+                {
+                    let _ = tx.send(addr.to_string());
+                }
             }
         });
         let mut addrs = Vec::new();
-        while addrs.len() < 2 {
+        while addrs.len() < 3 {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(a) => addrs.push(a),
                 Err(_) => {
@@ -152,6 +160,7 @@ impl TestServer {
         self.child = Some(child);
         self.base = addrs[0].clone();
         self.flight = addrs[1].clone();
+        self.pg = addrs[2].clone();
     }
 
     /// Waits for `/ready`: the WAL replayed, the full API up. A server that
@@ -490,16 +499,24 @@ pub(crate) fn token(tenant: &str, role: &str) -> String {
 /// A server checking HS256 tokens signed with [`SECRET`], with issuer,
 /// audience and no leeway.
 pub(crate) fn hs_server() -> TestServer {
-    TestServer::start(&[
-        "--jwt-secret",
-        SECRET,
-        "--jwt-issuer",
-        ISSUER,
-        "--jwt-audience",
-        AUDIENCE,
-        "--jwt-leeway",
-        "0s",
-    ])
+    hs_server_with(&["--jwt-leeway", "0s"])
+}
+
+/// The flags of a server checking [`SECRET`]'s tokens with issuer and
+/// audience.
+pub(crate) const HS_FLAGS: [&str; 6] = [
+    "--jwt-secret",
+    SECRET,
+    "--jwt-issuer",
+    ISSUER,
+    "--jwt-audience",
+    AUDIENCE,
+];
+
+/// A server checking [`SECRET`]'s tokens, with `extra` flags.
+pub(crate) fn hs_server_with(extra: &[&str]) -> TestServer {
+    let flags: Vec<&str> = HS_FLAGS.iter().chain(extra).copied().collect();
+    TestServer::start(&flags)
 }
 
 /// A seeded xorshift generator: each call gives a number below its

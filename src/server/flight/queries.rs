@@ -21,7 +21,15 @@ impl FlightSql {
         sql: &str,
         params: Option<RecordBatch>,
     ) -> Result<Planned, Status> {
-        let mut planned = self.service().plan(caller, sql, params).await?;
+        let mut planned = self
+            .service()
+            .plan(
+                caller,
+                sql,
+                params,
+                crate::service::query::Interface::Flight,
+            )
+            .await?;
         planned.dataset = wire_schema(&planned.dataset);
         Ok(planned)
     }
