@@ -19,10 +19,12 @@ if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, c
 fi
 export ALLSOURCE_TEST_PYTHON="$VENV/bin/python"
 # promtool lints the /metrics output (Debian package prometheus); psql
-# talks to the PostgreSQL port (postgresql-client).
+# talks to the PostgreSQL port (postgresql-client); the shell is tested
+# in a terminal (tmux).
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
+command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
 if [ -n "$missing" ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

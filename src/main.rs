@@ -27,6 +27,9 @@ enum Command {
     /// Run a query document (docs/dsl.md) against a server and print the
     /// result.
     Query(cli::query::QueryArgs),
+    /// An SQL shell against a server: interactive, or the statements of
+    /// -c, -f or standard input.
+    Sql(cli::shell::SqlArgs),
     /// Compact tables now (and checkpoint, apply retention, vacuum),
     /// showing progress.
     Compact(cli::compact::CompactArgs),
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
     let (name, result) = match cli.command {
         Command::Serve(config) => return cli::serve::run(*config, provider),
         Command::Query(args) => ("query", cli::query::run(&args)),
+        Command::Sql(args) => ("sql", cli::shell::run(&args)),
         Command::Compact(args) => ("compact", cli::compact::run(&args)),
         Command::Stream(args) => ("stream", cli::stream::run(&args)),
         Command::Replay(args) => ("replay", cli::replay::run(&args)),

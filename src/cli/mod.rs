@@ -3,6 +3,7 @@
 //!
 //! - [`serve`]: the server itself, on its runtime.
 //! - [`query`]: posts a query document to `/v1/query`.
+//! - [`shell`]: `allsource sql`, the SQL shell.
 //! - [`compact`]: asks the server for maintenance and shows its progress
 //!   ([`progress`] draws the bar and the reports).
 //! - [`stream`]: reads one entity's events from `/v1/streams`.
@@ -31,6 +32,7 @@ pub(crate) mod replay;
 mod resources;
 pub(crate) mod schemas;
 pub(crate) mod serve;
+pub(crate) mod shell;
 pub(crate) mod stream;
 pub(crate) mod telemetry;
 pub(crate) mod token;

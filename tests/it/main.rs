@@ -40,6 +40,7 @@ mod reliability;
 mod replay;
 mod restart;
 mod s3;
+mod shell;
 mod sql;
 mod support;
 mod time_travel;
