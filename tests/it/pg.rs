@@ -5,11 +5,10 @@
 //! answer is compared with the same question asked over HTTP.
 
 use crate::support::{
-    AUDIENCE, ISSUER, SECRET, TestServer, hs, hs_server_with, now, python, token,
+    AUDIENCE, ISSUER, SECRET, TestServer, hs, hs_server_with, now, python, run_with_input, token,
 };
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The server of these tests: HS256 tokens, two connections per tenant.
 fn server() -> TestServer {
@@ -53,29 +52,13 @@ fn psql(
     input: &str,
 ) -> (bool, String, String) {
     let (host, port) = s.pg.rsplit_once(':').unwrap();
-    let mut child = Command::new("psql")
-        .args(["-h", host, "-p", port, "-U", "tester", "-d", db])
+    let mut psql = Command::new("psql");
+    psql.args(["-h", host, "-p", port, "-U", "tester", "-d", db])
         .args(["-X", "-v", "ON_ERROR_STOP=1"])
         .args(args)
         .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("psql (Debian's postgresql-client) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .env("PGCONNECT_TIMEOUT", "10");
+    run_with_input(&mut psql, input)
 }
 
 #[test]

@@ -3,10 +3,9 @@
 //! and the history; and run with `-c`, `-f` and standard input for its
 //! output formats and exit codes.
 
-use crate::support::{TestServer, server_bin, wait_until};
+use crate::support::{TestServer, run_with_input, server_bin, wait_until};
 use serde_json::json;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn seed(s: &TestServer) {
@@ -136,26 +135,9 @@ fn the_shell_completes_runs_multi_line_queries_and_shows_errors() {
 }
 
 fn shell(s: &TestServer, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(server_bin())
-        .args(["sql", "--url", &s.base])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut shell = Command::new(server_bin());
+    shell.args(["sql", "--url", &s.base]).args(args);
+    run_with_input(&mut shell, stdin)
 }
 
 #[test]

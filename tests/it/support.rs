@@ -530,3 +530,31 @@ pub(crate) fn seeded(seed: u64) -> impl FnMut(u64) -> u64 {
         x % m
     }
 }
+
+/// Runs `command` with `input` on its standard input; returns whether it
+/// succeeded, its output and its errors.
+pub(crate) fn run_with_input(
+    command: &mut std::process::Command,
+    input: &str,
+) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
