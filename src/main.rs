@@ -30,6 +30,9 @@ enum Command {
     /// An SQL shell against a server: interactive, or the statements of
     /// -c, -f or standard input.
     Sql(cli::shell::SqlArgs),
+    /// Write a query's result to a file (json, ndjson, csv, arrow or
+    /// parquet).
+    Export(cli::export::ExportArgs),
     /// Compact tables now (and checkpoint, apply retention, vacuum),
     /// showing progress.
     Compact(cli::compact::CompactArgs),
@@ -73,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(config) => return cli::serve::run(*config, provider),
         Command::Query(args) => ("query", cli::query::run(&args)),
         Command::Sql(args) => ("sql", cli::shell::run(&args)),
+        Command::Export(args) => ("export", cli::export::run(&args)),
         Command::Compact(args) => ("compact", cli::compact::run(&args)),
         Command::Stream(args) => ("stream", cli::stream::run(&args)),
         Command::Replay(args) => ("replay", cli::replay::run(&args)),

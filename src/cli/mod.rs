@@ -4,6 +4,7 @@
 //! - [`serve`]: the server itself, on its runtime.
 //! - [`query`]: posts a query document to `/v1/query`.
 //! - [`shell`]: `allsource sql`, the SQL shell.
+//! - [`export`]: a query's result to a file.
 //! - [`compact`]: asks the server for maintenance and shows its progress
 //!   ([`progress`] draws the bar and the reports).
 //! - [`stream`]: reads one entity's events from `/v1/streams`.
@@ -23,6 +24,7 @@
 
 pub(crate) mod backup;
 pub(crate) mod compact;
+pub(crate) mod export;
 pub(crate) mod pipelines;
 pub(crate) mod policies;
 mod progress;

@@ -180,3 +180,74 @@ fn the_shell_runs_commands_files_and_standard_input() {
     let (ok, _, err) = shell(&s, &["-c", "\\nosuch"], "");
     assert!(!ok && err.contains("unknown command \\nosuch"), "{err}");
 }
+
+#[test]
+fn export_writes_a_query_in_every_format() {
+    let s = TestServer::start(&[]);
+    seed(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT entity_id, amount FROM events ORDER BY amount";
+    let export = |to: &str, extra: &[&str]| {
+        let mut export = Command::new(server_bin());
+        export
+            .args(["export", "--url", &s.base, "--sql", sql, "--to"])
+            .arg(dir.path().join(to))
+            .args(extra);
+        run_with_input(&mut export, "")
+    };
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+
+    let (ok, _, err) = export("e.csv", &[]);
+    assert!(ok && err.contains("exported 3 rows"), "{err}");
+    assert_eq!(read("e.csv"), b"entity_id,amount\nu1,3.0\nu2,5.0\nu2,7.0\n");
+    let (ok, _, err) = export("e.ndjson", &[]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(read("e.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[2], json!({"entity_id": "u2", "amount": 7.0}));
+    let (ok, _, err) = export("e.json", &[]);
+    assert!(ok, "{err}");
+    let all: serde_json::Value = serde_json::from_slice(&read("e.json")).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    for (name, extra) in [
+        ("e.parquet", &[][..]),
+        ("e.bin", &["--format", "arrow"][..]),
+    ] {
+        let (ok, _, err) = export(name, extra);
+        assert!(ok && err.contains("exported 3 rows"), "{name}: {err}");
+    }
+    let parquet = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(dir.path().join("e.parquet")).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let rows: usize = parquet.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 3);
+
+    // A refused query and an unknown extension write nothing.
+    let mut bad = Command::new(server_bin());
+    bad.args([
+        "export",
+        "--url",
+        &s.base,
+        "--sql",
+        "SELECT nosuch FROM events",
+    ])
+    .arg("--to")
+    .arg(dir.path().join("bad.csv"));
+    let (ok, _, err) = run_with_input(&mut bad, "");
+    assert!(!ok && err.contains("nosuch"), "{err}");
+    assert!(!dir.path().join("bad.csv").exists());
+    let (ok, _, err) = export("e.txt", &[]);
+    assert!(!ok && err.contains("--format"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".allsource-export-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
