@@ -215,6 +215,11 @@ fn psycopg_binds_prepares_and_keeps_tenants_apart() {
     assert_eq!(seen["show"], "on");
     assert_eq!(seen["tables"], json!(["orders"]));
 
+    // A cancel request stopped the query at once (it counts 1e12 rows).
+    assert_eq!(seen["cancel"][0], "57014", "{}", seen["cancel"]);
+    assert!(seen["cancel_seconds"].as_f64().unwrap() < 30.0, "{seen}");
+    assert_eq!(seen["after_cancel"], 1);
+
     // A failed statement fails the transaction until it is rolled back.
     assert_eq!(seen["in_tx_error"][0], "42000", "{}", seen["in_tx_error"]);
     assert_eq!(seen["after_error"][0], "25P02", "{}", seen["after_error"]);

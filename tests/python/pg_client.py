@@ -7,6 +7,7 @@ Usage: pg_client.py HOST PORT ACME_READER_TOKEN OTHER_READER_TOKEN
 import datetime
 import json
 import sys
+import threading
 import time
 
 import psycopg
@@ -63,6 +64,21 @@ with connect(acme, "acme", autocommit=True) as conn:
             "WHERE n.nspname = 'public'"
         ).fetchall()
     )
+
+# A cancel request (psql's Ctrl-C) stops a long query; the connection
+# goes on.
+with connect(acme, "acme", autocommit=True) as conn:
+    timer = threading.Timer(1.0, conn.cancel_safe)
+    timer.start()
+    started = time.monotonic()
+    out["cancel"] = sqlstate(
+        lambda: conn.execute(
+            "SELECT count(*) FROM generate_series(1, 1000000000000)"
+        ).fetchone()
+    )
+    out["cancel_seconds"] = time.monotonic() - started
+    timer.join()
+    out["after_cancel"] = conn.execute("SELECT 1").fetchone()[0]
 
 # A transaction: a failed statement makes the rest fail until ROLLBACK.
 with connect(acme, "acme") as conn:

@@ -16,7 +16,8 @@ use crate::service::Service;
 use connections::{Slot, TenantConnections};
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
-use pgwire::api::PgWireServerHandlers;
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::{ConnectionGuard, ConnectionHandle, ConnectionManager, PgWireServerHandlers};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,7 @@ pub(super) async fn serve(
     stop: CancellationToken,
 ) {
     let tenants = Arc::new(TenantConnections::new(max_per_tenant));
+    let cancels = Arc::new(ConnectionManager::new());
     let sockets = Arc::new(tokio::sync::Semaphore::new(MAX_SOCKETS));
     loop {
         let (socket, peer) = tokio::select! {
@@ -55,6 +57,8 @@ pub(super) async fn serve(
         let handlers = Handlers(Arc::new(Connection {
             service: service.clone(),
             tenants: tenants.clone(),
+            cancels: cancels.clone(),
+            cancel: Default::default(),
             slot: Default::default(),
             parser: Arc::new(Parser {
                 service: service.clone(),
@@ -84,6 +88,11 @@ struct Connection {
     /// back (with its prepared statements' bytes) when it closes.
     slot: parking_lot::Mutex<Option<Slot>>,
     parser: Arc<Parser>,
+    /// Every logged-in connection by its key, for cancel requests.
+    cancels: Arc<ConnectionManager>,
+    /// This connection's entry there, once logged in: what a cancel
+    /// request for it fires.
+    cancel: parking_lot::Mutex<Option<(Arc<ConnectionHandle>, ConnectionGuard)>>,
 }
 
 /// Reads statements and plans the prepared ones.
@@ -108,5 +117,9 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.0.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.0.cancels.clone()))
     }
 }

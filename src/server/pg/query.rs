@@ -111,12 +111,19 @@ impl Connection {
                 Ok(Response::Query(wire::setting(name, &value, options)?))
             }
             Command::Query(sql) => {
-                let stream = self
-                    .service
-                    .sql(caller, sql, params, Interface::Postgres)
-                    .await
-                    .map_err(|e| wire::error(&e))?;
-                Ok(Response::Query(wire::rows(stream, format, options)?))
+                let handle = self.cancel.lock().as_ref().map(|(h, _)| h.clone());
+                let mut cancelled = match handle {
+                    Some(handle) => wire::Cancelled::of(handle.start_query().await),
+                    None => wire::Cancelled::never(),
+                };
+                let started = self.service.sql(caller, sql, params, Interface::Postgres);
+                let stream = tokio::select! {
+                    stream = started => stream.map_err(|e| wire::error(&e))?,
+                    _ = cancelled.fired() => return Err(wire::cancelled()),
+                };
+                Ok(Response::Query(wire::rows(
+                    stream, format, options, cancelled,
+                )?))
             }
         }
     }

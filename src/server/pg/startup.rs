@@ -110,7 +110,8 @@ impl Connection {
             .session_extensions()
             .get_or_insert_with(|| principal.clone());
         let (pid, secret) = PIDS.generate(client);
-        client.set_pid_and_secret_key(pid, secret);
+        client.set_pid_and_secret_key(pid, secret.clone());
+        *self.cancel.lock() = Some(self.cancels.register(pid, secret));
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = "16.6".into();
         parameters.is_superuser = admin;

@@ -46,12 +46,48 @@ pub(super) fn user_error(severity: &str, code: &str, message: String) -> PgWireE
     )))
 }
 
-/// `stream`'s rows as data rows in `format`; an error while it runs ends
-/// the result with that error.
+/// What a cancel request for the running statement fires.
+pub(super) struct Cancelled(Option<futures::channel::oneshot::Receiver<()>>);
+
+impl Cancelled {
+    pub(super) fn of(receiver: futures::channel::oneshot::Receiver<()>) -> Self {
+        Cancelled(Some(receiver))
+    }
+
+    /// For a statement nothing can cancel.
+    pub(super) fn never() -> Self {
+        Cancelled(None)
+    }
+
+    /// Completes once a cancel request came, and never otherwise (also
+    /// not when the request's sender goes away with the connection).
+    pub(super) async fn fired(&mut self) {
+        if let Some(receiver) = self.0.as_mut()
+            && receiver.await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+}
+
+/// The error of a statement stopped by a cancel request.
+pub(super) fn cancelled() -> PgWireError {
+    user_error(
+        "ERROR",
+        "57014",
+        "canceling statement due to user request".into(),
+    )
+}
+
+/// `stream`'s rows as data rows in `format`; an error while it runs, or a
+/// cancel request, ends the result with that error (and drops the
+/// stream, which stops the query).
 pub(super) fn rows(
     stream: SendableRecordBatchStream,
     format: &Format,
     options: Arc<FormatOptions>,
+    mut cancel: Cancelled,
 ) -> PgWireResult<QueryResponse> {
     let fields = Arc::new(arrow_schema_to_pg_fields(
         &stream.schema(),
@@ -66,7 +102,21 @@ pub(super) fn rows(
         };
         futures::stream::iter(rows)
     });
-    Ok(QueryResponse::new(fields, data))
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = {
+        let fired = fired.clone();
+        async move {
+            cancel.fired().await;
+            fired.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let end = futures::stream::once(async move {
+        fired
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(cancelled)
+    })
+    .filter_map(|e| std::future::ready(e.map(Err)));
+    Ok(QueryResponse::new(fields, data.take_until(stop).chain(end)))
 }
 
 /// One text column called `name` holding `value`: what `SHOW` answers.
@@ -85,7 +135,7 @@ pub(super) fn setting(
             futures::stream::iter([Ok(batch)]),
         ),
     );
-    rows(stream, &Format::UnifiedText, options)
+    rows(stream, &Format::UnifiedText, options, Cancelled::never())
 }
 
 /// The schema of `SHOW name`'s answer.
