@@ -72,7 +72,8 @@ pub async fn run(
     if let Some((_, pg_addr)) = &pg_listener {
         println!("allsource postgres listening on postgres://{pg_addr}");
     }
-    tracing::info!(%addr, %flight_addr, data_dir = %config.data_dir.display(), "serving HTTP and Flight SQL");
+    let pg_addr = pg_listener.as_ref().map(|(_, a)| a.to_string());
+    tracing::info!(%addr, %flight_addr, pg_addr, data_dir = %config.data_dir.display(), "serving HTTP, Flight SQL and PostgreSQL");
     let current = Arc::new(parking_lot::RwLock::new(http::starting_router()));
     let stop = CancellationToken::new();
     let serving = tokio::spawn(serve(

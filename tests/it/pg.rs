@@ -137,6 +137,23 @@ fn psql_describes_queries_and_refuses() {
         10
     );
 
+    // Policies apply as on every interface: a row filter for readers.
+    let r = s.post_as(
+        "/v1/policies",
+        &admin,
+        "application/json",
+        r#"{"name": "big_only", "kind": "row_filter", "principals": {"roles": ["reader"]},
+            "tables": ["orders"], "filter": "amount > 50"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let count = "SELECT count(*) FROM orders";
+    let (ok, out, err) = psql(&s, &reader, "acme", &["-A", "-t", "-c", count], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "5");
+    let (ok, out, err) = psql(&s, &admin, "acme", &["-A", "-t", "-c", count], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "10");
+
     // Logins: a wrong token, and a reader naming another tenant.
     let (ok, _, err) = psql(&s, &format!("{reader}x"), "acme", &["-c", "SELECT 1"], "");
     assert!(!ok && err.contains("FATAL"), "{err}");
