@@ -56,7 +56,7 @@ impl Tools {
             let more = rows.len() > limit;
             rows.truncate(limit);
             let shown = rows.len();
-            let mut result = table(columns, rows, limit, "");
+            let mut result = table(&columns, rows, limit, "");
             let note = match more {
                 true => format!(
                     "the first {shown} events of positions {after}..={end}; replay from after:<last position shown> for more"

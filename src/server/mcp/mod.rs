@@ -117,12 +117,17 @@ fn cell(v: &Value) -> String {
 /// Rows as a result: an aligned text table of at most `limit` rows, with
 /// a note of how many were left out and how to narrow the question, and
 /// `{columns, rows, row_count, truncated}` as structured content.
-fn table(columns: Vec<String>, mut rows: Vec<Value>, limit: usize, narrow: &str) -> CallToolResult {
+fn table<C: AsRef<str> + serde::Serialize>(
+    columns: &[C],
+    mut rows: Vec<Value>,
+    limit: usize,
+    narrow: &str,
+) -> CallToolResult {
     let total = rows.len();
     rows.truncate(limit);
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| columns.iter().map(|c| cell(&r[c.as_str()])).collect())
+        .map(|r| columns.iter().map(|c| cell(&r[c.as_ref()])).collect())
         .collect();
     let widths: Vec<usize> = columns
         .iter()
@@ -131,7 +136,7 @@ fn table(columns: Vec<String>, mut rows: Vec<Value>, limit: usize, narrow: &str)
             cells
                 .iter()
                 .map(|r| r[i].chars().count())
-                .chain([c.chars().count()])
+                .chain([c.as_ref().chars().count()])
                 .max()
                 .unwrap_or(0)
         })
@@ -144,7 +149,7 @@ fn table(columns: Vec<String>, mut rows: Vec<Value>, limit: usize, narrow: &str)
             .collect();
         padded.join(" | ").trim_end().to_string()
     };
-    let mut text = vec![line(columns.iter().map(String::as_str).collect())];
+    let mut text = vec![line(columns.iter().map(AsRef::as_ref).collect())];
     text.extend(
         cells
             .iter()

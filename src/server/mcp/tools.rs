@@ -119,7 +119,7 @@ fn as_table(found: (Vec<String>, Vec<Value>, usize), limit: usize, narrow: &str)
     // The rows past the limit were counted, not kept: the note says how many.
     let padding = total.saturating_sub(rows.len());
     rows.extend(std::iter::repeat_n(Value::Null, padding));
-    table(columns, rows, limit, narrow)
+    table(&columns, rows, limit, narrow)
 }
 
 #[tool_router]
@@ -150,12 +150,7 @@ impl Tools {
                 rows.push(row);
             }
             let columns = ["table", "events", "first_event", "last_event"];
-            Ok(table(
-                columns.iter().map(|c| c.to_string()).collect(),
-                rows,
-                1000,
-                "",
-            ))
+            Ok(table(&columns, rows, 1000, ""))
         })
         .await
     }
@@ -194,12 +189,7 @@ impl Tools {
                 })
                 .collect();
             let columns = ["column", "type", "nullable", "examples"];
-            Ok(table(
-                columns.iter().map(|c| c.to_string()).collect(),
-                rows,
-                1000,
-                "",
-            ))
+            Ok(table(&columns, rows, 1000, ""))
         })
         .await
     }
@@ -388,7 +378,7 @@ impl Tools {
                                  "from_previous": (rate * 10000.0).round() / 10000.0}));
             }
             let columns = ["step", "event_type", "entities", "from_previous"];
-            let mut result = table(columns.iter().map(|c| c.to_string()).collect(), rows, 100, "");
+            let mut result = table(&columns, rows, 100, "");
             if let Some((i, rate)) = worst {
                 let note = format!(
                     "biggest drop-off: from {} to {} ({:.1}% continue)",
@@ -542,7 +532,7 @@ impl Tools {
                     .projection_rows(&caller, &name, args.key.as_deref())?;
             let limit = row_limit(args.limit);
             let mut result = table(
-                columns_of(&batch.schema()),
+                &columns_of(&batch.schema()),
                 rows_of(&[batch])?,
                 limit,
                 "give a key",
