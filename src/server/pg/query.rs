@@ -259,22 +259,15 @@ impl ExtendedQueryHandler for Connection {
             .name
             .clone()
             .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        let parsed = StoredStatement::parse(client, &message, self.query_parser()).await?;
+        // Counted once parsed: a statement that fails to parse replaces
+        // nothing, so what the slot counts stays what the store holds.
         let max_bytes = self.service.config().max_prepared_bytes;
         let bytes = name.len() + message.query.len();
         if let Some(slot) = self.slot.lock().as_mut() {
             slot.prepare(&name, bytes, max_bytes)
                 .map_err(|m| user_error("ERROR", "53400", m))?;
         }
-        let parsed = StoredStatement::parse(client, &message, self.query_parser()).await;
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                if let Some(slot) = self.slot.lock().as_mut() {
-                    slot.close(&name);
-                }
-                return Err(e);
-            }
-        };
         match parsed {
             Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
             None => client.portal_store().put_empty_statement(&name),
