@@ -85,18 +85,33 @@ fn slow_sinks_leave_ingest_at_its_rate() {
         }
         (events, started.elapsed().as_secs_f64())
     };
-    let (mut alone, mut with) = ((0usize, 0f64), (0usize, 0f64));
-    for turn in 0..4u64 {
-        let (n, secs) = into("elsewhere", &bodies(turn * 2, 40, 1000));
-        alone = (alone.0 + n, alone.1 + secs);
-        let (n, secs) = into("events", &bodies(turn * 2 + 1, 40, 1000));
-        with = (with.0 + n, with.1 + secs);
+    // Each turn pairs the two rates and alternates which goes first; the
+    // median of the turns' ratios keeps one burst from a neighbour from
+    // deciding the outcome.
+    let rate = |(n, secs): (usize, f64)| n as f64 / secs;
+    let mut ratios = Vec::new();
+    let (mut alone, mut with) = (0f64, 0f64);
+    for turn in 0..8u64 {
+        let (a, w) = if turn % 2 == 0 {
+            let a = rate(into("elsewhere", &bodies(turn * 2, 20, 1000)));
+            (a, rate(into("events", &bodies(turn * 2 + 1, 20, 1000))))
+        } else {
+            let w = rate(into("events", &bodies(turn * 2 + 1, 20, 1000)));
+            (rate(into("elsewhere", &bodies(turn * 2, 20, 1000))), w)
+        };
+        ratios.push(w / a);
+        alone += a / 8.0;
+        with += w / 8.0;
     }
-    let (alone, with) = (alone.0 as f64 / alone.1, with.0 as f64 / with.1);
-    eprintln!("ingest: {alone:.0} events/s where no pipeline reads, {with:.0} into their source");
+    ratios.sort_by(f64::total_cmp);
+    let median = (ratios[3] + ratios[4]) / 2.0;
+    eprintln!(
+        "ingest: {alone:.0} events/s where no pipeline reads, {with:.0} into their source; \
+         median ratio of the turns {median:.3}"
+    );
     assert!(
-        with >= 0.9 * alone,
-        "slow pipelines cut ingest from {alone:.0} to {with:.0} events/s"
+        median >= 0.9,
+        "slow pipelines cut ingest to {median:.3} of its rate (turns: {ratios:?})"
     );
     for name in MODES {
         let i = info(&s, name);
