@@ -33,6 +33,10 @@ enum Command {
     /// Write a query's result to a file (json, ndjson, csv, arrow or
     /// parquet).
     Export(cli::export::ExportArgs),
+    /// Import files of events (NDJSON, JSON, CSV, Parquet; gzip or zstd)
+    /// into a table over Arrow Flight, with progress; an interrupted
+    /// import resumes where it stopped.
+    Import(cli::import::ImportArgs),
     /// Compact tables now (and checkpoint, apply retention, vacuum),
     /// showing progress.
     Compact(cli::compact::CompactArgs),
@@ -77,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Command::Query(args) => ("query", cli::query::run(&args)),
         Command::Sql(args) => ("sql", cli::shell::run(&args)),
         Command::Export(args) => ("export", cli::export::run(&args)),
+        Command::Import(args) => ("import", cli::import::run(&args)),
         Command::Compact(args) => ("compact", cli::compact::run(&args)),
         Command::Stream(args) => ("stream", cli::stream::run(&args)),
         Command::Replay(args) => ("replay", cli::replay::run(&args)),

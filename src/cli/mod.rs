@@ -5,6 +5,7 @@
 //! - [`query`]: posts a query document to `/v1/query`.
 //! - [`shell`]: `allsource sql`, the SQL shell.
 //! - [`export`]: a query's result to a file.
+//! - [`import`]: files of events into a table, over Arrow Flight.
 //! - [`compact`]: asks the server for maintenance and shows its progress
 //!   ([`progress`] draws the bar and the reports).
 //! - [`stream`]: reads one entity's events from `/v1/streams`.
@@ -25,6 +26,7 @@
 pub(crate) mod backup;
 pub(crate) mod compact;
 pub(crate) mod export;
+pub(crate) mod import;
 pub(crate) mod pipelines;
 pub(crate) mod policies;
 mod progress;

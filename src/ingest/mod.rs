@@ -15,7 +15,9 @@ mod parse;
 
 pub use check::{BatchCheck, Checked, Facts};
 pub(crate) use parse::json_kind;
-pub use parse::{BodyFormat, Event, ExpectedVersion, parse_events, parse_events_within};
+pub use parse::{
+    BodyFormat, Event, ExpectedVersion, parse_event, parse_events, parse_events_within,
+};
 
 use crate::schema::{self, ColumnKind, ColumnRegistry, Placement, RegistryMark};
 use arrow::array::{

@@ -312,6 +312,13 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
+/// One event from the JSON text of one object, checked as an event of a
+/// request body is; the error says why it is not one.
+pub fn parse_event(text: &[u8]) -> Result<Event, String> {
+    let value: Value = serde_json::from_slice(text).map_err(|e| strip_position(&e))?;
+    event_from_value(value)
+}
+
 fn event_from_value(value: Value) -> Result<Event, String> {
     let Value::Object(obj) = value else {
         return Err(format!(

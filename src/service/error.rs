@@ -123,6 +123,10 @@ impl From<db::Error> for Error {
         };
         let kind = match &e {
             db::Error::Ingest(ingest::Error::TooLarge(_)) => Kind::TooLarge,
+            db::Error::Ingest(ingest::Error::InvalidEvent { index, .. }) => {
+                let details = serde_json::json!({ "event": index });
+                return Error::invalid(e.to_string()).with_details(details);
+            }
             db::Error::Ingest(_) | db::Error::Name(_) | db::Error::VersionUnavailable(_) => {
                 Kind::Invalid
             }

@@ -15,6 +15,7 @@ mod flight;
 mod flight_limits;
 mod governance;
 mod groups;
+mod import;
 mod ingest;
 mod ingest_memory;
 mod limits;

@@ -103,14 +103,19 @@ pub fn code(kind: service::Kind) -> Code {
 }
 
 /// The status of a service error, with `retry-after` metadata when a
-/// retry may succeed.
+/// retry may succeed and the error's details as JSON.
 impl From<service::Error> for Status {
     fn from(e: service::Error) -> Status {
         let code = code(e.kind);
         if code == Code::Internal {
             tracing::error!(message = %e.message, "flight request failed");
         }
-        let mut status = Status::new(code, e.message);
+        // Details (the event at fault, the rules broken) travel as JSON
+        // in the status's details, as HTTP sends them in its body.
+        let mut status = match &e.details {
+            Some(details) => Status::with_details(code, e.message, details.to_string().into()),
+            None => Status::new(code, e.message),
+        };
         if let Some(secs) = e.retry_after {
             status
                 .metadata_mut()
