@@ -14,7 +14,7 @@ VENV="${ALLSOURCE_VENV:-$HOME/.cache/allsource-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, cryptography, adbc_driver_flightsql.dbapi, websockets, mcp, psycopg" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, cryptography, adbc_driver_flightsql.dbapi, websockets, mcp, psycopg, schemathesis" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export ALLSOURCE_TEST_PYTHON="$VENV/bin/python"

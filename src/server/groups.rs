@@ -44,14 +44,14 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Error> {
     let body = body.map_err(|e| Error::invalid(e.body_text()))?;
-    serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("request body: {e}")))
+    crate::service::json_object(&body).map_err(|e| Error::invalid(format!("request body: {e}")))
 }
 
 fn start_of(start: Option<&str>) -> Result<Start, Error> {
     start.map_or(Ok(Start::Now), |s| Start::parse(s).map_err(Error::invalid))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -67,6 +67,13 @@ struct CreateBody {
 }
 
 /// `POST /v1/subscriptions`.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions",
+    tag = "subscriptions",
+    request_body(content = inline(CreateBody), content_type = "application/json"),
+    responses((status = 201, description = "Created", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -89,6 +96,12 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/subscriptions`.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions",
+    tag = "subscriptions",
+    responses((status = 200, description = "The subscriptions", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -98,6 +111,13 @@ pub(super) async fn list(
 }
 
 /// `GET /v1/subscriptions/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{name}",
+    tag = "subscriptions",
+    params(("name" = String, Path, description = "The subscription's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "The subscription: position, lag, members", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn describe(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -110,13 +130,21 @@ pub(super) async fn describe(
     Ok(axum::Json(info).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetBody {
     start: String,
 }
 
 /// `POST /v1/subscriptions/{name}/reset`.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{name}/reset",
+    tag = "subscriptions",
+    params(("name" = String, Path, description = "The subscription's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    request_body(content = inline(ResetBody), content_type = "application/json"),
+    responses((status = 200, description = "Reset", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn reset(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -133,6 +161,13 @@ pub(super) async fn reset(
 }
 
 /// `DELETE /v1/subscriptions/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/subscriptions/{name}",
+    tag = "subscriptions",
+    params(("name" = String, Path, description = "The subscription's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -157,6 +192,13 @@ struct ConsumeParams {
 }
 
 /// `GET /v1/subscriptions/{name}/consume`: a WebSocket.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{name}/consume",
+    tag = "subscriptions",
+    params(("name" = String, Path, description = "The subscription's name", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("heartbeat_ms" = Option<u64>, Query, description = "Heartbeat interval"), ("token" = Option<String>, Query, description = "Bearer token, for clients that cannot send headers"), ("tenant" = Option<String>, Query, description = "Tenant, for clients that cannot send headers")),
+    responses((status = 101, description = "Switched to a WebSocket: events to consume and acknowledge"))
+)]
 pub(super) async fn consume(
     State(state): State<AppState>,
     Path(name): Path<String>,

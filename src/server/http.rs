@@ -3,25 +3,18 @@
 //! errors become statuses in [`super::error`].
 
 use crate::auth::Principal;
-use crate::query::output::{Encoder, OutputFormat};
-use crate::query::pin::{Pin, ReadLog};
-use crate::service::backup::BackupScope;
 use crate::service::caller::{Credentials, RequestInfo};
-use crate::service::query::Interface;
-use crate::service::stream::{Direction, StreamRead};
 use crate::service::{Error, Kind, Service};
 use axum::Router;
-use axum::body::Body;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Extension, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use bytes::Bytes;
-use datafusion::execution::SendableRecordBatchStream;
-use futures::StreamExt;
-use serde::Deserialize;
 use std::sync::Arc;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
@@ -38,106 +31,102 @@ pub fn router(state: AppState) -> Router {
     // it again after decompression (a small gzip can expand enormously),
     // within the ingest memory budget (`server::ingest`).
     let limit = state.max_body_bytes;
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/events", post(super::ingest::ingest_events))
-        .route("/v1/sql", post(sql))
-        .route("/v1/query", post(dsl_query))
-        .route("/v1/streams/{table}/{entity}", get(read_stream))
-        .route("/v1/stream", get(super::live::subscribe))
+    // Only requests that match a route's path and method are
+    // authenticated; the rest get their 404 or 405 first.
+    let auth = |(schemas, paths, router): UtoipaMethodRouter<AppState>| {
+        let layer = axum::middleware::from_fn_with_state(state.clone(), authenticate);
+        (schemas, paths, router.route_layer(layer))
+    };
+    let (routes, api) = OpenApiRouter::with_openapi(super::openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(auth(routes!(metrics)))
+        .routes(auth(routes!(super::ingest::ingest_events)))
+        .routes(auth(routes!(super::queries::sql)))
+        .routes(auth(routes!(super::queries::dsl_query)))
+        .routes(auth(routes!(super::queries::read_stream)))
+        .routes(auth(routes!(super::live::subscribe)))
+        .routes(auth(routes!(super::groups::create, super::groups::list)))
+        .routes(auth(routes!(
+            super::groups::describe,
+            super::groups::delete
+        )))
+        .routes(auth(routes!(super::groups::reset)))
+        .routes(auth(routes!(super::groups::consume)))
+        .routes(auth(routes!(
+            super::projections::create,
+            super::projections::list
+        )))
+        .routes(auth(routes!(
+            super::projections::describe,
+            super::projections::delete
+        )))
+        .routes(auth(routes!(super::projections::rows)))
+        .routes(auth(routes!(super::projections::rebuild)))
+        .routes(auth(routes!(super::projections::promote)))
+        .routes(auth(routes!(
+            super::pipelines::create,
+            super::pipelines::list
+        )))
+        .routes(auth(routes!(
+            super::pipelines::describe,
+            super::pipelines::delete
+        )))
+        .routes(auth(routes!(super::pipelines::pause)))
+        .routes(auth(routes!(super::pipelines::resume)))
+        .routes(auth(routes!(
+            super::replay::replay,
+            super::replay::replay_socket
+        )))
+        .routes(auth(routes!(super::schemas::list)))
+        .routes(auth(routes!(
+            super::schemas::describe,
+            super::schemas::put_table
+        )))
+        .routes(auth(routes!(
+            super::schemas::register,
+            super::schemas::versions
+        )))
+        .routes(auth(routes!(super::schemas::rollback)))
+        .routes(auth(routes!(super::schemas::validate)))
+        .routes(auth(routes!(
+            super::policies::list,
+            super::policies::create
+        )))
+        .routes(auth(routes!(super::policies::defaults)))
+        .routes(auth(routes!(super::policies::evaluate)))
+        .routes(auth(routes!(
+            super::policies::show,
+            super::policies::put,
+            super::policies::delete
+        )))
+        .routes(auth(routes!(super::admin::compact)))
+        .routes(auth(routes!(super::admin::backup)))
+        .routes(auth(routes!(
+            super::admin::get_settings,
+            super::admin::put_settings
+        )))
+        .split_for_parts();
+    let description = Bytes::from(super::openapi::finish(api).to_string());
+    routes
         .route(
-            "/v1/subscriptions",
-            post(super::groups::create).get(super::groups::list),
+            OPENAPI_PATH,
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], description) }),
         )
-        .route(
-            "/v1/subscriptions/{name}",
-            get(super::groups::describe).delete(super::groups::delete),
-        )
-        .route("/v1/subscriptions/{name}/reset", post(super::groups::reset))
-        .route(
-            "/v1/subscriptions/{name}/consume",
-            get(super::groups::consume),
-        )
-        .route(
-            "/v1/projections",
-            post(super::projections::create).get(super::projections::list),
-        )
-        .route(
-            "/v1/projections/{name}",
-            get(super::projections::describe).delete(super::projections::delete),
-        )
-        .route(
-            "/v1/projections/{name}/state",
-            get(super::projections::rows),
-        )
-        .route(
-            "/v1/projections/{name}/rebuild",
-            post(super::projections::rebuild),
-        )
-        .route(
-            "/v1/projections/{name}/promote",
-            post(super::projections::promote),
-        )
-        .route(
-            "/v1/pipelines",
-            post(super::pipelines::create).get(super::pipelines::list),
-        )
-        .route(
-            "/v1/pipelines/{name}",
-            get(super::pipelines::describe).delete(super::pipelines::delete),
-        )
-        .route("/v1/pipelines/{name}/pause", post(super::pipelines::pause))
-        .route(
-            "/v1/pipelines/{name}/resume",
-            post(super::pipelines::resume),
-        )
-        .route(
-            "/v1/replay",
-            post(super::replay::replay).get(super::replay::replay_socket),
-        )
-        .route("/v1/schemas", get(super::schemas::list))
-        .route(
-            "/v1/schemas/{table}",
-            get(super::schemas::describe).put(super::schemas::put_table),
-        )
-        .route(
-            "/v1/schemas/{table}/{event_type}",
-            post(super::schemas::register).get(super::schemas::versions),
-        )
-        .route(
-            "/v1/schemas/{table}/{event_type}/versions/{version}",
-            axum::routing::delete(super::schemas::rollback),
-        )
-        .route("/v1/validate", post(super::schemas::validate))
-        .route(
-            "/v1/policies",
-            get(super::policies::list).post(super::policies::create),
-        )
-        .route("/v1/policies/defaults", post(super::policies::defaults))
-        .route("/v1/policies/evaluate", post(super::policies::evaluate))
-        .route(
-            "/v1/policies/{name}",
-            get(super::policies::show)
-                .put(super::policies::put)
-                .delete(super::policies::delete),
-        )
-        .route("/v1/admin/compact", post(compact))
-        .route("/v1/admin/backup", post(backup))
-        .route(
-            "/v1/admin/tables/{table}/settings",
-            get(get_settings).put(put_settings),
-        )
+        .layer(axum::middleware::from_fn(json_rejections))
         .nest_service(
             "/mcp",
-            super::mcp::service(state.service.clone(), state.service.closing()),
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    authenticate,
+                ))
+                .service(super::mcp::service(
+                    state.service.clone(),
+                    state.service.closing(),
+                )),
         )
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -197,18 +186,72 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
     response
 }
 
-/// `GET /health` and `GET /ready`: 200 once the WAL is replayed and the
-/// WAL writer works. (While replaying, the starting router answers.)
+/// Where the API's OpenAPI description is served (without credentials).
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// `GET /health`: 200 once the WAL is replayed and the WAL writer works.
+/// (While replaying, the starting router answers.)
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses((status = 200, description = "The server is up and its write-ahead log works", body = inline(serde_json::Value), content_type = "application/json"))
+)]
 async fn health(State(state): State<AppState>) -> Result<Response, Error> {
     state.service.health()?;
     Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response())
+}
+
+/// `GET /ready`: the same answer as `/health`, for readiness probes.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "health",
+    responses((status = 200, description = "The server is ready: the write-ahead log is replayed", body = inline(serde_json::Value), content_type = "application/json"))
+)]
+async fn ready(state: State<AppState>) -> Result<Response, Error> {
+    health(state).await
+}
+
+/// Largest refusal text an extractor writes that is turned into JSON.
+const REJECTION_BYTES: usize = 64 * 1024;
+
+/// Gives the refusals axum's extractors write as text (a query string, a
+/// path segment or a body that does not parse) the JSON shape of every
+/// other error, `{"error": ...}`, with their status and headers.
+async fn json_rejections(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let plain = response.status().is_client_error()
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_BYTES)
+        .await
+        .unwrap_or_default();
+    let body = serde_json::json!({ "error": String::from_utf8_lossy(&text) }).to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Header by which a request names the tenant it acts on. Tokens of the
 /// admin role may name any tenant; others only their own (or none).
 pub const TENANT_HEADER: &str = crate::service::caller::TENANT_CREDENTIAL;
 
-/// Authenticates every request except `/health` and `/ready`, and leaves
+/// Authenticates a request (every route's but `/health`, `/ready` and the
+/// API's description), and leaves
 /// its [`Principal`] in the request's extensions for the handlers.
 async fn authenticate(
     State(state): State<AppState>,
@@ -216,9 +259,6 @@ async fn authenticate(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path();
-    if path == "/health" || path == "/ready" {
-        return next.run(request).await;
-    }
     let info = RequestInfo {
         action: format!("{} {}", request.method(), request.uri().path()),
         request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()),
@@ -272,7 +312,7 @@ pub(super) fn body_too_large() -> Error {
     )
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             body_too_large()
@@ -294,372 +334,17 @@ pub(super) fn mime(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct SqlParams {
-    format: Option<String>,
-    /// Reads every table as of `position:N` or an RFC 3339 time.
-    as_of: Option<String>,
-    /// Reads events as they were written, without schema migrations.
-    #[serde(default)]
-    raw: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SqlBody {
-    sql: String,
-}
-
-/// The result format: `?format=` wins over `Accept`; JSON by default.
-fn output_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutputFormat, Error> {
-    if let Some(p) = param {
-        return p
-            .parse()
-            .map_err(|e: String| Error::invalid(format!("query parameter format: {e}")));
-    }
-    Ok(headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(OutputFormat::from_accept)
-        .unwrap_or(OutputFormat::Json))
-}
-
-/// `POST /v1/sql`: the statement as plain text or `{"sql": "..."}`.
-async fn sql(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
-    Query(params): Query<SqlParams>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
-    let format = output_format(params.format.as_deref(), &headers)?;
-    let body = body_bytes(body)?;
-    let text = if mime(&headers).as_deref() == Some("application/json") {
-        serde_json::from_slice::<SqlBody>(&body)
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "invalid JSON body: {e}; send {{\"sql\": \"SELECT ...\"}} or the SQL as plain text"
-                ))
-            })?
-            .sql
-    } else {
-        String::from_utf8(body.to_vec())
-            .map_err(|_| Error::invalid("the SQL text is not valid UTF-8"))?
-    };
-    let pin = pin_of(&params)?;
-    let (stream, reads) = state
-        .service
-        .sql_read(&caller, &text, None, pin, params.raw, Interface::Sql)
-        .await?;
-    with_snapshot(
-        stream_response(stream, format, state.max_result_bytes).await?,
-        &reads,
-    )
-}
-
-/// What a query read: `table=v<delta version>@p<highest position>`, per
-/// table, comma-separated (`-` where there is none).
-const SNAPSHOT_HEADER: &str = "x-allsource-snapshot";
-
-/// `POST /v1/query`: a DSL document (docs/dsl.md), answered like `/v1/sql`.
-async fn dsl_query(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
-    Query(params): Query<SqlParams>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
-    let format = output_format(params.format.as_deref(), &headers)?;
-    let pin = pin_of(&params)?;
-    let body = body_bytes(body)?;
-    let (stream, reads) = state
-        .service
-        .dsl_read(&caller, &body, pin, params.raw)
-        .await?;
-    with_snapshot(
-        stream_response(stream, format, state.max_result_bytes).await?,
-        &reads,
-    )
-}
-
-/// The `as_of` parameter, parsed.
-fn pin_of(params: &SqlParams) -> Result<Option<Pin>, Error> {
-    params
-        .as_of
-        .as_deref()
-        .map(Pin::parse)
-        .transpose()
-        .map_err(Error::invalid)
-}
-
-/// The response with the [`SNAPSHOT_HEADER`] of what the query read.
-fn with_snapshot(mut response: Response, reads: &ReadLog) -> Result<Response, Error> {
-    let header = reads.header();
-    if !header.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&header)
-    {
-        response.headers_mut().insert(SNAPSHOT_HEADER, value);
-    }
-    Ok(response)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamParams {
-    from_version: Option<u64>,
-    limit: Option<u64>,
-    #[serde(default)]
-    direction: Direction,
-    format: Option<String>,
-    #[serde(default)]
-    raw: bool,
-}
-
-/// `GET /v1/streams/{table}/{entity}?from_version=&limit=&direction=`:
-/// one entity's events in version order, answered like `/v1/sql`.
-async fn read_stream(
-    State(state): State<AppState>,
-    axum::extract::Path((table, entity)): axum::extract::Path<(String, String)>,
-    Extension(caller): Extension<Principal>,
-    params: Result<Query<StreamParams>, QueryRejection>,
-    headers: HeaderMap,
-) -> Result<Response, Error> {
-    let Query(params) = params.map_err(|e| Error::invalid(e.body_text()))?;
-    let format = output_format(params.format.as_deref(), &headers)?;
-    let table = table
-        .parse()
-        .map_err(|e: crate::ids::InvalidName| Error::invalid(e.to_string()))?;
-    let read = StreamRead {
-        table,
-        entity,
-        from_version: params.from_version,
-        limit: params.limit,
-        direction: params.direction,
-        raw: params.raw,
-    };
-    let stream = state.service.stream(&caller, read).await?;
-    stream_response(stream, format, state.max_result_bytes).await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupBody {
-    /// The backup's name (a directory under the tenant's backups).
-    to: String,
-    /// Every tenant's tables, not only the caller's.
-    #[serde(default)]
-    all_tenants: bool,
-}
-
-/// `POST /v1/admin/backup` with `{"to": "NAME"}`: backs up the tenant's
-/// tables (every tenant's with `"all_tenants": true`) under the server's
-/// backup directory; answers what was copied.
-async fn backup(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
-    let body = body_bytes(body)?;
-    let request: BackupBody = serde_json::from_slice(&body).map_err(|e| {
-        Error::invalid(format!("invalid JSON body: {e}; send {{\"to\": \"NAME\"}}"))
-    })?;
-    let scope = match request.all_tenants {
-        true => BackupScope::AllTenants,
-        false => BackupScope::Tenant,
-    };
-    let report = state.service.backup(&caller, &request.to, scope).await?;
-    let tables: Vec<serde_json::Value> = report
-        .manifest
-        .tables
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "tenant": t.tenant,
-                "table": t.table,
-                "delta_version": t.delta_version,
-                "last_position": t.last_position,
-                "files": t.files.len(),
-            })
-        })
-        .collect();
-    Ok(axum::Json(serde_json::json!({
-        "dir": report.place.to_string(),
-        "created_at": report.manifest.created_at,
-        "tables": tables,
-        "subscriptions": report
-            .manifest
-            .subscriptions
-            .iter()
-            .map(|e| serde_json::json!({"tenant": e.tenant, "name": e.name}))
-            .collect::<Vec<_>>(),
-        "files_copied": report.copied,
-        "files_reused": report.reused,
-        "bytes_copied": report.bytes_copied,
-    }))
-    .into_response())
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct CompactParams {
-    table: Option<String>,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
-    progress: bool,
-}
-
-/// `POST /v1/admin/compact[?table=T][&dry_run=true][&progress=true]`: runs
-/// maintenance now and answers with what it did. With `progress=true` the
-/// answer is NDJSON: progress lines, then `{"reports": [...]}`.
-async fn compact(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Principal>,
-    Query(params): Query<CompactParams>,
-) -> Result<Response, Error> {
-    let service = state.service;
-    let run = service.admit_compaction(
-        &caller,
-        params.table.as_deref(),
-        params.dry_run,
-        "POST /v1/admin/compact".into(),
-    )?;
-    if !params.progress {
-        let reports = service.compact(&caller, &run, &mut |_| {}).await?;
-        return Ok(axum::Json(serde_json::json!({ "reports": reports })).into_response());
-    }
-    // Progress: the run goes on in a task; its lines stream as they come.
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
-    let line = |v: serde_json::Value| Ok(Bytes::from(format!("{v}\n")));
-    let progress_tx = tx.clone();
-    let mut progress = move |p: crate::db::maintenance::Progress| {
-        let _ = progress_tx.send(line(serde_json::json!({ "progress": p })));
-    };
-    tokio::spawn(async move {
-        let last = match service.compact(&caller, &run, &mut progress).await {
-            Ok(reports) => serde_json::json!({ "reports": reports }),
-            Err(e) => serde_json::json!({ "error": e.message }),
-        };
-        let _ = tx.send(line(last));
-    });
-    let body = Body::from_stream(futures::stream::poll_fn({
-        let mut rx = rx;
-        move |cx| rx.poll_recv(cx)
-    }));
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
-}
-
-/// `GET /v1/admin/tables/{table}/settings`: the table's own maintenance
-/// settings and the values in effect.
-async fn get_settings(
-    State(state): State<AppState>,
-    axum::extract::Path(table): axum::extract::Path<String>,
-    Extension(caller): Extension<Principal>,
-) -> Result<Response, Error> {
-    let reply = state.service.table_settings(&caller, &table)?;
-    Ok(axum::Json(reply).into_response())
-}
-
-/// `PUT /v1/admin/tables/{table}/settings` with `{"retention": "30days",
-/// "maintenance_interval": "1h"}` (either may be null or left out to
-/// follow the server's flags). Takes effect at the next run.
-async fn put_settings(
-    State(state): State<AppState>,
-    axum::extract::Path(table): axum::extract::Path<String>,
-    Extension(caller): Extension<Principal>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
-    let body = body_bytes(body)?;
-    let action = format!("PUT /v1/admin/tables/{table}/settings");
-    let reply = state
-        .service
-        .set_table_settings(&caller, &table, &body, action)?;
-    Ok(axum::Json(reply).into_response())
-}
-
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
 ) -> Result<Response, Error> {
     let text = state.service.metrics_text(&caller)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
-}
-
-/// Gathers a JSON-format result whole, up to `limit` bytes, so that an
-/// oversized one is refused with a status rather than cut off midway.
-async fn gathered_response(
-    mut stream: SendableRecordBatchStream,
-    format: OutputFormat,
-    limit: usize,
-) -> Result<Response, Error> {
-    let schema = stream.schema();
-    let mut encoder = Encoder::new(format, &schema)?;
-    let mut out = encoder.start()?.to_vec();
-    while let Some(batch) = stream.next().await.transpose()? {
-        out.extend_from_slice(&encoder.batch(&batch)?);
-        if out.len() > limit {
-            return Err(Error::invalid(format!(
-                "the result is larger than {limit} bytes as {} (--max-result-bytes): add a LIMIT, or ask for format=arrow, csv or parquet, which stream without this limit",
-                if format == OutputFormat::Json {
-                    "json"
-                } else {
-                    "ndjson"
-                }
-            )));
-        }
-    }
-    out.extend_from_slice(&encoder.finish(&schema)?);
-    Ok(([(header::CONTENT_TYPE, format.content_type())], out).into_response())
-}
-
-/// Streams a query result. The first batch is awaited before the status is
-/// sent, so errors that show up at once still get a proper status code.
-/// JSON formats are gathered instead, within `json_limit` bytes.
-async fn stream_response(
-    mut stream: SendableRecordBatchStream,
-    format: OutputFormat,
-    json_limit: usize,
-) -> Result<Response, Error> {
-    if matches!(format, OutputFormat::Json | OutputFormat::Ndjson) {
-        return gathered_response(stream, format, json_limit).await;
-    }
-    let schema = stream.schema();
-    let first = stream.next().await.transpose()?;
-    let mut encoder = Encoder::new(format, &schema)?;
-    let mut head = Vec::new();
-    head.extend_from_slice(&encoder.start()?);
-    if let Some(batch) = &first {
-        head.extend_from_slice(&encoder.batch(batch)?);
-    }
-    let done = first.is_none();
-    let state = (stream, Some(encoder), schema, done);
-    let rest = futures::stream::unfold(
-        state,
-        |(mut stream, mut encoder, schema, done)| async move {
-            let enc = encoder.as_mut()?;
-            if !done {
-                match stream.next().await {
-                    Some(Ok(batch)) => {
-                        let bytes = enc.batch(&batch).map_err(std::io::Error::other);
-                        return Some((bytes, (stream, encoder, schema, false)));
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "query failed while streaming its result");
-                        return Some((Err(std::io::Error::other(e)), (stream, None, schema, true)));
-                    }
-                    None => {}
-                }
-            }
-            let enc = encoder.take()?;
-            let bytes = enc.finish(&schema).map_err(std::io::Error::other);
-            Some((bytes, (stream, None, schema, true)))
-        },
-    );
-    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) })
-        .chain(rest);
-    Ok((
-        [(header::CONTENT_TYPE, format.content_type())],
-        Body::from_stream(body),
-    )
-        .into_response())
 }

@@ -258,6 +258,14 @@ pub(super) async fn read_events(
     Ok((events, reservation))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    params(("table" = Option<String>, Query, description = "The table (default events); created on first use", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("reply" = Option<String>, Query, description = "events (the default): each event's position and version; counts: the counts only", pattern = "^(events|counts)$")),
+    request_body(description = "One event, a JSON array of events, or NDJSON (one event per line); gzip or zstd with Content-Encoding", content((ref("#/components/schemas/Event") = "application/json"), ("application/x-ndjson"))),
+    responses((status = 200, description = "Stored (acknowledged after the write-ahead log is on disk)", body = ref("#/components/schemas/IngestReply"), content_type = "application/json"))
+)]
 pub(super) async fn ingest_events(
     state: State<AppState>,
     Extension(caller): Extension<Principal>,

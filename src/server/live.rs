@@ -185,6 +185,13 @@ pub(super) fn caller_of(parts: &axum::http::request::Parts) -> Result<Principal,
 
 /// `GET /v1/stream`: a WebSocket when the request asks to upgrade, else
 /// newline-delimited JSON.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "streams",
+    params(("table" = String, Query, description = "The table to follow", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("filter" = Option<String>, Query, description = "A SQL condition on the events"), ("where" = Option<String>, Query, description = "A DSL condition, as JSON text"), ("columns" = Option<String>, Query, description = "Columns, comma-separated"), ("start" = Option<String>, Query, description = "earliest, now (the default), after:N or an RFC 3339 time"), ("heartbeat_ms" = Option<u64>, Query, description = "Heartbeat interval"), ("format" = Option<String>, Query, description = "WebSocket only: json or arrow"), ("batch" = Option<bool>, Query, description = "WebSocket JSON only: a page of events per message"), ("on_slow" = Option<String>, Query, description = "WebSocket only: catch_up or drop"), ("max_lag" = Option<u64>, Query, description = "With on_slow=drop: how far behind is too far"), ("raw" = Option<bool>, Query, description = "Read events as written, without schema migrations"), ("token" = Option<String>, Query, description = "Bearer token, for clients that cannot send headers"), ("tenant" = Option<String>, Query, description = "Tenant, for clients that cannot send headers")),
+    responses((status = 200, description = "The events as they are stored, one JSON object per line, with heartbeats; or a WebSocket", content_type = "application/x-ndjson"), (status = 101, description = "Switched to a WebSocket"))
+)]
 pub(super) async fn subscribe(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let caller = caller_of(&parts);

@@ -4,6 +4,7 @@
 //! finishes in-flight requests, stops the background work and flushes
 //! every buffer.
 
+mod admin;
 pub mod error;
 pub mod flight;
 mod groups;
@@ -11,10 +12,12 @@ pub mod http;
 mod ingest;
 mod live;
 mod mcp;
+mod openapi;
 mod pg;
 mod pipelines;
 mod policies;
 mod projections;
+mod queries;
 mod replay;
 mod schemas;
 mod ws;

@@ -19,6 +19,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// `POST /v1/pipelines`.
+#[utoipa::path(
+    post,
+    path = "/v1/pipelines",
+    tag = "pipelines",
+    request_body(content = ref("#/components/schemas/Object"), content_type = "application/json", description = "{name, version?, source: {table, start?}, operators: [...], sink: {table}} (README, Pipelines)"),
+    responses((status = 201, description = "Defined and started", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -30,6 +37,12 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/pipelines`.
+#[utoipa::path(
+    get,
+    path = "/v1/pipelines",
+    tag = "pipelines",
+    responses((status = 200, description = "The pipelines", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -39,6 +52,13 @@ pub(super) async fn list(
 }
 
 /// `GET /v1/pipelines/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/pipelines/{name}",
+    tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "The pipeline: status, position, lag, counters", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn describe(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -48,6 +68,13 @@ pub(super) async fn describe(
 }
 
 /// `POST /v1/pipelines/{name}/pause`.
+#[utoipa::path(
+    post,
+    path = "/v1/pipelines/{name}/pause",
+    tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "Paused", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn pause(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -57,6 +84,13 @@ pub(super) async fn pause(
 }
 
 /// `POST /v1/pipelines/{name}/resume`.
+#[utoipa::path(
+    post,
+    path = "/v1/pipelines/{name}/resume",
+    tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "Resumed", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn resume(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -66,6 +100,13 @@ pub(super) async fn resume(
 }
 
 /// `DELETE /v1/pipelines/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/pipelines/{name}",
+    tag = "pipelines",
+    params(("name" = String, Path, description = "The pipeline's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

@@ -21,6 +21,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 /// `GET /v1/policies`.
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    tag = "policies",
+    responses((status = 200, description = "The policies", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -29,6 +35,13 @@ pub(super) async fn list(
 }
 
 /// `POST /v1/policies`.
+#[utoipa::path(
+    post,
+    path = "/v1/policies",
+    tag = "policies",
+    request_body(content = ref("#/components/schemas/Object"), content_type = "application/json", description = "A policy (README, Policies)"),
+    responses((status = 201, description = "Created", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -40,6 +53,13 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/policies/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/policies/{name}",
+    tag = "policies",
+    params(("name" = String, Path, description = "The policy's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "The policy", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -49,6 +69,14 @@ pub(super) async fn show(
 }
 
 /// `PUT /v1/policies/{name}`.
+#[utoipa::path(
+    put,
+    path = "/v1/policies/{name}",
+    tag = "policies",
+    params(("name" = String, Path, description = "The policy's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    request_body(content = ref("#/components/schemas/Object"), content_type = "application/json", description = "The policy, with the generation the change is based on"),
+    responses((status = 200, description = "Replaced", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn put(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -73,6 +101,13 @@ pub(super) struct DeleteParams {
 }
 
 /// `DELETE /v1/policies/{name}[?generation=N]`.
+#[utoipa::path(
+    delete,
+    path = "/v1/policies/{name}",
+    tag = "policies",
+    params(("name" = String, Path, description = "The policy's name", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("generation" = Option<u64>, Query, description = "The generation the change is based on")),
+    responses((status = 200, description = "Deleted", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -86,6 +121,12 @@ pub(super) async fn delete(
 }
 
 /// `POST /v1/policies/defaults`.
+#[utoipa::path(
+    post,
+    path = "/v1/policies/defaults",
+    tag = "policies",
+    responses((status = 200, description = "The default policies are back", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn defaults(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -94,6 +135,13 @@ pub(super) async fn defaults(
 }
 
 /// `POST /v1/policies/evaluate`.
+#[utoipa::path(
+    post,
+    path = "/v1/policies/evaluate",
+    tag = "policies",
+    request_body(content = ref("#/components/schemas/Object"), content_type = "application/json", description = "A request to decide: principal, action, resource"),
+    responses((status = 200, description = "The decision and the policies that made it", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn evaluate(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

@@ -34,7 +34,7 @@ fn name_of(name: &str) -> Result<ProjectionName, Error> {
         .map_err(|e: InvalidName| Error::invalid(e.to_string()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     name: String,
@@ -47,7 +47,7 @@ struct CreateBody {
     promote: Option<Promote>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum Promote {
     Auto,
@@ -55,6 +55,13 @@ enum Promote {
 }
 
 /// `POST /v1/projections`.
+#[utoipa::path(
+    post,
+    path = "/v1/projections",
+    tag = "projections",
+    request_body(content = inline(CreateBody), content_type = "application/json"),
+    responses((status = 201, description = "Defined", body = ref("#/components/schemas/Object"), content_type = "application/json"), (status = 202, description = "A next version is being built", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -86,6 +93,13 @@ pub(super) async fn create(
 }
 
 /// `POST /v1/projections/{name}/rebuild`.
+#[utoipa::path(
+    post,
+    path = "/v1/projections/{name}/rebuild",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 202, description = "Rebuilding in the background", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn rebuild(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -99,6 +113,13 @@ pub(super) async fn rebuild(
 }
 
 /// `POST /v1/projections/{name}/promote`.
+#[utoipa::path(
+    post,
+    path = "/v1/projections/{name}/promote",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "Promoted", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn promote(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -111,6 +132,12 @@ pub(super) async fn promote(
 }
 
 /// `GET /v1/projections`.
+#[utoipa::path(
+    get,
+    path = "/v1/projections",
+    tag = "projections",
+    responses((status = 200, description = "The projections", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -120,6 +147,13 @@ pub(super) async fn list(
 }
 
 /// `GET /v1/projections/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v1/projections/{name}",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "The projection: position, lag, rows, status", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn describe(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -132,6 +166,13 @@ pub(super) async fn describe(
 }
 
 /// `GET /v1/projections/{name}/state`.
+#[utoipa::path(
+    get,
+    path = "/v1/projections/{name}/state",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("key" = Option<Vec<String>>, Query, description = "One value per key column, in order: the rows of that key"), ("format" = Option<String>, Query, description = "json (the default), ndjson, csv, arrow or parquet", pattern = "^(json|ndjson|csv|arrow|parquet)$")),
+    responses((status = 200, description = "The rows, with the position they reflect in x-allsource-position", content((ref("#/components/schemas/Rows") = "application/json"), ("application/x-ndjson"), ("text/csv"), ("application/vnd.apache.arrow.stream"), ("application/vnd.apache.parquet"))))
+)]
 pub(super) async fn rows(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -181,6 +222,13 @@ pub(super) async fn rows(
 }
 
 /// `DELETE /v1/projections/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/projections/{name}",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 204, description = "Deleted"))
+)]
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplayParams {
+pub(super) struct ReplayParams {
     table: String,
     /// `earliest` (the default), `after:N` or an RFC 3339 time.
     from: Option<String>,
@@ -123,6 +123,13 @@ impl ReplayParams {
 }
 
 /// `POST /v1/replay`.
+#[utoipa::path(
+    post,
+    path = "/v1/replay",
+    tag = "replay",
+    request_body(content = inline(ReplayParams), content_type = "application/json"),
+    responses((status = 200, description = "The events in order, one JSON object per line, with progress lines and a summary line at the end", content_type = "application/x-ndjson"))
+)]
 pub(super) async fn replay(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let answer = async {
@@ -130,7 +137,7 @@ pub(super) async fn replay(State(state): State<AppState>, request: Request) -> R
         let body = axum::body::to_bytes(body, state.max_body_bytes)
             .await
             .map_err(|_| super::http::body_too_large())?;
-        let params: ReplayParams = serde_json::from_slice(&body)
+        let params: ReplayParams = crate::service::json_object(&body)
             .map_err(|e| Error::invalid(format!("request body: {e}")))?;
         let (request, into) = params.request()?;
         if into.is_some() {
@@ -232,6 +239,13 @@ fn tokio_stream_from(
 }
 
 /// `GET /v1/replay` with `Upgrade: websocket`.
+#[utoipa::path(
+    get,
+    path = "/v1/replay",
+    tag = "replay",
+    params(("table" = String, Query, description = "The table to replay", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("from" = Option<String>, Query, description = "earliest (the default), after:N or an RFC 3339 time"), ("to" = Option<String>, Query, description = "Last position or time"), ("filter" = Option<String>, Query, description = "A SQL condition"), ("speed" = Option<f64>, Query, description = "0 (as fast as possible) or a multiple of the recorded pace"), ("order" = Option<String>, Query, description = "sequential (the default) or parallel", pattern = "^(sequential|parallel)$"), ("parallelism" = Option<u32>, Query, description = "With order=parallel"), ("into" = Option<String>, Query, description = "A table to write the events into instead of returning them"), ("token" = Option<String>, Query, description = "Bearer token, for clients that cannot send headers"), ("tenant" = Option<String>, Query, description = "Tenant, for clients that cannot send headers")),
+    responses((status = 101, description = "Switched to a WebSocket"))
+)]
 pub(super) async fn replay_socket(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     if !is_websocket(&parts.headers) {

@@ -25,6 +25,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 /// `GET /v1/schemas`.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas",
+    tag = "schemas",
+    responses((status = 200, description = "The governed tables", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -34,6 +40,13 @@ pub(super) async fn list(
 }
 
 /// `GET /v1/schemas/{table}`.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{table}",
+    tag = "schemas",
+    params(("table" = String, Path, description = "A table name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    responses((status = 200, description = "The table's schemas, settings and upcasts", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn describe(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -48,6 +61,14 @@ pub(super) async fn describe(
 }
 
 /// `PUT /v1/schemas/{table}`.
+#[utoipa::path(
+    put,
+    path = "/v1/schemas/{table}",
+    tag = "schemas",
+    params(("table" = String, Path, description = "A table name", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    request_body(content = ref("#/components/schemas/Object"), content_type = "application/json", description = "The table's settings: allowed event types, modes (README, Validation rules)"),
+    responses((status = 200, description = "Set", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn put_table(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -63,6 +84,14 @@ pub(super) async fn put_table(
 }
 
 /// `POST /v1/schemas/{table}/{event_type}`.
+#[utoipa::path(
+    post,
+    path = "/v1/schemas/{table}/{event_type}",
+    tag = "schemas",
+    params(("table" = String, Path, description = "A table name", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("event_type" = String, Path, description = "An event type")),
+    request_body(content = ref("#/components/schemas/Object"), content_type = "application/json", description = "A schema: fields, rules, mode, migrations (README, Validation rules)"),
+    responses((status = 201, description = "Registered as a new version", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn register(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -78,6 +107,13 @@ pub(super) async fn register(
 }
 
 /// `GET /v1/schemas/{table}/{event_type}`.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{table}/{event_type}",
+    tag = "schemas",
+    params(("table" = String, Path, description = "A table name", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("event_type" = String, Path, description = "An event type")),
+    responses((status = 200, description = "The event type's schema versions", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn versions(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -96,6 +132,13 @@ pub(super) struct RollbackParams {
 }
 
 /// `DELETE /v1/schemas/{table}/{event_type}/versions/{n}[?force=true]`.
+#[utoipa::path(
+    delete,
+    path = "/v1/schemas/{table}/{event_type}/versions/{version}",
+    tag = "schemas",
+    params(("table" = String, Path, description = "A table name", pattern = "^[a-z][a-z0-9_]{0,63}$"), ("event_type" = String, Path, description = "An event type"), ("version" = u32, Path, description = "The latest version, to remove"), ("force" = Option<bool>, Query, description = "Remove it even if events were written with it")),
+    responses((status = 200, description = "Removed; the version now in effect", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn rollback(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -115,6 +158,14 @@ pub(super) struct ValidateParams {
 }
 
 /// `POST /v1/validate?table=`.
+#[utoipa::path(
+    post,
+    path = "/v1/validate",
+    tag = "schemas",
+    params(("table" = Option<String>, Query, description = "The table whose rules apply (default events)", pattern = "^[a-z][a-z0-9_]{0,63}$")),
+    request_body(description = "Events as for POST /v1/events", content((ref("#/components/schemas/Event") = "application/json"), ("application/x-ndjson"))),
+    responses((status = 200, description = "What each event breaks; nothing is stored", body = ref("#/components/schemas/Object"), content_type = "application/json"))
+)]
 pub(super) async fn validate(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,

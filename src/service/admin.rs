@@ -91,7 +91,7 @@ impl Service {
         action: String,
     ) -> Result<serde_json::Value> {
         let t = self.admin_table(caller, table)?;
-        let settings: TableSettings = serde_json::from_slice(body)
+        let settings: TableSettings = super::json_object(body)
             .map_err(|e| Error::invalid(format!("invalid settings: {e}")))?;
         settings.validate().map_err(Error::invalid)?;
         let detail = serde_json::to_string(&settings).unwrap_or_default();

@@ -267,3 +267,20 @@ impl Service {
 
 #[cfg(test)]
 mod tests;
+
+/// A request body that must be one JSON object, read as `T`. (serde reads
+/// a struct from an array of its fields too, which no client means.)
+pub fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> std::result::Result<T, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if !value.is_object() {
+        let found = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(format!("expected a JSON object, found {found}"));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}

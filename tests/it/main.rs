@@ -25,6 +25,7 @@ mod maintenance;
 mod mcp;
 mod memory;
 mod metrics;
+mod openapi;
 mod pg;
 mod pipeline_control;
 mod pipeline_partition;
