@@ -14,17 +14,19 @@ VENV="${ALLSOURCE_VENV:-$HOME/.cache/allsource-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, cryptography, adbc_driver_flightsql.dbapi, websockets, mcp, psycopg, schemathesis" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, cryptography, adbc_driver_flightsql.dbapi, websockets, mcp, psycopg, schemathesis, playwright" 2>/dev/null; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export ALLSOURCE_TEST_PYTHON="$VENV/bin/python"
 # promtool lints the /metrics output (Debian package prometheus); psql
 # talks to the PostgreSQL port (postgresql-client); the shell is tested
-# in a terminal (tmux).
+# in a terminal (tmux); the web console in a headless browser (chromium,
+# driven by Playwright with this executable: it downloads none).
 missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
 command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

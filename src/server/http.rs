@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         (schemas, paths, router.route_layer(layer))
     };
     let (routes, api) = OpenApiRouter::with_openapi(super::openapi::base())
+        .routes(routes!(super::console::page))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(auth(routes!(metrics)))

@@ -5,6 +5,7 @@
 //! every buffer.
 
 mod admin;
+mod console;
 pub mod error;
 pub mod flight;
 mod groups;

@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod cli_resources;
 mod compaction;
+mod console;
 mod crash;
 mod delta_interop;
 mod dsl;

@@ -9,6 +9,7 @@ use std::process::Command;
 
 /// Every operation the server answers, as `METHOD path`.
 const OPERATIONS: &[&str] = &[
+    "GET /",
     "GET /health",
     "GET /ready",
     "GET /metrics",
