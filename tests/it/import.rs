@@ -143,13 +143,33 @@ fn every_format_is_imported_and_bad_rows_are_reported_with_their_line() {
         "[\"a\"]"
     );
 
-    // Run again: every file is recorded as done; nothing is sent.
+    // Run again: every file is recorded as done; nothing is sent, and the
+    // rows refused before still make the status say not all was stored.
     let mut again = import(&s, &["--table", "imp"], &state);
     again.arg(&data);
     let (ok, out, err) = run_with_input(&mut again, "");
-    assert!(ok, "{out}{err}");
+    assert!(!ok, "{out}{err}");
     assert!(err.contains("imported before"), "{err}");
-    assert!(out.contains("0 events stored"), "{out}");
+    assert!(
+        out.contains("0 events stored, 0 rows rejected")
+            && out.contains("(4 more in earlier runs)"),
+        "{out}"
+    );
+    // The state belongs to this server and tenant.
+    let mut elsewhere = Command::new(server_bin());
+    elsewhere
+        .args([
+            "import",
+            "--table",
+            "imp",
+            "--flight-url",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--state")
+        .arg(&state)
+        .arg(&data);
+    let (ok, _, err) = run_with_input(&mut elsewhere, "");
+    assert!(!ok && err.contains("name another --state file"), "{err}");
     assert_eq!(s.scalar("SELECT count(*) AS n FROM imp"), 9);
 
     // Without the state, the same rows carry the same ids: all are
@@ -251,4 +271,28 @@ fn an_interrupted_import_resumes_and_stores_every_row_once() {
         json!({"n": total, "d": total, "lo": 0.0, "hi": (total - 1) as f64}),
         "{out}"
     );
+}
+
+#[test]
+fn a_file_appended_to_is_imported_again_without_storing_its_old_rows_twice() {
+    let s = TestServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("log.ndjson");
+    let line = |i: u32| format!("{{\"event_type\":\"tick\",\"entity_id\":\"e{i}\"}}\n");
+    let mut text: String = (0..3).map(line).collect();
+    write(&file, text.as_bytes());
+    let state = dir.path().join("state.json");
+    let run = || {
+        let mut c = import(&s, &[file.to_str().unwrap()], &state);
+        run_with_input(&mut c, "")
+    };
+    let (ok, out, err) = run();
+    assert!(ok && out.contains("3 events stored"), "{out}{err}");
+    text.extend((3..5).map(line));
+    write(&file, text.as_bytes());
+    let (ok, out, err) = run();
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("changed since it was last imported"), "{err}");
+    assert!(out.contains("2 events stored, 3 already there"), "{out}");
+    assert_eq!(s.scalar("SELECT count(*) AS n FROM events"), 5);
 }

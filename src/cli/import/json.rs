@@ -17,11 +17,38 @@ use serde_json::{Map, Value};
 use std::io::BufRead;
 use std::sync::Arc;
 
+/// The id of an event that came without one: a digest of the record's
+/// text and its place in the file. The same record sent again (a batch
+/// resent after an interruption, a file appended to and imported again)
+/// gets the same id, so the server stores it once.
+pub(super) fn record_id(text: &[u8], index: u64) -> String {
+    let text = text.trim_ascii();
+    format!("{:016x}-{index}", xxhash_rust::xxh3::xxh3_64(text))
+}
+
+/// The event of one record, with an id made when it has none.
+fn event(text: &[u8], index: u64) -> Result<Event, String> {
+    let mut event = parse_event(text)?;
+    if event.event_id.is_none() {
+        event.event_id = Some(record_id(text, index));
+    }
+    Ok(event)
+}
+
+/// Skips a UTF-8 byte-order mark at the start of a file.
+fn skip_bom(reader: &mut impl BufRead) -> anyhow::Result<()> {
+    if reader.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
+    Ok(())
+}
+
 /// The records of NDJSON: one per non-blank line.
 pub(super) fn ndjson(
     mut reader: impl BufRead,
     sink: &mut RowSink<'_, Event>,
 ) -> anyhow::Result<()> {
+    skip_bom(&mut reader)?;
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
@@ -33,7 +60,7 @@ pub(super) fn ndjson(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        sink.record(Place::Line(number), |_| parse_event(&line))?;
+        sink.record(Place::Line(number), |index| event(&line, index))?;
     }
 }
 
@@ -109,7 +136,8 @@ impl<R: BufRead> Scanner<R> {
 /// The records of a JSON file: the elements of one top-level array, or
 /// the values one after another. A value cut off by the end of the file
 /// is a record (refused by the parser) and ends the file.
-pub(super) fn json(reader: impl BufRead, sink: &mut RowSink<'_, Event>) -> anyhow::Result<()> {
+pub(super) fn json(mut reader: impl BufRead, sink: &mut RowSink<'_, Event>) -> anyhow::Result<()> {
+    skip_bom(&mut reader)?;
     let mut s = Scanner { reader, line: 1 };
     let array = s.skip_space()? == Some(b'[');
     if array {
@@ -145,8 +173,10 @@ pub(super) fn json(reader: impl BufRead, sink: &mut RowSink<'_, Event>) -> anyho
                     );
                 }
                 s.take()?;
-                if s.skip_space()?.is_none() {
-                    continue;
+                match s.skip_space()? {
+                    None => continue,
+                    Some(b']') => bail!("line {}: a ',' before the array's end", s.line),
+                    Some(_) => {}
                 }
             }
         }
@@ -154,7 +184,7 @@ pub(super) fn json(reader: impl BufRead, sink: &mut RowSink<'_, Event>) -> anyho
         let line = s.line;
         value.clear();
         s.value(&mut value)?;
-        sink.record(Place::Line(line), |_| parse_event(&value))?;
+        sink.record(Place::Line(line), |index| event(&value, index))?;
     }
 }
 
@@ -166,11 +196,10 @@ fn flat(value: Value) -> Value {
     }
 }
 
-/// The events as one batch: `event_id`, `event_type`, `entity_id`,
-/// `timestamp`, `expected_version` and `schema_version` when any event
-/// has one, and a `payload` struct of the payloads' fields. `ids` are the
-/// ids of events that came without one.
-pub(super) fn batch(events: Vec<Event>, ids: Vec<String>) -> anyhow::Result<RecordBatch> {
+/// The events (each with an id) as one batch: `event_id`, `event_type`,
+/// `entity_id`, `timestamp`, `expected_version` and `schema_version` when
+/// any event has one, and a `payload` struct of the payloads' fields.
+pub(super) fn batch(events: Vec<Event>) -> anyhow::Result<RecordBatch> {
     let n = events.len();
     let mut fields = vec![
         Field::new("event_id", DataType::Utf8, false),
@@ -194,8 +223,8 @@ pub(super) fn batch(events: Vec<Event>, ids: Vec<String>) -> anyhow::Result<Reco
         Vec::with_capacity(n),
     );
     let mut given_ids = Vec::with_capacity(n);
-    for (event, id) in events.into_iter().zip(ids) {
-        given_ids.push(event.event_id.unwrap_or(id));
+    for event in events {
+        given_ids.push(event.event_id.unwrap_or_default());
         types.push(event.event_type);
         entities.push(event.entity_id);
         times.push(event.timestamp);
@@ -300,6 +329,25 @@ mod tests {
         assert!(err.contains("ends inside its top-level array"), "{err}");
     }
 
+    #[test]
+    fn made_ids_follow_the_record_and_its_place() {
+        let a = br#" {"event_type":"a","entity_id":"u"} "#;
+        assert_eq!(record_id(a, 4), record_id(a.trim_ascii(), 4));
+        assert_ne!(record_id(a, 4), record_id(a, 5));
+        assert_ne!(
+            record_id(a, 4),
+            record_id(br#"{"event_type":"b","entity_id":"u"}"#, 4)
+        );
+        let bom = "\u{feff}{\"event_type\":\"a\",\"entity_id\":\"u1\"}\n";
+        assert_eq!(records(bom, false)[0], (Place::Line(1), Ok("u1".into())));
+        assert_eq!(records(bom, true)[0], (Place::Line(1), Ok("u1".into())));
+        let err = collect_records_err("[{\"event_type\":\"a\",\"entity_id\":\"u\"},\n]");
+        assert!(
+            err.contains("line 2: a ',' before the array's end"),
+            "{err}"
+        );
+    }
+
     fn collect_records_err(text: &str) -> String {
         let mut err = String::new();
         let mut out = Vec::new();
@@ -321,9 +369,10 @@ mod tests {
             r#"{"event_type":"b","entity_id":"u2","expected_version":3,"payload":{"n":"two"}}"#,
         ]
         .iter()
-        .map(|t| parse_event(t.as_bytes()).unwrap())
+        .enumerate()
+        .map(|(i, t)| event(t.as_bytes(), i as u64).unwrap())
         .collect();
-        let b = batch(events, vec!["g0".into(), "g1".into()]).unwrap();
+        let b = batch(events).unwrap();
         let names: Vec<_> = b
             .schema()
             .fields()
@@ -342,7 +391,8 @@ mod tests {
             ]
         );
         let ids = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-        assert_eq!((ids.value(0), ids.value(1)), ("mine", "g1"));
+        assert_eq!(ids.value(0), "mine");
+        assert!(ids.value(1).ends_with("-1"), "{}", ids.value(1));
         let payload = b.column(5).as_any().downcast_ref::<StructArray>().unwrap();
         let n = payload.column_by_name("n").unwrap();
         let n = n.as_any().downcast_ref::<StringArray>().unwrap();

@@ -11,7 +11,8 @@
 //! file and line, and the rest is imported.
 //!
 //! Exit status: 0 when every row was stored, 2 when some rows or files
-//! were not (each reported), 1 when the import itself failed.
+//! were not (each reported; rows refused in earlier runs of a resumed
+//! import count too), 1 when the import itself failed.
 
 mod chunk;
 mod json;
@@ -76,6 +77,8 @@ struct Planned {
     fingerprint: String,
     skip: u64,
     complete: bool,
+    /// Rows of the file refused in earlier runs.
+    rejected_before: u64,
 }
 
 /// What the reader thread hands the uploader.
@@ -104,7 +107,12 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<()> {
         .state
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!(".allsource-import-{}.json", args.table)));
-    let mut tracker = state::Tracker::load(&state_path, &args.table)?;
+    let mut tracker = state::Tracker::load(
+        &state_path,
+        &args.table,
+        &args.flight_url,
+        args.tenant.as_deref(),
+    )?;
     let mut plan = Vec::with_capacity(inputs.len());
     for input in inputs {
         let key = input
@@ -114,7 +122,13 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<()> {
             .display()
             .to_string();
         let fingerprint = source::fingerprint(&input.path)?;
-        let at = tracker.start(&key, &fingerprint);
+        let (at, changed) = tracker.start(&key, &fingerprint);
+        if changed {
+            eprintln!(
+                "{}: changed since it was last imported; reading it again from the start (rows sent before carry the same ids, so the server skips them within its --dedup-window)",
+                input.path.display()
+            );
+        }
         if at.complete {
             eprintln!(
                 "{}: imported before (recorded in {}); skipped",
@@ -134,6 +148,7 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<()> {
             fingerprint,
             skip: at.records,
             complete: at.complete,
+            rejected_before: at.rejected,
         });
     }
     let plan = std::sync::Arc::new(plan);
@@ -152,8 +167,17 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<()> {
         std::thread::spawn(move || read_all(&plan, rows, &tx))
     };
     let bar = progress_bar(&plan, args.quiet);
+    // A resumed import adds to the list the earlier runs wrote.
+    let resuming = plan.iter().any(|p| p.skip > 0);
     let mut rejected_out = match &args.rejected {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(resuming)
+                .truncate(!resuming)
+                .open(p)?,
+        )),
         None => None,
     };
     let mut totals = Totals::default();
@@ -216,7 +240,8 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<()> {
     }
     let skipped = plan.iter().filter(|p| p.complete).count();
     print_summary(args, &plan, &totals, &failures, skipped, started);
-    if totals.rejected > 0 || !failures.is_empty() {
+    let earlier: u64 = plan.iter().map(|p| p.rejected_before).sum();
+    if totals.rejected + earlier > 0 || !failures.is_empty() {
         std::io::stdout().flush()?;
         std::process::exit(2);
     }
@@ -286,6 +311,10 @@ fn print_summary(
         totals.rejected,
         totals.rows as f64 / secs.max(1e-3)
     ));
+    let earlier: u64 = plan.iter().map(|p| p.rejected_before).sum();
+    if earlier > 0 {
+        line.push_str(&format!(" ({earlier} more in earlier runs)"));
+    }
     if skipped > 0 {
         line.push_str(&format!("; {skipped} files imported before were skipped"));
     }
@@ -390,8 +419,7 @@ fn read_file(
         Format::Ndjson | Format::Json => {
             let mut cut = |pending: Pending<allsource::ingest::Event>| {
                 end.store(pending.end, Ordering::Relaxed);
-                let ids = pending.records.iter().map(|r| make_id(*r)).collect();
-                let batch = json::batch(pending.rows, ids)?;
+                let batch = json::batch(pending.rows)?;
                 send(chunk(batch, pending.places, pending.end, pending.rejected))
             };
             let mut sink = RowSink::new(p.skip, rows, &mut cut);
@@ -414,7 +442,8 @@ fn read_file(
                         arrow::datatypes::Schema::empty(),
                     )),
                 };
-                let batch = tabular::with_ids(batch, &pending.records, make_id)?;
+                let ids = pending.rows.iter().map(|r| r.id.clone()).collect();
+                let batch = tabular::with_ids(batch, ids)?;
                 send(chunk(batch, pending.places, pending.end, pending.rejected))
             };
             let mut sink = RowSink::new(p.skip, rows, &mut cut);

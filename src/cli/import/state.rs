@@ -16,6 +16,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct State {
     pub table: String,
+    /// The Flight URL and tenant the files went to: a state is only
+    /// valid for the server and tenant that stored its records.
+    #[serde(default)]
+    pub server: String,
+    #[serde(default)]
+    pub tenant: Option<String>,
     /// By the file's path as given.
     pub files: BTreeMap<String, FileState>,
 }
@@ -43,7 +49,12 @@ impl Tracker {
     /// Loads the state at `path` (a fresh one when there is none). A state
     /// of another table is refused: its files' records were not stored
     /// where this import stores them.
-    pub(crate) fn load(path: &Path, table: &str) -> anyhow::Result<Tracker> {
+    pub(crate) fn load(
+        path: &Path,
+        table: &str,
+        server: &str,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<Tracker> {
         let state = match std::fs::read(path) {
             Ok(bytes) => {
                 let state: State = serde_json::from_slice(&bytes)
@@ -55,10 +66,21 @@ impl Tracker {
                         state.table
                     );
                 }
+                if state.server != server || state.tenant.as_deref() != tenant {
+                    anyhow::bail!(
+                        "{} records an import to {} (tenant {}), not to {server} (tenant {}): name another --state file",
+                        path.display(),
+                        state.server,
+                        state.tenant.as_deref().unwrap_or("of the token"),
+                        tenant.unwrap_or("of the token")
+                    );
+                }
                 state
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
                 table: table.to_string(),
+                server: server.to_string(),
+                tenant: tenant.map(str::to_string),
                 files: BTreeMap::new(),
             },
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -70,16 +92,19 @@ impl Tracker {
     }
 
     /// Where `file` (with this fingerprint) resumes: its recorded state,
-    /// or a fresh one when it is new or its bytes changed.
-    pub(crate) fn start(&mut self, file: &str, fingerprint: &str) -> FileState {
+    /// or a fresh one when it is new or its bytes changed (then `true`
+    /// if an earlier run had read some of it).
+    pub(crate) fn start(&mut self, file: &str, fingerprint: &str) -> (FileState, bool) {
         let entry = self.state.files.entry(file.to_string()).or_default();
+        let mut changed = false;
         if entry.fingerprint != fingerprint {
+            changed = entry.records > 0;
             *entry = FileState {
                 fingerprint: fingerprint.to_string(),
                 ..FileState::default()
             };
         }
-        entry.clone()
+        (entry.clone(), changed)
     }
 
     /// Records progress on `file` and writes the state out.
@@ -123,15 +148,39 @@ mod tests {
     fn state_survives_a_reload_and_a_changed_file_starts_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let mut t = Tracker::load(&path, "events").unwrap();
-        assert_eq!(t.start("a.csv", "f1").records, 0);
+        let load = || Tracker::load(&path, "events", "http://s", None);
+        let mut t = load().unwrap();
+        assert_eq!(
+            t.start("a.csv", "f1"),
+            (
+                FileState {
+                    fingerprint: "f1".into(),
+                    ..FileState::default()
+                },
+                false
+            )
+        );
         t.advance("a.csv", 500, 2, false).unwrap();
         t.advance("a.csv", 900, 1, true).unwrap();
-        let mut t = Tracker::load(&path, "events").unwrap();
-        let a = t.start("a.csv", "f1");
-        assert_eq!((a.records, a.rejected, a.complete), (900, 3, true));
-        assert_eq!(t.start("a.csv", "f2").records, 0);
-        let err = Tracker::load(&path, "other").unwrap_err().to_string();
+        let mut t = load().unwrap();
+        let (a, changed) = t.start("a.csv", "f1");
+        assert_eq!(
+            (a.records, a.rejected, a.complete, changed),
+            (900, 3, true, false)
+        );
+        let (a, changed) = t.start("a.csv", "f2");
+        assert_eq!((a.records, changed), (0, true));
+        let err = Tracker::load(&path, "other", "http://s", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("into table \"events\""), "{err}");
+        let err = Tracker::load(&path, "events", "http://t", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not to http://t"), "{err}");
+        let err = Tracker::load(&path, "events", "http://s", Some("acme"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant acme"), "{err}");
     }
 }

@@ -36,8 +36,8 @@ pub(super) enum Kind {
 impl Kind {
     fn fits(self, cell: &str) -> bool {
         match self {
-            Kind::Integer => cell.parse::<i64>().is_ok(),
-            Kind::Number => cell.parse::<f64>().is_ok(),
+            Kind::Integer => cell.parse::<i64>().is_ok() && !padded(cell),
+            Kind::Number => cell.parse::<f64>().is_ok_and(f64::is_finite) && !padded(cell),
             Kind::Boolean => matches!(cell, "true" | "false"),
             Kind::Text => true,
         }
@@ -53,6 +53,13 @@ impl Kind {
     }
 }
 
+/// Whether a number is written with leading zeros (`007`, `-01.5`): an
+/// identifier or a code rather than a quantity, kept as text.
+fn padded(cell: &str) -> bool {
+    let digits = cell.trim_start_matches(['-', '+']);
+    digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0.")
+}
+
 /// The narrowest kind every non-empty cell of column `name` fits.
 fn infer(name: &str, cells: impl Iterator<Item = String>) -> Kind {
     if TEXT_COLUMNS.contains(&name) {
@@ -62,7 +69,7 @@ fn infer(name: &str, cells: impl Iterator<Item = String>) -> Kind {
     let candidates: &[Kind] = match name {
         // Epoch milliseconds, or RFC 3339 text.
         "timestamp" | "schema_version" => &[Kind::Integer],
-        _ => &[Kind::Number, Kind::Boolean],
+        _ => &[Kind::Integer, Kind::Number, Kind::Boolean],
     };
     candidates
         .iter()
@@ -71,8 +78,12 @@ fn infer(name: &str, cells: impl Iterator<Item = String>) -> Kind {
         .unwrap_or(Kind::Text)
 }
 
-/// One CSV row: its cells.
-pub(super) type CsvRow = Vec<String>;
+/// One CSV row: its cells, and the id made for it.
+#[derive(Debug)]
+pub(super) struct CsvRow {
+    pub cells: Vec<String>,
+    pub id: String,
+}
 
 /// A CSV file's columns: names and kinds.
 pub(super) type Columns = Vec<(String, Kind)>;
@@ -133,7 +144,7 @@ pub(super) fn csv(
         })
         .collect();
     let columns = columns.get_or_init(|| inferred);
-    let check = |row: csv::StringRecord| -> Result<CsvRow, String> {
+    let check = |row: csv::StringRecord, index: u64| -> Result<CsvRow, String> {
         if row.len() != columns.len() {
             return Err(format!(
                 "the row has {} fields; the header has {}",
@@ -153,10 +164,12 @@ pub(super) fn csv(
                 ));
             }
         }
-        Ok(row.iter().map(str::to_string).collect())
+        let cells: Vec<String> = row.iter().map(str::to_string).collect();
+        let id = super::json::record_id(cells.join("\u{1f}").as_bytes(), index);
+        Ok(CsvRow { cells, id })
     };
     let mut take = |line: u64, row: Result<csv::StringRecord, String>| {
-        sink.record(Place::Line(line), |_| row.and_then(check))
+        sink.record(Place::Line(line), |index| row.and_then(|r| check(r, index)))
     };
     for (line, row) in first {
         take(line, row)?;
@@ -177,14 +190,16 @@ pub(super) fn csv_batch(
     for (i, (name, kind)) in columns.iter().enumerate() {
         let cells = rows
             .iter()
-            .map(|r| Some(r[i].as_str()).filter(|c| !c.is_empty()));
+            .map(|r| Some(r.cells[i].as_str()).filter(|c| !c.is_empty()));
         let array: ArrayRef = match kind {
-            Kind::Integer => Arc::new(
+            // Payload numbers are doubles on the server; the event's own
+            // integers (epoch milliseconds, schema versions) stay integers.
+            Kind::Integer if matches!(name.as_str(), "timestamp" | "schema_version") => Arc::new(
                 cells
                     .map(|c| c.and_then(|c| c.parse::<i64>().ok()))
                     .collect::<Int64Array>(),
             ),
-            Kind::Number => Arc::new(
+            Kind::Integer | Kind::Number => Arc::new(
                 cells
                     .map(|c| c.and_then(|c| c.parse::<f64>().ok()))
                     .collect::<Float64Array>(),
@@ -203,12 +218,8 @@ pub(super) fn csv_batch(
 }
 
 /// The batch with an `event_id` on every row: the file's own where it
-/// has one, else the id made for the row's record.
-pub(super) fn with_ids(
-    batch: RecordBatch,
-    records: &[u64],
-    make_id: impl Fn(u64) -> String,
-) -> anyhow::Result<RecordBatch> {
+/// has one, else the row's `made` id.
+pub(super) fn with_ids(batch: RecordBatch, made: Vec<String>) -> anyhow::Result<RecordBatch> {
     let schema = batch.schema();
     let given = match schema.index_of("event_id") {
         Ok(i) => Some((
@@ -218,15 +229,15 @@ pub(super) fn with_ids(
         )),
         Err(_) => None,
     };
-    let ids: StringArray = records
-        .iter()
+    let ids: StringArray = made
+        .into_iter()
         .enumerate()
-        .map(|(row, record)| {
+        .map(|(row, made)| {
             let own = given.as_ref().and_then(|(_, a)| {
                 let a = a.as_any().downcast_ref::<StringArray>()?;
                 (!a.is_null(row)).then(|| a.value(row).to_string())
             });
-            Some(own.unwrap_or_else(|| make_id(*record)))
+            Some(own.unwrap_or(made))
         })
         .collect();
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -280,7 +291,7 @@ pub(super) fn parquet(
         done += batch.num_rows() as u64;
         emit(Chunk {
             file,
-            batch: with_ids(batch, &records, &make_id)?,
+            batch: with_ids(batch, records.iter().map(|r| make_id(*r)).collect())?,
             places: records.iter().map(|r| Place::Row(r + 1)).collect(),
             end: done,
             disk_bytes: size.saturating_mul(done) / total.max(1),
@@ -361,7 +372,7 @@ mod tests {
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.column(2).null_count(), 1);
         assert_eq!(b.column(3).data_type(), &DataType::Float64);
-        let b = with_ids(b, &[0, 1], |r| format!("id{r}")).unwrap();
+        let b = with_ids(b, rows.iter().map(|r| r.id.clone()).collect()).unwrap();
         assert_eq!(b.schema().field(6).name(), "event_id");
     }
 
@@ -379,7 +390,7 @@ mod tests {
         assert!(
             last.as_ref()
                 .unwrap_err()
-                .contains("\"amount\": \"n/a\" is not a number")
+                .contains("\"amount\": \"n/a\" is not an integer")
         );
     }
 
@@ -390,7 +401,7 @@ mod tests {
             Arc::new(StringArray::from(vec![Some("a"), None])) as ArrayRef,
         )])
         .unwrap();
-        let b = with_ids(b, &[7, 8], |r| format!("made{r}")).unwrap();
+        let b = with_ids(b, vec!["made7".into(), "made8".into()]).unwrap();
         let ids = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!((ids.value(0), ids.value(1)), ("a", "made8"));
     }

@@ -24,6 +24,11 @@ use tonic::{Code, Status};
 /// Waits for a busy server, per chunk, before the import gives up.
 const MAX_WAITS: u32 = 120;
 
+/// Rows of one chunk the server may refuse before the import stops: past
+/// it the fault is likely the file's shape (a time format, a column type),
+/// which is better fixed than reported row by row.
+const MAX_REFUSED: usize = 100;
+
 /// What the server did with a chunk.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
@@ -81,7 +86,11 @@ impl Uploader {
                 }
                 Err(status) => status,
             };
-            let at_fault = faulty_rows(&status);
+            let mut at_fault = faulty_rows(&status);
+            // Rows it names that were not sent cannot be set aside; a
+            // refusal naming none of the sent rows is halved like one
+            // naming no row at all, so the loop always makes progress.
+            at_fault.retain(|(index, _)| *index < rows.len());
             if !at_fault.is_empty() {
                 let mut rest = Vec::with_capacity(rows.len());
                 for (i, row) in rows.into_iter().enumerate() {
@@ -100,6 +109,12 @@ impl Uploader {
                     .refused
                     .push((rows[0], status.message().to_string()));
             }
+            if outcome.refused.len() > MAX_REFUSED {
+                bail!(
+                    "the server refused more than {MAX_REFUSED} rows of one batch, the first because: {}; fix the file (or its format) and run the import again",
+                    outcome.refused[0].1
+                );
+            }
         }
         outcome.refused.sort_by_key(|(row, _)| *row);
         Ok(outcome)
@@ -117,7 +132,9 @@ impl Uploader {
             };
             let wait = retry_after(&status);
             match status.code() {
-                Code::InvalidArgument | Code::Aborted => return Ok(Err(status)),
+                // A message over the server's size limit is refused by
+                // gRPC as out of range: halved like any other.
+                Code::InvalidArgument | Code::Aborted | Code::OutOfRange => return Ok(Err(status)),
                 Code::ResourceExhausted if wait.is_none() => return Ok(Err(status)),
                 Code::Unavailable | Code::ResourceExhausted if waits < MAX_WAITS => {
                     waits += 1;
