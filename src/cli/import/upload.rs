@@ -151,7 +151,11 @@ impl Uploader {
 
     async fn put(&mut self, batch: RecordBatch) -> Result<Value, FlightError> {
         let descriptor = FlightDescriptor::new_path(vec![self.table.clone()]);
+        // One message per chunk, so a refusal's row numbers are the
+        // chunk's and no part of it is stored before another is refused;
+        // a chunk over the server's message limit is halved on refusal.
         let data = FlightDataEncoderBuilder::new()
+            .with_max_flight_data_size(usize::MAX)
             .with_flight_descriptor(Some(descriptor))
             .build(futures::stream::iter([Ok(batch)]));
         let results: Vec<_> = self.client.do_put(data).await?.try_collect().await?;
