@@ -233,13 +233,14 @@ pub(super) fn batch(events: Vec<Event>) -> anyhow::Result<RecordBatch> {
             other => Some(other.to_string()),
         });
         versions.push(event.schema_version.map(i64::from));
-        payloads.push(Value::Object(
-            event
-                .payload
+        let mut payload = event.payload;
+        if payload.values().any(|v| v.is_object() || v.is_array()) {
+            payload = payload
                 .into_iter()
                 .map(|(k, v)| (k, flat(v)))
-                .collect::<Map<_, _>>(),
-        ));
+                .collect::<Map<_, _>>();
+        }
+        payloads.push(Value::Object(payload));
     }
     columns.push(Arc::new(StringArray::from(given_ids)));
     columns.push(Arc::new(StringArray::from(types)));
@@ -255,9 +256,7 @@ pub(super) fn batch(events: Vec<Event>) -> anyhow::Result<RecordBatch> {
         fields.push(Field::new("schema_version", DataType::Int64, true));
         columns.push(Arc::new(Int64Array::from(versions)));
     }
-    let schema = arrow::json::reader::infer_json_schema_from_iterator(
-        payloads.iter().map(|p| Ok(p.clone())),
-    )?;
+    let schema = arrow::json::reader::infer_json_schema_from_iterator(payloads.iter().map(Ok))?;
     if !schema.fields().is_empty() {
         let schema = Arc::new(schema);
         let mut decoder = arrow::json::ReaderBuilder::new(schema)
