@@ -260,8 +260,14 @@ async fn authenticate(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path();
+    // A nested service (`/mcp`) sees its path without the prefix; the
+    // record names the path the client asked for.
+    let asked = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or(path, |u| u.0.path());
     let info = RequestInfo {
-        action: format!("{} {}", request.method(), request.uri().path()),
+        action: format!("{} {asked}", request.method()),
         request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()),
     };
     // Streams also take their credentials from the query string: a

@@ -552,3 +552,36 @@ fn bad_arguments_roles_and_tenants_get_tool_errors() {
     );
     assert_eq!(r.status, 401, "{}", r.text());
 }
+
+#[test]
+fn a_refused_mcp_call_is_audited_under_its_own_path() {
+    let s = hs_server();
+    let r = s.post_as(
+        "/mcp",
+        "not-a-token",
+        "application/json",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    let admin = crate::support::token("default", "admin");
+    crate::support::wait_until(
+        "the refusal is audited",
+        std::time::Duration::from_secs(20),
+        || {
+            let r = s.post_as(
+                "/v1/sql",
+                &admin,
+                "text/plain",
+                "SELECT action FROM system.audit WHERE event_type = 'auth_failure'",
+            );
+            r.status == 200 && r.json().as_array().is_some_and(|rows| !rows.is_empty())
+        },
+    );
+    let r = s.post_as(
+        "/v1/sql",
+        &admin,
+        "text/plain",
+        "SELECT action FROM system.audit WHERE event_type = 'auth_failure'",
+    );
+    assert_eq!(r.json()[0]["action"], "POST /mcp", "{}", r.text());
+}
