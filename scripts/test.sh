@@ -26,7 +26,7 @@ missing=""
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
 command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
-command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium fonts-liberation"
 if [ -n "$missing" ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
