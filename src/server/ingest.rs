@@ -226,11 +226,7 @@ pub(super) async fn read_events(
         let events = ingest::parse_events_within(&text, format, &mut |n| reservation.grow(n))
             .map_err(|e| match e {
                 ingest::Error::Budget(e) => budget_refusal(e, "parsing the request's events"),
-                // The event at fault is named in the details too, as the
-                // service names it for events refused after parsing.
-                ingest::Error::InvalidEvent { index, .. } => Error::invalid(e.to_string())
-                    .with_details(serde_json::json!({ "event": index })),
-                e => Error::invalid(e.to_string()),
+                e => Error::invalid_ingest(e),
             })?;
         drop(text);
         reservation.shrink(text_reserved);

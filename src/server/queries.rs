@@ -21,14 +21,17 @@ use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct SqlParams {
+    /// json (the default), ndjson, csv, arrow or parquet; or send Accept
+    #[param(pattern = "^(json|ndjson|csv|arrow|parquet)$")]
     format: Option<String>,
-    /// Reads every table as of `position:N` or an RFC 3339 time.
+    /// Read every table as of `position:N` or an RFC 3339 time
     as_of: Option<String>,
-    /// Reads events as they were written, without schema migrations.
+    /// Read events as written, without schema migrations
     #[serde(default)]
-    raw: bool,
+    raw: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -56,7 +59,7 @@ fn output_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutputForma
     post,
     path = "/v1/sql",
     tag = "queries",
-    params(("format" = Option<String>, Query, description = "json (the default), ndjson, csv, arrow or parquet; or send Accept", pattern = "^(json|ndjson|csv|arrow|parquet)$"), ("as_of" = Option<String>, Query, description = "Read every table as of `position:N` or an RFC 3339 time"), ("raw" = Option<bool>, Query, description = "Read events as written, without schema migrations")),
+    params(SqlParams),
     request_body(description = "The statement as text, or {\"sql\": \"...\"}", content(("text/plain"), (inline(SqlBody) = "application/json"))),
     responses((status = 200, description = "The result", content((ref("#/components/schemas/Rows") = "application/json"), ("application/x-ndjson"), ("text/csv"), ("application/vnd.apache.arrow.stream"), ("application/vnd.apache.parquet"))))
 )]
@@ -84,7 +87,14 @@ pub(super) async fn sql(
     let pin = pin_of(&params)?;
     let (stream, reads) = state
         .service
-        .sql_read(&caller, &text, None, pin, params.raw, Interface::Sql)
+        .sql_read(
+            &caller,
+            &text,
+            None,
+            pin,
+            params.raw.unwrap_or(false),
+            Interface::Sql,
+        )
         .await?;
     with_snapshot(
         stream_response(stream, format, state.max_result_bytes).await?,
@@ -101,7 +111,7 @@ const SNAPSHOT_HEADER: &str = "x-allsource-snapshot";
     post,
     path = "/v1/query",
     tag = "queries",
-    params(("format" = Option<String>, Query, description = "json (the default), ndjson, csv, arrow or parquet; or send Accept", pattern = "^(json|ndjson|csv|arrow|parquet)$"), ("as_of" = Option<String>, Query, description = "Read every table as of `position:N` or an RFC 3339 time"), ("raw" = Option<bool>, Query, description = "Read events as written, without schema migrations")),
+    params(SqlParams),
     request_body(content = ref("#/components/schemas/Object"), content_type = "application/json", description = "A query document of the DSL (docs/dsl.md)"),
     responses((status = 200, description = "The result", content((ref("#/components/schemas/Rows") = "application/json"), ("application/x-ndjson"), ("text/csv"), ("application/vnd.apache.arrow.stream"), ("application/vnd.apache.parquet"))))
 )]
@@ -117,7 +127,7 @@ pub(super) async fn dsl_query(
     let body = body_bytes(body)?;
     let (stream, reads) = state
         .service
-        .dsl_read(&caller, &body, pin, params.raw)
+        .dsl_read(&caller, &body, pin, params.raw.unwrap_or(false))
         .await?;
     with_snapshot(
         stream_response(stream, format, state.max_result_bytes).await?,

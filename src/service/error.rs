@@ -88,6 +88,18 @@ impl Error {
         Self::new(Kind::Invalid, message)
     }
 
+    /// A refused request body's error, naming the event at fault (its
+    /// index in the request) in the details when there is one.
+    pub fn invalid_ingest(e: ingest::Error) -> Self {
+        let error = Self::invalid(e.to_string());
+        match e {
+            ingest::Error::InvalidEvent { index, .. } => {
+                error.with_details(serde_json::json!({ "event": index }))
+            }
+            _ => error,
+        }
+    }
+
     /// A fault of the server's own.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Kind::Internal, message)
@@ -119,14 +131,13 @@ impl From<db::Error> for Error {
         let e = match e {
             db::Error::Query(q) => return q.into(),
             db::Error::Ingest(ingest::Error::Budget(b)) => return b.into(),
+            db::Error::Ingest(e @ ingest::Error::InvalidEvent { .. }) => {
+                return Error::invalid_ingest(e);
+            }
             e => e,
         };
         let kind = match &e {
             db::Error::Ingest(ingest::Error::TooLarge(_)) => Kind::TooLarge,
-            db::Error::Ingest(ingest::Error::InvalidEvent { index, .. }) => {
-                let details = serde_json::json!({ "event": index });
-                return Error::invalid(e.to_string()).with_details(details);
-            }
             db::Error::Ingest(_) | db::Error::Name(_) | db::Error::VersionUnavailable(_) => {
                 Kind::Invalid
             }

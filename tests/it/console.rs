@@ -31,6 +31,30 @@ fn seed(s: &TestServer, writer: &str) {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// Runs `tests/python/console_browser.py` against `s` with `token` (none
+/// when empty) and `extra` arguments; returns its report of the page.
+fn browse(s: &TestServer, token: &str, shots: &std::path::Path, extra: &[&str]) -> Value {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/console_browser.py"
+    );
+    let out = Command::new(python())
+        .arg(script)
+        .arg(&s.base)
+        .arg(token)
+        .arg(shots)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn the_console_signs_in_queries_and_draws_in_a_browser() {
     let s = hs_server();
@@ -42,24 +66,7 @@ fn the_console_signs_in_queries_and_draws_in_a_browser() {
     assert!(page.text().contains("<title>AllSource console</title>"));
 
     let shots = tempfile::tempdir().unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/console_browser.py"
-    );
-    let out = Command::new(python())
-        .arg(script)
-        .arg(&s.base)
-        .arg(token("acme", "reader"))
-        .arg(shots.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = browse(&s, &token("acme", "reader"), shots.path(), &[]);
     assert_eq!(report["login_asked"], true);
     assert!(
         !report["bad_token_error"].as_str().unwrap().is_empty(),
@@ -111,25 +118,7 @@ fn without_auth_the_console_opens_straight_to_the_tables() {
     let s = TestServer::start(&[]);
     s.ingest(&crate::support::events("view", 3));
     let shots = tempfile::tempdir().unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/console_browser.py"
-    );
-    let out = Command::new(python())
-        .arg(script)
-        .arg(&s.base)
-        .arg("")
-        .arg(shots.path())
-        .arg("browse")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = browse(&s, "", shots.path(), &["browse"]);
     assert_eq!(report["login_asked"], false, "{report}");
     assert!(
         report["tables"]

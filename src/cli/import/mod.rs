@@ -239,8 +239,9 @@ pub(crate) fn run(args: &ImportArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     let skipped = plan.iter().filter(|p| p.complete).count();
-    print_summary(args, &plan, &totals, &failures, skipped, started);
+    // Rows refused in earlier runs of a resumed import.
     let earlier: u64 = plan.iter().map(|p| p.rejected_before).sum();
+    print_summary(args, &plan, &totals, &failures, (skipped, earlier), started);
     if totals.rejected + earlier > 0 || !failures.is_empty() {
         std::io::stdout().flush()?;
         std::process::exit(2);
@@ -292,7 +293,7 @@ fn print_summary(
     plan: &[Planned],
     totals: &Totals,
     failures: &[(usize, String)],
-    skipped: usize,
+    (skipped, earlier): (usize, u64),
     started: Instant,
 ) {
     let secs = started.elapsed().as_secs_f64();
@@ -311,7 +312,6 @@ fn print_summary(
         totals.rejected,
         totals.rows as f64 / secs.max(1e-3)
     ));
-    let earlier: u64 = plan.iter().map(|p| p.rejected_before).sum();
     if earlier > 0 {
         line.push_str(&format!(" ({earlier} more in earlier runs)"));
     }

@@ -17,7 +17,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use futures::TryStreamExt;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::{Code, Status};
 
@@ -191,8 +191,8 @@ fn faulty_rows(status: &Status) -> Vec<(usize, String)> {
     if let Some(event) = details["event"].as_u64() {
         return vec![(event as usize, status.message().to_string())];
     }
-    let mut found: Vec<(usize, String)> = Vec::new();
-    let mut seen = BTreeSet::new();
+    // Each row's reasons, joined, in row order.
+    let mut found: BTreeMap<usize, String> = BTreeMap::new();
     for v in details["violations"].as_array().into_iter().flatten() {
         let (Some(index), Some("reject")) = (v["index"].as_u64(), v["mode"].as_str()) else {
             continue;
@@ -203,14 +203,15 @@ fn faulty_rows(status: &Status) -> Vec<(usize, String)> {
             v["path"].as_str().unwrap_or("?"),
             v["message"].as_str().unwrap_or("")
         );
-        if seen.insert(index) {
-            found.push((index as usize, reason));
-        } else if let Some(entry) = found.iter_mut().find(|(i, _)| *i == index as usize) {
-            entry.1.push_str("; ");
-            entry.1.push_str(&reason);
-        }
+        found
+            .entry(index as usize)
+            .and_modify(|r| {
+                r.push_str("; ");
+                r.push_str(&reason);
+            })
+            .or_insert(reason);
     }
-    found
+    found.into_iter().collect()
 }
 
 #[cfg(test)]
