@@ -18,6 +18,16 @@ if ! "$VENV/bin/python" -c "import deltalake, pyarrow, moto, chdb, numpy, jwt, c
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 export ALLSOURCE_TEST_PYTHON="$VENV/bin/python"
+# Other engines reading the tables through their Delta log, in a
+# virtualenv of their own (DuckDB's delta extension fixes DuckDB's version).
+READERS="${ALLSOURCE_READERS_VENV:-$HOME/.cache/allsource-readers-venv}"
+if [ ! -x "$READERS/bin/python" ]; then
+    python3 -m venv "$READERS"
+fi
+if ! "$READERS/bin/python" -c "import duckdb_extension_delta, polars, deltalake" 2>/dev/null; then
+    "$READERS/bin/pip" install --quiet --disable-pip-version-check -r tests/python/readers-requirements.txt
+fi
+export ALLSOURCE_READERS_PYTHON="$READERS/bin/python"
 # promtool lints the /metrics output (Debian package prometheus); psql
 # talks to the PostgreSQL port (postgresql-client); the shell is tested
 # in a terminal (tmux); the web console in a headless browser (chromium,

@@ -207,6 +207,13 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_MAX_PROJECTION_STATE_BYTES", default_value_t = 256 << 20)]
     pub max_projection_state_bytes: usize,
 
+    /// The most a tenant's projections may hold together (serving and next
+    /// versions), in bytes, estimated as for one. The projection whose fold
+    /// takes the total past it stops, with the reason; while the total is
+    /// over it, new projections are refused with 429.
+    #[arg(long, env = "ALLSOURCE_MAX_TENANT_PROJECTION_STATE_BYTES", default_value_t = 1 << 30)]
+    pub max_tenant_projection_state_bytes: usize,
+
     /// How often each projection's state is written to its snapshot (a
     /// Delta table under `<storage>/<tenant>/_snapshots/`) when it has
     /// moved on. A restart loads the snapshot and folds only the events
@@ -312,6 +319,7 @@ impl Default for Config {
             max_validation_rules: 256,
             max_governed_event_types: 256,
             max_projection_state_bytes: 256 << 20,
+            max_tenant_projection_state_bytes: 1 << 30,
             projection_snapshot_interval: Duration::from_secs(60),
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_prepared_bytes: 64 << 20,

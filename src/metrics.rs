@@ -85,6 +85,9 @@ pub struct Metrics {
     pub projection_state_bytes: IntGaugeVec,
     /// 1 for a projection stopped by an error, else 0.
     pub projection_failed: IntGaugeVec,
+    /// Errors met keeping a projection since the server started (set when
+    /// scraped).
+    pub projection_errors: IntGaugeVec,
     /// Each pipeline's lag: positions of its source past its position.
     pub pipeline_lag_positions: IntGaugeVec,
     /// Each pipeline's events by `kind`: `read`, `written`, `duplicate`,
@@ -174,6 +177,12 @@ pub fn get() -> &'static Metrics {
                 &r,
                 "allsource_projection_failed",
                 "1 for a projection stopped by an error",
+                &["tenant", "projection"],
+            ),
+            projection_errors: gauges(
+                &r,
+                "allsource_projection_errors",
+                "Errors met keeping a projection since the server started: failed reads, retried, and the error that stopped it",
                 &["tenant", "projection"],
             ),
             pipeline_lag_positions: gauges(

@@ -305,7 +305,7 @@ impl QuotaBuckets {
 }
 
 /// Seconds a [`Meters`] remembers.
-const METER_SECONDS: usize = 60;
+pub(crate) const METER_SECONDS: usize = 60;
 
 /// One second's counts: (the second since the epoch, events, queries).
 type MeterSlot = (u64, u64, u64);

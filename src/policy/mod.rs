@@ -384,6 +384,9 @@ impl Policy {
                 if zero {
                     return Err("a quota of 0 would refuse everything; deny the action with an access policy instead".into());
                 }
+                if self.tables.iter().any(|t| t.0 != "*") || !self.except_tables.is_empty() {
+                    return Err("tables: a quota counts every request of the callers it covers, whatever tables it names (a query's tables are known only once it is planned); leave tables and except_tables out".into());
+                }
             }
         }
         Ok(())

@@ -184,6 +184,14 @@ fn shapes_are_checked_with_their_place() {
         "quota of 0",
     );
     refused(
+        serde_json::json!({"name": "a", "kind": "quota", "queries_per_second": 5, "tables": ["orders"]}),
+        "tables: a quota counts every request",
+    );
+    refused(
+        serde_json::json!({"name": "a", "kind": "quota", "queries_per_second": 5, "except_tables": ["x"]}),
+        "tables: a quota counts every request",
+    );
+    refused(
         serde_json::json!({"name": "a", "kind": "access", "effect": "allow", "actions": ["query"], "tables": []}),
         "tables",
     );

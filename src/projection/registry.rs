@@ -92,6 +92,9 @@ pub struct Live {
     /// (0 when it was folded from the first event).
     pub restored_position: u64,
     health: Mutex<Health>,
+    /// Errors met while keeping it: failed reads (retried) and the error
+    /// that stopped it.
+    errors: AtomicU64,
     /// Cancelled when the projection is deleted or the server stops.
     pub stop: tokio_util::sync::CancellationToken,
     /// Held while a snapshot is written: one at a time.
@@ -120,6 +123,7 @@ impl Live {
             snapshot_position: AtomicU64::new(restored_position),
             restored_position,
             health: Mutex::new(Health::Running),
+            errors: AtomicU64::new(0),
             stop: Default::default(),
             snapshot_lock: Default::default(),
         })
@@ -196,9 +200,9 @@ impl Live {
         self.snapshot_position.load(Ordering::Acquire)
     }
 
-    /// The name of the projection's snapshot: its name and creation time,
-    /// so that a projection deleted and defined again never loads the
-    /// state of the one before.
+    /// The name of the projection's snapshot: its name and the id of its
+    /// definition, so that a projection deleted and defined again never
+    /// loads the state of the one before.
     pub fn snapshot_name(&self) -> String {
         snapshot_name(&self.spec)
     }
@@ -215,8 +219,19 @@ impl Live {
 
     /// Stops the projection with `error`.
     pub fn fail(&self, error: String) {
+        self.count_error();
         *self.health.lock() = Health::Failed(error);
         self.stop.cancel();
+    }
+
+    /// Counts an error met while keeping the projection.
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Errors met since this process started keeping it.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 }
 
@@ -503,6 +518,19 @@ impl Registry {
             .filter(|((t, _), _)| t == tenant)
             .map(|(_, s)| s.serving.clone())
             .collect()
+    }
+
+    /// The estimated bytes of the tenant's projections' states together,
+    /// next versions included.
+    pub fn tenant_state_bytes(&self, tenant: &TenantId) -> usize {
+        let lives: Vec<Arc<Live>> = self
+            .live
+            .lock()
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .flat_map(|(_, s)| std::iter::once(s.serving.clone()).chain(s.next.clone()))
+            .collect();
+        lives.iter().map(|l| l.size().1).sum()
     }
 
     /// Every serving projection.

@@ -53,6 +53,7 @@ impl crate::query::ExtraSchema for SqlSchema {
             Field::new("rows", DataType::UInt64, false),
             Field::new("state_bytes", DataType::UInt64, false),
             Field::new("snapshot_position", DataType::UInt64, false),
+            Field::new("errors", DataType::UInt64, false),
             Field::new("status", DataType::Utf8, false),
             Field::new("error", DataType::Utf8, true),
             Field::new(
@@ -86,6 +87,9 @@ impl crate::query::ExtraSchema for SqlSchema {
             )),
             Arc::new(UInt64Array::from_iter_values(
                 live.iter().map(|l| l.snapshot_position()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                live.iter().map(|l| l.errors()),
             )),
             Arc::new(StringArray::from_iter_values(health.iter().map(
                 |h| match h {

@@ -19,7 +19,7 @@ use super::http::AppState;
 use crate::auth::Principal;
 use crate::ids::{InvalidName, ProjectionName};
 use crate::projection::Language;
-use crate::query::output::{Encoder, OutputFormat};
+use crate::query::output::Encoder;
 use crate::service::Error;
 use crate::service::projections::{CreateProjection, Created};
 use axum::body::Bytes;
@@ -178,25 +178,29 @@ pub(super) async fn rows(
     Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, Error> {
     let mut key = Vec::new();
+    let mut format = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "key" => key.push(v.into_owned()),
+            "format" => format = Some(v.into_owned()),
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown parameter {other:?}; the state takes key=… (once per key column)"
+                    "unknown parameter {other:?}; the state takes key=… (once per key column) and format=…"
                 )));
             }
         }
     }
+    let format = super::queries::output_format(format.as_deref(), &headers)?;
     let key = (!key.is_empty()).then_some(key.as_slice());
     let (batch, position) = state
         .service
         .projection_rows(&caller, &name_of(&name)?, key)?;
     let schema = batch.schema();
     let encode = || -> datafusion::error::Result<Vec<u8>> {
-        let mut encoder = Encoder::new(OutputFormat::Json, &schema)?;
+        let mut encoder = Encoder::new(format, &schema)?;
         let mut out = encoder.start()?.to_vec();
         out.extend_from_slice(&encoder.batch(&batch)?);
         out.extend_from_slice(&encoder.finish(&schema)?);
@@ -205,8 +209,9 @@ pub(super) async fn rows(
     let body = encode()?;
     if body.len() > state.max_result_bytes {
         return Err(Error::invalid(format!(
-            "the projection's rows are {} bytes as JSON, more than {} (--max-result-bytes): read one key with ?key=…, or query projections.{} in SQL with a LIMIT or format=arrow",
+            "the projection's rows are {} bytes as {}, more than {} (--max-result-bytes): read one key with ?key=…, or query projections.{} in SQL with a LIMIT",
             body.len(),
+            format.content_type(),
             state.max_result_bytes,
             name
         )));
@@ -215,7 +220,7 @@ pub(super) async fn rows(
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(format.content_type()),
     );
     headers.insert("x-allsource-position", HeaderValue::from(position));
     Ok(response)

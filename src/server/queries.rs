@@ -41,7 +41,10 @@ struct SqlBody {
 }
 
 /// The result format: `?format=` wins over `Accept`; JSON by default.
-fn output_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutputFormat, Error> {
+pub(super) fn output_format(
+    param: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<OutputFormat, Error> {
     if let Some(p) = param {
         return p
             .parse()

@@ -88,6 +88,7 @@ impl Service {
         .await
         .map_err(|e| Error::internal(e.to_string()))??;
         count_events(caller, outcome.accepted as u64);
+        self.meter(caller, ratelimit::Kind::Events, outcome.accepted as u64);
         Ok(outcome)
     }
 
@@ -261,6 +262,8 @@ impl Upload<'_> {
             }
         }
         count_events(&self.caller, self.totals.accepted);
+        self.service
+            .meter(&self.caller, ratelimit::Kind::Events, self.totals.accepted);
         let result = match failure {
             None => Ok(self.totals),
             Some(e) => Err(self.totals.explain(e)),

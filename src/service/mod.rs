@@ -211,6 +211,7 @@ impl Service {
             &m.projection_rows,
             &m.projection_state_bytes,
             &m.projection_failed,
+            &m.projection_errors,
         ] {
             gauge.reset();
         }
@@ -229,6 +230,9 @@ impl Service {
             m.projection_failed
                 .with_label_values(&labels)
                 .set(i64::from(info.health != crate::projection::Health::Running));
+            m.projection_errors
+                .with_label_values(&labels)
+                .set(info.errors as i64);
         }
         self.pipeline_metrics(m);
         Ok(m.render())
@@ -253,13 +257,17 @@ impl Service {
     /// alone is over the tenant's burst.
     pub fn rate_check(&self, caller: &Principal, kind: ratelimit::Kind, n: u32) -> Result<()> {
         self.rate_limits.check(&caller.tenant, kind, n)?;
-        self.quota_check(caller, kind, n)?;
-        self.meters.record(&caller.tenant, kind, u64::from(n));
-        Ok(())
+        self.quota_check(caller, kind, n)
     }
 
-    /// The caller's tenant's admitted events and queries per second over
-    /// the last minute.
+    /// Counts `n` of `kind` done for `caller`'s tenant in the rates
+    /// [`Service::rates`] gives: events once stored, queries once started.
+    fn meter(&self, caller: &Principal, kind: ratelimit::Kind, n: u64) {
+        self.meters.record(&caller.tenant, kind, n);
+    }
+
+    /// The caller's tenant's stored events and started queries per second
+    /// over the last minute. Work refused at any step is left out.
     pub fn rates(&self, caller: &Principal) -> (f64, f64) {
         self.meters.per_second(&caller.tenant)
     }

@@ -70,6 +70,9 @@ pub struct ProjectionInfo {
     pub state_bytes: usize,
     /// The position the last snapshot covers (0: none yet).
     pub snapshot_position: u64,
+    /// Errors met while keeping it since the server started: failed reads
+    /// (retried) and the error that stopped it.
+    pub errors: u64,
     /// The position this process loaded the state at from a snapshot (0:
     /// it was folded from the table's first event).
     pub restored_position: u64,
@@ -103,6 +106,7 @@ impl Service {
             rows,
             state_bytes,
             snapshot_position: live.snapshot_position(),
+            errors: live.errors(),
             restored_position: live.restored_position,
             health: live.health(),
             caught_up: None,
@@ -188,6 +192,18 @@ impl Service {
         request: CreateProjection,
     ) -> Result<(ProjectionInfo, Created)> {
         caller.require(Role::Writer, "create projections")?;
+        let (total, tenant_cap) = (
+            self.projections.tenant_state_bytes(&caller.tenant),
+            self.config().max_tenant_projection_state_bytes,
+        );
+        if total >= tenant_cap {
+            return Err(Error::new(
+                Kind::Overloaded,
+                format!(
+                    "the tenant's projections hold about {total} bytes, at the limit of {tenant_cap} (--max-tenant-projection-state-bytes): delete one first"
+                ),
+            ));
+        }
         let spec = Spec {
             name: request.name.to_string(),
             version: request.version,
@@ -360,6 +376,28 @@ impl Service {
         });
     }
 
+    /// Why `live`'s state, or its tenant's projections together, hold too
+    /// much, if they do.
+    fn state_within_limits(&self, live: &Live) -> std::result::Result<(), String> {
+        let (cap, tenant_cap) = (
+            self.config().max_projection_state_bytes,
+            self.config().max_tenant_projection_state_bytes,
+        );
+        let (_, bytes) = live.size();
+        if bytes > cap {
+            return Err(format!(
+                "its state holds about {bytes} bytes, over the limit of {cap} (--max-projection-state-bytes)"
+            ));
+        }
+        let total = self.projections.tenant_state_bytes(&live.tenant);
+        if total > tenant_cap {
+            return Err(format!(
+                "the tenant's projections hold about {total} bytes together (this one {bytes}), over the limit of {tenant_cap} (--max-tenant-projection-state-bytes)"
+            ));
+        }
+        Ok(())
+    }
+
     /// Keeps `live` up to date until it is deleted, fails or the server
     /// stops.
     pub(super) fn spawn_projection(self: &Arc<Self>, live: Arc<Live>) {
@@ -378,7 +416,6 @@ impl Service {
     /// them, for ever; returns when the projection fails.
     async fn maintain(self: &Arc<Self>, live: &Arc<Live>) {
         let caller = Principal::local_admin(live.tenant.clone());
-        let cap = self.config().max_projection_state_bytes;
         loop {
             let request = Subscribe::new(live.table.clone(), Start::After(live.position()));
             let mut subscription = match self.subscribe_internal(&caller, request).await {
@@ -388,6 +425,7 @@ impl Service {
                     return;
                 }
                 Err(e) => {
+                    live.count_error();
                     tracing::debug!(projection = %live.name, error = %e.message, "projection read failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
@@ -405,11 +443,8 @@ impl Service {
                         if live.fold(&batches, upto).is_err() {
                             return;
                         }
-                        let (_, bytes) = live.size();
-                        if bytes > cap {
-                            live.fail(format!(
-                                "its state holds about {bytes} bytes, over the limit of {cap} (--max-projection-state-bytes)"
-                            ));
+                        if let Err(reason) = self.state_within_limits(live) {
+                            live.fail(reason);
                             return;
                         }
                         self.promote_if_caught_up(live);
@@ -419,6 +454,7 @@ impl Service {
                     // Full buffers, busy memory, a failed read: reopen
                     // after the last position folded.
                     Err(e) => {
+                        live.count_error();
                         tracing::debug!(projection = %live.name, error = %e.message, "projection read failed; reopening");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         break;

@@ -120,7 +120,9 @@ impl Service {
         // does for inner queries.
         self.check_size("the SQL text", sql.len())?;
         let stream = self.queries.sql_with(caller, sql, params, options).await;
-        stream.map_err(|e| self.query_error(caller, sql, e))
+        let stream = stream.map_err(|e| self.query_error(caller, sql, e))?;
+        self.meter(caller, ratelimit::Kind::Queries, 1);
+        Ok(stream)
     }
 
     /// Runs a DSL document (docs/dsl.md) for `caller`, given as its JSON
@@ -161,7 +163,9 @@ impl Service {
                 e.column()
             ))
         })?;
-        Ok(crate::dsl::run_with(&self.queries, caller, &doc, options).await?)
+        let stream = crate::dsl::run_with(&self.queries, caller, &doc, options).await?;
+        self.meter(caller, ratelimit::Kind::Queries, 1);
+        Ok(stream)
     }
 
     /// Plans `sql` (with `params` bound) for `caller` without running it,

@@ -236,3 +236,56 @@ fn authentication_refusals() {
         .unwrap_err();
     assert_eq!(e.kind, Kind::Invalid, "{}", e.message);
 }
+
+#[test]
+fn rates_count_stored_events_and_started_queries_only() {
+    let f = fixture(|_| {});
+    let s = &f.service;
+    let (reader, writer) = (who(Role::Reader), who(Role::Writer));
+    let table: crate::ids::TableName = "events".parse().unwrap();
+    let events = |ids: &[&str]| {
+        let body: String = ids
+            .iter()
+            .map(|id| {
+                format!("{{\"event_id\":\"{id}\",\"event_type\":\"t\",\"entity_id\":\"e\"}}\n")
+            })
+            .collect();
+        crate::ingest::parse_events(body.as_bytes(), crate::ingest::BodyFormat::Ndjson).unwrap()
+    };
+    f.runtime.block_on(async {
+        let held = s.ingest_budget().reserve();
+        let stored = s
+            .ingest(&writer, table.clone(), events(&["a", "b", "c"]), held)
+            .await;
+        assert_eq!(stored.unwrap().accepted, 3);
+        // Retries store nothing more; a refused query and a refused
+        // ingest count for nothing.
+        let held = s.ingest_budget().reserve();
+        let again = s
+            .ingest(&writer, table.clone(), events(&["a", "b"]), held)
+            .await;
+        assert_eq!(again.unwrap().accepted, 0);
+        let held = s.ingest_budget().reserve();
+        assert!(
+            s.ingest(&reader, table.clone(), events(&["d"]), held)
+                .await
+                .is_err()
+        );
+        assert!(
+            s.sql(&reader, "SELECT nosuch FROM nowhere", None, Interface::Sql)
+                .await
+                .is_err()
+        );
+        assert!(
+            s.sql(&reader, "SELECT 1", None, Interface::Sql)
+                .await
+                .is_ok()
+        );
+    });
+    // The current second is left out of the rates: wait for the next.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (events_per_second, queries_per_second) = s.rates(&reader);
+    let window = (crate::ratelimit::METER_SECONDS - 1) as f64;
+    assert_eq!((events_per_second * window).round(), 3.0);
+    assert_eq!((queries_per_second * window).round(), 1.0);
+}

@@ -34,7 +34,7 @@ pub(crate) fn parquet_files(dir: &Path) -> Vec<String> {
 /// When the default tenant's table `events` last replaced files: the
 /// newest `deletionTimestamp` of the `remove` actions in its Delta log, in
 /// epoch milliseconds. Vacuum counts a replaced file's age from there.
-fn last_replaced_ms(dir: &Path) -> i64 {
+pub(crate) fn last_replaced_ms(dir: &Path) -> i64 {
     let log = dir.join("tables/default/events/_delta_log");
     let mut newest = None;
     for e in std::fs::read_dir(&log).unwrap().flatten() {
@@ -51,7 +51,7 @@ fn last_replaced_ms(dir: &Path) -> i64 {
     newest.expect("no file was replaced")
 }
 
-fn epoch_ms() -> i64 {
+pub(crate) fn epoch_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -85,7 +85,7 @@ fn small_files(s: &mut TestServer, prefix: &str, rounds: usize, per: usize, days
     }
 }
 
-fn compact(s: &TestServer, query: &str) -> Value {
+pub(crate) fn compact(s: &TestServer, query: &str) -> Value {
     let r = s.post(&format!("/v1/admin/compact{query}"), "application/json", "");
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()

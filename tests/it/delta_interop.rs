@@ -1,5 +1,6 @@
-//! The tables are real Delta Lake: the Python `deltalake` package reads
-//! the same rows that AllSource's SQL returns.
+//! The tables are real Delta Lake: the Python `deltalake` package, Polars
+//! and DuckDB read the same rows that AllSource's SQL returns, through the
+//! Delta log, also after compaction, retention and vacuum.
 
 use crate::support::{TestServer, python};
 use serde_json::{Value, json};
@@ -110,4 +111,116 @@ fn python_deltalake_reads_the_same_rows() {
             assert_eq!(a[col], b[col], "column {col}: ours {a} theirs {b}");
         }
     }
+}
+
+/// The Python with the readers of `tests/python/readers-requirements.txt`:
+/// `ALLSOURCE_READERS_PYTHON` (set by scripts/test.sh), else `python3`.
+fn readers_python() -> String {
+    std::env::var("ALLSOURCE_READERS_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The table's rows as Polars and DuckDB read them through its Delta log
+/// equal what AllSource's SQL returns.
+fn external_readers_agree(s: &TestServer, stage: &str) -> usize {
+    let ours: Vec<Value> = s
+        .sql("SELECT event_id, entity_id, amount, CAST(event_date AS VARCHAR) AS d FROM events ORDER BY event_id")
+        .into_iter()
+        .map(|r| json!([r["event_id"], r["entity_id"], r["amount"], r["d"]]))
+        .collect();
+    let out = Command::new(readers_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/external_readers.py"
+        ))
+        .arg(s.data_dir.join("tables/default/events"))
+        .output()
+        .expect("run the readers' python (scripts/test.sh sets ALLSOURCE_READERS_PYTHON)");
+    assert!(
+        out.status.success(),
+        "{stage}: external readers failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for engine in ["polars", "duckdb"] {
+        assert_eq!(
+            theirs[engine],
+            Value::Array(ours.clone()),
+            "{stage}: {engine} reads other rows than AllSource"
+        );
+    }
+    ours.len()
+}
+
+#[test]
+fn polars_and_duckdb_read_the_delta_log_through_compaction_retention_and_vacuum() {
+    use crate::compaction::{compact, epoch_ms, last_replaced_ms, parquet_files};
+    let query_timeout = std::time::Duration::from_secs(2);
+    let mut s = TestServer::start(&[
+        "--vacuum-retention",
+        "0s",
+        "--query-timeout",
+        &humantime::format_duration(query_timeout).to_string(),
+    ]);
+    // Three flushes over four days, one of them 45 days ago; from noon,
+    // so each day's events stay on that day.
+    let noon = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc();
+    for round in 0..3 {
+        let events: Vec<Value> = (0..40i64)
+            .map(|i| {
+                let days = [45, 3, 2, 1][i as usize % 4];
+                let at = noon - chrono::Duration::days(days) + chrono::Duration::minutes(i);
+                json!({"event_id": format!("r{round}-{i:02}"), "event_type": "buy",
+                       "entity_id": format!("u{}", i % 5), "timestamp": at.to_rfc3339(),
+                       "payload": {"amount": i as f64 + 0.5}})
+            })
+            .collect();
+        s.ingest(&Value::Array(events));
+        s.stop();
+        s.restart();
+    }
+    assert_eq!(parquet_files(&s.data_dir).len(), 12);
+    assert_eq!(external_readers_agree(&s, "flushed"), 120);
+
+    // Compacted: the replaced files are still on disk, the log no longer
+    // lists them.
+    let done = compact(&s, "?table=events");
+    assert_eq!(done["reports"][0]["outcome"], "done", "{done}");
+    assert_eq!(parquet_files(&s.data_dir).len(), 12 + 4);
+    assert_eq!(external_readers_agree(&s, "compacted"), 120);
+
+    // Retention removes the day 45 days ago.
+    let r = s.client_put(
+        "/v1/admin/tables/events/settings",
+        r#"{"retention": "30days"}"#,
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
+    let retained = compact(&s, "?table=events");
+    assert!(
+        retained["reports"][0]["retention_files_removed"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{retained}"
+    );
+    assert_eq!(external_readers_agree(&s, "after retention"), 90);
+
+    // Vacuum deletes what the log removed, once the query timeout passed.
+    let expire_after = last_replaced_ms(&s.data_dir) + query_timeout.as_millis() as i64;
+    crate::support::wait_until(
+        "the replaced files are older than the query timeout",
+        std::time::Duration::from_secs(30),
+        || epoch_ms() > expire_after,
+    );
+    let vacuumed = compact(&s, "?table=events");
+    assert!(
+        vacuumed["reports"][0]["vacuumed_files"].as_u64().unwrap() >= 1,
+        "{vacuumed}"
+    );
+    // Only the live files are left: one per remaining day.
+    assert_eq!(parquet_files(&s.data_dir).len(), 3);
+    assert_eq!(external_readers_agree(&s, "after vacuum"), 90);
 }

@@ -55,6 +55,12 @@ pub(crate) struct SeriesArgs {
     pub(crate) by: Option<String>,
     /// The last N days up to now, gap-filled with zeros (default 7).
     pub(crate) days: Option<u32>,
+    /// Fit a trend to the series: "linear" (least squares) or "holt"
+    /// (double exponential smoothing). Not with `by`.
+    pub(crate) trend: Option<String>,
+    /// Buckets to forecast past now with the trend (at most 1000; implies
+    /// a linear trend unless `trend` says otherwise).
+    pub(crate) forecast: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

@@ -6,6 +6,7 @@
 //! arguments into service calls and results into a compact text table
 //! with the same rows as structured content.
 
+mod analysis;
 mod args;
 mod flows;
 mod guide;

@@ -4,7 +4,7 @@
 
 use super::{caller_of, columns_of, failed, row_limit, rows_of, table, value};
 use crate::auth::Principal;
-use crate::query::{quote_ident, quote_text};
+use crate::query::quote_ident;
 use crate::service::query::Interface;
 use crate::service::{Error, Service};
 use arrow::array::RecordBatch;
@@ -38,7 +38,7 @@ pub(crate) struct Tools {
 }
 
 /// A duration as SQL interval text, refused when it is not one.
-fn interval_text(what: &str, text: &str) -> Result<String, Error> {
+pub(super) fn interval_text(what: &str, text: &str) -> Result<String, Error> {
     let ok = !text.is_empty()
         && text.len() <= 64
         && text
@@ -56,7 +56,7 @@ impl Tools {
     pub(crate) fn new(service: Arc<Service>) -> Self {
         Tools {
             service,
-            tool_router: Self::tool_router() + Self::flow_tools(),
+            tool_router: Self::tool_router() + Self::flow_tools() + Self::analysis_tools(),
             prompt_router: Self::prompt_router(),
         }
     }
@@ -67,7 +67,7 @@ impl Tools {
 
     /// Runs `sql` as `caller`: the columns, the first `limit` rows, and
     /// how many there were in all.
-    async fn sql(
+    pub(super) async fn sql(
         &self,
         caller: &Principal,
         sql: &str,
@@ -95,7 +95,7 @@ impl Tools {
 }
 
 /// The first `limit` rows of `stream`, and how many it had.
-async fn collect(
+pub(super) async fn collect(
     stream: datafusion::execution::SendableRecordBatchStream,
     limit: usize,
 ) -> Result<(Vec<String>, Vec<Value>, usize), Error> {
@@ -114,7 +114,11 @@ async fn collect(
     Ok((columns, rows_of(&kept)?, total))
 }
 
-fn as_table(found: (Vec<String>, Vec<Value>, usize), limit: usize, narrow: &str) -> CallToolResult {
+pub(super) fn as_table(
+    found: (Vec<String>, Vec<Value>, usize),
+    limit: usize,
+    narrow: &str,
+) -> CallToolResult {
     let (columns, mut rows, total) = found;
     // The rows past the limit were counted, not kept: the note says how many.
     let padding = total.saturating_sub(rows.len());
@@ -140,11 +144,13 @@ impl Tools {
                     "SELECT count(*) AS events, min(timestamp) AS first_event, max(timestamp) AS last_event FROM {}",
                     quote_ident(&name)
                 );
-                // A table the caller may not read is left out.
-                let Ok((_, found, _)) = self.sql(&caller, &sql, 1).await else {
-                    continue;
+                // A table the caller may not read is left out; one that
+                // cannot be counted now is listed with the reason.
+                let mut row = match self.sql(&caller, &sql, 1).await {
+                    Ok((_, found, _)) => found.into_iter().next().unwrap_or(json!({})),
+                    Err(e) if e.kind == crate::service::Kind::Forbidden => continue,
+                    Err(e) => json!({"error": e.message}),
                 };
-                let mut row = found.into_iter().next().unwrap_or(json!({}));
                 row["table"] = json!(name);
                 row["described"] = json!(tables.iter().any(|t| t["table_name"] == name));
                 rows.push(row);
@@ -282,140 +288,6 @@ impl Tools {
                 limit,
                 "add a LIMIT, aggregate, or narrow the WHERE",
             ))
-        })
-        .await
-    }
-
-    #[tool(
-        description = "A time series of a table's events: counts (or the sum/avg/min/max of a field) per bucket over the last N days, gap-filled with zeros, optionally split by a column.",
-        annotations(read_only_hint = true)
-    )]
-    async fn time_series_analysis(
-        &self,
-        Extension(parts): Extension<Parts>,
-        Parameters(args): Parameters<SeriesArgs>,
-    ) -> CallToolResult {
-        self.run(&parts, |caller| async move {
-            let aggregation = match (&args.field, args.aggregate.as_deref()) {
-                (None, _) => json!(["count"]),
-                (Some(f), None | Some("sum")) => json!(["as", ["sum", f], "value"]),
-                (Some(f), Some(a @ ("avg" | "min" | "max"))) => json!(["as", [a, f], "value"]),
-                (Some(_), Some(other)) => {
-                    return Err(Error::invalid(format!(
-                        "aggregate: {other:?} is not one of sum, avg, min, max"
-                    )));
-                }
-            };
-            let days = args.days.unwrap_or(7).clamp(1, 3660);
-            let mut series = json!({"interval": args.interval, "aggregations": [aggregation],
-                                    "start": ["days-ago", days], "end": ["now"], "fill": "zero"});
-            if let Some(by) = &args.by {
-                series["by"] = json!(by);
-            }
-            let mut doc = json!({"from": args.table, "time-series": series});
-            if let Some(t) = &args.event_type {
-                doc["where"] = json!(["=", "event_type", t]);
-            }
-            let doc = serde_json::to_vec(&doc).map_err(|e| Error::invalid(e.to_string()))?;
-            let (stream, _) = self.service.dsl_read(&caller, &doc, None, false).await?;
-            let found = collect(stream, MAX_SERIES).await?;
-            Ok(as_table(
-                found,
-                MAX_SERIES,
-                "use a wider interval or fewer days",
-            ))
-        })
-        .await
-    }
-
-    #[tool(
-        description = "A conversion funnel: how many entities reached each step (event types in order) within the window from their first step, with the conversion from the previous step and the biggest drop-off.",
-        annotations(read_only_hint = true)
-    )]
-    async fn funnel_analysis(
-        &self,
-        Extension(parts): Extension<Parts>,
-        Parameters(args): Parameters<FunnelArgs>,
-    ) -> CallToolResult {
-        self.run(&parts, |caller| async move {
-            if !(2..=32).contains(&args.steps.len()) {
-                return Err(Error::invalid("steps: give 2 to 32 event types, in order"));
-            }
-            let window = interval_text("window", &args.window)?;
-            let days = args.days.unwrap_or(30).clamp(1, 3660);
-            let conditions: Vec<String> = args
-                .steps
-                .iter()
-                .map(|s| format!("event_type = {}", quote_text(s)))
-                .collect();
-            let sql = format!(
-                "SELECT level, count(*) AS entities FROM (SELECT entity_id, window_funnel(INTERVAL {}, timestamp, {}) AS level FROM {} WHERE timestamp >= now() - INTERVAL '{days} days' GROUP BY entity_id) GROUP BY level",
-                quote_text(&window),
-                conditions.join(", "),
-                quote_ident(&args.table),
-            );
-            let (_, levels, _) = self.sql(&caller, &sql, 100).await?;
-            let at_level = |l: usize| -> u64 {
-                levels
-                    .iter()
-                    .filter(|r| r["level"].as_u64().is_some_and(|v| v as usize >= l))
-                    .map(|r| r["entities"].as_u64().unwrap_or(0))
-                    .sum()
-            };
-            let mut rows = Vec::new();
-            let mut worst: Option<(usize, f64)> = None;
-            for (i, step) in args.steps.iter().enumerate() {
-                let reached = at_level(i + 1);
-                let before = if i == 0 { reached } else { at_level(i) };
-                let rate = match before {
-                    0 => 0.0,
-                    b => reached as f64 / b as f64,
-                };
-                if i > 0 && worst.is_none_or(|(_, w)| rate < w) {
-                    worst = Some((i, rate));
-                }
-                rows.push(json!({"step": i + 1, "event_type": step, "entities": reached,
-                                 "from_previous": (rate * 10000.0).round() / 10000.0}));
-            }
-            let columns = ["step", "event_type", "entities", "from_previous"];
-            let mut result = table(&columns, rows, 100, "");
-            if let Some((i, rate)) = worst {
-                let note = format!(
-                    "biggest drop-off: from {} to {} ({:.1}% continue)",
-                    args.steps[i - 1],
-                    args.steps[i],
-                    rate * 100.0
-                );
-                result.content.push(rmcp::model::ContentBlock::text(note));
-                if let Some(s) = result.structured_content.as_mut() {
-                    s["biggest_drop"] = json!({"from": args.steps[i - 1], "to": args.steps[i],
-                                               "continue_rate": rate});
-                }
-            }
-            Ok(result)
-        })
-        .await
-    }
-
-    #[tool(
-        description = "Find anomalies in a series: runs `sql` (one row per point, in order) and scores `column` by zscore, mad or iqr; anomalies first.",
-        annotations(read_only_hint = true)
-    )]
-    async fn detect_anomalies(
-        &self,
-        Extension(parts): Extension<Parts>,
-        Parameters(args): Parameters<AnomalyArgs>,
-    ) -> CallToolResult {
-        self.run(&parts, |caller| async move {
-            let limit = row_limit(args.limit);
-            let sql = format!(
-                "SELECT * FROM detect_anomalies({}, {}, {}) ORDER BY is_anomaly DESC, abs(score) DESC",
-                quote_text(&args.sql),
-                quote_text(&args.column),
-                quote_text(args.method.as_deref().unwrap_or("mad")),
-            );
-            let found = self.sql(&caller, &sql, limit).await?;
-            Ok(as_table(found, limit, "ask for more rows with limit"))
         })
         .await
     }
@@ -619,7 +491,7 @@ impl Tools {
 }
 
 /// Buckets a series tool returns at most.
-const MAX_SERIES: usize = 1000;
+pub(super) const MAX_SERIES: usize = 1000;
 
 #[tool_handler(router = self.tool_router)]
 #[prompt_handler(router = self.prompt_router)]
