@@ -5,6 +5,7 @@
 //! cargo bench --bench soak -- [--minutes 60] [--fraction 0.7]
 //!     [--calibrate-events 20000000] [--batch 5000] [--connections 4]
 //!     [--days 30] [--warmup-minutes 10] [--window-minutes 5]
+//!     [--server-args "--max-buffer-bytes 67108864 ..."]
 //!
 //! RSS growth is judged on its floor: the lowest RSS of each
 //! `--window-minutes` window after `--warmup-minutes`, fitted by least
@@ -132,20 +133,22 @@ fn main() {
     let days: u64 = arg("--days", 30);
     let warmup: f64 = arg("--warmup-minutes", 10.0) * 60.0;
     let window: f64 = arg("--window-minutes", 5.0) * 60.0;
+    // More server flags, e.g. smaller transient pools, so that what stays
+    // in memory is more of what RSS shows.
+    let extra: String = arg("--server-args", String::new());
     let tmp = tempfile::tempdir().unwrap();
     // Maintenance every minute: compaction, checkpoints and vacuum run
     // throughout, under the load.
-    let server = BenchServer::start(
-        tmp.path(),
-        &[
-            "--maintenance-interval",
-            "1m",
-            "--vacuum-retention",
-            "1m",
-            "--query-timeout",
-            "1m",
-        ],
-    );
+    let mut flags = vec![
+        "--maintenance-interval",
+        "1m",
+        "--vacuum-retention",
+        "1m",
+        "--query-timeout",
+        "1m",
+    ];
+    flags.extend(extra.split_whitespace());
+    let server = BenchServer::start(tmp.path(), &flags);
     let pid = server.child.id();
     let url = format!("{}/v1/events", server.base);
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(

@@ -11,6 +11,7 @@
 pub mod bounded;
 pub mod bounds;
 mod coercion;
+mod days;
 pub mod engine;
 mod grouping_sets;
 mod late;
@@ -315,6 +316,7 @@ pub fn session_with(
         .with_analyzer_rules(analyzer)
         .with_optimizer_rule(Arc::new(policy::TopInside))
         .with_optimizer_rule(Arc::new(zeros::SignlessSortKeys))
+        .with_optimizer_rule(Arc::new(days::DayFromPartition))
         .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
         .with_physical_optimizer_rule(Arc::new(bounded::OperatorMemory))

@@ -148,3 +148,48 @@ fn table_function_inner_queries_are_read_only_and_named_in_errors() {
         s.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'");
     assert_eq!(tables, vec![json!({"table_name": "events"})]);
 }
+
+/// Grouping by the day of `timestamp` reads `event_date` (the plan says
+/// so) and gives what truncating every timestamp gives, over flushed and
+/// buffered events, with a filter, and after midnight UTC on the edges.
+#[test]
+fn daily_groups_read_the_date_partition_and_agree_with_truncation() {
+    let mut s = TestServer::start(&[]);
+    let at = |day: u32, h: u32, m: u32| format!("2026-03-{day:02}T{h:02}:{m:02}:00Z");
+    let batch = |first: u32| -> Value {
+        Value::Array(
+            (0..60u32)
+                .map(|i| {
+                    let (h, m) = [(0, 0), (23, 59), (12, 30)][(i % 3) as usize];
+                    let kind = ["a", "b"][(i / 4 % 2) as usize];
+                    json!({"event_type": kind, "entity_id": format!("u{i}"),
+                           "timestamp": at(first + i % 4, h, m), "payload": {"n": i}})
+                })
+                .collect(),
+        )
+    };
+    s.ingest(&batch(1));
+    s.stop();
+    s.restart();
+    // Flushed rows and buffered ones.
+    s.ingest(&batch(3));
+    let fast = "SELECT event_type, date_trunc('day', timestamp) AS day, count(*) AS n, sum(n) AS total \
+                FROM events WHERE n > 3 GROUP BY 1, 2 ORDER BY 1, 2";
+    let slow = "SELECT event_type, date_bin(INTERVAL '1 day', timestamp) AS day, count(*) AS n, sum(n) AS total \
+                FROM events WHERE n > 3 GROUP BY 1, 2 ORDER BY 1, 2";
+    let rows = s.sql(fast);
+    assert_eq!(rows.len(), 12, "{rows:?}");
+    assert_eq!(rows, s.sql(slow));
+    let logical = |sql: &str| -> String {
+        s.sql(&format!("EXPLAIN {sql}"))
+            .iter()
+            .find(|r| r["plan_type"] == "logical_plan")
+            .map(|r| r["plan"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let plan = logical(fast);
+    assert!(plan.contains("CAST(events.event_date"), "{plan}");
+    // Without a group by the day, nothing changes.
+    let plan = logical("SELECT date_trunc('day', timestamp) AS d FROM events");
+    assert!(!plan.contains("event_date"), "{plan}");
+}
