@@ -229,6 +229,20 @@ fn every_tool_answers_as_http_does() {
         "{}",
         out["results"][4]
     );
+    // explain_query: the logical plan EXPLAIN gives over HTTP.
+    let logical = |rows: &Value| -> Value {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["plan_type"] == "logical_plan")
+            .cloned()
+            .unwrap()
+    };
+    let explained = sql(&s, &admin, "EXPLAIN SELECT count(*) FROM shop");
+    assert_eq!(
+        logical(&ok(&out, 4)["rows"]),
+        logical(&Value::Array(explained))
+    );
     // advanced_query: the first 5 rows, and how many there were.
     let q = ok(&out, 5);
     assert_eq!(q["row_count"], 100);
