@@ -38,6 +38,7 @@ mod policies;
 mod positions;
 mod power_loss;
 mod projection_limits;
+mod projection_shapes;
 mod projection_versions;
 mod projections;
 mod quality;
