@@ -363,6 +363,19 @@ fn every_tool_answers_as_http_does() {
         &json!([{"event_type": "refund", "entity_id": "u1"}]).to_string(),
     );
     assert_eq!(r.status, 403, "{}", r.text());
+    // The change made over MCP is audited as the caller's, as over HTTP.
+    crate::support::wait_until(
+        "the policy change is audited",
+        std::time::Duration::from_secs(20),
+        || {
+            let rows = sql(
+                &s,
+                &admin,
+                "SELECT entity_id, action FROM system.audit WHERE event_type = 'admin'",
+            );
+            Value::Array(rows).to_string().contains("acme-admin")
+        },
+    );
     assert_eq!(ok(&out, 14)["name"], "spend");
     let projection_names = |v: &Value| -> Vec<Value> {
         v["projections"]
