@@ -136,10 +136,20 @@ fn bad_arguments_roles_and_tenants_get_tool_errors() {
         &[
             ("list_tables", json!({})),
             ("describe_table", json!({"table": "shop"})),
+            ("resources/list", json!({})),
+            ("resources/read", json!({"uri": "allsource://tables/shop"})),
         ],
     );
     assert_eq!(ok(&out, 0)["row_count"], 0);
     assert_eq!(result(&out, 1)["is_error"], true);
+    let listed = out["results"][2]["items"].to_string();
+    assert!(listed.contains("allsource://functions"), "{listed}");
+    assert!(!listed.contains("allsource://tables/shop"), "{listed}");
+    assert!(
+        out["results"][3]["protocol_error"].is_string(),
+        "{}",
+        out["results"][3]
+    );
     // Without a token the endpoint refuses before any tool runs.
     let r = s.post(
         "/mcp",
@@ -239,4 +249,31 @@ fn row_filters_masks_and_quotas_hold_for_tool_calls() {
         text.starts_with("429") && text.contains("few_queries"),
         "{text}"
     );
+}
+
+#[test]
+fn without_auth_only_loopback_names_reach_the_tools() {
+    let s = crate::support::TestServer::start(&[]);
+    s.ingest(&json!([{"event_type": "a", "entity_id": "u1"}]));
+    // No token: the tools answer a loopback client as the local admin.
+    let out = session(&s, "", &[("list_tables", json!({}))]);
+    let tables = ok(&out, 0)["rows"].as_array().unwrap().clone();
+    assert!(tables.iter().any(|t| t["table"] == "events"), "{tables:?}");
+    // A request naming another host (a web page rebinding a name to
+    // loopback) is refused before any tool runs.
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}});
+    let post = |host: Option<&str>| {
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        headers.extend(host.map(|h| ("host", h)));
+        s.post_with("/mcp", &headers, initialize.to_string())
+    };
+    let r = post(None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(Some("attacker.example"));
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.text());
 }
