@@ -107,8 +107,15 @@ fn slow_sinks_leave_ingest_at_its_rate() {
         "ingest, fastest turn: {best_alone:.0} events/s where no pipeline reads, \
          {best_with:.0} into their source (turns: {alone:.0?} and {with:.0?})"
     );
+    // Alone on this machine the two sides measure within 5% of each other
+    // (0.97 to 1.05, also beside two CPU burners). In the full suite the
+    // other tests' servers share the two cores with the pipelines' own
+    // work, and fastest turns have differed by up to 13%. A sink that held
+    // ingest back would give about 0.01 (500 outputs/s against tens of
+    // thousands of events/s), so the floor sits well above that and below
+    // the suite's noise.
     assert!(
-        best_with >= 0.9 * best_alone,
+        best_with >= 0.8 * best_alone,
         "slow pipelines cut ingest from {best_alone:.0} to {best_with:.0} events/s (turns: {alone:.0?} and {with:.0?})"
     );
     for name in MODES {
