@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// What defines a projection, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +82,9 @@ pub struct Live {
     /// expect them.
     input: arrow::datatypes::SchemaRef,
     state: RwLock<State>,
+    /// The state's estimated bytes after the last fold, readable without
+    /// its lock (a tenant's total sums them while others fold).
+    bytes: AtomicUsize,
     /// The last position folded: every event of the table up to here is
     /// in the state.
     position: AtomicU64,
@@ -118,6 +121,7 @@ impl Live {
             table,
             input: Arc::new(definition.table_schema.as_arrow().clone()),
             definition,
+            bytes: AtomicUsize::new(state.bytes()),
             state: RwLock::new(state),
             position: AtomicU64::new(restored_position),
             snapshot_position: AtomicU64::new(restored_position),
@@ -151,6 +155,7 @@ impl Live {
                 return Err(e);
             }
         }
+        self.bytes.store(state.bytes(), Ordering::Relaxed);
         self.position.fetch_max(upto, Ordering::Release);
         Ok(())
     }
@@ -205,6 +210,11 @@ impl Live {
     /// loads the state of the one before.
     pub fn snapshot_name(&self) -> String {
         snapshot_name(&self.spec)
+    }
+
+    /// The state's estimated bytes after the last fold.
+    pub fn state_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Groups held, and their estimated bytes.
@@ -523,14 +533,13 @@ impl Registry {
     /// The estimated bytes of the tenant's projections' states together,
     /// next versions included.
     pub fn tenant_state_bytes(&self, tenant: &TenantId) -> usize {
-        let lives: Vec<Arc<Live>> = self
-            .live
+        self.live
             .lock()
             .iter()
             .filter(|((t, _), _)| t == tenant)
-            .flat_map(|(_, s)| std::iter::once(s.serving.clone()).chain(s.next.clone()))
-            .collect();
-        lives.iter().map(|l| l.size().1).sum()
+            .flat_map(|(_, s)| std::iter::once(&s.serving).chain(&s.next))
+            .map(|l| l.state_bytes())
+            .sum()
     }
 
     /// Every serving projection.

@@ -383,7 +383,7 @@ impl Service {
             self.config().max_projection_state_bytes,
             self.config().max_tenant_projection_state_bytes,
         );
-        let (_, bytes) = live.size();
+        let bytes = live.state_bytes();
         if bytes > cap {
             return Err(format!(
                 "its state holds about {bytes} bytes, over the limit of {cap} (--max-projection-state-bytes)"
