@@ -26,17 +26,11 @@ fn main() {
     let reads: usize = arg("--reads", 500);
     let ingest: usize = arg("--ingest", 1_000_000);
     let (tmp, server) = load_and_flush(events);
+    compact_all(&server.base);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(600))
         .build()
         .unwrap();
-    let started = Instant::now();
-    let r = http
-        .post(format!("{}/v1/admin/compact", server.base))
-        .send()
-        .unwrap();
-    assert!(r.status().is_success(), "compaction: {}", r.text().unwrap());
-    println!("compacted in {:.1} s", started.elapsed().as_secs_f64());
 
     let mut rng = Rng::new(7);
     let entities: Vec<String> = (0..reads)

@@ -348,13 +348,22 @@ pub(crate) fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// (200,000 entities over 30 days) over HTTP, and restarts it so that
 /// everything is in Delta. Returns the directory and the running server.
 pub(crate) fn load_and_flush(events: usize) -> (tempfile::TempDir, BenchServer) {
+    load_and_flush_over(events, 200_000, 30)
+}
+
+/// [`load_and_flush`] with `entities` distinct entities over `days` days.
+pub(crate) fn load_and_flush_over(
+    events: usize,
+    entities: u64,
+    days: u64,
+) -> (tempfile::TempDir, BenchServer) {
     let batch = 10_000;
     let tmp = tempfile::tempdir().unwrap();
     let server = BenchServer::start(tmp.path(), &[]);
     let url = format!("{}/v1/events", server.base);
     let bodies = Arc::new(
         (0..64)
-            .map(|i| ndjson_batch((i * batch) as u64, batch, 200_000, 30))
+            .map(|i| ndjson_batch((i * batch) as u64, batch, entities, days))
             .collect::<Vec<_>>(),
     );
     let load = run_load(&url, bodies, batch, events / batch, 4, None);
@@ -366,6 +375,22 @@ pub(crate) fn load_and_flush(events: usize) -> (tempfile::TempDir, BenchServer) 
     server.stop();
     let server = BenchServer::start(tmp.path(), &[]);
     (tmp, server)
+}
+
+/// Compacts every table of the server (`POST /v1/admin/compact`) and
+/// prints how long it took; panics if it fails.
+pub(crate) fn compact_all(base: &str) {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let r = http
+        .post(format!("{base}/v1/admin/compact"))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "compaction: {}", r.text().unwrap());
+    println!("compacted in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 /// Posts `sql` to the server and returns the JSON body; panics on errors.

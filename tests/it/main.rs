@@ -26,6 +26,7 @@ mod maintenance;
 mod mcp;
 mod mcp_refusals;
 mod mcp_scenario;
+mod mcp_support;
 mod memory;
 mod metrics;
 mod openapi;

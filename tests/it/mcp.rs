@@ -1,117 +1,16 @@
 //! The MCP endpoint through the official Python SDK over streamable HTTP:
 //! every tool called with valid arguments and compared with the same
-//! question asked over HTTP, bad arguments answered with a tool error,
-//! roles and tenants kept apart (`mcp_scenario` has an investigation made
-//! with tool calls only).
+//! question asked over HTTP (`mcp_refusals` has bad arguments, roles and
+//! tenants; `mcp_scenario` an investigation made with tool calls only).
 
-use crate::support::{AUDIENCE, ISSUER, SECRET, TestServer, hs, hs_server, now, python};
+use crate::mcp_support::{funnel_by_sql, ok, reached_by_tool, result, seed, session, sql, tokens};
+use crate::support::hs_server;
 use serde_json::{Value, json};
-
-pub(crate) fn token_of(tenant: &str, role: &str) -> String {
-    hs(
-        json!({"tenant": tenant, "role": role, "sub": format!("{tenant}-{role}"),
-               "exp": now() + 600, "iss": ISSUER, "aud": AUDIENCE}),
-        SECRET,
-        None,
-    )
-}
-
-/// Lists the tools and makes `calls` ([tool, arguments]) in one session.
-pub(crate) fn session(s: &TestServer, token: &str, calls: &[(&str, Value)]) -> Value {
-    let calls: Vec<Value> = calls.iter().map(|(t, a)| json!([t, a])).collect();
-    let out = std::process::Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/mcp_client.py"
-        ))
-        .arg(s.url("/mcp"))
-        .arg(token)
-        .arg(Value::Array(calls).to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mcp client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-pub(crate) fn sql(s: &TestServer, token: &str, q: &str) -> Vec<Value> {
-    let r = s.post_as("/v1/sql", token, "text/plain", q);
-    assert_eq!(r.status, 200, "{q}: {}", r.text());
-    r.json().as_array().unwrap().clone()
-}
-
-/// Demo events: a funnel whose biggest drop is add_to_cart → purchase,
-/// and hourly ticks with one hour ten times busier.
-pub(crate) fn seed(s: &TestServer, writer: &str) {
-    let start = (now() - 3 * 86_400) * 1000;
-    let mut shop = Vec::new();
-    for i in 0..100u64 {
-        let steps = match i {
-            0..9 => 4,
-            9..45 => 3,
-            45..60 => 2,
-            _ => 1,
-        };
-        for (k, ty) in ["page_view", "signup", "add_to_cart", "purchase"]
-            .iter()
-            .take(steps)
-            .enumerate()
-        {
-            shop.push(json!({"event_type": ty, "entity_id": format!("u{i}"),
-                             "timestamp": start + i * 1000 + k as u64 * 60_000,
-                             "payload": {"amount": 10 * (i % 7) + k as u64}}));
-        }
-    }
-    let r = s.post_as(
-        "/v1/events?table=shop",
-        writer,
-        "application/json",
-        &Value::Array(shop).to_string(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let mut ticks = Vec::new();
-    for hour in 0..24u64 {
-        let n = if hour == 17 { 50 } else { 4 + hour % 3 };
-        for j in 0..n {
-            ticks.push(
-                json!({"event_type": "tick", "entity_id": format!("h{hour}"),
-                              "timestamp": start + hour * 3_600_000 + j * 1000}),
-            );
-        }
-    }
-    let r = s.post_as(
-        "/v1/events?table=metrics",
-        writer,
-        "application/json",
-        &Value::Array(ticks).to_string(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-}
-
-pub(crate) fn result(out: &Value, i: usize) -> &Value {
-    let r = &out["results"][i];
-    assert!(r.get("protocol_error").is_none(), "call {i}: {r}");
-    r
-}
-
-pub(crate) fn ok(out: &Value, i: usize) -> &Value {
-    let r = result(out, i);
-    assert_eq!(r["is_error"], false, "call {i}: {r}");
-    &r["structured"]
-}
 
 #[test]
 fn every_tool_answers_as_http_does() {
     let s = hs_server();
-    let (admin, writer, reader) = (
-        token_of("acme", "admin"),
-        token_of("acme", "writer"),
-        token_of("acme", "reader"),
-    );
+    let (admin, writer, reader) = tokens("acme");
     seed(&s, &writer);
     let calls = [
         ("list_tables", json!({})),
@@ -280,27 +179,14 @@ fn every_tool_answers_as_http_does() {
     assert_eq!(Some(total), expected, "{series:?}");
     // funnel_analysis: 100, 60, 45, 9; the biggest drop is cart → purchase.
     let funnel = ok(&out, 8);
-    let reached: Vec<i64> = funnel["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["entities"].as_i64().unwrap())
-        .collect();
+    let reached = reached_by_tool(funnel);
     assert_eq!(reached, [100, 60, 45, 9]);
-    let levels = sql(
+    let by_sql = funnel_by_sql(
         &s,
         &admin,
-        "SELECT level, count(*) AS n FROM (SELECT entity_id, window_funnel(INTERVAL '1 day', timestamp, event_type = 'page_view', event_type = 'signup', event_type = 'add_to_cart', event_type = 'purchase') AS level FROM shop GROUP BY entity_id) GROUP BY level",
+        "shop",
+        &["page_view", "signup", "add_to_cart", "purchase"],
     );
-    let by_sql: Vec<i64> = (1..=4)
-        .map(|l| {
-            levels
-                .iter()
-                .filter(|r| r["level"].as_i64().unwrap() >= l)
-                .map(|r| r["n"].as_i64().unwrap())
-                .sum()
-        })
-        .collect();
     assert_eq!(reached, by_sql);
     assert_eq!(funnel["biggest_drop"]["from"], "add_to_cart");
     assert_eq!(funnel["biggest_drop"]["to"], "purchase");

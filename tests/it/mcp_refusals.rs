@@ -3,7 +3,7 @@
 //! 5xx), roles and tenants kept apart, a reader's row filter, mask and
 //! quota applied to its tool calls, and refusals audited.
 
-use crate::mcp::{ok, result, seed, session, sql, token_of};
+use crate::mcp_support::{ok, result, seed, session, sql, token_of, tokens};
 use crate::support::hs_server;
 use serde_json::json;
 
@@ -195,11 +195,7 @@ fn a_refused_mcp_call_is_audited_under_its_own_path() {
 #[test]
 fn row_filters_masks_and_quotas_hold_for_tool_calls() {
     let s = hs_server();
-    let (admin, writer, reader) = (
-        token_of("acme", "admin"),
-        token_of("acme", "writer"),
-        token_of("acme", "reader"),
-    );
+    let (admin, writer, reader) = tokens("acme");
     seed(&s, &writer);
     for p in [
         json!({"name": "only_u1", "kind": "row_filter", "principals": {"roles": ["reader"]},

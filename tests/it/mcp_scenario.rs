@@ -4,7 +4,7 @@
 //! drop-off and the anomalous hour of errors, each checked against SQL
 //! over HTTP.
 
-use crate::mcp::{ok, session, sql, token_of};
+use crate::mcp_support::{funnel_by_sql, ok, reached_by_tool, session, sql, tokens};
 use crate::support::{hs_server, now, seeded};
 use serde_json::{Value, json};
 
@@ -51,11 +51,7 @@ fn demo(seed: u64) -> Value {
 #[test]
 fn an_agent_finds_the_biggest_drop_off_and_the_anomaly_with_tools_only() {
     let s = hs_server();
-    let (admin, writer, reader) = (
-        token_of("demo", "admin"),
-        token_of("demo", "writer"),
-        token_of("demo", "reader"),
-    );
+    let (admin, writer, reader) = tokens("demo");
     let seed = now();
     eprintln!("demo events from seed {seed}");
     let events = demo(seed);
@@ -111,33 +107,8 @@ fn an_agent_finds_the_biggest_drop_off_and_the_anomaly_with_tools_only() {
     // Each step's entities as SQL counts them, and the lowest share
     // continuing is the drop-off the tool names.
     let funnel = ok(&out, 0);
-    let reached: Vec<i64> = funnel["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["entities"].as_i64().unwrap())
-        .collect();
-    let conditions: Vec<String> = STEPS
-        .iter()
-        .map(|s| format!("event_type = '{s}'"))
-        .collect();
-    let levels = sql(
-        &s,
-        &admin,
-        &format!(
-            "SELECT level, count(*) AS n FROM (SELECT entity_id, window_funnel(INTERVAL '1 day', timestamp, {}) AS level FROM shop GROUP BY entity_id) GROUP BY level",
-            conditions.join(", ")
-        ),
-    );
-    let by_sql: Vec<i64> = (1..=STEPS.len() as i64)
-        .map(|l| {
-            levels
-                .iter()
-                .filter(|r| r["level"].as_i64().unwrap() >= l)
-                .map(|r| r["n"].as_i64().unwrap())
-                .sum()
-        })
-        .collect();
+    let reached = reached_by_tool(funnel);
+    let by_sql = funnel_by_sql(&s, &admin, "shop", &STEPS);
     assert_eq!(reached, by_sql);
     let worst = (1..STEPS.len())
         .min_by(|&a, &b| {
