@@ -39,8 +39,19 @@ fn main() {
         bodies[0].len() / 1_000_000
     );
 
+    let cpu_before = server.as_ref().map(|s| s.cpu_seconds());
     let full = run_load(&url, bodies.clone(), batch, requests, connections, None);
     let rss = server.as_ref().map(|s| s.peak_rss()).unwrap_or(0);
+    if let (Some(before), Some(s)) = (cpu_before, server.as_ref()) {
+        // Everything the server did while the requests ran: parsing, the
+        // WAL, and the flushes and compactions running beside them.
+        let cpu = s.cpu_seconds() - before;
+        println!(
+            "server CPU : {cpu:.1} s over {:.1} s, {:.2} CPU-seconds per million events acknowledged",
+            full.elapsed.as_secs_f64(),
+            cpu / (full.events as f64 / 1e6)
+        );
+    }
     println!(
         "full speed : {:>10.0} events/s acknowledged  p50 {:>7.1} ms  p99 {:>7.1} ms  503-retries {}  server peak RSS {} MiB",
         full.rate(),

@@ -5,7 +5,7 @@ use super::claims::Claims;
 use super::sequence::{self, Stamps};
 use super::{Database, Error, IngestOutcome, Result, Table, encode_ipc, now_micros};
 use crate::ids::{TableName, TenantId, WalSeq};
-use crate::ingest::{self, BatchCheck, Event, ExpectedVersion, Facts};
+use crate::ingest::{self, BatchCheck, Events, ExpectedVersion, Facts};
 use crate::schema::RegistryMark;
 use crate::schema::governed::Violations;
 use crate::wal;
@@ -22,9 +22,9 @@ impl Database {
         &self,
         tenant: &TenantId,
         name: &TableName,
-        events: Vec<Event>,
+        events: impl Into<Events>,
     ) -> Result<IngestOutcome> {
-        self.ingest_with(tenant, name, events, true).await
+        self.ingest_with(tenant, name, events.into(), true).await
     }
 
     /// The table an ingest may start on (created on first use): refused
@@ -53,31 +53,30 @@ impl Database {
         &self,
         tenant: &TenantId,
         name: &TableName,
-        events: Vec<Event>,
+        events: Events,
         bounded: bool,
     ) -> Result<IngestOutcome> {
         let table = self.admit(tenant, name, bounded).await?;
         let now = now_micros();
-        let given: Vec<Option<&str>> = events.iter().map(|e| e.event_id.as_deref()).collect();
+        let given: Vec<Option<&str>> = (events.heads.iter())
+            .map(|e| e.event_id.as_deref())
+            .collect();
         let (claims, keep) = Claims::take(&table, &given, now).await;
         let mut fresh = crate::ids::EventIds::new();
-        let ids: Vec<String> = events
-            .iter()
+        let ids: Vec<String> = (events.heads.iter())
             .map(|e| match &e.event_id {
                 Some(id) => id.clone(),
                 None => fresh.next_id().to_string(),
             })
             .collect();
         let accepted = keep.iter().filter(|k| **k).count();
-        let expected: Vec<ExpectedVersion> = events
-            .iter()
+        let expected: Vec<ExpectedVersion> = (events.heads.iter())
             .zip(&keep)
             .filter(|(_, k)| **k)
             .map(|(e, _)| e.expected_version)
             .collect();
         // Retries always carry their client id.
-        let duplicate_ids: Vec<String> = events
-            .iter()
+        let duplicate_ids: Vec<String> = (events.heads.iter())
             .zip(&keep)
             .filter(|(_, k)| !**k)
             .filter_map(|(e, _)| e.event_id.clone())

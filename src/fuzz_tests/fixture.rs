@@ -64,7 +64,8 @@ impl Fixture {
             let sizes = [(140, false, true), (120, false, true), (100, false, false)];
             let mut next = 0;
             for (n, late, flush) in sizes.into_iter().chain([(60, true, false)]) {
-                let chunk = (next..next + n).map(|i| event(&mut rng, i, late)).collect();
+                let chunk = (next..next + n).map(|i| event(&mut rng, i, late));
+                let chunk: Vec<Event> = chunk.collect();
                 next += n;
                 db.ingest(&tenant(), &events, chunk).await.unwrap();
                 if flush {

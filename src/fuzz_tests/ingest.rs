@@ -16,7 +16,10 @@
 //!   replaying the table's batches rebuilds the same registry.
 
 use super::{Tally, cases, run};
-use crate::ingest::{BodyFormat, Error, Event, MAX_DAYS_PER_REQUEST, build_batch, parse_events};
+use crate::ingest::{
+    BodyFormat, Cell, Error, Event, Events, MAX_DAYS_PER_REQUEST, build_batch, parse_body,
+    parse_events,
+};
 use crate::schema::{self, ColumnKind, ColumnRegistry};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
@@ -311,9 +314,9 @@ fn ingest_all(bodies: &[Body], tally: &Tally) -> Result<(), TestCaseError> {
     let registry = parking_lot::Mutex::new(ColumnRegistry::default());
     let mut logged = Vec::new();
     for body in bodies {
-        let outcome = parse_events(&body.bytes, body.format).and_then(|events| {
+        let outcome = parse_both(body)?.and_then(|(events, columns)| {
             let (ids, keep) = ids_and_keep(&events);
-            build_batch(&events, &keep, &ids, &registry, NOW).map(|b| (events, keep, ids, b))
+            build_batch(&columns, &keep, &ids, &registry, NOW).map(|b| (events, keep, ids, b))
         });
         match outcome {
             Ok((events, keep, ids, batch)) => {
@@ -346,6 +349,37 @@ fn ingest_all(bodies: &[Body], tally: &Tally) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(replayed.schema(), registry.lock().schema());
     Ok(())
+}
+
+/// Parses `body` with the body parser and with the one-map-per-event
+/// parser, which must agree: the same refusal, word for word, or the same
+/// events with the same payload values.
+fn parse_both(body: &Body) -> Result<Result<(Vec<Event>, Events), Error>, TestCaseError> {
+    let by_event = parse_events(&body.bytes, body.format);
+    let by_field = parse_body(&body.bytes, body.format, &mut |_| Ok(()));
+    match (by_event, by_field) {
+        (Err(a), Err(b)) => {
+            prop_assert_eq!(a.to_string(), b.to_string(), "the parsers refuse differently");
+            Ok(Err(b))
+        }
+        (Ok(events), Ok(columns)) => {
+            let expected = Events::from(events.clone());
+            prop_assert_eq!(&expected.heads, &columns.heads);
+            let by_name = |e: &Events| -> std::collections::BTreeMap<String, Vec<(u32, Cell)>> {
+                (e.fields.iter())
+                    .filter(|f| !f.cells.is_empty())
+                    .map(|f| (f.name.clone(), f.cells.clone()))
+                    .collect()
+            };
+            prop_assert_eq!(by_name(&expected), by_name(&columns));
+            Ok(Ok((events, columns)))
+        }
+        (a, b) => Err(fail(format!(
+            "the parsers disagree: by event {:?}, by field {:?}",
+            a.map(|e| e.len()),
+            b.map(|e| e.len())
+        ))),
+    }
 }
 
 /// Event ids as the database takes them: the client's, or a generated

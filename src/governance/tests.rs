@@ -31,6 +31,7 @@ fn check(gov: &TableGovernance, body: &str) -> (Violations, Option<ArrayRef>) {
     crate::db::schemas::lay_out(&mut registry, gov, "t").unwrap();
     let registry = parking_lot::Mutex::new(registry);
     let ids: Vec<String> = (0..events.len()).map(|i| format!("id{i}")).collect();
+    let events = crate::ingest::Events::from(events);
     let built = build(&events, &vec![true; events.len()], &ids, &registry, 0).unwrap();
     let index: Vec<u64> = (0..events.len() as u64).collect();
     let (v, marks, _) = checker.inspect(&built.batch, &built.facts, &index);

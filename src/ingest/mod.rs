@@ -1,32 +1,39 @@
 //! Ingest: request bodies → validated events → one Arrow batch.
 //!
-//! [`parse`] turns a JSON, JSON-array or NDJSON body into [`Event`]s, all or
-//! nothing, naming the first bad event. [`build_batch`] lays them out as
-//! columns, asking the table's [`ColumnRegistry`] where each payload field
+//! [`parse_body`] turns a JSON, JSON-array or NDJSON body into [`Events`],
+//! all or nothing, naming the first bad event; each payload value goes
+//! straight into its field's list of cells. ([`parse_events`] reads the
+//! same bodies into one [`Event`] each, a JSON map per payload, for callers
+//! that want single events.) [`build_batch`] lays them out as columns,
+//! asking the table's [`schema::ColumnRegistry`] where each payload field
 //! goes (its own typed column, or `_overflow`). The batch is what the WAL
 //! logs and the buffer holds. [`budget`] bounds the memory all requests
 //! in flight take on the way, and [`BatchEstimate`] is what a batch will
 //! take, known before it is built.
 
 pub mod budget;
+mod build;
 pub mod check;
+mod columns;
 pub mod from_arrow;
 mod parse;
+mod stream;
 
+pub use build::{Built, build, build_batch};
 pub use check::{BatchCheck, Checked, Facts};
+pub use columns::{Cell, Events, Head, PayloadField};
+pub use stream::parse_body;
 pub(crate) use parse::json_kind;
 pub use parse::{
     BodyFormat, Event, ExpectedVersion, parse_event, parse_events, parse_events_within,
 };
 
-use crate::schema::{self, ColumnKind, ColumnRegistry, Placement, RegistryMark};
+use crate::schema;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Array, Float64Builder, Int64Array, Int64Builder, RecordBatch,
-    StringArray, StringBuilder, TimestampMicrosecondArray,
+    ArrayRef, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Field, Schema};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Why a request's events were refused.
@@ -68,229 +75,6 @@ pub const MAX_DAYS_PER_REQUEST: usize = 4096;
 /// (a key in one event becomes a column for all) must not explode memory.
 const MAX_CELLS: usize = 100_000_000;
 
-/// Which kind of column a JSON value would create.
-fn kind_of(v: &Value) -> Option<ColumnKind> {
-    match v {
-        Value::Null => None,
-        Value::Bool(_) => Some(ColumnKind::Boolean),
-        Value::Number(_) => Some(ColumnKind::Double),
-        Value::String(_) | Value::Array(_) | Value::Object(_) => Some(ColumnKind::Text),
-    }
-}
-
-/// A number as a double, when the double holds it exactly (integers beyond
-/// 2^53 do not, and go to `_overflow` instead of losing digits).
-fn exact_f64(n: &serde_json::Number) -> Option<f64> {
-    if let Some(i) = n.as_i64() {
-        let f = i as f64;
-        return (f as i64 == i && f.abs() < 9_007_199_254_740_992.0).then_some(f);
-    }
-    if let Some(u) = n.as_u64() {
-        let f = u as f64;
-        return (f < 9_007_199_254_740_992.0).then_some(f);
-    }
-    n.as_f64()
-}
-
-/// Builds the batch for `events` (those with `keep[i]`), registering new
-/// payload columns with `registry`. `ids` are the final event ids (client's
-/// or generated), `now` is the ingest time in epoch microseconds.
-pub fn build_batch(
-    events: &[Event],
-    keep: &[bool],
-    ids: &[String],
-    registry: &parking_lot::Mutex<ColumnRegistry>,
-    now: i64,
-) -> Result<RecordBatch> {
-    Ok(build(events, keep, ids, registry, now)?.batch)
-}
-
-/// A built batch, with what building it learnt.
-#[derive(Debug)]
-pub struct Built {
-    pub batch: RecordBatch,
-    pub facts: Facts,
-    /// The registry before and after this batch placed its columns, to
-    /// take them back if the batch is refused.
-    pub placed: (RegistryMark, RegistryMark),
-}
-
-/// [`build_batch`], with the facts a [`BatchCheck`] needs.
-pub fn build(
-    events: &[Event],
-    keep: &[bool],
-    ids: &[String],
-    registry: &parking_lot::Mutex<ColumnRegistry>,
-    now: i64,
-) -> Result<Built> {
-    // Payload keys in order of first appearance, with the kind of their
-    // first non-null value.
-    let mut keys: Vec<(&str, Option<ColumnKind>)> = Vec::new();
-    let mut key_index: HashMap<&str, usize> = HashMap::new();
-    let kept = || events.iter().zip(keep).filter(|(_, k)| **k).map(|(e, _)| e);
-    for event in kept() {
-        for (k, v) in &event.payload {
-            match key_index.get(k.as_str()) {
-                Some(&i) => {
-                    if keys[i].1.is_none() {
-                        keys[i].1 = kind_of(v);
-                    }
-                }
-                None => {
-                    key_index.insert(k, keys.len());
-                    keys.push((k, kind_of(v)));
-                }
-            }
-        }
-    }
-    let rows = keep.iter().filter(|k| **k).count();
-    let timestamps: Vec<i64> = kept().map(|e| e.timestamp.unwrap_or(now)).collect();
-    check_days(&timestamps)?;
-    let cells = rows.saturating_mul(keys.len() + schema::FIXED_COLUMNS.len());
-    if cells > MAX_CELLS {
-        return Err(Error::TooLarge(format!(
-            "{rows} events × {} distinct payload fields is more than {MAX_CELLS} values; send fewer events per request",
-            keys.len()
-        )));
-    }
-    // The WAL's record limit, checked on what the batch will surely take
-    // rather than after building and encoding it.
-    let estimate = BatchEstimate::new(rows, keys.len(), kept().map(Event::fixed_text_len).sum());
-    estimate.check(crate::wal::MAX_RECORD_BYTES, "the largest WAL record")?;
-    let (placements, placed, governed) = {
-        let mut reg = registry.lock();
-        let before = reg.mark();
-        let placements: Vec<Placement> = keys.iter().map(|(k, kind)| reg.place(k, *kind)).collect();
-        (placements, (before, reg.mark()), reg.governed())
-    };
-    let mut facts = Facts::default();
-
-    let mut overflow: Vec<Option<Map<String, Value>>> = vec![None; rows];
-    let mut fields = schema::fixed_fields();
-    let mut payload_columns: Vec<ArrayRef> = Vec::new();
-    for ((key, _), placement) in keys.iter().zip(&placements) {
-        let mut add_overflow = |row: usize, v: &Value| {
-            overflow[row]
-                .get_or_insert_with(Map::new)
-                .insert(key.to_string(), v.clone());
-        };
-        let values = kept().map(|e| e.payload.get(*key));
-        match placement {
-            Placement::Overflow => {
-                for (row, v) in values.enumerate() {
-                    if let Some(v) = v.filter(|v| !v.is_null()) {
-                        add_overflow(row, v);
-                    }
-                }
-            }
-            Placement::Column(kind) => {
-                let array: ArrayRef = match kind {
-                    ColumnKind::Double => {
-                        let mut b = Float64Builder::with_capacity(rows);
-                        for (row, v) in values.enumerate() {
-                            match v {
-                                None | Some(Value::Null) => b.append_null(),
-                                Some(Value::Number(n)) if exact_f64(n).is_some() => {
-                                    b.append_option(exact_f64(n))
-                                }
-                                Some(other) => {
-                                    add_overflow(row, other);
-                                    b.append_null();
-                                }
-                            }
-                        }
-                        Arc::new(b.finish())
-                    }
-                    ColumnKind::Boolean => {
-                        let mut b = BooleanBuilder::with_capacity(rows);
-                        for (row, v) in values.enumerate() {
-                            match v {
-                                None | Some(Value::Null) => b.append_null(),
-                                Some(Value::Bool(x)) => b.append_value(*x),
-                                Some(other) => {
-                                    add_overflow(row, other);
-                                    b.append_null();
-                                }
-                            }
-                        }
-                        Arc::new(b.finish())
-                    }
-                    ColumnKind::Integer => {
-                        let mut b = Int64Builder::with_capacity(rows);
-                        for (row, v) in values.enumerate() {
-                            match v {
-                                None | Some(Value::Null) => b.append_null(),
-                                Some(Value::Number(n)) if n.as_i64().is_some() => {
-                                    b.append_option(n.as_i64())
-                                }
-                                Some(other) => {
-                                    add_overflow(row, other);
-                                    b.append_null();
-                                }
-                            }
-                        }
-                        Arc::new(b.finish())
-                    }
-                    ColumnKind::Text => {
-                        let mut b = StringBuilder::with_capacity(rows, rows * 8);
-                        let mut nested = Vec::new();
-                        for (row, v) in values.enumerate() {
-                            match v {
-                                None | Some(Value::Null) => b.append_null(),
-                                Some(Value::String(s)) => b.append_value(s),
-                                Some(v @ (Value::Array(_) | Value::Object(_))) => {
-                                    nested.push(row as u32);
-                                    b.append_value(v.to_string())
-                                }
-                                Some(other) => {
-                                    add_overflow(row, other);
-                                    b.append_null();
-                                }
-                            }
-                        }
-                        if !nested.is_empty() {
-                            facts.nested.insert(key.to_string(), nested);
-                        }
-                        Arc::new(b.finish())
-                    }
-                };
-                fields.push(Field::new(*key, kind.data_type(), true));
-                payload_columns.push(array);
-            }
-        }
-    }
-
-    // A governed table keeps the schema version each event was written
-    // with: the writer's, here; its rules' check fills in the rest.
-    if governed {
-        let declared: Int64Array = kept().map(|e| e.schema_version.map(i64::from)).collect();
-        fields.push(Field::new(
-            schema::governed::SCHEMA_VERSION,
-            arrow::datatypes::DataType::Int64,
-            true,
-        ));
-        payload_columns.push(Arc::new(declared));
-    }
-    let kept_ids = ids.iter().zip(keep).filter(|(_, k)| **k).map(|(id, _)| id);
-    let batch = event_batch(
-        [
-            Arc::new(StringArray::from_iter_values(kept_ids)),
-            Arc::new(StringArray::from_iter_values(kept().map(|e| &e.event_type))),
-            Arc::new(StringArray::from_iter_values(kept().map(|e| &e.entity_id))),
-        ],
-        timestamps,
-        now,
-        overflow,
-        fields,
-        payload_columns,
-    )?;
-    Ok(Built {
-        batch,
-        facts,
-        placed,
-    })
-}
-
 /// What a batch of events will take in memory, known from its rows and
 /// columns before it is built. A lower bound of its size (and of its WAL
 /// record's): every payload column holds 8 bytes per row (a double, or a
@@ -325,14 +109,9 @@ impl BatchEstimate {
     }
 
     /// The estimate for `events`.
-    pub fn of(events: &[Event]) -> Self {
-        let mut fields: std::collections::HashSet<&str> = std::collections::HashSet::new();
-        let mut text = 0usize;
-        for e in events {
-            fields.extend(e.payload.keys().map(String::as_str));
-            text += e.fixed_text_len();
-        }
-        BatchEstimate::new(events.len(), fields.len(), text)
+    pub fn of(events: &Events) -> Self {
+        let text = events.heads.iter().map(Head::fixed_text_len).sum();
+        BatchEstimate::new(events.len(), events.field_count(), text)
     }
 
     /// Refuses a batch of more than `limit` bytes, naming `what` the limit
@@ -353,7 +132,7 @@ impl BatchEstimate {
     }
 }
 
-/// Refuses a request whose events fall on too many days/// Refuses a request whose events fall on too many days (each one a
+/// Refuses a request whose events fall on too many days (each one a
 /// partition the next flush writes a file into).
 fn check_days(timestamps: &[i64]) -> Result<()> {
     let days: std::collections::HashSet<i64> = timestamps
@@ -413,9 +192,10 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Float64Type;
+    use crate::schema::ColumnRegistry;
 
-    fn events(body: &str) -> Vec<Event> {
-        parse_events(body.as_bytes(), BodyFormat::Ndjson).unwrap()
+    fn events(body: &str) -> Events {
+        parse_body(body.as_bytes(), BodyFormat::Ndjson, &mut |_| Ok(())).unwrap()
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn map_size(map: &Map<String, Value>) -> usize {
 }
 
 /// What a JSON value owns beyond its own 32 bytes.
-fn value_size(v: &Value) -> usize {
+pub(super) fn value_size(v: &Value) -> usize {
     match v {
         Value::Null | Value::Bool(_) | Value::Number(_) => 0,
         Value::String(s) => heap_bytes(s.capacity()),
@@ -284,7 +284,7 @@ impl<'de> serde::de::Visitor<'de> for EventsVisitor<'_> {
     }
 }
 
-fn trim_ascii(mut s: &[u8]) -> &[u8] {
+pub(super) fn trim_ascii(mut s: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = s {
         if first.is_ascii_whitespace() {
             s = rest;
@@ -304,7 +304,7 @@ fn trim_ascii(mut s: &[u8]) -> &[u8] {
 
 /// serde_json appends " at line X column Y" to its messages; we report the
 /// position ourselves.
-fn strip_position(e: &serde_json::Error) -> String {
+pub(super) fn strip_position(e: &serde_json::Error) -> String {
     let msg = e.to_string();
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
@@ -407,7 +407,7 @@ pub(super) fn parse_expected(value: Value) -> Result<ExpectedVersion, String> {
     ))
 }
 
-fn optional_string(field: &str, value: Value) -> Result<Option<String>, String> {
+pub(super) fn optional_string(field: &str, value: Value) -> Result<Option<String>, String> {
     match value {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Err(format!("field {field:?} must not be empty")),
@@ -442,7 +442,7 @@ pub(crate) fn in_range(us: i64) -> Result<Option<i64>, String> {
 
 /// Accepts RFC 3339 text or integer epoch milliseconds; returns epoch
 /// microseconds.
-fn parse_timestamp(value: Value) -> Result<Option<i64>, String> {
+pub(super) fn parse_timestamp(value: Value) -> Result<Option<i64>, String> {
     match value {
         Value::Null => Ok(None),
         Value::String(s) => chrono::DateTime::parse_from_rfc3339(&s)
@@ -478,7 +478,7 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 

@@ -194,7 +194,7 @@ pub(super) async fn read_events(
     caller: &Principal,
     headers: HeaderMap,
     body: Body,
-) -> Result<(Vec<ingest::Event>, Reservation), Error> {
+) -> Result<(ingest::Events, Reservation), Error> {
     let format = match mime(&headers).as_deref() {
         Some("application/json") => BodyFormat::Json,
         Some("application/x-ndjson" | "application/jsonl" | "application/x-jsonlines") => {
@@ -223,7 +223,7 @@ pub(super) async fn read_events(
     let (events, reservation) = tokio::task::spawn_blocking(move || {
         let text = decode_body(&headers, body, limit, &mut reservation)?;
         let text_reserved = reservation.bytes();
-        let events = ingest::parse_events_within(&text, format, &mut |n| reservation.grow(n))
+        let events = ingest::parse_body(&text, format, &mut |n| reservation.grow(n))
             .map_err(|e| match e {
                 ingest::Error::Budget(e) => budget_refusal(e, "parsing the request's events"),
                 e => Error::invalid_ingest(e),

@@ -7,7 +7,7 @@ use super::{Error, Kind, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::db::{self, IngestOutcome, PendingIngest};
 use crate::ids::TableName;
-use crate::ingest::Event;
+use crate::ingest::Events;
 use crate::ingest::budget::{BudgetError, Reservation};
 use crate::ratelimit;
 use arrow::array::RecordBatch;
@@ -64,14 +64,15 @@ impl Service {
         &self,
         caller: &Principal,
         table: TableName,
-        events: Vec<Event>,
+        events: impl Into<Events>,
         held: Reservation,
     ) -> Result<IngestOutcome> {
+        let events: Events = events.into();
         let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
         self.ingest_allowed(
             caller,
             table.as_str(),
-            events.iter().map(|e| e.event_type.as_str()).enumerate(),
+            events.event_types().enumerate(),
             |i| format!("$[{i}]"),
         )?;
         self.rate_check(caller, ratelimit::Kind::Events, n.saturating_sub(1))?;

@@ -10,7 +10,7 @@ use crate::auth::{Principal, Role};
 use crate::db::schemas::{PutError, lay_out};
 use crate::governance::TableChecker;
 use crate::ids::{TableName, TenantId};
-use crate::ingest::{BatchCheck, Event};
+use crate::ingest::{BatchCheck, Events};
 use crate::schema::governed::{
     AllowedTypes, SchemaVersion, TableGovernance, VersionDef, Violations,
 };
@@ -342,9 +342,10 @@ impl Service {
         &self,
         caller: &Principal,
         table: &str,
-        events: Vec<Event>,
+        events: impl Into<Events>,
     ) -> Result<Report> {
         caller.require(Role::Writer, "validate events")?;
+        let events: Events = events.into();
         let name = table_of(table)?;
         let count = events.len();
         let Some(gov) = self.db.schemas().get(&caller.tenant, &name) else {
@@ -366,8 +367,7 @@ impl Service {
             let registry = parking_lot::Mutex::new(registry);
             let keep = vec![true; events.len()];
             let mut fresh = crate::ids::EventIds::new();
-            let ids: Vec<String> = events
-                .iter()
+            let ids: Vec<String> = (events.heads.iter())
                 .map(|e| {
                     e.event_id
                         .clone()
