@@ -135,7 +135,7 @@ impl BatchEstimate {
 /// Refuses a request whose events fall on too many days (each one a
 /// partition the next flush writes a file into).
 fn check_days(timestamps: &[i64]) -> Result<()> {
-    let days: std::collections::HashSet<i64> = timestamps
+    let days: std::collections::HashSet<i64, foldhash::fast::RandomState> = timestamps
         .iter()
         .map(|t| t.div_euclid(MICROS_PER_DAY))
         .collect();
