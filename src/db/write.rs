@@ -38,15 +38,24 @@ impl Database {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
-        let buffered = self.buffered_bytes();
-        if bounded && buffered >= self.config.max_buffer_bytes {
-            self.flush_wanted.notify_one();
-            return Err(Error::BufferFull { buffered });
+        if bounded {
+            self.check_room()?;
         }
         match self.table(tenant, name) {
             Some(t) => Ok(t),
             None => self.load_table(tenant, name).await,
         }
+    }
+
+    /// Refuses an ingest while the buffers are full, asking for a flush:
+    /// a caller can check before it reads and parses a request.
+    pub fn check_room(&self) -> Result<()> {
+        let buffered = self.buffered_bytes();
+        if buffered >= self.config.max_buffer_bytes {
+            self.flush_wanted.notify_one();
+            return Err(Error::BufferFull { buffered });
+        }
+        Ok(())
     }
 
     async fn ingest_with(

@@ -108,7 +108,15 @@ pub struct Events {
     /// The field after the one last written to: events of one request
     /// usually list their fields in the same order.
     hint: usize,
+    /// How many events the body probably holds ([`Events::expect`]).
+    expected: usize,
+    /// Cells reserved so far for fields that have yet to fill them.
+    reserved: usize,
 }
+
+/// The most cells reserved ahead per expected event: enough for the
+/// fields most events share, bounded however many fields a body names.
+const RESERVED_CELLS_PER_EVENT: usize = 16;
 
 impl Events {
     pub fn new() -> Events {
@@ -128,8 +136,17 @@ impl Events {
         self.fields.iter().filter(|f| !f.cells.is_empty()).count()
     }
 
-    /// Adds an event's head; its payload follows through [`Events::put`]
-    /// with the index this returns. Returns the bytes it took.
+    /// Reserves room for about `events` events, so that the lists do not
+    /// grow by copying: the heads, and each field met early enough for the
+    /// cells still to come. Returns the bytes reserved.
+    pub(super) fn expect(&mut self, events: usize) -> usize {
+        self.expected = events;
+        self.heads.reserve_exact(events);
+        self.heads.capacity() * std::mem::size_of::<Head>()
+    }
+
+    /// Adds the head of the event whose payload went in through
+    /// [`Events::put`] as event `len()`. Returns the bytes it took.
     pub(super) fn push_head(&mut self, head: Head) -> usize {
         let mut bytes = head.heap_size();
         if self.heads.len() == self.heads.capacity() {
@@ -151,9 +168,18 @@ impl Events {
                 None => {
                     bytes += heap_bytes(key.len()) * 2 + std::mem::size_of::<PayloadField>();
                     self.index.insert(key.to_string(), self.fields.len());
+                    let ahead = self.expected.saturating_sub(row as usize);
+                    let budget = self.expected * RESERVED_CELLS_PER_EVENT;
+                    let capacity = if self.reserved + ahead <= budget {
+                        ahead
+                    } else {
+                        0
+                    };
+                    self.reserved += capacity;
+                    bytes += capacity * CELL_SIZE;
                     self.fields.push(PayloadField {
                         name: key.to_string(),
-                        cells: Vec::new(),
+                        cells: Vec::with_capacity(capacity),
                     });
                     self.fields.len() - 1
                 }

@@ -32,6 +32,9 @@ pub fn parse_body(
     match format {
         BodyFormat::Json => parse_json(body, &mut events, charge)?,
         BodyFormat::Ndjson => {
+            // One event per line, and none shorter than the smallest event.
+            let lines = body.iter().filter(|b| **b == b'\n').count() + 1;
+            charge(events.expect(lines.min(body.len() / SMALLEST_EVENT)))?;
             for (line_no, line) in body.split(|&b| b == b'\n').enumerate() {
                 let line = trim_ascii(line);
                 if line.is_empty() {
@@ -63,6 +66,10 @@ pub fn parse_body(
     }
     Ok(events)
 }
+
+/// The length of the shortest event's JSON text,
+/// `{"event_type":"a","entity_id":"b"}`.
+const SMALLEST_EVENT: usize = 34;
 
 /// A JSON body: one event object, or an array of them.
 fn parse_json(

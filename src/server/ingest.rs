@@ -290,6 +290,7 @@ async fn ingest_events_inner(
     // A caller without the role, or a tenant already over its rate, is
     // refused before any reading or parsing, so a flood costs little.
     state.service.admit_ingest(caller)?;
+    state.service.check_ingest_room()?;
     let table = match params.table.as_deref() {
         None => TableName::default_table(),
         Some(name) => name

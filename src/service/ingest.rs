@@ -56,6 +56,13 @@ impl Service {
         self.rate_check(caller, ratelimit::Kind::Events, 1)
     }
 
+    /// Refuses a request's events while the ingest buffers are full, so
+    /// that a client told to retry has not had its body read and parsed
+    /// for nothing.
+    pub fn check_ingest_room(&self) -> Result<()> {
+        Ok(self.db.check_room()?)
+    }
+
     /// Stores a request's `events` in `caller`'s table, once they are
     /// admitted ([`Service::admit_ingest`], which took one event of the
     /// rate). `held` is the request's share of the ingest budget, given
