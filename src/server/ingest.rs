@@ -92,6 +92,17 @@ async fn read_body(
     Ok(Bytes::from(out))
 }
 
+/// Reads and drops a body of up to `limit` bytes.
+async fn drain(mut body: Body, limit: usize) {
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > limit {
+            return;
+        }
+    }
+}
+
 /// Undoes `Content-Encoding` within the reservation, refusing more than
 /// `limit` bytes of output. The compressed body's share of the
 /// reservation is given back once it is decoded.
@@ -290,7 +301,12 @@ async fn ingest_events_inner(
     // A caller without the role, or a tenant already over its rate, is
     // refused before any reading or parsing, so a flood costs little.
     state.service.admit_ingest(caller)?;
-    state.service.check_ingest_room()?;
+    if let Err(e) = state.service.check_ingest_room() {
+        // Read the body unparsed first: a client still sending it gets
+        // the answer to retry, not a broken connection.
+        drain(body, state.max_body_bytes).await;
+        return Err(e.into());
+    }
     let table = match params.table.as_deref() {
         None => TableName::default_table(),
         Some(name) => name
