@@ -359,7 +359,11 @@ fn parse_both(body: &Body) -> Result<Result<(Vec<Event>, Events), Error>, TestCa
     let by_field = parse_body(&body.bytes, body.format, &mut |_| Ok(()));
     match (by_event, by_field) {
         (Err(a), Err(b)) => {
-            prop_assert_eq!(a.to_string(), b.to_string(), "the parsers refuse differently");
+            prop_assert_eq!(
+                a.to_string(),
+                b.to_string(),
+                "the parsers refuse differently"
+            );
             Ok(Err(b))
         }
         (Ok(events), Ok(columns)) => {

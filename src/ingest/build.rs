@@ -6,8 +6,8 @@ use super::columns::{Cell, Events};
 use super::{BatchEstimate, Error, Facts, MAX_CELLS, Result, check_days, event_batch};
 use crate::schema::{self, ColumnKind, ColumnRegistry, Placement, RegistryMark};
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Array, Int64Builder, RecordBatch,
-    StringArray, StringBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Array, Int64Builder, RecordBatch, StringArray,
+    StringBuilder,
 };
 use arrow::datatypes::Field;
 use serde_json::{Map, Value};

@@ -252,7 +252,10 @@ mod tests {
         e.put(0, "a", Cell::Null);
         e.put(1, "b", Cell::Text("x".into()));
         e.put(1, "a", Cell::Bool(false));
-        assert_eq!(e.fields[0].cells, vec![(0, Cell::Null), (1, Cell::Bool(false))]);
+        assert_eq!(
+            e.fields[0].cells,
+            vec![(0, Cell::Null), (1, Cell::Bool(false))]
+        );
         e.clear_payload(1);
         assert_eq!(e.fields[0].cells, vec![(0, Cell::Null)]);
         assert_eq!(e.field_count(), 1);

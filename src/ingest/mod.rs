@@ -22,11 +22,11 @@ mod stream;
 pub use build::{Built, build, build_batch};
 pub use check::{BatchCheck, Checked, Facts};
 pub use columns::{Cell, Events, Head, PayloadField};
-pub use stream::parse_body;
 pub(crate) use parse::json_kind;
 pub use parse::{
     BodyFormat, Event, ExpectedVersion, parse_event, parse_events, parse_events_within,
 };
+pub use stream::parse_body;
 
 use crate::schema;
 use arrow::array::{
@@ -190,9 +190,9 @@ fn event_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::ColumnRegistry;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Float64Type;
-    use crate::schema::ColumnRegistry;
 
     fn events(body: &str) -> Events {
         parse_body(body.as_bytes(), BodyFormat::Ndjson, &mut |_| Ok(())).unwrap()

@@ -10,13 +10,13 @@
 use super::budget::BudgetError;
 use super::columns::{Cell, Events, Head};
 use super::parse::{
-    BodyFormat, optional_string, parse_expected, parse_schema_version,
-    parse_timestamp, strip_position, trim_ascii, truncate,
+    BodyFormat, optional_string, parse_expected, parse_schema_version, parse_timestamp,
+    strip_position, trim_ascii, truncate,
 };
 use super::{Error, Result};
-use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess};
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess};
 use serde_json::{Number, Value};
 use std::borrow::Cow;
 
@@ -447,10 +447,14 @@ impl<'de> de::Visitor<'de> for CellSeed {
         Ok(Cell::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Cell, A::Error> {
-        Ok(Cell::Nested(Value::deserialize(SeqAccessDeserializer::new(seq))?))
+        Ok(Cell::Nested(Value::deserialize(
+            SeqAccessDeserializer::new(seq),
+        )?))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Cell, A::Error> {
-        Ok(Cell::Nested(Value::deserialize(MapAccessDeserializer::new(map))?))
+        Ok(Cell::Nested(Value::deserialize(
+            MapAccessDeserializer::new(map),
+        )?))
     }
 }
 

@@ -29,7 +29,11 @@ fn agree(body: &str, format: BodyFormat) -> Option<String> {
         (Ok(events), Ok(columns)) => {
             let expected = Events::from(events);
             assert_eq!(expected.heads, columns.heads, "heads differ for {body:?}");
-            assert_eq!(by_name(&expected), by_name(&columns), "payloads differ for {body:?}");
+            assert_eq!(
+                by_name(&expected),
+                by_name(&columns),
+                "payloads differ for {body:?}"
+            );
             None
         }
         (a, b) => panic!(

@@ -234,11 +234,12 @@ pub(super) async fn read_events(
     let (events, reservation) = tokio::task::spawn_blocking(move || {
         let text = decode_body(&headers, body, limit, &mut reservation)?;
         let text_reserved = reservation.bytes();
-        let events = ingest::parse_body(&text, format, &mut |n| reservation.grow(n))
-            .map_err(|e| match e {
+        let events = ingest::parse_body(&text, format, &mut |n| reservation.grow(n)).map_err(
+            |e| match e {
                 ingest::Error::Budget(e) => budget_refusal(e, "parsing the request's events"),
                 e => Error::invalid_ingest(e),
-            })?;
+            },
+        )?;
         drop(text);
         reservation.shrink(text_reserved);
         // What the events will become: the batch and its encoded WAL
