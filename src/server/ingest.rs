@@ -306,7 +306,7 @@ async fn ingest_events_inner(
         // Read the body unparsed first: a client still sending it gets
         // the answer to retry, not a broken connection.
         drain(body, state.max_body_bytes).await;
-        return Err(e.into());
+        return Err(e);
     }
     let table = match params.table.as_deref() {
         None => TableName::default_table(),
