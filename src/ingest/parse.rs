@@ -205,8 +205,16 @@ fn parse_json(
         failure: &mut failure,
     };
     let parsed = de.deserialize_any(visitor).and_then(|()| de.end());
-    // A problem found by the visitor (a bad event, the budget) is reported
-    // as itself, not as the JSON error that stopped the parser.
+    body_outcome(failure, parsed)
+}
+
+/// What parsing a JSON body came to: a problem the visitor found (a bad
+/// event, the budget) is reported as itself, not as the JSON error it
+/// stopped the parser with.
+pub(super) fn body_outcome(
+    failure: Option<Error>,
+    parsed: Result<(), serde_json::Error>,
+) -> Result<()> {
     if let Some(e) = failure {
         return Err(e);
     }

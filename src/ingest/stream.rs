@@ -10,8 +10,8 @@
 use super::budget::BudgetError;
 use super::columns::{Cell, Events, Head};
 use super::parse::{
-    BodyFormat, optional_string, parse_expected, parse_schema_version, parse_timestamp,
-    strip_position, trim_ascii, truncate,
+    BodyFormat, body_outcome, optional_string, parse_expected, parse_schema_version,
+    parse_timestamp, strip_position, trim_ascii, truncate,
 };
 use super::{Error, Result};
 use serde::Deserialize;
@@ -85,15 +85,7 @@ fn parse_json(
         failure: &mut failure,
     };
     let parsed = de.deserialize_any(visitor).and_then(|()| de.end());
-    // A problem found by the visitor (a bad event, the budget) is reported
-    // as itself, not as the JSON error that stopped the parser.
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    parsed.map_err(|e| Error::Json {
-        location: format!("line {}, column {}", e.line(), e.column()),
-        message: strip_position(&e),
-    })
+    body_outcome(failure, parsed)
 }
 
 /// What reading one event gave: the bytes it took, or why it is not an
