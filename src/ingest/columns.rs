@@ -5,7 +5,7 @@
 //! own; [`super::build`] then turns each field's cells into a column.
 //! Events built in code ([`Event`]) convert into the same shape.
 
-use super::parse::{Event, ExpectedVersion};
+use super::parse::{Event, ExpectedVersion, heap_bytes, value_size};
 use serde_json::{Number, Value};
 use std::collections::HashMap;
 
@@ -82,7 +82,7 @@ impl Cell {
         match self {
             Cell::Null | Cell::Bool(_) | Cell::Number(_) => 0,
             Cell::Text(s) => heap_bytes(s.capacity()),
-            Cell::Nested(v) => super::parse::value_size(v),
+            Cell::Nested(v) => value_size(v),
         }
     }
 }
@@ -234,11 +234,6 @@ impl From<Vec<Event>> for Events {
         }
         out
     }
-}
-
-/// An allocation of `n` bytes, rounded up to a 16-byte size class.
-pub(super) fn heap_bytes(n: usize) -> usize {
-    if n == 0 { 0 } else { n.next_multiple_of(16) }
 }
 
 #[cfg(test)]

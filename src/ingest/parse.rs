@@ -66,14 +66,6 @@ impl std::fmt::Display for ExpectedVersion {
 }
 
 impl Event {
-    /// Bytes of its fixed text columns in a batch: the id (a generated
-    /// one is a 36-character UUID), the type and the entity id.
-    pub fn fixed_text_len(&self) -> usize {
-        self.event_id.as_ref().map_or(36, String::len)
-            + self.event_type.len()
-            + self.entity_id.len()
-    }
-
     /// About how many bytes the event occupies in memory, itself and what
     /// it owns. An estimate (allocator size classes and map layouts are
     /// modelled, not measured) used to budget parsing: small maps cost far
@@ -92,7 +84,7 @@ impl Event {
 }
 
 /// An allocation of `n` bytes, rounded up to a 16-byte size class.
-fn heap_bytes(n: usize) -> usize {
+pub(super) fn heap_bytes(n: usize) -> usize {
     if n == 0 { 0 } else { n.next_multiple_of(16) }
 }
 

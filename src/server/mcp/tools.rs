@@ -304,8 +304,9 @@ impl Tools {
         self.run(&parts, |caller| async move {
             let body =
                 serde_json::to_vec(&args.events).map_err(|e| Error::invalid(e.to_string()))?;
-            let events = crate::ingest::parse_events(&body, crate::ingest::BodyFormat::Json)
-                .map_err(|e| Error::invalid(e.to_string()))?;
+            let events =
+                crate::ingest::parse_body(&body, crate::ingest::BodyFormat::Json, &mut |_| Ok(()))
+                    .map_err(|e| Error::invalid(e.to_string()))?;
             let report = self.service.validate(&caller, &args.table, events).await?;
             let summary = format!(
                 "{} events: {}",
