@@ -47,6 +47,16 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_S3_ALLOW_HTTP", default_value_t = false)]
     pub s3_allow_http: bool,
 
+    /// Send queries asked to run distributed (`engine=distributed`) to this
+    /// Apache DataFusion Ballista scheduler (`df://host:port`), or to a
+    /// scheduler and executors started inside this server (`local`).
+    #[arg(long, env = "ALLSOURCE_BALLISTA")]
+    pub ballista: Option<String>,
+
+    /// With `--ballista local`: how many executors to start.
+    #[arg(long, env = "ALLSOURCE_BALLISTA_EXECUTORS", default_value_t = 1)]
+    pub ballista_executors: usize,
+
     /// A table's buffer is flushed to Delta once it holds this many rows.
     #[arg(long, env = "ALLSOURCE_FLUSH_ROWS", default_value_t = 500_000)]
     pub flush_rows: usize,
@@ -287,6 +297,8 @@ impl Default for Config {
             storage_url: None,
             s3_endpoint: None,
             s3_allow_http: false,
+            ballista: None,
+            ballista_executors: 1,
             flush_rows: 500_000,
             flush_bytes: 128 << 20,
             flush_age: Duration::from_secs(10),

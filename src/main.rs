@@ -64,6 +64,12 @@ enum Command {
     /// List, show, apply and delete policies, put the defaults back, and
     /// explain a decision.
     Policies(cli::policies::PoliciesArgs),
+    /// Run a Ballista scheduler for distributed queries (`serve
+    /// --ballista df://HOST:PORT`), with AllSource's functions.
+    Scheduler(cli::cluster::SchedulerArgs),
+    /// Run a Ballista executor for that scheduler, with AllSource's
+    /// functions; it reads the tables' files from the store.
+    Executor(cli::cluster::ExecutorArgs),
     /// Mint a JWT for local use, signed with the server's HS256 secret
     /// (or an RS256/ES256 private key), and print it.
     Token(cli::token::TokenArgs),
@@ -93,6 +99,8 @@ fn main() -> anyhow::Result<()> {
         Command::Validate(args) => ("validate", cli::schemas::validate(&args)),
         Command::Policies(args) => ("policies", cli::policies::run(&args)),
         Command::Token(args) => ("token", cli::token::run(&args)),
+        Command::Scheduler(args) => ("scheduler", cli::cluster::scheduler(&args)),
+        Command::Executor(args) => ("executor", cli::cluster::executor(&args)),
     };
     // A client command's failure is one line on stderr and a failing
     // exit status.

@@ -17,6 +17,8 @@
 //! - [`schemas`]: tables' schemas and validation rules, and checking a
 //!   file of events against them.
 //! - [`token`]: mints a JWT locally; no server involved.
+//! - [`cluster`]: `allsource scheduler` and `allsource executor`, the
+//!   processes of a Ballista cluster for distributed queries.
 //! - [`telemetry`]: logs and traces, for every command.
 //!
 //! The commands that talk to a server share [`ClientArgs`], [`post`],
@@ -24,6 +26,7 @@
 //! [`read_input`].
 
 pub(crate) mod backup;
+pub(crate) mod cluster;
 pub(crate) mod compact;
 pub(crate) mod export;
 pub(crate) mod import;

@@ -2,7 +2,7 @@
 //! `serve --otlp-endpoint` names one.
 
 /// Our logs at info; the storage crates only when something is wrong.
-const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,deltalake=warn,deltalake_core=warn";
+const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,buoyant_kernel::snapshot::builder=off,deltalake=warn,deltalake_core=warn,ballista_core=warn,ballista_scheduler=warn,ballista_executor=warn";
 
 /// Logs to stderr, filtered by `ALLSOURCE_LOG`; with an OTLP endpoint the
 /// same spans are also exported there in batches. The returned provider

@@ -479,6 +479,18 @@ pub struct TableView {
     pub stored_position: Option<u64>,
 }
 
+impl TableView {
+    /// The view without its buffered rows: what is stored, and the
+    /// highest position of that.
+    pub fn stored_only(self) -> TableView {
+        TableView {
+            buffered: Vec::new(),
+            position: self.stored_position.filter(|_| self.stored.is_some()),
+            ..self
+        }
+    }
+}
+
 /// Opens (or prepares, if new) one table from storage.
 async fn open_table(
     storage: &Storage,

@@ -69,6 +69,8 @@ pub struct QueryEngine {
     threads: QueryRuntime,
     /// Each caller's `pg_catalog`, for the PostgreSQL wire protocol.
     pg_catalogs: super::pg_catalog::PgCatalogs,
+    /// Where distributed queries go, once set.
+    cluster: std::sync::OnceLock<super::distributed::Cluster>,
 }
 
 impl QueryEngine {
@@ -97,6 +99,7 @@ impl QueryEngine {
             env,
             threads,
             pg_catalogs: Default::default(),
+            cluster: Default::default(),
         }))
     }
 
@@ -119,6 +122,17 @@ impl QueryEngine {
     /// Where reads refused by policies are recorded, once set.
     pub fn denials(&self) -> Option<&Arc<crate::audit::DenialLog>> {
         self.denials.get()
+    }
+
+    /// Sends distributed queries to `cluster` from now on (once; a second
+    /// call changes nothing).
+    pub fn set_cluster(&self, cluster: super::distributed::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Where distributed queries go, if anywhere.
+    pub fn cluster(&self) -> Option<&super::distributed::Cluster> {
+        self.cluster.get()
     }
 
     /// Offers `table` in every session's `system` schema from now on.
@@ -185,6 +199,29 @@ impl QueryEngine {
         self.run(caller, async move {
             let ctx = super::session_with(&engine, &who, &options)?;
             super::start(&ctx, &text, params.as_ref()).await
+        })
+        .await
+    }
+
+    /// [`QueryEngine::sql_with`] on the cluster: the tables read what is
+    /// stored, and the plan runs on the Ballista executors. Fails when no
+    /// cluster is set.
+    pub async fn distributed(
+        self: &Arc<Self>,
+        caller: &Principal,
+        sql: &str,
+        mut options: super::QueryOptions,
+    ) -> Result<SendableRecordBatchStream> {
+        let cluster = self.cluster().cloned().ok_or_else(|| {
+            DataFusionError::Plan(
+                "this server sends no queries to a cluster (start it with --ballista)".into(),
+            )
+        })?;
+        options.stored_only = true;
+        let (engine, who, text) = (self.clone(), caller.clone(), sql.to_string());
+        self.run(caller, async move {
+            let ctx = super::session_with(&engine, &who, &options)?;
+            super::distributed::start(&ctx, &cluster, &text).await
         })
         .await
     }

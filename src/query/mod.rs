@@ -12,6 +12,7 @@ pub mod bounded;
 pub mod bounds;
 mod coercion;
 mod days;
+pub mod distributed;
 pub mod engine;
 mod grouping_sets;
 mod late;
@@ -109,6 +110,9 @@ pub struct QueryOptions {
     /// The session also offers PostgreSQL's catalog (`pg_catalog`) and
     /// the functions its clients call, for the wire protocol.
     pub pg_catalog: bool,
+    /// Tables read only what is stored (no buffered rows): what the
+    /// distributed engine runs on.
+    pub stored_only: bool,
 }
 
 impl QueryOptions {
@@ -123,6 +127,7 @@ impl QueryOptions {
             raw,
             action: Default::default(),
             pg_catalog: false,
+            stored_only: false,
         };
         (options, reads)
     }
@@ -158,6 +163,10 @@ impl SchemaProvider for TenantSchema {
                 .await
                 .map_err(|e| DataFusionError::Plan(e.to_string()))?,
             _ => self.db.view_after(&t, self.options.after),
+        };
+        let view = match self.options.stored_only {
+            true => view.stored_only(),
+            false => view,
         };
         if let Some(reads) = &self.options.reads {
             reads.add(pin::TableRead {

@@ -56,6 +56,39 @@ impl EventTable {
         }
     }
 
+    /// A table of stored files only (`None`: nothing stored yet), for a
+    /// query planned elsewhere.
+    pub fn stored(
+        schema: SchemaRef,
+        files: Option<DeltaFiles>,
+        stored_position: Option<u64>,
+    ) -> Self {
+        let delta = files.map(|f| Arc::new(f) as Arc<dyn TableProvider>);
+        let mut table = Self::new(schema, delta, Vec::new());
+        table.stored_position = stored_position;
+        table
+    }
+
+    /// The stored files, when they are all the table reads (`Ok(None)`:
+    /// nothing is stored yet); otherwise why not.
+    pub fn stored_files(&self) -> std::result::Result<Option<&DeltaFiles>, &'static str> {
+        if !self.buffer.is_empty() {
+            return Err("it holds buffered rows");
+        }
+        match &self.delta {
+            None => Ok(None),
+            Some(d) => d
+                .downcast_ref::<DeltaFiles>()
+                .map(Some)
+                .ok_or("its Delta table uses reader features only deltalake's own scan reads"),
+        }
+    }
+
+    /// No stored row has a higher position (`None`: not known).
+    pub fn stored_position(&self) -> Option<u64> {
+        self.stored_position
+    }
+
     async fn delta_plan(
         &self,
         delta: &Arc<dyn TableProvider>,

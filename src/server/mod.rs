@@ -102,6 +102,13 @@ pub async fn run(
     let rate_limits = Arc::new(crate::ratelimit::RateLimits::from_config(&config)?);
     let service =
         Service::new(db.clone(), verifier, rate_limits).map_err(|e| Error::Config(e.message))?;
+    if let Some(scheduler) = service
+        .start_cluster()
+        .await
+        .map_err(|e| Error::Config(e.message))?
+    {
+        println!("allsource ballista scheduler at {scheduler}");
+    }
     service.start_projections().await;
     service.start_pipelines();
     let state = http::AppState {

@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::query::output::{Encoder, OutputFormat};
 use crate::query::pin::{Pin, ReadLog};
 use crate::service::Error;
-use crate::service::query::Interface;
+use crate::service::query::{Engine, Interface};
 use crate::service::stream::{Direction, StreamRead};
 use axum::body::Body;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -32,6 +32,21 @@ pub(super) struct SqlParams {
     /// Read events as written, without schema migrations
     #[serde(default)]
     raw: Option<bool>,
+    /// local (the default) or distributed: run on the Ballista cluster
+    /// the server was started with, over stored events only
+    #[param(pattern = "^(local|distributed)$")]
+    engine: Option<String>,
+}
+
+/// The engine a query asks for.
+fn engine_of(params: &SqlParams) -> Result<Engine, Error> {
+    params
+        .engine
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|e: String| Error::invalid(format!("query parameter engine: {e}")))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -88,15 +103,17 @@ pub(super) async fn sql(
             .map_err(|_| Error::invalid("the SQL text is not valid UTF-8"))?
     };
     let pin = pin_of(&params)?;
+    let engine = engine_of(&params)?;
     let (stream, reads) = state
         .service
-        .sql_read(
+        .sql_read_on(
             &caller,
             &text,
             None,
             pin,
             params.raw.unwrap_or(false),
             Interface::Sql,
+            engine,
         )
         .await?;
     with_snapshot(
@@ -127,6 +144,11 @@ pub(super) async fn dsl_query(
 ) -> Result<Response, Error> {
     let format = output_format(params.format.as_deref(), &headers)?;
     let pin = pin_of(&params)?;
+    if engine_of(&params)? == Engine::Distributed {
+        return Err(Error::invalid(
+            "query documents run on the local engine only; send SQL to /v1/sql for engine=distributed",
+        ));
+    }
     let body = body_bytes(body)?;
     let (stream, reads) = state
         .service

@@ -58,6 +58,31 @@ impl Interface {
     }
 }
 
+/// Which engine runs a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// This server, over everything acknowledged.
+    #[default]
+    Local,
+    /// The Ballista cluster the server was started with, over what is
+    /// stored (see `query::distributed`).
+    Distributed,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Engine::Local),
+            "distributed" | "ballista" => Ok(Engine::Distributed),
+            other => Err(format!(
+                "unknown engine {other:?}; use local or distributed"
+            )),
+        }
+    }
+}
+
 /// What planning a statement tells a client before it runs.
 #[derive(Debug)]
 pub struct Planned {
@@ -96,11 +121,27 @@ impl Service {
         raw: bool,
         interface: Interface,
     ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
+        self.sql_read_on(caller, sql, params, pin, raw, interface, Engine::Local)
+            .await
+    }
+
+    /// [`Service::sql_read`] on the engine chosen.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sql_read_on(
+        &self,
+        caller: &Principal,
+        sql: &str,
+        params: Option<RecordBatch>,
+        pin: Option<Pin>,
+        raw: bool,
+        interface: Interface,
+        engine: Engine,
+    ) -> Result<(SendableRecordBatchStream, Arc<ReadLog>)> {
         let started = Instant::now();
         let (mut options, reads) = QueryOptions::recording(pin, raw);
         options.action = interface.action();
         options.pg_catalog = interface == Interface::Postgres;
-        let result = self.sql_with(caller, sql, params, options).await;
+        let result = self.sql_with(caller, sql, params, options, engine).await;
         observe(interface, started, &result);
         result.map(|stream| (stream, reads))
     }
@@ -111,6 +152,7 @@ impl Service {
         sql: &str,
         params: Option<RecordBatch>,
         options: QueryOptions,
+        engine: Engine,
     ) -> Result<SendableRecordBatchStream> {
         self.admit_query(caller)?;
         if sql.trim().is_empty() {
@@ -119,7 +161,15 @@ impl Service {
         // Before a query slot is taken; planning checks it again, as it
         // does for inner queries.
         self.check_size("the SQL text", sql.len())?;
-        let stream = self.queries.sql_with(caller, sql, params, options).await;
+        let stream = match engine {
+            Engine::Local => self.queries.sql_with(caller, sql, params, options).await,
+            Engine::Distributed if params.is_some() => {
+                return Err(Error::invalid(
+                    "distributed queries take no bound parameters",
+                ));
+            }
+            Engine::Distributed => self.queries.distributed(caller, sql, options).await,
+        };
         let stream = stream.map_err(|e| self.query_error(caller, sql, e))?;
         self.meter(caller, ratelimit::Kind::Queries, 1);
         Ok(stream)
@@ -208,6 +258,34 @@ impl Service {
             })
             .await;
         planned.map_err(|e| self.query_error(caller, sql, e))
+    }
+
+    /// Connects the query engine to the Ballista cluster `--ballista`
+    /// names, or starts one in this process (`local`); returns the
+    /// scheduler's URL, or `None` when the option is not set.
+    pub async fn start_cluster(&self) -> Result<Option<String>> {
+        use crate::query::distributed::Cluster;
+        let config = self.db.config();
+        let Some(spec) = config.ballista.as_deref() else {
+            return Ok(None);
+        };
+        let cluster = match spec {
+            "local" => {
+                let stores = [self.db.storage().file_store()];
+                Cluster::local(
+                    config.ballista_executors,
+                    &stores,
+                    config.query_memory_limit,
+                    &config.data_dir.join("ballista"),
+                )
+                .await
+            }
+            address => Cluster::remote(address),
+        }
+        .map_err(|e| Error::invalid(format!("--ballista {spec}: {e}")))?;
+        let scheduler = cluster.scheduler().to_string();
+        self.queries.set_cluster(cluster);
+        Ok(Some(scheduler))
     }
 
     /// Refuses a statement that would change data, which no interface

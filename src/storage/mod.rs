@@ -79,6 +79,23 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// The object store the tables' data files are read from, and the URL
+    /// a query runtime registers it under (`file:///` or `s3://bucket`):
+    /// what a process that only reads files (a query executor) needs.
+    pub fn file_store(&self) -> (Url, deltalake::logstore::ObjectStoreRef) {
+        match &self.backend {
+            Backend::Local { .. } => (
+                Url::parse("file:///").expect("static URL"),
+                std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+            ),
+            Backend::S3 { store } => {
+                let mut url = self.root.clone();
+                url.set_path("/");
+                (url, store.clone())
+            }
+        }
+    }
+
     /// The URL of a table's directory.
     pub fn table_url(&self, tenant: &TenantId, table: &TableName) -> Url {
         self.root

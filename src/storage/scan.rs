@@ -45,6 +45,9 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use std::sync::Arc;
 
+mod wire;
+pub use wire::FilesWire;
+
 /// The files of one Delta table version, ready to scan.
 #[derive(Debug)]
 pub struct DeltaFiles {

@@ -10,6 +10,7 @@ mod compaction;
 mod console;
 mod crash;
 mod delta_interop;
+mod distributed;
 mod dsl;
 mod entity_streams;
 mod flight;

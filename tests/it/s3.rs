@@ -264,3 +264,63 @@ fn backups_to_s3_of_tables_on_s3_restore_and_verify_from_s3() {
     assert!(!out.status.success());
     assert!(!again.exists(), "nothing restored");
 }
+
+#[test]
+fn executors_read_tables_on_s3() {
+    use crate::distributed::start;
+    let store = S3Store::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = [
+        "--storage-url",
+        "s3://lake/warehouse",
+        "--s3-endpoint",
+        &store.endpoint,
+        "--s3-allow-http",
+    ];
+    // The scheduler plans over the files and the executor reads them:
+    // both are given the store.
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let mut scheduler_args = vec!["scheduler", "--bind", "127.0.0.1:0"];
+    scheduler_args.extend(s3);
+    let (_scheduler, address) = start(
+        &scheduler_args,
+        &creds,
+        "allsource scheduler listening on ",
+        &tmp.path().join("scheduler.log"),
+    );
+    let mut executor_args = vec![
+        "executor",
+        "--scheduler",
+        address.trim_start_matches("df://"),
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    executor_args.extend(s3);
+    let (_executor, _) = start(
+        &executor_args,
+        &creds,
+        "allsource executor listening on ",
+        &tmp.path().join("executor.log"),
+    );
+    let mut args = s3.to_vec();
+    args.extend(["--ballista", &address]);
+    let mut s = TestServer::start_in_with_env(tmp.path(), &args, &creds);
+    s.ingest(&json!([
+        {"event_type": "a", "entity_id": "u1", "payload": {"x": 1}},
+        {"event_type": "b", "entity_id": "u2", "payload": {"x": 2}},
+        {"event_type": "b", "entity_id": "u3", "payload": {"x": 4}},
+    ]));
+    s.stop();
+    s.restart();
+    let sql = "SELECT event_type, sum(x) AS x FROM events GROUP BY 1 ORDER BY 1";
+    let r = s.post("/v1/sql?engine=distributed", "text/plain", sql);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!([{"event_type": "a", "x": 1.0}, {"event_type": "b", "x": 6.0}])
+    );
+}
