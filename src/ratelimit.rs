@@ -14,8 +14,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod quota;
+
+pub use quota::{Period, QuotaBuckets, QuotaKey, SavedBucket};
+
 /// What is limited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Events,
     Queries,
@@ -175,130 +180,6 @@ impl RateLimits {
                     "a request of {n} {} exceeds tenant {tenant}'s limit of {rate}/s; send smaller batches",
                     kind.label()
                 ),
-            ),
-        }
-    }
-}
-
-/// Over what time a quota's amount may be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Period {
-    Second,
-    Day,
-}
-
-impl Period {
-    fn label(self) -> &'static str {
-        match self {
-            Period::Second => "second",
-            Period::Day => "day",
-        }
-    }
-}
-
-/// Whose use one quota bucket counts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct QuotaKey {
-    pub tenant: TenantId,
-    /// The policy that sets it.
-    pub policy: String,
-    /// The subject it counts, or `None` when all its callers share it.
-    pub subject: Option<String>,
-    pub kind: Kind,
-    pub period: Period,
-}
-
-struct QuotaBucket {
-    amount: u32,
-    limiter: DefaultDirectRateLimiter,
-    used: std::time::Instant,
-}
-
-/// The buckets of quota policies, made on first use and remade when the
-/// amount changes. Kept in memory (a restart starts them full); a bucket
-/// unused for [`QuotaBuckets::IDLE`] is dropped, and a tenant holds at
-/// most [`QuotaBuckets::PER_TENANT`] (past that the least recently used
-/// goes: it starts full when next used).
-#[derive(Default)]
-pub struct QuotaBuckets {
-    buckets: Mutex<HashMap<QuotaKey, QuotaBucket>>,
-}
-
-impl std::fmt::Debug for QuotaBuckets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QuotaBuckets({} buckets)", self.buckets.lock().len())
-    }
-}
-
-impl QuotaBuckets {
-    pub const IDLE: Duration = Duration::from_secs(600);
-    pub const PER_TENANT: usize = 10_000;
-
-    /// Takes `n` units from the bucket of `key`, which allows `amount` per
-    /// period (with all of it as burst).
-    pub fn check(&self, key: QuotaKey, amount: u32, n: u32) -> Result<(), Limited> {
-        let (Some(amount_nz), Some(n_nz)) = (NonZeroU32::new(amount), NonZeroU32::new(n)) else {
-            return Ok(());
-        };
-        let now = std::time::Instant::now();
-        let mut buckets = self.buckets.lock();
-        let fresh = |now| QuotaBucket {
-            amount,
-            limiter: RateLimiter::direct(match key.period {
-                Period::Second => Quota::per_second(amount_nz),
-                Period::Day => Quota::with_period(Duration::from_secs(86_400) / amount)
-                    .unwrap_or_else(|| Quota::per_second(amount_nz))
-                    .allow_burst(amount_nz),
-            }),
-            used: now,
-        };
-        if !buckets.contains_key(&key) {
-            buckets.retain(|_, b| now.duration_since(b.used) < Self::IDLE);
-            let mine: Vec<(QuotaKey, std::time::Instant)> = buckets
-                .iter()
-                .filter(|(k, _)| k.tenant == key.tenant)
-                .map(|(k, b)| (k.clone(), b.used))
-                .collect();
-            if mine.len() >= Self::PER_TENANT
-                && let Some((oldest, _)) = mine.into_iter().min_by_key(|(_, used)| *used)
-            {
-                buckets.remove(&oldest);
-            }
-        }
-        let bucket = buckets.entry(key.clone()).or_insert_with(|| fresh(now));
-        if bucket.amount != amount {
-            *bucket = fresh(now);
-        }
-        bucket.used = now;
-        let whose = match &key.subject {
-            Some(s) => format!("subject {s:?}"),
-            None => "its callers together".to_string(),
-        };
-        let what = format!(
-            "policy {:?} allows {whose} {amount} {} per {}",
-            key.policy,
-            key.kind.label(),
-            key.period.label()
-        );
-        let refuse = |retry_after: Option<Duration>, message: String| {
-            crate::metrics::get()
-                .rate_limited
-                .with_label_values(&[key.tenant.as_str(), key.kind.label()])
-                .inc();
-            Err(Limited {
-                retry_after,
-                message,
-            })
-        };
-        match bucket.limiter.check_n(n_nz) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => refuse(
-                Some(not_until.wait_time_from(DefaultClock::default().now())),
-                format!("{what}; retry later"),
-            ),
-            Err(_) => refuse(
-                None,
-                format!("a request of {n} {} exceeds it: {what}", key.kind.label()),
             ),
         }
     }

@@ -111,6 +111,7 @@ pub async fn run(
     }
     service.start_projections().await;
     service.start_pipelines();
+    service.start_quota_saver();
     let state = http::AppState {
         service: service.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -149,6 +150,9 @@ pub async fn run(
     tracing::info!("ready");
     shutdown.await;
     service.close_subscriptions();
+    if let Err(e) = service.save_quotas() {
+        tracing::warn!(error = %e, "cannot write the quota file");
+    }
     stop.cancel();
     flight_stop.cancel();
     pg_stop.cancel();

@@ -25,6 +25,7 @@ pub mod policies;
 mod policy_checks;
 pub mod projections;
 pub mod query;
+mod quota_file;
 pub mod replay;
 pub mod schemas;
 mod snapshots;
@@ -54,6 +55,8 @@ pub struct Service {
     rate_limits: Arc<RateLimits>,
     /// The buckets of quota policies.
     quotas: ratelimit::QuotaBuckets,
+    /// Where they are kept across restarts.
+    quota_file: quota_file::QuotaFile,
     /// Admitted events and queries per second, per tenant.
     meters: ratelimit::Meters,
     /// Memory that ingest requests in flight may take together, and one
@@ -87,6 +90,9 @@ impl Service {
         rate_limits: Arc<RateLimits>,
     ) -> Result<Arc<Self>> {
         let queries = QueryEngine::new(db.clone()).map_err(Error::internal)?;
+        let (quota_file, saved) = quota_file::QuotaFile::open(&db.config().data_dir);
+        let quotas = ratelimit::QuotaBuckets::default();
+        quotas.restore(saved);
         let auditor = Auditor::new(db.clone());
         queries.set_denials(auditor.denials().clone());
         let config = db.config();
@@ -118,7 +124,8 @@ impl Service {
             queries,
             verifier,
             rate_limits,
-            quotas: Default::default(),
+            quotas,
+            quota_file,
             meters: Default::default(),
             ingest_budget,
             subscriptions: Default::default(),

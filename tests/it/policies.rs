@@ -1125,3 +1125,42 @@ fn a_subscription_is_consumed_only_under_its_creators_policies() {
     let page = first_frame(&s, "all_orders", &who.admin);
     assert!(page.contains("canary.test"), "{page}");
 }
+
+#[test]
+fn daily_quotas_hold_across_restarts_and_crashes() {
+    let mut s = hs_server();
+    let admin = token_of("admin", "ops-1");
+    let bot = token_of("writer", "bot-7");
+    let r = send(
+        &s,
+        "POST",
+        "/v1/policies",
+        &admin,
+        Some(
+            &json!({"name": "bot_day", "kind": "quota", "principals": {"subjects": ["bot-*"]},
+                     "events_per_day": 2}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let one = json!([{"event_type": "x", "entity_id": "b"}]).to_string();
+    let ingest =
+        |s: &TestServer| s.post_as("/v1/events?table=bots", &bot, "application/json", &one);
+    assert_eq!(ingest(&s).status, 200);
+    assert_eq!(ingest(&s).status, 200);
+    assert_eq!(ingest(&s).status, 429);
+    // A clean restart keeps the day's use.
+    s.stop();
+    s.restart();
+    let r = ingest(&s);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.error().contains("bot_day"), "{}", r.text());
+    // So does a crash, once a second has passed since the use.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.kill9();
+    s.restart();
+    assert_eq!(ingest(&s).status, 429);
+    // Another subject has its own day.
+    let other = token_of("writer", "bot-8");
+    let r = s.post_as("/v1/events?table=bots", &other, "application/json", &one);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
