@@ -61,6 +61,29 @@ pub struct Principal {
     pub subject: Option<String>,
 }
 
+/// Whom a projection or pipeline reads its source as: the role and
+/// subject of the caller that defined it, and what its policies hid of
+/// the source then (a fingerprint of the restriction; empty when none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definer {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restriction: String,
+}
+
+impl Definer {
+    /// The definer as a caller of `tenant`.
+    pub fn principal(&self, tenant: TenantId) -> Principal {
+        Principal {
+            tenant,
+            role: self.role,
+            subject: self.subject.clone(),
+        }
+    }
+}
+
 impl Principal {
     /// Everyone, when auth is off: local use on loopback.
     pub fn local_admin(tenant: TenantId) -> Self {

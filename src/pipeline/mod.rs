@@ -195,6 +195,11 @@ pub struct Spec {
     pub sink: Sink,
     #[serde(default)]
     pub backpressure: Backpressure,
+    /// Whom its source (and the tables and projections it enriches from)
+    /// is read as; the server, unrestricted, for definitions made before
+    /// definers were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definer: Option<crate::auth::Definer>,
 }
 
 /// A stateful operator's state as the progress stores it: its rows (an

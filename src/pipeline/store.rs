@@ -408,6 +408,7 @@ mod tests {
             version: 1,
             id: uuid::Uuid::now_v7(),
             created_ms: 1,
+            definer: None,
             source: Source {
                 table: "events".into(),
                 start: None,

@@ -41,6 +41,10 @@ pub struct Spec {
     /// once caught up, rather than replacing the serving one at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manual_promote: bool,
+    /// Whom its source is read as (the server, unrestricted, for
+    /// definitions made before definers were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definer: Option<crate::auth::Definer>,
 }
 
 /// The language of a projection's query.

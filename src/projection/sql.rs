@@ -115,6 +115,11 @@ impl crate::query::ExtraSchema for SqlSchema {
         Some(self.registry.get(tenant, &name)?.table.to_string())
     }
 
+    fn definer_of(&self, tenant: &TenantId, table: &str) -> Option<crate::auth::Definer> {
+        let name = table.parse::<ProjectionName>().ok()?;
+        self.registry.get(tenant, &name)?.spec.definer.clone()
+    }
+
     fn for_tenant(&self, tenant: &TenantId) -> Arc<dyn SchemaProvider> {
         Arc::new(TenantProjections {
             registry: self.registry.clone(),

@@ -31,6 +31,14 @@ pub trait ExtraSchema: std::fmt::Debug + Send + Sync {
     fn source_of(&self, _tenant: &crate::ids::TenantId, _table: &str) -> Option<String> {
         None
     }
+    /// Whom `table` read its source as, when another caller defined it.
+    fn definer_of(
+        &self,
+        _tenant: &crate::ids::TenantId,
+        _table: &str,
+    ) -> Option<crate::auth::Definer> {
+        None
+    }
     /// The name of the table about them in the `system` schema.
     fn system_table_name(&self) -> &str;
     /// That table for the tenant, as it is now.

@@ -78,7 +78,10 @@ impl Service {
         pipeline: &Arc<Pipeline>,
         stop: &CancellationToken,
     ) -> Result<()> {
-        let caller = Principal::local_admin(pipeline.tenant.clone());
+        let caller = match &pipeline.spec.definer {
+            Some(d) => d.principal(pipeline.tenant.clone()),
+            None => Principal::local_admin(pipeline.tenant.clone()),
+        };
         let source = table_name("source.table", &pipeline.spec.source.table)?;
         let sink = table_name("sink.table", &pipeline.spec.sink.table)?;
         let mut plan = Planned::default();

@@ -17,6 +17,7 @@ use crate::pipeline::{
     Backpressure, Chain, MAX_BUFFERED_EVENTS, MAX_OPERATORS, Operator, OperatorCounters, Pipeline,
     Sink, Source, Spec, Status,
 };
+use crate::policy::Action;
 use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -206,7 +207,7 @@ impl Service {
         mut request: CreatePipeline,
     ) -> Result<PipelineInfo> {
         caller.require(Role::Writer, "create pipelines")?;
-        self.source_unrestricted(caller, &request.source.table, "pipeline")?;
+        let definer = self.definer_for(caller, &request.source.table)?;
         let name = name_of(&request.name)?;
         if request.version == 0 {
             return Err(Error::invalid("version: versions start at 1"));
@@ -247,13 +248,13 @@ impl Service {
         for op in &operators {
             if let Operator::Enrich(e) = op {
                 if let Some(table) = &e.table {
-                    self.source_unrestricted(caller, table, "pipeline")?;
+                    self.allowed_by_policies(caller, Action::Query, table, None, None)?;
                 }
                 let live = (e.projection.as_ref())
                     .and_then(|p| p.parse().ok())
                     .and_then(|p| self.projections.get(&caller.tenant, &p));
                 if let Some(live) = live {
-                    self.source_unrestricted(caller, live.table.as_str(), "pipeline")?;
+                    self.projection_readable(caller, &live)?;
                 }
             }
         }
@@ -292,6 +293,7 @@ impl Service {
             operators,
             sink: request.sink,
             backpressure: request.backpressure,
+            definer: Some(definer),
         };
         // The sink subscription is made now when its table exists, else
         // with the first output.

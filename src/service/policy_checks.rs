@@ -5,7 +5,7 @@
 
 use super::{Error, Kind, Result, Service};
 use crate::audit::{AuditEntry, AuditKind};
-use crate::auth::Principal;
+use crate::auth::{Definer, Principal};
 use crate::policy::{Action, Rule};
 use crate::query::policy::{decide_for, decide_on};
 
@@ -87,40 +87,47 @@ impl Service {
 }
 
 impl Service {
-    /// Refuses `caller` a `what` (a projection, a pipeline) over `table`
-    /// when its reads of the table are refused or restricted: such a
-    /// resource folds the table's events unrestricted, so it would hold
-    /// what the policies hide from the caller.
-    pub(crate) fn source_unrestricted(
-        &self,
-        caller: &Principal,
-        table: &str,
-        what: &str,
-    ) -> Result<()> {
+    /// `caller` as the definer of a projection or pipeline over `table`:
+    /// refused (403) when its policies deny it the table; otherwise its
+    /// role and subject, and what its policies hide of the table now. The
+    /// resource reads the table as the definer, so it holds only what the
+    /// definer may see.
+    pub(crate) fn definer_for(&self, caller: &Principal, table: &str) -> Result<Definer> {
         self.allowed_by_policies(caller, Action::Query, table, None, None)?;
         let (_, decision) = decide_for(&self.db, caller, Action::Query, table);
-        let r = &decision.restriction;
-        if r.is_none() {
-            return Ok(());
-        }
-        let mut by: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-        by.extend(r.filters.iter().map(|(p, _)| p.as_str()));
-        by.extend(r.masks.values().map(|(p, _)| p.as_str()));
-        let by: Vec<&str> = by.into_iter().collect();
-        let scope = match r.types.is_all() {
+        let restriction = match decision.restriction.is_none() {
             true => String::new(),
-            false => " (and its event types)".into(),
+            false => decision.restriction.fingerprint(),
         };
-        let because = format!(
-            "table {table:?} is restricted for this caller by policies [{}]{scope}; a {what} over it holds its events unrestricted, so only a caller they do not restrict may define or read one",
-            by.join(", ")
-        );
-        self.record_denial(
+        Ok(Definer {
+            role: caller.role,
+            subject: caller.subject.clone(),
+            restriction,
+        })
+    }
+
+    /// Refuses (403, audited) `caller` a read of `what`, which holds
+    /// events of `table` as `definer` read them, unless the caller reads
+    /// the table unrestricted or restricted exactly as the definer does.
+    pub(crate) fn held_readable(
+        &self,
+        caller: &Principal,
+        what: &str,
+        table: &str,
+        definer: Option<&Definer>,
+    ) -> Result<()> {
+        let checked = crate::query::policy::held_readable(
+            &self.db,
             caller,
-            format!("query {table} ({what})"),
-            403,
-            because.clone(),
+            Action::Query,
+            what,
+            table,
+            definer,
         );
+        let Err(because) = checked else {
+            return Ok(());
+        };
+        self.record_denial(caller, format!("query {what}"), 403, because.clone());
         Err(Error::new(Kind::Forbidden, because))
     }
 }

@@ -132,7 +132,7 @@ impl Service {
         &self,
         caller: &Principal,
         name: ProjectionName,
-        spec: Spec,
+        mut spec: Spec,
         restore: bool,
     ) -> Result<Arc<Live>> {
         let ctx = crate::query::session(&self.queries, caller)?;
@@ -153,7 +153,7 @@ impl Service {
             .map_err(|e: crate::ids::InvalidName| Error::invalid(format!("query: {e}")))?;
         self.table_of(caller, &table)?;
         if !restore {
-            self.source_unrestricted(caller, table.as_str(), "projection")?;
+            spec.definer = Some(self.definer_for(caller, table.as_str())?);
         }
         let session = ctx.state();
         let restored = match restore {
@@ -212,6 +212,7 @@ impl Service {
             created_ms: chrono::Utc::now().timestamp_millis(),
             id: uuid::Uuid::now_v7().to_string(),
             manual_promote: request.manual_promote,
+            definer: None,
         };
         if self
             .projections
@@ -336,10 +337,15 @@ impl Service {
 
     /// Whether the policies let `caller` read `live`: the projection
     /// itself, and its table unrestricted.
-    fn projection_readable(&self, caller: &Principal, live: &Live) -> Result<()> {
+    pub(super) fn projection_readable(&self, caller: &Principal, live: &Live) -> Result<()> {
         let name = format!("{}.{}", crate::projection::sql::SCHEMA, live.name);
         self.allowed_by_policies(caller, crate::policy::Action::Query, &name, None, None)?;
-        self.source_unrestricted(caller, live.table.as_str(), "projection")
+        self.held_readable(
+            caller,
+            &name,
+            live.table.as_str(),
+            live.spec.definer.as_ref(),
+        )
     }
 
     /// Deletes one of the caller's projections (a writer's call).
@@ -415,7 +421,10 @@ impl Service {
     /// Reads the table's events after the projection's position and folds
     /// them, for ever; returns when the projection fails.
     async fn maintain(self: &Arc<Self>, live: &Arc<Live>) {
-        let caller = Principal::local_admin(live.tenant.clone());
+        let caller = match &live.spec.definer {
+            Some(d) => d.principal(live.tenant.clone()),
+            None => Principal::local_admin(live.tenant.clone()),
+        };
         loop {
             let request = Subscribe::new(live.table.clone(), Start::After(live.position()));
             let mut subscription = match self.subscribe_internal(&caller, request).await {

@@ -741,30 +741,67 @@ fn escape_corpus() {
     assert_eq!(r.json()[0]["n"], 2 * N, "{}", r.text());
 }
 
-/// Projections and pipelines fold their source unrestricted: a caller
-/// whose policies restrict the source may not define one over it, nor
-/// read one an unrestricted caller defined.
+/// Projections and pipelines read their source as their definer: what
+/// they hold is what the definer's policies show. A caller restricted
+/// otherwise may not read them.
 #[test]
-fn projections_and_pipelines_do_not_carry_hidden_rows_out() {
+fn projections_and_pipelines_read_as_their_definer() {
     let (s, who) = setup();
-    let projection = json!({"name": "by_region",
-        "query": "SELECT region, count(*) AS n, sum(amount) AS total FROM orders GROUP BY region"});
-    let pipeline = json!({"name": "copy", "source": {"table": "orders", "start": "earliest"},
-        "operators": [], "sink": {"table": "copy"}});
-    // bob (a writer under eu_only and pii) may define neither.
-    for (path, body) in [
-        ("/v1/projections", &projection),
-        ("/v1/pipelines", &pipeline),
-    ] {
-        let r = send(&s, "POST", path, &who.bob, Some(body));
-        assert_eq!(r.status, 403, "{path}: {}", r.text());
-        assert!(r.error().contains("eu_only, pii"), "{path}: {}", r.error());
-    }
-    // The admin's projection is not offered to alice, by any path.
-    let r = send(&s, "POST", "/v1/projections", &who.admin, Some(&projection));
+    let projection = |name: &str| {
+        json!({"name": name,
+            "query": "SELECT region, count(*) AS n, sum(amount) AS total, max(email) AS email FROM orders GROUP BY region"})
+    };
+    // bob (a writer under eu_only and pii) defines one: it folds the EU
+    // orders, with e-mail addresses hashed.
+    let r = send(
+        &s,
+        "POST",
+        "/v1/projections",
+        &who.bob,
+        Some(&projection("bob_regions")),
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     wait_until(
-        "the projection folds every order",
+        "bob's projection folds the EU orders",
+        Duration::from_secs(30),
+        || {
+            let r = sql(
+                &s,
+                &who.admin,
+                "SELECT region, n FROM projections.bob_regions",
+            );
+            r.status == 200 && r.json() == json!([{"region": "EU", "n": N}])
+        },
+    );
+    let r = sql(&s, &who.admin, "SELECT * FROM projections.bob_regions");
+    assert_eq!(leaks(&r.text()), None, "{}", r.text());
+    // alice reads orders restricted exactly as bob does: she may read it,
+    // over SQL and the state route, and it shows her nothing hidden.
+    let seen = rows(
+        &s,
+        &who,
+        "SELECT region, n, total FROM projections.bob_regions",
+    );
+    let total: i64 = (0..N as i64).map(|i| 10 * i).sum();
+    assert_eq!(
+        seen,
+        vec![json!({"region": "EU", "n": N, "total": total as f64})]
+    );
+    let r = s.get_as("/v1/projections/bob_regions/state", &who.alice);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(leaks(&r.text()), None, "{}", r.text());
+    // The admin's projection holds every order: not offered to alice, by
+    // any path.
+    let r = send(
+        &s,
+        "POST",
+        "/v1/projections",
+        &who.admin,
+        Some(&projection("by_region")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_until(
+        "the admin's projection folds every order",
         Duration::from_secs(30),
         || {
             let r = sql(
@@ -786,20 +823,52 @@ fn projections_and_pipelines_do_not_carry_hidden_rows_out() {
         &who,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'projections'",
     );
-    assert!(listed.is_empty(), "{listed:?}");
-    assert!(rows(&s, &who, "SELECT * FROM system.projections").is_empty());
-    let r = sql(&s, &who.admin, "SELECT name FROM system.projections");
-    assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.text());
-    // hr-1 reads orders unfiltered? No: readers are under eu_only, so
-    // hr-1 may not read it either; the admin may.
+    assert_eq!(listed, vec![json!({"table_name": "bob_regions"})]);
     let r = sql(&s, &who.hr, "SELECT * FROM projections.by_region");
     assert_eq!(r.status, 403, "{}", r.text());
-    let r = sql(
-        &s,
-        &who.admin,
-        "SELECT region FROM projections.by_region ORDER BY region",
+    // A pipeline of bob's copies what bob sees: the EU orders, masked.
+    let pipeline = json!({"name": "copy", "source": {"table": "orders", "start": "earliest"},
+        "operators": [], "sink": {"table": "copy"}});
+    let r = send(&s, "POST", "/v1/pipelines", &who.bob, Some(&pipeline));
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_until(
+        "bob's pipeline copies the EU orders",
+        Duration::from_secs(30),
+        || {
+            let r = sql(&s, &who.admin, "SELECT count(*) AS n FROM copy");
+            r.status == 200 && r.json() == json!([{"n": N}])
+        },
     );
+    let r = sql(&s, &who.admin, "SELECT * FROM copy");
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(leaks(&r.text()), None, "{}", r.text());
+    // A pipeline of bob's may not enrich from the admin's projection.
+    let enrich = json!({"name": "enriched", "source": {"table": "orders", "start": "earliest"},
+        "operators": [{"op": "enrich", "projection": "by_region", "on": {"region": "region"},
+                       "fields": {"n": "n"}}],
+        "sink": {"table": "enriched"}});
+    let r = send(&s, "POST", "/v1/pipelines", &who.bob, Some(&enrich));
+    assert_eq!(r.status, 403, "{}", r.text());
+    // A policy change that restricts bob otherwise stops alice reading
+    // his projection until it is defined again.
+    let r = send(
+        &s,
+        "POST",
+        "/v1/policies",
+        &who.admin,
+        Some(
+            &json!({"name": "bob_small", "kind": "row_filter", "principals": {"subjects": ["bob"]},
+                     "tables": ["orders"], "filter": "amount < 100"}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = sql(&s, &who.alice, "SELECT * FROM projections.bob_regions");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.error().contains("as its definer reads them"),
+        "{}",
+        r.error()
+    );
 }
 
 #[test]

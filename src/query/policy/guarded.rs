@@ -3,7 +3,7 @@
 
 use super::PolicyDenied;
 use crate::audit::{AuditEntry, AuditKind, DenialLog};
-use crate::auth::Principal;
+use crate::auth::{Definer, Principal};
 use crate::db::Database;
 use crate::db::policies::TenantPolicies;
 use crate::policy::Action;
@@ -95,15 +95,56 @@ impl GuardedSchema {
             return Some(decision.because);
         }
         let source = self.extra.source_of(&self.caller.tenant, table)?;
-        let (_, over) = decide_for(&self.db, &self.caller, self.action, &source);
-        match (over.allowed, over.restriction.is_none()) {
-            (true, true) => None,
-            (false, _) => Some(over.because),
-            (true, false) => Some(format!(
-                "{qualified} holds events of table {source:?}, which policies restrict for this caller"
-            )),
-        }
+        let definer = self.extra.definer_of(&self.caller.tenant, table);
+        held_readable(
+            &self.db,
+            &self.caller,
+            self.action,
+            &qualified,
+            &source,
+            definer.as_ref(),
+        )
+        .err()
     }
+}
+
+/// Whether `caller` may read `what`, which holds events of `source` as
+/// `definer` read them (as the server, unrestricted, when `None`): when
+/// the caller reads `source` unrestricted, or restricted exactly as the
+/// definer was when it defined it and still is. Otherwise why not.
+pub fn held_readable(
+    db: &Database,
+    caller: &Principal,
+    action: Action,
+    what: &str,
+    source: &str,
+    definer: Option<&Definer>,
+) -> std::result::Result<(), String> {
+    let (_, over) = decide_for(db, caller, action, source);
+    if !over.allowed {
+        return Err(over.because);
+    }
+    if over.restriction.is_none() {
+        return Ok(());
+    }
+    let mine = over.restriction.fingerprint();
+    if let Some(d) = definer.filter(|d| !d.restriction.is_empty()) {
+        let (_, now) = decide_for(
+            db,
+            &d.principal(caller.tenant.clone()),
+            Action::Query,
+            source,
+        );
+        if d.restriction == mine && now.restriction.fingerprint() == mine {
+            return Ok(());
+        }
+        return Err(format!(
+            "{what} holds events of table {source:?} as its definer reads them, which policies restrict otherwise than for this caller"
+        ));
+    }
+    Err(format!(
+        "{what} holds events of table {source:?}, which policies restrict for this caller"
+    ))
 }
 
 #[async_trait]

@@ -16,7 +16,7 @@ pub mod masks;
 pub mod safe;
 mod top;
 
-pub use guarded::{GuardedSchema, decide_for, decide_on, denial};
+pub use guarded::{GuardedSchema, decide_for, decide_on, denial, held_readable};
 pub use top::TopInside;
 
 use crate::policy::Mask;
