@@ -74,7 +74,7 @@ fn state(args: &StoreArgs) -> anyhow::Result<datafusion::execution::SessionState
         let storage = allsource::storage::Storage::new(&config)?;
         stores.push(storage.file_store());
     }
-    Ok(cluster_state(&stores, args.memory_limit)?)
+    Ok(cluster_state(&stores, args.memory_limit, None)?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

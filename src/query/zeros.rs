@@ -40,7 +40,7 @@ struct SignlessZero {
 }
 
 /// `signless_zero(x)`: `x`, with `-0.0` as `0.0`.
-pub(super) fn signless_zero() -> Arc<ScalarUDF> {
+pub(crate) fn signless_zero() -> Arc<ScalarUDF> {
     static UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
         let floats = vec![DataType::Float16, DataType::Float32, DataType::Float64];
         let signature = Signature::uniform(1, floats, Volatility::Immutable);

@@ -5,9 +5,10 @@
 //! units moves that time on by `n` units' share of the period, and is
 //! refused when it would then lie more than one period ahead. A bucket
 //! whose `full_at` has passed is the same as a new one, so only buckets
-//! still refilling carry anything: those are dropped neither when idle nor
-//! at a restart ([`QuotaBuckets::saved`] and [`QuotaBuckets::restore`]
-//! carry them across one).
+//! still refilling carry anything: those are not dropped when idle (only
+//! past a tenant's cap of refilling buckets), nor at a restart
+//! ([`QuotaBuckets::saved`] and [`QuotaBuckets::restore`] carry them
+//! across one).
 
 use super::{Kind, Limited};
 use crate::ids::TenantId;
@@ -163,8 +164,8 @@ impl QuotaBuckets {
             );
         }
         let period = key.period.nanos();
-        let cost = u128::from(n) * period / u128::from(amount);
-        let next = bucket.full_at.max(now) + cost;
+        let cost = (u128::from(n) * period).div_ceil(u128::from(amount));
+        let next = bucket.full_at.max(now).saturating_add(cost);
         if next - now > period {
             let wait = next - now - period;
             return refuse(
@@ -219,11 +220,14 @@ impl QuotaBuckets {
                 kind: s.kind,
                 period: s.period,
             };
+            // A bucket is never more than one period from full; a file
+            // that says otherwise (or a clock that went back) is held to it.
+            let full_at = s.full_at_ns.min(now + s.period.nanos());
             buckets.insert(
                 key,
                 QuotaBucket {
                     amount: s.amount,
-                    full_at: s.full_at_ns,
+                    full_at,
                     used: now,
                 },
             );

@@ -150,9 +150,6 @@ pub async fn run(
     tracing::info!("ready");
     shutdown.await;
     service.close_subscriptions();
-    if let Err(e) = service.save_quotas() {
-        tracing::warn!(error = %e, "cannot write the quota file");
-    }
     stop.cancel();
     flight_stop.cancel();
     pg_stop.cancel();
@@ -168,6 +165,10 @@ pub async fn run(
         snapshots,
         "shutting down: projections snapshotted, flushing buffers"
     );
+    // After the last requests were answered: their use is in the file.
+    if let Err(e) = service.save_quotas() {
+        tracing::warn!(error = %e, "cannot write the quota file");
+    }
     background.stop().await;
     finish(&db).await?;
     match served {

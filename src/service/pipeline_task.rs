@@ -99,7 +99,9 @@ impl Service {
             let request = Subscribe::new(source.clone(), start);
             let subscription = match self.subscribe_internal(&caller, request).await {
                 Ok(s) => s,
-                Err(e) if e.kind == Kind::NotFound || e.kind == Kind::Invalid => return Err(e),
+                Err(e) if matches!(e.kind, Kind::NotFound | Kind::Invalid | Kind::Forbidden) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     pipeline.retrying(e.message);
                     pause().await;

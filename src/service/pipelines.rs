@@ -230,6 +230,8 @@ impl Service {
         }
         let source = table_name("source.table", &request.source.table)?;
         let sink = table_name("sink.table", &request.sink.table)?;
+        // Its outputs are written as its definer would write them.
+        self.allowed_by_policies(caller, Action::Ingest, sink.as_str(), None, None)?;
         self.check_sink_subscription(caller, &request.sink)?;
         if source == sink {
             return Err(Error::invalid(

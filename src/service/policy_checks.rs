@@ -93,8 +93,9 @@ impl Service {
     /// resource reads the table as the definer, so it holds only what the
     /// definer may see.
     pub(crate) fn definer_for(&self, caller: &Principal, table: &str) -> Result<Definer> {
-        self.allowed_by_policies(caller, Action::Query, table, None, None)?;
-        let (_, decision) = decide_for(&self.db, caller, Action::Query, table);
+        // Projections and pipelines read their source as a stream.
+        self.allowed_by_policies(caller, Action::Stream, table, None, None)?;
+        let (_, decision) = decide_for(&self.db, caller, Action::Stream, table);
         let restriction = match decision.restriction.is_none() {
             true => String::new(),
             false => decision.restriction.fingerprint(),
@@ -104,6 +105,31 @@ impl Service {
             subject: caller.subject.clone(),
             restriction,
         })
+    }
+
+    /// Why `live`'s state no longer holds what its definer's policies
+    /// show of its table, if it does not: they deny the table now, or
+    /// restrict it otherwise than when the projection was defined.
+    pub(crate) fn definer_unchanged(
+        &self,
+        live: &crate::projection::registry::Live,
+    ) -> std::result::Result<(), String> {
+        let Some(definer) = &live.spec.definer else {
+            return Ok(());
+        };
+        let principal = definer.principal(live.tenant.clone());
+        let table = live.table.as_str();
+        let (_, now) = decide_for(&self.db, &principal, Action::Stream, table);
+        let fingerprint = match now.restriction.is_none() {
+            true => String::new(),
+            false => now.restriction.fingerprint(),
+        };
+        if now.allowed && fingerprint == definer.restriction {
+            return Ok(());
+        }
+        Err(format!(
+            "the policies on table {table:?} for its definer changed since it was defined; define it again or rebuild it"
+        ))
     }
 
     /// Refuses (403, audited) `caller` a read of `what`, which holds

@@ -214,11 +214,8 @@ impl Service {
             manual_promote: request.manual_promote,
             definer: None,
         };
-        if self
-            .projections
-            .get(&caller.tenant, &request.name)
-            .is_some()
-        {
+        if let Some(serving) = self.projections.get(&caller.tenant, &request.name) {
+            self.projection_readable(caller, &serving)?;
             let info = self.define_next(caller, request.name, spec, false).await?;
             return Ok((info, Created::NextVersion));
         }
@@ -247,7 +244,10 @@ impl Service {
             .map(|(t, spec, _)| format!("{t}/{}", crate::projection::registry::snapshot_name(spec)))
             .collect();
         for (tenant, spec, role) in stored {
-            let caller = Principal::local_admin(tenant.clone());
+            let caller = match &spec.definer {
+                Some(d) => d.principal(tenant.clone()),
+                None => Principal::local_admin(tenant.clone()),
+            };
             let Ok(name) = spec.name.parse::<ProjectionName>() else {
                 continue;
             };
@@ -429,7 +429,7 @@ impl Service {
             let request = Subscribe::new(live.table.clone(), Start::After(live.position()));
             let mut subscription = match self.subscribe_internal(&caller, request).await {
                 Ok(s) => s,
-                Err(e) if e.kind == Kind::NotFound || e.kind == Kind::Invalid => {
+                Err(e) if matches!(e.kind, Kind::NotFound | Kind::Invalid | Kind::Forbidden) => {
                     live.fail(e.message);
                     return;
                 }
@@ -449,6 +449,13 @@ impl Service {
                 match subscription.next(wait).await {
                     Ok(Some(batches)) => {
                         let upto = subscription.position();
+                        // The state holds what the definer's policies
+                        // showed when it was defined; once they show
+                        // something else, it stops rather than mix both.
+                        if let Err(reason) = self.definer_unchanged(live) {
+                            live.fail(reason);
+                            return;
+                        }
                         if live.fold(&batches, upto).is_err() {
                             return;
                         }
@@ -458,7 +465,13 @@ impl Service {
                         }
                         self.promote_if_caught_up(live);
                     }
-                    Ok(None) => self.promote_if_caught_up(live),
+                    Ok(None) => {
+                        if let Err(reason) = self.definer_unchanged(live) {
+                            live.fail(reason);
+                            return;
+                        }
+                        self.promote_if_caught_up(live)
+                    }
                     Err(_) if self.closing.is_cancelled() => return,
                     // Full buffers, busy memory, a failed read: reopen
                     // after the last position folded.

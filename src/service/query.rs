@@ -277,6 +277,7 @@ impl Service {
                     &stores,
                     config.query_memory_limit,
                     &config.data_dir.join("ballista"),
+                    self.queries.env(),
                 )
                 .await
             }

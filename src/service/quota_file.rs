@@ -49,8 +49,10 @@ impl Service {
     /// Writes the quota buckets still refilling, if they changed since
     /// the last write.
     pub fn save_quotas(&self) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(&self.quotas.saved()).map_err(std::io::Error::other)?;
+        // Taken before the buckets are read, so that of two saves the one
+        // with the newer buckets writes last.
         let mut written = self.quota_file.written.lock();
+        let bytes = serde_json::to_vec(&self.quotas.saved()).map_err(std::io::Error::other)?;
         if *written == bytes {
             return Ok(());
         }

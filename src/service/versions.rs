@@ -44,6 +44,8 @@ impl Service {
     ) -> Result<ProjectionInfo> {
         caller.require(Role::Writer, "rebuild projections")?;
         let serving = self.live(caller, name)?;
+        // The rebuilder becomes its definer: it must read what it holds.
+        self.projection_readable(caller, &serving)?;
         if let Some(next) = self.projections.next(&caller.tenant, name)
             && next.spec.version > serving.spec.version
         {

@@ -869,6 +869,75 @@ fn projections_and_pipelines_read_as_their_definer() {
         "{}",
         r.error()
     );
+    // And the projection stops at its next events rather than fold them
+    // under policies other than its definer's at definition.
+    let r = s.post_as(
+        "/v1/events?table=orders",
+        &who.admin,
+        "application/json",
+        &json!([{"event_type": "order", "entity_id": "u999",
+                 "payload": {"region": "EU", "amount": 5}}])
+        .to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until("bob's projection stops", Duration::from_secs(30), || {
+        let info = send(&s, "GET", "/v1/projections/bob_regions", &who.admin, None).json();
+        info["status"] == "failed"
+            && info["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("define it again or rebuild it"))
+    });
+}
+
+/// A row filter that names the caller shows each caller other rows: a
+/// projection under it is read by its definer only.
+#[test]
+fn projections_under_caller_dependent_filters_stay_with_their_definer() {
+    let s = hs_server();
+    let admin = token_of("admin", "ops-1");
+    let (dana, erin) = (token_of("writer", "dana"), token_of("writer", "erin"));
+    let notes: Vec<Value> = ["dana", "dana", "erin", "erin", "erin"]
+        .iter()
+        .map(|who| json!({"event_type": "note", "entity_id": who}))
+        .collect();
+    let r = s.post_as(
+        "/v1/events?table=notes",
+        &admin,
+        "application/json",
+        &Value::Array(notes).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        &s,
+        "POST",
+        "/v1/policies",
+        &admin,
+        Some(
+            &json!({"name": "own_notes", "kind": "row_filter", "principals": {"roles": ["writer"]},
+                     "tables": ["notes"], "filter": "entity_id = current_subject()"}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let projection = json!({"name": "mine", "query": "SELECT entity_id, count(*) AS n FROM notes GROUP BY entity_id"});
+    let r = send(&s, "POST", "/v1/projections", &dana, Some(&projection));
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_until(
+        "dana's projection folds her notes",
+        Duration::from_secs(30),
+        || {
+            let r = sql(&s, &dana, "SELECT entity_id, n FROM projections.mine");
+            r.status == 200 && r.json() == json!([{"entity_id": "dana", "n": 2}])
+        },
+    );
+    // erin is under the same policy text, but it shows her other rows.
+    let r = sql(&s, &erin, "SELECT * FROM projections.mine");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(!r.text().contains("\"n\""), "{}", r.text());
+    let r = s.get_as("/v1/projections/mine/state", &erin);
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Nor may she rebuild it, becoming its definer over dana's state.
+    let r = send(&s, "POST", "/v1/projections/mine/rebuild", &erin, None);
+    assert_eq!(r.status, 403, "{}", r.text());
 }
 
 #[test]

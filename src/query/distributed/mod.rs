@@ -22,7 +22,7 @@
 pub mod codec;
 pub mod process;
 
-use crate::query::{bounded, partition, plan_sql, table::EventTable};
+use crate::query::{bounded, partition, plan_sql, table::EventTable, zeros};
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -34,6 +34,8 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_proto::logical_plan::AsLogicalPlan;
+use datafusion_proto::protobuf::LogicalPlanNode;
 use object_store::ObjectStore;
 use std::sync::Arc;
 use url::Url;
@@ -77,8 +79,9 @@ impl Cluster {
         stores: &[(Url, Arc<dyn ObjectStore>)],
         memory_limit: usize,
         work_dir: &std::path::Path,
+        base: &Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     ) -> Result<Cluster, String> {
-        let state = cluster_state(stores, memory_limit).map_err(|e| e.to_string())?;
+        let state = cluster_state(stores, memory_limit, Some(base)).map_err(|e| e.to_string())?;
         let bind = || async {
             tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -113,6 +116,7 @@ impl Cluster {
 pub fn cluster_state(
     stores: &[(Url, Arc<dyn ObjectStore>)],
     memory_limit: usize,
+    base: Option<&Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
 ) -> Result<SessionState> {
     let mut config = SessionConfig::new_with_ballista()
         .with_ballista_logical_extension_codec(Arc::new(codec::TableCodec::default()));
@@ -122,7 +126,12 @@ pub fn cluster_state(
         .execution
         .skip_physical_aggregate_schema_check = true;
     config.options_mut().optimizer.enable_topk_aggregation = false;
-    let runtime = RuntimeEnvBuilder::new()
+    // Inside the server, the server's runtime: its spill directory and cap.
+    let builder = match base {
+        Some(env) => RuntimeEnvBuilder::from_runtime_env(env),
+        None => RuntimeEnvBuilder::new(),
+    };
+    let runtime = builder
         .with_memory_pool(Arc::new(FairSpillPool::new(memory_limit)))
         .build_arc()?;
     for (url, store) in stores {
@@ -137,6 +146,8 @@ pub fn cluster_state(
     udfs::register_all(&mut ctx)?;
     bounded::register(&mut ctx)?;
     ctx.register_udf(partition::udf());
+    // Put into sort keys by the planning server's own optimizer rules.
+    ctx.register_udf(zeros::signless_zero().as_ref().clone());
     Ok(ctx.state())
 }
 
@@ -150,6 +161,21 @@ pub async fn start(
     let plan = plan_sql(ctx, sql).await?;
     refuse_local_only(&plan)?;
     let state = ctx.state();
+    let optimized = state.optimize(&plan)?;
+    if !reads_a_table(&optimized)? {
+        // Nothing to distribute (`SELECT 1`, or a plan the optimizer
+        // proved empty): Ballista would answer without the columns.
+        return ctx.execute_logical_plan(plan).await?.execute_stream().await;
+    }
+    // What cannot be sent is refused here, as the caller's error, rather
+    // than failing inside Ballista's planner as an internal one.
+    let codec = codec::TableCodec::default();
+    if let Err(e) = <LogicalPlanNode as AsLogicalPlan>::try_from_logical_plan(&optimized, &codec) {
+        return Err(DataFusionError::Plan(format!(
+            "this query cannot run distributed: {}",
+            crate::query::first_line(&e.strip_backtrace())
+        )));
+    }
     let config = state
         .config()
         .clone()
@@ -165,13 +191,55 @@ pub async fn start(
         .await
 }
 
-/// Refuses a plan that reads anything but stored tables read plainly.
+/// Whether `plan` scans any table.
+fn reads_a_table(plan: &LogicalPlan) -> Result<bool> {
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        found |= matches!(node, LogicalPlan::TableScan(_));
+        Ok(match found {
+            true => TreeNodeRecursion::Stop,
+            false => TreeNodeRecursion::Continue,
+        })
+    })?;
+    Ok(found)
+}
+
+/// Refuses a plan that reads anything but stored tables read plainly, or
+/// that needs the local engine's own corrections (see `grouping_sets`:
+/// aggregations with grouping sets and outer joins, whose output
+/// DataFusion 55 describes wrongly without them).
 fn refuse_local_only(plan: &LogicalPlan) -> Result<()> {
     let mut refusal = None;
     plan.apply_with_subqueries(|node| {
+        use datafusion::logical_expr::{Expr, JoinType};
+        let needs_local = match node {
+            LogicalPlan::Aggregate(a) => a
+                .group_expr
+                .iter()
+                .any(|e| matches!(e, Expr::GroupingSet(_)))
+                .then_some("ROLLUP, CUBE and GROUPING SETS"),
+            LogicalPlan::Join(j) => {
+                matches!(j.join_type, JoinType::Left | JoinType::Right | JoinType::Full)
+                    .then_some("outer joins")
+            }
+            _ => None,
+        };
+        if let Some(what) = needs_local {
+            refusal = Some(format!(
+                "{what} run on the local engine only (engine=local)"
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
         let LogicalPlan::TableScan(scan) = node else {
             return Ok(TreeNodeRecursion::Continue);
         };
+        if scan.table_name.schema().is_some_and(|s| s != crate::query::SCHEMA) {
+            refusal = Some(format!(
+                "table {} cannot be read by a distributed query: only the tenant's event tables are",
+                scan.table_name
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
         let provider = source_as_provider(&scan.source)?;
         if let Some(view) = provider.downcast_ref::<ViewTable>() {
             refuse_local_only(view.logical_plan())?;
