@@ -57,6 +57,8 @@ const QUERIES: &[&str] = &[
        event_date = DATE '2026-03-05') AS r FROM events GROUP BY entity_id) \
      GROUP BY r ORDER BY r",
     "SELECT event_id, entity_id, amount FROM events WHERE entity_id = 'u7' ORDER BY event_id",
+    "SELECT event_id, event_type, entity_id, timestamp FROM events \
+     ORDER BY timestamp DESC, event_id LIMIT 10",
     "SELECT entity_id, round(sum(amount), 4) AS spent FROM events GROUP BY 1 \
      ORDER BY spent DESC, entity_id LIMIT 5",
 ];
