@@ -74,6 +74,16 @@ pub struct Definer {
 }
 
 impl Definer {
+    /// Whom a resource of `tenant` with `definer` reads as: the definer,
+    /// or the server (an admin without a subject) for definitions made
+    /// before definers were kept.
+    pub fn reader(definer: Option<&Definer>, tenant: TenantId) -> Principal {
+        match definer {
+            Some(d) => d.principal(tenant),
+            None => Principal::local_admin(tenant),
+        }
+    }
+
     /// The definer as a caller of `tenant`.
     pub fn principal(&self, tenant: TenantId) -> Principal {
         Principal {

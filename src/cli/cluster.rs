@@ -102,14 +102,13 @@ pub(crate) fn executor(args: &ExecutorArgs) -> anyhow::Result<()> {
     let state = state(&args.store)?;
     let scheduler = allsource::query::distributed::Cluster::remote(&args.scheduler)
         .map_err(anyhow::Error::msg)?;
-    let scratch = match &args.work_dir {
-        Some(_) => None,
-        None => Some(tempfile::tempdir()?),
-    };
-    let work_dir = match (&args.work_dir, &scratch) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(t)) => t.path().to_path_buf(),
-        (None, None) => unreachable!("a scratch directory is made when none is given"),
+    // A scratch directory, kept until the executor stops, when none is given.
+    let (work_dir, _scratch) = match &args.work_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let scratch = tempfile::tempdir()?;
+            (scratch.path().to_path_buf(), Some(scratch))
+        }
     };
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.bind).await?;

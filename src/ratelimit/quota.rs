@@ -123,18 +123,14 @@ impl QuotaBuckets {
                 buckets.remove(&oldest);
             }
         }
-        let fresh = QuotaBucket {
+        let fresh = || QuotaBucket {
             amount,
             full_at: now,
             used: now,
         };
-        let bucket = buckets.entry(key.clone()).or_insert(fresh);
+        let bucket = buckets.entry(key.clone()).or_insert_with(fresh);
         if bucket.amount != amount {
-            *bucket = QuotaBucket {
-                amount,
-                full_at: now,
-                used: now,
-            };
+            *bucket = fresh();
         }
         bucket.used = now;
         let whose = match &key.subject {

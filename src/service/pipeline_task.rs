@@ -9,7 +9,7 @@ use super::pipeline_feed::Feed;
 use super::pipelines::table_name;
 use super::subscribe::{Start, Subscribe};
 use super::{Error, Kind, Result, Service};
-use crate::auth::Principal;
+use crate::auth::{Definer, Principal};
 use crate::ids::TableName;
 use crate::pipeline::sink::{Converted, Ordinals, to_events};
 use crate::pipeline::{Chain, ChainState, Pipeline};
@@ -78,10 +78,7 @@ impl Service {
         pipeline: &Arc<Pipeline>,
         stop: &CancellationToken,
     ) -> Result<()> {
-        let caller = match &pipeline.spec.definer {
-            Some(d) => d.principal(pipeline.tenant.clone()),
-            None => Principal::local_admin(pipeline.tenant.clone()),
-        };
+        let caller = Definer::reader(pipeline.spec.definer.as_ref(), pipeline.tenant.clone());
         let source = table_name("source.table", &pipeline.spec.source.table)?;
         let sink = table_name("sink.table", &pipeline.spec.sink.table)?;
         let mut plan = Planned::default();

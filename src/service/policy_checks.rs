@@ -86,6 +86,15 @@ impl Service {
     }
 }
 
+/// What a definer records of its restriction: its fingerprint, empty when
+/// nothing is hidden.
+fn mark_of(restriction: &crate::policy::decide::Restriction) -> String {
+    match restriction.is_none() {
+        true => String::new(),
+        false => restriction.fingerprint(),
+    }
+}
+
 impl Service {
     /// `caller` as the definer of a projection or pipeline over `table`:
     /// refused (403) when its policies deny it the table; otherwise its
@@ -96,14 +105,10 @@ impl Service {
         // Projections and pipelines read their source as a stream.
         self.allowed_by_policies(caller, Action::Stream, table, None, None)?;
         let (_, decision) = decide_for(&self.db, caller, Action::Stream, table);
-        let restriction = match decision.restriction.is_none() {
-            true => String::new(),
-            false => decision.restriction.fingerprint(),
-        };
         Ok(Definer {
             role: caller.role,
             subject: caller.subject.clone(),
-            restriction,
+            restriction: mark_of(&decision.restriction),
         })
     }
 
@@ -120,11 +125,7 @@ impl Service {
         let principal = definer.principal(live.tenant.clone());
         let table = live.table.as_str();
         let (_, now) = decide_for(&self.db, &principal, Action::Stream, table);
-        let fingerprint = match now.restriction.is_none() {
-            true => String::new(),
-            false => now.restriction.fingerprint(),
-        };
-        if now.allowed && fingerprint == definer.restriction {
+        if now.allowed && mark_of(&now.restriction) == definer.restriction {
             return Ok(());
         }
         Err(format!(

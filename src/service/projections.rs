@@ -9,7 +9,7 @@
 
 use super::subscribe::{Start, Subscribe};
 use super::{Error, Kind, Result, Service};
-use crate::auth::{Principal, Role};
+use crate::auth::{Definer, Principal, Role};
 use crate::ids::{ProjectionName, TableName};
 use crate::projection::{Health, Language, Live, Spec, State, define};
 use arrow::array::RecordBatch;
@@ -244,10 +244,7 @@ impl Service {
             .map(|(t, spec, _)| format!("{t}/{}", crate::projection::registry::snapshot_name(spec)))
             .collect();
         for (tenant, spec, role) in stored {
-            let caller = match &spec.definer {
-                Some(d) => d.principal(tenant.clone()),
-                None => Principal::local_admin(tenant.clone()),
-            };
+            let caller = Definer::reader(spec.definer.as_ref(), tenant.clone());
             let Ok(name) = spec.name.parse::<ProjectionName>() else {
                 continue;
             };
@@ -421,10 +418,7 @@ impl Service {
     /// Reads the table's events after the projection's position and folds
     /// them, for ever; returns when the projection fails.
     async fn maintain(self: &Arc<Self>, live: &Arc<Live>) {
-        let caller = match &live.spec.definer {
-            Some(d) => d.principal(live.tenant.clone()),
-            None => Principal::local_admin(live.tenant.clone()),
-        };
+        let caller = Definer::reader(live.spec.definer.as_ref(), live.tenant.clone());
         loop {
             let request = Subscribe::new(live.table.clone(), Start::After(live.position()));
             let mut subscription = match self.subscribe_internal(&caller, request).await {

@@ -143,11 +143,6 @@ impl DeltaFiles {
             base: Path::from(wire.base.as_str()),
         })
     }
-
-    /// The URL of the store the files are in.
-    pub fn store_url(&self) -> &ObjectStoreUrl {
-        &self.store_url
-    }
 }
 
 impl FilesWire {
