@@ -47,6 +47,23 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_S3_ALLOW_HTTP", default_value_t = false)]
     pub s3_allow_http: bool,
 
+    /// Makes this server one of several writers on the same
+    /// --storage-url, each with its own --data-dir (and so its own WAL):
+    /// a number from 1 to 32767 that no other writer of the root uses. It
+    /// is part of every position this server gives out, so positions stay
+    /// unique across writers; the server then refreshes its view of the
+    /// other writers' commits every --refresh-interval, and runs
+    /// compaction, retention and vacuum only while it holds the root's
+    /// maintenance lease. Unset: this server is the root's only writer.
+    #[arg(long, env = "ALLSOURCE_NODE_ID")]
+    pub node_id: Option<crate::ids::NodeId>,
+
+    /// With --node-id: how often the tables' Delta snapshots are brought
+    /// up to what the other writers committed (and tables they created
+    /// are found).
+    #[arg(long, env = "ALLSOURCE_REFRESH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub refresh_interval: Duration,
+
     /// Send queries asked to run distributed (`engine=distributed`) to this
     /// Apache DataFusion Ballista scheduler (`df://host:port`), or to a
     /// scheduler and executors started inside this server (`local`).
@@ -297,6 +314,8 @@ impl Default for Config {
             storage_url: None,
             s3_endpoint: None,
             s3_allow_http: false,
+            node_id: None,
+            refresh_interval: Duration::from_secs(1),
             ballista: None,
             ballista_executors: 1,
             flush_rows: 500_000,

@@ -190,6 +190,63 @@ impl fmt::Display for WalSeq {
     }
 }
 
+/// One writer among several that share a storage root (`--node-id`).
+///
+/// Its events' positions are `id << 48` plus a count of its own, so
+/// positions stay unique per table across writers without talking to
+/// each other: writer `n` owns `[n << 48, (n + 1) << 48)`. A server
+/// without a node id is the root's only writer and owns the range of
+/// writer 0, which is where every position written before node ids
+/// existed lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u16);
+
+impl NodeId {
+    /// Bits of a position below the node id.
+    pub const SHIFT: u32 = 48;
+    /// Highest node id: positions are stored as signed 64-bit integers.
+    pub const MAX: u16 = (1 << 15) - 1;
+
+    /// The first position of writer `node` (`None`: the sole writer).
+    pub fn base(node: Option<NodeId>) -> u64 {
+        node.map_or(0, |n| u64::from(n.0) << Self::SHIFT)
+    }
+
+    /// Whether `position` is one writer `node` gives out.
+    pub fn owns(node: Option<NodeId>, position: u64) -> bool {
+        position >> Self::SHIFT == node.map_or(0, |n| u64::from(n.0))
+    }
+
+    /// The writer that gave out `position`.
+    pub fn of_position(position: u64) -> u64 {
+        position >> Self::SHIFT
+    }
+
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<u16>() {
+            Ok(n) if (1..=Self::MAX).contains(&n) => Ok(NodeId(n)),
+            _ => Err(format!(
+                "a node id is a whole number from 1 to {}, not {s:?}",
+                Self::MAX
+            )),
+        }
+    }
+}
+
 /// Event ids for the rows of one batch: UUIDv7s that share one clock
 /// reading and one random draw. The 62 low bits start at a random 61-bit
 /// value and count up by row, so a batch's ids are distinct and ascending,
@@ -253,6 +310,26 @@ mod tests {
             assert!(err.to_string().contains("invalid table name"), "{err}");
         }
         assert!("acme".parse::<TenantId>().is_ok());
+    }
+
+    #[test]
+    fn node_ids_own_disjoint_position_ranges() {
+        let one: NodeId = "1".parse().unwrap();
+        let last: NodeId = NodeId::MAX.to_string().parse().unwrap();
+        assert_eq!(NodeId::base(None), 0);
+        assert_eq!(NodeId::base(Some(one)), 1 << 48);
+        assert!(NodeId::owns(None, 5));
+        assert!(!NodeId::owns(Some(one), 5));
+        assert!(NodeId::owns(Some(one), (1 << 48) + 5));
+        assert!(!NodeId::owns(Some(one), 2 << 48));
+        assert_eq!(NodeId::of_position((1 << 48) + 7), 1);
+        // The highest position of the last node is still a signed 64-bit
+        // integer.
+        assert!(NodeId::base(Some(last)) + ((1 << 48) - 1) <= i64::MAX as u64);
+        for bad in ["0", "32768", "-1", "x", ""] {
+            let err = bad.parse::<NodeId>().unwrap_err();
+            assert!(err.contains("from 1 to 32767"), "{err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The database's background work: the flusher and the maintenance
-//! schedule, each a [`Worker`] on a low-priority thread of its own, owned
-//! by one [`Background`] that stops them when it is stopped or dropped.
+//! The database's background work: the flusher, the maintenance schedule
+//! and, beside other writers of the storage root, the refresher, each a
+//! [`Worker`] on a low-priority thread of its own, owned by one
+//! [`Background`] that stops them when it is stopped or dropped.
 
 use super::Database;
 use super::maintenance::MaintenanceSchedule;
@@ -13,6 +14,8 @@ use std::time::Duration;
 pub struct Background {
     flusher: Worker,
     maintenance: Worker,
+    /// With `--node-id`: brings the tables to the other writers' commits.
+    refresher: Option<Worker>,
 }
 
 impl Background {
@@ -31,9 +34,17 @@ impl Background {
         let maintenance =
             Worker::builder("maintenance", MaintenanceSchedule::TICK, db.clock.clone())
                 .spawn(MaintenanceSchedule::new(db.clone()))?;
+        let refresher = match db.config.node_id {
+            Some(_) => Some(
+                Worker::builder("refresher", db.config.refresh_interval, db.clock.clone())
+                    .spawn(Refresher { db: db.clone() })?,
+            ),
+            None => None,
+        };
         Ok(Background {
             flusher,
             maintenance,
+            refresher,
         })
     }
 
@@ -44,8 +55,26 @@ impl Background {
         // start meanwhile.
         self.flusher.cancel();
         self.maintenance.cancel();
+        if let Some(r) = &self.refresher {
+            r.cancel();
+        }
         self.flusher.stop().await;
         self.maintenance.stop().await;
+        if let Some(r) = self.refresher {
+            r.stop().await;
+        }
+    }
+}
+
+/// The refresher's run: finds the tables other writers created and
+/// brings every table's snapshot to their latest commits.
+struct Refresher {
+    db: Arc<Database>,
+}
+
+impl Job for Refresher {
+    async fn run(&mut self) {
+        self.db.refresh_shared().await
     }
 }
 
@@ -61,6 +90,29 @@ impl Job for Flusher {
 }
 
 impl Database {
+    /// Beside other writers: opens the tables they created, and swaps in
+    /// each table's latest snapshot (`Table::refresh_shared`).
+    async fn refresh_shared(&self) {
+        match self.storage.list_tables().await {
+            Ok(found) => {
+                for (tenant, name) in found {
+                    if self.table(&tenant, &name).is_none()
+                        && let Err(e) = self.load_table(&tenant, &name).await
+                    {
+                        tracing::warn!(table = %format!("{tenant}.{name}"), error = %e, "cannot open a table another writer created");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the stored tables"),
+        }
+        let tables: Vec<_> = self.tables.read().values().cloned().collect();
+        for t in tables {
+            if let Err(e) = t.refresh_shared(&self.storage).await {
+                tracing::warn!(table = %t.label(), error = %e, "cannot refresh the table's snapshot");
+            }
+        }
+    }
+
     /// How often the flusher looks for due tables when nothing wakes it:
     /// a quarter of `--flush-age`, between 50 ms and 1 s.
     fn flush_tick(&self) -> Duration {

@@ -214,7 +214,11 @@ impl Database {
                 {
                     let ok = ColumnKind::from_data_type(field.data_type())
                         .is_some_and(|kind| reg.adopt(field.name(), kind));
-                    if !ok {
+                    // Beside other writers, the store may have given the
+                    // name another type since: the flush moves these
+                    // values to `_overflow`.
+                    let shared = db.config.node_id.is_some();
+                    if !ok && !shared {
                         return Err(Error::Internal(format!(
                             "WAL record {} has column {:?} of type {} that conflicts with table {}.{}",
                             rec.seq,
@@ -320,6 +324,7 @@ impl Database {
             delta_version: Table::delta_version(&state),
             position: Table::visible_position(&state),
             stored_position: state.stored_position,
+            positions_end: table.positions_end(),
         }
     }
 
@@ -360,6 +365,7 @@ impl Database {
             delta_version: Some(version),
             position: (position > 0).then_some(position),
             stored_position: (position > 0).then_some(position),
+            positions_end: table.positions_end(),
         })
     }
 
@@ -474,9 +480,13 @@ pub struct TableView {
     pub delta_version: Option<u64>,
     /// The highest position among the rows seen.
     pub position: Option<u64>,
-    /// No row in `stored` has a higher position than this (`None`: not
-    /// known).
+    /// No row in `stored` has a higher position than this, below
+    /// `positions_end` (`None`: not known).
     pub stored_position: Option<u64>,
+    /// Where this writer's positions end (exclusive): beside other
+    /// writers, stored rows above it are theirs. `u64::MAX` for the only
+    /// writer.
+    pub positions_end: u64,
 }
 
 impl TableView {
@@ -508,6 +518,7 @@ async fn open_table(
     let table = Table::new(
         tenant.clone(),
         name.clone(),
+        config.node_id,
         delta,
         persisted,
         registry,

@@ -4,8 +4,8 @@
 use super::Result;
 use super::sequence::{self, Sequencer};
 use crate::dedup::DedupIndex;
-use crate::ids::{TableName, TenantId, WalSeq};
-use crate::schema::{self, ColumnRegistry, adapt_batch};
+use crate::ids::{NodeId, TableName, TenantId, WalSeq};
+use crate::schema::{self, ColumnRegistry, adapt_batch, overflow_misfits};
 use crate::storage::Storage;
 use crate::storage::scan::DeltaFiles;
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -50,6 +50,9 @@ pub(crate) struct TableState {
 pub struct Table {
     pub tenant: TenantId,
     pub name: TableName,
+    /// The writer this process is among several on the storage root
+    /// (`None`: the only one). Its positions lie in its own range.
+    node: Option<NodeId>,
     /// Payload columns and their types; decides where new fields go.
     pub(crate) registry: parking_lot::Mutex<ColumnRegistry>,
     /// Recent event ids, to store client retries once.
@@ -81,6 +84,7 @@ impl Table {
     pub(crate) async fn new(
         tenant: TenantId,
         name: TableName,
+        node: Option<NodeId>,
         delta: DeltaTable,
         persisted: WalSeq,
         registry: ColumnRegistry,
@@ -90,9 +94,10 @@ impl Table {
         Ok(Table {
             tenant,
             name,
+            node,
             registry: parking_lot::Mutex::new(registry),
             dedup: parking_lot::Mutex::new(dedup),
-            sequencer: parking_lot::Mutex::new(Sequencer::new(1)),
+            sequencer: parking_lot::Mutex::new(Sequencer::new(NodeId::base(node) + 1)),
             state: parking_lot::RwLock::new(TableState {
                 delta,
                 provider,
@@ -108,9 +113,39 @@ impl Table {
         })
     }
 
-    /// The highest position readable now (0: none).
+    /// The highest position this writer has given out that is readable
+    /// now (the position before its range when none is).
     pub fn highest_position(&self) -> u64 {
-        Self::visible_position(&self.state.read()).unwrap_or(0)
+        Self::visible_position(&self.state.read())
+            .unwrap_or(self.first_position().saturating_sub(1))
+    }
+
+    /// The lowest position this writer gives out. Readers that follow
+    /// positions (subscriptions, projections, pipelines, replay) start at
+    /// it: beside several writers, positions order each writer's events,
+    /// not all of them.
+    pub fn first_position(&self) -> u64 {
+        NodeId::base(self.node).max(1)
+    }
+
+    /// The positions this writer gives out.
+    pub fn owned_positions(&self) -> std::ops::Range<u64> {
+        let base = NodeId::base(self.node);
+        base..base + (1u64 << NodeId::SHIFT)
+    }
+
+    /// Where this writer's positions end (exclusive); `u64::MAX` for the
+    /// only writer, below which every stored position lies.
+    pub fn positions_end(&self) -> u64 {
+        match self.node {
+            Some(_) => self.owned_positions().end,
+            None => u64::MAX,
+        }
+    }
+
+    /// The writer this table's positions belong to.
+    pub fn node(&self) -> Option<NodeId> {
+        self.node
     }
 
     /// Changes each time a batch is applied (after it is readable).
@@ -207,11 +242,15 @@ impl Table {
             rows_in = 0;
             delta
         } else {
-            let target = self.registry.lock().schema();
+            let target = self.reconciled_schema(&delta);
+            let shared = self.node.is_some();
             let batches = batches
                 .iter()
                 .filter(|(seq, _)| *seq > already)
-                .map(|(_, batch)| adapt_batch(batch, &target))
+                .map(|(_, batch)| match shared {
+                    true => adapt_batch(&overflow_misfits(batch, &target)?, &target),
+                    false => adapt_batch(batch, &target),
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(datafusion::error::DataFusionError::from)?;
             rows_in = batches.iter().map(|b| b.num_rows()).sum();
@@ -238,6 +277,43 @@ impl Table {
         total.fetch_sub(freed, Ordering::Relaxed);
         tracing::debug!(table = %label, rows = rows_in, %persisted, "flushed");
         Ok(rows_in)
+    }
+
+    /// The registry's schema once it has taken on the columns `delta`'s
+    /// schema has (which other writers of the table may have added).
+    fn reconciled_schema(&self, delta: &DeltaTable) -> arrow::datatypes::SchemaRef {
+        let mut registry = self.registry.lock();
+        if self.node.is_some()
+            && let Ok(state) = delta.snapshot()
+        {
+            registry.reconcile(&state.snapshot().arrow_schema());
+        }
+        registry.schema()
+    }
+
+    /// Brings queries to what other writers of the table committed since
+    /// the snapshot they read: the latest snapshot is swapped in (as after
+    /// a maintenance commit), and the columns it has join the registry.
+    /// Leaves it to the flush when one is running (it refreshes too).
+    pub(crate) async fn refresh_shared(&self, storage: &Storage) -> Result<()> {
+        let Ok(_no_flush) = self.flush_lock.try_lock() else {
+            return Ok(());
+        };
+        let label = self.label();
+        let current = self.delta();
+        let latest = storage.refresh(current.clone(), &label).await?;
+        if latest.version() == current.version() {
+            return Ok(());
+        }
+        let persisted = storage.persisted_seq(&latest, &label).await?;
+        self.reconciled_schema(&latest);
+        let provider = provider_for(&latest).await?;
+        let mut s = self.state.write();
+        if persisted == s.persisted {
+            s.delta = latest;
+            s.provider = provider;
+        }
+        Ok(())
     }
 
     /// The highest position a reader sees now: the buffer's last, or
@@ -287,7 +363,10 @@ impl Table {
             let s = self.state.read();
             (s.delta.clone(), s.provider.clone())
         };
-        let mut seq = Sequencer::new(1);
+        // A writer counts positions in its own range only; entity versions
+        // are learnt from every writer's events.
+        let node = storage.node();
+        let mut seq = Sequencer::new(NodeId::base(node) + 1);
         let stored = storage.persisted_position(&delta, &self.label()).await?;
         seq.learn_position(stored);
         if stored > 0 {
@@ -301,7 +380,12 @@ impl Table {
             let (version, position) = match stamped {
                 true => (
                     format!("greatest(max({}), count(*))", schema::VERSION),
-                    format!("max({})", schema::POSITION),
+                    format!(
+                        "max({p}) FILTER (WHERE {p} >= {lo} AND {p} < {hi})",
+                        p = schema::POSITION,
+                        lo = NodeId::base(node),
+                        hi = NodeId::base(node) + (1u64 << NodeId::SHIFT),
+                    ),
                 ),
                 false => ("count(*)".to_string(), "CAST(NULL AS BIGINT)".to_string()),
             };

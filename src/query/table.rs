@@ -31,8 +31,11 @@ pub struct EventTable {
     /// Buffered batches not yet in that snapshot, each in the shape it was
     /// ingested with.
     buffer: Vec<RecordBatch>,
-    /// No stored row has a higher position (`None`: not known).
+    /// No stored row has a higher position below `positions_end`
+    /// (`None`: not known).
     stored_position: Option<u64>,
+    /// Stored rows at or above this position are other writers'.
+    positions_end: u64,
 }
 
 impl EventTable {
@@ -40,6 +43,7 @@ impl EventTable {
     pub fn from_view(view: crate::db::TableView) -> Self {
         let mut table = Self::new(query_schema(&view.schema), view.stored, view.buffered);
         table.stored_position = view.stored_position;
+        table.positions_end = view.positions_end;
         table
     }
 
@@ -53,6 +57,7 @@ impl EventTable {
             delta,
             buffer,
             stored_position: None,
+            positions_end: u64::MAX,
         }
     }
 
@@ -187,9 +192,11 @@ impl TableProvider for EventTable {
         let range = super::positions::Range::of(filters);
         // Positions above everything stored are only in the buffer: the
         // files are not planned at all (live streams read there).
-        let above_stored = self
-            .stored_position
-            .is_some_and(|p| range.lowest > i64::try_from(p).unwrap_or(i64::MAX));
+        let as_i64 = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
+        let above_stored = self.stored_position.is_some_and(|p| {
+            range.lowest > as_i64(p)
+                && (self.positions_end == u64::MAX || range.highest < as_i64(self.positions_end))
+        });
         if let Some(delta) = self.delta.as_ref().filter(|_| !above_stored) {
             inputs.push(
                 self.delta_plan(delta, state, &projected, filters, limit)

@@ -19,7 +19,7 @@ mod adapt;
 pub mod governed;
 mod violations;
 
-pub use adapt::{adapt_batch, query_schema, query_type};
+pub use adapt::{adapt_batch, overflow_misfits, query_schema, query_type};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::collections::HashMap;
@@ -213,6 +213,37 @@ impl ColumnRegistry {
         }
     }
 
+    /// Takes on the payload columns of a stored schema another writer of
+    /// the table committed: new names are added, and a name this registry
+    /// gave another kind (or another case) takes the stored one, since the
+    /// store decides. Values this writer placed under the old kind go to
+    /// `_overflow` when flushed ([`overflow_misfits`]). Returns whether
+    /// anything changed.
+    pub fn reconcile(&mut self, stored: &Schema) -> bool {
+        let mut changed = false;
+        for field in stored.fields() {
+            if FIXED_COLUMNS.contains(&field.name().as_str()) {
+                continue;
+            }
+            let Some(kind) = ColumnKind::from_data_type(field.data_type()) else {
+                continue;
+            };
+            match self.by_lower.get(&field.name().to_lowercase()) {
+                None => {
+                    self.insert(field.name(), kind);
+                    changed = true;
+                }
+                Some(&i) if self.columns[i] != (field.name().clone(), kind) => {
+                    self.columns[i] = (field.name().clone(), kind);
+                    self.version += 1;
+                    changed = true;
+                }
+                Some(_) => {}
+            }
+        }
+        changed
+    }
+
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -299,6 +330,30 @@ impl ColumnRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_schema_from_another_writer_decides_columns() {
+        let mut reg = ColumnRegistry::default();
+        reg.place("size", Some(ColumnKind::Text));
+        reg.place("mine", Some(ColumnKind::Boolean));
+        reg.place("Case", Some(ColumnKind::Double));
+        let before = reg.version();
+        let stored = Schema::new(vec![
+            Field::new(EVENT_ID, DataType::Utf8, false),
+            Field::new("size", DataType::Float64, true),
+            Field::new("case", DataType::Float64, true),
+            Field::new("theirs", DataType::Utf8, true),
+        ]);
+        assert!(reg.reconcile(&stored));
+        assert!(reg.version() > before);
+        assert_eq!(reg.kind_of("size"), Some(ColumnKind::Double));
+        assert_eq!(reg.kind_of("mine"), Some(ColumnKind::Boolean));
+        assert_eq!(reg.kind_of("case"), Some(ColumnKind::Double));
+        assert_eq!(reg.kind_of("Case"), None);
+        assert_eq!(reg.kind_of("theirs"), Some(ColumnKind::Text));
+        // Nothing new the second time.
+        assert!(!reg.reconcile(&stored));
+    }
 
     #[test]
     fn placement_rules() {

@@ -281,9 +281,9 @@ impl Service {
         let input = self.source_schema(caller, &source).await?;
         self.plan_chain(caller, input, operators.clone()).await?;
         let position_of = |start: &Start| match start {
-            Start::Earliest => Some(0),
+            Start::Earliest => Some(table.first_position() - 1),
             Start::Now => Some(table.highest_position()),
-            Start::After(n) => Some(*n),
+            Start::After(n) => Some((*n).max(table.first_position() - 1)),
             Start::Since(_) => None,
         };
         let mut spec = Spec {

@@ -269,11 +269,14 @@ impl Service {
         table: &Table,
         start: Start,
     ) -> Result<u64> {
+        // Beside other writers, positions order this writer's events
+        // only: a reader follows those, from the start of its range.
+        let floor = table.first_position() - 1;
         Ok(match start {
-            Start::Earliest => 0,
-            Start::After(p) => p,
+            Start::Earliest => floor,
+            Start::After(p) => p.max(floor),
             Start::Now => table.highest_position(),
-            Start::Since(t) => self.position_before(caller, table, t).await?,
+            Start::Since(t) => self.position_before(caller, table, t).await?.max(floor),
         })
     }
 
@@ -288,8 +291,11 @@ impl Service {
     ) -> Result<u64> {
         let highest = table.highest_position();
         let sql = format!(
-            "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t})",
+            "SELECT min({position}) FROM \"{table}\" WHERE {at} >= to_timestamp_micros({t}) \
+             AND {position} >= {lo} AND {position} < {hi}",
             table = table.name.as_str(),
+            lo = table.owned_positions().start,
+            hi = table.owned_positions().end,
             position = schema::POSITION,
             at = schema::INGESTED_AT,
         );

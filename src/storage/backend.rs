@@ -76,6 +76,7 @@ impl Storage {
             return Ok(Storage {
                 root,
                 backend: Backend::S3 { store },
+                node: config.node_id,
             });
         }
         let path = match spec.strip_prefix("file://") {
@@ -98,6 +99,7 @@ impl Storage {
         Ok(Storage {
             root,
             backend: Backend::Local { dir },
+            node: config.node_id,
         })
     }
 }

@@ -21,6 +21,7 @@
 mod backend;
 mod discovery;
 mod encoding;
+pub mod lease;
 pub(crate) mod readers;
 pub mod scan;
 pub mod snapshot;
@@ -31,7 +32,7 @@ mod writer;
 pub use backend::s3_location;
 pub use writer::flush_parallelism;
 
-use crate::ids::{TableName, TenantId, WalSeq};
+use crate::ids::{NodeId, TableName, TenantId, WalSeq};
 use backend::Backend;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use std::path::PathBuf;
@@ -60,11 +61,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The application id under which flushes record the last WAL sequence
-/// they contain, in the same Delta commit as the data.
+/// they contain, in the same Delta commit as the data. A writer with a
+/// node id appends `-node-<id>`: each writer has a WAL of its own.
 pub const WAL_APP_ID: &str = "allsource-wal";
 /// Delta application id whose transaction version is the highest event
-/// position a table's flushes have written.
+/// position a table's flushes have written (per writer, as above).
 pub const POSITION_APP_ID: &str = "allsource-position";
+
+/// `app`, the application id of writer `node`.
+fn app_id(app: &str, node: Option<NodeId>) -> String {
+    match node {
+        None => app.to_string(),
+        Some(n) => format!("{app}-node-{n}"),
+    }
+}
 
 /// Partition column of every event table.
 pub const PARTITION_COLUMN: &str = crate::schema::EVENT_DATE;
@@ -76,6 +86,8 @@ pub struct Storage {
     /// `s3://bucket/prefix/`. Table URLs are joined onto it.
     root: Url,
     backend: Backend,
+    /// The writer this process is among several (`None`: the only one).
+    node: Option<NodeId>,
 }
 
 impl Storage {
@@ -172,15 +184,22 @@ impl Storage {
         }
     }
 
-    /// The last WAL sequence already committed to `table`.
-    pub async fn persisted_seq(&self, table: &DeltaTable, name: &str) -> Result<WalSeq> {
-        Ok(WalSeq(self.app_version(table, name, WAL_APP_ID).await?))
+    /// The writer this process is (`None`: the root's only one).
+    pub fn node(&self) -> Option<NodeId> {
+        self.node
     }
 
-    /// The highest event position the table's flushes have written (0
-    /// when none has).
+    /// The last WAL sequence of this writer already committed to `table`.
+    pub async fn persisted_seq(&self, table: &DeltaTable, name: &str) -> Result<WalSeq> {
+        let app = app_id(WAL_APP_ID, self.node);
+        Ok(WalSeq(self.app_version(table, name, &app).await?))
+    }
+
+    /// The highest event position this writer's flushes have written to
+    /// the table (0 when none has).
     pub async fn persisted_position(&self, table: &DeltaTable, name: &str) -> Result<u64> {
-        self.app_version(table, name, POSITION_APP_ID).await
+        let app = app_id(POSITION_APP_ID, self.node);
+        self.app_version(table, name, &app).await
     }
 
     async fn app_version(&self, table: &DeltaTable, name: &str, app: &str) -> Result<u64> {

@@ -9,7 +9,7 @@
 
 use super::backend::Backend;
 use super::encoding::flush_writer_properties;
-use super::{Error, PARTITION_COLUMN, POSITION_APP_ID, Result, Storage, WAL_APP_ID};
+use super::{Error, PARTITION_COLUMN, POSITION_APP_ID, Result, Storage, WAL_APP_ID, app_id};
 use crate::ids::WalSeq;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Date32Type;
@@ -46,11 +46,14 @@ impl Storage {
             source,
         };
         let properties = flush_writer_properties(&batches);
-        let mut commit = CommitProperties::default()
-            .with_application_transaction(Transaction::new(WAL_APP_ID, last_seq.0 as i64));
+        let mut commit = CommitProperties::default().with_application_transaction(
+            Transaction::new(app_id(WAL_APP_ID, self.node), last_seq.0 as i64),
+        );
         if let Some(p) = last_position {
-            commit =
-                commit.with_application_transaction(Transaction::new(POSITION_APP_ID, p as i64));
+            commit = commit.with_application_transaction(Transaction::new(
+                app_id(POSITION_APP_ID, self.node),
+                p as i64,
+            ));
         }
         let conformed = table.snapshot().ok().and_then(|s| {
             let snapshot = s.snapshot();

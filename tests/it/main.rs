@@ -54,3 +54,4 @@ mod sql;
 mod support;
 mod time_travel;
 mod upcast;
+mod writers;

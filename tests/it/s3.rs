@@ -6,13 +6,13 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct S3Store {
+pub(crate) struct S3Store {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl S3Store {
-    fn start() -> S3Store {
+    pub(crate) fn start() -> S3Store {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -51,7 +51,7 @@ impl S3Store {
         store
     }
 
-    fn object_keys(&self) -> String {
+    pub(crate) fn object_keys(&self) -> String {
         reqwest::blocking::get(format!("{}/lake?list-type=2", self.endpoint))
             .unwrap()
             .text()

@@ -46,6 +46,7 @@ pub use settings::{MAX_RETENTION, SettingsStore, TableSettings, parse_retention}
 use super::table::Table;
 use super::{Database, Error, Result};
 use crate::ids::{TableName, TenantId};
+use crate::storage::lease::Taken;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{col, lit};
 use deltalake::operations::optimize::OptimizeType;
@@ -56,7 +57,7 @@ use rewrite::writer_properties;
 use serde::Serialize;
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What one maintenance run of one table did.
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +123,15 @@ impl deltalake::operations::vacuum::Clock for VacuumClock {
         self.0.now().timestamp_millis()
     }
 }
+
+/// The lease whose holder, among several writers of a storage root, runs
+/// maintenance (compaction, retention, checkpoints, vacuum).
+const MAINTENANCE_LEASE: &str = "maintenance";
+/// How long a maintenance term lasts: a writer that dies holding it
+/// blocks the others' maintenance this long at most. A run is one table;
+/// a longer run than this may meet another writer's run of the same
+/// table, whose commits then conflict and give way.
+const LEASE_TERM: Duration = Duration::from_secs(300);
 
 fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     matches!(
@@ -198,11 +208,42 @@ impl Database {
             checkpoint: false,
             outcome: Outcome::NothingToDo,
         };
+        // Beside other writers, one of them maintains the root at a time.
+        let term = match (self.config.node_id, dry_run) {
+            (Some(node), false) => {
+                let now = self.clock.now().timestamp_millis();
+                match self
+                    .storage
+                    .take_lease(MAINTENANCE_LEASE, node, LEASE_TERM, now)
+                    .await
+                {
+                    Ok(Taken::Held { term, .. }) => Some((node, term)),
+                    Ok(Taken::Busy { node, .. }) => {
+                        report.outcome = Outcome::OtherWriter { node };
+                        return Ok(report);
+                    }
+                    Err(e) => {
+                        report.outcome =
+                            Outcome::Failed(format!("cannot take the maintenance lease: {e}"));
+                        return Ok(report);
+                    }
+                }
+            }
+            _ => None,
+        };
         let result = crate::background::caught(
             "maintenance",
             self.run_maintenance(table, mode, dry_run, progress, &mut report),
         )
         .await;
+        if let Some((node, term)) = term
+            && let Err(e) = self
+                .storage
+                .release_lease(MAINTENANCE_LEASE, node, term)
+                .await
+        {
+            tracing::warn!(error = %e, "cannot release the maintenance lease; it runs out");
+        }
         report.duration_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(Ok(())) => {}

@@ -17,6 +17,9 @@ pub enum Outcome {
     /// Concurrent commits won the race for these many partitions; the
     /// next run retries them.
     GaveWay { partitions: usize },
+    /// Another writer of the storage root holds the maintenance lease;
+    /// it maintains the tables meanwhile.
+    OtherWriter { node: u16 },
     /// The run failed, and why.
     Failed(String),
 }
@@ -24,6 +27,8 @@ pub enum Outcome {
 const GAVE_WAY: &str = "gave way to concurrent commits in ";
 const GAVE_WAY_END: &str = " partition(s); the next run retries them";
 const FAILED: &str = "failed: ";
+const OTHER_WRITER: &str = "left to writer ";
+const OTHER_WRITER_END: &str = ", which holds the maintenance lease";
 
 impl Outcome {
     /// The label of `allsource_compactions_total`.
@@ -31,6 +36,7 @@ impl Outcome {
         match self {
             Outcome::Done => "done",
             Outcome::NothingToDo | Outcome::DryRun => "nothing",
+            Outcome::OtherWriter { .. } => "other_writer",
             Outcome::GaveWay { .. } => "gave_way",
             Outcome::Failed(_) => "failed",
         }
@@ -48,9 +54,16 @@ impl Outcome {
                     .strip_prefix(GAVE_WAY)
                     .and_then(|rest| rest.strip_suffix(GAVE_WAY_END))
                     .and_then(|n| n.parse().ok());
-                match gave_way {
-                    Some(partitions) => Outcome::GaveWay { partitions },
-                    None => Outcome::Failed(text.strip_prefix(FAILED).unwrap_or(text).to_string()),
+                let other = text
+                    .strip_prefix(OTHER_WRITER)
+                    .and_then(|rest| rest.strip_suffix(OTHER_WRITER_END))
+                    .and_then(|n| n.parse().ok());
+                match (gave_way, other) {
+                    (Some(partitions), _) => Outcome::GaveWay { partitions },
+                    (None, Some(node)) => Outcome::OtherWriter { node },
+                    (None, None) => {
+                        Outcome::Failed(text.strip_prefix(FAILED).unwrap_or(text).to_string())
+                    }
                 }
             }
         }
@@ -64,6 +77,7 @@ impl fmt::Display for Outcome {
             Outcome::NothingToDo => f.write_str("nothing to do"),
             Outcome::DryRun => f.write_str("dry run"),
             Outcome::GaveWay { partitions } => write!(f, "{GAVE_WAY}{partitions}{GAVE_WAY_END}"),
+            Outcome::OtherWriter { node } => write!(f, "{OTHER_WRITER}{node}{OTHER_WRITER_END}"),
             Outcome::Failed(why) => write!(f, "{FAILED}{why}"),
         }
     }
@@ -86,6 +100,7 @@ mod tests {
             Outcome::NothingToDo,
             Outcome::DryRun,
             Outcome::GaveWay { partitions: 3 },
+            Outcome::OtherWriter { node: 7 },
             Outcome::Failed("storage error: disk full".into()),
         ] {
             assert_eq!(Outcome::from_text(&outcome.to_string()), outcome);
