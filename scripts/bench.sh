@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benches (release build) with a virtualenv holding DuckDB.
-# Usage: bash scripts/bench.sh [ingest_load|distributed|query_compare|analytics_compare|dsl_compare|compaction_compare|flight_compare|event_store|live|projections|pipelines|governance|policies] [-- bench args]
+# Usage: bash scripts/bench.sh [ingest_load|distributed|writers|query_compare|analytics_compare|dsl_compare|compaction_compare|flight_compare|event_store|live|projections|pipelines|governance|policies] [-- bench args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/allsource-target}"
