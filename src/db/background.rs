@@ -36,8 +36,12 @@ impl Background {
                 .spawn(MaintenanceSchedule::new(db.clone()))?;
         let refresher = match db.config.node_id {
             Some(_) => Some(
-                Worker::builder("refresher", db.config.refresh_interval, db.clock.clone())
-                    .spawn(Refresher { db: db.clone() })?,
+                Worker::builder(
+                    "refresher",
+                    db.config.refresh_interval.max(Duration::from_millis(50)),
+                    db.clock.clone(),
+                )
+                .spawn(Refresher { db: db.clone() })?,
             ),
             None => None,
         };

@@ -134,6 +134,10 @@ pub struct Database {
     checks: schemas::Checks,
     /// Each tenant's policies, as stored.
     policies: policies::PolicyStore,
+    /// Beside other writers: held by the run that holds the store's
+    /// maintenance lease, so that one run's release cannot end the lease
+    /// under another run of this writer.
+    leased_runs: tokio::sync::Mutex<()>,
 }
 
 impl Database {
@@ -189,6 +193,7 @@ impl Database {
             schemas,
             checks: Default::default(),
             policies,
+            leased_runs: tokio::sync::Mutex::new(()),
         });
         let mut replayed = 0usize;
         for rec in records {
@@ -198,6 +203,18 @@ impl Database {
             };
             if rec.seq <= table.persisted_seq() {
                 continue;
+            }
+            // A WAL written without a node id, whose records that server
+            // already flushed, would be stored a second time.
+            if db.config.node_id.is_some() && table.persisted_seq() == WalSeq(0) {
+                let label = table.label();
+                let sole = db.storage.sole_writer_seq(&table.delta(), &label).await?;
+                if rec.seq <= sole {
+                    return Err(Error::Internal(format!(
+                        "the WAL in {} holds records of table {label} that a server without --node-id already stored; start it once without --node-id (it flushes and empties the WAL on a clean stop), then with it",
+                        db.config.wal_dir().display()
+                    )));
+                }
             }
             let batch = decode_ipc(&rec.data).map_err(|e| {
                 Error::Internal(format!("WAL record {} does not decode: {e}", rec.seq))

@@ -67,10 +67,12 @@ impl EventTable {
         schema: SchemaRef,
         files: Option<DeltaFiles>,
         stored_position: Option<u64>,
+        positions_end: u64,
     ) -> Self {
         let delta = files.map(|f| Arc::new(f) as Arc<dyn TableProvider>);
         let mut table = Self::new(schema, delta, Vec::new());
         table.stored_position = stored_position;
+        table.positions_end = positions_end;
         table
     }
 
@@ -92,6 +94,12 @@ impl EventTable {
     /// No stored row has a higher position (`None`: not known).
     pub fn stored_position(&self) -> Option<u64> {
         self.stored_position
+    }
+
+    /// Where the reading writer's positions end (`u64::MAX`: the only
+    /// writer).
+    pub fn positions_end(&self) -> u64 {
+        self.positions_end
     }
 
     async fn delta_plan(

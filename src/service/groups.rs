@@ -285,7 +285,12 @@ impl Service {
             request.where_dsl = group.def.where_dsl.clone();
             let filter = self.conditions(caller, &request).await?;
             let sql = format!(
-                "SELECT count(*) AS n, CAST(coalesce(extract(epoch FROM now()) - extract(epoch FROM min({at})), 0) AS DOUBLE) AS age FROM \"{table}\" WHERE {position} > {after}{filter}",
+                "SELECT count(*) AS n, CAST(coalesce(extract(epoch FROM now()) - extract(epoch FROM min({at})), 0) AS DOUBLE) AS age FROM \"{table}\" WHERE {position} > {after} AND {position} < {end}{filter}",
+                end = self
+                    .db
+                    .table(&caller.tenant, &table)
+                    .map_or(u64::MAX, |t| t.positions_end())
+                    .min(i64::MAX as u64),
                 table = table.as_str(),
                 at = schema::INGESTED_AT,
                 position = schema::POSITION,

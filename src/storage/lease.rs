@@ -146,6 +146,32 @@ impl Storage {
             }
             Err(e) => return Err(e.into()),
         }
+        // A writer that read the terms long ago may have created a term
+        // number deleted behind the holder: a newer term means this one
+        // is history already.
+        let newer = store
+            .list(Some(&dir))
+            .try_filter(|meta| {
+                let later = meta
+                    .location
+                    .filename()
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .is_some_and(|n| n > next);
+                async move { later }
+            })
+            .try_collect::<Vec<_>>()
+            .await?;
+        if let Some(meta) = newer.last() {
+            let bytes = store.get(&meta.location).await?.bytes().await?;
+            let term = serde_json::from_slice::<Term>(&bytes).unwrap_or(Term {
+                node: 0,
+                until_ms: i64::MIN,
+            });
+            return Ok(Taken::Busy {
+                node: term.node,
+                until_ms: term.until_ms,
+            });
+        }
         // Terms before the previous one are history.
         for (n, old) in &terms {
             if n + 1 < next {

@@ -195,6 +195,12 @@ impl Storage {
         Ok(WalSeq(self.app_version(table, name, &app).await?))
     }
 
+    /// The last WAL sequence a server without a node id committed to
+    /// `table` (0: none).
+    pub async fn sole_writer_seq(&self, table: &DeltaTable, name: &str) -> Result<WalSeq> {
+        Ok(WalSeq(self.app_version(table, name, WAL_APP_ID).await?))
+    }
+
     /// The highest event position this writer's flushes have written to
     /// the table (0 when none has).
     pub async fn persisted_position(&self, table: &DeltaTable, name: &str) -> Result<u64> {

@@ -208,7 +208,12 @@ impl Database {
             checkpoint: false,
             outcome: Outcome::NothingToDo,
         };
-        // Beside other writers, one of them maintains the root at a time.
+        // Beside other writers, one of them maintains the root at a time,
+        // and this writer one run at a time while it holds the lease.
+        let _leased = match (self.config.node_id, dry_run) {
+            (Some(_), false) => Some(self.leased_runs.lock().await),
+            _ => None,
+        };
         let term = match (self.config.node_id, dry_run) {
             (Some(node), false) => {
                 let now = self.clock.now().timestamp_millis();

@@ -37,6 +37,10 @@ struct TableWire {
     files: Option<FilesWire>,
     #[prost(uint64, optional, tag = "3")]
     stored_position: Option<u64>,
+    /// Where the planning writer's positions end (absent: the only
+    /// writer).
+    #[prost(uint64, optional, tag = "4")]
+    positions_end: Option<u64>,
 }
 
 fn codec_err(e: impl std::fmt::Display) -> DataFusionError {
@@ -84,6 +88,7 @@ impl LogicalExtensionCodec for TableCodec {
             schema,
             files,
             wire.stored_position,
+            wire.positions_end.unwrap_or(u64::MAX),
         )))
     }
 
@@ -107,6 +112,7 @@ impl LogicalExtensionCodec for TableCodec {
             schema: Some(protobuf::Schema::try_from(table.schema().as_ref()).map_err(codec_err)?),
             files: files.map(DeltaFiles::to_wire).transpose()?,
             stored_position: table.stored_position(),
+            positions_end: Some(table.positions_end()).filter(|&end| end != u64::MAX),
         };
         wire.encode(buf).map_err(codec_err)
     }
