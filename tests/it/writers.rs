@@ -332,7 +332,7 @@ fn two_writers_on_a_shared_directory_agree_on_columns() {
 }
 
 /// Two writers (their storage layers, as the flush drives them) append to
-/// one table on moto's S3 server as fast as they can, 200 commits each:
+/// one table on moto's S3 server as fast as they can, 300 commits each:
 /// every commit races the other writer's, deltalake's conditional put
 /// refuses the loser, which retries on the new version. None is lost.
 #[test]
@@ -379,7 +379,7 @@ fn commit_races() {
         .enable_all()
         .build()
         .unwrap();
-    const PER_WRITER: i64 = 200;
+    const PER_WRITER: i64 = 300;
     let (retried, version) = runtime.block_on(async {
         let tenant = "default".parse().unwrap();
         let table = "races".parse().unwrap();
@@ -489,7 +489,7 @@ fn commit_races() {
             .unwrap()
             .to_string()
     });
-    assert!(ctx.contains("| 400      | 400"), "{ctx}");
+    assert!(ctx.contains("| 600      | 600"), "{ctx}");
     assert!(retried >= 20, "only {retried} commits raced");
     eprintln!(
         "{} commits, {retried} of them retried after losing a race",
