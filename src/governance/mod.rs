@@ -151,14 +151,39 @@ impl TableChecker {
         let mut found: Vec<(u32, usize, Violation)> = Vec::new();
         let mut groups: Vec<(Arc<VersionChecker>, Vec<u32>)> = Vec::new();
         let mut stamped: Vec<Option<i64>> = Vec::with_capacity(rows);
-        let mut slot_of: HashMap<(&str, Option<u32>), Slot, foldhash::fast::RandomState> =
+        // Per (event type, declared version): its slot, and whether the
+        // type is allowed, looked up once per distinct key.
+        let mut slot_of: HashMap<(&str, Option<u32>), (Slot, bool), foldhash::fast::RandomState> =
             HashMap::default();
-        let mut last: Option<((&str, Option<u32>), Slot)> = None;
+        let mut last: Option<((&str, Option<u32>), (Slot, bool))> = None;
         for (row, &at) in index.iter().enumerate().take(rows) {
             let event_type = types.value(row);
-            if let Some(allowed) = &self.allowed
-                && !allowed.types.contains(event_type)
-            {
+            let key = (event_type, declared_of(row));
+            let (slot, allowed_type) = match last {
+                Some((k, found)) if k == key => found,
+                _ => {
+                    let found = *slot_of.entry(key).or_insert_with(|| {
+                        let allowed = self
+                            .allowed
+                            .as_ref()
+                            .is_none_or(|a| a.types.contains(event_type));
+                        let Some(t) = self.types.get(event_type) else {
+                            return (Slot::Ungoverned, allowed);
+                        };
+                        let slot = match t.versions.get(&key.1.unwrap_or(t.latest)) {
+                            Some(checker) => {
+                                groups.push((checker.clone(), Vec::new()));
+                                Slot::Group(groups.len() - 1)
+                            }
+                            None => Slot::Unknown,
+                        };
+                        (slot, allowed)
+                    });
+                    last = Some((key, found));
+                    found
+                }
+            };
+            if let Some(allowed) = self.allowed.as_ref().filter(|_| !allowed_type) {
                 found.push((
                     row as u32,
                     0,
@@ -172,26 +197,6 @@ impl TableChecker {
                     }),
                 ));
             }
-            let key = (event_type, declared_of(row));
-            let slot = match last {
-                Some((k, slot)) if k == key => slot,
-                _ => {
-                    let slot = *slot_of.entry(key).or_insert_with(|| {
-                        let Some(t) = self.types.get(event_type) else {
-                            return Slot::Ungoverned;
-                        };
-                        match t.versions.get(&key.1.unwrap_or(t.latest)) {
-                            Some(checker) => {
-                                groups.push((checker.clone(), Vec::new()));
-                                Slot::Group(groups.len() - 1)
-                            }
-                            None => Slot::Unknown,
-                        }
-                    });
-                    last = Some((key, slot));
-                    slot
-                }
-            };
             match slot {
                 Slot::Group(g) => {
                     groups[g].1.push(row as u32);
