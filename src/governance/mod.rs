@@ -227,6 +227,7 @@ impl TableChecker {
             }
         }
         let overflow = rules::overflow_of(batch);
+        let ranges = std::cell::RefCell::new(HashMap::new());
         for (checker, members) in &groups {
             let older = self.types[&checker.event_type].latest > checker.version;
             if let Some(m) = self.migrating.as_ref().filter(|_| older) {
@@ -256,6 +257,7 @@ impl TableChecker {
                 sql_input: &checker.sql_input,
                 sql_reads: &checker.sql_reads,
                 sql_batch: Default::default(),
+                ranges: &ranges,
             };
             for (order, rule) in checker.rules.iter().enumerate() {
                 for broken in rule.run(&view) {

@@ -100,11 +100,25 @@ pub(super) struct Rows<'a> {
     pub(super) sql_reads: &'a [String],
     /// The input of SQL rules for these rows, taken once for all of them.
     pub(super) sql_batch: std::cell::OnceCell<Result<RecordBatch, String>>,
+    /// Per number column, the least and greatest value of the whole
+    /// batch (shared by every group of rows checked on it).
+    pub(super) ranges: &'a std::cell::RefCell<HashMap<String, Option<(f64, f64)>>>,
 }
 
 impl Rows<'_> {
     fn column(&self, field: &str) -> Option<&ArrayRef> {
         self.batch.column_by_name(field)
+    }
+
+    /// The least and greatest value of number column `field` over the
+    /// whole batch, computed once per batch.
+    fn range(&self, field: &str, values: &arrow::array::Float64Array) -> Option<(f64, f64)> {
+        if let Some(known) = self.ranges.borrow().get(field) {
+            return *known;
+        }
+        let range = arrow::compute::min(values).zip(arrow::compute::max(values));
+        self.ranges.borrow_mut().insert(field.to_string(), range);
+        range
     }
 
     fn overflowed(&self, row: u32, field: &str) -> Option<&Value> {
@@ -272,12 +286,14 @@ impl Rule {
                 let is_min = matches!(self.kind, Kind::Min { .. });
                 // The whole column within the bound (the usual case): no
                 // member breaks it.
-                let within = match is_min {
-                    true => arrow::compute::min(values)
-                        .is_none_or(|m| if *exclusive { m > *bound } else { m >= *bound }),
-                    false => arrow::compute::max(values)
-                        .is_none_or(|m| if *exclusive { m < *bound } else { m <= *bound }),
-                };
+                let within =
+                    rows.range(field, values)
+                        .is_none_or(|(lo, hi)| match (is_min, *exclusive) {
+                            (true, false) => lo >= *bound,
+                            (true, true) => lo > *bound,
+                            (false, false) => hi <= *bound,
+                            (false, true) => hi < *bound,
+                        });
                 if within {
                     return out;
                 }
