@@ -8,7 +8,8 @@
 //! fields, bounds, a pattern and a length, no undeclared fields, the
 //! allowed event types, and seven SQL rules. Every event passes them, so
 //! what is measured is checking, not refusing. Runs alternate between the
-//! tables (three each) and the medians are compared. chDB inserts the
+//! tables (three each), each run starting once the server's buffers are
+//! flushed, and the medians are compared. chDB inserts the
 //! same number of rows into a MergeTree table without and with 20 CHECK
 //! constraints of the same kinds, alternating the same way.
 //!
@@ -44,6 +45,26 @@ fn schema() -> serde_json::Value {
     })
 }
 
+/// Waits until the server's buffers are empty (everything flushed).
+fn settle(http: &reqwest::blocking::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let empty = metrics
+            .lines()
+            .any(|l| l.trim() == "allsource_buffer_bytes 0");
+        if empty || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -53,7 +74,8 @@ fn main() {
     let requests: usize = arg("--requests", 200);
     let rounds: usize = arg("--rounds", 3);
     let tmp = tempfile::tempdir().unwrap();
-    let server = BenchServer::start(tmp.path(), &[]);
+    // No scheduled compaction: it would land in whichever run it meets.
+    let server = BenchServer::start(tmp.path(), &["--maintenance-interval", "0"]);
     let http = reqwest::blocking::Client::new();
     for ty in EVENT_TYPES {
         let r = http
@@ -81,6 +103,10 @@ fn main() {
     let (mut plain, mut ruled, mut ch_plain, mut ch_ruled) = (vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
         for (table, rates) in [("plain", &mut plain), ("ruled", &mut ruled)] {
+            // Each run starts on empty buffers: the previous run's last
+            // flush would otherwise be paid by this one (always the ruled
+            // table's runs, which follow the plain table's).
+            settle(&http, &server.base);
             let url = format!("{}/v1/events?table={table}", server.base);
             let load = run_load(&url, bodies.clone(), BATCH, requests, 4, None);
             println!(
