@@ -45,6 +45,9 @@ struct TypeChecker {
     listed: String,
 }
 
+/// A row's event type and the schema version it declares.
+type TypeKey<'a> = (&'a str, Option<u32>);
+
 /// Where a row's rules come from.
 #[derive(Debug, Clone, Copy)]
 enum Slot {
@@ -153,9 +156,9 @@ impl TableChecker {
         let mut stamped: Vec<Option<i64>> = Vec::with_capacity(rows);
         // Per (event type, declared version): its slot, and whether the
         // type is allowed, looked up once per distinct key.
-        let mut slot_of: HashMap<(&str, Option<u32>), (Slot, bool), foldhash::fast::RandomState> =
+        let mut slot_of: HashMap<TypeKey, (Slot, bool), foldhash::fast::RandomState> =
             HashMap::default();
-        let mut last: Option<((&str, Option<u32>), (Slot, bool))> = None;
+        let mut last: Option<(TypeKey, (Slot, bool))> = None;
         for (row, &at) in index.iter().enumerate().take(rows) {
             let event_type = types.value(row);
             let key = (event_type, declared_of(row));
