@@ -496,3 +496,63 @@ fn commit_races() {
         2 * PER_WRITER
     );
 }
+
+/// A data directory whose WAL still holds records a server without a
+/// node id has already flushed is refused with `--node-id` (its position
+/// and WAL transactions differ, so those records would be stored again),
+/// and starts as before without it.
+#[test]
+fn a_wal_flushed_without_a_node_id_is_refused_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in(dir.path(), &["--flush-rows", "100", "--flush-age", "1h"]);
+    // An event of table `b` stays buffered, so the WAL keeps every record
+    // after it, among them table `a`'s, which its flush stores.
+    let r = s.post(
+        "/v1/events?table=b",
+        "application/json",
+        json!({"event_type": "t", "entity_id": "x"}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let many: Vec<Value> = (0..200)
+        .map(|i| json!({"event_type": "t", "entity_id": format!("e{i}")}))
+        .collect();
+    let r = s.post(
+        "/v1/events?table=a",
+        "application/json",
+        Value::Array(many).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until("table a is flushed", Duration::from_secs(30), || {
+        dir.path().join("tables/default/a/_delta_log").is_dir()
+    });
+    s.kill9();
+    let log_path = dir.path().join("refused.log");
+    let mut child = std::process::Command::new(crate::support::server_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--http-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0"])
+        .args(["--pg-addr", "127.0.0.1:0", "--node-id", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a server with --node-id started on a WAL it would store twice");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("without --node-id"), "{log}");
+    // Without the node id, nothing was lost or doubled.
+    s.restart();
+    assert_eq!(s.scalar("SELECT count(*) FROM a"), json!(200));
+    assert_eq!(s.scalar("SELECT count(*) FROM b"), json!(1));
+}
