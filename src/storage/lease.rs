@@ -93,16 +93,7 @@ impl Storage {
             .await?;
         terms.sort();
         let newest = match terms.last() {
-            Some((n, path)) => {
-                let bytes = store.get(path).await?.bytes().await?;
-                // A term that does not parse (written by a newer version,
-                // or damaged) counts as ended.
-                let term = serde_json::from_slice::<Term>(&bytes).unwrap_or(Term {
-                    node: 0,
-                    until_ms: i64::MIN,
-                });
-                Some((*n, term))
-            }
+            Some((n, path)) => Some((*n, read_term(store.as_ref(), path).await?)),
             None => None,
         };
         if let Some((_, term)) = &newest
@@ -134,11 +125,7 @@ impl Storage {
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => {
                 // Another writer took this term first.
-                let bytes = store.get(&path).await?.bytes().await?;
-                let term = serde_json::from_slice::<Term>(&bytes).unwrap_or(Term {
-                    node: 0,
-                    until_ms: i64::MIN,
-                });
+                let term = read_term(store.as_ref(), &path).await?;
                 return Ok(Taken::Busy {
                     node: term.node,
                     until_ms: term.until_ms,
@@ -162,11 +149,7 @@ impl Storage {
             .try_collect::<Vec<_>>()
             .await?;
         if let Some(meta) = newer.last() {
-            let bytes = store.get(&meta.location).await?.bytes().await?;
-            let term = serde_json::from_slice::<Term>(&bytes).unwrap_or(Term {
-                node: 0,
-                until_ms: i64::MIN,
-            });
+            let term = read_term(store.as_ref(), &meta.location).await?;
             return Ok(Taken::Busy {
                 node: term.node,
                 until_ms: term.until_ms,
@@ -212,6 +195,16 @@ impl Storage {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The term stored at `path`. One that does not parse (written by a
+/// newer version, or damaged) counts as ended.
+async fn read_term(store: &dyn ObjectStore, path: &Path) -> Result<Term> {
+    let bytes = store.get(path).await?.bytes().await?;
+    Ok(serde_json::from_slice::<Term>(&bytes).unwrap_or(Term {
+        node: 0,
+        until_ms: i64::MIN,
+    }))
 }
 
 #[cfg(test)]
