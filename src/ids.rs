@@ -212,16 +212,6 @@ impl NodeId {
         node.map_or(0, |n| u64::from(n.0) << Self::SHIFT)
     }
 
-    /// Whether `position` is one writer `node` gives out.
-    pub fn owns(node: Option<NodeId>, position: u64) -> bool {
-        position >> Self::SHIFT == node.map_or(0, |n| u64::from(n.0))
-    }
-
-    /// The writer that gave out `position`.
-    pub fn of_position(position: u64) -> u64 {
-        position >> Self::SHIFT
-    }
-
     pub fn get(self) -> u16 {
         self.0
     }
@@ -318,11 +308,7 @@ mod tests {
         let last: NodeId = NodeId::MAX.to_string().parse().unwrap();
         assert_eq!(NodeId::base(None), 0);
         assert_eq!(NodeId::base(Some(one)), 1 << 48);
-        assert!(NodeId::owns(None, 5));
-        assert!(!NodeId::owns(Some(one), 5));
-        assert!(NodeId::owns(Some(one), (1 << 48) + 5));
-        assert!(!NodeId::owns(Some(one), 2 << 48));
-        assert_eq!(NodeId::of_position((1 << 48) + 7), 1);
+        assert_eq!(NodeId::base(Some(one)) >> NodeId::SHIFT, 1);
         // The highest position of the last node is still a signed 64-bit
         // integer.
         assert!(NodeId::base(Some(last)) + ((1 << 48) - 1) <= i64::MAX as u64);

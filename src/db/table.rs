@@ -143,11 +143,6 @@ impl Table {
         }
     }
 
-    /// The writer this table's positions belong to.
-    pub fn node(&self) -> Option<NodeId> {
-        self.node
-    }
-
     /// Changes each time a batch is applied (after it is readable).
     pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<()> {
         self.applied.subscribe()
@@ -305,15 +300,8 @@ impl Table {
         if latest.version() == current.version() {
             return Ok(());
         }
-        let persisted = storage.persisted_seq(&latest, &label).await?;
         self.reconciled_schema(&latest);
-        let provider = provider_for(&latest).await?;
-        let mut s = self.state.write();
-        if persisted == s.persisted {
-            s.delta = latest;
-            s.provider = provider;
-        }
-        Ok(())
+        self.install_if_current(storage, latest, &label).await
     }
 
     /// The highest position a reader sees now: the buffer's last, or
@@ -345,11 +333,23 @@ impl Table {
         let _no_flush = self.flush_lock.lock().await;
         let label = self.label();
         let delta = storage.refresh(self.delta(), &label).await?;
-        let persisted = storage.persisted_seq(&delta, &label).await?;
-        let provider = provider_for(&delta).await?;
+        self.install_if_current(storage, delta, &label).await
+    }
+
+    /// With the flush lock held: makes `latest` the snapshot queries read,
+    /// if it holds exactly the flushed sequence the buffer was trimmed to
+    /// (so no row is seen twice or lost).
+    async fn install_if_current(
+        &self,
+        storage: &Storage,
+        latest: DeltaTable,
+        label: &str,
+    ) -> Result<()> {
+        let persisted = storage.persisted_seq(&latest, label).await?;
+        let provider = provider_for(&latest).await?;
         let mut s = self.state.write();
         if persisted == s.persisted {
-            s.delta = delta;
+            s.delta = latest;
             s.provider = provider;
         }
         Ok(())
@@ -365,8 +365,8 @@ impl Table {
         };
         // A writer counts positions in its own range only; entity versions
         // are learnt from every writer's events.
-        let node = storage.node();
-        let mut seq = Sequencer::new(NodeId::base(node) + 1);
+        let owned = self.owned_positions();
+        let mut seq = Sequencer::new(owned.start + 1);
         let stored = storage.persisted_position(&delta, &self.label()).await?;
         seq.learn_position(stored);
         if stored > 0 {
@@ -383,8 +383,8 @@ impl Table {
                     format!(
                         "max({p}) FILTER (WHERE {p} >= {lo} AND {p} < {hi})",
                         p = schema::POSITION,
-                        lo = NodeId::base(node),
-                        hi = NodeId::base(node) + (1u64 << NodeId::SHIFT),
+                        lo = owned.start,
+                        hi = owned.end,
                     ),
                 ),
                 false => ("count(*)".to_string(), "CAST(NULL AS BIGINT)".to_string()),

@@ -12,8 +12,8 @@
 //! term is its own (a renewal) or has ended. Terms are compared with each
 //! writer's wall clock, so clocks must agree to well within a term.
 //!
-//! The holder keeps renewing while it works; old terms are deleted behind
-//! it. A lease only keeps writers from doing the same work at once: the
+//! A holder renews by taking the next term, and may end its term early
+//! (`release_lease`); old terms are deleted behind it. A lease only keeps writers from doing the same work at once: the
 //! work itself stays safe without it (compactions commit through Delta's
 //! conflict checks, vacuum deletes only files older than its retention).
 

@@ -184,11 +184,6 @@ impl Storage {
         }
     }
 
-    /// The writer this process is (`None`: the root's only one).
-    pub fn node(&self) -> Option<NodeId> {
-        self.node
-    }
-
     /// The last WAL sequence of this writer already committed to `table`.
     pub async fn persisted_seq(&self, table: &DeltaTable, name: &str) -> Result<WalSeq> {
         let app = app_id(WAL_APP_ID, self.node);
