@@ -279,6 +279,27 @@ pub(crate) fn run_load_for(
     )
 }
 
+/// [`run_load`] as fast as the server takes the requests, for `duration`
+/// of wall time.
+pub(crate) fn run_load_flat_out(
+    url: &str,
+    bodies: Arc<Vec<Vec<u8>>>,
+    per_body: usize,
+    connections: usize,
+    duration: Duration,
+) -> LoadReport {
+    let deadline = Instant::now() + duration;
+    load(
+        url,
+        bodies,
+        per_body,
+        usize::MAX,
+        connections,
+        None,
+        Some(deadline),
+    )
+}
+
 fn load(
     url: &str,
     bodies: Arc<Vec<Vec<u8>>>,
