@@ -342,6 +342,7 @@ impl Database {
             position: Table::visible_position(&state),
             stored_position: state.stored_position,
             positions_end: table.positions_end(),
+            entities: Table::readable_entities(&state),
         }
     }
 
@@ -383,6 +384,7 @@ impl Database {
             position: (position > 0).then_some(position),
             stored_position: (position > 0).then_some(position),
             positions_end: table.positions_end(),
+            entities: None,
         })
     }
 
@@ -504,6 +506,10 @@ pub struct TableView {
     /// writers, stored rows above it are theirs. `u64::MAX` for the only
     /// writer.
     pub positions_end: u64,
+    /// The entity copy to read one entity's stored events from, with
+    /// `stored` for the positions above what it covers (`None`: read
+    /// them all from `stored`).
+    pub entities: Option<Arc<crate::storage::entities::EntityCopy>>,
 }
 
 impl TableView {
@@ -546,6 +552,11 @@ async fn open_table(
     )
     .await?;
     table.restore_sequencer(storage).await?;
+    // A copy that cannot be read now is rebuilt by the next maintenance
+    // run; the table is read without it until then.
+    if let Err(e) = table.load_entities(storage).await {
+        tracing::warn!(table = %table.label(), error = %e, "the entity copy is not read");
+    }
     Ok(table)
 }
 

@@ -7,6 +7,7 @@ use crate::dedup::DedupIndex;
 use crate::ids::{NodeId, TableName, TenantId, WalSeq};
 use crate::schema::{self, ColumnRegistry, adapt_batch, overflow_misfits};
 use crate::storage::Storage;
+use crate::storage::entities::EntityCopy;
 use crate::storage::scan::DeltaFiles;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
@@ -43,6 +44,8 @@ pub(crate) struct TableState {
     bytes: usize,
     /// The highest position in storage, when known.
     pub(crate) stored_position: Option<u64>,
+    /// The table's entity copy, when maintenance has made one.
+    pub(crate) entities: Option<Arc<EntityCopy>>,
 }
 
 /// An event table of one tenant.
@@ -106,6 +109,7 @@ impl Table {
                 rows: 0,
                 bytes: 0,
                 stored_position: None,
+                entities: None,
             }),
             flush_lock: tokio::sync::Mutex::new(()),
             maintenance_lock: tokio::sync::Mutex::new(()),
@@ -302,6 +306,61 @@ impl Table {
         }
         self.reconciled_schema(&latest);
         self.install_if_current(storage, latest, &label).await
+    }
+
+    /// Makes queries read `copy` as the table's entity copy (`None`: read
+    /// no copy).
+    pub(crate) fn install_entities(&self, copy: Option<EntityCopy>) {
+        self.state.write().entities = copy.map(Arc::new);
+    }
+
+    /// Makes queries skip the entity copy's events with a `timestamp`
+    /// before `cutoff` (micros).
+    pub(crate) fn hide_in_entities(&self, cutoff: i64) {
+        let mut s = self.state.write();
+        if let Some(copy) = &s.entities
+            && copy.hidden_before < cutoff
+        {
+            let mut hidden = EntityCopy::clone(copy);
+            hidden.hidden_before = cutoff;
+            s.entities = Some(Arc::new(hidden));
+        }
+    }
+
+    /// The entity copy a query may read with the table's current
+    /// snapshot: one that covers no position above what the snapshot
+    /// holds (the buffer holds only positions above that).
+    pub(crate) fn readable_entities(state: &TableState) -> Option<Arc<EntityCopy>> {
+        state
+            .entities
+            .clone()
+            .filter(|c| c.covered > 0 && state.stored_position.is_some_and(|s| c.covered <= s))
+    }
+
+    /// Finds the table's entity copy in storage at start-up (its use
+    /// still waits for the table's snapshot to cover it).
+    pub(crate) async fn load_entities(&self, storage: &Storage) -> Result<()> {
+        if self.node.is_some() {
+            return Ok(());
+        }
+        let copy = storage.open_entities(&self.tenant, &self.name).await?;
+        if copy.version().is_none() {
+            return Ok(());
+        }
+        let (covered, hidden_before) = storage
+            .entities_marks(&copy, &format!("{} (entity copy)", self.label()))
+            .await?;
+        if covered == 0 {
+            return Ok(());
+        }
+        if let Some(files) = DeltaFiles::try_new(&copy)? {
+            self.install_entities(Some(EntityCopy {
+                files: Arc::new(files),
+                covered,
+                hidden_before,
+            }));
+        }
+        Ok(())
     }
 
     /// The highest position a reader sees now: the buffer's last, or

@@ -14,6 +14,7 @@ mod coercion;
 mod days;
 pub mod distributed;
 pub mod engine;
+mod entity_reads;
 mod grouping_sets;
 mod late;
 pub mod limits;

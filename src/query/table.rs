@@ -1,7 +1,9 @@
 //! The table a query sees: the Delta snapshot's files plus the buffer's
 //! batches, frozen together at one instant so every event appears once.
 
+use super::entity_reads;
 use crate::schema::{adapt_batch, query_schema};
+use crate::storage::entities::EntityCopy;
 use crate::storage::readers::PageIndexReaders;
 use crate::storage::scan::DeltaFiles;
 use arrow::array::RecordBatch;
@@ -36,6 +38,8 @@ pub struct EventTable {
     stored_position: Option<u64>,
     /// Stored rows at or above this position are other writers'.
     positions_end: u64,
+    /// The entity copy one entity's stored events are read from.
+    entities: Option<Arc<EntityCopy>>,
 }
 
 impl EventTable {
@@ -44,6 +48,7 @@ impl EventTable {
         let mut table = Self::new(query_schema(&view.schema), view.stored, view.buffered);
         table.stored_position = view.stored_position;
         table.positions_end = view.positions_end;
+        table.entities = view.entities;
         table
     }
 
@@ -58,6 +63,7 @@ impl EventTable {
             buffer,
             stored_position: None,
             positions_end: u64::MAX,
+            entities: None,
         }
     }
 
@@ -100,6 +106,27 @@ impl EventTable {
     /// writer).
     pub fn positions_end(&self) -> u64 {
         self.positions_end
+    }
+
+    /// [`EventTable::delta_plan`] with only the rows `keep` holds for.
+    async fn kept_plan(
+        &self,
+        provider: &Arc<dyn TableProvider>,
+        state: &dyn Session,
+        projected: &SchemaRef,
+        filters: &[Expr],
+        keep: Option<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(keep) = keep else {
+            return self
+                .delta_plan(provider, state, projected, filters, None)
+                .await;
+        };
+        let wide = entity_reads::widened(projected, &self.schema, &keep)?;
+        let mut all = filters.to_vec();
+        all.push(keep.clone());
+        let plan = self.delta_plan(provider, state, &wide, &all, None).await?;
+        entity_reads::keep_rows(plan, state, &wide, projected, keep)
     }
 
     async fn delta_plan(
@@ -206,10 +233,35 @@ impl TableProvider for EventTable {
                 && (self.positions_end == u64::MAX || range.highest < as_i64(self.positions_end))
         });
         if let Some(delta) = self.delta.as_ref().filter(|_| !above_stored) {
-            inputs.push(
-                self.delta_plan(delta, state, &projected, filters, limit)
-                    .await?,
-            );
+            // One entity's events: those the entity copy covers from its
+            // bucket there, the rest from the table's files.
+            let copy = self.entities.as_ref().and_then(|copy| {
+                let entity = entity_reads::entity_of(filters)?;
+                Some(entity_reads::split(copy, &self.schema, filters, &entity).map(|s| (copy, s)))
+            });
+            match copy.transpose()? {
+                None => inputs.push(
+                    self.delta_plan(delta, state, &projected, filters, limit)
+                        .await?,
+                ),
+                Some((copy, split)) => {
+                    let files: Arc<dyn TableProvider> = copy.files.clone();
+                    inputs.push(
+                        self.kept_plan(
+                            &files,
+                            state,
+                            &projected,
+                            &split.copy_filters,
+                            split.copy_keep,
+                        )
+                        .await?,
+                    );
+                    inputs.push(
+                        self.kept_plan(delta, state, &projected, filters, Some(split.table_keep))
+                            .await?,
+                    );
+                }
+            }
         }
         // Batches wholly outside the positions asked for are left out
         // before their conversion.

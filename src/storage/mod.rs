@@ -21,6 +21,7 @@
 mod backend;
 mod discovery;
 mod encoding;
+pub mod entities;
 pub mod lease;
 pub(crate) mod readers;
 pub mod scan;

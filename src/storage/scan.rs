@@ -130,18 +130,22 @@ impl DeltaFiles {
 
         let log = snapshot.log_data();
         // File-level bounds, one entry per file, for the timestamp columns
-        // only: Delta writes them at millisecond precision (so a maximum
-        // is rounded up here), and they are what time-range filters and
-        // `ORDER BY timestamp` prune and order files by. Other columns are
-        // left to the row-group statistics in each file's footer.
+        // and `position` only: Delta writes timestamps at millisecond
+        // precision (so a maximum is rounded up here), and they are what
+        // time-range filters and `ORDER BY timestamp` prune and order files
+        // by; positions skip the files an entity copy already holds. Other
+        // columns are left to the row-group statistics in each file's
+        // footer.
         let bounds: Vec<Option<(ArrayRef, ArrayRef)>> = file_schema
             .fields()
             .iter()
             .map(|field| {
-                if !matches!(
-                    field.data_type(),
-                    DataType::Timestamp(TimeUnit::Microsecond, _)
-                ) {
+                let kept = match field.data_type() {
+                    DataType::Timestamp(TimeUnit::Microsecond, _) => true,
+                    DataType::Int64 => field.name() == crate::schema::POSITION,
+                    _ => false,
+                };
+                if !kept {
                     return None;
                 }
                 let column = datafusion::common::Column::from_name(field.name());

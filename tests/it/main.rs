@@ -12,6 +12,7 @@ mod crash;
 mod delta_interop;
 mod distributed;
 mod dsl;
+mod entity_copy;
 mod entity_streams;
 mod flight;
 mod flight_limits;

@@ -17,7 +17,6 @@
 use super::plan::FileRef;
 use super::rewrite::{Rewriter, writer_properties};
 use crate::schema::{ENTITY_ID, POSITION, adapt_batch};
-use crate::storage::PARTITION_COLUMN;
 use crate::storage::scan::DeltaFiles;
 use datafusion::prelude::{SessionContext, col};
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
@@ -47,6 +46,15 @@ pub(super) enum Failure {
     /// The commit failed. It may still have landed (a failure after the
     /// log entry was written), so the files chosen may be gone.
     Commit(DeltaTableError),
+}
+
+impl Failure {
+    /// The error, whether the commit or what came before it failed.
+    pub(super) fn into_error(self) -> DeltaTableError {
+        match self {
+            Failure::Write(e) | Failure::Commit(e) => e,
+        }
+    }
 }
 
 fn df_error(e: datafusion::error::DataFusionError) -> DeltaTableError {
@@ -109,22 +117,46 @@ async fn write(
 
     let snapshot = delta.snapshot()?;
     let schema = snapshot.snapshot().arrow_schema();
-    let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
-    let config = WriterConfig::new(
+    let partitions = snapshot.metadata().partition_columns().to_vec();
+    let mut writer = writer_for(
+        delta,
         schema.clone(),
-        vec![PARTITION_COLUMN.to_string()],
-        Some(writer_properties(sorted)),
-        NonZeroU64::new(target),
-        None,
-        stats.num_indexed_cols,
-        stats.stats_columns,
-    );
-    let mut writer = DeltaWriter::new(delta.log_store().object_store(None), config);
+        partitions,
+        writer_properties(sorted),
+        target,
+    )?;
     while let Some(batch) = batches.next().await {
         let batch = adapt_batch(&batch.map_err(df_error)?, &schema)?;
         writer.write(&batch).await?;
     }
     writer.close().await
+}
+
+/// A file writer for `delta`: files of `schema` (partition columns
+/// included) split by `partitions`, of at most `target` bytes, with the
+/// table's statistics settings.
+pub(super) fn writer_for(
+    delta: &DeltaTable,
+    schema: arrow::datatypes::SchemaRef,
+    partitions: Vec<String>,
+    properties: parquet::file::properties::WriterProperties,
+    target: u64,
+) -> Result<DeltaWriter, DeltaTableError> {
+    let snapshot = delta.snapshot()?;
+    let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
+    let config = WriterConfig::new(
+        schema,
+        partitions,
+        Some(properties),
+        NonZeroU64::new(target),
+        None,
+        stats.num_indexed_cols,
+        stats.stats_columns,
+    );
+    Ok(DeltaWriter::new(
+        delta.log_store().object_store(None),
+        config,
+    ))
 }
 
 /// Swaps `files` for `added` in one commit of `delta`'s current version.

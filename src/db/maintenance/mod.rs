@@ -28,6 +28,7 @@
 //! [`settings`] each table's retention and schedule.
 
 mod concat;
+mod entities;
 mod history;
 mod merge;
 mod outcome;
@@ -396,6 +397,8 @@ impl Database {
                 .checked_sub_signed(chrono::Duration::from_std(keep).ok()?)
         });
         if let Some(cutoff) = cutoff {
+            self.hide_in_entities(table, cutoff.timestamp_micros())
+                .await?;
             let predicate = col("timestamp").lt(lit(ScalarValue::TimestampMicrosecond(
                 Some(cutoff.timestamp_micros()),
                 Some("UTC".into()),
@@ -421,6 +424,15 @@ impl Database {
             self.storage.make_durable(&delta).await?;
             report.checkpoint = true;
             table.adopt_latest(&self.storage).await?;
+        }
+
+        // After the table's own commits, so the copy is brought up to
+        // what the run left. The copy is derived data: when it cannot be
+        // kept (its sort cannot finish within the compaction memory, say),
+        // queries read what it covers and the table's files above that,
+        // and the next run tries again; the run itself is not failed.
+        if let Err(e) = self.maintain_entities(table, &delta).await {
+            tracing::warn!(table = %label, error = %e, "the entity copy was not brought up to date");
         }
 
         report.vacuumed_files = self.vacuum(delta, &label).await?;

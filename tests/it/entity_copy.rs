@@ -1,0 +1,223 @@
+//! The entity copy: maintenance keeps a second copy of each table's stored
+//! events bucketed by entity, and a read of one entity's events takes what
+//! the copy covers from it. These tests check that such reads return the
+//! same rows as a read of the table's own files, through restarts, more
+//! flushes, bucket merges, retention and a table replaced beneath its copy.
+
+use crate::compaction::compact;
+use crate::support::{TestServer, wait_until};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const ENTITIES: [&str; 5] = ["u1", "u2", "order 7/x", "u4242", "ü-ñ"];
+
+/// `n` events per entity, over `days` days from 2026-03-01, with ids
+/// `{prefix}-{entity}-{i}` and a payload field of a new name per prefix.
+fn batch(prefix: &str, n: usize, days: usize) -> Value {
+    let mut out = Vec::new();
+    for (k, entity) in ENTITIES.iter().enumerate() {
+        for i in 0..n {
+            out.push(json!({
+                "event_id": format!("{prefix}-{entity}-{i}"),
+                "event_type": if i % 2 == 0 { "a" } else { "b" },
+                "entity_id": entity,
+                "timestamp": format!("2026-03-{:02}T{:02}:00:00Z", 1 + (i + k) % days, i % 24),
+                "payload": {"i": i, format!("f_{prefix}"): k},
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
+/// The physical plan of `sql`.
+fn physical(s: &TestServer, sql: &str) -> String {
+    s.sql(&format!("EXPLAIN {sql}"))
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan")
+        .map(|r| r["plan"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+/// For every entity: its events read by `entity_id = '…'` (the copy's
+/// path when there is a copy), read the way no copy serves, and the
+/// stream route's versions, which must be 1..=n.
+fn check_reads(s: &TestServer, expect_rows: usize) {
+    for entity in ENTITIES {
+        let quoted = entity.replace('\'', "''");
+        let cols = "event_id, event_type, entity_id, timestamp, position, version, i";
+        let fast = s.sql(&format!(
+            "SELECT {cols} FROM events WHERE entity_id = '{quoted}' ORDER BY position"
+        ));
+        let slow = s.sql(&format!(
+            "SELECT {cols} FROM events WHERE concat(entity_id, '') = '{quoted}' ORDER BY position"
+        ));
+        assert_eq!(fast.len(), expect_rows, "{entity}: {fast:?}");
+        assert_eq!(fast, slow, "{entity}");
+        let all = s.sql(&format!(
+            "SELECT * FROM events WHERE entity_id = '{quoted}' ORDER BY position"
+        ));
+        let all_slow = s.sql(&format!(
+            "SELECT * FROM events WHERE concat(entity_id, '') = '{quoted}' ORDER BY position"
+        ));
+        assert_eq!(all, all_slow, "{entity}: every column");
+        let path = format!(
+            "/v1/streams/events/{}?limit=10000",
+            entity
+                .replace('%', "%25")
+                .replace('/', "%2F")
+                .replace(' ', "%20")
+        );
+        let stream = s.get(&path);
+        assert_eq!(stream.status, 200, "{}", stream.text());
+        let versions: Vec<u64> = stream
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            versions,
+            (1..=expect_rows as u64).collect::<Vec<_>>(),
+            "{entity}"
+        );
+    }
+}
+
+fn reads_the_copy(s: &TestServer) -> bool {
+    physical(s, "SELECT * FROM events WHERE entity_id = 'u1'").contains("_allsource/entities")
+}
+
+#[test]
+fn one_entitys_events_are_read_from_the_copy_and_agree_with_the_table() {
+    let mut s = TestServer::start(&["--maintenance-interval", "0", "--vacuum-retention", "0s"]);
+    s.ingest(&batch("p1", 30, 10));
+    s.stop();
+    s.restart();
+    // Before any maintenance there is no copy.
+    assert!(!reads_the_copy(&s));
+    check_reads(&s, 30);
+
+    compact(&s, "");
+    let copy_dir = s.data_dir.join("tables/_allsource/entities/default/events");
+    assert!(copy_dir.join("_delta_log").is_dir(), "no copy");
+    assert!(
+        reads_the_copy(&s),
+        "{}",
+        physical(&s, "SELECT * FROM events WHERE entity_id = 'u1'")
+    );
+    // Other queries do not read it.
+    assert!(!physical(&s, "SELECT count(*) FROM events").contains("_allsource"));
+    check_reads(&s, 30);
+
+    // Stored above the copy (a new column among them), then buffered.
+    s.ingest(&batch("p2", 10, 10));
+    s.stop();
+    s.restart();
+    s.ingest(&batch("p3", 5, 10));
+    check_reads(&s, 45);
+    assert_eq!(
+        s.scalar("SELECT count(*) FROM events WHERE entity_id = 'u2' AND f_p2 IS NOT NULL"),
+        json!(10)
+    );
+
+    // Killed and restarted: the copy is found again, and more runs extend
+    // it and merge each bucket's small files.
+    s.kill9();
+    s.restart();
+    check_reads(&s, 45);
+    for round in 0..5 {
+        s.ingest(&batch(&format!("r{round}"), 3, 10));
+        s.stop();
+        s.restart();
+        compact(&s, "");
+        assert!(reads_the_copy(&s));
+    }
+    check_reads(&s, 60);
+    // Each bucket's small files were merged: a bucket holds fewer files
+    // than it had runs.
+    let plan = physical(&s, "SELECT * FROM events WHERE entity_id = 'u1'");
+    let copy_files = plan.matches("_allsource/entities").count();
+    assert!(
+        (1..4).contains(&copy_files),
+        "{copy_files} files read: {plan}"
+    );
+    assert_eq!(
+        s.scalar(
+            "SELECT count(*) FROM events WHERE entity_id = 'u4242' AND version BETWEEN 10 AND 19"
+        ),
+        json!(10)
+    );
+}
+
+#[test]
+fn events_retention_deletes_are_not_read_from_the_copy() {
+    let mut s = TestServer::start(&["--maintenance-interval", "0"]);
+    let now = chrono::Utc::now();
+    let at = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    let events: Vec<Value> = [("old-1", 45), ("old-2", 40), ("new-1", 3), ("new-2", 1)]
+        .iter()
+        .map(|(id, days)| json!({"event_id": id, "event_type": "t", "entity_id": "u", "timestamp": at(*days)}))
+        .collect();
+    s.ingest(&Value::Array(events));
+    s.stop();
+    s.restart();
+    compact(&s, "");
+    assert!(
+        physical(&s, "SELECT * FROM events WHERE entity_id = 'u'").contains("_allsource/entities")
+    );
+    let ids = |s: &TestServer| -> Vec<Value> {
+        s.sql("SELECT event_id FROM events WHERE entity_id = 'u' ORDER BY event_id")
+    };
+    assert_eq!(ids(&s).len(), 4);
+
+    let (status, reply) = s.client_put(
+        "/v1/admin/tables/events/settings",
+        r#"{"retention": "30days"}"#,
+    );
+    assert_eq!(status, 200, "{reply}");
+    compact(&s, "");
+    let left = vec![json!({"event_id": "new-1"}), json!({"event_id": "new-2"})];
+    assert_eq!(ids(&s), left);
+    assert_eq!(
+        s.sql("SELECT event_id FROM events WHERE concat(entity_id, '') = 'u' ORDER BY event_id"),
+        left
+    );
+    // The cutoff is in the copy's log: it holds after kill -9.
+    s.kill9();
+    s.restart();
+    assert_eq!(ids(&s), left);
+    assert!(
+        physical(&s, "SELECT * FROM events WHERE entity_id = 'u'").contains("_allsource/entities")
+    );
+}
+
+#[test]
+fn a_copy_ahead_of_its_table_is_not_read_and_is_rebuilt() {
+    let mut s = TestServer::start(&["--maintenance-interval", "0"]);
+    s.ingest(&batch("p1", 20, 5));
+    s.stop();
+    s.restart();
+    compact(&s, "");
+    assert!(reads_the_copy(&s));
+    // The table is replaced beneath its copy (say, restored from an
+    // older backup): the copy covers positions the table does not hold.
+    s.stop();
+    std::fs::remove_dir_all(s.data_dir.join("tables/default/events")).unwrap();
+    std::fs::remove_dir_all(s.data_dir.join("wal")).ok();
+    s.restart();
+    s.ingest(&batch("q", 4, 5));
+    s.stop();
+    s.restart();
+    assert!(!reads_the_copy(&s), "the copy covers more than the table");
+    check_reads(&s, 4);
+    compact(&s, "");
+    wait_until("the rebuilt copy is read", Duration::from_secs(30), || {
+        reads_the_copy(&s)
+    });
+    check_reads(&s, 4);
+    assert_eq!(
+        s.scalar("SELECT count(*) FROM events WHERE entity_id = 'u1'"),
+        json!(4)
+    );
+}
