@@ -6,7 +6,13 @@
 //! peer, and checks that every engine gave the same answer.
 //!
 //! cargo bench --bench peer_compare -- [--events 10000000] [--entities 250000]
-//!     [--days 30] [--repeats 5]
+//!     [--days 30] [--repeats 5] [--point-runs 300] [--ingest-rate 100000]
+//!
+//! Then the two point queries (one entity's events, the latest 10) are
+//! timed `--point-runs` times each over HTTP, idle and while
+//! `--ingest-rate` events/s are ingested over 4 connections (10,000-event
+//! NDJSON bodies), and their p50 and p99 printed: the chDB medians in the
+//! table above are the peer's figures for the same queries.
 //!
 //! The events are ingested over HTTP, flushed (a restart) and compacted
 //! (`POST /v1/admin/compact`) before anything is timed; the peers load the
@@ -17,7 +23,9 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 const DAY_US: i64 = 86_400_000_000;
 const JAN1_US: i64 = 1_767_225_600_000_000;
@@ -367,6 +375,14 @@ fn main() {
     println!(
         "(AllSource over HTTP with Arrow results; chDB and DuckDB in-process, results as Arrow; ratio = AllSource / peer; worst ratio to chDB {worst:.2}x)"
     );
+    point_queries(
+        &http,
+        &server.base,
+        entities,
+        days,
+        arg("--point-runs", 300),
+        arg("--ingest-rate", 100_000.0),
+    );
     println!(
         "server peak RSS {:.0} MiB",
         server.peak_rss() as f64 / 1048576.0
@@ -377,4 +393,83 @@ fn main() {
         "answers differ:\n{}",
         differences.join("\n")
     );
+}
+
+/// p50 and p99 of one entity's events (a random entity each time) and of
+/// the latest 10, `runs` times each, idle and under `rate` events/s of
+/// ingest.
+fn point_queries(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    entities: u64,
+    days: u64,
+    runs: usize,
+    rate: f64,
+) {
+    let time = |label: &str| {
+        let mut rng = Rng::new(42);
+        let mut one = Vec::with_capacity(runs);
+        let mut latest = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let entity = rng.below(entities);
+            let t = Instant::now();
+            arrow_query(
+                http,
+                base,
+                &format!(
+                    "SELECT event_id, event_type, timestamp, amount FROM events \
+                     WHERE entity_id = 'u{entity}' ORDER BY timestamp, event_id"
+                ),
+            );
+            one.push(t.elapsed());
+            let t = Instant::now();
+            arrow_query(
+                http,
+                base,
+                "SELECT event_id, event_type, entity_id, timestamp FROM events \
+                 ORDER BY timestamp DESC, event_id LIMIT 10",
+            );
+            latest.push(t.elapsed());
+        }
+        for (name, times) in [
+            ("one entity's events", &mut one),
+            ("latest 10 events", &mut latest),
+        ] {
+            times.sort();
+            let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+            println!(
+                "{name:<22} {label:<26} p50 {:>6.2} ms  p99 {:>6.2} ms",
+                pct(0.5).as_secs_f64() * 1e3,
+                pct(0.99).as_secs_f64() * 1e3
+            );
+        }
+    };
+    println!("\npoint queries over HTTP (Arrow), {runs} runs each (targets: p99 < 5 ms)");
+    time("idle");
+    let batch = 10_000;
+    let bodies = Arc::new(
+        (0..16)
+            .map(|i| ndjson_batch(1 << 40 | (i * batch) as u64, batch, entities, days))
+            .collect::<Vec<_>>(),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (url, done) = (format!("{base}/v1/events"), done.clone());
+        std::thread::spawn(move || {
+            let mut events = 0;
+            let started = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                events +=
+                    run_load_for(&url, bodies.clone(), batch, 4, rate, Duration::from_secs(2))
+                        .events;
+            }
+            events as f64 / started.elapsed().as_secs_f64()
+        })
+    };
+    // Ingest reaches its pace and flushes start before the timing.
+    std::thread::sleep(Duration::from_secs(5));
+    time(&format!("under {:.0}K events/s", rate / 1e3));
+    done.store(true, Ordering::Relaxed);
+    let achieved = load.join().unwrap();
+    println!("(ingest achieved {achieved:.0} events/s while the queries ran)");
 }

@@ -26,7 +26,7 @@
 
 use super::merge;
 use super::plan::FileRef;
-use super::rewrite::writer_properties;
+use super::rewrite::entity_copy_properties;
 use super::{Database, Result, Table, delta_error};
 use crate::schema::{ENTITY_ID, POSITION, adapt_batch};
 use crate::storage::entities::{
@@ -34,7 +34,7 @@ use crate::storage::entities::{
 };
 use crate::storage::scan::DeltaFiles;
 use arrow::array::{ArrayRef, AsArray, Int32Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, cast, create_udf};
 use datafusion::prelude::{SessionContext, col, lit};
 use delta_kernel::engine::arrow_conversion::TryIntoKernel;
@@ -267,18 +267,46 @@ impl Database {
             .execute_stream()
             .await
             .map_err(df)?;
-        let mut writer = merge::writer_for(
-            copy,
-            schema.clone(),
-            vec![BUCKET_COLUMN.to_string()],
-            writer_properties(true),
-            target,
-        )?;
+        // The rows come bucket after bucket: one bucket's writer is open
+        // at a time, so only one file's row group is held in memory.
+        let mut added = Vec::new();
+        let mut open: Option<(i32, deltalake::datafile::writer::DeltaWriter)> = None;
         while let Some(batch) = batches.next().await {
             let batch = adapt_batch(&batch.map_err(df)?, schema)?;
-            writer.write(&batch).await?;
+            let buckets = batch
+                .column_by_name(BUCKET_COLUMN)
+                .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                .ok_or_else(|| DeltaTableError::Generic("no bucket column".into()))?
+                .clone();
+            let mut start = 0;
+            while start < batch.num_rows() {
+                let bucket = buckets.value(start);
+                let end = (start..batch.num_rows())
+                    .find(|&i| buckets.value(i) != bucket)
+                    .unwrap_or(batch.num_rows());
+                if open.as_ref().map(|(b, _)| *b) != Some(bucket) {
+                    if let Some((_, writer)) = open.take() {
+                        added.extend(writer.close().await?);
+                    }
+                    let writer = merge::writer_for(
+                        copy,
+                        schema.clone(),
+                        vec![BUCKET_COLUMN.to_string()],
+                        entity_copy_properties(),
+                        target,
+                    )?;
+                    open = Some((bucket, writer));
+                }
+                if let Some((_, writer)) = open.as_mut() {
+                    writer.write(&batch.slice(start, end - start)).await?;
+                }
+                start = end;
+            }
         }
-        writer.close().await
+        if let Some((_, writer)) = open {
+            added.extend(writer.close().await?);
+        }
+        Ok(added)
     }
 
     /// Merges the small files of each bucket that has [`MERGE_AT`] of
@@ -315,9 +343,17 @@ impl Database {
             return Ok(copy);
         };
         for files in due {
-            let (merged, _) = merge::merge(&self.rewriter, &scan, &copy, files, target, true)
-                .await
-                .map_err(|f| delta_err(f.into_error()))?;
+            let (merged, _) = merge::merge(
+                &self.rewriter,
+                &scan,
+                &copy,
+                files,
+                target,
+                true,
+                entity_copy_properties(),
+            )
+            .await
+            .map_err(|f| delta_err(f.into_error()))?;
             self.storage.make_durable(&merged).await?;
             copy = merged;
         }

@@ -15,7 +15,7 @@
 //! own `optimize` instead.
 
 use super::plan::FileRef;
-use super::rewrite::{Rewriter, writer_properties};
+use super::rewrite::Rewriter;
 use crate::schema::{ENTITY_ID, POSITION, adapt_batch};
 use crate::storage::scan::DeltaFiles;
 use datafusion::prelude::{SessionContext, col};
@@ -26,6 +26,7 @@ use deltalake::operations::write::WriterStatsConfig;
 use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
+use parquet::file::properties::WriterProperties;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
@@ -64,7 +65,7 @@ fn df_error(e: datafusion::error::DataFusionError) -> DeltaTableError {
 /// Merges `files` of `delta` into new files of at most `target` bytes,
 /// sorted by `entity_id` and `position` when `sorted`, in one commit.
 /// `scan` reads the files: a scan of `delta` or of an earlier version
-/// that holds them.
+/// that holds them. New files are written with `properties`.
 pub(super) async fn merge(
     rewriter: &Rewriter,
     scan: &DeltaFiles,
@@ -72,6 +73,7 @@ pub(super) async fn merge(
     files: &[FileRef],
     target: u64,
     sorted: bool,
+    properties: WriterProperties,
 ) -> Result<(DeltaTable, Merged), Failure> {
     let copied = if sorted {
         None
@@ -82,7 +84,7 @@ pub(super) async fn merge(
     };
     let added = match copied {
         Some(added) => added,
-        None => write(rewriter, scan, delta, files, target, sorted)
+        None => write(rewriter, scan, delta, files, target, sorted, properties)
             .await
             .map_err(Failure::Write)?,
     };
@@ -99,6 +101,7 @@ async fn write(
     files: &[FileRef],
     target: u64,
     sorted: bool,
+    properties: WriterProperties,
 ) -> Result<Vec<deltalake::kernel::Add>, DeltaTableError> {
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let scan = scan.only(&paths).map_err(df_error)?;
@@ -118,13 +121,7 @@ async fn write(
     let snapshot = delta.snapshot()?;
     let schema = snapshot.snapshot().arrow_schema();
     let partitions = snapshot.metadata().partition_columns().to_vec();
-    let mut writer = writer_for(
-        delta,
-        schema.clone(),
-        partitions,
-        writer_properties(sorted),
-        target,
-    )?;
+    let mut writer = writer_for(delta, schema.clone(), partitions, properties, target)?;
     while let Some(batch) = batches.next().await {
         let batch = adapt_batch(&batch.map_err(df_error)?, &schema)?;
         writer.write(&batch).await?;
@@ -139,7 +136,7 @@ pub(super) fn writer_for(
     delta: &DeltaTable,
     schema: arrow::datatypes::SchemaRef,
     partitions: Vec<String>,
-    properties: parquet::file::properties::WriterProperties,
+    properties: WriterProperties,
     target: u64,
 ) -> Result<DeltaWriter, DeltaTableError> {
     let snapshot = delta.snapshot()?;

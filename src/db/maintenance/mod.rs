@@ -324,11 +324,17 @@ impl Database {
             loop {
                 attempt += 1;
                 let run = match &scan {
-                    Some(scan) => {
-                        merge::merge(&self.rewriter, scan, &delta, &part.files, target, sorted)
-                            .await
-                            .map(|(t, m)| (t, m.files_added, m.bytes_added, m.files_removed))
-                    }
+                    Some(scan) => merge::merge(
+                        &self.rewriter,
+                        scan,
+                        &delta,
+                        &part.files,
+                        target,
+                        sorted,
+                        writer_properties(sorted),
+                    )
+                    .await
+                    .map(|(t, m)| (t, m.files_added, m.bytes_added, m.files_removed)),
                     None => self
                         .bin_pack(&delta, partition, target)
                         .await
