@@ -138,6 +138,13 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_COMPACTION_MEMORY_LIMIT", default_value_t = 256 << 20)]
     pub compaction_memory_limit: usize,
 
+    /// Keep each table's entity copy: a second copy of its stored events
+    /// laid out by entity, which reads of one entity's events use.
+    /// `false` saves its storage and maintenance work; reads of one entity
+    /// then open every daily file that holds its events.
+    #[arg(long, env = "ALLSOURCE_ENTITY_COPY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub entity_copy: bool,
+
     /// How long files replaced by compaction or deletion are kept before
     /// vacuum deletes them: queries started before the replacement keep
     /// reading them meanwhile. Keep it above the longest query (and at most
@@ -331,6 +338,7 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(600),
             compaction_target_bytes: 256 << 20,
             compaction_memory_limit: 256 << 20,
+            entity_copy: true,
             vacuum_retention: Duration::from_secs(3600),
             retention: None,
             query_memory_limit: 2 << 30,

@@ -554,7 +554,9 @@ async fn open_table(
     table.restore_sequencer(storage).await?;
     // A copy that cannot be read now is rebuilt by the next maintenance
     // run; the table is read without it until then.
-    if let Err(e) = table.load_entities(storage).await {
+    if config.entity_copy
+        && let Err(e) = table.load_entities(storage).await
+    {
         tracing::warn!(table = %table.label(), error = %e, "the entity copy is not read");
     }
     Ok(table)

@@ -221,3 +221,28 @@ fn a_copy_ahead_of_its_table_is_not_read_and_is_rebuilt() {
         json!(4)
     );
 }
+
+#[test]
+fn the_copy_can_be_turned_off() {
+    let mut s = TestServer::start(&["--maintenance-interval", "0", "--entity-copy", "false"]);
+    s.ingest(&batch("p1", 6, 3));
+    s.stop();
+    s.restart();
+    compact(&s, "");
+    assert!(
+        !s.data_dir.join("tables/_allsource/entities").exists(),
+        "a copy was made"
+    );
+    assert!(!reads_the_copy(&s));
+    check_reads(&s, 6);
+    let bad = std::process::Command::new(crate::support::server_bin())
+        .args(["serve", "--entity-copy", "maybe"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--entity-copy"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

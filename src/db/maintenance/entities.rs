@@ -117,7 +117,7 @@ impl Database {
         table: &Arc<Table>,
         delta: &DeltaTable,
     ) -> Result<()> {
-        if self.config.node_id.is_some() || delta.version().is_none() {
+        if !self.config.entity_copy || self.config.node_id.is_some() || delta.version().is_none() {
             return Ok(());
         }
         let label = format!("{} (entity copy)", table.label());
@@ -363,7 +363,9 @@ impl Database {
     /// Before the table's retention deletes events older than `cutoff`
     /// (micros): records the cutoff in its entity copy, durably, and
     /// makes queries stop reading the copy's events older than it, so the
-    /// copy never shows an event the table no longer has.
+    /// copy never shows an event the table no longer has. Done with
+    /// `--entity-copy false` too: a copy left from before stays right for
+    /// when it is turned on again.
     pub(super) async fn hide_in_entities(&self, table: &Arc<Table>, cutoff: i64) -> Result<()> {
         if self.config.node_id.is_some() {
             return Ok(());
