@@ -249,6 +249,40 @@ impl DeltaFiles {
     }
 }
 
+impl DeltaFiles {
+    /// The files (paths relative to the table, as the log names them, with
+    /// their sizes) whose `column`, an integer column with file bounds, may
+    /// hold a value above `above`: those whose maximum is above it or not
+    /// known.
+    pub fn files_reaching_above(&self, column: &str, above: i64) -> Vec<(String, u64)> {
+        let index = self.schema.index_of(column).ok();
+        let base = self.base.as_ref();
+        self.files
+            .iter()
+            .filter(|f| {
+                let max = index.and_then(|i| {
+                    f.statistics
+                        .as_ref()?
+                        .column_statistics
+                        .get(i)?
+                        .max_value
+                        .get_value()
+                        .cloned()
+                });
+                !matches!(max, Some(ScalarValue::Int64(Some(m))) if m <= above)
+            })
+            .map(|f| {
+                let location = f.object_meta.location.as_ref();
+                let relative = location.strip_prefix(base).unwrap_or(location);
+                (
+                    relative.trim_start_matches('/').to_string(),
+                    f.object_meta.size,
+                )
+            })
+            .collect()
+    }
+}
+
 /// The store location of a data file the Delta log names by `path`, a
 /// path relative to the table's directory `base`.
 fn file_location(base: &Path, path: &str) -> Result<Path> {

@@ -223,8 +223,49 @@ impl Database {
 
     /// The table's events after position `after` up to `upto` (all of
     /// them, rows without a position included, when `after` is 0), sorted
-    /// by bucket, entity and position, written as the copy's files.
+    /// by bucket, entity and position, written as the copy's files. Only
+    /// the files that may hold such positions are read.
     async fn copy_range(
+        &self,
+        source: DeltaFiles,
+        copy: &DeltaTable,
+        schema: &SchemaRef,
+        after: u64,
+        upto: u64,
+        target: u64,
+    ) -> Result<Vec<deltalake::kernel::Add>, DeltaTableError> {
+        let df = |e: datafusion::error::DataFusionError| {
+            DeltaTableError::Generic(format!("the entity copy's scan failed: {e}"))
+        };
+        // The files are taken in groups of about the target size, each
+        // sorted on its own, so no sort holds or spills more than a merge
+        // does, however far the copy is behind; the copy's new files are
+        // all committed together.
+        let candidates =
+            source.files_reaching_above(POSITION, i64::try_from(after).unwrap_or(i64::MAX));
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        let mut group_bytes = u64::MAX;
+        for (path, size) in candidates {
+            if group_bytes.saturating_add(size) > target {
+                groups.push(Vec::new());
+                group_bytes = 0;
+            }
+            group_bytes += size;
+            groups.last_mut().expect("a group was started").push(path);
+        }
+        let mut added = Vec::new();
+        for paths in groups {
+            let scan = source.only(&paths).map_err(df)?;
+            added.extend(
+                self.copy_files(scan, copy, schema, after, upto, target)
+                    .await?,
+            );
+        }
+        Ok(added)
+    }
+
+    /// [`Database::copy_range`] over the files of `source`.
+    async fn copy_files(
         &self,
         source: DeltaFiles,
         copy: &DeltaTable,

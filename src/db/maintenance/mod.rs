@@ -302,6 +302,17 @@ impl Database {
             };
             return Ok(());
         }
+        // Before compaction, from the same snapshot: the copy takes the
+        // files flushed since its last run while they are still the
+        // flushes' own (each a short run of positions), and compaction
+        // then merges only files the copy covers. The copy is derived
+        // data: when it cannot be kept (its sort cannot finish within the
+        // compaction memory, say), queries read what it covers from it
+        // and the rest from the table, and the next run tries again; the
+        // run itself is not failed.
+        if let Err(e) = self.maintain_entities(table, &delta).await {
+            tracing::warn!(table = %label, error = %e, "the entity copy was not brought up to date");
+        }
         let delta_err = |source| delta_error(&label, source);
         let mut changed = false;
         let mut gave_way = Vec::new();
@@ -430,15 +441,6 @@ impl Database {
             self.storage.make_durable(&delta).await?;
             report.checkpoint = true;
             table.adopt_latest(&self.storage).await?;
-        }
-
-        // After the table's own commits, so the copy is brought up to
-        // what the run left. The copy is derived data: when it cannot be
-        // kept (its sort cannot finish within the compaction memory, say),
-        // queries read what it covers and the table's files above that,
-        // and the next run tries again; the run itself is not failed.
-        if let Err(e) = self.maintain_entities(table, &delta).await {
-            tracing::warn!(table = %label, error = %e, "the entity copy was not brought up to date");
         }
 
         report.vacuumed_files = self.vacuum(delta, &label).await?;
