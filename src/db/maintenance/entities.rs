@@ -15,8 +15,10 @@
 //! - **Columns.** Columns the table gained are added to the copy first
 //!   (older files read them as NULL).
 //! - **Rebuild.** A copy that covers more than the table has stored (the
-//!   table was replaced beneath it), or whose column types disagree with
-//!   the table's, is replaced whole in one commit.
+//!   table was replaced beneath it) is replaced whole in one commit. One
+//!   whose column types disagree with the table's (a table's column never
+//!   changes type, so this is damage) is emptied, covering nothing, and
+//!   queries read the table alone.
 //! - **Retention.** Before the table's retention deletes events, the
 //!   cutoff is recorded in the copy ([`Database::hide_in_entities`]) and
 //!   queries stop reading the copy's events older than it.
