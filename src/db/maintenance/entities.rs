@@ -112,8 +112,8 @@ fn compare_columns(copy: &Schema, wanted: &Schema) -> Result<Columns, DeltaTable
 }
 
 impl Database {
-    /// Brings `table`'s entity copy up to `delta` (the table as this run
-    /// left it) and makes queries read it.
+    /// Brings `table`'s entity copy up to `delta` (the snapshot this run
+    /// starts from, before its compaction) and makes queries read it.
     pub(super) async fn maintain_entities(
         &self,
         table: &Arc<Table>,
@@ -127,11 +127,7 @@ impl Database {
         let Some(source) = DeltaFiles::try_new(delta)? else {
             return Ok(());
         };
-        let table_schema = delta
-            .snapshot()
-            .map_err(delta_err)?
-            .snapshot()
-            .arrow_schema();
+        let table_schema = schema_of(delta).map_err(delta_err)?;
         if table_schema.column_with_name(POSITION).is_none() {
             return Ok(());
         }
@@ -148,8 +144,9 @@ impl Database {
             .storage
             .open_entities(&table.tenant, &table.name)
             .await?;
-        let (mut covered, hidden) = self.storage.entities_marks(&copy, &label).await?;
-        let mut rebuild = covered > upto;
+        let (covered, hidden) = self.storage.entities_marks(&copy, &label).await?;
+        // A copy ahead of its table is replaced whole, from the start.
+        let rebuild = covered > upto;
         if copy.version().is_none() {
             let fields = wanted
                 .fields()
@@ -166,11 +163,7 @@ impl Database {
                 .map_err(delta_err)?;
             self.storage.make_durable(&copy).await?;
         } else {
-            let have = copy
-                .snapshot()
-                .map_err(delta_err)?
-                .snapshot()
-                .arrow_schema();
+            let have = schema_of(&copy).map_err(delta_err)?;
             match compare_columns(&have, &wanted).map_err(delta_err)? {
                 Columns::Same => {}
                 Columns::Missing(fields) => {
@@ -192,26 +185,18 @@ impl Database {
                 }
             }
         }
-        if rebuild {
-            covered = 0;
-        }
-        if covered < upto {
-            let copy_arrow = copy
-                .snapshot()
-                .map_err(delta_err)?
-                .snapshot()
-                .arrow_schema();
+        let from = if rebuild { 0 } else { covered };
+        if from < upto {
+            let copy_arrow = schema_of(&copy).map_err(delta_err)?;
             let added = self
-                .copy_range(source, &copy, &copy_arrow, covered, upto, target)
+                .copy_range(source, &copy, &copy_arrow, from, upto, target)
                 .await
                 .map_err(delta_err)?;
             copy = commit(&copy, added, rebuild, upto)
                 .await
                 .map_err(delta_err)?;
             self.storage.make_durable(&copy).await?;
-            rebuild = false;
         }
-        debug_assert!(!rebuild);
         copy = self.merge_buckets(copy, target, &label).await?;
         self.vacuum(copy.clone(), &label).await?;
         let files = DeltaFiles::try_new(&copy)?;
@@ -236,9 +221,6 @@ impl Database {
         upto: u64,
         target: u64,
     ) -> Result<Vec<deltalake::kernel::Add>, DeltaTableError> {
-        let df = |e: datafusion::error::DataFusionError| {
-            DeltaTableError::Generic(format!("the entity copy's scan failed: {e}"))
-        };
         // The files are taken in groups of about the target size, each
         // sorted on its own, so no sort holds or spills more than a merge
         // does, however far the copy is behind; the copy's new files are
@@ -257,7 +239,7 @@ impl Database {
         }
         let mut added = Vec::new();
         for paths in groups {
-            let scan = source.only(&paths).map_err(df)?;
+            let scan = source.only(&paths).map_err(scan_error)?;
             added.extend(
                 self.copy_files(scan, copy, schema, after, upto, target)
                     .await?,
@@ -276,9 +258,6 @@ impl Database {
         upto: u64,
         target: u64,
     ) -> Result<Vec<deltalake::kernel::Add>, DeltaTableError> {
-        let df = |e: datafusion::error::DataFusionError| {
-            DeltaTableError::Generic(format!("the entity copy's scan failed: {e}"))
-        };
         let ctx = SessionContext::new_with_state(self.rewriter.state());
         let bucket = bucket_udf();
         let position = col(POSITION);
@@ -306,16 +285,16 @@ impl Database {
                     col(POSITION).sort(true, true),
                 ])
             })
-            .map_err(df)?
+            .map_err(scan_error)?
             .execute_stream()
             .await
-            .map_err(df)?;
+            .map_err(scan_error)?;
         // The rows come bucket after bucket: one bucket's writer is open
         // at a time, so only one file's row group is held in memory.
         let mut added = Vec::new();
         let mut open: Option<(i32, deltalake::datafile::writer::DeltaWriter)> = None;
         while let Some(batch) = batches.next().await {
-            let batch = adapt_batch(&batch.map_err(df)?, schema)?;
+            let batch = adapt_batch(&batch.map_err(scan_error)?, schema)?;
             let buckets = batch
                 .column_by_name(BUCKET_COLUMN)
                 .and_then(|c| c.as_primitive_opt::<Int32Type>())
@@ -437,6 +416,15 @@ impl Database {
         self.storage.make_durable(&copy).await?;
         Ok(())
     }
+}
+
+/// The arrow schema of a Delta table's current snapshot.
+fn schema_of(table: &DeltaTable) -> Result<SchemaRef, DeltaTableError> {
+    Ok(table.snapshot()?.snapshot().arrow_schema())
+}
+
+fn scan_error(e: datafusion::error::DataFusionError) -> DeltaTableError {
+    DeltaTableError::Generic(format!("the entity copy's scan failed: {e}"))
 }
 
 fn append_operation() -> DeltaOperation {
