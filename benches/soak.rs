@@ -3,7 +3,8 @@
 //! time and checks that the final count equals the events acknowledged.
 //!
 //! cargo bench --bench soak -- [--minutes 60] [--fraction 0.7]
-//!     [--calibrate-minutes 10] [--batch 5000] [--connections 4]
+//!     [--calibrate-minutes 10 | --maximum EVENTS_PER_S] [--batch 5000]
+//!     [--connections 4]
 //!     [--days 30] [--warmup-minutes 10] [--window-minutes 5]
 //!     [--server-args "--max-buffer-bytes 67108864 ..."]
 //!
@@ -17,14 +18,23 @@
 //! floor. The fits over every sample, and over RSS minus the memory
 //! gauges, are printed beside it.
 //!
-//! The maximum is the rate the server sustains: a first load as fast as
-//! the server takes it, for `--calibrate-minutes`, with the soak's flags
-//! and so with flushes, compaction, checkpoints and vacuum running; the
-//! rate of its second half is the maximum. A load of a fixed 20M events
-//! (about half a minute) measured the flusher before compaction had much
-//! to do, a rate the server then held for minutes, not an hour: runs
-//! offered 70% of it achieved a quarter to a third of it, refused with 503
-//! and retried, and so measured a saturated server, not one at 70%.
+//! The maximum is the rate the server sustains with its maintenance
+//! keeping up. A calibration server of its own (same flags) first takes a
+//! load as fast as it will for `--calibrate-minutes`; the load then stops,
+//! the buffer is flushed and a compaction brings the table (and its
+//! entity copy) up to date. The maximum is the events taken over the
+//! load's time plus that drain's: what the server takes and also
+//! compacts per second. The rate a server accepts at full speed is not
+//! that: its maintenance falls behind, and earlier hours offered 70% of
+//! a 10-minute full-speed rate achieved a third to a half of it, refused
+//! with 503 and retried, so they measured a saturated server, not one at
+//! 70%. `--maximum N` skips the calibration and uses N events/s.
+//!
+//! The soak itself runs on a fresh server, so that its table holds only
+//! what the soak acknowledges. Before it starts, the disk the soak would
+//! fill (at the calibration's bytes per event, table, copy and not yet
+//! vacuumed files) is compared with the free space; a soak that would
+//! not fit stops there.
 //!
 //! Every 5 s it samples the server's RSS and the memory gauges of
 //! `/metrics` (buffers, compaction, queries, entity index) and the number
@@ -120,6 +130,87 @@ fn parquet_files(dir: &std::path::Path) -> usize {
     n
 }
 
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => n += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    n
+}
+
+/// Bytes free on the file system that holds `dir`.
+fn free_bytes(dir: &std::path::Path) -> f64 {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .expect("run df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse::<f64>().ok())
+        .expect("df gives the free bytes")
+}
+
+/// What the calibration measured.
+struct Calibration {
+    events: usize,
+    retries: usize,
+    /// The full-speed load.
+    load: Duration,
+    /// From the load's end until its events were flushed and compacted.
+    drain: Duration,
+    /// Bytes under the storage root after the drain, per event.
+    bytes_per_event: f64,
+}
+
+/// Loads a server of its own as fast as it takes the events for `time`,
+/// then waits for the buffer to be flushed and compacts the table; the
+/// server and its files are gone afterwards.
+fn calibrate(
+    flags: &[&str],
+    time: Duration,
+    bodies: &Arc<Vec<Vec<u8>>>,
+    batch: usize,
+    connections: usize,
+) -> Calibration {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = BenchServer::start(tmp.path(), flags);
+    let url = format!("{}/v1/events", server.base);
+    let load = run_load_flat_out(&url, bodies.clone(), batch, connections, time);
+    let drained = Instant::now();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    while gauges(&http, &server.base)[0] > 0.0 {
+        assert!(
+            drained.elapsed() < Duration::from_secs(1800),
+            "the buffer was not flushed within 30 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    compact_all(&server.base);
+    let drain = drained.elapsed();
+    let bytes = dir_bytes(&tmp.path().join("tables"));
+    server.stop();
+    Calibration {
+        events: load.events,
+        retries: load.retries,
+        load: load.elapsed,
+        drain,
+        bytes_per_event: bytes as f64 / load.events.max(1) as f64,
+    }
+}
+
 /// One sample of the server's state.
 struct Sample {
     at: f64,
@@ -131,7 +222,11 @@ struct Sample {
 fn main() {
     let minutes: f64 = arg("--minutes", 60.0);
     let fraction: f64 = arg("--fraction", 0.7);
-    let calibrate: f64 = arg("--calibrate-minutes", 10.0) * 60.0;
+    let calibrate_for = Duration::from_secs_f64(arg("--calibrate-minutes", 10.0) * 60.0);
+    let maximum: Option<f64> = match arg("--maximum", 0.0) {
+        m if m > 0.0 => Some(m),
+        _ => None,
+    };
     let batch: usize = arg("--batch", 5_000);
     let connections: usize = arg("--connections", 4);
     let days: u64 = arg("--days", 30);
@@ -140,7 +235,6 @@ fn main() {
     // More server flags, e.g. smaller transient pools, so that what stays
     // in memory is more of what RSS shows.
     let extra: String = arg("--server-args", String::new());
-    let tmp = tempfile::tempdir().unwrap();
     // Maintenance every minute: compaction, checkpoints and vacuum run
     // throughout, under the load.
     let mut flags = vec![
@@ -152,31 +246,45 @@ fn main() {
         "1m",
     ];
     flags.extend(extra.split_whitespace());
-    let server = BenchServer::start(tmp.path(), &flags);
-    let pid = server.child.id();
-    let url = format!("{}/v1/events", server.base);
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..64)
             .map(|i| ndjson_batch((i * batch) as u64, batch, 250_000, days))
             .collect(),
     );
-
-    let half = Duration::from_secs_f64(calibrate / 2.0);
-    let first = run_load_flat_out(&url, bodies.clone(), batch, connections, half);
-    let full = run_load_flat_out(&url, bodies.clone(), batch, connections, half);
-    let target = full.rate() * fraction;
+    let (maximum, bytes_per_event) = match maximum {
+        Some(m) => (m, arg("--bytes-per-event", 100.0)),
+        None => {
+            let c = calibrate(&flags, calibrate_for, &bodies, batch, connections);
+            let rate = c.events as f64 / (c.load + c.drain).as_secs_f64();
+            println!(
+                "soak: calibration took {} events in {:.1} min at full speed ({:.0} events/s, {} retries), then needed {:.1} min to flush and compact them: {rate:.0} events/s sustained with maintenance keeping up; {:.0} bytes stored per event",
+                c.events,
+                c.load.as_secs_f64() / 60.0,
+                c.events as f64 / c.load.as_secs_f64(),
+                c.retries,
+                c.drain.as_secs_f64() / 60.0,
+                c.bytes_per_event
+            );
+            (rate, c.bytes_per_event)
+        }
+    };
+    let target = maximum * fraction;
+    let tmp = tempfile::tempdir().unwrap();
+    let needed = target * minutes * 60.0 * bytes_per_event;
+    let free = free_bytes(tmp.path());
     println!(
-        "soak: first {:.1} min as fast as taken: {:.0} events/s ({} retries); maximum sustained {:.0} events/s over the next {:.1} min ({} events, {} retries); soaking at {:.0} events/s ({:.0}%) for {minutes} min",
-        first.elapsed.as_secs_f64() / 60.0,
-        first.rate(),
-        first.retries,
-        full.rate(),
-        full.elapsed.as_secs_f64() / 60.0,
-        full.events,
-        full.retries,
-        target,
-        fraction * 100.0
+        "soak: at {target:.0} events/s ({:.0}% of {maximum:.0}) for {minutes} min, about {:.1} GB stored; {:.1} GB free",
+        fraction * 100.0,
+        needed / 1e9,
+        free / 1e9
     );
+    assert!(
+        needed < free * 0.9,
+        "the soak would not fit on this disk: lower --minutes or --fraction, or free space"
+    );
+    let server = BenchServer::start(tmp.path(), &flags);
+    let pid = server.child.id();
+    let url = format!("{}/v1/events", server.base);
 
     let stop = Arc::new(AtomicBool::new(false));
     let queries = Arc::new(AtomicUsize::new(0));
@@ -257,7 +365,7 @@ fn main() {
     reader.join().unwrap();
     let samples = sampler.join().unwrap();
 
-    let acked = first.events + full.events + soak.events;
+    let acked = soak.events;
     // Counted a day at a time (the events span `days` days from 2026-01-01),
     // and whatever lies outside them, so that no one query over the whole
     // table has to finish within --query-timeout.

@@ -114,6 +114,10 @@ pub struct QueryOptions {
     /// Tables read only what is stored (no buffered rows): what the
     /// distributed engine runs on.
     pub stored_only: bool,
+    /// The query reads a few rows of one entity: it is planned for one
+    /// partition, so that no time goes into splitting files into ranges
+    /// read in parallel, repartitioning and merging what little it reads.
+    pub point_read: bool,
 }
 
 impl QueryOptions {
@@ -129,6 +133,7 @@ impl QueryOptions {
             action: Default::default(),
             pg_catalog: false,
             stored_only: false,
+            point_read: false,
         };
         (options, reads)
     }
@@ -253,7 +258,11 @@ pub fn session_with(
     let bounds = Arc::new(bounds::SessionBounds::new(engine.limits().settings.sql));
     let parser = bounds.clone();
     let inner = udfs::udtf::InnerQueryParser(Box::new(move |state, sql| parser.parse(state, sql)));
-    let mut config = SessionConfig::new()
+    let mut config = SessionConfig::new();
+    if options.point_read {
+        config = config.with_target_partitions(1);
+    }
+    let mut config = config
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)

@@ -43,6 +43,7 @@ pub(super) fn writer_properties(sorted: bool) -> WriterProperties {
         crate::schema::EVENT_ID,
         crate::schema::ENTITY_ID,
         crate::schema::TIMESTAMP,
+        crate::schema::POSITION,
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(column), false);
     }
@@ -53,27 +54,36 @@ pub(super) fn writer_properties(sorted: bool) -> WriterProperties {
     b.build()
 }
 
-/// Rows per batch while a partition is rewritten. A sort must hold each
-/// batch it takes (twice, while sorting it) within its pool; with wide
-/// events (kilobytes each) DataFusion's 8,192 rows would need more than a
-/// small pool holds before the first spill.
 /// Rows per page in the entity copy's files. A read of one entity decodes
 /// the pages that hold its rows, one or two per column, and a page is
 /// decompressed whole: in a profile of stream reads with 4,096-row pages,
 /// decompressing and zeroing page buffers took about a sixth of the CPU.
 pub(super) const ENTITY_COPY_PAGE_ROWS: usize = 512;
 
+/// Most bytes of a dictionary page in the entity copy's files.
+pub(super) const ENTITY_COPY_DICTIONARY_BYTES: usize = 16 << 10;
+
 /// The entity copy's files: as a sorted merge writes them, with smaller
 /// pages (the writer checks the page size once per write batch, so the
-/// batches are as small).
+/// batches are as small) and small dictionaries. A read of one entity
+/// decodes each column's dictionary page whole, whatever few rows it
+/// wants; a column with many distinct values in a row group (a payload
+/// field of ids, say) would otherwise have a dictionary of up to 1 MB,
+/// which the writer gives up on only once it is full. With this bound it
+/// gives up at 16 KB and writes the rest of the chunk plain.
 pub(super) fn entity_copy_properties() -> WriterProperties {
     writer_properties(true)
         .into_builder()
         .set_data_page_row_count_limit(ENTITY_COPY_PAGE_ROWS)
         .set_write_batch_size(ENTITY_COPY_PAGE_ROWS)
+        .set_dictionary_page_size_limit(ENTITY_COPY_DICTIONARY_BYTES)
         .build()
 }
 
+/// Rows per batch while a partition is rewritten. A sort must hold each
+/// batch it takes (twice, while sorting it) within its pool; with wide
+/// events (kilobytes each) DataFusion's 8,192 rows would need more than a
+/// small pool holds before the first spill.
 const REWRITE_BATCH_ROWS: usize = 1024;
 
 /// The DataFusion runtime that compaction's sorts run in: one memory pool
@@ -150,5 +160,63 @@ impl Rewriter {
     /// Bytes the rewrites running now hold in the pool.
     pub(crate) fn memory_in_use(&self) -> usize {
         self.runtime.memory_pool.reserved()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    /// Bytes of `column`'s dictionary page in a file of 60,000 rows
+    /// written with `props`, 0 when it has none.
+    fn dictionary_bytes(props: WriterProperties, column: &str) -> i64 {
+        let n = 60_000i64;
+        let values = |f: fn(i64) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values((0..n).map(f)))
+        };
+        let batch = RecordBatch::try_from_iter([
+            (crate::schema::POSITION, values(|i| i * 7 + 1)),
+            ("order_id", values(|i| i * 13 % 1_000_003)),
+            ("kind", values(|i| i % 5)),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
+        let group = reader.metadata().row_group(0);
+        let chunk = (0..group.num_columns())
+            .map(|i| group.column(i))
+            .find(|c| c.column_path().string() == column)
+            .unwrap();
+        chunk
+            .dictionary_page_offset()
+            .map_or(0, |d| chunk.data_page_offset() - d)
+    }
+
+    #[test]
+    fn positions_get_no_dictionary_and_the_copy_keeps_its_dictionaries_small() {
+        assert_eq!(
+            dictionary_bytes(writer_properties(true), crate::schema::POSITION),
+            0
+        );
+        assert_eq!(
+            dictionary_bytes(entity_copy_properties(), crate::schema::POSITION),
+            0
+        );
+        // A column of distinct values the writer is not told about: a
+        // dictionary until it is full (all 60,000 values here, 480 KB
+        // before compression) in compacted files, and at most about the
+        // bound in the copy's.
+        let compacted = dictionary_bytes(writer_properties(true), "order_id");
+        let copy = dictionary_bytes(entity_copy_properties(), "order_id");
+        assert!(compacted > 128 << 10, "{compacted}");
+        assert!(copy <= 2 * ENTITY_COPY_DICTIONARY_BYTES as i64, "{copy}");
+        // A column of few values keeps its dictionary.
+        assert!(dictionary_bytes(entity_copy_properties(), "kind") > 0);
     }
 }
