@@ -2,7 +2,7 @@
 //! batches, frozen together at one instant so every event appears once.
 
 use super::entity_reads;
-use crate::schema::{adapt_batch, query_schema};
+use crate::schema::{POSITION, adapt_batch, query_schema};
 use crate::storage::entities::EntityCopy;
 use crate::storage::readers::PageIndexReaders;
 use crate::storage::scan::DeltaFiles;
@@ -256,10 +256,23 @@ impl TableProvider for EventTable {
                         )
                         .await?,
                     );
-                    inputs.push(
-                        self.kept_plan(delta, state, &projected, filters, Some(split.table_keep))
+                    // The table's part, unless no file holds a position
+                    // above the covered one.
+                    let beyond = delta
+                        .downcast_ref::<DeltaFiles>()
+                        .is_none_or(|files| files.any_reaching_above(POSITION, split.covered));
+                    if beyond {
+                        inputs.push(
+                            self.kept_plan(
+                                delta,
+                                state,
+                                &projected,
+                                filters,
+                                Some(split.table_keep),
+                            )
                             .await?,
-                    );
+                        );
+                    }
                 }
             }
         }

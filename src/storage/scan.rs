@@ -255,22 +255,11 @@ impl DeltaFiles {
     /// hold a value above `above`: those whose maximum is above it or not
     /// known.
     pub fn files_reaching_above(&self, column: &str, above: i64) -> Vec<(String, u64)> {
-        let index = self.schema.index_of(column).ok();
+        let reaches = self.reaching_above(column, above);
         let base = self.base.as_ref();
         self.files
             .iter()
-            .filter(|f| {
-                let max = index.and_then(|i| {
-                    f.statistics
-                        .as_ref()?
-                        .column_statistics
-                        .get(i)?
-                        .max_value
-                        .get_value()
-                        .cloned()
-                });
-                !matches!(max, Some(ScalarValue::Int64(Some(m))) if m <= above)
-            })
+            .filter(|f| reaches(f))
             .map(|f| {
                 let location = f.object_meta.location.as_ref();
                 let relative = location.strip_prefix(base).unwrap_or(location);
@@ -280,6 +269,29 @@ impl DeltaFiles {
                 )
             })
             .collect()
+    }
+
+    /// Whether any file's `column` may hold a value above `above` (see
+    /// [`DeltaFiles::files_reaching_above`]).
+    pub fn any_reaching_above(&self, column: &str, above: i64) -> bool {
+        self.files.iter().any(self.reaching_above(column, above))
+    }
+
+    /// Whether a file's `column` may hold a value above `above`: its
+    /// maximum is above it, or not known.
+    fn reaching_above(&self, column: &str, above: i64) -> impl Fn(&PartitionedFile) -> bool {
+        let index = self.schema.index_of(column).ok();
+        move |f| {
+            let max = index.and_then(|i| {
+                f.statistics
+                    .as_ref()?
+                    .column_statistics
+                    .get(i)?
+                    .max_value
+                    .get_value()
+            });
+            !matches!(max, Some(ScalarValue::Int64(Some(m))) if *m <= above)
+        }
     }
 }
 

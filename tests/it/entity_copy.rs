@@ -108,6 +108,10 @@ fn one_entitys_events_are_read_from_the_copy_and_agree_with_the_table() {
     );
     // Other queries do not read it.
     assert!(!physical(&s, "SELECT count(*) FROM events").contains("_allsource"));
+    // The copy holds everything stored: the table's files are not part of
+    // the plan at all, the copy's scan is its only Parquet scan.
+    let plan = physical(&s, "SELECT * FROM events WHERE entity_id = 'u1'");
+    assert_eq!(plan.matches("file_type=parquet").count(), 1, "{plan}");
     check_reads(&s, 30);
 
     // Stored above the copy (a new column among them), then buffered.
