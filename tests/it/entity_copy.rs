@@ -98,7 +98,14 @@ fn one_entitys_events_are_read_from_the_copy_and_agree_with_the_table() {
     assert!(!reads_the_copy(&s));
     check_reads(&s, 30);
 
-    compact(&s, "");
+    let built = compact(&s, "");
+    // The report says how long of the run went into the copy.
+    let report = &built["reports"][0];
+    let (copy_ms, run_ms) = (
+        report["entity_copy_ms"].as_u64().unwrap(),
+        report["duration_ms"].as_u64().unwrap(),
+    );
+    assert!(copy_ms > 0 && copy_ms <= run_ms, "{built}");
     let copy_dir = s.data_dir.join("tables/_allsource/entities/default/events");
     assert!(copy_dir.join("_delta_log").is_dir(), "no copy");
     assert!(
@@ -232,7 +239,8 @@ fn the_copy_can_be_turned_off() {
     s.ingest(&batch("p1", 6, 3));
     s.stop();
     s.restart();
-    compact(&s, "");
+    let run = compact(&s, "");
+    assert_eq!(run["reports"][0]["entity_copy_ms"], json!(0), "{run}");
     assert!(
         !s.data_dir.join("tables/_allsource/entities").exists(),
         "a copy was made"
