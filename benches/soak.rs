@@ -113,38 +113,34 @@ fn gauges(http: &reqwest::blocking::Client, base: &str) -> Vec<f64> {
         .collect()
 }
 
-/// Parquet files under `dir`, the replaced ones vacuum has not deleted
-/// yet included.
-fn parquet_files(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
-/// Bytes of the files under `dir`.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut n = 0;
+/// The files under `dir` (at any depth), each with its size in bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => n += m.len(),
+                Ok(m) => files.push((e.path(), m.len())),
                 Err(_) => {}
             }
         }
     }
-    n
+    files
+}
+
+/// Parquet files under `dir`, the replaced ones vacuum has not deleted
+/// yet included.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    files_under(dir)
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|x| x == "parquet"))
+        .count()
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    files_under(dir).iter().map(|(_, size)| size).sum()
 }
 
 /// Bytes free on the file system that holds `dir`.
@@ -189,7 +185,7 @@ fn calibrate(
     let load = run_load_flat_out(&url, bodies.clone(), batch, connections, time);
     let drained = Instant::now();
     let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(3600))
         .build()
         .unwrap();
     while gauges(&http, &server.base)[0] > 0.0 {
@@ -201,10 +197,6 @@ fn calibrate(
     }
     // A scheduled run may hold the table (409): once it is done, one more
     // run takes what was flushed after its snapshot.
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(3600))
-        .build()
-        .unwrap();
     loop {
         let r = http
             .post(format!("{}/v1/admin/compact?table=events", server.base))

@@ -50,9 +50,6 @@ pub(crate) struct Split {
     pub(crate) copy_filters: Vec<Expr>,
     pub(crate) copy_keep: Option<Expr>,
     pub(crate) table_keep: Expr,
-    /// The copy's covered position: the table's part holds only rows
-    /// above it.
-    pub(crate) covered: i64,
 }
 
 /// How a scan of `schema` with `filters` for `entity` splits between
@@ -83,7 +80,6 @@ pub(crate) fn split(
         copy_filters,
         copy_keep,
         table_keep,
-        covered,
     })
 }
 

@@ -258,11 +258,7 @@ pub fn session_with(
     let bounds = Arc::new(bounds::SessionBounds::new(engine.limits().settings.sql));
     let parser = bounds.clone();
     let inner = udfs::udtf::InnerQueryParser(Box::new(move |state, sql| parser.parse(state, sql)));
-    let mut config = SessionConfig::new();
-    if options.point_read {
-        config = config.with_target_partitions(1);
-    }
-    let mut config = config
+    let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)
@@ -278,6 +274,9 @@ pub fn session_with(
     // at most.
     let merge_reserve = &mut config.options_mut().execution.sort_spill_reservation_bytes;
     *merge_reserve = (*merge_reserve).min(db.config().query_memory_limit / 16);
+    if options.point_read {
+        config.options_mut().execution.target_partitions = 1;
+    }
     // DataFusion 55 plans `x IS TRUE` (and the other truth tests) over a
     // nullable `x` as nullable while its logical plan says it never is; an
     // aggregation over such a value failed this check with an internal

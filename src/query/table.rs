@@ -260,7 +260,7 @@ impl TableProvider for EventTable {
                     // above the covered one.
                     let beyond = delta
                         .downcast_ref::<DeltaFiles>()
-                        .is_none_or(|files| files.any_reaching_above(POSITION, split.covered));
+                        .is_none_or(|files| files.any_reaching_above(POSITION, copy.covered));
                     if beyond {
                         inputs.push(
                             self.kept_plan(

@@ -45,6 +45,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use std::sync::Arc;
 
+mod reaching;
 mod wire;
 pub use wire::FilesWire;
 
@@ -246,52 +247,6 @@ impl DeltaFiles {
             store: self.store.clone(),
             base: self.base.clone(),
         })
-    }
-}
-
-impl DeltaFiles {
-    /// The files (paths relative to the table, as the log names them, with
-    /// their sizes) whose `column`, an integer column with file bounds, may
-    /// hold a value above `above`: those whose maximum is above it or not
-    /// known.
-    pub fn files_reaching_above(&self, column: &str, above: i64) -> Vec<(String, u64)> {
-        let reaches = self.reaching_above(column, above);
-        let base = self.base.as_ref();
-        self.files
-            .iter()
-            .filter(|f| reaches(f))
-            .map(|f| {
-                let location = f.object_meta.location.as_ref();
-                let relative = location.strip_prefix(base).unwrap_or(location);
-                (
-                    relative.trim_start_matches('/').to_string(),
-                    f.object_meta.size,
-                )
-            })
-            .collect()
-    }
-
-    /// Whether any file's `column` may hold a value above `above` (see
-    /// [`DeltaFiles::files_reaching_above`]).
-    pub fn any_reaching_above(&self, column: &str, above: i64) -> bool {
-        self.files.iter().any(self.reaching_above(column, above))
-    }
-
-    /// Whether a file's `column` may hold a value above `above`: its
-    /// maximum is above it, or not known.
-    fn reaching_above(&self, column: &str, above: i64) -> impl Fn(&PartitionedFile) -> bool {
-        let index = self.schema.index_of(column).ok();
-        move |f| {
-            let max = index.and_then(|i| {
-                f.statistics
-                    .as_ref()?
-                    .column_statistics
-                    .get(i)?
-                    .max_value
-                    .get_value()
-            });
-            !matches!(max, Some(ScalarValue::Int64(Some(m))) if *m <= above)
-        }
     }
 }
 

@@ -225,8 +225,7 @@ impl Database {
         // sorted on its own, so no sort holds or spills more than a merge
         // does, however far the copy is behind; the copy's new files are
         // all committed together.
-        let candidates =
-            source.files_reaching_above(POSITION, i64::try_from(after).unwrap_or(i64::MAX));
+        let candidates = source.files_reaching_above(POSITION, after);
         let mut groups: Vec<Vec<String>> = Vec::new();
         let mut group_bytes = u64::MAX;
         for (path, size) in candidates {
