@@ -124,10 +124,12 @@ fn wide_events(s: &TestServer, n: usize) {
 fn compaction_sorts_a_large_partition_within_its_memory_limit() {
     const COMPACTION_LIMIT: u64 = 64 << 20;
     /// The pool, the sorted copies a sort makes of what it holds before
-    /// it spills them and the batches in flight outside the pool: about
-    /// twice the limit plus 70 MiB (debug build), measured at 16 and
-    /// 64 MiB (ARCHITECTURE.md, "Compacted file layout").
-    const COMPACTION_GROWTH: u64 = 3 * COMPACTION_LIMIT + (64 << 20);
+    /// it spills them and the batches in flight outside the pool: twice
+    /// the limit plus 50 to 145 MiB (debug build), measured at 16 and
+    /// 64 MiB; the run sorts twice (the entity copy, then the
+    /// compaction), and the higher of its two peaks counts
+    /// (ARCHITECTURE.md, "Compacted file layout").
+    const COMPACTION_GROWTH: u64 = 2 * COMPACTION_LIMIT + (160 << 20);
     let mut s = TestServer::start(&[
         "--compaction-memory-limit",
         &COMPACTION_LIMIT.to_string(),
