@@ -211,6 +211,22 @@ impl QueryEngine {
         .await
     }
 
+    /// Starts `read` (one entity's stream) for `caller`, under the limits
+    /// of any query, without going through SQL ([`super::stream`]).
+    pub async fn entity_read(
+        self: &Arc<Self>,
+        caller: &Principal,
+        read: super::stream::EntityRead,
+        options: super::QueryOptions,
+    ) -> Result<SendableRecordBatchStream> {
+        let (engine, who) = (self.clone(), caller.clone());
+        self.run(caller, async move {
+            let ctx = super::session_with(&engine, &who, &options)?;
+            super::stream::start(&ctx, &read).await
+        })
+        .await
+    }
+
     /// [`QueryEngine::sql_with`] on the cluster: the tables read what is
     /// stored, and the plan runs on the Ballista executors. Fails when no
     /// cluster is set.

@@ -27,6 +27,7 @@ pub mod policy;
 mod positions;
 pub mod quality;
 mod sanity;
+pub mod stream;
 mod system;
 pub mod table;
 pub mod upcast;

@@ -46,7 +46,7 @@ impl Interface {
     }
 
     /// What its reads are, as policies see them.
-    fn action(self) -> crate::policy::Action {
+    pub(super) fn action(self) -> crate::policy::Action {
         match self {
             Interface::Sql
             | Interface::Dsl
@@ -304,7 +304,7 @@ impl Service {
     }
 
     /// The role and the rate every query needs.
-    fn admit_query(&self, caller: &Principal) -> Result<()> {
+    pub(super) fn admit_query(&self, caller: &Principal) -> Result<()> {
         caller.require(Role::Reader, "query")?;
         self.rate_check(caller, ratelimit::Kind::Queries, 1)
     }

@@ -2,15 +2,15 @@
 //! (the reader role, the tenant's query slots and limits, and the metrics
 //! of any other query).
 
-use super::query::Interface;
+use super::query::{Interface, observe};
 use super::{Error, Result, Service};
 use crate::auth::{Principal, Role};
 use crate::ids::TableName;
-use crate::schema;
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use crate::query::QueryOptions;
+use crate::query::stream::EntityRead;
+use crate::ratelimit;
 use datafusion::execution::SendableRecordBatchStream;
-use std::sync::Arc;
+use std::time::Instant;
 
 /// Events one stream read returns when no limit is given.
 pub const DEFAULT_STREAM_LIMIT: u64 = 100;
@@ -66,40 +66,34 @@ impl Service {
         // with the rate).
         caller.require(Role::Reader, "query")?;
         self.table_of(caller, &read.table)?;
-        let (bound, order) = match read.direction {
-            Direction::Forward => (">=", "ASC"),
-            Direction::Backward => ("<=", "DESC"),
+        let started = Instant::now();
+        let result = self.entity_read(caller, read, limit).await;
+        observe(Interface::Stream, started, &result);
+        result
+    }
+
+    async fn entity_read(
+        &self,
+        caller: &Principal,
+        read: StreamRead,
+        limit: u64,
+    ) -> Result<SendableRecordBatchStream> {
+        self.admit_query(caller)?;
+        let options = QueryOptions {
+            raw: read.raw,
+            action: Interface::Stream.action(),
+            point_read: true,
+            ..Default::default()
         };
-        // Without a starting version the whole stream qualifies; a bound
-        // that every row meets would still be checked against each file's
-        // statistics.
-        let mut fields = vec![Field::new("$1", DataType::Utf8, false)];
-        let mut values: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![read.entity]))];
-        let mut version_bound = String::new();
-        if let Some(from) = read.from_version {
-            version_bound = format!(" AND {} {bound} $2", schema::VERSION);
-            fields.push(Field::new("$2", DataType::Int64, false));
-            values.push(Arc::new(Int64Array::from(vec![from as i64])));
-        }
-        let sql = format!(
-            "SELECT * FROM \"{table}\" WHERE {entity} = $1{version_bound} \
-             ORDER BY {version} {order} LIMIT {limit}",
-            table = read.table.as_str(),
-            entity = schema::ENTITY_ID,
-            version = schema::VERSION,
-        );
-        let params = RecordBatch::try_new(Arc::new(Schema::new(fields)), values)
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let (stream, _) = self
-            .sql_read(
-                caller,
-                &sql,
-                Some(params),
-                None,
-                read.raw,
-                Interface::Stream,
-            )
-            .await?;
+        let entity = EntityRead {
+            table: read.table,
+            entity: read.entity,
+            from_version: read.from_version.map(|v| v as i64),
+            backward: read.direction == Direction::Backward,
+            limit: limit as usize,
+        };
+        let stream = self.queries.entity_read(caller, entity, options).await?;
+        self.meter(caller, ratelimit::Kind::Queries, 1);
         Ok(stream)
     }
 }
