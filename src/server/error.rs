@@ -28,8 +28,18 @@ pub fn status(kind: Kind) -> StatusCode {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = status(self.kind);
-        if status.is_server_error() {
-            tracing::error!(%status, message = %self.message, "request failed");
+        // A 503 is backpressure (the buffer or a queue is full) or a
+        // failure already logged where it happened: one line per refused
+        // request would flood the log under load, so it is debug only.
+        // The metrics count every refusal.
+        match self.kind {
+            Kind::Unavailable => {
+                tracing::debug!(%status, message = %self.message, "request refused")
+            }
+            _ if status.is_server_error() => {
+                tracing::error!(%status, message = %self.message, "request failed")
+            }
+            _ => {}
         }
         let body = match self.details {
             Some(details) => serde_json::json!({ "error": self.message, "details": details }),
