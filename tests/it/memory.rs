@@ -127,9 +127,10 @@ fn compaction_sorts_a_large_partition_within_its_memory_limit() {
     /// it spills them and the batches in flight outside the pool: twice
     /// the limit plus 50 to 145 MiB (debug build), measured at 16 and
     /// 64 MiB; the run sorts twice (the entity copy, then the
-    /// compaction), and the higher of its two peaks counts
-    /// (ARCHITECTURE.md, "Compacted file layout").
-    const COMPACTION_GROWTH: u64 = 2 * COMPACTION_LIMIT + (160 << 20);
+    /// compaction), and the higher of its two peaks counts. 220-271 MiB
+    /// measured here; unbounded, 435 MiB (ARCHITECTURE.md, "Compacted
+    /// file layout").
+    const COMPACTION_GROWTH: u64 = 2 * COMPACTION_LIMIT + (192 << 20);
     let mut s = TestServer::start(&[
         "--compaction-memory-limit",
         &COMPACTION_LIMIT.to_string(),
