@@ -141,7 +141,7 @@ pub fn starting_router() -> Router {
     async fn starting() -> Response {
         Error::new(
             Kind::Unavailable,
-            "the server is starting: replaying the write-ahead log",
+            "the server is starting: recovering its tables (the entity versions stored, then the write-ahead log)",
         )
         .retry_after(1)
         .into_response()

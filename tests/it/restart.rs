@@ -54,7 +54,9 @@ fn not_ready_while_the_wal_replays() {
     let first = s.get("/ready");
     assert_eq!(first.status, 503, "{}", first.text());
     assert!(
-        first.error().contains("replaying the write-ahead log"),
+        first
+            .error()
+            .contains("the server is starting: recovering its tables"),
         "{}",
         first.text()
     );
