@@ -52,6 +52,13 @@ pub(crate) struct Split {
     pub(crate) table_keep: Expr,
 }
 
+/// `value` as a literal of the type `schema` gives column `name`.
+pub(crate) fn typed_lit(schema: &Schema, name: &str, value: ScalarValue) -> Result<Expr> {
+    Ok(lit(
+        value.cast_to(schema.field_with_name(name)?.data_type())?
+    ))
+}
+
 /// How a scan of `schema` with `filters` for `entity` splits between
 /// `copy` and the table's files.
 pub(crate) fn split(
@@ -60,11 +67,7 @@ pub(crate) fn split(
     filters: &[Expr],
     entity: &str,
 ) -> Result<Split> {
-    let typed = |name: &str, value: ScalarValue| -> Result<Expr> {
-        Ok(lit(
-            value.cast_to(schema.field_with_name(name)?.data_type())?
-        ))
-    };
+    let typed = |name: &str, value: ScalarValue| typed_lit(schema, name, value);
     let mut copy_filters = filters.to_vec();
     copy_filters.push(col(BUCKET_COLUMN).eq(lit(bucket_of(entity))));
     let copy_keep = match copy.hidden_before {

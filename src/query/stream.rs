@@ -11,6 +11,7 @@
 //! kept hands the filters down to the Parquet scans, whose row-group and
 //! page pruning depends on them.
 
+use super::entity_reads::typed_lit;
 use crate::ids::TableName;
 use crate::schema::{ENTITY_ID, VERSION};
 use datafusion::arrow::compute::SortOptions;
@@ -28,7 +29,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, execute_stream};
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{SessionContext, col};
 use std::sync::Arc;
 
 /// A read of one entity's stream, in the table's own types.
@@ -56,11 +57,7 @@ async fn plan(ctx: &SessionContext, read: &EntityRead) -> Result<Arc<dyn Executi
         .table_provider(TableReference::bare(read.table.as_str()))
         .await?;
     let schema = table.schema();
-    let typed = |name: &str, value: ScalarValue| -> Result<Expr> {
-        Ok(lit(
-            value.cast_to(schema.field_with_name(name)?.data_type())?
-        ))
-    };
+    let typed = |name: &str, value: ScalarValue| typed_lit(&schema, name, value);
     let mut filters = vec![col(ENTITY_ID).eq(typed(
         ENTITY_ID,
         ScalarValue::Utf8(Some(read.entity.clone())),

@@ -141,7 +141,6 @@ impl Service {
         let (mut options, reads) = QueryOptions::recording(pin, raw);
         options.action = interface.action();
         options.pg_catalog = interface == Interface::Postgres;
-        options.point_read = interface == Interface::Stream;
         let result = self.sql_with(caller, sql, params, options, engine).await;
         observe(interface, started, &result);
         result.map(|stream| (stream, reads))
