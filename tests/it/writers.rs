@@ -522,8 +522,10 @@ fn a_wal_flushed_without_a_node_id_is_refused_with_one() {
         Value::Array(many).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // The log directory appears before the flush's commit lands: wait
+    // for the buffer to be empty, which happens once the commit is made.
     wait_until("table a is flushed", Duration::from_secs(30), || {
-        dir.path().join("tables/default/a/_delta_log").is_dir()
+        s.scalar("SELECT buffered_rows FROM system.tables WHERE table_name = 'a'") == json!(0)
     });
     s.kill9();
     let log_path = dir.path().join("refused.log");
