@@ -145,6 +145,13 @@ fn one_entitys_events_are_read_from_the_copy_and_agree_with_the_table() {
         assert!(reads_the_copy(&s));
     }
     check_reads(&s, 60);
+    // Every file of the copy, merged ones included, is sorted by entity
+    // and then position, and the files in use hold every event once.
+    let mut rows = 0;
+    for path in parquet_under(&copy_dir) {
+        rows += assert_sorted_by_entity(&path);
+    }
+    assert!(rows >= 60, "{rows} rows in the copy's files");
     // Each bucket's small files were merged: a bucket holds fewer files
     // than it had runs.
     let plan = physical(&s, "SELECT * FROM events WHERE entity_id = 'u1'");
@@ -302,15 +309,52 @@ fn a_copy_far_behind_is_built_from_groups_of_files() {
 }
 
 /// Parquet files under `dir`.
-fn walk(dir: &std::path::Path) -> usize {
-    let mut n = 0;
+fn parquet_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
         if p.is_dir() {
-            n += walk(&p);
+            out.extend(parquet_under(&p));
         } else if p.extension().is_some_and(|x| x == "parquet") {
-            n += 1;
+            out.push(p);
         }
     }
-    n
+    out
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    parquet_under(dir).len()
+}
+
+/// Checks that the file's rows are in `(entity_id, position)` order and
+/// returns how many there are.
+fn assert_sorted_by_entity(path: &std::path::Path) -> usize {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Int64Type};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).unwrap();
+    let mut keys: Vec<(String, i64)> = Vec::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let batch = batch.unwrap();
+        let column = |name: &str, to: &DataType| {
+            arrow::compute::cast(batch.column_by_name(name).unwrap(), to).unwrap()
+        };
+        let entities = column("entity_id", &DataType::Utf8);
+        let positions = column("position", &DataType::Int64);
+        let entities = entities.as_string::<i32>();
+        let positions = positions.as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            keys.push((entities.value(i).to_string(), positions.value(i)));
+        }
+    }
+    assert!(
+        keys.is_sorted(),
+        "{} is not sorted by entity and position: {keys:?}",
+        path.display()
+    );
+    keys.len()
 }

@@ -10,8 +10,10 @@
 //!   first run copies everything, rows stored before positions existed
 //!   included.
 //! - **Merge.** A bucket with [`MERGE_AT`] files below half the target
-//!   size has them merged into sorted files (as compaction merges a
-//!   partition), so a lookup opens a few files at most.
+//!   size has them merged into sorted files, so a lookup opens a few
+//!   files at most. Every file of the copy is sorted, so the merge
+//!   streams them side by side in that order rather than sorting them
+//!   again.
 //! - **Columns.** Columns the table gained are added to the copy first
 //!   (older files read them as NULL).
 //! - **Rebuild.** A copy that covers more than the table has stored (the
@@ -370,7 +372,7 @@ impl Database {
                 &copy,
                 files,
                 target,
-                true,
+                merge::Order::Interleave,
                 entity_copy_properties(),
             )
             .await

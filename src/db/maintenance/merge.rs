@@ -8,7 +8,9 @@
 //! with it).
 //!
 //! An unsorted merge of local files copies their encoded row groups
-//! instead ([`super::concat`]) when it can.
+//! instead ([`super::concat`]) when it can, and files that are each
+//! sorted already are merged by streaming them side by side
+//! ([`Order::Interleave`]), which needs no sort.
 //!
 //! The caller builds the scan once per run; a table the scan cannot read
 //! (reader features AllSource never writes) is bin-packed with deltalake's
@@ -18,6 +20,12 @@ use super::plan::FileRef;
 use super::rewrite::Rewriter;
 use crate::schema::{ENTITY_ID, POSITION, adapt_batch};
 use crate::storage::scan::DeltaFiles;
+use arrow::compute::SortOptions;
+use datafusion::physical_expr::expressions::col as physical_col;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionContext, col};
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::Action;
@@ -62,29 +70,43 @@ fn df_error(e: datafusion::error::DataFusionError) -> DeltaTableError {
     DeltaTableError::Generic(format!("compaction's scan failed: {e}"))
 }
 
+/// The order of the rows a merge writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Order {
+    /// As the files are read: their row groups are copied when the files
+    /// allow it.
+    AsRead,
+    /// Sorted by `entity_id`, then `position`, spilling within the
+    /// compaction memory.
+    Sort,
+    /// Each file is sorted by `entity_id`, then `position` already: they
+    /// are streamed side by side and merged in that order, holding a
+    /// batch of each and never spilling.
+    Interleave,
+}
+
 /// Merges `files` of `delta` into new files of at most `target` bytes,
-/// sorted by `entity_id` and `position` when `sorted`, in one commit.
-/// `scan` reads the files: a scan of `delta` or of an earlier version
-/// that holds them. New files are written with `properties`.
+/// in `order`, in one commit. `scan` reads the files: a scan of `delta`
+/// or of an earlier version that holds them. New files are written with
+/// `properties`.
 pub(super) async fn merge(
     rewriter: &Rewriter,
     scan: &DeltaFiles,
     delta: &DeltaTable,
     files: &[FileRef],
     target: u64,
-    sorted: bool,
+    order: Order,
     properties: WriterProperties,
 ) -> Result<(DeltaTable, Merged), Failure> {
-    let copied = if sorted {
-        None
-    } else {
-        super::concat::copy(delta, files, target)
+    let copied = match order {
+        Order::AsRead => super::concat::copy(delta, files, target)
             .await
-            .map_err(Failure::Write)?
+            .map_err(Failure::Write)?,
+        Order::Sort | Order::Interleave => None,
     };
     let added = match copied {
         Some(added) => added,
-        None => write(rewriter, scan, delta, files, target, sorted, properties)
+        None => write(rewriter, scan, delta, files, target, order, properties)
             .await
             .map_err(Failure::Write)?,
     };
@@ -100,23 +122,28 @@ async fn write(
     delta: &DeltaTable,
     files: &[FileRef],
     target: u64,
-    sorted: bool,
+    order: Order,
     properties: WriterProperties,
 ) -> Result<Vec<deltalake::kernel::Add>, DeltaTableError> {
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-    let scan = scan.only(&paths).map_err(df_error)?;
     let ctx = SessionContext::new_with_state(rewriter.state());
-    let mut frame = ctx.read_table(Arc::new(scan)).map_err(df_error)?;
-    if sorted {
-        let schema = frame.schema().clone();
-        let keys = [ENTITY_ID, POSITION]
-            .into_iter()
-            .filter(|c| schema.has_column_with_unqualified_name(c))
-            .map(|c| col(c).sort(true, true))
-            .collect::<Vec<_>>();
-        frame = frame.sort(keys).map_err(df_error)?;
-    }
-    let mut batches = frame.execute_stream().await.map_err(df_error)?;
+    let mut batches = match order {
+        Order::Interleave => interleave(&ctx, scan, &paths).await?,
+        Order::AsRead | Order::Sort => {
+            let scan = scan.only(&paths).map_err(df_error)?;
+            let mut frame = ctx.read_table(Arc::new(scan)).map_err(df_error)?;
+            if order == Order::Sort {
+                let schema = frame.schema().clone();
+                let keys = [ENTITY_ID, POSITION]
+                    .into_iter()
+                    .filter(|c| schema.has_column_with_unqualified_name(c))
+                    .map(|c| col(c).sort(true, true))
+                    .collect::<Vec<_>>();
+                frame = frame.sort(keys).map_err(df_error)?;
+            }
+            frame.execute_stream().await.map_err(df_error)?
+        }
+    };
 
     let snapshot = delta.snapshot()?;
     let schema = snapshot.snapshot().arrow_schema();
@@ -127,6 +154,39 @@ async fn write(
         writer.write(&batch).await?;
     }
     writer.close().await
+}
+
+/// The rows of the files at `paths`, each sorted by `entity_id` then
+/// `position`, merged in that order: one scan per file (the session has
+/// one target partition, so each reads its file in order) under a
+/// sort-preserving merge.
+async fn interleave(
+    ctx: &SessionContext,
+    scan: &DeltaFiles,
+    paths: &[String],
+) -> Result<datafusion::execution::SendableRecordBatchStream, DeltaTableError> {
+    let mut inputs = Vec::with_capacity(paths.len());
+    for path in paths {
+        let one = scan.only(std::slice::from_ref(path)).map_err(df_error)?;
+        let plan = ctx
+            .read_table(Arc::new(one))
+            .map_err(df_error)?
+            .create_physical_plan()
+            .await
+            .map_err(df_error)?;
+        inputs.push(plan);
+    }
+    let input = UnionExec::try_new(inputs).map_err(df_error)?;
+    let schema = input.schema();
+    let keys = [ENTITY_ID, POSITION]
+        .into_iter()
+        .filter_map(|c| physical_col(c, &schema).ok())
+        .map(|c| PhysicalSortExpr::new(c, SortOptions::new(false, true)));
+    let plan: Arc<dyn ExecutionPlan> = match LexOrdering::new(keys) {
+        Some(ordering) => Arc::new(SortPreservingMergeExec::new(ordering, input)),
+        None => input,
+    };
+    execute_stream(plan, ctx.task_ctx()).map_err(df_error)
 }
 
 /// A file writer for `delta`: files of `schema` (partition columns

@@ -347,7 +347,10 @@ impl Database {
                         &delta,
                         &part.files,
                         target,
-                        sorted,
+                        match sorted {
+                            true => merge::Order::Sort,
+                            false => merge::Order::AsRead,
+                        },
                         writer_properties(sorted),
                     )
                     .await
