@@ -35,6 +35,11 @@ pub struct Metrics {
     pub ingest_duplicates: IntCounterVec,
     /// Ingest latency, request to acknowledgement.
     pub ingest_seconds: HistogramVec,
+    /// HTTP requests by route (its template, so the labels are bounded)
+    /// and outcome, from the request's arrival until its response starts:
+    /// for a JSON result, which is gathered before it is sent, the whole
+    /// of the server's work.
+    pub http_seconds: HistogramVec,
     /// WAL fdatasync latency.
     pub wal_fsync_seconds: HistogramVec,
     /// WAL writes that failed and were rolled back (a full disk): their
@@ -298,6 +303,12 @@ pub fn get() -> &'static Metrics {
                 "allsource_queries_total",
                 "Queries by interface and outcome",
                 &["interface", "outcome"],
+            ),
+            http_seconds: histogram(
+                &r,
+                "allsource_http_request_seconds",
+                "HTTP request latency until the response starts, by route and outcome",
+                &["route", "outcome"],
             ),
             query_seconds: histogram(
                 &r,

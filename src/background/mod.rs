@@ -21,7 +21,7 @@ mod tests;
 mod worker;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use worker::{Job, Worker, WorkerBuilder};
+pub use worker::{Job, Worker, WorkerBuilder, lower_priority};
 
 use futures::FutureExt;
 use std::any::Any;

@@ -191,7 +191,8 @@ async fn drive(
 
 /// Makes the calling thread yield the CPU to the others when both want
 /// it: background work must not delay the threads that answer requests.
-fn lower_priority() {
+/// Query threads take the same priority (see `query::QueryRuntime`).
+pub fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: plain syscalls on the calling thread's own id.

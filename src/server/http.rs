@@ -163,7 +163,8 @@ pub struct RequestId(pub String);
 /// sensible one (1–128 visible ASCII characters), a fresh UUIDv7
 /// otherwise. The id is returned in the response header of the same name
 /// and is a field of the request's tracing span, so log lines and replies
-/// can be matched.
+/// can be matched. Also times the request, by route, in
+/// `allsource_http_request_seconds`.
 async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use tracing::Instrument;
     let given = request
@@ -180,7 +181,16 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
         method = %request.method(),
         path = %request.uri().path()
     );
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let mut response = next.run(request).instrument(span).await;
+    crate::metrics::get()
+        .http_seconds
+        .with_label_values(&[&route, crate::metrics::outcome(response.status().as_u16())])
+        .observe(started.elapsed().as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }

@@ -125,6 +125,17 @@ impl Storage {
 
     /// Opens the Delta table at `url` (a directory URL under the root),
     /// as [`Storage::open`] does; `name` labels its errors.
+    /// Whether the table at `url` is a local one whose log holds nothing
+    /// yet: such a table stays an empty handle without asking the kernel,
+    /// which logs an error for every load of one.
+    fn unwritten(&self, url: &Url) -> bool {
+        match (&self.backend, url.to_file_path()) {
+            (Backend::Local { .. }, Ok(dir)) => std::fs::read_dir(dir.join("_delta_log"))
+                .map_or(true, |mut entries| entries.next().is_none()),
+            _ => false,
+        }
+    }
+
     async fn open_url(&self, url: Url, name: &str) -> Result<DeltaTable> {
         let delta_err = |source| Error::Delta {
             table: name.to_string(),
@@ -135,11 +146,15 @@ impl Storage {
         {
             std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
         }
+        let unwritten = self.unwritten(&url);
         let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(delta_err)?;
         if let Backend::S3 { store } = &self.backend {
             builder = builder.with_storage_backend(store.clone(), url);
         }
         let mut t = builder.build().map_err(delta_err)?;
+        if unwritten {
+            return Ok(t);
+        }
         match t.load().await {
             Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(t),
             Err(e) => Err(delta_err(e)),
@@ -151,6 +166,8 @@ impl Storage {
     pub async fn refresh(&self, mut table: DeltaTable, name: &str) -> Result<DeltaTable> {
         let result = if table.version().is_some() {
             table.update_state().await
+        } else if self.unwritten(table.table_url()) {
+            return Ok(table);
         } else {
             table.load().await
         };

@@ -34,6 +34,38 @@ fn ingest_n(s: &TestServer, tenant: &str, n: usize, offset: usize) -> crate::sup
     as_tenant(s, tenant, "/v1/events", "application/x-ndjson", &body)
 }
 
+/// Queries, the flusher and maintenance run at one lower CPU priority,
+/// below the threads that take requests: a reader scanning back to back
+/// shares the cores with background work rather than starving it, and
+/// neither delays acknowledgements.
+#[test]
+fn queries_and_background_work_yield_to_the_request_threads() {
+    let s = TestServer::start(&[]);
+    s.ingest(&crate::support::events("e", 10));
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(10));
+    let threads = s.threads();
+    let nice = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    // The request threads keep the nice value the server started with
+    // (0, unless the suite itself runs niced).
+    let requests = nice("tokio-rt-worker");
+    assert!(!requests.is_empty(), "{threads:?}");
+    let base = requests[0];
+    assert!(requests.iter().all(|n| *n == base), "{threads:?}");
+    for name in ["query", "flusher", "maintenance"] {
+        let found = nice(name);
+        assert!(!found.is_empty(), "no {name} thread in {threads:?}");
+        if base < 10 {
+            assert!(found.iter().all(|n| *n == 10), "{name}: {threads:?}");
+        }
+    }
+}
+
 #[test]
 fn a_query_over_its_memory_budget_fails_alone() {
     let s = TestServer::start(&["--query-memory-limit", "4000000"]);

@@ -77,6 +77,33 @@ fn metrics_count_ingest_queries_flushes_and_compactions() {
     assert!(value(&text, "allsource_buffer_bytes") > 0.0);
     // No query is running while /metrics answers.
     assert_eq!(value(&text, "allsource_query_memory_bytes"), 0.0);
+    // Requests are timed by route template and outcome.
+    assert_eq!(
+        value(
+            &text,
+            r#"allsource_http_request_seconds_count{outcome="ok",route="/v1/events"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"allsource_http_request_seconds_count{outcome="rejected",route="/v1/sql"}"#
+        ),
+        1.0
+    );
+    let r = s.get("/v1/streams/events/u0");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = s.get("/no/such/route");
+    assert_eq!(r.status, 404);
+    let text = s.client_get("/metrics");
+    assert_eq!(
+        value(
+            &text,
+            r#"allsource_http_request_seconds_count{outcome="ok",route="/v1/streams/{table}/{entity}"}"#
+        ),
+        1.0
+    );
 
     // a restart flushes; the new process counts its own work
     s.stop();

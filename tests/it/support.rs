@@ -204,6 +204,33 @@ impl TestServer {
         self.proc_status("VmRSS:")
     }
 
+    /// The server's threads: each one's name and nice value.
+    pub(crate) fn threads(&self) -> Vec<(String, i64)> {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let mut out = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // `tid (name) state ppid ...`: the name may hold spaces, and
+            // the nice value is the 17th field after it.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = stat[open + 1..close].to_string();
+            let nice = stat[close + 1..]
+                .split_whitespace()
+                .nth(16)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no nice value in {stat}"));
+            out.push((name, nice));
+        }
+        out
+    }
+
     fn proc_status(&self, field: &str) -> u64 {
         let pid = self.child.as_ref().expect("the server runs").id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
