@@ -5,10 +5,12 @@
 //! a full disk would. Without the feature every point is a no-op.
 //!
 //! Points: `wal-before-write` (pause or panic), `wal-write`, `wal-fsync`,
-//! `wal-rotate`, `flush-write`, `flush-after-commit`, `flush-fsync`; and
+//! `wal-rotate`, `flush-write`, `flush-after-commit`, `flush-fsync`;
 //! `pipeline-sink-delay=return(MS)`, which makes each write of a
 //! pipeline's output wait MS milliseconds per 1,000 events first (a sink
-//! that takes so many events a second).
+//! that takes so many events a second); and
+//! `maintenance-after-merge=return(MS)`, a pause after each partition a
+//! maintenance run merges.
 
 /// The error injected at `point`, if the test set one: `return(enospc)`
 /// is a full disk, any other `return` a generic I/O error.

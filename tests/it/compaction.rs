@@ -77,7 +77,13 @@ fn spread(prefix: &str, n: usize, days: usize) -> Value {
 
 /// `rounds` requests, each flushed to files of its own (a SIGTERM flushes
 /// everything): one small file per round and day.
-fn small_files(s: &mut TestServer, prefix: &str, rounds: usize, per: usize, days: usize) {
+pub(crate) fn small_files(
+    s: &mut TestServer,
+    prefix: &str,
+    rounds: usize,
+    per: usize,
+    days: usize,
+) {
     for round in 0..rounds {
         s.ingest(&spread(&format!("{prefix}{round}-"), per, days));
         s.stop();

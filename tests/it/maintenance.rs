@@ -1,6 +1,7 @@
 //! Maintenance settings at their bounds, through HTTP and the command
 //! line: a retention longer than the calendar is refused where it is given,
-//! and one already stored does not stop maintenance.
+//! and one already stored does not stop maintenance. And queries move to
+//! each partition's merged files while the run goes on.
 
 use crate::support::{TestServer, events};
 use serde_json::{Value, json};
@@ -86,4 +87,56 @@ fn a_stored_retention_beyond_the_calendar_does_not_stop_maintenance() {
         s.metric("allsource_background_panics_total{task=\"maintenance\"}"),
         0.0
     );
+}
+
+/// A run merges partition by partition, and queries read each merged
+/// partition's new file from its commit on, not from the end of the run:
+/// vacuum counts a replaced file's age from the commit that replaced it,
+/// so files a query could still be given until the run's end might be
+/// deleted under it.
+#[test]
+fn queries_read_each_merged_partition_before_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in_with_env(
+        dir.path(),
+        &["--maintenance-interval", "0"],
+        &[("FAILPOINTS", "maintenance-after-merge=return(4000)")],
+    );
+    // Three rounds of two days: three small files in each day partition.
+    crate::compaction::small_files(&mut s, "r", 3, 40, 2);
+    let files_of_first_day = |s: &TestServer| {
+        let plan = s
+            .sql("EXPLAIN SELECT * FROM events WHERE event_date = DATE '2026-02-01'")
+            .iter()
+            .find(|r| r["plan_type"] == "physical_plan")
+            .map(|r| r["plan"].as_str().unwrap().to_string())
+            .unwrap();
+        plan.matches(".parquet").count()
+    };
+    assert_eq!(files_of_first_day(&s), 3);
+    let url = s.url("/v1/admin/compact");
+    let run = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(url)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    // The first day is merged first; the run then waits 4 s after it, and
+    // as long again after the second day.
+    let started = Instant::now();
+    crate::support::wait_until(
+        "the first day's merged file is read",
+        Duration::from_secs(60),
+        || files_of_first_day(&s) == 1,
+    );
+    assert!(
+        !run.is_finished(),
+        "the run ended before the first day was read merged"
+    );
+    assert_eq!(run.join().unwrap(), 200);
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(120));
 }

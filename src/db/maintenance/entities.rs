@@ -187,6 +187,19 @@ impl Database {
                 }
             }
         }
+        // Queries move to each commit's files as soon as it is made: vacuum
+        // counts a replaced file's age from its commit, so a file replaced
+        // early in a long run and still read until the run's end could be
+        // deleted under a query that started just before that end.
+        let install = |copy: &DeltaTable| -> Result<()> {
+            let files = DeltaFiles::try_new(copy)?;
+            table.install_entities(files.map(|files| EntityCopy {
+                files: Arc::new(files),
+                covered: upto,
+                hidden_before: hidden,
+            }));
+            Ok(())
+        };
         let from = if rebuild { 0 } else { covered };
         if from < upto {
             let copy_arrow = schema_of(&copy).map_err(delta_err)?;
@@ -199,14 +212,9 @@ impl Database {
                 .map_err(delta_err)?;
             self.storage.make_durable(&copy).await?;
         }
-        copy = self.merge_buckets(copy, target, &label).await?;
-        self.vacuum(copy.clone(), &label).await?;
-        let files = DeltaFiles::try_new(&copy)?;
-        table.install_entities(files.map(|files| EntityCopy {
-            files: Arc::new(files),
-            covered: upto,
-            hidden_before: hidden,
-        }));
+        install(&copy)?;
+        copy = self.merge_buckets(copy, target, &label, &install).await?;
+        self.vacuum(copy, &label).await?;
         Ok(())
     }
 
@@ -333,12 +341,14 @@ impl Database {
     }
 
     /// Merges the small files of each bucket that has [`MERGE_AT`] of
-    /// them, sorted, one commit per bucket.
+    /// them, sorted, one commit per bucket, and has queries read each
+    /// commit's files (`install`) once it is made.
     async fn merge_buckets(
         &self,
         mut copy: DeltaTable,
         target: u64,
         label: &str,
+        install: &(dyn Fn(&DeltaTable) -> Result<()> + Sync),
     ) -> Result<DeltaTable> {
         let delta_err = |e| delta_error(label, e);
         let mut small: BTreeMap<String, Vec<FileRef>> = BTreeMap::new();
@@ -378,6 +388,7 @@ impl Database {
             .await
             .map_err(|f| delta_err(f.into_error()))?;
             self.storage.make_durable(&merged).await?;
+            install(&merged)?;
             copy = merged;
         }
         Ok(copy)

@@ -12,8 +12,11 @@
 //! - queries keep the snapshot they started with; the replaced files stay
 //!   until vacuum, which only deletes files replaced more than
 //!   `--vacuum-retention` ago;
-//! - after the commits, queries move to the new snapshot only when it holds
-//!   exactly the rows the buffer was trimmed to (`Table::adopt_latest`).
+//! - after each commit, queries move to the new snapshot, when it holds
+//!   exactly the rows the buffer was trimmed to (`Table::adopt_latest`;
+//!   otherwise the next flush moves them): vacuum counts a replaced file's
+//!   age from its commit, so a view held until the end of a long run
+//!   could lose files under a query that started just before that end.
 //!
 //! The scheduler ([`MaintenanceSchedule`]) is the job of a background
 //! worker (`db::Background`); it reads the time, as retention and vacuum
@@ -371,6 +374,13 @@ impl Database {
                         report.bytes_out += bytes;
                         changed |= added > 0 || removed > 0;
                         delta = t;
+                        // Queries move to the merged files at once: vacuum
+                        // counts a replaced file's age from this commit,
+                        // and a run can last longer than the retention.
+                        table.adopt_latest(&self.storage).await?;
+                        if let Some(wait) = crate::fault::delay("maintenance-after-merge") {
+                            tokio::time::sleep(wait).await;
+                        }
                         break;
                     }
                     Err(Failure::Commit(e)) if is_conflict(&e) && attempt < 3 => {
@@ -441,6 +451,7 @@ impl Database {
             }
             report.retention_files_removed = metrics.num_removed_files as u64;
             delta = t;
+            table.adopt_latest(&self.storage).await?;
         }
 
         if changed {
