@@ -123,8 +123,6 @@ impl Storage {
             .await
     }
 
-    /// Opens the Delta table at `url` (a directory URL under the root),
-    /// as [`Storage::open`] does; `name` labels its errors.
     /// Whether the table at `url` is a local one whose log holds nothing
     /// yet: such a table stays an empty handle without asking the kernel,
     /// which logs an error for every load of one.
@@ -136,6 +134,8 @@ impl Storage {
         }
     }
 
+    /// Opens the Delta table at `url` (a directory URL under the root),
+    /// as [`Storage::open`] does; `name` labels its errors.
     async fn open_url(&self, url: Url, name: &str) -> Result<DeltaTable> {
         let delta_err = |source| Error::Delta {
             table: name.to_string(),

@@ -29,15 +29,6 @@ fn batch(prefix: &str, n: usize, days: usize) -> Value {
     Value::Array(out)
 }
 
-/// The physical plan of `sql`.
-fn physical(s: &TestServer, sql: &str) -> String {
-    s.sql(&format!("EXPLAIN {sql}"))
-        .iter()
-        .find(|r| r["plan_type"] == "physical_plan")
-        .map(|r| r["plan"].as_str().unwrap().to_string())
-        .unwrap()
-}
-
 /// For every entity: its events read by `entity_id = '…'` (the copy's
 /// path when there is a copy), read the way no copy serves, and the
 /// stream route's versions, which must be 1..=n.
@@ -85,7 +76,8 @@ fn check_reads(s: &TestServer, expect_rows: usize) {
 }
 
 fn reads_the_copy(s: &TestServer) -> bool {
-    physical(s, "SELECT * FROM events WHERE entity_id = 'u1'").contains("_allsource/entities")
+    s.physical_plan("SELECT * FROM events WHERE entity_id = 'u1'")
+        .contains("_allsource/entities")
 }
 
 #[test]
@@ -111,13 +103,16 @@ fn one_entitys_events_are_read_from_the_copy_and_agree_with_the_table() {
     assert!(
         reads_the_copy(&s),
         "{}",
-        physical(&s, "SELECT * FROM events WHERE entity_id = 'u1'")
+        s.physical_plan("SELECT * FROM events WHERE entity_id = 'u1'")
     );
     // Other queries do not read it.
-    assert!(!physical(&s, "SELECT count(*) FROM events").contains("_allsource"));
+    assert!(
+        !s.physical_plan("SELECT count(*) FROM events")
+            .contains("_allsource")
+    );
     // The copy holds everything stored: the table's files are not part of
     // the plan at all, the copy's scan is its only Parquet scan.
-    let plan = physical(&s, "SELECT * FROM events WHERE entity_id = 'u1'");
+    let plan = s.physical_plan("SELECT * FROM events WHERE entity_id = 'u1'");
     assert_eq!(plan.matches("file_type=parquet").count(), 1, "{plan}");
     check_reads(&s, 30);
 
@@ -154,7 +149,7 @@ fn one_entitys_events_are_read_from_the_copy_and_agree_with_the_table() {
     assert!(rows >= 60, "{rows} rows in the copy's files");
     // Each bucket's small files were merged: a bucket holds fewer files
     // than it had runs.
-    let plan = physical(&s, "SELECT * FROM events WHERE entity_id = 'u1'");
+    let plan = s.physical_plan("SELECT * FROM events WHERE entity_id = 'u1'");
     let copy_files = plan.matches("_allsource/entities").count();
     assert!(
         (1..4).contains(&copy_files),
@@ -182,7 +177,8 @@ fn events_retention_deletes_are_not_read_from_the_copy() {
     s.restart();
     compact(&s, "");
     assert!(
-        physical(&s, "SELECT * FROM events WHERE entity_id = 'u'").contains("_allsource/entities")
+        s.physical_plan("SELECT * FROM events WHERE entity_id = 'u'")
+            .contains("_allsource/entities")
     );
     let ids = |s: &TestServer| -> Vec<Value> {
         s.sql("SELECT event_id FROM events WHERE entity_id = 'u' ORDER BY event_id")
@@ -206,7 +202,8 @@ fn events_retention_deletes_are_not_read_from_the_copy() {
     s.restart();
     assert_eq!(ids(&s), left);
     assert!(
-        physical(&s, "SELECT * FROM events WHERE entity_id = 'u'").contains("_allsource/entities")
+        s.physical_plan("SELECT * FROM events WHERE entity_id = 'u'")
+            .contains("_allsource/entities")
     );
 }
 

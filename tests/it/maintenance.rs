@@ -105,13 +105,9 @@ fn queries_read_each_merged_partition_before_the_run_ends() {
     // Three rounds of two days: three small files in each day partition.
     crate::compaction::small_files(&mut s, "r", 3, 40, 2);
     let files_of_first_day = |s: &TestServer| {
-        let plan = s
-            .sql("EXPLAIN SELECT * FROM events WHERE event_date = DATE '2026-02-01'")
-            .iter()
-            .find(|r| r["plan_type"] == "physical_plan")
-            .map(|r| r["plan"].as_str().unwrap().to_string())
-            .unwrap();
-        plan.matches(".parquet").count()
+        s.physical_plan("SELECT * FROM events WHERE event_date = DATE '2026-02-01'")
+            .matches(".parquet")
+            .count()
     };
     assert_eq!(files_of_first_day(&s), 3);
     let url = s.url("/v1/admin/compact");

@@ -204,6 +204,15 @@ impl TestServer {
         self.proc_status("VmRSS:")
     }
 
+    /// The physical plan of `sql`, as `EXPLAIN` gives it.
+    pub(crate) fn physical_plan(&self, sql: &str) -> String {
+        self.sql(&format!("EXPLAIN {sql}"))
+            .iter()
+            .find(|r| r["plan_type"] == "physical_plan")
+            .map(|r| r["plan"].as_str().unwrap().to_string())
+            .unwrap()
+    }
+
     /// The server's threads: each one's name and nice value.
     pub(crate) fn threads(&self) -> Vec<(String, i64)> {
         let pid = self.child.as_ref().expect("the server runs").id();
