@@ -10,7 +10,9 @@
 //! pipeline's output wait MS milliseconds per 1,000 events first (a sink
 //! that takes so many events a second); and
 //! `maintenance-after-merge=return(MS)`, a pause after each partition a
-//! maintenance run merges.
+//! maintenance run merges; `maintenance-before-adopt=return(MS)`, a pause
+//! between a maintenance commit and moving queries to it (as a long flush
+//! holding the table would make).
 
 /// The error injected at `point`, if the test set one: `return(enospc)`
 /// is a full disk, any other `return` a generic I/O error.

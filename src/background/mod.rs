@@ -6,6 +6,9 @@
 //!   when woken), and stops on drop: cancel, then join, logging the panic
 //!   its thread died of, if any. The database's flusher and maintenance
 //!   schedule are each a `Worker` (`db::Background`).
+//! - [`LowPriorityRuntime`] (`runtime.rs`): a runtime whose threads run
+//!   at the same low priority, for queries and for maintenance runs that a
+//!   request starts.
 //! - [`Clock`] (`clock.rs`): where background work reads "now" and waits.
 //!   The server uses [`SystemClock`]; tests use [`ManualClock`] and advance
 //!   it instead of sleeping.
@@ -16,11 +19,13 @@
 //!   taking the process down.
 
 mod clock;
+mod runtime;
 #[cfg(test)]
 mod tests;
 mod worker;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use runtime::LowPriorityRuntime;
 pub use worker::{Job, Worker, WorkerBuilder, lower_priority};
 
 use futures::FutureExt;

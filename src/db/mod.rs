@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod policies;
 pub mod schemas;
 pub mod sequence;
+mod served;
 pub mod spill;
 mod table;
 mod write;
@@ -34,7 +35,7 @@ use crate::config::Config;
 use crate::dedup::DedupIndex;
 use crate::ids::{InvalidName, TableName, TenantId, WalSeq};
 use crate::ingest;
-use crate::schema::{ColumnKind, ColumnRegistry};
+use crate::schema::ColumnKind;
 use crate::storage::{self, Storage};
 use crate::wal::{self, Wal, WalConfig};
 use arrow::array::RecordBatch;
@@ -161,7 +162,7 @@ impl Database {
         let rewriter = maintenance::Rewriter::new(&config)?;
         let mut tables = BTreeMap::new();
         for (tenant, name) in storage.list_tables().await? {
-            let table = open_table(&storage, &config, &tenant, &name).await?;
+            let table = open_table(&storage, &config, &clock, &tenant, &name).await?;
             tables.insert((tenant, name), Arc::new(table));
         }
         // New WAL records must sort after everything already in Delta.
@@ -274,7 +275,8 @@ impl Database {
         tenant: &TenantId,
         name: &TableName,
     ) -> Result<Arc<Table>> {
-        let table = Arc::new(open_table(&self.storage, &self.config, tenant, name).await?);
+        let table =
+            Arc::new(open_table(&self.storage, &self.config, &self.clock, tenant, name).await?);
         // Two requests may create the same new table at once: the first
         // one in wins, the other's handle is dropped before it holds data.
         Ok(self
@@ -528,23 +530,22 @@ impl TableView {
 async fn open_table(
     storage: &Storage,
     config: &Config,
+    clock: &Arc<dyn Clock>,
     tenant: &TenantId,
     name: &TableName,
 ) -> Result<Table> {
     let delta = storage.open(tenant, name).await?;
     let label = format!("{tenant}.{name}");
     let persisted = storage.persisted_seq(&delta, &label).await?;
-    let registry = match delta.snapshot() {
-        Ok(state) => ColumnRegistry::from_schema(&state.snapshot().arrow_schema()),
-        Err(_) => ColumnRegistry::default(),
-    };
+    let served =
+        served::ServedFiles::new(clock.clone(), config.effective_vacuum_retention(), &delta);
     let table = Table::new(
         tenant.clone(),
         name.clone(),
         config.node_id,
+        served,
         delta,
         persisted,
-        registry,
         DedupIndex::new(
             config.dedup_window.as_micros() as i64,
             config.dedup_capacity,

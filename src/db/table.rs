@@ -3,6 +3,7 @@
 
 use super::Result;
 use super::sequence::{self, Sequencer};
+use super::served::{Served, ServedFiles};
 use crate::dedup::DedupIndex;
 use crate::ids::{NodeId, TableName, TenantId, WalSeq};
 use crate::schema::{self, ColumnRegistry, adapt_batch, overflow_misfits};
@@ -71,6 +72,8 @@ pub struct Table {
     pub(crate) maintenance_lock: tokio::sync::Mutex<()>,
     /// Marked each time a batch is applied, for live readers to wait on.
     applied: tokio::sync::watch::Sender<()>,
+    /// The files queries were handed lately, which vacuum leaves.
+    pub(crate) served: ServedFiles,
 }
 
 async fn provider_for(delta: &DeltaTable) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -88,12 +91,17 @@ impl Table {
         tenant: TenantId,
         name: TableName,
         node: Option<NodeId>,
+        served: ServedFiles,
         delta: DeltaTable,
         persisted: WalSeq,
-        registry: ColumnRegistry,
         dedup: DedupIndex,
     ) -> Result<Self> {
         let provider = provider_for(&delta).await?;
+        // The columns stored so far (none before the first commit).
+        let registry = match delta.snapshot() {
+            Ok(state) => ColumnRegistry::from_schema(&state.snapshot().arrow_schema()),
+            Err(_) => ColumnRegistry::default(),
+        };
         Ok(Table {
             tenant,
             name,
@@ -114,6 +122,7 @@ impl Table {
             flush_lock: tokio::sync::Mutex::new(()),
             maintenance_lock: tokio::sync::Mutex::new(()),
             applied: tokio::sync::watch::channel(()).0,
+            served,
         })
     }
 
@@ -266,13 +275,14 @@ impl Table {
         let freed: usize = drained.iter().map(|b| b.bytes).sum();
         s.rows -= drained.iter().map(|b| b.batch.num_rows()).sum::<usize>();
         s.bytes -= freed;
-        s.delta = new_delta;
+        s.delta = new_delta.clone();
         s.provider = provider;
         s.persisted = persisted;
         if flushed_position.is_some() {
             s.stored_position = s.stored_position.max(flushed_position);
         }
         drop(s);
+        self.served.moved_to(Served::Table, Some(&new_delta));
         total.fetch_sub(freed, Ordering::Relaxed);
         tracing::debug!(table = %label, rows = rows_in, %persisted, "flushed");
         Ok(rows_in)
@@ -308,10 +318,15 @@ impl Table {
         self.install_if_current(storage, latest, &label).await
     }
 
-    /// Makes queries read `copy` as the table's entity copy (`None`: read
-    /// no copy).
-    pub(crate) fn install_entities(&self, copy: Option<EntityCopy>) {
-        self.state.write().entities = copy.map(Arc::new);
+    /// Makes queries read `copy` (the files of the Delta table beside it)
+    /// as the table's entity copy (`None`: read no copy).
+    pub(crate) fn install_entities(&self, copy: Option<(EntityCopy, &DeltaTable)>) {
+        let (entities, delta) = match copy {
+            Some((entities, delta)) => (Some(Arc::new(entities)), Some(delta)),
+            None => (None, None),
+        };
+        self.state.write().entities = entities;
+        self.served.moved_to(Served::EntityCopy, delta);
     }
 
     /// Makes queries skip the entity copy's events with a `timestamp`
@@ -354,11 +369,12 @@ impl Table {
             return Ok(());
         }
         if let Some(files) = DeltaFiles::try_new(&copy)? {
-            self.install_entities(Some(EntityCopy {
+            let entities = EntityCopy {
                 files: Arc::new(files),
                 covered,
                 hidden_before,
-            }));
+            };
+            self.install_entities(Some((entities, &copy)));
         }
         Ok(())
     }
@@ -389,6 +405,9 @@ impl Table {
     /// buffer was trimmed to, so no row is seen twice or lost; otherwise
     /// the next flush brings the snapshot forward anyway.
     pub(crate) async fn adopt_latest(&self, storage: &Storage) -> Result<()> {
+        if let Some(wait) = crate::fault::delay("maintenance-before-adopt") {
+            tokio::time::sleep(wait).await;
+        }
         let _no_flush = self.flush_lock.lock().await;
         let label = self.label();
         let delta = storage.refresh(self.delta(), &label).await?;
@@ -406,11 +425,15 @@ impl Table {
     ) -> Result<()> {
         let persisted = storage.persisted_seq(&latest, label).await?;
         let provider = provider_for(&latest).await?;
-        let mut s = self.state.write();
-        if persisted == s.persisted {
-            s.delta = latest;
-            s.provider = provider;
+        if persisted != self.state.read().persisted {
+            return Ok(());
         }
+        let mut s = self.state.write();
+        s.delta = latest.clone();
+        s.provider = provider;
+        drop(s);
+        // After the swap: no query is handed the old files from here on.
+        self.served.moved_to(Served::Table, Some(&latest));
         Ok(())
     }
 

@@ -299,34 +299,20 @@ impl RecordBatchStream for LimitedStream {
 /// scan back to back took 86% of both cores and left maintenance 12%, so
 /// files piled up and the flusher fell behind ingest.
 #[derive(Debug)]
-pub struct QueryRuntime(Option<tokio::runtime::Runtime>);
+pub struct QueryRuntime(crate::background::LowPriorityRuntime);
 
 impl QueryRuntime {
     pub fn new(threads: usize) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("query")
-            .thread_stack_size(super::bounds::QUERY_THREAD_STACK)
-            .on_thread_start(crate::background::lower_priority)
-            .enable_all()
-            .build()?;
-        Ok(QueryRuntime(Some(rt)))
+        crate::background::LowPriorityRuntime::new(
+            "query",
+            threads,
+            Some(super::bounds::QUERY_THREAD_STACK),
+        )
+        .map(QueryRuntime)
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
-        self.0
-            .as_ref()
-            .expect("the query runtime lives as long as the database")
-            .handle()
-    }
-}
-
-impl Drop for QueryRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which async code may not do.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
+        self.0.handle()
     }
 }
 

@@ -110,18 +110,18 @@ pub(super) async fn compact(
         "POST /v1/admin/compact".into(),
     )?;
     if !params.progress {
-        let reports = service.compact(&caller, &run, &mut |_| {}).await?;
+        let reports = service.compact(&caller, run, |_| {}).await?;
         return Ok(axum::Json(serde_json::json!({ "reports": reports })).into_response());
     }
     // Progress: the run goes on in a task; its lines stream as they come.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
     let line = |v: serde_json::Value| Ok(Bytes::from(format!("{v}\n")));
     let progress_tx = tx.clone();
-    let mut progress = move |p: crate::db::maintenance::Progress| {
+    let progress = move |p: crate::db::maintenance::Progress| {
         let _ = progress_tx.send(line(serde_json::json!({ "progress": p })));
     };
     tokio::spawn(async move {
-        let last = match service.compact(&caller, &run, &mut progress).await {
+        let last = match service.compact(&caller, run, progress).await {
             Ok(reports) => serde_json::json!({ "reports": reports }),
             Err(e) => serde_json::json!({ "error": e.message }),
         };

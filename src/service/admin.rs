@@ -55,22 +55,30 @@ impl Service {
         Ok(Compaction { table, dry_run })
     }
 
-    /// Runs maintenance now, reporting progress as it goes.
+    /// Runs maintenance now, reporting progress as it goes. The run goes
+    /// on at the background priority, and to its end when the caller
+    /// stops waiting for it.
     pub async fn compact(
         &self,
         caller: &Principal,
-        run: &Compaction,
-        progress: &mut (dyn FnMut(Progress) + Send),
+        run: Compaction,
+        mut progress: impl FnMut(Progress) + Send + 'static,
     ) -> Result<Vec<MaintenanceReport>> {
-        Ok(self
-            .db
-            .maintain_all(
-                Some(&caller.tenant),
+        let db = self.db.clone();
+        let tenant = caller.tenant.clone();
+        let task = self.manual_runs.spawn(async move {
+            db.maintain_all(
+                Some(&tenant),
                 run.table.as_ref(),
                 run.dry_run,
-                progress,
+                &mut progress,
             )
-            .await?)
+            .await
+        });
+        match task.await {
+            Ok(reports) => Ok(reports?),
+            Err(e) => Err(Error::internal(format!("the maintenance run failed: {e}"))),
+        }
     }
 
     /// A table's own maintenance settings and the values in effect.

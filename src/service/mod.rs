@@ -79,6 +79,10 @@ pub struct Service {
     /// Held while a table's schemas change, so changes are compiled,
     /// stored and installed in the order they were made.
     governing: tokio::sync::Mutex<()>,
+    /// Where maintenance runs that a request starts go: one thread at the
+    /// background priority, as the scheduled runs have, not the request
+    /// threads.
+    manual_runs: crate::background::LowPriorityRuntime,
 }
 
 impl Service {
@@ -114,7 +118,10 @@ impl Service {
             registry: projections.clone(),
             db: db.clone(),
         }));
+        let manual_runs = crate::background::LowPriorityRuntime::new("manual-maint", 1, None)
+            .map_err(|e| Error::internal(format!("cannot start a maintenance thread: {e}")))?;
         let service = Arc::new(Service {
+            manual_runs,
             governing: Default::default(),
             projections,
             stored_projections: parking_lot::Mutex::new(stored),

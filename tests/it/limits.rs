@@ -40,30 +40,46 @@ fn ingest_n(s: &TestServer, tenant: &str, n: usize, offset: usize) -> crate::sup
 /// neither delays acknowledgements.
 #[test]
 fn queries_and_background_work_yield_to_the_request_threads() {
-    let s = TestServer::start(&[]);
-    s.ingest(&crate::support::events("e", 10));
-    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(10));
+    let mut s = TestServer::start(&["--maintenance-interval", "0"]);
+    // Three flushes over two days: a manual compaction has files to
+    // merge, and an entity copy to build.
+    crate::compaction::small_files(&mut s, "m", 3, 10_000, 2);
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(30_000));
+    let r = s.post("/v1/admin/compact", "application/json", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["reports"][0]["outcome"],
+        json!("done"),
+        "{}",
+        r.text()
+    );
     let threads = s.threads();
-    let nice = |prefix: &str| -> Vec<i64> {
+    let of = |prefix: &str| -> Vec<(i64, u64)> {
         threads
             .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, nice)| *nice)
+            .filter(|(name, ..)| name.starts_with(prefix))
+            .map(|(_, nice, cpu)| (*nice, *cpu))
             .collect()
     };
     // The request threads keep the nice value the server started with
     // (0, unless the suite itself runs niced).
-    let requests = nice("tokio-rt-worker");
+    let requests = of("tokio-rt-worker");
     assert!(!requests.is_empty(), "{threads:?}");
-    let base = requests[0];
-    assert!(requests.iter().all(|n| *n == base), "{threads:?}");
-    for name in ["query", "flusher", "maintenance"] {
-        let found = nice(name);
+    let base = requests[0].0;
+    assert!(requests.iter().all(|(n, _)| *n == base), "{threads:?}");
+    for name in ["query", "flusher", "maintenance", "manual-maint"] {
+        let found = of(name);
         assert!(!found.is_empty(), "no {name} thread in {threads:?}");
         if base < 10 {
-            assert!(found.iter().all(|n| *n == 10), "{name}: {threads:?}");
+            assert!(found.iter().all(|(n, _)| *n == 10), "{name}: {threads:?}");
         }
     }
+    // The compaction a request started ran on its own thread.
+    assert!(
+        of("manual-maint").iter().map(|(_, cpu)| cpu).sum::<u64>() > 0,
+        "{threads:?}"
+    );
+    s.stop();
 }
 
 #[test]

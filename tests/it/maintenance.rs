@@ -90,10 +90,9 @@ fn a_stored_retention_beyond_the_calendar_does_not_stop_maintenance() {
 }
 
 /// A run merges partition by partition, and queries read each merged
-/// partition's new file from its commit on, not from the end of the run:
-/// vacuum counts a replaced file's age from the commit that replaced it,
-/// so files a query could still be given until the run's end might be
-/// deleted under it.
+/// partition's new file from its commit on, not from the end of the run,
+/// so the replaced files can be vacuumed one retention after their
+/// commit rather than one after the run.
 #[test]
 fn queries_read_each_merged_partition_before_the_run_ends() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,5 +133,43 @@ fn queries_read_each_merged_partition_before_the_run_ends() {
     );
     assert_eq!(run.join().unwrap(), 200);
     assert!(started.elapsed() >= Duration::from_secs(4));
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(120));
+}
+
+/// Vacuum counts a replaced file's age from when queries stopped being
+/// handed it, not from the commit that replaced it. The run below waits
+/// 6 s between its merge and moving queries to it (as a flush holding the
+/// table would make it wait), longer than the 4 s retention: its own
+/// vacuum leaves the replaced files, which queries were given until a
+/// moment before, and a run one retention later deletes them.
+#[test]
+fn vacuum_counts_a_files_age_from_when_queries_stopped_being_given_it() {
+    use crate::compaction::{compact, parquet_files, small_files};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start_in_with_env(
+        dir.path(),
+        &[
+            "--maintenance-interval",
+            "0",
+            "--vacuum-retention",
+            "0s",
+            "--query-timeout",
+            "4s",
+        ],
+        &[("FAILPOINTS", "maintenance-before-adopt=1*return(6000)")],
+    );
+    // Three small files in one day partition.
+    small_files(&mut s, "r", 3, 40, 1);
+    assert_eq!(parquet_files(&s.data_dir).len(), 3);
+    let done = compact(&s, "?table=events");
+    let r = &done["reports"][0];
+    assert_eq!(r["outcome"], json!("done"), "{done}");
+    assert_eq!(r["files_out"], json!(1), "{done}");
+    assert!(r["duration_ms"].as_u64().unwrap() >= 6000, "{done}");
+    assert_eq!(r["vacuumed_files"], json!(0), "{done}");
+    assert_eq!(parquet_files(&s.data_dir).len(), 4);
+    assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(120));
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(crate::compaction::vacuum_until(&s, 1), 3);
     assert_eq!(s.scalar("SELECT count(*) FROM events"), json!(120));
 }

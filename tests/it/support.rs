@@ -213,8 +213,9 @@ impl TestServer {
             .unwrap()
     }
 
-    /// The server's threads: each one's name and nice value.
-    pub(crate) fn threads(&self) -> Vec<(String, i64)> {
+    /// The server's threads: each one's name, nice value and CPU time so
+    /// far (user and system, in clock ticks).
+    pub(crate) fn threads(&self) -> Vec<(String, i64, u64)> {
         let pid = self.child.as_ref().expect("the server runs").id();
         let mut out = Vec::new();
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -224,18 +225,19 @@ impl TestServer {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
-            // `tid (name) state ppid ...`: the name may hold spaces, and
-            // the nice value is the 17th field after it.
+            // `tid (name) state ppid ...`: the name may hold spaces; user
+            // and system time are the 12th and 13th fields after it, the
+            // nice value the 17th.
             let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
                 continue;
             };
             let name = stat[open + 1..close].to_string();
-            let nice = stat[close + 1..]
+            let fields: Vec<i64> = stat[close + 1..]
                 .split_whitespace()
-                .nth(16)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no nice value in {stat}"));
-            out.push((name, nice));
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            assert!(fields.len() > 16, "too few fields in {stat}");
+            out.push((name, fields[16], (fields[11] + fields[12]) as u64));
         }
         out
     }

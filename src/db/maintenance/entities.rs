@@ -32,6 +32,7 @@ use super::merge;
 use super::plan::FileRef;
 use super::rewrite::entity_copy_properties;
 use super::{Database, Result, Table, delta_error};
+use crate::db::served::Served;
 use crate::schema::{ENTITY_ID, POSITION, adapt_batch};
 use crate::storage::entities::{
     BUCKET_COLUMN, COVERED_APP_ID, EntityCopy, HIDDEN_APP_ID, bucket_of,
@@ -187,17 +188,17 @@ impl Database {
                 }
             }
         }
-        // Queries move to each commit's files as soon as it is made: vacuum
-        // counts a replaced file's age from its commit, so a file replaced
-        // early in a long run and still read until the run's end could be
-        // deleted under a query that started just before that end.
+        // Queries move to each commit's files as soon as it is made, so the
+        // files a commit replaced stop being handed out then, and vacuum
+        // can delete them one retention later, not one after the run.
         let install = |copy: &DeltaTable| -> Result<()> {
             let files = DeltaFiles::try_new(copy)?;
-            table.install_entities(files.map(|files| EntityCopy {
+            let entities = files.map(|files| EntityCopy {
                 files: Arc::new(files),
                 covered: upto,
                 hidden_before: hidden,
-            }));
+            });
+            table.install_entities(entities.map(|e| (e, copy)));
             Ok(())
         };
         let from = if rebuild { 0 } else { covered };
@@ -214,7 +215,8 @@ impl Database {
         }
         install(&copy)?;
         copy = self.merge_buckets(copy, target, &label, &install).await?;
-        self.vacuum(copy, &label).await?;
+        self.vacuum(copy, &label, table.served.in_use(Served::EntityCopy))
+            .await?;
         Ok(())
     }
 

@@ -11,12 +11,13 @@
 //!   rewrite that loses a race is retried, then skipped (it gives way);
 //! - queries keep the snapshot they started with; the replaced files stay
 //!   until vacuum, which only deletes files replaced more than
-//!   `--vacuum-retention` ago;
+//!   `--vacuum-retention` ago and handed to no query within that time
+//!   (`db::served`: a file's age counts from when queries stopped being
+//!   given it, not from the commit that replaced it);
 //! - after each commit, queries move to the new snapshot, when it holds
 //!   exactly the rows the buffer was trimmed to (`Table::adopt_latest`;
-//!   otherwise the next flush moves them): vacuum counts a replaced file's
-//!   age from its commit, so a view held until the end of a long run
-//!   could lose files under a query that started just before that end.
+//!   otherwise the next flush moves them), so the replaced files can go
+//!   one retention after the commit rather than after the run.
 //!
 //! The scheduler ([`MaintenanceSchedule`]) is the job of a background
 //! worker (`db::Background`); it reads the time, as retention and vacuum
@@ -47,6 +48,7 @@ pub(crate) use rewrite::Rewriter;
 pub(crate) use schedule::MaintenanceSchedule;
 pub use settings::{MAX_RETENTION, SettingsStore, TableSettings, parse_retention};
 
+use super::served::Served;
 use super::table::Table;
 use super::{Database, Error, Result};
 use crate::ids::{TableName, TenantId};
@@ -59,6 +61,7 @@ use merge::Failure;
 use plan::compaction_plan;
 use rewrite::writer_properties;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -374,9 +377,9 @@ impl Database {
                         report.bytes_out += bytes;
                         changed |= added > 0 || removed > 0;
                         delta = t;
-                        // Queries move to the merged files at once: vacuum
-                        // counts a replaced file's age from this commit,
-                        // and a run can last longer than the retention.
+                        // Queries move to the merged files at once, so the
+                        // replaced ones can go one retention from now, not
+                        // one after the run, which can last longer.
                         table.adopt_latest(&self.storage).await?;
                         if let Some(wait) = crate::fault::delay("maintenance-after-merge") {
                             tokio::time::sleep(wait).await;
@@ -463,7 +466,8 @@ impl Database {
             table.adopt_latest(&self.storage).await?;
         }
 
-        report.vacuumed_files = self.vacuum(delta, &label).await?;
+        let in_use = table.served.in_use(Served::Table);
+        report.vacuumed_files = self.vacuum(delta, &label, in_use).await?;
 
         report.outcome = if !gave_way.is_empty() {
             Outcome::GaveWay {
@@ -505,45 +509,41 @@ impl Database {
     }
 
     /// Deletes the files replaced more than `--vacuum-retention` ago (on
-    /// the database's clock).
-    /// deltalake lists every tombstone still in the log, including files
-    /// an earlier vacuum already deleted, so the listing is checked
-    /// against the store first: no vacuum commit when nothing is left.
-    async fn vacuum(&self, delta: DeltaTable, label: &str) -> Result<u64> {
+    /// the database's clock) that are not `in_use`: queries were handed
+    /// them within that time (`served`). The rest stay listed as
+    /// tombstones for a later run. deltalake lists every tombstone still in
+    /// the log, including files an earlier vacuum already deleted; each
+    /// listed file is looked up first (S3 answers a delete of a missing
+    /// key as done), and those already gone are not counted.
+    async fn vacuum(&self, delta: DeltaTable, label: &str, in_use: HashSet<String>) -> Result<u64> {
         let delta_err = |source| delta_error(label, source);
         let retention = chrono::Duration::from_std(self.config.effective_vacuum_retention())
             .unwrap_or(chrono::Duration::hours(1));
-        let clock = Arc::new(VacuumClock(self.clock.clone()));
         let (delta, listed) = delta
             .vacuum()
-            .with_clock(clock.clone())
+            .with_clock(Arc::new(VacuumClock(self.clock.clone())))
             .with_retention_period(retention)
             .with_enforce_retention_duration(false)
             .with_dry_run(true)
             .await
             .map_err(delta_err)?;
         let store = delta.object_store();
-        let mut present = 0u64;
-        for file in &listed.files_deleted {
-            let path = object_store::path::Path::from(file.as_str());
-            if object_store::ObjectStoreExt::head(store.as_ref(), &path)
-                .await
-                .is_ok()
-            {
-                present += 1;
+        let mut deleted = 0u64;
+        for file in listed.files_deleted.iter().filter(|f| !in_use.contains(*f)) {
+            let path = object_store::path::Path::parse(file)
+                .unwrap_or_else(|_| object_store::path::Path::from(file.as_str()));
+            match object_store::ObjectStoreExt::head(store.as_ref(), &path).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(delta_err(e.into())),
+            }
+            match object_store::ObjectStoreExt::delete(store.as_ref(), &path).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(delta_err(e.into())),
             }
         }
-        if present == 0 {
-            return Ok(0);
-        }
-        delta
-            .vacuum()
-            .with_clock(clock)
-            .with_retention_period(retention)
-            .with_enforce_retention_duration(false)
-            .await
-            .map_err(delta_err)?;
-        Ok(present)
+        Ok(deleted)
     }
 
     /// The table settings store.
