@@ -7,8 +7,10 @@ use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionContext};
+use datafusion::sql::parser::Statement;
 use std::sync::Arc;
 
 /// The refusal of a statement that would change something (DDL, DML,
@@ -54,17 +56,23 @@ pub async fn start(
     ctx.execute_logical_plan(plan).await?.execute_stream().await
 }
 
+/// `sql` parsed within the session's [`bounds`] (the defaults in a
+/// session without them).
+fn parse_bounded(state: &SessionState, sql: &str) -> Result<Statement> {
+    let bounds = state
+        .config()
+        .get_extension::<bounds::SessionBounds>()
+        .unwrap_or_else(|| Arc::new(bounds::SessionBounds::new(Default::default())));
+    bounds.parse(state, sql)
+}
+
 /// The tables `sql` names, as policies name them: the tenant's tables by
 /// name (without a pin), the others with their schema (`system.audit`,
 /// `projections.p`). Common table expressions are left out; table
 /// functions' inner queries are not looked into.
 pub fn tables_named(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
     let state = ctx.state();
-    let bounds = state
-        .config()
-        .get_extension::<bounds::SessionBounds>()
-        .unwrap_or_else(|| Arc::new(bounds::SessionBounds::new(Default::default())));
-    let mut statement = bounds.parse(&state, sql)?;
+    let mut statement = parse_bounded(&state, sql)?;
     if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
         pin::rewrite_as_of(inner.as_mut()).map_err(DataFusionError::Plan)?;
     }
@@ -91,11 +99,7 @@ pub fn tables_named(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
 /// order they appear in the text (the form JDBC and ADBC send).
 pub async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan> {
     let state = ctx.state();
-    let bounds = state
-        .config()
-        .get_extension::<bounds::SessionBounds>()
-        .unwrap_or_else(|| Arc::new(bounds::SessionBounds::new(Default::default())));
-    let mut statement = bounds.parse(&state, sql)?;
+    let mut statement = parse_bounded(&state, sql)?;
     if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
         number_placeholders(inner.as_mut());
         pin::rewrite_as_of(inner.as_mut()).map_err(DataFusionError::Plan)?;
