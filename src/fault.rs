@@ -12,7 +12,9 @@
 //! `maintenance-after-merge=return(MS)`, a pause after each partition a
 //! maintenance run merges; `maintenance-before-adopt=return(MS)`, a pause
 //! between a maintenance commit and moving queries to it (as a long flush
-//! holding the table would make).
+//! holding the table would make); `projection-fold-delay=return(MS)`, a
+//! pause before a projection folds each batch of events (a projection
+//! catching up slowly).
 
 /// The error injected at `point`, if the test set one: `return(enospc)`
 /// is a full disk, any other `return` a generic I/O error.

@@ -10,9 +10,10 @@ use super::pipelines::table_name;
 use super::subscribe::{Start, Subscribe};
 use super::{Error, Kind, Result, Service};
 use crate::auth::{Definer, Principal};
-use crate::ids::TableName;
+use crate::ids::{ProjectionName, TableName};
 use crate::pipeline::sink::{Converted, Ordinals, to_events};
-use crate::pipeline::{Chain, ChainState, Pipeline};
+use crate::pipeline::{Chain, ChainState, Operator, Pipeline};
+use crate::projection::Health;
 use arrow::array::RecordBatch;
 use futures::FutureExt;
 use std::sync::Arc;
@@ -25,6 +26,11 @@ const SINK_CHUNK: usize = 10_000;
 /// How long a pipeline waits before trying again after an error it can
 /// get past (full buffers, a busy ingest budget, a failed read).
 const RETRY: Duration = Duration::from_millis(200);
+
+/// How often a pipeline looks whether the projections it enriches from
+/// have caught up, and how long it waits before saying so in its status.
+const LOOKUP_POLL: Duration = Duration::from_millis(10);
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(1);
 
 /// A running pipeline's plan and the state of its windows, made at its
 /// first micro-batch (the plan again when the source grows columns).
@@ -113,6 +119,10 @@ impl Service {
                 };
                 match next {
                     Ok(Some(micro)) => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = self.lookups_caught_up(pipeline) => {}
+                        }
                         self.run_batch(
                             pipeline,
                             &caller,
@@ -133,6 +143,47 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Waits until each projection the pipeline enriches from has folded
+    /// every event its table had acknowledged when the wait began, so
+    /// that a micro-batch meets the lookups as of at least its own events
+    /// (after a restart, a projection folds again from its snapshot while
+    /// the pipeline resumes). A projection that does not exist is left to
+    /// the plan, which names it.
+    async fn lookups_caught_up(&self, pipeline: &Pipeline) {
+        let started = std::time::Instant::now();
+        let names = pipeline.spec.operators.iter().filter_map(|op| match op {
+            Operator::Enrich(spec) => spec.projection.as_deref(),
+            _ => None,
+        });
+        for name in names {
+            let Ok(name) = name.parse::<ProjectionName>() else {
+                continue;
+            };
+            let mut target = None;
+            while let Some(live) = self.projections.get(&pipeline.tenant, &name) {
+                let Some(table) = self.db.table(&live.tenant, &live.table) else {
+                    break;
+                };
+                let head = *target.get_or_insert_with(|| table.highest_position());
+                if head < table.first_position() || live.position() >= head {
+                    break;
+                }
+                if started.elapsed() >= LOOKUP_PATIENCE {
+                    let failed = match live.health() {
+                        Health::Failed(why) => format!(", which failed: {why}"),
+                        Health::Running => String::new(),
+                    };
+                    pipeline.retrying(format!(
+                        "waiting for projection {:?} to fold its table up to position {head} (it is at {}{failed})",
+                        name.as_str(),
+                        live.position()
+                    ));
+                }
+                tokio::time::sleep(LOOKUP_POLL).await;
+            }
+        }
     }
 
     /// Runs the operators over one micro-batch (source events up to

@@ -450,6 +450,9 @@ impl Service {
                             live.fail(reason);
                             return;
                         }
+                        if let Some(pause) = crate::fault::delay("projection-fold-delay") {
+                            tokio::time::sleep(pause).await;
+                        }
                         if live.fold(&batches, upto).is_err() {
                             return;
                         }

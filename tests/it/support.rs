@@ -405,6 +405,16 @@ impl TestServer {
         assert!(self.child.is_none(), "stop or kill the server first");
         self.spawn();
     }
+
+    /// Starts the server again as [`Self::restart`] does, with `env` set
+    /// in its environment from now on.
+    pub(crate) fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        for (k, v) in env {
+            self.env.retain(|(name, _)| name != k);
+            self.env.push((k.to_string(), v.to_string()));
+        }
+        self.restart();
+    }
 }
 
 fn sigterm(pid: u32) {
