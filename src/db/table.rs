@@ -425,10 +425,10 @@ impl Table {
     ) -> Result<()> {
         let persisted = storage.persisted_seq(&latest, label).await?;
         let provider = provider_for(&latest).await?;
-        if persisted != self.state.read().persisted {
+        let mut s = self.state.write();
+        if persisted != s.persisted {
             return Ok(());
         }
-        let mut s = self.state.write();
         s.delta = latest.clone();
         s.provider = provider;
         drop(s);
