@@ -57,6 +57,16 @@ pub(super) async fn table_with(
     (storage, table)
 }
 
+/// [`table_with`] two flushes: three events on days 100 and 101 (WAL
+/// sequence 3), then two on day 102 (sequence 5).
+pub(super) async fn two_flushes(dir: &std::path::Path) -> (Storage, DeltaTable) {
+    let flushes = vec![
+        (events(0, &[100, 100, 101]), 3),
+        (events(3, &[102, 102]), 5),
+    ];
+    table_with(dir, flushes).await
+}
+
 pub(super) fn tenant() -> TenantId {
     "acme".parse().unwrap()
 }

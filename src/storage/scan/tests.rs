@@ -65,17 +65,10 @@ fn small_newest_files_stay_whole_and_big_ones_are_split() {
 
 #[tokio::test]
 async fn a_written_table_scans_with_its_files_and_bounds() {
-    use crate::storage::test_util::{DAY_MICROS, events, table_with};
+    use crate::storage::test_util::{DAY_MICROS, two_flushes};
     use datafusion::prelude::{SessionContext, col, lit};
     let tmp = tempfile::tempdir().unwrap();
-    let (_, table) = table_with(
-        tmp.path(),
-        vec![
-            (events(0, &[100, 100, 101]), 3),
-            (events(3, &[102, 102]), 5),
-        ],
-    )
-    .await;
+    let (_, table) = two_flushes(tmp.path()).await;
     let scan = DeltaFiles::try_new(&table).unwrap().expect("a plain table");
     // Query types, the partition column last; exact row counts.
     let names: Vec<_> = scan

@@ -159,16 +159,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_scan_comes_back_from_its_wire_form_unchanged() {
-        use crate::storage::test_util::{events, table_with};
+        use crate::storage::test_util::two_flushes;
         let tmp = tempfile::tempdir().unwrap();
-        let (_, table) = table_with(
-            tmp.path(),
-            vec![
-                (events(0, &[100, 100, 101]), 3),
-                (events(3, &[102, 102]), 5),
-            ],
-        )
-        .await;
+        let (_, table) = two_flushes(tmp.path()).await;
         let files = DeltaFiles::try_new(&table).unwrap().unwrap();
         let bytes = files.to_wire().unwrap().encode_to_vec();
         let back = DeltaFiles::from_wire(
