@@ -145,6 +145,13 @@ pub struct Config {
     #[arg(long, env = "ALLSOURCE_ENTITY_COPY", default_value_t = true, action = clap::ArgAction::Set)]
     pub entity_copy: bool,
 
+    /// Between maintenance runs, a table's entity copy is extended on its
+    /// own (no compaction) once this many of the table's files hold events
+    /// it does not cover, so that a read of one entity opens few files
+    /// however long the interval. 0 leaves it to the maintenance runs.
+    #[arg(long, env = "ALLSOURCE_ENTITY_COPY_FOLLOW_FILES", default_value_t = 64)]
+    pub entity_copy_follow_files: usize,
+
     /// How long files replaced by compaction or deletion are kept before
     /// vacuum deletes them: queries started before the replacement keep
     /// reading them meanwhile. Keep it above the longest query (and at most
@@ -339,6 +346,7 @@ impl Default for Config {
             compaction_target_bytes: 256 << 20,
             compaction_memory_limit: 256 << 20,
             entity_copy: true,
+            entity_copy_follow_files: 64,
             vacuum_retention: Duration::from_secs(3600),
             retention: None,
             query_memory_limit: 2 << 30,

@@ -9,6 +9,7 @@ use crate::ids::{NodeId, TableName, TenantId, WalSeq};
 use crate::schema::{self, ColumnRegistry, adapt_batch, overflow_misfits};
 use crate::storage::Storage;
 use crate::storage::entities::EntityCopy;
+use crate::storage::entity_filter::EntityFilters;
 use crate::storage::scan::DeltaFiles;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
@@ -47,6 +48,9 @@ pub(crate) struct TableState {
     pub(crate) stored_position: Option<u64>,
     /// The table's entity copy, when maintenance has made one.
     pub(crate) entities: Option<Arc<EntityCopy>>,
+    /// The entity filters of the files flushed since the copy's covered
+    /// position, which the provider prunes files by.
+    entity_filters: EntityFilters,
 }
 
 /// An event table of one tenant.
@@ -76,14 +80,23 @@ pub struct Table {
     pub(crate) served: ServedFiles,
 }
 
-async fn provider_for(delta: &DeltaTable) -> Result<Option<Arc<dyn TableProvider>>> {
+/// The provider queries read `delta` through, its files pruned by those
+/// of `filters` that belong to them; and those filters.
+async fn provider_for(
+    delta: &DeltaTable,
+    filters: &EntityFilters,
+) -> Result<(Option<Arc<dyn TableProvider>>, EntityFilters)> {
     if delta.version().is_none() {
-        return Ok(None);
+        return Ok((None, EntityFilters::default()));
     }
     if let Some(files) = DeltaFiles::try_new(delta)? {
-        return Ok(Some(Arc::new(files)));
+        let (files, kept) = files.with_entity_filters(filters)?;
+        return Ok((Some(Arc::new(files)), kept));
     }
-    Ok(Some(delta.table_provider().await?))
+    Ok((
+        Some(delta.table_provider().await?),
+        EntityFilters::default(),
+    ))
 }
 
 impl Table {
@@ -96,7 +109,7 @@ impl Table {
         persisted: WalSeq,
         dedup: DedupIndex,
     ) -> Result<Self> {
-        let provider = provider_for(&delta).await?;
+        let (provider, _) = provider_for(&delta, &EntityFilters::default()).await?;
         // The columns stored so far (none before the first commit).
         let registry = match delta.snapshot() {
             Ok(state) => ColumnRegistry::from_schema(&state.snapshot().arrow_schema()),
@@ -118,6 +131,7 @@ impl Table {
                 bytes: 0,
                 stored_position: None,
                 entities: None,
+                entity_filters: EntityFilters::default(),
             }),
             flush_lock: tokio::sync::Mutex::new(()),
             maintenance_lock: tokio::sync::Mutex::new(()),
@@ -217,7 +231,7 @@ impl Table {
     /// snapshot and drops the written batches together.
     pub(crate) async fn flush(&self, storage: &Storage, total: &AtomicUsize) -> Result<usize> {
         let _one_at_a_time = self.flush_lock.lock().await;
-        let (batches, last_seq, delta) = {
+        let (batches, last_seq, delta, filters) = {
             let s = self.state.read();
             let Some(last) = s.buffer.last() else {
                 return Ok(0);
@@ -229,6 +243,7 @@ impl Table {
                     .collect::<Vec<_>>(),
                 last.seq,
                 s.delta.clone(),
+                s.entity_filters.clone(),
             )
         };
         // A previous attempt may have committed and then failed after the
@@ -243,12 +258,12 @@ impl Table {
             .iter()
             .filter_map(|(_, b)| sequence::last_position(b))
             .max();
-        let new_delta = if already >= last_seq {
+        let (new_delta, added) = if already >= last_seq {
             // Committed by an attempt that failed afterwards: make sure it
             // is durable before the buffer (and so the WAL) lets go of it.
             storage.make_durable(&delta).await?;
             rows_in = 0;
-            delta
+            (delta, Vec::new())
         } else {
             let target = self.reconciled_schema(&delta);
             let shared = self.node.is_some();
@@ -267,7 +282,11 @@ impl Table {
                 .append(delta, &label, batches, last_seq, last_position)
                 .await?
         };
-        let provider = provider_for(&new_delta).await?;
+        // The filters of files the copy covers are dropped (a read of one
+        // entity takes their events from the copy), and so are those of
+        // files no longer in the table (compaction replaced them).
+        let covered = self.state.read().entities.as_ref().map_or(0, |c| c.covered);
+        let (provider, filters) = provider_for(&new_delta, &filters.with(added, covered)).await?;
         let persisted = last_seq.max(already);
         let mut s = self.state.write();
         let keep_from = s.buffer.partition_point(|b| b.seq <= persisted);
@@ -277,6 +296,7 @@ impl Table {
         s.bytes -= freed;
         s.delta = new_delta.clone();
         s.provider = provider;
+        s.entity_filters = filters;
         s.persisted = persisted;
         if flushed_position.is_some() {
             s.stored_position = s.stored_position.max(flushed_position);
@@ -424,13 +444,15 @@ impl Table {
         label: &str,
     ) -> Result<()> {
         let persisted = storage.persisted_seq(&latest, label).await?;
-        let provider = provider_for(&latest).await?;
+        let filters = self.state.read().entity_filters.clone();
+        let (provider, filters) = provider_for(&latest, &filters).await?;
         let mut s = self.state.write();
         if persisted != s.persisted {
             return Ok(());
         }
         s.delta = latest.clone();
         s.provider = provider;
+        s.entity_filters = filters;
         drop(s);
         // After the swap: no query is handed the old files from here on.
         self.served.moved_to(Served::Table, Some(&latest));

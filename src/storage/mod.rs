@@ -12,6 +12,8 @@
 //!   ([`Storage::append`]); the commit is fsynced before the WAL may let
 //!   go of it (`Storage::make_durable`). `encoding` picks the Parquet
 //!   settings of those files.
+//! - [`entity_filter`]: the in-memory filters of the entity ids each
+//!   flushed file holds, which the scan prunes files by.
 //! - [`scan`]: the read side, a table version's files as a DataFusion scan
 //!   ([`scan::DeltaFiles`]), with the Parquet readers it uses (`readers`).
 //!
@@ -22,6 +24,7 @@ mod backend;
 mod discovery;
 mod encoding;
 pub mod entities;
+pub mod entity_filter;
 pub mod lease;
 pub(crate) mod readers;
 pub mod scan;

@@ -16,6 +16,7 @@
 //! types the buffer's batches are adapted to, so the query layer can union
 //! this scan with the buffer.
 
+use super::entity_filter::{EntityFilter, EntityFilters};
 use super::readers::{LocalReaders, PageIndexReaders};
 use crate::schema::query_type;
 use arrow::array::{Array, ArrayRef};
@@ -57,6 +58,9 @@ pub struct DeltaFiles {
     table_schema: TableSchema,
     /// Newest partition first, so a scan that stops early reads recent data.
     files: Vec<PartitionedFile>,
+    /// The entity filter of each file in `files` that has one (empty: none
+    /// has).
+    entity_filters: Vec<Option<Arc<EntityFilter>>>,
     statistics: Statistics,
     store_url: ObjectStoreUrl,
     store: Arc<dyn ObjectStore>,
@@ -210,11 +214,41 @@ impl DeltaFiles {
             schema,
             table_schema,
             files,
+            entity_filters: Vec::new(),
             statistics,
             store_url,
             store: log_store.root_object_store(None),
             base,
         }))
+    }
+
+    /// The same scan, its files pruned by `filters` too when a query asks
+    /// for given entities; and those of `filters` that belong to one of
+    /// its files.
+    pub fn with_entity_filters(mut self, filters: &EntityFilters) -> Result<(Self, EntityFilters)> {
+        if filters.is_empty() {
+            return Ok((self, EntityFilters::default()));
+        }
+        let mut by_location = std::collections::HashMap::new();
+        for (path, filter) in filters.iter() {
+            by_location.insert(file_location(&self.base, path)?, (path, filter));
+        }
+        let mut kept = Vec::new();
+        self.entity_filters = self
+            .files
+            .iter()
+            .map(|f| {
+                let (path, filter) = by_location.get(&f.object_meta.location)?;
+                kept.push(((*path).clone(), (*filter).clone()));
+                Some((*filter).clone())
+            })
+            .collect();
+        Ok((self, kept.into_iter().collect()))
+    }
+
+    /// How many of the scan's files have an entity filter.
+    pub fn filtered_files(&self) -> usize {
+        self.entity_filters.iter().flatten().count()
     }
 
     /// The same scan over only the files at `paths` (relative to the
@@ -238,9 +272,20 @@ impl DeltaFiles {
                 wanted.len()
             )));
         }
+        let entity_filters = match self.entity_filters.is_empty() {
+            true => Vec::new(),
+            false => self
+                .files
+                .iter()
+                .zip(&self.entity_filters)
+                .filter(|(f, _)| wanted.contains(&f.object_meta.location))
+                .map(|(_, filter)| filter.clone())
+                .collect(),
+        };
         Ok(DeltaFiles {
             statistics: merged_statistics(&files, &self.schema)?,
             files,
+            entity_filters,
             schema: self.schema.clone(),
             table_schema: self.table_schema.clone(),
             store_url: self.store_url.clone(),
@@ -342,12 +387,30 @@ impl PruningStatistics for FileBounds<'_> {
         None
     }
 
+    /// False for a file whose entity filter rules out every entity of
+    /// `values` (never true: a filter cannot say a file holds only them).
     fn contained(
         &self,
-        _column: &datafusion::common::Column,
-        _values: &std::collections::HashSet<ScalarValue>,
+        column: &datafusion::common::Column,
+        values: &std::collections::HashSet<ScalarValue>,
     ) -> Option<arrow::array::BooleanArray> {
-        None
+        let filters = &self.0.entity_filters;
+        if column.name() != crate::schema::ENTITY_ID || filters.is_empty() {
+            return None;
+        }
+        let mut entities = Vec::with_capacity(values.len());
+        for value in values {
+            entities.push(value.try_as_str().flatten()?);
+        }
+        Some(
+            filters
+                .iter()
+                .map(|filter| match filter {
+                    Some(f) if !entities.iter().any(|e| f.may_hold(e)) => Some(false),
+                    _ => None,
+                })
+                .collect(),
+        )
     }
 }
 

@@ -52,7 +52,8 @@ pub(super) async fn table_with(
         table = storage
             .append(table, "acme.events", vec![batch], WalSeq(seq), None)
             .await
-            .unwrap();
+            .unwrap()
+            .0;
     }
     (storage, table)
 }

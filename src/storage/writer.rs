@@ -9,6 +9,7 @@
 
 use super::backend::Backend;
 use super::encoding::flush_writer_properties;
+use super::entity_filter::EntityFilter;
 use super::{Error, PARTITION_COLUMN, POSITION_APP_ID, Result, Storage, WAL_APP_ID, app_id};
 use crate::ids::WalSeq;
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -33,6 +34,9 @@ impl Storage {
     /// write of a table and flushes that widen its schema go through
     /// deltalake's `WriteBuilder`, which creates the table or adds the
     /// schema change to the commit.
+    ///
+    /// Also returns the entity filters of the files written here (each
+    /// file's path, as the log gives it, and its filter).
     pub async fn append(
         &self,
         table: DeltaTable,
@@ -40,7 +44,7 @@ impl Storage {
         batches: Vec<RecordBatch>,
         last_seq: WalSeq,
         last_position: Option<u64>,
-    ) -> Result<DeltaTable> {
+    ) -> Result<(DeltaTable, Vec<(String, EntityFilter)>)> {
         let delta_err = |source| Error::Delta {
             table: name.to_string(),
             source,
@@ -70,23 +74,26 @@ impl Storage {
             })
         };
         injected("flush-write")?;
-        let table = match conformed {
+        let (table, filters) = match conformed {
             Some((batches, schema)) => write_by_date(table, schema, batches, properties, commit)
                 .await
                 .map_err(delta_err)?,
-            _ => table
-                .write(batches)
-                .with_save_mode(SaveMode::Append)
-                .with_schema_mode(SchemaMode::Merge)
-                .with_partition_columns([PARTITION_COLUMN])
-                .with_writer_properties(properties)
-                .with_commit_properties(commit)
-                .await
-                .map_err(delta_err)?,
+            _ => (
+                table
+                    .write(batches)
+                    .with_save_mode(SaveMode::Append)
+                    .with_schema_mode(SchemaMode::Merge)
+                    .with_partition_columns([PARTITION_COLUMN])
+                    .with_writer_properties(properties)
+                    .with_commit_properties(commit)
+                    .await
+                    .map_err(delta_err)?,
+                Vec::new(),
+            ),
         };
         injected("flush-after-commit")?;
         self.make_durable(&table).await?;
-        Ok(table)
+        Ok((table, filters))
     }
 
     /// Makes the table's latest commit survive power loss before the WAL
@@ -286,7 +293,7 @@ async fn write_by_date(
     batches: Vec<RecordBatch>,
     properties: parquet::file::properties::WriterProperties,
     commit: CommitProperties,
-) -> Result<DeltaTable, DeltaTableError> {
+) -> Result<(DeltaTable, Vec<(String, EntityFilter)>), DeltaTableError> {
     let snapshot = table.snapshot()?;
     let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
     let parts = flush_parallelism();
@@ -342,12 +349,17 @@ async fn write_by_date(
         stats.num_indexed_cols,
         stats.stats_columns,
     );
+    // A writer per date, so that each file is known to hold that date's
+    // rows, whose entity filter it gets.
     let store = table.log_store().object_store(None);
     let written = run_tasks(jobs.into_iter().filter(|(_, dates)| !dates.is_empty()).map(
         |(_, dates)| {
-            let mut writer = DeltaWriter::new(store.clone(), config.clone());
+            let (store, config) = (store.clone(), config.clone());
             async move {
+                let mut written = Vec::new();
                 for (date, batches) in dates {
+                    let filter = EntityFilter::of(&batches);
+                    let mut writer = DeltaWriter::new(store.clone(), config.clone());
                     let values = indexmap::IndexMap::from([(
                         PARTITION_COLUMN.to_string(),
                         delta_kernel::expressions::Scalar::Date(date),
@@ -355,15 +367,27 @@ async fn write_by_date(
                     for batch in batches {
                         writer.write_partition(batch, &values).await?;
                     }
+                    written.push((writer.close().await?, filter));
                 }
-                writer.close().await
+                Ok::<_, DeltaTableError>(written)
             }
         },
     ))
     .await?;
     let mut actions = Vec::new();
-    for adds in written {
-        actions.extend(adds?.into_iter().map(Action::Add));
+    let mut filters = Vec::new();
+    for (adds, filter) in written
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+    {
+        for add in adds {
+            if let Some(filter) = &filter {
+                filters.push((add.path.clone(), filter.clone()));
+            }
+            actions.push(Action::Add(add));
+        }
     }
     let operation = DeltaOperation::Write {
         mode: SaveMode::Append,
@@ -376,7 +400,7 @@ async fn write_by_date(
         .await?;
     let mut table = table;
     table.state = Some(done.snapshot);
-    Ok(table)
+    Ok((table, filters))
 }
 
 /// Runs `tasks` as tokio tasks, in parallel on a multi-threaded runtime,

@@ -355,3 +355,106 @@ fn assert_sorted_by_entity(path: &std::path::Path) -> usize {
     );
     keys.len()
 }
+
+/// Until the copy covers them, flushed files carry in-memory filters of
+/// the entities they hold: a read of one entity leaves out the flushed
+/// files it is not in, and returns what a read that prunes nothing
+/// returns. The filters are not kept over a restart: every file is read
+/// again.
+#[test]
+fn a_read_of_one_entity_skips_the_flushed_files_it_is_not_in() {
+    let mut s = TestServer::start(&["--maintenance-interval", "0", "--flush-age", "20ms"]);
+    let flushed = |s: &TestServer| {
+        s.scalar("SELECT buffered_rows FROM system.tables WHERE table_name = 'events'") == json!(0)
+    };
+    // The table's first flush creates it, through a commit that keeps
+    // no filters; then three flushes, each of two entities of its own over
+    // two days.
+    s.ingest(&json!([{"event_type": "seen", "entity_id": "first",
+        "timestamp": "2026-03-01T09:00:00Z", "payload": {"i": 0}}]));
+    wait_until("the flush", Duration::from_secs(20), || flushed(&s));
+    for group in ["a", "b", "c"] {
+        let events: Vec<Value> = (0..2)
+            .flat_map(|e| {
+                (0..4).map(move |i| {
+                    json!({
+                        "event_id": format!("{group}{e}-{i}"),
+                        "event_type": "seen",
+                        "entity_id": format!("{group}{e}"),
+                        "timestamp": format!("2026-03-0{}T10:00:00Z", 1 + i % 2),
+                        "payload": {"i": i},
+                    })
+                })
+            })
+            .collect();
+        s.ingest(&Value::Array(events));
+        wait_until("the flush", Duration::from_secs(20), || flushed(&s));
+    }
+    let files = |s: &TestServer, entity: &str| {
+        s.physical_plan(&format!(
+            "SELECT * FROM events WHERE entity_id = '{entity}'"
+        ))
+        .matches(".parquet")
+        .count()
+    };
+    let same_rows = |s: &TestServer, entity: &str| {
+        let read = |filter: &str| {
+            s.sql(&format!(
+                "SELECT event_id, entity_id, timestamp, position, version, i FROM events \
+                 WHERE {filter} ORDER BY position"
+            ))
+        };
+        let fast = read(&format!("entity_id = '{entity}'"));
+        assert_eq!(fast.len(), 4, "{entity}: {fast:?}");
+        assert_eq!(fast, read(&format!("concat(entity_id, '') = '{entity}'")));
+    };
+    assert_eq!(
+        s.physical_plan("SELECT * FROM events")
+            .matches(".parquet")
+            .count(),
+        7
+    );
+    for entity in ["a0", "b1", "c0"] {
+        assert_eq!(
+            files(&s, entity),
+            3,
+            "{entity}: its flush's two files and the first one"
+        );
+        same_rows(&s, entity);
+    }
+    assert_eq!(files(&s, "nobody"), 1);
+    s.stop();
+    s.restart();
+    assert_eq!(files(&s, "b1"), 7, "no filters after a restart");
+    same_rows(&s, "b1");
+}
+
+/// Between maintenance runs the copy follows the flushes on its own, once
+/// `--entity-copy-follow-files` of the table's files lie above it: reads
+/// of one entity then take everything from the copy, while the table's
+/// files stay as flushed (no compaction ran).
+#[test]
+fn the_copy_follows_the_flushes_between_maintenance_runs() {
+    let s = TestServer::start(&["--flush-age", "20ms", "--entity-copy-follow-files", "4"]);
+    let flushed = |s: &TestServer| {
+        s.scalar("SELECT buffered_rows FROM system.tables WHERE table_name = 'events'") == json!(0)
+    };
+    for round in 0..3 {
+        s.ingest(&batch(&format!("r{round}"), 2, 2));
+        wait_until("the flush", Duration::from_secs(20), || flushed(&s));
+    }
+    wait_until(
+        "the copy to cover every flush",
+        Duration::from_secs(60),
+        || {
+            let plan = s.physical_plan("SELECT * FROM events WHERE entity_id = 'u1'");
+            plan.contains("_allsource/entities") && plan.matches("file_type=parquet").count() == 1
+        },
+    );
+    assert_eq!(
+        s.scalar("SELECT files FROM system.tables WHERE table_name = 'events'"),
+        json!(6),
+        "two dates in each of three flushes, not compacted"
+    );
+    check_reads(&s, 6);
+}

@@ -434,7 +434,7 @@ fn commit_races() {
                             )
                             .await
                         {
-                            Ok(d) => break d,
+                            Ok((d, _)) => break d,
                             Err(e) if attempts < 5 => {
                                 eprintln!("writer {node}, commit {i}: {e}; again");
                                 attempts += 1;

@@ -9,9 +9,10 @@
 //!   bucket; the files and the new covered position are one commit. The
 //!   first run copies everything, rows stored before positions existed
 //!   included.
-//! - **Merge.** A bucket with [`MERGE_AT`] files below half the target
-//!   size has them merged into sorted files, so a lookup opens a few
-//!   files at most. Every file of the copy is sorted, so the merge
+//! - **Merge.** A bucket's small files are merged into sorted files by
+//!   compaction's scheduled rule, once [`MERGE_AT`] of them qualify, so
+//!   a lookup opens a few files at most and an event is rewritten a few
+//!   times at most. Every file of the copy is sorted, so the merge
 //!   streams them side by side in that order rather than sorting them
 //!   again.
 //! - **Columns.** Columns the table gained are added to the copy first
@@ -29,7 +30,7 @@
 //! positions do not order the whole table.
 
 use super::merge;
-use super::plan::FileRef;
+use super::plan::{FileRef, choose};
 use super::rewrite::entity_copy_properties;
 use super::{Database, Result, Table, delta_error};
 use crate::db::served::Served;
@@ -115,6 +116,39 @@ fn compare_columns(copy: &Schema, wanted: &Schema) -> Result<Columns, DeltaTable
 }
 
 impl Database {
+    /// How many of `table`'s files (as queries read them) hold events its
+    /// entity copy does not cover; 0 where no copy is kept.
+    pub(crate) fn entity_files_behind(&self, table: &Table) -> usize {
+        if !self.config.entity_copy || self.config.node_id.is_some() {
+            return 0;
+        }
+        let s = table.state.read();
+        let covered = s.entities.as_ref().map_or(0, |c| c.covered);
+        s.provider
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<DeltaFiles>())
+            .map_or(0, |files| files.count_reaching_above(POSITION, covered))
+    }
+
+    /// Between maintenance runs: brings `table`'s entity copy up to what
+    /// the table has stored, without compacting the table. Does nothing
+    /// (and says so with `false`) while a maintenance run holds the table.
+    pub(crate) async fn follow_entities(&self, table: &Arc<Table>) -> Result<bool> {
+        let Ok(_one_at_a_time) = table.maintenance_lock.try_lock() else {
+            return Ok(false);
+        };
+        let run = async {
+            let delta = self.storage.refresh(table.delta(), &table.label()).await?;
+            self.maintain_entities(table, &delta).await
+        };
+        match crate::background::caught("entity copy", run).await {
+            Ok(result) => result.map(|()| true),
+            Err(panic) => Err(super::super::Error::Internal(format!(
+                "the entity copy's run panicked: {panic}"
+            ))),
+        }
+    }
+
     /// Brings `table`'s entity copy up to `delta` (the snapshot this run
     /// starts from, before its compaction) and makes queries read it.
     pub(super) async fn maintain_entities(
@@ -342,9 +376,13 @@ impl Database {
         Ok(added)
     }
 
-    /// Merges the small files of each bucket that has [`MERGE_AT`] of
-    /// them, sorted, one commit per bucket, and has queries read each
-    /// commit's files (`install`) once it is made.
+    /// Merges, in each bucket, the small files compaction's scheduled
+    /// rule would pick (`plan::choose`: from the largest whose smaller
+    /// files together are at least its size), once there are [`MERGE_AT`]
+    /// of them: sorted, one commit per bucket, and has queries read each
+    /// commit's files (`install`) once it is made. As the copy follows
+    /// the flushes, each merge at least doubles the largest file it
+    /// rewrites, so an event is rewritten a few times at most.
     async fn merge_buckets(
         &self,
         mut copy: DeltaTable,
@@ -353,24 +391,24 @@ impl Database {
         install: &(dyn Fn(&DeltaTable) -> Result<()> + Sync),
     ) -> Result<DeltaTable> {
         let delta_err = |e| delta_error(label, e);
-        let mut small: BTreeMap<String, Vec<FileRef>> = BTreeMap::new();
+        let mut buckets: BTreeMap<String, Vec<FileRef>> = BTreeMap::new();
         for file in copy.snapshot().map_err(delta_err)?.log_data().iter() {
-            let size = file.size().max(0) as u64;
-            if size >= target / 2 {
-                continue;
-            }
             let bucket = file
                 .partition_values_map()
                 .get(BUCKET_COLUMN)
                 .cloned()
                 .flatten()
                 .unwrap_or_default();
-            small.entry(bucket).or_default().push(FileRef {
+            buckets.entry(bucket).or_default().push(FileRef {
                 path: file.path().to_string(),
-                size,
+                size: file.size().max(0) as u64,
             });
         }
-        let due: Vec<&Vec<FileRef>> = small.values().filter(|f| f.len() >= MERGE_AT).collect();
+        let small: Vec<Vec<FileRef>> = buckets
+            .into_values()
+            .map(|files| choose(files, target, false))
+            .collect();
+        let due: Vec<&Vec<FileRef>> = small.iter().filter(|f| f.len() >= MERGE_AT).collect();
         if due.is_empty() {
             return Ok(copy);
         }

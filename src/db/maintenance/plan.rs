@@ -120,7 +120,7 @@ pub(super) fn compaction_plan(
 /// `whole`, else those from the largest one whose smaller files together
 /// are at least its size; at most twice `target` of them, smallest first.
 /// Empty when fewer than two.
-fn choose(files: Vec<FileRef>, target: u64, whole: bool) -> Vec<FileRef> {
+pub(super) fn choose(files: Vec<FileRef>, target: u64, whole: bool) -> Vec<FileRef> {
     let mut small: Vec<FileRef> = files
         .into_iter()
         .filter(|f| f.size < target / 4 * 3)

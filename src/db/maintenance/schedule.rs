@@ -19,17 +19,23 @@ pub(crate) struct MaintenanceSchedule {
     started: Duration,
     /// The clock's reading at each table's last scheduled run, by label.
     last_run: HashMap<String, Duration>,
+    /// The clock's reading at each table's last run of its entity copy
+    /// alone, by label.
+    last_follow: HashMap<String, Duration>,
 }
 
 impl MaintenanceSchedule {
     /// How often the schedule looks for due tables.
     pub(crate) const TICK: Duration = Duration::from_secs(1);
+    /// Runs of a table's entity copy alone are at least this far apart.
+    const FOLLOW_SPACING: Duration = Duration::from_secs(10);
 
     pub(crate) fn new(db: Arc<Database>) -> Self {
         MaintenanceSchedule {
             started: db.clock.elapsed(),
             db,
             last_run: HashMap::new(),
+            last_follow: HashMap::new(),
         }
     }
 
@@ -49,6 +55,7 @@ impl MaintenanceSchedule {
                 .copied()
                 .unwrap_or(self.started);
             if now.saturating_sub(since) < every {
+                self.follow(&t, now).await;
                 continue;
             }
             self.last_run.insert(t.label(), now);
@@ -66,6 +73,31 @@ impl MaintenanceSchedule {
                     tracing::debug!(table = %t.label(), "maintenance already running")
                 }
                 Err(e) => tracing::error!(table = %t.label(), error = %e, "maintenance failed"),
+            }
+        }
+    }
+}
+
+impl MaintenanceSchedule {
+    /// Between a table's runs: extends its entity copy once
+    /// `--entity-copy-follow-files` of its files lie above it.
+    async fn follow(&mut self, t: &Arc<Table>, now: Duration) {
+        let at = self.db.config.entity_copy_follow_files;
+        let label = t.label();
+        let last = self.last_follow.get(&label).copied().unwrap_or_default();
+        if at == 0 || now.saturating_sub(last) < Self::FOLLOW_SPACING {
+            return;
+        }
+        let behind = self.db.entity_files_behind(t);
+        if behind < at {
+            return;
+        }
+        self.last_follow.insert(label, now);
+        match self.db.follow_entities(t).await {
+            Ok(true) => tracing::debug!(table = %t.label(), files = behind, "entity copy extended"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(table = %t.label(), error = %e, "the entity copy was not brought up to date")
             }
         }
     }

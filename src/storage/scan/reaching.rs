@@ -29,6 +29,13 @@ impl DeltaFiles {
             .collect()
     }
 
+    /// How many files' `column` may hold a value above `above` (see
+    /// [`DeltaFiles::files_reaching_above`]).
+    pub fn count_reaching_above(&self, column: &str, above: u64) -> usize {
+        let reaches = self.reaching_above(column, above);
+        self.files.iter().filter(|f| reaches(f)).count()
+    }
+
     /// Whether any file's `column` may hold a value above `above` (see
     /// [`DeltaFiles::files_reaching_above`]).
     pub fn any_reaching_above(&self, column: &str, above: u64) -> bool {

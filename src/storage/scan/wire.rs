@@ -138,6 +138,7 @@ impl DeltaFiles {
             schema,
             table_schema,
             files,
+            entity_filters: Vec::new(),
             store_url: ObjectStoreUrl::parse(&wire.store_url)?,
             store,
             base: Path::from(wire.base.as_str()),
