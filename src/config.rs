@@ -149,7 +149,11 @@ pub struct Config {
     /// own (no compaction) once this many of the table's files hold events
     /// it does not cover, so that a read of one entity opens few files
     /// however long the interval. 0 leaves it to the maintenance runs.
-    #[arg(long, env = "ALLSOURCE_ENTITY_COPY_FOLLOW_FILES", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "ALLSOURCE_ENTITY_COPY_FOLLOW_FILES",
+        default_value_t = 256
+    )]
     pub entity_copy_follow_files: usize,
 
     /// How long files replaced by compaction or deletion are kept before
@@ -346,7 +350,7 @@ impl Default for Config {
             compaction_target_bytes: 256 << 20,
             compaction_memory_limit: 256 << 20,
             entity_copy: true,
-            entity_copy_follow_files: 64,
+            entity_copy_follow_files: 256,
             vacuum_retention: Duration::from_secs(3600),
             retention: None,
             query_memory_limit: 2 << 30,

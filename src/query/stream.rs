@@ -90,7 +90,8 @@ async fn plan(ctx: &SessionContext, read: &EntityRead) -> Result<Arc<dyn Executi
     );
     let ordering = LexOrdering::new(vec![order]).expect("one sort key");
     plan = Arc::new(SortExec::new(ordering, plan).with_fetch(Some(read.limit)));
-    FilterPushdown::new().optimize(plan, state.config_options())
+    let plan = FilterPushdown::new().optimize(plan, state.config_options())?;
+    super::entity_rows::EntityRowFilters.optimize(plan, state.config_options())
 }
 
 /// Those of `filters` that `table` takes into its scan at all.
