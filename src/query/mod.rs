@@ -15,7 +15,6 @@ mod days;
 pub mod distributed;
 pub mod engine;
 mod entity_reads;
-mod entity_rows;
 mod grouping_sets;
 mod late;
 pub mod limits;
@@ -339,7 +338,6 @@ pub fn session_with(
         .with_optimizer_rule(Arc::new(days::DayFromPartition))
         .with_physical_optimizer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(late::TopKRowFilters))
-        .with_physical_optimizer_rule(Arc::new(entity_rows::EntityRowFilters))
         .with_physical_optimizer_rule(Arc::new(bounded::OperatorMemory))
         .build();
     let tenant = caller.tenant.clone();

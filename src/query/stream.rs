@@ -90,8 +90,7 @@ async fn plan(ctx: &SessionContext, read: &EntityRead) -> Result<Arc<dyn Executi
     );
     let ordering = LexOrdering::new(vec![order]).expect("one sort key");
     plan = Arc::new(SortExec::new(ordering, plan).with_fetch(Some(read.limit)));
-    let plan = FilterPushdown::new().optimize(plan, state.config_options())?;
-    super::entity_rows::EntityRowFilters.optimize(plan, state.config_options())
+    FilterPushdown::new().optimize(plan, state.config_options())
 }
 
 /// Those of `filters` that `table` takes into its scan at all.
