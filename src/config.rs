@@ -148,12 +148,9 @@ pub struct Config {
     /// Between maintenance runs, a table's entity copy is extended on its
     /// own (no compaction) once this many of the table's files hold events
     /// it does not cover, so that a read of one entity opens few files
-    /// however long the interval. 0 leaves it to the maintenance runs.
-    #[arg(
-        long,
-        env = "ALLSOURCE_ENTITY_COPY_FOLLOW_FILES",
-        default_value_t = 256
-    )]
+    /// however long the interval. 0 (the default) leaves it to the
+    /// maintenance runs: the extension shares the cores with ingest.
+    #[arg(long, env = "ALLSOURCE_ENTITY_COPY_FOLLOW_FILES", default_value_t = 0)]
     pub entity_copy_follow_files: usize,
 
     /// How long files replaced by compaction or deletion are kept before
@@ -350,7 +347,7 @@ impl Default for Config {
             compaction_target_bytes: 256 << 20,
             compaction_memory_limit: 256 << 20,
             entity_copy: true,
-            entity_copy_follow_files: 256,
+            entity_copy_follow_files: 0,
             vacuum_retention: Duration::from_secs(3600),
             retention: None,
             query_memory_limit: 2 << 30,
