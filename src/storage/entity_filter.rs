@@ -116,11 +116,6 @@ impl EntityFilters {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    /// How many files have a filter, and their memory.
-    pub fn size(&self) -> (usize, usize) {
-        (self.0.len(), self.0.values().map(|f| f.bytes()).sum())
-    }
 }
 
 impl FromIterator<(String, Arc<EntityFilter>)> for EntityFilters {
@@ -179,7 +174,7 @@ mod tests {
             ],
             0,
         );
-        assert_eq!(filters.size().0, 2);
+        assert_eq!(filters.iter().count(), 2);
         assert!(filters.get("d=1/one.parquet").unwrap().may_hold("a"));
         // An entity copy now covers positions up to 2: the first file's
         // events are all read from it.

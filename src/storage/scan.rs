@@ -246,11 +246,6 @@ impl DeltaFiles {
         Ok((self, kept.into_iter().collect()))
     }
 
-    /// How many of the scan's files have an entity filter.
-    pub fn filtered_files(&self) -> usize {
-        self.entity_filters.iter().flatten().count()
-    }
-
     /// The same scan over only the files at `paths` (relative to the
     /// table, as the Delta log names them). Fails if one of them is not
     /// among the scan's files.

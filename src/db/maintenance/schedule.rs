@@ -76,30 +76,31 @@ impl MaintenanceSchedule {
             }
         }
     }
-}
 
-impl MaintenanceSchedule {
     /// Between a table's runs: extends its entity copy once
     /// `--entity-copy-follow-files` of its files lie above it.
     async fn follow(&mut self, t: &Arc<Table>, now: Duration) {
         let at = self.db.config.entity_copy_follow_files;
+        if at == 0 {
+            return;
+        }
         let label = t.label();
         let last = self.last_follow.get(&label).copied().unwrap_or_default();
-        if at == 0 || now.saturating_sub(last) < Self::FOLLOW_SPACING {
+        if now.saturating_sub(last) < Self::FOLLOW_SPACING {
             return;
         }
         let behind = self.db.entity_files_behind(t);
         if behind < at {
             return;
         }
-        self.last_follow.insert(label, now);
         match self.db.follow_entities(t).await {
-            Ok(true) => tracing::debug!(table = %t.label(), files = behind, "entity copy extended"),
+            Ok(true) => tracing::debug!(table = %label, files = behind, "entity copy extended"),
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(table = %t.label(), error = %e, "the entity copy was not brought up to date")
+                tracing::warn!(table = %label, error = %e, "the entity copy was not brought up to date")
             }
         }
+        self.last_follow.insert(label, now);
     }
 }
 
